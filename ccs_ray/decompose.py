@@ -1,0 +1,241 @@
+"""The one forward pass: image embedding, per-head direct contributions, and head ablation, together.
+
+Notation (TransformerLens style): B batch, T tokens (class token first), W residual width, H heads per
+layer, d head width (W = H d), D embedding dim, L layers in the tower.
+
+Head ``L{l}.H{h}`` writes ``r = ls_1 * (z_{l,h} @ W_O[:, h d:(h+1) d].T)`` into the class-token residual,
+where ``z_{l,h}`` (d values) is its attention output at the class token. The image embedding is
+``e = ln_post(x_cls) @ proj``; ``ln_post`` is linear once its per-image mean mu and std sigma are fixed,
+so each residual component maps into embedding space. Two conventions (DESIGN.md section 2):
+
+- ``"centered"``: ``c -> (gamma * (c - mean_W(c)) / sigma) @ proj``. All components (embeddings after
+  ``ln_pre``, every head, every out_proj bias, every MLP output) plus ``beta @ proj`` sum to ``e``.
+- ``"textspan"`` (clip_text_span, the paper's numbers): a head also carries ``b_O / H`` of its layer's
+  out_proj bias, ``-mu / (K H)`` and ``+beta / (K H)`` with ``K = 2 L + 1``, and the result is divided by
+  ``|e|``; the ``ln_pre`` output, the heads and the MLP outputs then sum to ``e / |e|``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import LayerScale
+
+from .models import check_supported
+
+CONVENTIONS = ("centered", "textspan")
+
+
+def head_name(layer: int, head: int) -> str:
+    """Stable head label, 0-based: ``head_name(11, 5) == "L11.H5"``."""
+    return f"L{layer}.H{head}"
+
+
+def parse_head_name(name: str) -> tuple[int, int]:
+    """Inverse of :func:`head_name`; raises ValueError with the expected form."""
+    try:
+        layer, head = name.split(".")
+        if layer[0] != "L" or head[0] != "H":
+            raise ValueError
+        return int(layer[1:]), int(head[1:])
+    except (ValueError, IndexError):
+        raise ValueError(f"head {name!r} is not of the form 'L<layer>.H<head>', e.g. 'L11.H5'") from None
+
+
+def default_layers(model: torch.nn.Module, last: int = 4) -> list[int]:
+    """The last ``last`` layers of the image tower (the paper analyses the last 4)."""
+    n = len(model.visual.transformer.resblocks)
+    return list(range(max(0, n - last), n))
+
+
+def tower_shape(model: torch.nn.Module) -> dict[str, int]:
+    """``layers`` L, ``heads`` H, ``width`` W, ``head_dim`` d, ``embed_dim`` D, ``tokens`` T of the image tower."""
+    visual = check_supported(model)
+    attn = visual.transformer.resblocks[0].attn
+    grid = visual.grid_size
+    return {
+        "layers": len(visual.transformer.resblocks),
+        "heads": attn.num_heads,
+        "width": attn.embed_dim,
+        "head_dim": attn.head_dim,
+        "embed_dim": visual.proj.shape[1],
+        "tokens": grid[0] * grid[1] + 1,
+    }
+
+
+@dataclass
+class HeadAblation:
+    """What to do to some heads' outputs during the forward pass.
+
+    ``heads`` maps layer -> head indices. ``mode`` ``"zero"`` removes the head's output (its out_proj
+    bias share stays, as in the paper's zeroing of ``out_proj.weight`` columns); ``"mean"`` replaces its
+    attention output z by ``mean_z[layer]`` (shape [H, T, d]), e.g. from ``HeadMoments.mean_z``.
+    """
+
+    heads: dict[int, list[int]]
+    mode: str = "zero"
+    mean_z: dict[int, torch.Tensor] | None = None
+
+    def apply(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """z: [B, H, T, d] -> the same with this layer's ablated heads replaced."""
+        idx = self.heads.get(layer)
+        if not idx:
+            return z
+        z = z.clone()
+        if self.mode == "zero":
+            z[:, idx] = 0
+        elif self.mode == "mean":
+            if self.mean_z is None or layer not in self.mean_z:
+                raise ValueError(f"mean ablation of layer {layer} needs that layer's mean head outputs (mean_z)")
+            z[:, idx] = self.mean_z[layer][idx].to(z)
+        else:
+            raise ValueError(f"ablation mode {self.mode!r} is not 'zero' or 'mean'")
+        return z
+
+
+@dataclass
+class Decomposition:
+    """Output of :func:`decomposed_forward`.
+
+    Attributes:
+        embedding: [B, D] the image embedding, equal to ``model.encode_image`` (model dtype).
+        heads: [B, len(layers), H, D] each head's direct contribution in embedding space (float32, or
+            float64 for a float64 model), or None when no layer was requested.
+        layers: the decomposed layers, in order.
+        z_sum: [len(layers), H, T, d] sum over the batch of each head's attention output (float64), or None.
+    """
+
+    embedding: torch.Tensor
+    heads: torch.Tensor | None
+    layers: list[int]
+    z_sum: torch.Tensor | None = None
+
+
+def _layer_scale(module: torch.nn.Module) -> torch.Tensor | None:
+    return module.gamma if isinstance(module, LayerScale) else None
+
+
+def _attention(block, x: torch.Tensor, ablation: HeadAblation | None, layer: int):
+    """Self-attention of one ``ResidualAttentionBlock`` computed per head. Returns (out [B,T,W], z [B,H,T,d])."""
+    attn = block.attn
+    B, T, W = x.shape
+    H = attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(B, T, 3, H, W // H).permute(2, 0, 3, 1, 4).unbind(0)
+    z = F.scaled_dot_product_attention(q, k, v)
+    if ablation is not None:
+        z = ablation.apply(layer, z)
+    out = F.linear(z.transpose(1, 2).reshape(B, T, W), attn.out_proj.weight, attn.out_proj.bias)
+    return out, z
+
+
+def decomposed_forward(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    layers: list[int] | None = None,
+    convention: str = "centered",
+    ablation: HeadAblation | None = None,
+    keep_z_sum: bool = False,
+    start: tuple[int, torch.Tensor] | None = None,
+    stop_at: int | None = None,
+) -> Decomposition | torch.Tensor:
+    """One pass through the image tower that yields the embedding and per-head contributions.
+
+    Args:
+        model: an open_clip CLIP whose image tower passes :func:`ccs_ray.models.check_supported`.
+        images: [B, 3, S, S] preprocessed images (any dtype; cast to the model's).
+        layers: layers whose heads to decompose; ``None`` means the last 4, ``[]`` none.
+        convention: ``"centered"`` or ``"textspan"`` (module docstring).
+        ablation: heads to zero or mean-ablate on the way.
+        keep_z_sum: also return the batch sum of each decomposed head's attention output.
+        start: ``(l, x)`` resumes from the residual stream ``x`` [B, T, W] entering layer ``l``
+            (``images`` is then ignored); used to share a prefix between ablation configurations.
+        stop_at: return the residual stream [B, T, W] entering layer ``stop_at`` instead.
+
+    Only the class token's per-head outputs are kept: no [B, H, T, W] tensor is ever formed.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention {convention!r} is not one of {CONVENTIONS}")
+    visual = model.visual
+    blocks = visual.transformer.resblocks
+    layers = default_layers(model) if layers is None else sorted(layers)
+    bad = [l for l in layers if not 0 <= l < len(blocks)]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the image tower has layers 0..{len(blocks) - 1}")
+    dtype = visual.proj.dtype
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    custom = set(layers) | (set(ablation.heads) if ablation else set())
+
+    with torch.no_grad():
+        if start is None:
+            first, x = 0, visual._embeds(images.to(device=visual.proj.device, dtype=dtype))
+        else:
+            first, x = start
+        head_res, z_sums = {}, {}
+        for l in range(first, len(blocks) if stop_at is None else stop_at):
+            block = blocks[l]
+            if l not in custom:
+                x = block(x)
+                continue
+            out, z = _attention(block, x, ablation, l)
+            x = x + block.ls_1(out)
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            if l in layers:
+                H, d = z.shape[1], z.shape[3]
+                w_o = block.attn.out_proj.weight.to(acc).view(-1, H, d)  # [W, H, d]
+                r = torch.einsum("bhd,whd->bhw", z[:, :, 0].to(acc), w_o)  # [B, H, W]
+                gamma = _layer_scale(block.ls_1)
+                head_res[l] = r * gamma.to(acc) if gamma is not None else r
+                if keep_z_sum:
+                    z_sums[l] = z.to(torch.float64).sum(0)
+        if stop_at is not None:
+            return x
+        pooled, _ = visual._pool(x)
+        embedding = pooled @ visual.proj
+        if not layers:
+            return Decomposition(embedding, None, [])
+        heads = torch.stack([head_res[l] for l in layers], 1)  # [B, Ls, H, W]
+        heads = _to_embedding_space(visual, x[:, 0].to(acc), heads, layers, convention, embedding.to(acc))
+        z_sum = torch.stack([z_sums[l] for l in layers]) if keep_z_sum else None
+    return Decomposition(embedding, heads, layers, z_sum)
+
+
+def _to_embedding_space(visual, x_cls, heads, layers, convention, embedding):
+    """Map residual-space head outputs [B, Ls, H, W] to embedding space [B, Ls, H, D] through ln_post."""
+    ln = visual.ln_post
+    mu = x_cls.mean(-1)
+    sigma = torch.sqrt(x_cls.var(-1, unbiased=False) + ln.eps)  # [B]
+    gamma, beta = ln.weight.to(x_cls.dtype), ln.bias.to(x_cls.dtype)
+    proj = visual.proj.to(x_cls.dtype)
+    scale = (gamma / sigma[:, None])[:, None, None, :]  # [B, 1, 1, W]
+    if convention == "centered":
+        return ((heads - heads.mean(-1, keepdim=True)) * scale) @ proj
+    blocks = visual.transformer.resblocks
+    H = heads.shape[2]
+    K = 2 * len(blocks) + 1
+    bias = []
+    for l in layers:
+        b = blocks[l].attn.out_proj.bias.to(x_cls.dtype)
+        g = _layer_scale(blocks[l].ls_1)
+        bias.append(b * g.to(b) if g is not None else b)
+    bias = torch.stack(bias)[None, :, None, :] / H  # [1, Ls, 1, W]
+    shifted = heads + bias - (mu / (K * H))[:, None, None, None]
+    out = (shifted * scale + beta / (K * H)) @ proj
+    return out / embedding.norm(dim=-1)[:, None, None, None]
+
+
+def head_contributions(model, images, layers=None, convention: str = "centered") -> torch.Tensor:
+    """Each head's direct contribution to the image embedding.
+
+    Returns:
+        Tensor[batch, len(layers), heads, embed_dim]; ``layers`` defaults to the last 4 of the tower.
+    """
+    return decomposed_forward(model, images, layers, convention).heads
+
+
+def encode_images(model, images, ablation: HeadAblation | None = None) -> torch.Tensor:
+    """[B, D] image embeddings through the same pass, optionally with heads ablated."""
+    return decomposed_forward(model, images, layers=[], ablation=ablation).embedding
+

@@ -1,0 +1,155 @@
+"""Model loading: `load_model(key)` and the paper presets.
+
+A model key names an open_clip ViT and its weights:
+
+- ``"ViT-B-16/openai"``: an open_clip model name and a pretrained tag;
+- ``"ViT-B-16/none"``: random initialisation (what the tests use);
+- ``"ViT-B-16@/path/or/uri/to/checkpoint.pt"``: weights from a local file or any fsspec URI;
+- ``"hf-hub:org/repo"`` or ``"local-dir:/path"``: open_clip's own schemas.
+
+Only the image tower is analysed. Supported towers are open_clip ``VisionTransformer`` s that pool the
+class token and use the stock ``nn.MultiheadAttention`` blocks (OpenAI CLIP, LAION, DataComp ViTs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import open_clip
+import torch
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+#: The six models of the paper (DESIGN.md section 1), by short preset name.
+PAPER_MODELS = {
+    "b32-openai": "ViT-B-32/openai",
+    "b32-datacomp": "ViT-B-32/datacomp_m_s128m_b4k",
+    "b16-openai": "ViT-B-16/openai",
+    "b16-laion": "ViT-B-16/laion2b_s34b_b88k",
+    "l14-openai": "ViT-L-14/openai",
+    "l14-laion": "ViT-L-14/laion2b_s32b_b82k",
+}
+
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+for _cfg in sorted(_CONFIG_DIR.glob("*.json")):
+    open_clip.add_model_config(_cfg)
+
+
+class UnsupportedModelError(ValueError):
+    """The key names no model we can load, or a tower the decomposition cannot handle."""
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """A parsed model key. ``weights`` is a pretrained tag, ``None`` (random init), or a checkpoint URI."""
+
+    key: str
+    name: str
+    weights: str | None
+    checkpoint: bool = False
+
+    @classmethod
+    def parse(cls, key: str) -> "ModelKey":
+        key = PAPER_MODELS.get(key, key)
+        if key.startswith(("hf-hub:", "local-dir:")):
+            return cls(key, key, None)
+        if "@" in key:
+            name, uri = key.split("@", 1)
+            return cls(key, name, uri, checkpoint=True)
+        if "/" not in key:
+            raise UnsupportedModelError(
+                f"model key {key!r} has no weights part: use 'NAME/TAG' (e.g. 'ViT-B-16/openai'), "
+                f"'NAME/none' for random init, 'NAME@CHECKPOINT', or a preset: {', '.join(PAPER_MODELS)}"
+            )
+        name, tag = key.split("/", 1)
+        return cls(key, name, None if tag == "none" else tag)
+
+
+def supported_models() -> list[str]:
+    """open_clip model names whose config is a ViT image tower we can decompose."""
+    names = []
+    for name in open_clip.list_models():
+        cfg = open_clip.get_model_config(name) or {}
+        vision = cfg.get("vision_cfg", {})
+        if (
+            isinstance(vision.get("layers"), int)
+            and "timm_model_name" not in vision
+            and not vision.get("attentional_pool")
+            and vision.get("pool_type", "tok") == "tok"
+            and not any(vision.get(k) for k in ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner", "scale_attn", "scale_fc"))
+            and vision.get("block_type") in (None, "default")
+        ):
+            names.append(name)
+    return names
+
+
+def check_supported(model: torch.nn.Module, key: str = "model") -> VisionTransformer:
+    """Return ``model.visual`` if the decomposition supports it, else raise UnsupportedModelError."""
+    visual = getattr(model, "visual", None)
+    problem = None
+    if not isinstance(visual, VisionTransformer):
+        problem = f"image tower is {type(visual).__name__}, not an open_clip VisionTransformer"
+    elif visual.attn_pool is not None or visual.pool_type != "tok":
+        problem = "image tower pools with attention or averaging, not the class token"
+    elif not all(isinstance(b, ResidualAttentionBlock) and not hasattr(b, "ln_1_kv") for b in visual.transformer.resblocks):
+        problem = "image tower uses custom attention blocks"
+    elif not all(b.attn._qkv_same_embed_dim and b.attn.in_proj_bias is not None for b in visual.transformer.resblocks):
+        problem = "attention has separate q/k/v projections or no bias"
+    elif visual.proj is None:
+        problem = "image tower has no output projection"
+    if problem:
+        examples = ", ".join(n for n in supported_models() if n.startswith("ViT-B") or n.startswith("ViT-L"))
+        raise UnsupportedModelError(f"{key}: {problem}. Supported: open_clip ViTs with class-token pooling, e.g. {examples}")
+    return visual
+
+
+def _fetch_checkpoint(uri: str) -> str:
+    """A local path for a checkpoint URI, copying remote files into a cache folder once."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if "file" in fs.protocol or fs.protocol == "local":
+        if not fs.exists(path):
+            raise FileNotFoundError(f"checkpoint not found: {uri}")
+        return path
+    cache = Path(os.environ.get("CCS_RAY_CACHE", Path.home() / ".cache" / "ccs-ray")) / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    local = cache / (hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + Path(path).name)
+    if not local.exists():
+        if not fs.exists(path):
+            raise FileNotFoundError(f"checkpoint not found: {uri}")
+        tmp = local.with_suffix(".part")
+        fs.get(path, str(tmp))
+        tmp.rename(local)
+    return str(local)
+
+
+def load_model(key: str, precision: str = "fp32", device: str | torch.device | None = None):
+    """Load an open_clip model and its image preprocessing.
+
+    Args:
+        key: a model key (module docstring) or a preset name from ``PAPER_MODELS``.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``; every parameter is cast to it.
+        device: ``None`` picks CUDA when present, else CPU.
+
+    Returns:
+        ``(model, preprocess)``; the model is in eval mode, its image tower is checked to be supported,
+        and ``model.tokenizer`` is its open_clip tokenizer.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {sorted(PRECISIONS)}")
+    parsed = ModelKey.parse(key)
+    if not parsed.name.startswith(("hf-hub:", "local-dir:")) and parsed.name not in open_clip.list_models():
+        raise UnsupportedModelError(
+            f"unknown model {parsed.name!r} in key {key!r}. Supported ViTs: {', '.join(supported_models())}"
+        )
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pretrained = _fetch_checkpoint(parsed.weights) if parsed.checkpoint else parsed.weights
+    model, _, preprocess = open_clip.create_model_and_transforms(parsed.name, pretrained=pretrained)
+    check_supported(model, key)
+    model = model.to(device=device, dtype=PRECISIONS[precision]).eval()
+    model.tokenizer = open_clip.get_tokenizer(parsed.name)
+    return model, preprocess

@@ -1,0 +1,162 @@
+"""Every Parquet table of a run: schemas, writer and reader, in one place.
+
+Layout under a results root (any fsspec URI)::
+
+    ROOT/<table>/run_id=<run id>/model=<url-quoted model key>/part-<uuid>.parquet
+
+so that ``read_parquet('ROOT/<table>/**/*.parquet', hive_partitioning = true)`` reads a table in
+DuckDB. Every row also carries ``run_id`` and ``model`` as ordinary columns. Head columns are ``layer``
+and ``head`` (0-based ints) plus ``head_label`` (``L11.H5``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterable, Mapping
+from urllib.parse import quote
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_KEY = [("run_id", pa.string()), ("model", pa.string())]
+_HEAD = [("layer", pa.int32()), ("head", pa.int32()), ("head_label", pa.string())]
+_ABLATION = [("ablation_id", pa.string()), ("strategy", pa.string()), ("seed", pa.int32())]
+
+
+def _schema(*groups) -> pa.Schema:
+    return pa.schema([pa.field(n, t) for group in groups for n, t in group])
+
+
+SCHEMAS: dict[str, pa.Schema] = {
+    # One row per (run, model): what ran, with what spec, and how it ended.
+    "runs": _schema(_KEY, [
+        ("spec_name", pa.string()), ("spec_json", pa.string()), ("stage", pa.string()),
+        ("status", pa.string()), ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")), ("n_images", pa.int64()), ("n_errors", pa.int64()),
+        ("version", pa.string()),
+    ]),
+    # One row per (run, model, shard) scanned: fingerprint, counts, where and how long.
+    "shards": _schema(_KEY, [
+        ("shard_id", pa.string()), ("source", pa.string()), ("fingerprint", pa.string()), ("fold", pa.int32()),
+        ("n_images", pa.int64()), ("n_errors", pa.int64()), ("status", pa.string()), ("node", pa.string()),
+        ("worker", pa.string()), ("seconds", pa.float64()), ("finished_at", pa.timestamp("us", tz="UTC")),
+    ]),
+    # Where the merged HeadMoments of a model live, and over how many images.
+    "moments": _schema(_KEY, [
+        ("uri", pa.string()), ("convention", pa.string()), ("n_images", pa.int64()), ("n_heads", pa.int32()),
+        ("embed_dim", pa.int32()), ("folds", pa.int32()), ("n_shards", pa.int32()),
+    ]),
+    # TextSpan output: per head and data subset ("all", "fold0", ...), the chosen texts in order.
+    "spans": _schema(_KEY, _HEAD, [
+        ("subset", pa.string()), ("rank", pa.int32()), ("text", pa.string()), ("variance", pa.float64()),
+        ("variance_explained", pa.float64()), ("pool", pa.string()), ("svd_rank", pa.int32()),
+        ("convention", pa.string()),
+    ]),
+    # The concept label each judge gave each head ("paper": from spans 1..5).
+    "labels": _schema(_KEY, _HEAD, [
+        ("judge", pa.string()), ("variant", pa.string()), ("label", pa.string()), ("label_normalized", pa.string()),
+        ("heuristic", pa.bool_()), ("error", pa.string()),
+    ]),
+    # One row per judge x span: aligned 1/0, null with an error when no valid answer came back.
+    "judgments": _schema(_KEY, _HEAD, [
+        ("judge", pa.string()), ("variant", pa.string()), ("span_rank", pa.int32()), ("text", pa.string()),
+        ("label", pa.string()), ("aligned", pa.int8()), ("heuristic", pa.bool_()), ("error", pa.string()),
+    ]),
+    # CCS per head, per judge and "combined" (majority vote); ccs_heldout judges spans 6..10.
+    "ccs": _schema(_KEY, _HEAD, [
+        ("judge", pa.string()), ("label", pa.string()), ("ccs", pa.int8()), ("ccs_heldout", pa.int8()),
+        ("level", pa.string()), ("heuristic", pa.bool_()),
+    ]),
+    # Which heads each ablation configuration removes.
+    "ablations": _schema(_KEY, _ABLATION, [
+        ("mode", pa.string()), ("k", pa.int32()), ("concept", pa.string()),
+        ("heads", pa.list_(pa.string())), ("n_heads", pa.int32()),
+    ]),
+    # Metric values of each ablation on each dataset (accuracy in percent, recall in percent, ranks).
+    "evals": _schema(_KEY, _ABLATION, [
+        ("dataset", pa.string()), ("metric", pa.string()), ("value", pa.float64()), ("n", pa.int64()),
+    ]),
+    # MaxSkew@k per ablation, dataset, attribute and occupation (natural log ratio).
+    "bias": _schema(_KEY, _ABLATION, [
+        ("dataset", pa.string()), ("attribute", pa.string()), ("occupation", pa.string()), ("k", pa.int32()),
+        ("maxskew", pa.float64()), ("max_group", pa.string()),
+    ]),
+    # One row per judge request: tokens, latency, retries and cost (USD); cached rows cost nothing.
+    "judge_calls": _schema(_KEY, [
+        ("judge", pa.string()), ("endpoint", pa.string()), ("kind", pa.string()), ("head_label", pa.string()),
+        ("span_rank", pa.int32()), ("cache_key", pa.string()), ("cached", pa.bool_()), ("status", pa.string()),
+        ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("latency_s", pa.float64()),
+        ("retries", pa.int32()), ("cost_usd", pa.float64()), ("error", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
+    ]),
+    # Every bad input or failed item, with the stage that met it and why.
+    "errors": _schema(_KEY, [
+        ("stage", pa.string()), ("source", pa.string()), ("item", pa.string()), ("reason", pa.string()),
+        ("detail", pa.string()), ("at", pa.timestamp("us", tz="UTC")),
+    ]),
+}
+
+TABLES = tuple(SCHEMAS)
+
+
+def partition_path(root: str, table: str, run_id: str, model: str) -> str:
+    """Folder of one (table, run, model) partition."""
+    return f"{root.rstrip('/')}/{table}/run_id={quote(run_id, safe='')}/model={quote(model, safe='')}"
+
+
+def to_arrow(table: str, rows: Iterable[Mapping] | pa.Table) -> pa.Table:
+    """Rows (dicts) or a table -> a pyarrow Table cast to the table's schema; unknown columns are an error."""
+    schema = _schema_of(table)
+    if isinstance(rows, pa.Table):
+        extra = set(rows.column_names) - set(schema.names)
+        if extra:
+            raise ValueError(f"table {table!r} has no columns {sorted(extra)}; columns: {schema.names}")
+        cols = {n: rows[n] if n in rows.column_names else pa.nulls(rows.num_rows, schema.field(n).type) for n in schema.names}
+        return pa.table(cols).cast(schema)
+    rows = list(rows)
+    for row in rows:
+        extra = set(row) - set(schema.names)
+        if extra:
+            raise ValueError(f"table {table!r} has no columns {sorted(extra)}; columns: {schema.names}")
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_table(root: str, table: str, rows, run_id: str, model: str, name: str | None = None) -> str | None:
+    """Write rows into the (run, model) partition of ``table``; ``run_id`` and ``model`` are filled in.
+
+    ``name`` gives the file a stable name (re-writing it replaces it, which makes stages idempotent);
+    otherwise a unique part name is used. Returns the file URI, or None when there were no rows.
+    """
+    data = to_arrow(table, rows)
+    if data.num_rows == 0:
+        return None
+    data = data.set_column(0, "run_id", pa.array([run_id] * data.num_rows, pa.string()))
+    data = data.set_column(1, "model", pa.array([model] * data.num_rows, pa.string()))
+    folder = partition_path(root, table, run_id, model)
+    fs, path = fsspec.core.url_to_fs(folder)
+    fs.makedirs(path, exist_ok=True)
+    fname = f"{name or 'part-' + uuid.uuid4().hex}.parquet"
+    tmp = f"{path}/.{fname}.{uuid.uuid4().hex}.tmp"
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(data, f)
+    fs.mv(tmp, f"{path}/{fname}")
+    return f"{folder}/{fname}"
+
+
+def read_table(root: str, table: str, run_id: str | None = None, model: str | None = None) -> pa.Table:
+    """All rows of ``table`` under ``root`` (optionally one run and/or model), empty with the schema if none."""
+    schema = _schema_of(table)
+    fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/{table}")
+    pattern = f"{path}/run_id={quote(run_id, safe='') if run_id else '*'}/model={quote(model, safe='') if model else '*'}/*.parquet"
+    parts = []
+    for file in sorted(fs.glob(pattern)):
+        with fs.open(file, "rb") as f:
+            parts.append(pq.read_table(f).cast(schema))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def _schema_of(table: str) -> pa.Schema:
+    if table not in SCHEMAS:
+        raise ValueError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+    return SCHEMAS[table]

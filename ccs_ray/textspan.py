@@ -1,0 +1,156 @@
+"""TextSpan (Gandelsman et al., ICLR 2024): the texts that best span a head's outputs.
+
+Given a head's contributions X [N, D] and a pool of text embeddings [M, D]:
+
+1. keep the top ``rank`` right singular vectors V of the *uncentred* X and project every text onto span(V);
+2. centre X; ``m`` times: pick the text t whose projection X t has the largest variance over images,
+   record it, and remove the direction t from X and from every text (``X <- X - (X t / |t|^2) t^T``).
+
+:func:`textspan` does this on the raw matrix (as clip_text_span does). :func:`textspan_from_moments`
+does the same from (n, sum x, sum x x^T) alone: V are the top eigenvectors of S = X^T X, the centred
+covariance is C = S / n - mu mu^T, Var(X t) = t^T C t, and removing t maps C -> Q C Q with
+Q = I - t t^T / |t|^2. Both compute in float64.
+
+Rules, shared by both so that they agree exactly:
+
+- rank: directions whose singular value is below ``RANK_RTOL`` x the largest are dropped, so a rank
+  larger than the data's span uses the span itself (``svd_rank`` in the result says how many were kept);
+- ties: texts whose variance is within ``TIE_RTOL`` (relative) of the largest count as tied, and the
+  first in pool order wins;
+- exhaustion: when no direction with variance above ``1e-12`` x the initial total variance is left,
+  fewer than ``m`` texts are returned.
+
+``variance`` is Var(X t) with the text as deflated at that step (the quantity maximised);
+``variance_explained`` is the share of the initial total variance (trace C) that removing t took away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+RANK_RTOL = 1e-6
+TIE_RTOL = 1e-9
+EXHAUSTED_RTOL = 1e-12
+
+
+@dataclass(frozen=True)
+class Span:
+    """One chosen text: its pool index, the variance it captured, and its share of the total."""
+
+    rank: int
+    index: int
+    text: str
+    variance: float
+    variance_explained: float
+    svd_rank: int
+
+
+def _f64(x, device=None) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    return t.to(dtype=torch.float64, device=device if device is not None else t.device)
+
+
+def _pick(variance: torch.Tensor, floor: float) -> int | None:
+    """Index of the largest variance (first of ties within TIE_RTOL), or None when all are below floor."""
+    best = float(variance.max())
+    if best <= floor:
+        return None
+    return int(torch.nonzero(variance >= best * (1 - TIE_RTOL))[0, 0])
+
+
+def _project_texts(texts_emb: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Project [M, D] texts onto the span of orthonormal columns ``basis`` [D, r]."""
+    return (texts_emb @ basis) @ basis.T
+
+
+def textspan(data, text_embeddings, texts: list[str], m: int = 5, rank: int = 80) -> list[Span]:
+    """TextSpan on a raw matrix.
+
+    Args:
+        data: [N, D] a head's contributions over N images.
+        text_embeddings: [M, D] embeddings of the pool (see :func:`text_embeddings`).
+        texts: the M pool lines.
+        m: how many texts to choose; rank: SVD rank of the data span.
+    """
+    X = _f64(data)
+    T = _f64(text_embeddings, X.device)
+    _check(X.shape[1], T, texts)
+    _, s, vh = torch.linalg.svd(X, full_matrices=False)
+    r = min(rank, int((s > s[0] * RANK_RTOL).sum())) if len(s) and s[0] > 0 else 0
+    T = _project_texts(T, vh[:r].T)
+    X = X - X.mean(0, keepdim=True)
+    total = float((X * X).sum()) / X.shape[0]
+    spans = []
+    for step in range(m):
+        var = ((X @ T.T) ** 2).mean(0)
+        i = _pick(var, EXHAUSTED_RTOL * total)
+        if i is None:
+            break
+        t = T[i]
+        tt = t @ t
+        spans.append(Span(step + 1, i, texts[i], float(var[i]), float(var[i] / tt / total), r))
+        X = X - torch.outer(X @ t / tt, t)
+        T = T - torch.outer(T @ t / tt, t)
+    return spans
+
+
+def textspan_from_moments(n: int, total, outer, text_embeddings, texts: list[str], m: int = 5, rank: int = 80) -> list[Span]:
+    """TextSpan from moments: n images, ``total`` = sum_i x_i [D], ``outer`` = sum_i x_i x_i^T [D, D].
+
+    Returns the same texts in the same order as :func:`textspan` on the matrix the moments came from.
+    """
+    S = _f64(outer)
+    mu = _f64(total, S.device) / n
+    T = _f64(text_embeddings, S.device)
+    _check(S.shape[0], T, texts)
+    lam, vec = torch.linalg.eigh(S)
+    lam, vec = lam.flip(0), vec.flip(1)
+    top = float(lam[0]) if len(lam) else 0.0
+    r = min(rank, int((lam > top * RANK_RTOL**2).sum())) if top > 0 else 0
+    T = _project_texts(T, vec[:, :r])
+    C = S / n - torch.outer(mu, mu)
+    C = (C + C.T) / 2
+    total_var = float(torch.trace(C))
+    spans = []
+    for step in range(m):
+        var = ((T @ C) * T).sum(1)
+        i = _pick(var, EXHAUSTED_RTOL * total_var)
+        if i is None:
+            break
+        t = T[i]
+        tt = t @ t
+        spans.append(Span(step + 1, i, texts[i], float(var[i]), float(var[i] / tt / total_var), r))
+        Ct = C @ t
+        # Q C Q with Q = I - t t^T / tt, expanded to avoid forming Q.
+        C = C - (torch.outer(t, Ct) + torch.outer(Ct, t)) / tt + torch.outer(t, t) * (t @ Ct) / tt**2
+        T = T - torch.outer(T @ t / tt, t)
+    return spans
+
+
+def _check(dim: int, T: torch.Tensor, texts: list[str]) -> None:
+    if T.ndim != 2 or T.shape[1] != dim:
+        raise ValueError(f"text embeddings have shape {tuple(T.shape)}, expected [M, {dim}]")
+    if T.shape[0] != len(texts):
+        raise ValueError(f"{T.shape[0]} text embeddings but {len(texts)} texts")
+
+
+def text_embeddings(model, texts: list[str], template: str = "{}", normalize: bool = True,
+                    batch_size: int = 256) -> torch.Tensor:
+    """[M, D] float32 text embeddings of a pool: each line through ``template``, then L2-normalised.
+
+    The defaults follow clip_text_span: lines encoded as they are, normalised.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("model has no tokenizer: load it with ccs_ray.load_model")
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            tokens = tokenizer([template.format(t) for t in texts[i:i + batch_size]]).to(device)
+            out.append(model.encode_text(tokens, normalize=normalize).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.visual.proj.shape[1])
+
