@@ -1,0 +1,224 @@
+"""Job specs: TOML -> a validated, typed :class:`Spec`.
+
+A spec has one table per stage (``[models]``, ``[data]``, ``[scan]``, ``[spans]``, ``[judge]``,
+``[prune]``, ``[evals]``, ``[results]``); ``stages`` lists which ones run. Unknown keys and bad values
+are errors that name the key and say what is allowed. ``--set section.key=value`` overrides any key;
+the value is read as a TOML value (``--set scan.batch_size=32``, ``--set models.keys='["ViT-B-32/none"]'``)
+and as a plain string when it is not one (``--set judge.base_url=http://127.0.0.1:8000/v1``).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import fsspec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+STAGES = ("scan", "spans", "judge", "prune", "report")
+
+
+class SpecError(ValueError):
+    """A job spec that cannot run: the message names every bad key and what it allows."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelsConfig(_Section):
+    """Which models to analyse and how to run them."""
+
+    keys: list[str] = Field(default_factory=lambda: ["ViT-B-32/openai"], min_length=1)
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    last_layers: int = Field(4, ge=1, description="decompose the heads of the last N layers")
+    layers: list[int] | None = Field(None, description="explicit 0-based layers; overrides last_layers")
+
+
+class DataConfig(_Section):
+    """The image set the heads are scanned over."""
+
+    source: str = Field("probe://?n=512&seed=0", description="fsspec URI of images, tars, parquet, a manifest, or probe://")
+    kind: Literal["auto", "folder", "tar", "parquet", "manifest", "probe"] = "auto"
+    image_column: str = "image"
+    shard_size: int = Field(256, ge=1, description="images per shard (folders, manifests, parquet)")
+    folds: int = Field(2, ge=1, description="moments are kept per fold (shard index mod folds)")
+    limit: int | None = Field(None, ge=1, description="use at most this many images")
+
+
+class ScanConfig(_Section):
+    """How the scan runs on Ray."""
+
+    batch_size: int = Field(64, ge=1)
+    actors: int | None = Field(None, ge=1, description="model actors; default one per GPU, else 1")
+    gpus_per_actor: float | None = Field(None, ge=0, description="default 1 when the cluster has GPUs, else 0")
+    decode_workers: int = Field(2, ge=1, description="parallel CPU decode tasks in flight per actor")
+    convention: Literal["centered", "textspan"] = "centered"
+    checkpoint_every: int = Field(8, ge=1, description="shards between moment checkpoints of an actor")
+
+
+class SpansConfig(_Section):
+    """TextSpan settings."""
+
+    pool: str = Field("ccs-basic", description="pool alias (ccs-basic, textspan-general) or a path/URI of a text file")
+    m: int = Field(5, ge=1)
+    rank: int = Field(80, ge=1)
+    template: str = "{}"
+    normalize: bool = True
+
+    @field_validator("template")
+    @classmethod
+    def _one_slot(cls, v: str) -> str:
+        if v.count("{}") != 1:
+            raise ValueError("template must contain exactly one '{}' where the description goes")
+        return v
+
+
+class EndpointConfig(_Section):
+    """One LLM judge: an OpenAI-compatible endpoint and model, or the offline heuristic judge."""
+
+    name: str | None = None
+    kind: Literal["openai", "offline"] = "openai"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    rpm: float = Field(60, gt=0, description="requests per minute across the whole cluster")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute across the whole cluster")
+    input_price: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    output_price: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+    structured: bool = Field(True, description="ask for JSON-schema structured output")
+
+
+class JudgeConfig(EndpointConfig):
+    """The judge stage. The keys of :class:`EndpointConfig` here describe a single judge (default: the
+    offline one); ``judges`` lists several, combined by majority vote."""
+
+    kind: Literal["openai", "offline"] = "offline"
+    judges: list[EndpointConfig] = Field(default_factory=list)
+    mode: Literal["per_span", "batched"] = "per_span"
+    heldout: bool = Field(True, description="also label from spans 1..m and judge spans m+1..2m")
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(60, gt=0)
+    max_retries: int = Field(6, ge=0)
+    vocabulary: list[str] | None = Field(None, description="offline judge: candidate labels (default: built in)")
+
+
+class PruneConfig(_Section):
+    """Ablation strategies and their evaluation."""
+
+    strategies: list[Literal["high", "low", "random", "equal", "concept", "explicit", "sweep"]] = Field(
+        default_factory=lambda: ["high", "low", "random", "equal"])
+    mode: Literal["zero", "mean"] = "zero"
+    seeds: int = Field(5, ge=1, description="random-strategy seeds")
+    random_pool: Literal["decomposed", "all"] = Field("decomposed", description="heads random draws come from")
+    concepts: list[str] = Field(default_factory=lambda: ["location", "animals", "objects", "colors"])
+    synonyms: dict[str, list[str]] = Field(default_factory=dict, description="extra words per concept family")
+    heads: dict[str, list[str]] = Field(default_factory=dict, description="explicit head lists by name")
+    sweep_k: int = Field(0, ge=0, description="prune the top-k heads by CCS for k = 0..sweep_k")
+    judge: str = Field("combined", description="which judge's CCS drives the strategies")
+
+
+class EvalsConfig(_Section):
+    """Datasets the ablations are evaluated on. Each entry is a table with at least ``name``."""
+
+    classification: list[dict] = Field(default_factory=lambda: [{"name": "probe-shapes", "source": "probe://shapes?n=200&seed=1"}])
+    video: list[dict] = Field(default_factory=list)
+    bias: list[dict] = Field(default_factory=list)
+    batch_size: int = Field(64, ge=1)
+
+
+class ResultsConfig(_Section):
+    root: str | None = Field(None, description="results root URI; default ./results/<spec name>")
+
+
+class Spec(_Section):
+    """A whole job."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    stages: list[Literal["scan", "spans", "judge", "prune", "report"]] = Field(default_factory=lambda: list(STAGES))
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    spans: SpansConfig = Field(default_factory=SpansConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
+    results: ResultsConfig = Field(default_factory=ResultsConfig)
+
+    @property
+    def results_root(self) -> str:
+        return self.results.root or f"./results/{self.name}"
+
+    def to_json(self) -> str:
+        """The spec as JSON, with no secret in it (keys are only ever named, never stored)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def _set_dotted(data: dict, dotted: str, raw: str) -> None:
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    *parents, leaf = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"--set {dotted}: {p!r} is not a table")
+    node[leaf] = value
+
+
+def _describe(errors: ValidationError, source: str) -> str:
+    lines = [f"invalid job spec {source}:"]
+    for err in errors.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(err["loc"][:-1])
+            msg = f"unknown key; allowed here: {', '.join(allowed)}"
+        elif err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
+            msg = f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc) -> list[str]:
+    model = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        inner = getattr(ann, "__args__", (ann,))
+        nxt = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nxt is None:
+            return []
+        model = nxt
+    return sorted(model.model_fields)
+
+
+def load_spec(source: str | dict, overrides: list[str] = ()) -> Spec:
+    """Read a spec from a TOML path/URI (or a dict), apply ``section.key=value`` overrides, validate."""
+    if isinstance(source, dict):
+        data, label = json.loads(json.dumps(source)), "<dict>"
+    else:
+        label = str(source)
+        try:
+            with fsspec.open(str(source), "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise SpecError(f"job spec not found: {source}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError(f"job spec {source} is not valid TOML: {e}") from None
+        data.setdefault("name", Path(str(source)).stem)
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"--set {item!r}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), raw.strip())
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_describe(e, label)) from None
