@@ -1,0 +1,87 @@
+"""TextSpan from moments equals TextSpan on the raw matrix (same texts, same order)."""
+
+import numpy as np
+import pytest
+import torch
+
+from ccs_ray import HeadMoments, head_contributions, textspan, textspan_from_moments
+from ccs_ray.textspan import text_embeddings
+
+
+def _reference_textspan(X, T, m, rank):
+    """clip_text_span's algorithm written plainly in numpy (SVD projection, centred greedy deflation)."""
+    _, s, vh = np.linalg.svd(X, full_matrices=False)
+    vh = vh[: min(rank, int((s > s[0] * 1e-6).sum()))]
+    T = vh.T @ np.linalg.inv(vh @ vh.T) @ vh @ T.T
+    T = T.T
+    X = X - X.mean(0, keepdims=True)
+    chosen = []
+    for _ in range(m):
+        i = int(np.argmax((X @ T.T).std(0)))
+        chosen.append(i)
+        t = T[i]
+        X = X - np.outer(X @ t / (t @ t), t)
+        T = T - np.outer(T @ t / (t @ t), t)
+    return chosen
+
+
+@pytest.mark.parametrize("n,d,texts,rank", [(300, 24, 150, 80), (40, 24, 150, 80), (500, 48, 400, 10), (2000, 32, 64, 32)])
+def test_moments_equal_raw_on_random_data(n, d, texts, rank):
+    g = np.random.default_rng(n + d)
+    X = g.normal(size=(n, d)) @ g.normal(size=(d, d)) + g.normal(size=d)
+    T = g.normal(size=(texts, d))
+    names = [f"text {i}" for i in range(texts)]
+    raw = textspan(X, T, names, m=8, rank=rank)
+    mom = textspan_from_moments(n, X.sum(0), X.T @ X, T, names, m=8, rank=rank)
+    assert [s.text for s in raw] == [s.text for s in mom]
+    assert [s.index for s in raw] == _reference_textspan(X, T, 8, rank)
+    np.testing.assert_allclose([s.variance for s in raw], [s.variance for s in mom], rtol=1e-8)
+    assert raw[0].svd_rank == min(rank, n, d)
+    assert all(0 < s.variance_explained <= 1 for s in raw)
+
+
+def test_ties_go_to_the_first_text_and_rank_beyond_span():
+    g = np.random.default_rng(0)
+    X = g.normal(size=(5, 16))  # rank 5 < requested 80
+    T = g.normal(size=(10, 16))
+    T = np.vstack([T[:3], T[2:3], T[3:]])  # text 3 duplicates text 2
+    names = [f"t{i}" for i in range(len(T))]
+    raw = textspan(X, T, names, m=10, rank=80)
+    mom = textspan_from_moments(5, X.sum(0), X.T @ X, T, names, m=10, rank=80)
+    assert [s.index for s in raw] == [s.index for s in mom]
+    assert raw[0].svd_rank == 5
+    assert 3 not in [s.index for s in raw]  # its twin (index 2) is always preferred or both removed
+    assert len(raw) == 5  # texts live in the 5-dim span: after 5 removals nothing is left, fewer than m=10
+
+
+def test_moments_equal_raw_on_real_decomposition(tiny_model):
+    model, _ = tiny_model
+    g = torch.Generator().manual_seed(5)
+    images = torch.rand(96, 3, 32, 32, generator=g)
+    pool = [f"a photo of {w}" for w in ("a dog", "a cat", "red", "blue", "three circles", "paris", "a car", "text", "stripes", "a face",
+                                         "a tree", "the sea", "a square", "green", "a star", "a letter A", "digits", "snow", "night", "food")]
+    T = text_embeddings(model, pool)
+    m = HeadMoments.for_model("ccs-tiny/none", model, [2, 3], folds=2)
+    contributions = []
+    for i in range(0, 96, 32):
+        c = head_contributions(model, images[i:i + 32], [2, 3])
+        m.update(c, fold=(i // 32) % 2)
+        contributions.append(c)
+    X = torch.cat(contributions)
+    for name in ("L2.H0", "L3.H3"):
+        l, h = int(name[1]), int(name[-1])
+        raw = textspan(X[:, [2, 3].index(l), h], T, pool, m=5, rank=80)
+        n, total, outer = m.head(name)
+        assert [s.text for s in raw] == [s.text for s in textspan_from_moments(n, total, outer, T, pool, m=5, rank=80)]
+
+
+def test_text_embeddings_template_and_normalisation(tiny_model):
+    model, _ = tiny_model
+    plain = text_embeddings(model, ["dog", "cat"])
+    torch.testing.assert_close(plain.norm(dim=-1), torch.ones(2))
+    templated = text_embeddings(model, ["dog"], template="a photo of a {}.", normalize=False)
+    tokens = model.tokenizer(["a photo of a dog."])
+    with torch.no_grad():
+        torch.testing.assert_close(templated, model.encode_text(tokens))
+    with pytest.raises(ValueError, match="expected"):
+        textspan(np.zeros((3, 4)), np.zeros((2, 5)), ["a", "b"])
