@@ -1,0 +1,281 @@
+"""Soft pruning: heads removed in the forward pass (no weight copy), shared prefixes, and the strategies.
+
+- :func:`ablated` patches the affected blocks of the image tower for the duration of a ``with``:
+  ``model.encode_image`` inside it runs with the heads zeroed (``mode="zero"``, the paper's zeroing of the
+  head's ``out_proj.weight`` columns: the shared out_proj bias stays) or replaced by their mean attention
+  output (``mode="mean"``, ``mean_z`` from ``HeadMoments.mean_z()``).
+- :func:`encode_ablations` encodes one batch under many configurations, running every forward-pass
+  prefix the configurations share only once (a trie over their per-layer head sets).
+- :func:`prune_strategies` turns ``ccs`` table rows into :class:`Ablation` configurations: the baseline
+  ``none``, ``high``, ``low``, ``random`` (per seed), ``equal``, ``concept``, ``explicit`` and ``sweep``.
+
+All of it is math: no Ray, no I/O, inference only (no gradients flow through an ablated layer).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Iterable, Mapping, Sequence
+
+import torch
+
+from .decompose import HeadAblation, decomposed_forward, head_name, parse_head_name, tower_shape
+
+MODES = ("zero", "mean")
+STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep")
+
+#: Concept families: a head belongs to one when its normalised label is one of the family's words.
+CONCEPT_FAMILIES: dict[str, tuple[str, ...]] = {
+    "location": ("location", "geography", "geolocation", "country", "city", "place", "region", "landmark",
+                 "continent", "nation", "locale", "area", "travel"),
+    "animals": ("animal", "wildlife", "pet", "species", "fauna", "mammal", "bird", "dog", "cat", "insect",
+                "fish", "reptile", "creature"),
+    "objects": ("object", "item", "thing", "tool", "artifact", "artefact", "device", "equipment", "furniture",
+                "appliance", "gadget", "household item"),
+    "colors": ("color", "colour", "hue", "palette", "coloring", "colouring", "tint", "shade"),
+}
+
+
+# --- ablation in the forward pass -------------------------------------------------------------------------
+
+
+def head_ablation(model, heads: Iterable[str], mode: str = "zero",
+                  mean_z: Mapping[int, torch.Tensor] | None = None) -> HeadAblation:
+    """Validate head names against ``model``'s image tower and group them by layer."""
+    if mode not in MODES:
+        raise ValueError(f"ablation mode {mode!r} is not one of {MODES}")
+    shape = tower_shape(model)
+    by_layer: dict[int, set[int]] = {}
+    for name in heads:
+        layer, head = parse_head_name(name)
+        if not (0 <= layer < shape["layers"] and 0 <= head < shape["heads"]):
+            raise ValueError(f"head {name} is outside the image tower: layers 0..{shape['layers'] - 1}, "
+                             f"heads 0..{shape['heads'] - 1}")
+        by_layer.setdefault(layer, set()).add(head)
+    if mode == "mean":
+        missing = sorted(set(by_layer) - set(mean_z or {}))
+        if missing:
+            raise ValueError(f"mean ablation needs mean head outputs (mean_z) for layers {missing}; "
+                             f"they come from the scan's HeadMoments.mean_z() (layers it decomposed)")
+    return HeadAblation({l: sorted(h) for l, h in sorted(by_layer.items())}, mode, dict(mean_z) if mean_z else None)
+
+
+def _ablated_block_forward(model, ablation: HeadAblation, layer: int, q_x, k_x=None, v_x=None, attn_mask=None):
+    if k_x is not None or v_x is not None or attn_mask is not None:
+        raise ValueError("an ablated image-tower block supports self-attention without a mask only")
+    return decomposed_forward(model, None, layers=[], ablation=ablation, start=(layer, q_x), stop_at=layer + 1)
+
+
+@contextmanager
+def ablated(model, heads: Iterable[str], mode: str = "zero", mean_z: Mapping[int, torch.Tensor] | None = None):
+    """Within the ``with``, the image tower of ``model`` runs with ``heads`` (``["L11.H5", ...]``) ablated.
+
+    The weights are untouched: the affected blocks' ``forward`` is temporarily replaced by the per-head
+    attention path of :mod:`ccs_ray.decompose`, and restored on exit (also on error). Yields the
+    :class:`HeadAblation`. Nesting is refused for a layer that is already ablated.
+    """
+    ablation = head_ablation(model, heads, mode, mean_z)
+    blocks = model.visual.transformer.resblocks
+    patched = []
+    try:
+        for layer in ablation.heads:
+            block = blocks[layer]
+            if "forward" in vars(block):
+                raise RuntimeError(f"layer {layer} is already patched (nested ablated() on the same layer)")
+            block.forward = partial(_ablated_block_forward, model, ablation, layer)
+            patched.append(block)
+        yield ablation
+    finally:
+        for block in patched:
+            del block.forward
+
+
+def _layer_key(ablation: HeadAblation | None, layer: int):
+    heads = ablation.heads.get(layer) if ablation else None
+    return (ablation.mode, tuple(heads)) if heads else None
+
+
+def encode_ablations(model, images: torch.Tensor, ablations: Sequence[HeadAblation | None]) -> torch.Tensor:
+    """[C, B, D] image embeddings of one batch under C ablation configurations (None = no ablation).
+
+    Configurations that agree on layers < l share the forward pass up to l: the pass branches only at
+    layers where their head sets differ, so e.g. 15 configurations over the last 4 of 12 layers run the
+    first 8 layers once. Identical configurations are computed once. Each embedding equals
+    ``encode_images(model, images, ablation)``.
+    """
+    n_layers = len(model.visual.transformer.resblocks)
+    out: list[torch.Tensor | None] = [None] * len(ablations)
+
+    def branch(x, start: int, members: list[int]) -> None:
+        # members agree on every layer < start; x enters layer `start` (x is the images when start == 0)
+        lead = ablations[members[0]]
+        split = next((l for l in range(start, n_layers)
+                      if len({_layer_key(ablations[i], l) for i in members}) > 1), None)
+        resume = (start, x) if start else None
+        if split is None:
+            emb = decomposed_forward(model, x if not start else None, layers=[], ablation=lead, start=resume).embedding
+            for i in members:
+                out[i] = emb
+            return
+        x = decomposed_forward(model, x if not start else None, layers=[], ablation=lead, start=resume, stop_at=split)
+        groups: dict = {}
+        for i in members:
+            groups.setdefault(_layer_key(ablations[i], split), []).append(i)
+        for group in groups.values():
+            y = decomposed_forward(model, None, layers=[], ablation=ablations[group[0]], start=(split, x),
+                                   stop_at=split + 1)
+            branch(y, split + 1, group)
+
+    if ablations:
+        branch(images, 0, list(range(len(ablations))))
+    return torch.stack(out) if ablations else torch.zeros(0, images.shape[0], model.visual.proj.shape[1])
+
+
+# --- strategies -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ablation:
+    """One pruning configuration: which heads it removes and how it was chosen.
+
+    ``ablation_id`` is unique in a run: ``none``, ``high``, ``low``, ``random:s<seed>``, ``equal:high``,
+    ``equal:low``, ``concept:<family>``, ``explicit:<name>``, ``sweep:k<k>``. ``k`` is the number of heads.
+    """
+
+    ablation_id: str
+    strategy: str
+    seed: int | None = None
+    k: int | None = None
+    concept: str | None = None
+    heads: list[str] = field(default_factory=list)
+
+
+def _order(name: str) -> tuple[int, int]:
+    return parse_head_name(name)
+
+
+def _scored(rows: Iterable[Mapping], judge: str) -> list[Mapping]:
+    rows = list(rows)
+    mine = [r for r in rows if r.get("judge") == judge]
+    if not mine:
+        judges = sorted({str(r.get("judge")) for r in rows})
+        raise ValueError(f"the ccs table has no rows of judge {judge!r}; judges present: {judges or 'none'}")
+    return sorted(mine, key=lambda r: _order(_label_of(r)))
+
+
+def _label_of(row: Mapping) -> str:
+    if row.get("head_label"):
+        return row["head_label"]
+    return head_name(int(row["layer"]), int(row["head"]))
+
+
+def _level(row: Mapping) -> str | None:
+    if row.get("level"):
+        return row["level"]
+    ccs = row.get("ccs")
+    return None if ccs is None else "high" if ccs == 5 else "low" if ccs <= 1 else "medium"
+
+
+def normalize_label(label: str | None) -> str:
+    """Lower case, letters and single spaces only, a plural ``s`` dropped: ``"Colours!" -> "colour"``."""
+    text = " ".join(re.sub(r"[^a-z ]+", " ", (label or "").lower()).split())
+    return text[:-1] if len(text) > 3 and text.endswith("s") and not text.endswith("ss") else text
+
+
+def concept_families(synonyms: Mapping[str, Sequence[str]] | None = None) -> dict[str, set[str]]:
+    """The default families, each extended by (or, for a new name, defined by) ``synonyms``."""
+    families = {name: set(words) for name, words in CONCEPT_FAMILIES.items()}
+    for name, words in (synonyms or {}).items():
+        families.setdefault(name, set()).update(words)
+    return {name: {normalize_label(w) for w in words} | {name, normalize_label(name)} for name, words in families.items()}
+
+
+def prune_strategies(
+    ccs_rows: Iterable[Mapping],
+    strategies: Sequence[str] = ("high", "low", "random", "equal"),
+    *,
+    judge: str = "combined",
+    seeds: int = 5,
+    random_pool: Sequence[str] | None = None,
+    concepts: Sequence[str] = ("location", "animals", "objects", "colors"),
+    synonyms: Mapping[str, Sequence[str]] | None = None,
+    explicit: Mapping[str, Sequence[str]] | None = None,
+    sweep_k: int = 0,
+) -> list[Ablation]:
+    """Ablation configurations from the ``ccs`` table's rows (dicts with head_label/layer/head, judge, ccs,
+    level, label), always starting with the baseline ``none``.
+
+    - ``high`` / ``low``: every head of that level (high: CCS 5; low: CCS <= 1).
+    - ``random``: per seed 0..seeds-1, as many heads as ``high``, drawn (``random.Random(seed).sample``
+      over the pool in head order) from ``random_pool`` (default: the heads of the ccs table) minus the
+      high heads.
+    - ``equal``: n = min(#high, #low) of each: ``equal:high`` and ``equal:low`` (low heads by CCS
+      ascending, ties in head order).
+    - ``concept``: per family in ``concepts``, the heads whose normalised label is one of its words
+      (:data:`CONCEPT_FAMILIES`, extended by ``synonyms``).
+    - ``explicit``: the named head lists as given.
+    - ``sweep``: for k = 0..sweep_k, the top-k heads by CCS (ties in head order).
+
+    Strategies that select no head (e.g. no high heads) yield no configuration.
+    """
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        raise ValueError(f"unknown prune strategies {unknown}; allowed: {', '.join(STRATEGIES)}")
+    rows = _scored(ccs_rows, judge)
+    scored = [r for r in rows if r.get("ccs") is not None]
+    high = [_label_of(r) for r in scored if _level(r) == "high"]
+    low = [_label_of(r) for r in sorted(scored, key=lambda r: r["ccs"]) if _level(r) == "low"]
+    out = [Ablation("none", "none", k=0)]
+
+    def add(ablation_id, strategy, heads, **kw):
+        if heads:
+            out.append(Ablation(ablation_id, strategy, k=len(heads), heads=sorted(heads, key=_order), **kw))
+
+    for strategy in strategies:
+        if strategy == "high":
+            add("high", "high", high)
+        elif strategy == "low":
+            add("low", "low", low)
+        elif strategy == "random" and high:
+            pool = sorted(set(random_pool if random_pool is not None else [_label_of(r) for r in rows]) - set(high),
+                          key=_order)
+            if len(pool) < len(high):
+                raise ValueError(f"random strategy: {len(high)} heads to draw but only {len(pool)} non-high heads in "
+                                 f"the pool; widen it (prune.random_pool = 'all')")
+            for seed in range(seeds):
+                add(f"random:s{seed}", "random", random.Random(seed).sample(pool, len(high)), seed=seed)
+        elif strategy == "equal":
+            n = min(len(high), len(low))
+            add("equal:high", "equal", high[:n], concept="high")
+            add("equal:low", "equal", low[:n], concept="low")
+        elif strategy == "concept":
+            families = concept_families(synonyms)
+            missing = [c for c in concepts if c not in families]
+            if missing:
+                raise ValueError(f"concepts {missing} have no synonym list; known: {sorted(families)} "
+                                 f"(add words under prune.synonyms)")
+            for concept in concepts:
+                add(f"concept:{concept}", "concept",
+                    [_label_of(r) for r in rows if normalize_label(r.get("label")) in families[concept]],
+                    concept=concept)
+        elif strategy == "explicit":
+            for name, heads in (explicit or {}).items():
+                add(f"explicit:{name}", "explicit", [head_name(*parse_head_name(h)) for h in heads], concept=name)
+        elif strategy == "sweep":
+            ranked = [_label_of(r) for r in sorted(scored, key=lambda r: -r["ccs"])]
+            if sweep_k > len(ranked):
+                raise ValueError(f"sweep_k = {sweep_k} but only {len(ranked)} heads have a CCS")
+            out.extend(Ablation(f"sweep:k{k}", "sweep", k=k, heads=sorted(ranked[:k], key=_order))
+                       for k in range(sweep_k + 1))
+    return out
+
+
+def all_heads(model, layers: Sequence[int] | None = None) -> list[str]:
+    """Every head name of the image tower (or of ``layers``), in head order."""
+    shape = tower_shape(model)
+    return [head_name(l, h) for l in (layers if layers is not None else range(shape["layers"]))
+            for h in range(shape["heads"])]
