@@ -1,0 +1,329 @@
+"""DuckDB over a results root: views, macros, canned queries, ``ccs-ray sql`` and its interactive mode.
+
+:func:`connect` opens an in-memory DuckDB whose views (``sql/views.sql``, one per table of
+:mod:`ccs_ray.tables`) read the root's Parquet through a read-only fsspec filesystem registered with
+DuckDB under the ``ccsresults://`` protocol, so local and remote roots (``s3://``, ``memory://`` ...)
+read alike. A read-only connection then disables DuckDB's own file systems and locks its
+configuration: no statement can write into the results, or anywhere else.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import duckdb
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.dirfs import DirFileSystem
+
+from ccs_ray.tables import SCHEMAS, TABLES
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+FORMATS = ("table", "csv", "json", "parquet")
+PROTOCOL = "ccsresults"
+_VIEW = re.compile(r"^CREATE VIEW (\w+) AS .*;$", re.M)
+# DuckDB's own file systems; a read-only connection disables them all (ours is a Python one).
+_DUCKDB_FILESYSTEMS = ("LocalFileSystem", "HTTPFileSystem", "S3FileSystem", "HuggingFaceFileSystem",
+                       "GCSFileSystem", "AzureBlobStorageFileSystem")
+
+
+class SqlError(RuntimeError):
+    """A query DuckDB refused: its message, then the views (with columns) and canned queries."""
+
+
+class ResultsRootError(ValueError):
+    """A results root that cannot be opened: missing, or holding several specs' results."""
+
+
+class ReadOnlyResults(DirFileSystem):
+    """The results root as an fsspec filesystem that refuses every write (paths relative to the root)."""
+
+    protocol = PROTOCOL
+
+    def __init__(self, path: str, fs, writable: bool = False, **kwargs):
+        super().__init__(path=path, fs=fs, **kwargs)
+        self.writable = writable
+
+    def _refuse(self, what: str, path):
+        if not self.writable:
+            raise PermissionError(f"the results root is read-only: cannot {what} {path}")
+
+    def open(self, path, mode="rb", *args, **kwargs):
+        if set(mode) - {"r", "b", "t"}:
+            self._refuse(f"open (mode {mode!r})", path)
+        return super().open(path, mode, *args, **kwargs)
+
+    def _open(self, path, mode="rb", *args, **kwargs):
+        if set(mode) - {"r", "b", "t"}:
+            self._refuse(f"open (mode {mode!r})", path)
+        return super()._open(path, mode, *args, **kwargs)
+
+    def mkdir(self, path, *args, **kwargs):
+        self._refuse("create folder", path)
+        return super().mkdir(path, *args, **kwargs)
+
+    def makedirs(self, path, *args, **kwargs):
+        self._refuse("create folder", path)
+        return super().makedirs(path, *args, **kwargs)
+
+    def rm(self, path, *args, **kwargs):
+        self._refuse("remove", path)
+        return super().rm(path, *args, **kwargs)
+
+    def mv(self, path1, path2, *args, **kwargs):
+        self._refuse("move", path1)
+        return super().mv(path1, path2, *args, **kwargs)
+
+    def pipe_file(self, path, *args, **kwargs):
+        self._refuse("write", path)
+        return super().pipe_file(path, *args, **kwargs)
+
+    def touch(self, path, *args, **kwargs):
+        self._refuse("touch", path)
+        return super().touch(path, *args, **kwargs)
+
+
+def resolve_root(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``root`` -> (filesystem, path) of the folder holding the table folders.
+
+    A root with no table folder but exactly one subfolder that has them (``./results`` holding
+    ``./results/<spec name>``) resolves to that subfolder; several such subfolders are an error.
+    """
+    fs, path = fsspec.core.url_to_fs(str(root))
+    path = path.rstrip("/") or "/"
+    if not fs.isdir(path):
+        raise ResultsRootError(f"results root not found: {root}")
+    if _table_folders(fs, path):
+        return fs, path
+    specs = sorted(p for p in fs.ls(path, detail=False) if fs.isdir(p) and _table_folders(fs, p))
+    if len(specs) == 1:
+        return fs, specs[0].rstrip("/")
+    if specs:
+        names = ", ".join(p.rsplit("/", 1)[-1] for p in specs)
+        example = f"{str(root).rstrip('/')}/{specs[0].rsplit('/', 1)[-1]}"
+        raise ResultsRootError(
+            f"results root {root} holds the results of several specs ({names}); pick one with "
+            f"--results, e.g. --results {example}")
+    return fs, path  # a fresh root: every view is empty
+
+
+def _table_folders(fs, path: str) -> list[str]:
+    return [n for n in (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)) if n in SCHEMAS]
+
+
+def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a view per results table under ``root`` and the macros of ``sql/macros.sql``.
+
+    ``read_only`` (the default) refuses every write to files, the results included.
+    """
+    fs, path = resolve_root(root)
+    results = ReadOnlyResults(path=path, fs=fs, writable=not read_only)
+    conn = duckdb.connect(":memory:")
+    conn.register_filesystem(results)
+    views = {m.group(1): m.group(0) for m in _VIEW.finditer(_read_sql("views.sql"))}
+    if sorted(views) != sorted(TABLES):
+        raise RuntimeError(f"sql/views.sql defines views {sorted(views)}; tables.py has {sorted(TABLES)}")
+    for table, statement in views.items():
+        if results.glob(f"{table}/**/*.parquet"):
+            conn.execute(statement.replace("${ROOT}", f"{PROTOCOL}://"))
+        else:
+            conn.execute(f"CREATE VIEW {table} AS {_empty_select(conn, SCHEMAS[table])}")
+    conn.execute(_read_sql("macros.sql"))
+    if read_only:
+        conn.execute(f"SET disabled_filesystems = '{','.join(_DUCKDB_FILESYSTEMS)}'")
+        conn.execute("SET autoinstall_known_extensions = false")
+        conn.execute("SET autoload_known_extensions = false")
+        conn.execute("SET lock_configuration = true")
+    return conn
+
+
+def _empty_select(conn, schema: pa.Schema) -> str:
+    """A SELECT with no rows and the columns (names, DuckDB types) of ``schema``."""
+    types = conn.from_arrow(schema.empty_table()).types
+    cols = ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, t in zip(schema.names, types))
+    return f"SELECT {cols} LIMIT 0"
+
+
+def _read_sql(name: str) -> str:
+    return (SQL_DIR / name).read_text()
+
+
+def canned_queries() -> dict[str, str]:
+    """Canned query name -> SQL text (``sql/queries/<name>.sql``), sorted by name."""
+    return {p.stem: p.read_text() for p in sorted((SQL_DIR / "queries").glob("*.sql"))}
+
+
+def describe_canned() -> str:
+    """One line per canned query: its name and the question its header comment asks."""
+    lines = []
+    for name, sql in canned_queries().items():
+        header = " ".join(l[2:].strip() for l in sql.splitlines() if l.startswith("--"))
+        lines.append(f"  {name}: {header}")
+    return "\n".join(lines)
+
+
+def describe_views(conn) -> str:
+    """One line per view of ``conn``: ``name(col, col, ...)``."""
+    rows = conn.execute(
+        "SELECT table_name, list(column_name ORDER BY ordinal_position) FROM information_schema.columns "
+        "WHERE table_name IN (SELECT view_name FROM duckdb_views() WHERE NOT internal) GROUP BY ALL "
+        "ORDER BY table_name").fetchall()
+    return "\n".join(f"  {name}({', '.join(cols)})" for name, cols in rows)
+
+
+def query(conn, sql: str) -> pa.Table:
+    """Run ``sql`` on ``conn`` -> a pyarrow Table (empty for statements with no result); DuckDB errors -> SqlError."""
+    try:
+        rel = conn.sql(sql)
+        return rel.to_arrow_table() if rel is not None else pa.table({})
+    except duckdb.Error as e:
+        raise SqlError(f"{e}\n\nviews:\n{describe_views(conn)}\n\ncanned queries (--query NAME):\n"
+                       f"{', '.join(canned_queries())}") from None
+
+
+def format_table(table: pa.Table, fmt: str = "table") -> str | bytes:
+    """Render a result as an aligned text table, CSV, JSON records (str) or Parquet (bytes)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return buf.getvalue()
+    rows = table.to_pylist()
+    if fmt == "json":
+        return json.dumps(rows, default=str, indent=1) + "\n"
+    out = io.StringIO()
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(table.column_names)
+        writer.writerows([_cell(v) for v in row.values()] for row in rows)
+        return out.getvalue()
+    cells = [table.column_names] + [[_cell(v) for v in row.values()] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(table.column_names))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"({table.num_rows} row{'s' * (table.num_rows != 1)})")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return str(value)
+
+
+def run_sql(sql: str, root: str, fmt: str = "table") -> str | bytes:
+    """Run one query over the results under ``root`` (read-only) and format the result."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    with connect(root) as conn:
+        return format_table(query(conn, sql), fmt)
+
+
+def canned_sql(name: str) -> str:
+    """The SQL of canned query ``name``; an unknown name is an error that lists them."""
+    queries = canned_queries()
+    if name not in queries:
+        raise SqlError(f"no canned query {name!r}; canned queries:\n{describe_canned()}")
+    return queries[name]
+
+
+def run_canned(name: str, root: str, fmt: str = "table") -> str | bytes:
+    """Run canned query ``name`` over the results under ``root`` and format the result."""
+    return run_sql(canned_sql(name), root, fmt)
+
+
+def interactive(root: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, fmt: str = "table") -> int:
+    """Read SQL from ``stdin`` (statements end with ';') and print results until EOF or ``.quit``.
+
+    Commands: ``.views`` (views and columns), ``.queries`` (canned queries), ``.run NAME`` (run one),
+    ``.format table|csv|json``, ``.quit``. An error prints and the loop goes on.
+    """
+    conn = connect(root)
+    prompt = stdin.isatty()
+    buffer: list[str] = []
+
+    def run(sql: str) -> None:
+        try:
+            stdout.write(format_table(query(conn, sql), fmt))
+        except SqlError as e:
+            stdout.write(f"Error: {e}\n")
+
+    if prompt:
+        stdout.write(f"ccs-ray sql on {root}: end statements with ';', .views, .queries, .run NAME, .quit\n")
+    while True:
+        if prompt:
+            stdout.write("... " if buffer else "ccs> ")
+            stdout.flush()
+        line = stdin.readline()
+        if not line:
+            break
+        command = line.strip()
+        if not buffer and command.startswith("."):
+            name, _, arg = command.partition(" ")
+            if name in (".quit", ".exit"):
+                break
+            elif name == ".views":
+                stdout.write(describe_views(conn) + "\n")
+            elif name == ".queries":
+                stdout.write(describe_canned() + "\n")
+            elif name == ".run":
+                try:
+                    run(canned_sql(arg.strip()))
+                except SqlError as e:
+                    stdout.write(f"Error: {e}\n")
+            elif name == ".format" and arg.strip() in FORMATS[:-1]:
+                fmt = arg.strip()
+            else:
+                stdout.write(f"unknown command {command!r}; commands: .views, .queries, .run NAME, "
+                             f".format table|csv|json, .quit\n")
+            continue
+        buffer.append(line)
+        if command.endswith(";"):
+            run("".join(buffer))
+            buffer.clear()
+    if "".join(buffer).strip():
+        run("".join(buffer))
+    conn.close()
+    return 0
+
+
+def main_sql(query: str | None, root: str, fmt: str = "table", out: str | None = None,
+             canned: str | None = None) -> int:
+    """``ccs-ray sql``: run ``query`` or the canned query ``canned`` (or, with neither, the interactive
+    loop) and print the result, or write it to ``out``. Returns the exit code: 0, 1 (query error), 2 (bad use)."""
+    try:
+        if query and canned:
+            raise ValueError("give a QUERY or --query NAME, not both")
+        if query is None and canned is None:
+            return interactive(root)
+        result = run_canned(canned, root, fmt) if canned else run_sql(query, root, fmt)
+    except SqlError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    except (ResultsRootError, ValueError) as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 2
+    if out:
+        with fsspec.open(out, "wb" if isinstance(result, bytes) else "w") as f:
+            f.write(result)
+    elif isinstance(result, bytes):
+        if sys.stdout.isatty():
+            print("Error: parquet output is binary; write it to a file with -o FILE", file=sys.stderr)
+            return 2
+        sys.stdout.buffer.write(result)
+        sys.stdout.buffer.flush()
+    else:
+        sys.stdout.write(result)
+    return 0

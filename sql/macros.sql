@@ -1,0 +1,36 @@
+-- Macros shared by the canned queries (sql/queries/*.sql) and handy at the `ccs-ray sql` prompt.
+-- Loaded after views.sql.
+
+-- CCS level of a head (DESIGN.md section 4): high = 5, low <= 1, medium in between.
+CREATE MACRO ccs_level(ccs) AS CASE WHEN ccs >= 5 THEN 'high' WHEN ccs <= 1 THEN 'low' ELSE 'medium' END;
+
+-- The unpruned model's rows in evals / bias.
+CREATE MACRO is_baseline(strategy) AS strategy IN ('none', 'baseline', 'original');
+
+-- Metrics that are a zero-shot top-1 accuracy (percent).
+CREATE MACRO is_accuracy(metric) AS metric IN ('top1', 'accuracy', 'acc1');
+
+-- Cohen's kappa from the observed and the chance agreement; NULL when chance agreement is 1.
+CREATE MACRO cohen_kappa(p_observed, p_expected) AS
+    CASE WHEN p_expected < 1 THEN (p_observed - p_expected) / (1 - p_expected) END;
+
+-- |a intersect b| / |a union b| of two lists of texts.
+CREATE MACRO jaccard(a, b) AS
+    len(list_intersect(list_distinct(a), list_distinct(b))) / len(list_distinct(list_concat(a, b)));
+
+-- A readable name for an ablation configuration; rows that differ only in seed share it.
+CREATE MACRO ablation_config(strategy, k, concept) AS
+    strategy || coalesce(':' || concept, '') || CASE WHEN strategy = 'sweep' THEN ':k=' || k ELSE '' END;
+
+-- Rows of evals or bias (by name) with their ablation's config, concept, k and head count.
+CREATE MACRO with_ablation(tbl) AS TABLE
+    SELECT t.*, ablation_config(t.strategy, a.k, a.concept) AS config, a.concept, a.k, a.n_heads
+    FROM query_table(tbl) t LEFT JOIN ablations a USING (run_id, model, ablation_id);
+
+-- Unpruned metric value per run, model, dataset and metric.
+CREATE MACRO baseline_evals() AS TABLE
+    SELECT run_id, model, dataset, metric, avg(value) AS baseline
+    FROM evals WHERE is_baseline(strategy) GROUP BY ALL;
+
+-- CCS rows of one judge ('combined' is the majority vote).
+CREATE MACRO ccs_of(judge_name) AS TABLE SELECT * FROM ccs WHERE judge = judge_name;

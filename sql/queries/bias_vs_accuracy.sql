@@ -1,0 +1,27 @@
+-- When a strategy prunes heads, how does social bias change against the change in zero-shot accuracy?
+-- MaxSkew@k is summed over occupations (as in the paper) and averaged; both, and accuracy (mean over
+-- the accuracy datasets), are averaged over seeds; delta_* = pruned - unpruned.
+WITH acc AS (
+    SELECT run_id, model, config, avg(value) AS accuracy
+    FROM with_ablation('evals') WHERE is_accuracy(metric)
+    GROUP BY ALL
+), skew_per_seed AS (
+    SELECT run_id, model, config, strategy, dataset, attribute, seed, max(n_heads) AS n_heads,
+           sum(maxskew) AS maxskew_sum, avg(maxskew) AS maxskew_mean
+    FROM with_ablation('bias')
+    GROUP BY ALL
+), skew AS (
+    SELECT run_id, model, config, strategy, dataset, attribute, max(n_heads) AS n_heads, count(*) AS n_seeds,
+           avg(maxskew_sum) AS maxskew_sum, avg(maxskew_mean) AS maxskew_mean
+    FROM skew_per_seed GROUP BY ALL
+)
+SELECT s.run_id, s.model, s.config, s.strategy, s.dataset, s.attribute, s.n_heads, s.n_seeds,
+       s.maxskew_sum, s.maxskew_mean,
+       s.maxskew_sum - sb.maxskew_sum AS delta_maxskew_sum, s.maxskew_mean - sb.maxskew_mean AS delta_maxskew_mean,
+       a.accuracy, a.accuracy - ab.accuracy AS delta_accuracy
+FROM skew s
+LEFT JOIN skew sb ON sb.run_id = s.run_id AND sb.model = s.model AND sb.dataset = s.dataset
+    AND sb.attribute = s.attribute AND is_baseline(sb.strategy)
+LEFT JOIN acc a ON a.run_id = s.run_id AND a.model = s.model AND a.config = s.config
+LEFT JOIN acc ab ON ab.run_id = s.run_id AND ab.model = s.model AND is_baseline(ab.config)
+ORDER BY s.model, s.run_id, s.dataset, s.attribute, s.config;

@@ -1,0 +1,18 @@
+-- One view per table of ccs_ray/tables.py (SCHEMAS), over the hive-partitioned Parquet of a results root:
+--   <root>/<table>/run_id=<run>/model=<quoted model key>/*.parquet
+-- ${ROOT} is replaced by the loader (ccs_ray.analytics.connect) with the root as DuckDB sees it: a
+-- read-only fsspec filesystem registered with DuckDB, so local and remote roots read alike. A table
+-- with no files yet gets, instead of its line here, an empty view with the same typed columns.
+-- Outside ccs-ray: replace ${ROOT} with a local path and run this file in the duckdb shell.
+CREATE VIEW runs AS SELECT * FROM read_parquet('${ROOT}/runs/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW shards AS SELECT * FROM read_parquet('${ROOT}/shards/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW moments AS SELECT * FROM read_parquet('${ROOT}/moments/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW spans AS SELECT * FROM read_parquet('${ROOT}/spans/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW labels AS SELECT * FROM read_parquet('${ROOT}/labels/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW judgments AS SELECT * FROM read_parquet('${ROOT}/judgments/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW ccs AS SELECT * FROM read_parquet('${ROOT}/ccs/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW ablations AS SELECT * FROM read_parquet('${ROOT}/ablations/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW evals AS SELECT * FROM read_parquet('${ROOT}/evals/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW bias AS SELECT * FROM read_parquet('${ROOT}/bias/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW judge_calls AS SELECT * FROM read_parquet('${ROOT}/judge_calls/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW errors AS SELECT * FROM read_parquet('${ROOT}/errors/**/*.parquet', hive_partitioning = true, union_by_name = true);

@@ -1,0 +1,131 @@
+"""A realistic synthetic results root, written through ``ccs_ray.tables.write_table``.
+
+Two models (last 4 layers x 12 heads), three judges plus their majority vote, TextSpan spans for
+"all" and two folds, ablations (none, high, low, 5 random seeds, two concepts), zero-shot and
+retrieval evals, MaxSkew rows, judge calls and errors. Some texts are HTML, to test escaping.
+:func:`write_results` returns every row written (with ``run_id`` and ``model``), so tests can
+compute the expected answers independently of DuckDB.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+from ccs_ray.decompose import head_name
+from ccs_ray.tables import write_table
+
+MODELS = ("ViT-B-32/openai", "ViT-B-16/laion2b_s34b_b88k")
+RUN_ID = "run-20250101"
+LAYERS = (8, 9, 10, 11)
+N_HEADS = 12
+JUDGES = ("claude-sonnet", "gemini-pro", "gpt-4o")
+SEEDS = 5
+CONCEPTS = ("location", "animals")
+DATASETS = (("cifar10", "top1"), ("cifar100", "top1"), ("msrvtt", "R@1"))
+OCCUPATIONS = ("doctor", "nurse", "pilot", "chef", "teacher", "lawyer")
+HOSTILE_TEXT = "<script>alert(1)</script>"
+HOSTILE_LABEL = 'tags<b>&"quotes\''
+POOL = [f"a photo of {w}" for w in (
+    "a beach", "a dog", "a cat", "snow", "a red car", "Paris", "a forest", "three birds", "a crowd",
+    "a kitchen", "a violin", "a map of Asia", "stripes", "a bridge", "a desert", "a blue sky",
+    "two horses", "a clock", "a market in Tokyo", "a wooden table", "a surfer", "a mountain lake")]
+LABELS = ("location", "animals", "colors", "objects", "counting", "texture")
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def write_results(root: str, seed: int = 0) -> dict[str, list[dict]]:
+    """Write the synthetic results under ``root``; returns table -> rows written."""
+    rng = random.Random(seed)
+    written: dict[str, list[dict]] = {}
+
+    def put(table: str, rows: list[dict], model: str, name: str | None = None) -> None:
+        write_table(root, table, rows, RUN_ID, model, name=name)
+        written.setdefault(table, []).extend({**r, "run_id": RUN_ID, "model": model} for r in rows)
+
+    for m, model in enumerate(MODELS):
+        heads = [(l, h, head_name(l, h)) for l in LAYERS for h in range(N_HEADS)]
+        put("runs", [dict(spec_name="synthetic", stage="report", status="done", started_at=T0,
+                          finished_at=T0 + timedelta(minutes=5), n_images=1536, n_errors=2, version="0.1.0")], model)
+        put("shards", [dict(shard_id=f"s{i:03d}", source="probe://", fingerprint=f"f{i}", fold=i % 2,
+                            n_images=256, n_errors=int(i == 3), status="done", node="node0", worker="w0",
+                            seconds=1.5 + i, finished_at=T0) for i in range(6)], model)
+        put("moments", [dict(uri=f"{root}/moments-{m}", convention="centered", n_images=1536, n_heads=48,
+                             embed_dim=512, folds=2, n_shards=6)], model)
+        put("errors", [dict(stage="scan", source="probe://", item=f"img{i}.jpg", reason="decode",
+                            detail="truncated JPEG", at=T0) for i in range(2)], model)
+        spans, labels, judgments, ccs, calls = [], [], [], [], []
+        for l, h, name in heads:
+            texts = rng.sample(POOL, 10)
+            if (m, l, h) == (0, 8, 0):
+                texts[0] = HOSTILE_TEXT
+            fold0 = texts[:5]
+            fold1 = rng.sample(texts[:5], rng.randint(1, 5))
+            fold1 += [t for t in POOL if t not in fold1 and t not in fold0][:5 - len(fold1)]
+            rng.shuffle(fold1)
+            for subset, chosen in (("all", texts), ("fold0", fold0), ("fold1", fold1)):
+                spans += [dict(layer=l, head=h, head_label=name, subset=subset, rank=r, text=t,
+                               variance=1.0 / (r + 1), variance_explained=0.1 / (r + 1), pool="synthetic",
+                               svd_rank=80, convention="centered") for r, t in enumerate(chosen)]
+            truth = [int(rng.random() < rng.choice((0.1, 0.5, 0.95))) for _ in range(10)]
+            votes = {}
+            for judge in JUDGES:
+                label = HOSTILE_LABEL if (m, l, h, judge) == (0, 9, 1, "gpt-4o") else rng.choice(LABELS)
+                labels.append(dict(layer=l, head=h, head_label=name, judge=judge, variant="paper", label=label,
+                                   label_normalized=label.lower(), heuristic=False, error=None))
+                aligned = [t if rng.random() > 0.15 else 1 - t for t in truth]
+                failed = (m, l, h, judge) == (1, 10, 2, "gemini-pro")
+                for r in range(5):
+                    judgments.append(dict(layer=l, head=h, head_label=name, judge=judge, variant="paper",
+                                          span_rank=r, text=texts[r], label=label,
+                                          aligned=None if failed and r == 0 else aligned[r], heuristic=False,
+                                          error="timeout" if failed and r == 0 else None))
+                votes[judge] = aligned
+                ccs.append(dict(layer=l, head=h, head_label=name, judge=judge, label=label,
+                                ccs=sum(aligned[:5]), ccs_heldout=sum(aligned[5:]), heuristic=False))
+                for r in (None, 0, 1, 2, 3, 4):
+                    cached = rng.random() < 0.2
+                    p_tok, c_tok = rng.randint(200, 400), rng.randint(1, 20)
+                    calls.append(dict(judge=judge, endpoint=f"http://127.0.0.1:9/{judge}", kind="label" if r is None
+                                      else "judge", head_label=name, span_rank=r, cache_key=f"{m}{name}{judge}{r}",
+                                      cached=cached, status="ok", prompt_tokens=p_tok, completion_tokens=c_tok,
+                                      latency_s=0.0 if cached else rng.uniform(0.2, 3.0), retries=rng.randint(0, 1),
+                                      cost_usd=0.0 if cached else (p_tok * 2.5 + c_tok * 10) / 1e6, error=None, at=T0))
+            majority = [int(sum(votes[j][r] for j in JUDGES) * 2 > len(JUDGES)) for r in range(10)]
+            ccs.append(dict(layer=l, head=h, head_label=name, judge="combined", label=labels[-1]["label"],
+                            ccs=sum(majority[:5]), ccs_heldout=sum(majority[5:]), heuristic=False))
+        for row in ccs:
+            row["level"] = "high" if row["ccs"] == 5 else "low" if row["ccs"] <= 1 else "medium"
+        put("spans", spans, model)
+        put("labels", labels, model)
+        for judge in JUDGES:  # one file per judge, as a judge pool would write them
+            put("judgments", [j for j in judgments if j["judge"] == judge], model, name=judge)
+            put("judge_calls", [c for c in calls if c["judge"] == judge], model)
+        put("ccs", ccs, model)
+        _write_ablations(put, rng, model, m, [c for c in ccs if c["judge"] == "combined"], heads)
+    return written
+
+
+def _write_ablations(put, rng, model, m, combined, heads) -> None:
+    high = [c["head_label"] for c in combined if c["ccs"] == 5]
+    low = [c["head_label"] for c in combined if c["ccs"] <= 1]
+    others = [n for _, _, n in heads if n not in high]
+    configs = [("none", "none", 0, None, []), ("high", "high", 0, None, high), ("low", "low", 0, None, low)]
+    configs += [(f"random-s{s}", "random", s, None, rng.sample(others, len(high))) for s in range(SEEDS)]
+    configs += [(f"concept-{c}", "concept", 0, c, rng.sample(others, 3)) for c in CONCEPTS]
+    ablations, evals, bias = [], [], []
+    for ablation_id, strategy, seed, concept, pruned in configs:
+        key = dict(ablation_id=ablation_id, strategy=strategy, seed=seed)
+        ablations.append(dict(key, mode="zero", k=len(pruned), concept=concept, heads=pruned, n_heads=len(pruned)))
+        hurt = {"none": 0, "high": 14, "low": 2, "random": 6, "concept": 4}[strategy] * (1 + 0.3 * m)
+        for d, (dataset, metric) in enumerate(DATASETS):
+            extra = 9.0 if (concept, dataset) == ("location", "cifar100") else 0.0
+            evals.append(dict(key, dataset=dataset, metric=metric, n=1000,
+                              value=80 - 10 * d - hurt - extra + rng.gauss(0, 1.5 if strategy == "random" else 0.3)))
+        for attribute, groups in (("race", 6), ("gender", 2)):
+            for occupation in OCCUPATIONS:
+                bias.append(dict(key, dataset="fairface", attribute=attribute, occupation=occupation, k=10,
+                                 maxskew=rng.uniform(0.1, 1.0) + 0.05 * hurt, max_group=f"group{rng.randrange(groups)}"))
+    put("ablations", ablations, model)
+    put("evals", evals, model)
+    put("bias", bias, model)
