@@ -1,0 +1,119 @@
+"""The Ray judge pool: async worker actors, each with its own AsyncOpenAI client, all sharing one named
+limiter actor per endpoint+model and one answer cache; fed one head at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+
+import ray
+
+from ..spec import EndpointConfig, JudgeConfig
+from .cache import AnswerCache
+from .client import Answer, Endpoint, JudgeClient
+from .heads import HeadSpans, Verdict
+from .limiter import limiter_actor
+from .prompts import Request, batched_request, judge_request, label_request
+
+
+def endpoint_of(judge: EndpointConfig, cfg: JudgeConfig) -> Endpoint:
+    """The call settings of one configured LLM judge; a clear error when base_url or model is missing."""
+    missing = [k for k in ("base_url", "model") if not getattr(judge, k)]
+    if missing:
+        raise ValueError(f"judge {judge.name or judge.model!r} of kind 'openai' needs {' and '.join(missing)} "
+                         "(e.g. --set judge.base_url=http://127.0.0.1:8000/v1 --set judge.model=NAME)")
+    return Endpoint(judge.base_url, judge.model, judge.structured, judge.input_price, judge.output_price,
+                    cfg.timeout_s, cfg.max_retries, cfg.backoff_s, cfg.backoff_max_s)
+
+
+def api_key_of(judge: EndpointConfig) -> str | None:
+    """The key from the environment variable the spec names (never from the spec itself)."""
+    if not judge.api_key_env:
+        return None
+    key = os.environ.get(judge.api_key_env)
+    if not key:
+        raise ValueError(f"judge {judge.name or judge.model!r}: environment variable {judge.api_key_env!r} "
+                         "(judge.api_key_env) is not set")
+    return key
+
+
+def planned_requests(head: HeadSpans, label: str, mode: str) -> list[tuple[str, int | None, Request]]:
+    """(variant, span rank or None for batched, request) of every judgment request of a labelled head."""
+    out = []
+    for variant, spans in head.spans.items():
+        if not spans:
+            continue
+        if mode == "batched":
+            out.append((variant, None, batched_request([t for _, t in spans], label)))
+        else:
+            out.extend((variant, rank, judge_request(text, label)) for rank, text in spans)
+    return out
+
+
+def _call(kind: str, variant: str | None, rank: int | None, head: HeadSpans, answer: Answer) -> dict:
+    row = answer.to_dict()
+    row.pop("value")
+    return {"kind": kind if variant is None else f"{kind}:{variant}", "head_label": head.head_label,
+            "span_rank": rank, **row}
+
+
+async def judge_head(client: JudgeClient, head: HeadSpans, mode: str) -> Verdict:
+    """Label ``head`` from its paper spans, then judge every span against the label (per span or batched)."""
+    label_answer = await client.ask(label_request(head.texts("paper")))
+    verdict = Verdict(head, label_answer.value, label_answer.error,
+                      calls=[_call("label", None, None, head, label_answer)])
+    for variant, spans in head.spans.items():
+        verdict.aligned[variant] = [None] * len(spans)
+        verdict.errors[variant] = [f"no label: {label_answer.error}"] * len(spans)
+    if label_answer.error:
+        return verdict
+    planned = planned_requests(head, label_answer.value, mode)
+    answers = await asyncio.gather(*(client.ask(req) for _, _, req in planned))
+    for (variant, rank, req), answer in zip(planned, answers):
+        verdict.calls.append(_call(req.kind, variant, rank, head, answer))
+        ranks = [r for r, _ in head.spans[variant]]
+        values = answer.value if rank is None else [answer.value]
+        for i, r in enumerate(ranks if rank is None else [rank]):
+            verdict.aligned[variant][ranks.index(r)] = None if answer.error else values[i]
+            verdict.errors[variant][ranks.index(r)] = answer.error
+    return verdict
+
+
+@ray.remote(num_cpus=0)
+class JudgeWorker:
+    """An async actor holding one AsyncOpenAI client; ``judge`` runs one head."""
+
+    def __init__(self, endpoint: Endpoint, api_key: str | None, cache_root: str, limiter_name: str,
+                 concurrency: int, seed: int):
+        limiter = ray.get_actor(limiter_name)
+        self.client = JudgeClient(endpoint, api_key, AnswerCache(cache_root),
+                                  reserve=lambda tokens: limiter.reserve.remote(tokens),
+                                  pause=lambda seconds: limiter.pause.remote(seconds),
+                                  concurrency=concurrency, seed=seed)
+
+    async def judge(self, head: HeadSpans, mode: str) -> Verdict:
+        return await judge_head(self.client, head, mode)
+
+
+def limiter_name(endpoint: Endpoint) -> str:
+    return f"ccs-judge-limiter:{endpoint.base_url.rstrip('/')}:{endpoint.model}"
+
+
+def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str) -> list[Verdict]:
+    """Every head through ``cfg.actors`` worker actors (``cfg.concurrency`` requests in flight in all)."""
+    if not heads:
+        return []
+    endpoint, key = endpoint_of(judge, cfg), api_key_of(judge)
+    name = limiter_name(endpoint)
+    limiter_actor(name, judge.rpm, judge.tpm, judge.burst_s)
+    n_actors = min(cfg.actors, len(heads))
+    per_actor = max(1, math.ceil(cfg.concurrency / n_actors))
+    workers = [JudgeWorker.options(max_concurrency=max(4, per_actor)).remote(endpoint, key, cache_root, name, per_actor, i)
+               for i in range(n_actors)]
+    try:
+        return ray.get([workers[i % n_actors].judge.remote(h, cfg.mode) for i, h in enumerate(heads)])
+    finally:
+        for w in workers:
+            ray.kill(w)

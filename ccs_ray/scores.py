@@ -1,0 +1,113 @@
+"""Concept Consistency Score and judge agreement: pure math on 1/0 span judgments (no Ray, no I/O).
+
+CCS(h) = number of a head's m spans (m = 5 in the paper) judged aligned with its label, 0..m; None when
+any judgment is missing (never scored 0 silently). Levels (DESIGN.md section 4): ``high`` = m,
+``medium`` 2..m-1, ``low`` <= 1; the paper names high and low only, the medium band is ours.
+CCS@K = fraction of heads with CCS = K.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Iterable, Sequence
+
+LEVELS = ("high", "medium", "low")
+
+
+def ccs(aligned: Sequence[int | None], m: int = 5) -> int | None:
+    """Number of aligned spans among exactly ``m`` judgments; None if fewer than m or any is None."""
+    if len(aligned) != m or any(a is None for a in aligned):
+        return None
+    bad = [a for a in aligned if a not in (0, 1)]
+    if bad:
+        raise ValueError(f"span judgments must be 0 or 1, got {bad}")
+    return int(sum(aligned))
+
+
+def level(score: int | None, m: int = 5) -> str | None:
+    """``high`` (= m), ``medium`` (2..m-1) or ``low`` (<= 1); None for a missing score."""
+    if score is None:
+        return None
+    if not 0 <= score <= m:
+        raise ValueError(f"CCS {score} is outside 0..{m}")
+    return "high" if score == m else "low" if score <= 1 else "medium"
+
+
+def ccs_at_k(scores: Iterable[int | None], m: int = 5) -> dict[int, float]:
+    """{K: fraction of scored heads with CCS = K} for K = 0..m; heads with a None score are left out."""
+    valid = [s for s in scores if s is not None]
+    counts = Counter(valid)
+    return {k: (counts[k] / len(valid) if valid else 0.0) for k in range(m + 1)}
+
+
+def majority_vote(votes: Sequence[int | None]) -> int | None:
+    """1 if a strict majority of the valid votes is 1, else 0 (a tie is 0); None when no vote is valid."""
+    valid = [v for v in votes if v is not None]
+    if not valid:
+        return None
+    return int(2 * sum(valid) > len(valid))
+
+
+def normalize_label(label: str | None) -> str | None:
+    """Lower case, letters/digits/spaces only, single spaces, trailing plural 's' dropped: "Colors." -> "color"."""
+    if label is None:
+        return None
+    words = re.sub(r"[^a-z0-9 ]+", " ", label.lower()).split()
+    if not words:
+        return None
+    last = words[-1]
+    if len(last) > 3 and last.endswith("s") and not last.endswith("ss"):
+        words[-1] = last[:-1]
+    return " ".join(words)
+
+
+def most_common_label(labels: Sequence[str | None]) -> str | None:
+    """The most frequent non-empty normalised label; ties go to the alphabetically first."""
+    counts = Counter(n for n in map(normalize_label, labels) if n)
+    if not counts:
+        return None
+    return min(counts, key=lambda k: (-counts[k], k))
+
+
+def cohen_kappa(a: Sequence[int | None], b: Sequence[int | None]) -> float | None:
+    """Cohen's kappa of two raters over the items both rated (None pairs dropped).
+
+    kappa = (p_o - p_e) / (1 - p_e); 1.0 when both agree on every item and p_e = 1; None with no items.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"raters rated different numbers of items: {len(a)} vs {len(b)}")
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if not pairs:
+        return None
+    n = len(pairs)
+    cats = sorted({x for p in pairs for x in p})
+    p_o = sum(x == y for x, y in pairs) / n
+    p_e = sum((sum(x == c for x, _ in pairs) / n) * (sum(y == c for _, y in pairs) / n) for c in cats)
+    if p_e == 1.0:
+        return 1.0 if p_o == 1.0 else 0.0
+    return (p_o - p_e) / (1 - p_e)
+
+
+def fleiss_kappa(ratings: Sequence[Sequence[int | None]]) -> float | None:
+    """Fleiss' kappa over items (rows) each rated by the same raters (columns); rows with a None are dropped.
+
+    With n raters, n_ij raters putting item i in category j, N items:
+    P_i = (sum_j n_ij^2 - n) / (n (n - 1)), p_j = sum_i n_ij / (N n), kappa = (mean P_i - sum p_j^2) / (1 - sum p_j^2).
+    """
+    rows = [list(r) for r in ratings if r and all(x is not None for x in r)]
+    if not rows:
+        return None
+    n = len(rows[0])
+    if any(len(r) != n for r in rows):
+        raise ValueError("every item must be rated by the same number of raters")
+    if n < 2:
+        raise ValueError("Fleiss' kappa needs at least 2 raters")
+    cats = sorted({x for r in rows for x in r})
+    counts = [[r.count(c) for c in cats] for r in rows]
+    N = len(rows)
+    p_bar = sum((sum(c * c for c in row) - n) / (n * (n - 1)) for row in counts) / N
+    p_e = sum((sum(row[j] for row in counts) / (N * n)) ** 2 for j in range(len(cats)))
+    if p_e == 1.0:
+        return 1.0 if p_bar == 1.0 else 0.0
+    return (p_bar - p_e) / (1 - p_e)
