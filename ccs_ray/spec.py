@@ -42,8 +42,10 @@ class DataConfig(_Section):
 
     source: str = Field("probe://?n=512&seed=0", description="fsspec URI of images, tars, parquet, a manifest, or probe://")
     kind: Literal["auto", "folder", "tar", "parquet", "manifest", "probe"] = "auto"
-    image_column: str = "image"
-    shard_size: int = Field(256, ge=1, description="images per shard (folders, manifests, parquet)")
+    image_column: str = Field("image", description="parquet: the column of image bytes")
+    uri_column: str = Field("uri", description="manifest: the column of image URIs")
+    label_column: str = Field("label", description="parquet/manifest: the label column, used when present")
+    shard_size: int = Field(256, ge=1, description="images per shard (folders, manifests, parquet, probe; a tar is one shard)")
     folds: int = Field(2, ge=1, description="moments are kept per fold (shard index mod folds)")
     limit: int | None = Field(None, ge=1, description="use at most this many images")
 
@@ -89,6 +91,7 @@ class EndpointConfig(_Section):
     input_price: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
     output_price: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
     structured: bool = Field(True, description="ask for JSON-schema structured output")
+    burst_s: float = Field(1.0, gt=0, description="rate-limit burst: up to this many seconds' worth of requests at once")
 
 
 class JudgeConfig(EndpointConfig):
@@ -99,10 +102,15 @@ class JudgeConfig(EndpointConfig):
     judges: list[EndpointConfig] = Field(default_factory=list)
     mode: Literal["per_span", "batched"] = "per_span"
     heldout: bool = Field(True, description="also label from spans 1..m and judge spans m+1..2m")
-    concurrency: int = Field(8, ge=1)
-    timeout_s: float = Field(60, gt=0)
-    max_retries: int = Field(6, ge=0)
-    vocabulary: list[str] | None = Field(None, description="offline judge: candidate labels (default: built in)")
+    concurrency: int = Field(8, ge=1, description="requests in flight per judge, across the whole pool")
+    actors: int = Field(2, ge=1, description="async Ray actors per judge")
+    timeout_s: float = Field(60, gt=0, description="per-request timeout")
+    max_retries: int = Field(6, ge=0, description="retries of a request (429, 5xx, timeouts, drops, unparseable)")
+    backoff_s: float = Field(1.0, gt=0, description="base of the jittered exponential backoff")
+    backoff_max_s: float = Field(60, gt=0)
+    cache: str | None = Field(None, description="answer cache URI; default <results root>/judge_cache")
+    vocabulary: list[str] | dict[str, list[str]] | None = Field(
+        None, description="offline judge: candidate labels, or label -> keywords (default: built in)")
 
 
 class PruneConfig(_Section):
