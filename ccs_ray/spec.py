@@ -135,6 +135,8 @@ class EvalsConfig(_Section):
     video: list[dict] = Field(default_factory=list)
     bias: list[dict] = Field(default_factory=list)
     batch_size: int = Field(64, ge=1)
+    actors: int | None = Field(None, ge=1, description="model actors; default one per GPU, else 1")
+    gpus_per_actor: float | None = Field(None, ge=0, description="default 1 when the cluster has GPUs, else 0")
 
 
 class ResultsConfig(_Section):
