@@ -132,7 +132,7 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         raise RuntimeError(f"sql/views.sql defines views {sorted(views)}; tables.py has {sorted(TABLES)}")
     for table, statement in views.items():
         if results.glob(f"{table}/**/*.parquet"):
-            conn.execute(statement.replace("${ROOT}", f"{PROTOCOL}://"))
+            conn.execute(statement.replace("${ROOT}/", f"{PROTOCOL}://"))
         else:
             conn.execute(f"CREATE VIEW {table} AS {_empty_select(conn, SCHEMAS[table])}")
     conn.execute(_read_sql("macros.sql"))

@@ -1,7 +1,8 @@
 """A realistic synthetic results root, written through ``ccs_ray.tables.write_table``.
 
 Two models (last 4 layers x 12 heads), three judges plus their majority vote, TextSpan spans for
-"all" and two folds, ablations (none, high, low, 5 random seeds, two concepts), zero-shot and
+"all" and two folds, ablations named as ``ccs_ray.ablate`` names them (none, high, low, equal:high/low, random:s0..4,
+concept:location/animals), zero-shot and
 retrieval evals, MaxSkew rows, judge calls and errors. Some texts are HTML, to test escaping.
 :func:`write_results` returns every row written (with ``run_id`` and ``model``), so tests can
 compute the expected answers independently of DuckDB.
@@ -110,14 +111,16 @@ def _write_ablations(put, rng, model, m, combined, heads) -> None:
     high = [c["head_label"] for c in combined if c["ccs"] == 5]
     low = [c["head_label"] for c in combined if c["ccs"] <= 1]
     others = [n for _, _, n in heads if n not in high]
-    configs = [("none", "none", 0, None, []), ("high", "high", 0, None, high), ("low", "low", 0, None, low)]
-    configs += [(f"random-s{s}", "random", s, None, rng.sample(others, len(high))) for s in range(SEEDS)]
-    configs += [(f"concept-{c}", "concept", 0, c, rng.sample(others, 3)) for c in CONCEPTS]
+    n_equal = min(len(high), len(low))
+    configs = [("none", "none", None, None, []), ("high", "high", None, None, high), ("low", "low", None, None, low),
+               ("equal:high", "equal", None, "high", high[:n_equal]), ("equal:low", "equal", None, "low", low[:n_equal])]
+    configs += [(f"random:s{s}", "random", s, None, rng.sample(others, len(high))) for s in range(SEEDS)]
+    configs += [(f"concept:{c}", "concept", None, c, rng.sample(others, 3)) for c in CONCEPTS]
     ablations, evals, bias = [], [], []
     for ablation_id, strategy, seed, concept, pruned in configs:
         key = dict(ablation_id=ablation_id, strategy=strategy, seed=seed)
         ablations.append(dict(key, mode="zero", k=len(pruned), concept=concept, heads=pruned, n_heads=len(pruned)))
-        hurt = {"none": 0, "high": 14, "low": 2, "random": 6, "concept": 4}[strategy] * (1 + 0.3 * m)
+        hurt = {"none": 0, "high": 14, "low": 2, "random": 6, "concept": 4, "equal": 5}[strategy] * (1 + 0.3 * m)
         for d, (dataset, metric) in enumerate(DATASETS):
             extra = 9.0 if (concept, dataset) == ("location", "cifar100") else 0.0
             evals.append(dict(key, dataset=dataset, metric=metric, n=1000,

@@ -1,0 +1,332 @@
+"""DuckDB analytics over a synthetic results root: views, read-only access, every canned query checked
+against the same answer computed in plain Python from the rows written, formats, errors, interactive mode."""
+
+import csv
+import io
+import itertools
+import json
+import math
+import statistics
+from collections import Counter, defaultdict
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from ccs_ray import analytics
+from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
+from ccs_ray.tables import SCHEMAS, write_table
+from synthetic_results import JUDGES, MODELS, RUN_ID, write_results
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results") / "synthetic"
+    return str(root), write_results(str(root))
+
+
+@pytest.fixture(scope="module")
+def conn(results):
+    c = connect(results[0])
+    yield c
+    c.close()
+
+
+def rows_of(conn, sql):
+    return query(conn, sql).to_pylist()
+
+
+def canned(conn, name):
+    return rows_of(conn, canned_queries()[name])
+
+
+def files_under(root):
+    return sorted(p.relative_to(root) for p in __import__("pathlib").Path(root).rglob("*"))
+
+
+# --- views ------------------------------------------------------------------------------------------
+
+def test_a_view_per_table_with_the_rows_written(conn, results):
+    views = {r["view_name"] for r in rows_of(conn, "SELECT view_name FROM duckdb_views() WHERE NOT internal")}
+    assert views == set(SCHEMAS)
+    for table, rows in results[1].items():
+        assert rows_of(conn, f"SELECT count(*) AS n FROM {table}")[0]["n"] == len(rows), table
+    models = {r["model"] for r in rows_of(conn, "SELECT DISTINCT model FROM spans")}
+    assert models == set(MODELS)  # hive partitions are URL-quoted; the model column is the real key
+
+
+def test_empty_root_has_every_view_empty_with_the_same_typed_columns(tmp_path, conn):
+    with connect(str(tmp_path)) as empty:
+        for table in SCHEMAS:
+            got = [(r["column_name"], r["column_type"]) for r in rows_of(empty, f"DESCRIBE {table}")]
+            want = [(r["column_name"], r["column_type"]) for r in rows_of(conn, f"DESCRIBE {table}")]
+            assert got == want, table
+            assert [c for c, _ in got] == SCHEMAS[table].names
+            assert rows_of(empty, f"SELECT count(*) AS n FROM {table}")[0]["n"] == 0
+        for name, sql in canned_queries().items():
+            assert query(empty, sql).num_rows == 0, name
+
+
+def test_remote_root_through_fsspec(tmp_path):
+    root = "memory://ccs-test-results/spec"
+    write_table(root, "ccs", [dict(layer=11, head=5, head_label="L11.H5", judge="combined", ccs=5)], "r1", "m/x")
+    write_table(root, "ccs", [dict(layer=11, head=6, head_label="L11.H6", judge="combined", ccs=1)], "r1", "m/x")
+    out = json.loads(run_canned("high_low_heads", root, fmt="json"))
+    assert {(r["level"], tuple(r["heads"])) for r in out} == {("high", ("L11.H5",)), ("low", ("L11.H6",))}
+
+
+# --- read-only --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("statement", [
+    "COPY (SELECT 1 AS x) TO '{root}/evals/x.parquet'",
+    "COPY (SELECT 1 AS x) TO 'ccsresults://evals/x.parquet'",
+    "COPY (SELECT 1 AS x) TO '{tmp}/elsewhere.csv'",
+    "ATTACH '{root}/db.duckdb'",
+    "CREATE TABLE t AS SELECT * FROM read_csv('/etc/passwd')",
+    "SET disabled_filesystems = ''",
+    "SET lock_configuration = false",
+    "INSTALL httpfs",
+])
+def test_results_are_read_only(results, tmp_path, statement):
+    root = results[0]
+    before = files_under(root)
+    with connect(root) as c:
+        with pytest.raises(SqlError):
+            query(c, statement.format(root=root, tmp=tmp_path))
+        assert query(c, "SELECT count(*) AS n FROM ccs").to_pylist()[0]["n"] == len(results[1]["ccs"])
+    assert files_under(root) == before
+    assert not (tmp_path / "elsewhere.csv").exists()
+
+
+def test_in_memory_scratch_tables_still_work(conn):
+    query(conn, "CREATE OR REPLACE TEMP TABLE mine AS SELECT model, count(*) AS n FROM ccs GROUP BY model")
+    assert sum(r["n"] for r in rows_of(conn, "SELECT n FROM mine")) == len(rows_of(conn, "SELECT * FROM ccs"))
+
+
+# --- canned queries against plain Python ------------------------------------------------------------
+
+def test_every_canned_query_runs_and_says_what_it_answers(conn):
+    queries = canned_queries()
+    assert {"ccs_at_k", "high_low_heads", "accuracy_drop_vs_random", "concept_effects", "bias_vs_accuracy",
+            "judge_agreement", "span_stability", "cost_per_model"} <= set(queries)
+    for name, sql in queries.items():
+        assert sql.lstrip().startswith("--"), name
+        assert query(conn, sql).num_rows > 0, name
+
+
+def test_ccs_at_k(conn, results):
+    counts = Counter((r["model"], r["judge"], r["ccs"]) for r in results[1]["ccs"])
+    totals = Counter((r["model"], r["judge"]) for r in results[1]["ccs"])
+    got = canned(conn, "ccs_at_k")
+    assert len(got) == len(totals) * 6
+    for r in got:
+        assert r["n_at_k"] == counts[(r["model"], r["judge"], r["k"])]
+        assert r["ccs_at_k"] == pytest.approx(r["n_at_k"] / totals[(r["model"], r["judge"])])
+    for key in totals:
+        assert sum(r["ccs_at_k"] for r in got if (r["model"], r["judge"]) == key) == pytest.approx(1)
+
+
+def test_high_low_heads(conn, results):
+    want = defaultdict(list)
+    for r in results[1]["ccs"]:
+        level = "high" if r["ccs"] == 5 else "low" if r["ccs"] <= 1 else "medium"
+        want[(r["model"], r["judge"], level)].append((r["layer"], r["head"], r["head_label"]))
+    got = {(r["model"], r["judge"], r["level"]): r["heads"] for r in canned(conn, "high_low_heads")}
+    assert got == {k: [name for *_, name in sorted(v)] for k, v in want.items()}
+
+
+def _config(ablation):
+    return "random" if ablation["strategy"] == "random" else ablation["ablation_id"]
+
+
+def _per_config(results, table):
+    ablation = {(a["model"], a["ablation_id"]): a for a in results[1]["ablations"]}
+    return [dict(r, config=_config(ablation[(r["model"], r["ablation_id"])])) for r in results[1][table]]
+
+
+def test_accuracy_drop_vs_random(conn, results):
+    values = defaultdict(list)
+    for r in _per_config(results, "evals"):
+        values[(r["model"], r["dataset"], r["metric"], r["config"])].append(r["value"])
+    got = canned(conn, "accuracy_drop_vs_random")
+    assert len(got) == len(values)
+    for r in got:
+        vals = values[(r["model"], r["dataset"], r["metric"], r["config"])]
+        base = values[(r["model"], r["dataset"], r["metric"], "none")][0]
+        rnd = values[(r["model"], r["dataset"], r["metric"], "random")]
+        assert r["n_seeds"] == len(vals) and r["mean"] == pytest.approx(statistics.mean(vals))
+        assert r["std"] == (pytest.approx(statistics.stdev(vals)) if len(vals) > 1 else None)
+        assert r["drop"] == pytest.approx(base - statistics.mean(vals))
+        assert r["random_std"] == pytest.approx(statistics.stdev(rnd))
+        assert r["drop_vs_random"] == pytest.approx(statistics.mean(rnd) - statistics.mean(vals))
+    assert {r["config"] for r in got} == {"none", "high", "low", "random", "equal:high", "equal:low",
+                                          "concept:location", "concept:animals"}
+
+
+def test_concept_effects(conn, results):
+    evals = _per_config(results, "evals")
+    base = {(r["model"], r["dataset"], r["metric"]): r["value"] for r in evals if r["config"] == "none"}
+    drop = {(r["model"], r["dataset"], r["metric"], r["config"].split(":")[1]): base[(r["model"], r["dataset"], r["metric"])] - r["value"]
+            for r in evals if r["config"].startswith("concept:")}
+    got = canned(conn, "concept_effects")
+    assert len(got) == len(drop)
+    for r in got:
+        key = (r["model"], r["dataset"], r["metric"])
+        same = [d for (m, ds, me, _), d in drop.items() if (m, ds, me) == key]
+        assert r["drop"] == pytest.approx(drop[key + (r["concept"],)])
+        assert r["excess_drop"] == pytest.approx(r["drop"] - statistics.mean(same))
+    top = max(got, key=lambda r: r["excess_drop"])  # the synthetic location heads matter for cifar100
+    assert (top["concept"], top["dataset"]) == ("location", "cifar100")
+
+
+def test_bias_vs_accuracy(conn, results):
+    skew = defaultdict(lambda: defaultdict(list))
+    for r in _per_config(results, "bias"):
+        skew[(r["model"], r["config"], r["attribute"])][r["seed"]].append(r["maxskew"])
+    acc = defaultdict(list)
+    for r in _per_config(results, "evals"):
+        if r["metric"] == "top1":
+            acc[(r["model"], r["config"])].append(r["value"])
+    got = canned(conn, "bias_vs_accuracy")
+    assert len(got) == len(skew)
+    for r in got:
+        per_seed = skew[(r["model"], r["config"], r["attribute"])]
+        base = skew[(r["model"], "none", r["attribute"])][None]
+        summed = statistics.mean(sum(v) for v in per_seed.values())
+        assert r["n_seeds"] == len(per_seed)
+        assert r["maxskew_sum"] == pytest.approx(summed)
+        assert r["maxskew_mean"] == pytest.approx(statistics.mean(statistics.mean(v) for v in per_seed.values()))
+        assert r["delta_maxskew_sum"] == pytest.approx(summed - sum(base))
+        mean_acc = statistics.mean(acc[(r["model"], r["config"])])
+        assert r["accuracy"] == pytest.approx(mean_acc)
+        assert r["delta_accuracy"] == pytest.approx(mean_acc - statistics.mean(acc[(r["model"], "none")]))
+
+
+def _kappa(a, b):
+    n = len(a)
+    po = sum(x == y for x, y in zip(a, b)) / n
+    pa, pb = sum(a) / n, sum(b) / n
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    return (po - pe) / (1 - pe)
+
+
+def test_judge_agreement_is_cohens_kappa(conn, results):
+    votes = defaultdict(dict)
+    for r in results[1]["judgments"]:
+        if r["aligned"] is not None:
+            votes[(r["model"], r["head_label"], r["span_rank"])][r["judge"]] = r["aligned"]
+    got = canned(conn, "judge_agreement")
+    assert len(got) == len(MODELS) * 3
+    for r in got:
+        both = [(v[r["judge_a"]], v[r["judge_b"]]) for (m, *_), v in votes.items()
+                if m == r["model"] and r["judge_a"] in v and r["judge_b"] in v]
+        a, b = zip(*both)
+        assert r["n_spans"] == len(both)
+        assert r["kappa"] == pytest.approx(_kappa(a, b))
+    assert {(r["judge_a"], r["judge_b"]) for r in got} == set(itertools.combinations(sorted(JUDGES), 2))
+    one = rows_of(conn, "SELECT cohen_kappa(0.9, 0.5) AS k, cohen_kappa(1, 1) AS undefined")[0]
+    assert one["k"] == pytest.approx(0.8) and one["undefined"] is None
+
+
+def test_span_stability(conn, results):
+    texts = defaultdict(list)
+    for r in sorted(results[1]["spans"], key=lambda r: r["rank"]):
+        texts[(r["model"], r["head_label"], r["subset"])].append(r["text"])
+    got = canned(conn, "span_stability")
+    assert len(got) == len(MODELS) * 48
+    for r in got:
+        a, b = texts[(r["model"], r["head_label"], "fold0")], texts[(r["model"], r["head_label"], "fold1")]
+        assert r["n_shared"] == len(set(a) & set(b))
+        assert r["jaccard"] == pytest.approx(len(set(a) & set(b)) / len(set(a) | set(b)))
+        assert r["same_top"] == (a[0] == b[0])
+
+
+def test_cost_per_model(conn, results):
+    got = {(r["model"], r["judge"]): r for r in canned(conn, "cost_per_model")}
+    for model in MODELS:
+        for judge in (*JUDGES, "(all)"):
+            calls = [c for c in results[1]["judge_calls"] if c["model"] == model and judge in (c["judge"], "(all)")]
+            live = [c["latency_s"] for c in calls if not c["cached"]]
+            r = got[(model, judge)]
+            assert r["calls"] == len(calls) and r["cached"] == sum(c["cached"] for c in calls)
+            assert r["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls))
+            assert r["prompt_tokens"] == sum(c["prompt_tokens"] for c in calls)
+            assert r["mean_latency_s"] == pytest.approx(statistics.mean(live))
+            assert r["p95_latency_s"] == pytest.approx(statistics.quantiles(live, n=20, method="inclusive")[-1])
+
+
+def test_heldout_consistency(conn, results):
+    for r in canned(conn, "heldout_consistency"):
+        rows = [c for c in results[1]["ccs"] if (c["model"], c["judge"]) == (r["model"], r["judge"])]
+        assert r["mean_difference"] == pytest.approx(statistics.mean(c["ccs"] - c["ccs_heldout"] for c in rows))
+        assert r["correlation"] == pytest.approx(statistics.correlation([c["ccs"] for c in rows],
+                                                                        [c["ccs_heldout"] for c in rows]))
+
+
+# --- formats, errors, CLI entry points --------------------------------------------------------------
+
+SQL = "SELECT model, judge, count(*) AS n, avg(ccs) AS mean FROM ccs GROUP BY ALL ORDER BY ALL"
+
+
+def test_formats_agree(results):
+    root = results[0]
+    want = duckdb.sql(
+        f"SELECT model, judge, count(*) AS n, avg(ccs) AS mean FROM read_parquet('{root}/ccs/**/*.parquet') "
+        "GROUP BY ALL ORDER BY ALL").fetchall()
+    as_csv = list(csv.DictReader(io.StringIO(run_sql(SQL, root, "csv"))))
+    as_json = json.loads(run_sql(SQL, root, "json"))
+    as_parquet = pq.read_table(io.BytesIO(run_sql(SQL, root, "parquet"))).to_pylist()
+    for got in (as_json, as_parquet, as_csv):
+        assert [(r["model"], r["judge"], int(r["n"])) for r in got] == [w[:3] for w in want]
+        assert all(math.isclose(float(r["mean"]), w[3], rel_tol=1e-5) for r, w in zip(got, want))
+    table = run_sql(SQL, root, "table").splitlines()
+    assert table[0].split() == ["model", "judge", "n", "mean"] and table[-1] == f"({len(want)} rows)"
+    with pytest.raises(ValueError, match="formats: table, csv, json, parquet"):
+        run_sql(SQL, root, "xml")
+
+
+def test_query_error_names_duckdb_message_and_views(results):
+    with pytest.raises(SqlError) as err:
+        run_sql("SELECT no_such_column FROM ccs", results[0])
+    msg = str(err.value)
+    assert "no_such_column" in msg and "Binder Error" in msg
+    assert all(f"  {t}(" in msg for t in SCHEMAS) and "ccs(run_id, model, layer, head" in msg
+    with pytest.raises(SqlError, match="(?s)no canned query 'nope'.*ccs_at_k"):
+        run_canned("nope", results[0])
+
+
+def test_results_root_resolution(tmp_path):
+    with pytest.raises(ResultsRootError, match="not found"):
+        connect(str(tmp_path / "missing"))
+    write_table(str(tmp_path / "spec_a"), "ccs", [dict(judge="j", ccs=3)], "r", "m")
+    with connect(str(tmp_path)) as c:  # one spec under the root: it is picked
+        assert rows_of(c, "SELECT count(*) AS n FROM ccs")[0]["n"] == 1
+    write_table(str(tmp_path / "spec_b"), "ccs", [dict(judge="j", ccs=3)], "r", "m")
+    with pytest.raises(ResultsRootError, match=r"several specs \(spec_a, spec_b\).*--results .*spec_a"):
+        connect(str(tmp_path))
+
+
+def test_main_sql(results, tmp_path, capsys):
+    root = results[0]
+    assert main_sql(SQL, root, "csv", None, None) == 0
+    assert capsys.readouterr().out == run_sql(SQL, root, "csv")
+    out = tmp_path / "ccs.parquet"
+    assert main_sql(None, root, "parquet", str(out), "ccs_at_k") == 0
+    assert pq.read_table(out).num_rows == len(MODELS) * (len(JUDGES) + 1) * 6
+    assert main_sql("SELEC 1", root, "table", None, None) == 1
+    assert "Parser Error" in capsys.readouterr().err
+    assert main_sql("SELECT 1", root, "table", None, "ccs_at_k") == 2
+    assert main_sql("SELECT 1", str(tmp_path / "missing"), "table", None, None) == 2
+
+
+def test_interactive(results):
+    stdin = io.StringIO(".views\nSELECT count(*) AS n\n  FROM ccs;\nSELECT oops FROM ccs;\n.run cost_per_model\n"
+                        ".format csv\nSELECT 7 AS seven;\n.bogus\n.quit\nSELECT 'never' AS x;\n")
+    stdout = io.StringIO()
+    assert analytics.interactive(results[0], stdin, stdout) == 0
+    text = stdout.getvalue()
+    assert "  spans(run_id, model, layer" in text
+    assert f"{len(results[1]['ccs'])}\n(1 row)" in text
+    assert "Error: Binder Error" in text and "oops" in text
+    assert "(all)" in text and "seven\n7\n" in text
+    assert "unknown command '.bogus'" in text and "never" not in text
