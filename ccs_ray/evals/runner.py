@@ -1,0 +1,303 @@
+"""The pruning stage on Ray: (dataset shard) units on model actors, every configuration per unit.
+
+:func:`run_prune_stage` reads the ``ccs`` table, builds the ablation configurations
+(:func:`ccs_ray.ablate.prune_strategies`, baseline ``none`` included), computes the text side once on
+the driver (classifier weights, caption and occupation-prompt embeddings: the text tower is never
+ablated), and sends one unit per dataset shard to long-lived actors (GPU when the cluster has GPUs, else
+CPU). An actor encodes the shard's images under all configurations at once with
+:func:`ccs_ray.ablate.encode_ablations` (shared prefixes run once) and writes the unit's result under
+``ROOT/_units/prune/...`` (classification: top-5 predictions; video and bias: embeddings). With
+``resume=True`` finished units are skipped. The driver then computes the metrics and writes the
+``ablations``, ``evals``, ``bias`` and ``errors`` tables (stable file names: re-running replaces them).
+
+Random strategies are also summarised over seeds as rows with ``ablation_id`` ``"random:mean"`` and
+``"random:std"`` (population std), ``strategy`` ``"random"`` and ``seed`` null, in ``evals`` (same metric
+names) and ``bias`` (same attribute/occupation). Bias totals over occupations are rows with occupation
+``"__sum__"`` (the paper's total) and ``"__mean__"``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+import fsspec
+import numpy as np
+import ray
+import torch
+
+from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, prune_strategies
+from ..decompose import default_layers
+from ..models import load_model
+from ..moments import HeadMoments
+from ..tables import read_table, write_table
+from ..textspan import text_embeddings
+from . import datasets as ds
+from .bias import occupation_max_skew, totals
+from .video import pool_frames, retrieval_metrics
+from .zeroshot import accuracy_metrics, classifier_weights, top_predictions, zeroshot_logits
+
+TOTAL_ROWS = ("__sum__", "__mean__")
+
+
+def _encode(model, images: torch.Tensor, ablations, batch_size: int) -> torch.Tensor:
+    """[C, N, D] float32 embeddings of ``images`` under every configuration, in batches."""
+    device = model.visual.proj.device
+    parts = [encode_ablations(model, images[i:i + batch_size].to(device), ablations).float().cpu()
+             for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(parts, 1) if parts else torch.zeros(len(ablations), 0, model.visual.proj.shape[1])
+
+
+def _save_npz(uri: str, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{path}.tmp"
+    with fs.open(tmp, "wb") as f:
+        f.write(buf.getvalue())
+    fs.mv(tmp, path)
+
+
+def _load_npz(uri: str) -> dict:
+    with fsspec.open(uri, "rb") as f:
+        return dict(np.load(io.BytesIO(f.read()), allow_pickle=False))
+
+
+class EvalWorker:
+    """Holds one model and the ablation configurations; runs units (a dataset shard each)."""
+
+    def __init__(self, model_key: str, precision: str, ablations: list[tuple[list[str], str]], mean_z, batch_size: int):
+        self.model, self.preprocess = load_model(model_key, precision)
+        self.ablations = [head_ablation(self.model, heads, mode, mean_z) if heads else None for heads, mode in ablations]
+        self.batch_size = batch_size
+
+    def run(self, unit: dict) -> dict:
+        """Compute one unit and write its result file; returns its error rows and counts."""
+        t0 = time.perf_counter()
+        kind, data, shard = unit["kind"], unit["data"], unit["shard"]
+        errors, payload = [], {}
+        if kind == "classification":
+            images, labels, errors = ds.load_classification(data, shard, self.preprocess)
+            emb = _encode(self.model, images, self.ablations, self.batch_size)
+            top = torch.stack([top_predictions(zeroshot_logits(e, unit["weights"])) for e in emb]) if len(labels) else \
+                torch.zeros(len(self.ablations), 0, 1, dtype=torch.long)
+            payload = dict(top=top.numpy().astype(np.int32), labels=labels.numpy())
+        elif kind == "video":
+            clips, ids = [], []
+            for video_id in shard.items:
+                try:
+                    clips.append(ds.load_video(data, video_id, self.preprocess))
+                    ids.append(video_id)
+                except Exception as e:  # noqa: BLE001 - a broken video is an error row, the stage goes on
+                    errors.append(dict(stage="prune", source=data.source, item=video_id, reason="video",
+                                       detail=f"{type(e).__name__}: {e}"[:2000]))
+            frames = torch.cat(clips) if clips else torch.zeros(0)
+            emb = _encode(self.model, frames, self.ablations, self.batch_size)
+            videos = torch.stack([pool_frames(e, [len(c) for c in clips]) for e in emb]) if clips else emb
+            payload = dict(embeddings=videos.numpy(), items=np.array(ids, dtype=str))
+        elif kind == "bias":
+            loaded = ds.sources.load_shard(shard, self.preprocess)
+            errors = loaded.errors
+            emb = _encode(self.model, loaded.images, self.ablations, self.batch_size)
+            payload = dict(embeddings=emb.numpy(), items=np.array(loaded.items, dtype=str))
+        _save_npz(unit["uri"], ablations=np.array(unit["ablation_ids"], dtype=str), **payload)
+        now = datetime.now(timezone.utc)
+        return {"errors": [{**e, "stage": "prune", "at": e.get("at", now)} for e in errors],
+                "seconds": time.perf_counter() - t0}
+
+
+def _unit_uri(root: str, run_id: str, model_key: str, kind: str, name: str, shard) -> str:
+    return (f"{root.rstrip('/')}/_units/prune/run_id={quote(run_id, safe='')}/model={quote(model_key, safe='')}/"
+            f"{kind}/{quote(name, safe='')}/{shard.shard_id}-{shard.fingerprint}.npz")
+
+
+def _done(uri: str, ablation_ids: list[str]) -> bool:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path) and list(_load_npz(uri)["ablations"]) == ablation_ids
+
+
+def _ablation_keys(a: Ablation) -> dict:
+    return {"ablation_id": a.ablation_id, "strategy": a.strategy, "seed": a.seed}
+
+
+def _random_summary(rows: list[dict], value: str, group_by: tuple[str, ...]) -> list[dict]:
+    """Mean and population std over seeds of the ``random`` rows, per ``group_by`` key."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["strategy"] == "random" and row["seed"] is not None:
+            groups.setdefault(tuple(row[k] for k in group_by), []).append(row)
+    out = []
+    for members in groups.values():
+        values = np.array([m[value] for m in members], dtype=float)
+        base = {k: v for k, v in members[0].items() if k not in ("ablation_id", "seed", value, "max_group")}
+        out.append({**base, "ablation_id": "random:mean", "seed": None, value: float(values.mean())})
+        out.append({**base, "ablation_id": "random:std", "seed": None, value: float(values.std())})
+    return out
+
+
+def _classification_rows(ablations, data, results) -> list[dict]:
+    top = np.concatenate([r["top"] for r in results], 1)
+    labels = torch.from_numpy(np.concatenate([r["labels"] for r in results]))
+    if labels.numel() == 0:
+        raise ds.DatasetError(f"classification dataset {data.name!r}: no image could be used (see the errors table)")
+    rows = []
+    for c, a in enumerate(ablations):
+        for metric, value in accuracy_metrics(torch.from_numpy(top[c]).long(), labels, data.classnames).items():
+            rows.append({**_ablation_keys(a), "dataset": data.name, "metric": metric, "value": value,
+                         "n": int(labels.numel())})
+    return rows
+
+
+def _video_rows(ablations, data, results, captions: dict[str, torch.Tensor]) -> list[dict]:
+    videos = torch.from_numpy(np.concatenate([r["embeddings"] for r in results], 1))
+    ids = [str(i) for r in results for i in r["items"]]
+    if not ids:
+        raise ds.DatasetError(f"video dataset {data.name!r}: no video could be read (see the errors table)")
+    texts = torch.stack([captions[i] for i in ids])
+    return [{**_ablation_keys(a), "dataset": data.name, "metric": metric, "value": value, "n": len(ids)}
+            for c, a in enumerate(ablations) for metric, value in retrieval_metrics(texts, videos[c]).items()]
+
+
+def _bias_rows(ablations, data, results, attributes: dict, prompts: torch.Tensor) -> list[dict]:
+    emb = torch.from_numpy(np.concatenate([r["embeddings"] for r in results], 1))
+    items = [str(i) for r in results for i in r["items"]]
+    rows = []
+    for attribute in data.attributes:
+        keep = [i for i, item in enumerate(items) if attribute in attributes.get(item, {})]
+        if len(keep) < data.k:
+            raise ds.DatasetError(f"bias dataset {data.name!r}: {len(keep)} images with a {attribute!r} value, "
+                                  f"fewer than k = {data.k}")
+        groups = [attributes[items[i]][attribute] for i in keep]
+        for c, a in enumerate(ablations):
+            values = []
+            for o, occupation in enumerate(data.occupations):
+                skew, group = occupation_max_skew(emb[c, keep], groups, prompts[o], data.k)
+                values.append(skew)
+                rows.append({**_ablation_keys(a), "dataset": data.name, "attribute": attribute,
+                             "occupation": occupation, "k": data.k, "maxskew": skew, "max_group": group})
+            for name, value in zip(TOTAL_ROWS, (totals(values)["sum"], totals(values)["mean"])):
+                rows.append({**_ablation_keys(a), "dataset": data.name, "attribute": attribute,
+                             "occupation": name, "k": data.k, "maxskew": value, "max_group": None})
+    return rows
+
+
+def _mean_z(root: str, run_id: str, model_key: str):
+    rows = read_table(root, "moments", run_id, model_key).to_pylist()
+    if not rows:
+        raise ValueError(f"prune.mode = 'mean' needs the scan's moments of {model_key} in run {run_id}: "
+                         f"run the scan stage first, or use prune.mode = 'zero'")
+    return HeadMoments.load(rows[-1]["uri"]).mean_z()
+
+
+def run_prune_stage(spec, root: str, run_id: str, model_key: str, resume: bool = False) -> dict:
+    """Evaluate every pruning configuration of ``model_key`` on every dataset of ``spec.evals``.
+
+    Returns a summary: configurations, units run and skipped, rows written per table, error count, seconds.
+    """
+    t0 = time.perf_counter()
+    prune, evals = spec.prune, spec.evals
+    model, _ = load_model(model_key, spec.models.precision)
+    layers = spec.models.layers or default_layers(model, spec.models.last_layers)
+    ccs_rows = read_table(root, "ccs", run_id, model_key).to_pylist()
+    if not ccs_rows and set(prune.strategies) - {"explicit"}:
+        raise ValueError(f"no ccs rows for {model_key} in run {run_id} under {root}: run the judge stage first "
+                         f"(or use only prune.strategies = ['explicit'])")
+    ablations = prune_strategies(
+        ccs_rows, prune.strategies, judge=prune.judge, seeds=prune.seeds,
+        random_pool=all_heads(model) if prune.random_pool == "all" else None, concepts=prune.concepts,
+        synonyms=prune.synonyms, explicit=prune.heads, sweep_k=prune.sweep_k)
+    mean_z = _mean_z(root, run_id, model_key) if prune.mode == "mean" else None
+    for a in ablations:  # validate every head list against the model before starting actors
+        if a.heads:
+            head_ablation(model, a.heads, prune.mode, mean_z)
+    ids = [a.ablation_id for a in ablations]
+    write_table(root, "ablations", [{**_ablation_keys(a), "mode": prune.mode, "k": a.k, "concept": a.concept,
+                                     "heads": a.heads, "n_heads": len(a.heads)} for a in ablations],
+                run_id, model_key, name="prune")
+
+    # the text side, once per model
+    units, plans = [], []
+    with torch.no_grad():
+        for entry in evals.classification:
+            data = ds.classification_data(entry)
+            weights = classifier_weights(model, data.class_texts, data.templates)
+            plans.append(("classification", data, ds.plan_classification(data), {"weights": weights}))
+        for entry in evals.video:
+            data = ds.video_data(entry)
+            captions = ds.video_captions(data)
+            emb = text_embeddings(model, [c for _, c in captions])
+            plans.append(("video", data, ds.plan_videos(data, captions), {"captions": dict(zip([v for v, _ in captions], emb))}))
+        for entry in evals.bias:
+            data = ds.bias_data(entry)
+            prompts = torch.stack([text_embeddings(model, data.occupations, template=t) for t in data.templates], 1)
+            plans.append(("bias", data, ds.plan_bias(data), {"prompts": prompts, "attributes": ds.bias_attributes(data)}))
+    skipped = 0
+    for kind, data, shards, extra in plans:
+        for shard in shards:
+            uri = _unit_uri(root, run_id, model_key, kind, data.name, shard)
+            if resume and _done(uri, ids):
+                skipped += 1
+                continue
+            units.append({"kind": kind, "data": data, "shard": shard, "uri": uri, "ablation_ids": ids,
+                          "weights": extra.get("weights")})
+
+    errors, failed = _run_units(spec, model_key, ablations, mean_z, units)
+
+    evals_rows, bias_rows = [], []
+    for kind, data, shards, extra in plans:
+        results = [_load_npz(_unit_uri(root, run_id, model_key, kind, data.name, s)) for s in shards
+                   if (kind, data.name, s.shard_id) not in failed]
+        if len(results) < len(shards):
+            continue
+        if kind == "classification":
+            evals_rows += _classification_rows(ablations, data, results)
+        elif kind == "video":
+            evals_rows += _video_rows(ablations, data, results, extra["captions"])
+        else:
+            bias_rows += _bias_rows(ablations, data, results, extra["attributes"], extra["prompts"])
+    evals_rows += _random_summary(evals_rows, "value", ("dataset", "metric"))
+    bias_rows += _random_summary(bias_rows, "maxskew", ("dataset", "attribute", "occupation"))
+    write_table(root, "evals", evals_rows, run_id, model_key, name="prune")
+    write_table(root, "bias", bias_rows, run_id, model_key, name="prune")
+    if errors:
+        write_table(root, "errors", errors, run_id, model_key)
+    if failed:
+        raise RuntimeError(f"{len(failed)} pruning units failed (first: {sorted(failed.items())[0]}); finished units are "
+                           f"kept: re-run with resume to redo only the failed ones")
+    return {"model": model_key, "configurations": len(ablations), "ablation_ids": ids, "layers": layers,
+            "units_run": len(units), "units_skipped": skipped, "evals_rows": len(evals_rows),
+            "bias_rows": len(bias_rows), "errors": len(errors), "seconds": time.perf_counter() - t0}
+
+
+def _run_units(spec, model_key: str, ablations: list[Ablation], mean_z, units: list[dict]):
+    """Run units on actors; returns (error rows, {(kind, dataset, shard_id): reason} of failed units)."""
+    if not units:
+        return [], {}
+    gpus = ray.cluster_resources().get("GPU", 0)
+    per_actor = spec.evals.gpus_per_actor if spec.evals.gpus_per_actor is not None else (1 if gpus else 0)
+    n_actors = spec.evals.actors or (max(1, int(gpus // per_actor)) if per_actor else 1)
+    n_actors = min(n_actors, len(units))
+    worker = ray.remote(num_cpus=1, num_gpus=per_actor)(EvalWorker)
+    args = (model_key, spec.models.precision, [(a.heads, spec.prune.mode) for a in ablations], mean_z,
+            spec.evals.batch_size)
+    actors = [worker.remote(*args) for _ in range(n_actors)]
+    pending = {actors[i % n_actors].run.remote(unit): unit for i, unit in enumerate(units)}
+    errors, failed = [], {}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            unit = pending.pop(done[0])
+            key = (unit["kind"], unit["data"].name, unit["shard"].shard_id)
+            try:
+                errors += ray.get(done[0])["errors"]
+            except Exception as e:  # noqa: BLE001 - reported per unit; the others go on
+                failed[key] = f"{type(e).__name__}: {e}"
+                errors.append(dict(stage="prune", source=unit["shard"].uri, item=unit["shard"].shard_id,
+                                   reason="unit_failed", detail=failed[key][:2000], at=datetime.now(timezone.utc)))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    return errors, failed

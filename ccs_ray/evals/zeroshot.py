@@ -1,0 +1,49 @@
+"""Zero-shot classification: template-ensembled text classifier, logits, top-1/top-5/per-class accuracy.
+
+Shapes: N images, C classes, D embedding dim, K ranks kept. Accuracies are in percent.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..textspan import text_embeddings
+
+
+def classifier_weights(model, class_texts: list[str], templates: list[str]) -> torch.Tensor:
+    """[D, C] float32: per class, the mean of its normalised template embeddings, renormalised (CLIP)."""
+    if not class_texts or not templates:
+        raise ValueError("a zero-shot classifier needs at least one class name and one template")
+    bad = [t for t in templates if t.count("{}") != 1]
+    if bad:
+        raise ValueError(f"templates must contain exactly one '{{}}' for the class name: {bad}")
+    per_template = torch.stack([text_embeddings(model, class_texts, template=t) for t in templates])  # [T, C, D]
+    mean = per_template.mean(0)
+    return (mean / mean.norm(dim=-1, keepdim=True)).T
+
+
+def zeroshot_logits(image_embeddings: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """[N, C] = 100 * normalised image embeddings [N, D] @ classifier weights [D, C]."""
+    x = image_embeddings.float()
+    return 100 * (x / x.norm(dim=-1, keepdim=True)) @ weights.to(x)
+
+
+def top_predictions(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """[N, min(k, C)] class indices by decreasing logit."""
+    return logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+
+
+def accuracy_metrics(top: torch.Tensor, labels: torch.Tensor, classnames: list[str]) -> dict[str, float]:
+    """``top1``, ``top5`` (over the first min(5, C) ranks) and ``acc:<class>`` (top-1 per class; classes
+    without images are left out) from predictions ``top`` [N, K] and true class indices ``labels`` [N]."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if top.shape[0] != labels.shape[0] or top.shape[0] == 0:
+        raise ValueError(f"need predictions for every image: {top.shape[0]} predictions, {labels.shape[0]} labels")
+    hit1 = top[:, 0] == labels
+    hit5 = (top[:, :5] == labels[:, None]).any(1)
+    out = {"top1": 100 * hit1.double().mean().item(), "top5": 100 * hit5.double().mean().item()}
+    for c, name in enumerate(classnames):
+        mask = labels == c
+        if mask.any():
+            out[f"acc:{name}"] = 100 * hit1[mask].double().mean().item()
+    return out
