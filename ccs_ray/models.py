@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import fsspec
 import open_clip
 import torch
+from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+
+#: Seed of random initialisation (``NAME/none``), so that all actors of a cluster hold the same weights.
+RANDOM_INIT_SEED = 0
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -127,6 +131,20 @@ def _fetch_checkpoint(uri: str) -> str:
     return str(local)
 
 
+def preprocess_config(key: str) -> dict:
+    """open_clip's image preprocessing settings for a key (size, mean, std, interpolation, resize mode),
+    from configs alone (no weights): models with equal settings can share decoded images."""
+    parsed = ModelKey.parse(key)
+    cfg = asdict(PreprocessCfg())
+    model_cfg = open_clip.get_model_config(parsed.name) or {}
+    cfg = merge_preprocess_dict(cfg, model_cfg.get("preprocess_cfg", {}))
+    if parsed.weights and not parsed.checkpoint:
+        cfg = merge_preprocess_dict(cfg, open_clip.get_pretrained_cfg(parsed.name, parsed.weights))
+    if "vision_cfg" in model_cfg:
+        cfg["size"] = model_cfg["vision_cfg"]["image_size"]
+    return cfg
+
+
 def load_model(key: str, precision: str = "fp32", device: str | torch.device | None = None):
     """Load an open_clip model and its image preprocessing.
 
@@ -148,7 +166,17 @@ def load_model(key: str, precision: str = "fp32", device: str | torch.device | N
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pretrained = _fetch_checkpoint(parsed.weights) if parsed.checkpoint else parsed.weights
-    model, _, preprocess = open_clip.create_model_and_transforms(parsed.name, pretrained=pretrained)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)  # "/none": every worker builds the same random model
+            model, _, preprocess = open_clip.create_model_and_transforms(parsed.name, pretrained=pretrained)
+    except RuntimeError as e:
+        if "download" not in str(e).lower():
+            raise
+        raise RuntimeError(
+            f"could not fetch the weights of {key!r} (no network?): {e}. Offline, pass a local checkpoint "
+            f"as '{parsed.name}@/path/to/checkpoint.pt', or random init as '{parsed.name}/none'"
+        ) from None
     check_supported(model, key)
     model = model.to(device=device, dtype=PRECISIONS[precision]).eval()
     model.tokenizer = open_clip.get_tokenizer(parsed.name)

@@ -47,7 +47,7 @@ class HeadMoments:
         self.total = torch.zeros(folds, NH, D, **f64)
         self.outer = torch.zeros(folds, NH, D, D, **f64)
         self.z_sum = torch.zeros(NH, tokens, head_dim, **f64)
-        self.shards: set[str] = set()
+        self.shards: dict[str, dict] = {}
 
     @classmethod
     def for_model(cls, model_key: str, model, layers: list[int], folds: int = 2, convention: str = "centered", device="cpu"):
@@ -61,7 +61,7 @@ class HeadMoments:
         return {
             "format": FORMAT_VERSION, "model": self.model, "layers": self.layers, "heads": self.n_heads_per_layer,
             "embed_dim": self.embed_dim, "folds": self.folds, "convention": self.convention,
-            "tokens": self.z_sum.shape[1], "head_dim": self.z_sum.shape[2], "shards": sorted(self.shards),
+            "tokens": self.z_sum.shape[1], "head_dim": self.z_sum.shape[2], "shards": self.shards,
         }
 
     def update(self, contributions: torch.Tensor, fold: int = 0, z_sum: torch.Tensor | None = None) -> None:
@@ -74,11 +74,12 @@ class HeadMoments:
         if z_sum is not None:
             self.z_sum += z_sum.to(self.z_sum).flatten(0, 1)
 
-    def mark_covered(self, shard_id: str) -> None:
-        """Record that every image of ``shard_id`` has been added."""
+    def mark_covered(self, shard_id: str, record: dict | None = None) -> None:
+        """Record that every image of ``shard_id`` has been added, with an optional JSON-able record of
+        it (counts, timings, bad inputs), so that a checkpoint is one file that says what it covers."""
         if shard_id in self.shards:
             raise ValueError(f"shard {shard_id!r} is already counted in these moments")
-        self.shards.add(shard_id)
+        self.shards[shard_id] = record or {}
 
     def merge(self, other: "HeadMoments") -> "HeadMoments":
         """In-place sum with ``other``; both must describe the same heads and cover disjoint shards."""
@@ -86,14 +87,14 @@ class HeadMoments:
         mine.pop("shards"), theirs.pop("shards")
         if mine != theirs:
             raise ValueError(f"cannot merge moments of different layouts: {mine} vs {theirs}")
-        overlap = self.shards & other.shards
+        overlap = self.shards.keys() & other.shards.keys()
         if overlap:
             raise ValueError(f"shards counted twice when merging moments: {sorted(overlap)[:5]}")
         self.n += other.n.to(self.n.device)
         self.total += other.total.to(self.total.device)
         self.outer += other.outer.to(self.outer.device)
         self.z_sum += other.z_sum.to(self.z_sum.device)
-        self.shards |= other.shards
+        self.shards.update(other.shards)
         return self
 
     def head_index(self, name: str) -> int:
@@ -134,23 +135,26 @@ class HeadMoments:
             f.write(blob)
         fs.mv(tmp, path)
 
+    @staticmethod
+    def read_meta(uri: str) -> dict:
+        """The metadata of a saved file (layout and covered shards) without reading its arrays."""
+        with fsspec.open(uri, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            return json.loads(json.loads(f.read(size)).get("__metadata__", {})["ccs_ray"])
+
     @classmethod
     def load(cls, uri: str, device="cpu") -> "HeadMoments":
         """Read moments written by :meth:`save`."""
         with fsspec.open(uri, "rb") as f:
             blob = f.read()
         tensors = st_load(blob)
-        meta = json.loads(_safetensors_metadata(blob)["ccs_ray"])
+        size = int.from_bytes(blob[:8], "little")
+        meta = json.loads(json.loads(blob[8:8 + size])["__metadata__"]["ccs_ray"])
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{uri}: moments format {meta.get('format')} is not {FORMAT_VERSION}")
         m = cls(meta["model"], meta["layers"], meta["heads"], meta["embed_dim"], meta["folds"],
                 meta["tokens"], meta["head_dim"], meta["convention"], device)
         m.n, m.total, m.outer, m.z_sum = (tensors[k].to(device) for k in ("n", "total", "outer", "z_sum"))
-        m.shards = set(meta["shards"])
+        m.shards = meta["shards"]
         return m
 
-
-def _safetensors_metadata(blob: bytes) -> dict:
-    """The ``__metadata__`` dict of a safetensors blob (8-byte little-endian header length, JSON header)."""
-    size = int.from_bytes(blob[:8], "little")
-    return json.loads(blob[8:8 + size]).get("__metadata__", {})

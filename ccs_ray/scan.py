@@ -1,0 +1,316 @@
+"""The scan on Ray: shards -> CPU decode tasks -> model actors that accumulate HeadMoments -> one merge.
+
+Topology. The source is planned into shards (``sources.plan_shards``). Models that share image
+preprocessing share decoding: each shard is decoded once by a CPU task (``_decode``) and its images go,
+through the object store, to one :class:`ScanActor` of every model that still needs the shard. An actor
+loads its model once (on its GPU when the cluster has GPUs, else on CPU), runs the one-pass decomposition
+and keeps the moments in its own memory; moments never travel through the object store.
+
+Checkpoints and resume. Every ``scan.checkpoint_every`` shards an actor writes its cumulative moments,
+with the records of the shards they cover, to its own partial file (atomic replace). A shard counts as
+done only once a checkpoint holds it. When an actor dies its unsaved shards are queued again for a fresh
+actor; when the driver dies, ``run --resume`` reads the partials and scans only the shards none covers.
+The final merge adds the partials of a model and checks that the covered shards are exactly the
+planned ones, so every good image counts once.
+
+State under the results root: ``_state/<run_id>/<model>/partials/*.safetensors`` and the merged
+``_state/<run_id>/<model>/moments.safetensors`` (listed in the ``moments`` table).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+import fsspec
+import ray
+import torch
+from tqdm.auto import tqdm
+
+from . import tables
+from .decompose import decomposed_forward, default_layers, parse_head_name
+from .models import load_model, preprocess_config
+from .moments import HeadMoments
+from .sources import Shard, load_shard, plan_shards
+
+
+class ScanError(RuntimeError):
+    """The scan cannot produce exact moments (data changed under a resumed run, actors keep dying...)."""
+
+
+def state_dir(root: str, run_id: str, model: str) -> str:
+    """Folder of a model's scan state in a run."""
+    return f"{root.rstrip('/')}/_state/{quote(run_id, safe='')}/{quote(model, safe='')}"
+
+
+def model_layers(spec, model) -> list[int]:
+    """Layers whose heads the spec decomposes: ``models.layers`` or the last ``models.last_layers``."""
+    return list(spec.models.layers) if spec.models.layers is not None else default_layers(model, spec.models.last_layers)
+
+
+@ray.remote(num_cpus=1)
+def _decode(shard: Shard, preprocess: dict):
+    """Read, decode and preprocess one shard on a CPU worker."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    return load_shard(shard, image_transform_v2(PreprocessCfg(**preprocess), is_train=False))
+
+
+@ray.remote
+class ScanActor:
+    """Holds one model and the moments of the shards it has scanned since it started."""
+
+    def __init__(self, model_key: str, spec_json: str, partial_uri: str):
+        from .spec import Spec
+
+        spec = Spec.model_validate_json(spec_json)
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.model, _ = load_model(model_key, spec.models.precision, device)
+        self.layers = model_layers(spec, self.model)
+        self.batch_size, self.convention = spec.scan.batch_size, spec.scan.convention
+        self.moments = HeadMoments.for_model(model_key, self.model, self.layers, spec.data.folds, self.convention, device)
+        self.partial_uri = partial_uri
+        self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def process(self, shard: Shard, loaded, fold: int) -> dict:
+        """Add every good image of a decoded shard to the moments; returns the shard's record."""
+        t0 = time.perf_counter()
+        images = loaded.images
+        for i in range(0, len(images), self.batch_size):
+            d = decomposed_forward(self.model, images[i:i + self.batch_size], self.layers, self.convention, keep_z_sum=True)
+            self.moments.update(d.heads, fold, d.z_sum)
+        record = {
+            "shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": fold,
+            "n_images": len(images), "n_errors": loaded.n_failed, "n_converted": loaded.n_converted,
+            "seconds": loaded.seconds + time.perf_counter() - t0, "node": self.node, "worker": self.worker,
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "errors": [{**e, "at": e["at"].isoformat()} for e in loaded.errors],
+        }
+        self.moments.mark_covered(shard.shard_id, record)
+        return {k: record[k] for k in ("shard_id", "n_images", "n_errors", "node")}
+
+    def checkpoint(self) -> list[str]:
+        """Write all moments so far to this actor's partial file; returns the shards it covers."""
+        if self.moments.shards:
+            self.moments.save(self.partial_uri)
+        return list(self.moments.shards)
+
+
+@dataclass
+class _Worker:
+    model: str
+    actor: object
+    inflight: int = 0
+    unsaved: set = field(default_factory=set)
+
+
+@dataclass
+class ScanSummary:
+    """What a scan did: per model the moments URI, image and error counts."""
+
+    moments: dict = field(default_factory=dict)
+    n_images: dict = field(default_factory=dict)
+    n_errors: dict = field(default_factory=dict)
+    n_converted: dict = field(default_factory=dict)
+    shards_scanned: int = 0
+    shards_skipped: int = 0
+    nodes: set = field(default_factory=set)
+    seconds: float = 0.0
+
+
+def _partials(root: str, run_id: str, model: str) -> list[str]:
+    fs, path = fsspec.core.url_to_fs(f"{state_dir(root, run_id, model)}/partials")
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in sorted(fs.glob(f"{path}/*.safetensors"))]
+
+
+def _covered(root: str, run_id: str, model: str, plan: dict[str, Shard]) -> dict[str, dict]:
+    """Shards already held by saved partials of this run, checked against the current plan."""
+    covered = {}
+    for uri in _partials(root, run_id, model):
+        for shard_id, record in HeadMoments.read_meta(uri)["shards"].items():
+            shard = plan.get(shard_id)
+            if shard is None or shard.fingerprint != record.get("fingerprint"):
+                raise ScanError(f"run {run_id}: shard {shard_id} in {uri} no longer matches the data source "
+                                f"(the data changed since the run started); start a new run instead of --resume")
+            covered[shard_id] = record
+    return covered
+
+
+def _gpu_layout(spec, n_models: int) -> tuple[float, int]:
+    """(GPUs per actor, actors per model) from the spec and what the cluster has."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    per_actor = spec.scan.gpus_per_actor if spec.scan.gpus_per_actor is not None else (1.0 if gpus else 0.0)
+    if per_actor > gpus:
+        raise ScanError(f"scan.gpus_per_actor={per_actor} but the cluster has {gpus:g} GPUs")
+    if spec.scan.actors:
+        return per_actor, spec.scan.actors
+    return per_actor, max(1, int(gpus / per_actor / n_models)) if per_actor else 1
+
+
+def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary:
+    """Scan every model of the spec over its data on the connected Ray cluster; resumes from partials."""
+    t0 = time.perf_counter()
+    shards = plan_shards(spec.data)
+    plan = {s.shard_id: s for s in shards}
+    models = list(spec.models.keys)
+    todo = {m: {s.shard_id for s in shards} - set(_covered(root, run_id, m, plan)) for m in models}
+    summary = ScanSummary(shards_skipped=sum(len(shards) - len(t) for t in todo.values()))
+    per_actor, n_actors = _gpu_layout(spec, len(models))
+    spec_json = spec.model_dump_json()
+
+    def new_worker(model: str) -> _Worker:
+        uri = f"{state_dir(root, run_id, model)}/partials/{uuid.uuid4().hex[:12]}.safetensors"
+        actor = ScanActor.options(num_gpus=per_actor, scheduling_strategy="SPREAD").remote(model, spec_json, uri)
+        return _Worker(model, actor)
+
+    groups: dict[str, list[str]] = {}
+    for m in models:
+        groups.setdefault(repr(sorted(preprocess_config(m).items())), []).append(m)
+    workers = {m: [new_worker(m) for _ in range(n_actors)] for m in models if todo[m]}
+    # Queue of (shard, models that still need it), grouped by preprocessing.
+    queue = deque()
+    for group in groups.values():
+        for s in shards:
+            need = tuple(m for m in group if s.shard_id in todo[m])
+            if need:
+                queue.append((s, need))
+    restarts, max_restarts = 0, 3 * max(1, sum(len(w) for w in workers.values()))
+    decodes, calls = {}, {}  # ref -> (shard, models) ; ref -> (worker, shard or None for checkpoints)
+    bar = tqdm(total=sum(len(t) for t in todo.values()), unit="shard", disable=not progress, desc="scan")
+    images_done = 0
+
+    def dispatch(shard, need, ref):
+        for m in need:
+            w = min(workers[m], key=lambda w: w.inflight)
+            w.inflight += 1
+            calls[w.actor.process.remote(shard, ref, shard.index % spec.data.folds)] = (w, shard)
+
+    def checkpoint(w):
+        calls[w.actor.checkpoint.remote()] = (w, None)
+
+    def replace(dead: _Worker, error: Exception):
+        nonlocal restarts
+        restarts += 1
+        if restarts > max_restarts:
+            raise ScanError(f"scan actors died {restarts} times; last error: {error}") from error
+        for ref, (w, shard) in list(calls.items()):
+            if w is dead:
+                del calls[ref]
+                if shard is not None:
+                    dead.unsaved.add(shard.shard_id)
+        for shard_id in dead.unsaved:
+            queue.appendleft((plan[shard_id], (dead.model,)))
+        workers[dead.model][workers[dead.model].index(dead)] = new_worker(dead.model)
+        bar.update(-len(dead.unsaved))
+
+    limit = max(2, spec.scan.decode_workers * max(1, sum(len(w) for w in workers.values())))
+    while queue or decodes or calls:
+        while queue and len(decodes) < limit and sum(w.inflight for ws in workers.values() for w in ws) < 2 * limit:
+            shard, need = queue.popleft()
+            decodes[_decode.remote(shard, preprocess_config(need[0]))] = (shard, need)
+        ready, _ = ray.wait(list(decodes) + list(calls), num_returns=1)
+        ref = ready[0]
+        if ref in decodes:
+            dispatch(*decodes.pop(ref), ref)
+            continue
+        w, shard = calls.pop(ref)
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            replace(w, e)
+            continue
+        if shard is None:  # a checkpoint: what it lists is now safe
+            w.unsaved -= set(result)
+            continue
+        w.inflight -= 1
+        w.unsaved.add(shard.shard_id)
+        images_done += result["n_images"]
+        summary.shards_scanned += 1
+        bar.update(1)
+        bar.set_postfix(images_per_s=f"{images_done / max(1e-9, time.perf_counter() - t0):.1f}")
+        if len(w.unsaved) >= spec.scan.checkpoint_every and not any(v == (w, None) for v in calls.values()):
+            checkpoint(w)
+        if not queue and not decodes and not calls:
+            for ws in workers.values():
+                for x in ws:
+                    if x.unsaved:
+                        checkpoint(x)
+    bar.close()
+    for ws in workers.values():
+        for w in ws:
+            ray.kill(w.actor)
+    for m in models:
+        _finish_model(spec, root, run_id, m, plan, summary)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _finish_model(spec, root: str, run_id: str, model: str, plan: dict[str, Shard], summary: ScanSummary) -> None:
+    """Merge a model's partials, check that they partition the plan, write moments/shards/errors tables."""
+    merged = None
+    for uri in _partials(root, run_id, model):
+        part = HeadMoments.load(uri)
+        merged = part if merged is None else merged.merge(part)
+    covered = set(merged.shards) if merged else set()
+    if covered != set(plan):
+        missing, extra = sorted(set(plan) - covered), sorted(covered - set(plan))
+        raise ScanError(f"{model}: partials do not partition the shard plan (missing {missing[:5]}, unknown {extra[:5]})")
+    uri = f"{state_dir(root, run_id, model)}/moments.safetensors"
+    merged.save(uri)
+    records = [merged.shards[s] for s in sorted(merged.shards)]
+    n_images = int(merged.n.sum())
+    errors = [e for r in records for e in r["errors"]]
+    tables.write_table(root, "moments", [dict(
+        uri=uri, convention=merged.convention, n_images=n_images, n_heads=len(merged.heads),
+        embed_dim=merged.embed_dim, folds=merged.folds, n_shards=len(records))], run_id, model, name="scan")
+    tables.write_table(root, "shards", [dict(
+        {k: r[k] for k in ("shard_id", "source", "fingerprint", "fold", "n_images", "n_errors", "node", "worker", "seconds")},
+        status="done", finished_at=datetime.fromisoformat(r["finished_at"])) for r in records], run_id, model, name="scan")
+    tables.write_table(root, "errors", [dict(e, at=datetime.fromisoformat(e["at"])) for e in errors], run_id, model, name="scan")
+    summary.moments[model] = uri
+    summary.n_images[model] = n_images
+    summary.n_errors[model] = sum(r["n_errors"] for r in records)
+    summary.n_converted[model] = sum(r["n_converted"] for r in records)
+    summary.nodes |= {r["node"] for r in records}
+
+
+def run_spans(spec, root: str, run_id: str, moments_uri: str, model_key: str, m: int) -> list[dict]:
+    """TextSpan rows for every head of a model, over all data and each fold (``subset`` all/fold<i>)."""
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    rows = ray.get(_spans_task.options(num_gpus=gpus).remote(spec.model_dump_json(), moments_uri, model_key, m))
+    tables.write_table(root, "spans", rows, run_id, model_key, name="spans")
+    return rows
+
+
+@ray.remote
+def _spans_task(spec_json: str, moments_uri: str, model_key: str, m: int) -> list[dict]:
+    from .pools import load_pool
+    from .spec import Spec
+    from .textspan import text_embeddings, textspan_from_moments
+
+    spec = Spec.model_validate_json(spec_json)
+    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    model, _ = load_model(model_key, spec.models.precision, device)
+    texts = load_pool(spec.spans.pool)
+    emb = text_embeddings(model, texts, spec.spans.template, spec.spans.normalize).to(device)
+    moments = HeadMoments.load(moments_uri, device)
+    subsets = {"all": None} | ({f"fold{f}": [f] for f in range(moments.folds)} if moments.folds > 1 else {})
+    rows = []
+    for name in moments.heads:
+        layer, head = parse_head_name(name)
+        for subset, folds in subsets.items():
+            n, total, outer = moments.head(name, folds)
+            if n == 0:
+                continue
+            for s in textspan_from_moments(n, total, outer, emb, texts, m=m, rank=spec.spans.rank):
+                rows.append(dict(layer=layer, head=head, head_label=name, subset=subset, rank=s.rank, text=s.text,
+                                 variance=s.variance, variance_explained=s.variance_explained, pool=spec.spans.pool,
+                                 svd_rank=s.svd_rank, convention=moments.convention))
+    return rows

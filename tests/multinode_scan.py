@@ -1,0 +1,31 @@
+"""Run a scan on a simulated two-node Ray cluster; print one JSON line (used by test_scan.py)."""
+
+import json
+import sys
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(root: str) -> None:
+    from ccs_ray.scan import run_scan
+    from ccs_ray.spec import load_spec
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    spec = load_spec(REPO / "jobs" / "smoke.toml", [
+        f'results.root="{root}"', 'data.source="probe://?n=64&seed=3&size=48"', "data.shard_size=8",
+        "scan.batch_size=5", "scan.checkpoint_every=2", "scan.actors=2"])
+    summary = run_scan(spec, root, "r1", progress=False)
+    nodes = len([n for n in ray.nodes() if n["Alive"]])
+    ray.shutdown()
+    cluster.shutdown()
+    print(json.dumps({"nodes": nodes, "shard_nodes": len(summary.nodes), "moments": summary.moments["ccs-tiny/none"]}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

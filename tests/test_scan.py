@@ -1,0 +1,182 @@
+"""The Ray scan equals a single-process computation, survives killed actors and drivers, and spreads over nodes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from ccs_ray import HeadMoments, load_model
+from ccs_ray.decompose import decomposed_forward
+from ccs_ray.scan import ScanError, _partials, run_scan, run_spans
+from ccs_ray.sources import load_shard, plan_shards
+from ccs_ray.spec import load_spec
+from ccs_ray.tables import read_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _spec(root, n=64, extra=()):
+    return load_spec(REPO / "jobs" / "smoke.toml", [
+        f'results.root="{root}"', f'data.source="probe://?n={n}&seed=3&size=48"', "data.shard_size=8",
+        "scan.batch_size=5", "scan.checkpoint_every=2", *extra])
+
+
+def _reference(spec):
+    """Moments computed in this process, shard by shard, without Ray."""
+    key = spec.models.keys[0]
+    model, preprocess = load_model(key, device="cpu")
+    layers = [0, 1, 2, 3]
+    ref = HeadMoments.for_model(key, model, layers, spec.data.folds)
+    for shard in plan_shards(spec.data):
+        images = load_shard(shard, preprocess).images
+        for i in range(0, len(images), spec.scan.batch_size):
+            d = decomposed_forward(model, images[i:i + spec.scan.batch_size], layers, keep_z_sum=True)
+            ref.update(d.heads, shard.index % spec.data.folds, d.z_sum)
+    return ref
+
+
+def _assert_same_moments(a: HeadMoments, b: HeadMoments):
+    assert torch.equal(a.n, b.n)
+    for name in ("total", "outer", "z_sum"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-9)
+
+
+def _span_texts(root, run_id):
+    t = read_table(str(root), "spans", run_id).to_pylist()
+    return sorted((r["head_label"], r["subset"], r["rank"], r["text"]) for r in t)
+
+
+def test_scan_equals_single_process(ray_cluster, tmp_path):
+    spec = _spec(tmp_path)
+    summary = run_scan(spec, str(tmp_path), "r1", progress=False)
+    key = spec.models.keys[0]
+    merged = HeadMoments.load(summary.moments[key])
+    _assert_same_moments(merged, _reference(spec))
+    assert summary.n_images[key] == 64 and summary.shards_scanned == 8
+    shards = read_table(str(tmp_path), "shards", "r1").to_pylist()
+    assert sorted(r["shard_id"] for r in shards) == [f"s{i:06d}" for i in range(8)]
+    assert sum(r["n_images"] for r in shards) == 64
+    moments_row = read_table(str(tmp_path), "moments", "r1").to_pylist()[0]
+    assert moments_row["n_images"] == 64 and moments_row["n_heads"] == 16
+
+    # Spans from the distributed moments equal spans from the reference moments.
+    rows = run_spans(spec, str(tmp_path), "r1", summary.moments[key], key, m=5)
+    ref_uri = str(tmp_path / "ref.safetensors")
+    _reference(spec).save(ref_uri)
+    ref_rows = run_spans(spec, str(tmp_path / "ref"), "r1", ref_uri, key, m=5)
+    assert [(r["head_label"], r["subset"], r["text"]) for r in rows] == [(r["head_label"], r["subset"], r["text"]) for r in ref_rows]
+    assert {r["subset"] for r in rows} == {"all", "fold0", "fold1"}
+
+    # A second scan of the same run finds every shard covered and redoes nothing.
+    again = run_scan(spec, str(tmp_path), "r1", progress=False)
+    assert again.shards_scanned == 0 and again.shards_skipped == 8
+    _assert_same_moments(HeadMoments.load(again.moments[key]), merged)
+
+
+def test_bad_inputs_are_counted_and_the_scan_goes_on(ray_cluster, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(6):
+        Image.new("RGB", (40, 30), (40 * i, 20, 200 - 30 * i)).save(folder / f"ok{i}.png")
+    Image.new("L", (40, 30), 128).save(folder / "gray.png")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_bytes(b"this is not an image at all")
+    good = (folder / "ok0.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    spec = _spec(tmp_path / "out", extra=[f'data.source="{folder}"', "data.shard_size=4"])
+    summary = run_scan(spec, str(tmp_path / "out"), "r1", progress=False)
+    key = spec.models.keys[0]
+    assert summary.n_images[key] == 7  # six good images and the converted grayscale one
+    assert summary.n_errors[key] == 3 and summary.n_converted[key] == 1
+    errors = read_table(str(tmp_path / "out"), "errors", "r1").to_pylist()
+    reasons = {Path(e["item"]).name: e["reason"] for e in errors}
+    assert reasons["empty.jpg"] == "empty" and reasons["gray.png"].startswith("converted:")
+    assert {reasons["text.jpg"], reasons["truncated.png"]} <= {"not_an_image", "truncated", "corrupt"}
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    spec = _spec(tmp_path, extra=[f'data.source="{tmp_path}/nope"'])
+    from ccs_ray.sources import SourceError
+
+    with pytest.raises(SourceError, match="not found"):
+        plan_shards(spec.data)
+
+
+def _scan_processes():
+    return [p for p in psutil.process_iter(["cmdline"]) if any("ScanActor" in c for c in (p.info["cmdline"] or []))]
+
+
+@pytest.mark.slow
+def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
+    spec = _spec(tmp_path, n=160, extra=["data.shard_size=4", "scan.checkpoint_every=3"])
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(s=run_scan(spec, str(tmp_path), "r1", progress=False)))
+    thread.start()
+    deadline = time.time() + 120
+    while not _partials(str(tmp_path), "r1", spec.models.keys[0]) and time.time() < deadline:
+        time.sleep(0.05)
+    victims = _scan_processes()
+    assert victims, "no scan actor process found"
+    for p in victims:
+        p.send_signal(signal.SIGKILL)
+    thread.join(300)
+    summary = result["s"]
+    key = spec.models.keys[0]
+    assert len(_partials(str(tmp_path), "r1", key)) >= 2  # the dead actor's partial and its replacement's
+    _assert_same_moments(HeadMoments.load(summary.moments[key]), _reference(spec))
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rescanning(tmp_path):
+    """`ccs-ray run` killed (with its whole local Ray) mid-scan; `--resume` finishes with identical spans."""
+    args = [sys.executable, "-m", "ccs_ray.cli", "run", str(REPO / "jobs" / "smoke.toml"), "--no-progress",
+            "--set", 'stages=["scan","spans"]', "--set", 'data.source="probe://?n=240&seed=4&size=48"',
+            "--set", "data.shard_size=4", "--set", "scan.checkpoint_every=2", "--set", "scan.batch_size=4"]
+    env = dict(os.environ, RAY_ADDRESS="")
+    env.pop("RAY_ADDRESS")
+    proc = subprocess.Popen(args + ["--results", str(tmp_path / "a"), "--run-id", "r1"], env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    while not _partials(str(tmp_path / "a"), "r1", "ccs-tiny/none") and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    done = subprocess.run(args + ["--results", str(tmp_path / "a"), "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scan = json.loads(done.stdout)["stages"]["scan"]
+    assert scan["shards_skipped"] > 0 and scan["shards_scanned"] + scan["shards_skipped"] == 60
+    fresh = subprocess.run(args + ["--results", str(tmp_path / "b"), "--run-id", "r1"], env=env, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert _span_texts(tmp_path / "a", "r1") == _span_texts(tmp_path / "b", "r1")
+
+
+@pytest.mark.slow
+def test_two_node_cluster_spreads_shards(tmp_path):
+    """A two-node Ray cluster (ray.cluster_utils.Cluster, in a subprocess) gives the single-process moments."""
+    script = REPO / "tests" / "multinode_scan.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["nodes"] == 2 and result["shard_nodes"] == 2
+    spec = _spec(tmp_path, extra=["scan.actors=2"])
+    _assert_same_moments(HeadMoments.load(result["moments"]), _reference(spec))
+
+
+def test_resume_refuses_changed_data(ray_cluster, tmp_path):
+    spec = _spec(tmp_path, n=16)
+    run_scan(spec, str(tmp_path), "r1", progress=False)
+    changed = _spec(tmp_path, n=16, extra=['data.source="probe://?n=16&seed=9&size=48"'])
+    with pytest.raises(ScanError, match="no longer matches"):
+        run_scan(changed, str(tmp_path), "r1", progress=False)
