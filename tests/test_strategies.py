@@ -1,0 +1,99 @@
+"""Pruning strategies from ccs rows: high, low, random, equal, concept, explicit, sweep."""
+
+import random
+
+import pytest
+
+from ccs_ray.ablate import concept_families, normalize_label, prune_strategies
+from ccs_ray.decompose import head_name
+
+# 16 heads of layers 2-3: CCS and labels chosen so every strategy has a known answer
+CCS = {"L2.H0": 5, "L2.H1": 0, "L2.H2": 3, "L2.H3": 1, "L3.H0": 5, "L3.H1": 5, "L3.H2": 1, "L3.H3": None}
+LABELS = {"L2.H0": "Geography", "L2.H1": "colours", "L2.H2": "animals", "L2.H3": "Objects",
+          "L3.H0": "location", "L3.H1": "pets", "L3.H2": "texture", "L3.H3": None}
+
+
+def level(ccs):
+    return None if ccs is None else "high" if ccs == 5 else "low" if ccs <= 1 else "medium"
+
+
+def rows(judge="combined"):
+    out = []
+    for name, ccs in CCS.items():
+        layer, head = int(name[1]), int(name[-1])
+        out.append(dict(layer=layer, head=head, head_label=name, judge=judge, ccs=ccs, level=level(ccs), label=LABELS[name]))
+    return out + [dict(layer=2, head=0, head_label="L2.H0", judge="gpt", ccs=0, level="low", label="x")]
+
+
+def by_id(ablations):
+    return {a.ablation_id: a for a in ablations}
+
+
+def test_high_low_equal_and_baseline():
+    got = by_id(prune_strategies(rows(), ["high", "low", "equal"]))
+    assert list(got) == ["none", "high", "low", "equal:high", "equal:low"]
+    assert got["none"].heads == [] and got["none"].strategy == "none"
+    assert got["high"].heads == ["L2.H0", "L3.H0", "L3.H1"] and got["high"].k == 3
+    assert got["low"].heads == ["L2.H1", "L2.H3", "L3.H2"]
+    # equal: min(3, 3) = 3 each
+    assert got["equal:high"].heads == got["high"].heads and got["equal:low"].heads == got["low"].heads
+    # the other judge's rows are ignored; an unknown judge is a clear error
+    assert by_id(prune_strategies(rows(), ["low"], judge="gpt"))["low"].heads == ["L2.H0"]
+    with pytest.raises(ValueError, match="judges present"):
+        prune_strategies(rows(), ["high"], judge="claude")
+    with pytest.raises(ValueError, match="allowed"):
+        prune_strategies(rows(), ["highest"])
+
+
+def test_equal_count_takes_lowest_ccs_first():
+    r = [x for x in rows() if x["head_label"] != "L3.H1"]  # 2 high, 3 low -> 2 of each; CCS 0 before CCS 1
+    got = by_id(prune_strategies(r, ["equal"]))
+    assert got["equal:high"].heads == ["L2.H0", "L3.H0"]
+    assert got["equal:low"].heads == ["L2.H1", "L2.H3"]
+
+
+def test_random_is_reproducible_excludes_high_and_matches_count():
+    a = prune_strategies(rows(), ["random"], seeds=4)
+    b = prune_strategies(rows(), ["random"], seeds=4)
+    assert [x.heads for x in a] == [x.heads for x in b]
+    randoms = [x for x in a if x.strategy == "random"]
+    assert [x.seed for x in randoms] == [0, 1, 2, 3]
+    pool = sorted(set(CCS) - {"L2.H0", "L3.H0", "L3.H1"}, key=lambda n: (int(n[1]), int(n[-1])))
+    for x in randoms:  # independent computation of the draw
+        assert x.heads == sorted(random.Random(x.seed).sample(pool, 3), key=lambda n: (int(n[1]), int(n[-1])))
+        assert x.ablation_id == f"random:s{x.seed}" and x.k == 3
+    assert len({tuple(x.heads) for x in randoms}) > 1
+    wide = [head_name(l, h) for l in range(4) for h in range(4)]
+    drawn = {h for x in prune_strategies(rows(), ["random"], seeds=5, random_pool=wide) for h in x.heads}
+    assert drawn & {"L0.H0", "L0.H1", "L0.H2", "L0.H3", "L1.H0", "L1.H1", "L1.H2", "L1.H3"}
+    assert not drawn & {"L2.H0", "L3.H0", "L3.H1"}
+    with pytest.raises(ValueError, match="random_pool"):
+        prune_strategies(rows(), ["random"], random_pool=["L0.H0", "L2.H0"])
+
+
+def test_concepts_with_synonyms():
+    got = by_id(prune_strategies(rows(), ["concept"]))
+    assert got["concept:location"].heads == ["L2.H0", "L3.H0"]
+    assert got["concept:animals"].heads == ["L2.H2", "L3.H1"]
+    assert got["concept:objects"].heads == ["L2.H3"]
+    assert got["concept:colors"].heads == ["L2.H1"]
+    extra = by_id(prune_strategies(rows(), ["concept"], concepts=["colors", "surface"],
+                                   synonyms={"colors": ["texture"], "surface": ["texture"]}))
+    assert extra["concept:colors"].heads == ["L2.H1", "L3.H2"] and extra["concept:surface"].heads == ["L3.H2"]
+    with pytest.raises(ValueError, match="synonym"):
+        prune_strategies(rows(), ["concept"], concepts=["music"])
+    assert normalize_label("Colours!") == "colour" and normalize_label("glass") == "glass"
+    assert "geography" in concept_families()["location"]
+
+
+def test_explicit_and_sweep():
+    got = by_id(prune_strategies(rows(), ["explicit", "sweep"], explicit={"paper": ["L11.H5", "L10.H8"]}, sweep_k=4))
+    assert got["explicit:paper"].heads == ["L10.H8", "L11.H5"]
+    assert [got[f"sweep:k{k}"].k for k in range(5)] == [0, 1, 2, 3, 4]
+    # top-k by CCS, ties in head order: 5,5,5 (L2.H0, L3.H0, L3.H1) then 3 (L2.H2)
+    assert got["sweep:k2"].heads == ["L2.H0", "L3.H0"]
+    assert got["sweep:k4"].heads == ["L2.H0", "L2.H2", "L3.H0", "L3.H1"]
+    with pytest.raises(ValueError, match="only 7 heads"):
+        prune_strategies(rows(), ["sweep"], sweep_k=8)
+    with pytest.raises(ValueError, match="L<layer>.H<head>"):
+        prune_strategies(rows(), ["explicit"], explicit={"bad": ["head5"]})
