@@ -1,0 +1,175 @@
+"""Inline SVG plots for the HTML report, drawn server-side: no JavaScript, no CDN.
+
+Built with ``xml.etree.ElementTree``, which escapes every text and attribute, so labels and spans from
+the data cannot inject markup. Each function returns the SVG as :class:`markupsafe.Markup`.
+Coordinates are SVG user units (pixels at 100 % zoom).
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from typing import Sequence
+
+from markupsafe import Markup
+
+PALETTE = ("#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#76b7b2", "#b07aa1", "#edc948", "#9c755f", "#bab0ac")
+FONT = {"font-family": "sans-serif", "font-size": "11"}
+
+
+def _svg(width: float, height: float, title: str) -> ET.Element:
+    svg = ET.Element("svg", {"xmlns": "http://www.w3.org/2000/svg", "width": f"{width:.0f}",
+                             "height": f"{height:.0f}", "viewBox": f"0 0 {width:.0f} {height:.0f}",
+                             "role": "img", **FONT})
+    ET.SubElement(svg, "title").text = title
+    return svg
+
+
+def _text(parent, x, y, text, anchor="middle", **attrs) -> ET.Element:
+    el = ET.SubElement(parent, "text", {"x": f"{x:.1f}", "y": f"{y:.1f}", "text-anchor": anchor, **attrs})
+    el.text = str(text)
+    return el
+
+
+def _rect(parent, x, y, w, h, fill, tooltip: str | None = None, **attrs) -> ET.Element:
+    el = ET.SubElement(parent, "rect", {"x": f"{x:.1f}", "y": f"{y:.1f}", "width": f"{max(w, 0):.1f}",
+                                        "height": f"{max(h, 0):.1f}", "fill": fill, **attrs})
+    if tooltip:
+        ET.SubElement(el, "title").text = tooltip
+    return el
+
+
+def _markup(svg: ET.Element) -> Markup:
+    return Markup(ET.tostring(svg, encoding="unicode"))
+
+
+def ccs_color(ccs: int | None, top: int = 5) -> str:
+    """White (0) to dark blue (``top``); grey for a head without a score."""
+    if ccs is None:
+        return "#dddddd"
+    t = min(max(ccs / top, 0.0), 1.0)
+    lo, hi = (247, 251, 255), (8, 48, 107)
+    return "#" + "".join(f"{round(a + (b - a) * t):02x}" for a, b in zip(lo, hi))
+
+
+def heatmap(cells: Sequence[dict], title: str, cell: int = 30) -> Markup:
+    """Layer x head grid of CCS; ``cells``: dicts with layer, head, ccs (or None) and tooltip (str)."""
+    layers = sorted({c["layer"] for c in cells})
+    heads = sorted({c["head"] for c in cells})
+    left, top = 44, 30
+    svg = _svg(left + cell * len(heads) + 10, top + cell * len(layers) + 10, title)
+    for j, h in enumerate(heads):
+        _text(svg, left + cell * (j + 0.5), top - 8, f"H{h}")
+    for i, l in enumerate(layers):
+        _text(svg, left - 6, top + cell * (i + 0.5) + 4, f"L{l}", anchor="end")
+    for c in cells:
+        x, y = left + cell * heads.index(c["head"]), top + cell * layers.index(c["layer"])
+        g = ET.SubElement(svg, "g", {"class": "cell"})
+        ET.SubElement(g, "title").text = c["tooltip"]
+        _rect(g, x, y, cell - 1, cell - 1, ccs_color(c["ccs"]))
+        dark = c["ccs"] is not None and c["ccs"] >= 3
+        _text(g, x + cell / 2, y + cell / 2 + 4, "–" if c["ccs"] is None else c["ccs"],
+              fill="#ffffff" if dark else "#222222")
+    return _markup(svg)
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    step = 10 ** math.floor(math.log10(value))
+    return math.ceil(value / step * 1.05) * step
+
+
+def _color(names: Sequence[str], name: str, colors: dict[str, str] | None) -> str:
+    return (colors or {}).get(name) or PALETTE[list(names).index(name) % len(PALETTE)]
+
+
+def _legend(svg, x, y, names: Sequence[str], colors: dict[str, str] | None) -> None:
+    for i, name in enumerate(names):
+        _rect(svg, x, y + 16 * i, 10, 10, _color(names, name, colors))
+        _text(svg, x + 14, y + 16 * i + 9, name, anchor="start")
+
+
+def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[tuple[float | None, float | None]]],
+                 title: str, y_label: str, y_max: float | None = None, width: int = 640,
+                 colors: dict[str, str] | None = None) -> Markup:
+    """Bars per category, one per series, with optional error bars (value +- err).
+
+    ``series``: name -> one (value, err) per category; None values draw no bar, None errs no error bar.
+    ``colors``: series name -> colour (default: the palette in series order).
+    """
+    names = list(series)
+    left, right, top, bottom = 50, 170, 20, 40
+    height = 260
+    vals = [v + (e or 0) for s in series.values() for v, e in s if v is not None]
+    y_max = y_max or _nice_max(max(vals, default=1.0))
+    plot_w, plot_h = width - left - right, height - top - bottom
+    svg = _svg(width, height, title)
+    scale = plot_h / y_max
+    for t in range(6):
+        y = top + plot_h - plot_h * t / 5
+        ET.SubElement(svg, "line", {"x1": str(left), "x2": str(left + plot_w), "y1": f"{y:.1f}", "y2": f"{y:.1f}",
+                                    "stroke": "#e5e5e5"})
+        _text(svg, left - 4, y + 4, f"{y_max * t / 5:.3g}", anchor="end")
+    _text(svg, 12, top + plot_h / 2, y_label, transform=f"rotate(-90 12 {top + plot_h / 2:.1f})")
+    group_w = plot_w / max(len(categories), 1)
+    bar_w = group_w * 0.8 / max(len(names), 1)
+    for i, cat in enumerate(categories):
+        _text(svg, left + group_w * (i + 0.5), top + plot_h + 16, cat)
+        for j, name in enumerate(names):
+            value, err = series[name][i]
+            if value is None:
+                continue
+            x = left + group_w * i + group_w * 0.1 + bar_w * j
+            h = max(value, 0) * scale
+            tip = f"{name} · {cat}: {value:.4g}" + (f" ± {err:.3g}" if err else "")
+            _rect(svg, x, top + plot_h - h, bar_w - 1, h, _color(names, name, colors), tooltip=tip, **{"class": "bar"})
+            if err:
+                cx, y1, y2 = x + bar_w / 2, top + plot_h - (value - err) * scale, top + plot_h - (value + err) * scale
+                for x1, x2, ya, yb in ((cx, cx, y1, y2), (cx - 3, cx + 3, y1, y1), (cx - 3, cx + 3, y2, y2)):
+                    ET.SubElement(svg, "line", {"x1": f"{x1:.1f}", "x2": f"{x2:.1f}", "y1": f"{ya:.1f}",
+                                                "y2": f"{yb:.1f}", "stroke": "#222222", "class": "errorbar"})
+    ET.SubElement(svg, "line", {"x1": str(left), "x2": str(left + plot_w), "y1": str(top + plot_h),
+                                "y2": str(top + plot_h), "stroke": "#444444"})
+    _legend(svg, left + plot_w + 12, top, names, colors)
+    return _markup(svg)
+
+
+def scatter(points: Sequence[dict], title: str, x_label: str, y_label: str, width: int = 640,
+            colors: dict[str, str] | None = None) -> Markup:
+    """Points (dicts with x, y, series, tooltip) on linear axes through zero, coloured by series
+    (``colors``: series name -> colour; default: the palette in order of first appearance)."""
+    left, right, top, bottom = 60, 170, 20, 44
+    height = 320
+    plot_w, plot_h = width - left - right, height - top - bottom
+    svg = _svg(width, height, title)
+    xs, ys = [p["x"] for p in points] + [0.0], [p["y"] for p in points] + [0.0]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    pad_x, pad_y = (x1 - x0) * 0.08 or 1.0, (y1 - y0) * 0.08 or 1.0
+    x0, x1, y0, y1 = x0 - pad_x, x1 + pad_x, y0 - pad_y, y1 + pad_y
+
+    def px(x):
+        return left + (x - x0) / (x1 - x0) * plot_w
+
+    def py(y):
+        return top + plot_h - (y - y0) / (y1 - y0) * plot_h
+
+    _rect(svg, left, top, plot_w, plot_h, "none", stroke="#444444")
+    for a, b, c, d in ((px(0), px(0), top, top + plot_h), (left, left + plot_w, py(0), py(0))):
+        ET.SubElement(svg, "line", {"x1": f"{a:.1f}", "x2": f"{b:.1f}", "y1": f"{c:.1f}", "y2": f"{d:.1f}",
+                                    "stroke": "#bbbbbb", "stroke-dasharray": "4 3"})
+    for t in range(5):
+        xv, yv = x0 + (x1 - x0) * t / 4, y0 + (y1 - y0) * t / 4
+        _text(svg, px(xv), top + plot_h + 14, f"{xv:.3g}")
+        _text(svg, left - 4, py(yv) + 4, f"{yv:.3g}", anchor="end")
+    _text(svg, left + plot_w / 2, height - 6, x_label)
+    _text(svg, 12, top + plot_h / 2, y_label, transform=f"rotate(-90 12 {top + plot_h / 2:.1f})")
+    names = list(dict.fromkeys(p["series"] for p in points))
+    for p in points:
+        dot = ET.SubElement(svg, "circle", {"cx": f"{px(p['x']):.1f}", "cy": f"{py(p['y']):.1f}", "r": "5",
+                                            "fill": _color(names, p["series"], colors),
+                                            "fill-opacity": "0.85", "class": "point"})
+        ET.SubElement(dot, "title").text = p["tooltip"]
+    _legend(svg, left + plot_w + 12, top, names, colors)
+    return _markup(svg)

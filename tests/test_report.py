@@ -1,0 +1,177 @@
+"""The HTML report: contents against the rows written, escaping, offline, and a real headless Chromium
+that loads it without console messages, paints the plots and leaves a screenshot in test-artifacts/."""
+
+import re
+import shutil
+import statistics
+import subprocess
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ccs_ray.analytics import canned_queries, run_canned
+from ccs_ray.report import build_report
+from ccs_ray.report.plots import PALETTE, ccs_color
+from synthetic_results import HOSTILE_LABEL, HOSTILE_TEXT, MODELS, write_results
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    rows = write_results(str(tmp / "results"))
+    out = build_report(str(tmp / "results"), str(tmp / "report.html"))
+    return Path(out), Path(out).read_text(), rows
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Path of Debian's chromium, installed with apt-get when missing (needs root and the package mirror)."""
+    path = shutil.which("chromium")
+    if path is None:
+        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                                  env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+            if done.returncode != 0:
+                pytest.skip(f"chromium is missing and `{' '.join(cmd)}` failed: {done.stderr[-500:]}")
+        path = shutil.which("chromium")
+    return path
+
+
+def run_chromium(chromium, tmp_path, url, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *extra, url],
+                          capture_output=True, text=True, timeout=120)
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def svgs(html: str) -> list[ET.Element]:
+    return [ET.fromstring(s) for s in re.findall(r"<svg.*?</svg>", html, flags=re.S)]
+
+
+# --- contents ---------------------------------------------------------------------------------------
+
+def test_report_is_self_contained_and_escaped(report):
+    _, html, _ = report
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and HOSTILE_TEXT not in html
+    assert "tags&lt;b&gt;&amp;" in html and HOSTILE_LABEL not in html
+    refs = re.findall(r"""(?:href|src)\s*=\s*["']([^"']*)""", html)
+    assert refs and all(r.startswith(("#", "data:")) for r in refs)  # nothing to fetch: works offline
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html)
+
+
+def test_heatmap_cells_show_ccs_label_and_spans(report):
+    _, html, rows = report
+    ns = "{http://www.w3.org/2000/svg}"
+    heatmaps = {svg.find(f"{ns}title").text: svg for svg in svgs(html)}  # every SVG is well-formed XML
+    for model in MODELS:
+        svg = heatmaps[f"CCS per head of {model} (combined)"]
+        combined = {r["head_label"]: r for r in rows["ccs"] if r["model"] == model and r["judge"] == "combined"}
+        cells = svg.findall(f"{ns}g[@class='cell']")
+        assert len(cells) == len(combined) == 48
+        for cell in cells:
+            title = cell.find(f"{ns}title").text
+            want = combined[title.split(" ")[0]]
+            spans = [s["text"] for s in sorted(rows["spans"], key=lambda s: s["rank"])
+                     if (s["model"], s["head_label"], s["subset"]) == (model, want["head_label"], "all")][:5]
+            assert f"CCS {want['ccs']}/5" in title and f"label: {want['label']}" in title
+            assert title.endswith("\n".join(f"{i}. {t}" for i, t in enumerate(spans, 1)))
+            assert cell.find(f"{ns}rect").get("fill") == ccs_color(want["ccs"])
+    first = heatmaps[f"CCS per head of {MODELS[0]} (combined)"].find(f"{ns}g[@class='cell']/{ns}title").text
+    assert first.startswith("L8.H0 ") and f"1. {HOSTILE_TEXT}" in first  # escaped in the file, intact as text
+
+
+def test_accuracy_bars_with_error_bars_and_ccs_at_k(report):
+    _, html, rows = report
+    for model in MODELS:
+        random_ids = {a["ablation_id"] for a in rows["ablations"] if a["model"] == model and a["strategy"] == "random"}
+        for dataset in ("cifar10", "cifar100"):
+            vals = [e["value"] for e in rows["evals"]
+                    if e["model"] == model and e["dataset"] == dataset and e["ablation_id"] in random_ids]
+            tip = f"random · {dataset}: {statistics.mean(vals):.4g} ± {statistics.stdev(vals):.3g}"
+            assert tip in html, tip
+    assert html.count('class="errorbar"') == 3 * 2 * len(MODELS)  # random only: 3 lines x 2 datasets x models
+    assert "msrvtt" not in html.split('id="ccsk"')[0].split('id="models"')[1]  # R@1 is no accuracy
+    for model in MODELS:
+        combined = [r["ccs"] for r in rows["ccs"] if r["model"] == model and r["judge"] == "combined"]
+        for k, n in Counter(combined).items():
+            assert f"{model} · {k}: {n / len(combined):.4g}" in html
+
+
+def test_tradeoff_and_tables(report):
+    _, html, rows = report
+    pruned = {(b["model"], b["ablation_id"].split(":s")[0], b["attribute"]) for b in rows["bias"] if b["strategy"] != "none"}
+    assert html.count('class="point"') == len(pruned)
+    assert "Judge agreement" in html and html.count("claude-sonnet") >= 2 * len(MODELS)
+    total = sum(c["cost_usd"] for c in rows["judge_calls"] if c["model"] == MODELS[0])
+    assert f"<td class=\"num\">{total:.3g}</td>" in html
+
+
+def test_report_of_an_empty_root(tmp_path):
+    (tmp_path / "results").mkdir()
+    html = Path(build_report(str(tmp_path / "results"), str(tmp_path / "r.html"))).read_text()
+    assert "no heads scored yet" in html and "no judge calls recorded" in html and "<svg" not in html
+
+
+# --- a real browser ---------------------------------------------------------------------------------
+
+def test_console_check_catches_errors(chromium, tmp_path):
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><script>undefinedFunction();</script></body></html>")
+    assert any("Uncaught ReferenceError" in m for m in console_messages(run_chromium(chromium, tmp_path,
+                                                                                      bad.as_uri(), "--dump-dom").stderr))
+
+
+def test_report_in_headless_chromium(report, chromium, tmp_path):
+    from PIL import Image
+
+    path, html, _ = report
+    dom = run_chromium(chromium, tmp_path, path.as_uri(), "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert console_messages(dom.stderr) == []
+    assert dom.stdout.count("<svg") == html.count("<svg") == 3 * len(MODELS) + 1
+    assert dom.stdout.count('class="cell"') == 48 * len(MODELS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    shot.unlink(missing_ok=True)
+    done = run_chromium(chromium, tmp_path, path.as_uri(), "--window-size=1280,4200", f"--screenshot={shot}",
+                        "--hide-scrollbars")
+    assert done.returncode == 0 and console_messages(done.stderr) == []
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 4200)
+    pixels = np.asarray(image).reshape(-1, 3)
+
+    def count(hex_color):
+        return int((pixels == [int(hex_color[i:i + 2], 16) for i in (1, 3, 5)]).all(1).sum())
+
+    assert all(count(c) > 200 for c in PALETTE[:4])  # the bars of none/high/low/random are painted
+    assert count(ccs_color(5)) > 200  # CCS 5 heatmap cells
+
+
+# --- end to end -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster):
+    pipeline = pytest.importorskip("ccs_ray.pipeline", reason="the pipeline (ccs-ray run) is not in the repo yet")
+    from ccs_ray.spec import load_spec
+
+    spec_path = Path(__file__).resolve().parent.parent / "jobs" / "smoke.toml"
+    if not spec_path.exists():
+        pytest.skip("jobs/smoke.toml is not in the repo yet")
+    root = tmp_path / "results"
+    pipeline.run(load_spec(str(spec_path), [f"results.root={root}"]))
+    for name in canned_queries():
+        run_canned(name, str(root), "json")
+    assert int(run_canned("ccs_at_k", str(root), "csv").count("\n")) > 1
+    html = Path(build_report(str(root), str(tmp_path / "report.html"))).read_text()
+    assert html.count('class="cell"') > 0 and "<script" not in html.lower()
