@@ -105,7 +105,7 @@ class JudgeClient:
                 try:
                     raw = await self.openai.chat.completions.with_raw_response.create(
                         model=ep.model, messages=request.messages, **params)
-                    completion = await raw.parse()
+                    completion = raw.parse()  # with_raw_response gives the legacy response: parse() is sync
                     if (pause := pause_from_headers(raw.headers)) > 0:
                         await self.pause(pause)
                     usage = completion.usage

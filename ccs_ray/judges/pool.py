@@ -85,9 +85,7 @@ async def judge_head(client: JudgeClient, head: HeadSpans, mode: str) -> Verdict
 class JudgeWorker:
     """An async actor holding one AsyncOpenAI client; ``judge`` runs one head."""
 
-    def __init__(self, endpoint: Endpoint, api_key: str | None, cache_root: str, limiter_name: str,
-                 concurrency: int, seed: int):
-        limiter = ray.get_actor(limiter_name)
+    def __init__(self, endpoint: Endpoint, api_key: str | None, cache_root: str, limiter, concurrency: int, seed: int):
         self.client = JudgeClient(endpoint, api_key, AnswerCache(cache_root),
                                   reserve=lambda tokens: limiter.reserve.remote(tokens),
                                   pause=lambda seconds: limiter.pause.remote(seconds),
@@ -106,11 +104,10 @@ def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], ca
     if not heads:
         return []
     endpoint, key = endpoint_of(judge, cfg), api_key_of(judge)
-    name = limiter_name(endpoint)
-    limiter_actor(name, judge.rpm, judge.tpm, judge.burst_s)
+    limiter = limiter_actor(limiter_name(endpoint), judge.rpm, judge.tpm, judge.burst_s)
     n_actors = min(cfg.actors, len(heads))
     per_actor = max(1, math.ceil(cfg.concurrency / n_actors))
-    workers = [JudgeWorker.options(max_concurrency=max(4, per_actor)).remote(endpoint, key, cache_root, name, per_actor, i)
+    workers = [JudgeWorker.options(max_concurrency=max(4, per_actor)).remote(endpoint, key, cache_root, limiter, per_actor, i)
                for i in range(n_actors)]
     try:
         return ray.get([workers[i % n_actors].judge.remote(h, cfg.mode) for i, h in enumerate(heads)])

@@ -137,7 +137,8 @@ def parse_aligned(text: str) -> int:
     try:
         return _bit(_json_field(text, "aligned"), text)
     except KeyError:
-        return _bit(text.strip().strip("\"'`.").split(maxsplit=1)[0] if text.strip() else "", text)
+        first = re.match(r"\W*(\w+)", text)
+        return _bit(first.group(1) if first else "", text)
 
 
 def parse_batched(text: str, n: int) -> list[int]:

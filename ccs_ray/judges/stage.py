@@ -24,7 +24,10 @@ def judges_of(spec: Spec) -> list[tuple[str, EndpointConfig]]:
     """(name, config) of every judge of the spec: ``judge.judges``, else the ``[judge]`` table itself."""
     cfg = spec.judge
     judges = cfg.judges or [EndpointConfig(**{k: getattr(cfg, k) for k in EndpointConfig.model_fields})]
-    named = [(j.name or (OFFLINE_NAME if j.kind == "offline" else j.model) or "", j) for j in judges]
+    for j in judges:
+        if j.kind == "openai":
+            endpoint_of(j, cfg)  # base_url and model are set
+    named = [(j.name or (OFFLINE_NAME if j.kind == "offline" else j.model), j) for j in judges]
     names = [n for n, _ in named]
     bad = sorted({n for n in names if not n or names.count(n) > 1 or n == COMBINED or n.startswith("human:")})
     if bad:

@@ -1,0 +1,319 @@
+"""Judge parts without an endpoint: prompts and parsers, cache, limiter arithmetic, offline judge, the offline
+stage end to end on a spans table written here, and human-rating import."""
+
+import json
+import random
+import threading
+
+import pytest
+
+from ccs_ray import scores
+from ccs_ray.judges import DEFAULT_VOCABULARY, OfflineJudge, import_human_ratings, run_judge_stage
+from ccs_ray.judges.cache import AnswerCache, cache_key
+from ccs_ray.judges.limiter import WINDOW_S, RateLimiter, parse_duration, pause_from_headers
+from ccs_ray.judges.offline import NO_CONCEPT, vocabulary_from
+from ccs_ray.judges.prompts import (UnparseableAnswer, batched_request, judge_request, label_request, parse_aligned,
+                                    parse_batched, parse_label, template)
+from ccs_ray.spec import load_spec
+from ccs_ray.tables import read_table, write_table
+
+MODEL = "ccs-tiny/none"
+
+
+def write_spans(root, heads: dict[str, list[str]], run_id="r1", model=MODEL):
+    """A spans table: ``heads[head_label]`` = texts in rank order."""
+    rows = []
+    for label, texts in heads.items():
+        layer, head = (int(x[1:]) for x in label.split("."))
+        rows += [{"layer": layer, "head": head, "head_label": label, "subset": "all", "rank": i, "text": t}
+                 for i, t in enumerate(texts, 1)]
+        rows += [{"layer": layer, "head": head, "head_label": label, "subset": "fold0", "rank": 1, "text": "ignored"}]
+    write_table(str(root), "spans", rows, run_id, model)
+
+
+COLORS = ["a red car", "blue sky", "green grass", "a yellow flower", "purple dress",
+          "a pink cake", "orange sunset", "white snow", "a dog", "a black cat"]
+ANIMALS = ["a dog", "a cat", "a horse", "a chair", "a lion", "a tiger", "a bowl of soup", "a bird", "a fish", "a cup"]
+
+
+# --- prompts -------------------------------------------------------------------------------------------
+
+def test_templates_have_in_context_examples_and_fill_the_last_turn():
+    for kind in ("label", "judge", "batched"):
+        roles = [r for r, _ in template(kind)]
+        assert roles[0] == "system" and roles[-1] == "user" and roles.count("assistant") == 2
+    label = label_request(["Photo in Paris", "A map"])
+    assert "Rio de Janeiro" in label.messages[1]["content"]  # the geo-location example
+    assert "Five candles" in label.messages[3]["content"]  # the counting example
+    assert label.messages[-1]["content"].endswith("- Photo in Paris\n- A map")
+    judge = judge_request("A map", "location")
+    assert judge.messages[-1]["content"] == "Concept: location\nDescription: A map"
+    batched = batched_request(["x", "y"], "color")
+    assert batched.messages[-1]["content"].endswith("1. x\n2. y") and batched.n == 2
+    assert label.schema["json_schema"]["schema"]["required"] == ["label"]
+
+
+def test_parsers_are_strict_but_tolerant():
+    assert parse_label('{"label": "location"}') == "location"
+    assert parse_label('```json\n{"label": "art style"}\n```') == "art style"
+    assert parse_label("Colors.") == "Colors"
+    assert parse_aligned('{"aligned": 1}') == 1
+    assert parse_aligned('Sure: {"aligned": false}') == 0
+    assert parse_aligned("Yes, it is.") == 1 and parse_aligned("0") == 0
+    assert parse_batched('{"aligned": [1, 0, 1]}', 3) == [1, 0, 1]
+    assert parse_batched("[0, 1]", 2) == [0, 1]
+    assert parse_batched("1 0 yes", 3) == [1, 0, 1]
+    for bad in ["%%% not an answer %%%", "", "the common property of these is hard to name honestly"]:
+        with pytest.raises(UnparseableAnswer):
+            parse_label(bad)
+    for bad in ["maybe", '{"aligned": 2}', '{"aligned": 0.5}', ""]:
+        with pytest.raises(UnparseableAnswer):
+            parse_aligned(bad)
+    with pytest.raises(UnparseableAnswer, match="expected 3"):
+        parse_batched('{"aligned": [1, 0]}', 3)
+
+
+# --- cache ---------------------------------------------------------------------------------------------
+
+def test_cache_key_is_content_addressed():
+    msgs = [{"role": "user", "content": "x"}]
+    k = cache_key("http://h/v1/", "m", msgs, {"temperature": 0})
+    assert k == cache_key("http://h/v1", "m", msgs, {"temperature": 0})
+    assert k != cache_key("http://h/v1", "m2", msgs, {"temperature": 0})
+    assert k != cache_key("http://h/v1", "m", [{"role": "user", "content": "y"}], {"temperature": 0})
+    assert k != cache_key("http://h/v1", "m", msgs, {"temperature": 1})
+
+
+def test_cache_concurrent_writers_and_readers(tmp_path):
+    cache = AnswerCache(str(tmp_path / "c"))
+    keys = [cache_key("e", "m", [{"role": "user", "content": str(i)}], {}) for i in range(20)]
+    seen_bad = []
+
+    def worker(seed):
+        rng = random.Random(seed)
+        for _ in range(100):
+            i = rng.randrange(20)
+            cache.put(keys[i], {"value": i})
+            got = cache.get(keys[i])
+            if got != {"value": i}:
+                seen_bad.append(got)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not seen_bad
+    assert all(cache.get(k) == {"value": i} for i, k in enumerate(keys))
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert cache.get(cache_key("e", "m", [], {})) is None
+    with pytest.raises(ValueError, match="64 lower-case hex"):
+        cache.get("../etc")
+
+
+# --- limiter -------------------------------------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def _max_in_window(times, width):
+    times = sorted(times)
+    j, best = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - width:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_limiter_keeps_every_window_under_rpm_and_uses_the_budget():
+    clock = FakeClock()
+    lim = RateLimiter(rpm=120, burst_s=5, clock=clock)
+    rng = random.Random(0)
+    sent = []
+    for i in range(600):
+        at = lim.reserve()
+        clock.t = max(clock.t, at - rng.uniform(0, 0.5))  # callers ask a little ahead of their slot
+        sent.append(at)
+        if i % 97 == 0:
+            lim.pause(2.0)
+    assert sent == sorted(sent)
+    assert _max_in_window(sent, 60.0) <= 120
+    minutes = (sent[-1] - sent[0]) / 60
+    assert 600 / minutes >= 0.9 * 120
+
+
+def test_limiter_token_budget_and_pause():
+    clock = FakeClock()
+    lim = RateLimiter(rpm=10_000, tpm=1000, burst_s=1, clock=clock)
+    sent = [(lim.reserve(100), 100) for _ in range(30)]
+    for t, _ in sent:  # any window of 60 s holds at most 1000 tokens
+        assert sum(k for u, k in sent if t - WINDOW_S < u <= t) <= 1000
+    assert sent[-1][0] - sent[0][0] >= 2 * 60  # 3000 tokens need at least two more windows
+    end = lim.pause(30)
+    assert lim.reserve(1) >= end
+    with pytest.raises(ValueError, match="never fit"):
+        lim.reserve(5000)
+    with pytest.raises(ValueError, match="must be > 0"):
+        RateLimiter(rpm=0)
+
+
+def test_header_pauses():
+    assert parse_duration("6m0s") == 360 and parse_duration("20ms") == 0.02 and parse_duration("1.5") == 1.5
+    assert parse_duration("1h2m3.5s") == 3723.5 and parse_duration("soon") is None
+    assert pause_from_headers({"Retry-After": "3"}) == 3
+    assert pause_from_headers({"retry-after-ms": "250", "Retry-After": "1"}) == 0.25
+    assert pause_from_headers({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s",
+                               "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"}) == 360
+    assert pause_from_headers({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "2s"}) == 0
+
+
+# --- offline judge ---------------------------------------------------------------------------------------
+
+def test_offline_judge_words():
+    judge = OfflineJudge()
+    assert judge.label(COLORS[:5]) == "colors"
+    assert judge.aligned(COLORS[5:], "colors") == [1, 1, 1, 0, 1]
+    assert judge.label(["qwzx", "blorp"]) == NO_CONCEPT
+    assert judge.aligned(["qwzx"], NO_CONCEPT) == [0]
+    custom = OfflineJudge(vocabulary_from({"vehicles": ["car", "bus"], "sky": []}))
+    assert custom.label(["a car", "a bus", "blue sky"]) == "vehicles"
+    assert custom.aligned(["a red car", "clear sky", "a dog"], "sky") == [0, 1, 0]
+    assert list(vocabulary_from(["colors", "glass"])) == ["colors", "glass"]
+    assert vocabulary_from(["colors"])["colors"][1:] == DEFAULT_VOCABULARY["colors"]
+    with pytest.raises(ValueError, match="at least one"):
+        vocabulary_from([])
+
+
+def test_offline_judge_with_clip_text_encoder_is_deterministic(tiny_model):
+    from ccs_ray.textspan import text_embeddings
+
+    model, _ = tiny_model
+    encoder = lambda texts: text_embeddings(model, texts)  # noqa: E731
+    a, b = OfflineJudge(text_encoder=encoder), OfflineJudge(text_encoder=encoder)
+    assert a.threshold == b.threshold and 0.5 <= a.separation <= 1.0
+    for texts in (COLORS, ANIMALS):
+        assert a.label(texts[:5]) == b.label(texts[:5])
+        assert a.aligned(texts, a.label(texts[:5])) == b.aligned(texts, b.label(texts[:5]))
+    words = OfflineJudge()
+    if a.threshold is None:  # a random-init text tower separates nothing: only the words count
+        assert a.aligned(ANIMALS, "animals") == words.aligned(ANIMALS, "animals")
+
+
+def test_offline_embedding_signal_extends_the_words():
+    # A real (if simple) encoder whose geometry knows that "crimson-ish" belongs with the colours.
+    concepts = list(DEFAULT_VOCABULARY)
+
+    def encoder(texts):
+        import torch
+        out = torch.zeros(len(texts), len(concepts) + 1)
+        for i, t in enumerate(texts):
+            hits = [c for c, kws in DEFAULT_VOCABULARY.items() if any(k in t for k in kws)] or (["colors"] if "ish" in t else [])
+            for c in hits:
+                out[i, concepts.index(c)] = 1
+            if not hits:
+                out[i, -1] = 1
+        return torch.nn.functional.normalize(out, dim=1)
+
+    judge = OfflineJudge(text_encoder=encoder)
+    assert judge.threshold is not None and judge.separation >= 0.8
+    assert judge.aligned(["crimsonish", "qwzx"], "colors") == [1, 0]
+    assert OfflineJudge().aligned(["crimsonish", "qwzx"], "colors") == [0, 0]
+
+
+# --- the offline stage end to end -------------------------------------------------------------------------
+
+def test_offline_stage_writes_every_table(tmp_path):
+    write_spans(tmp_path, {"L3.H0": COLORS, "L3.H1": ANIMALS, "L2.H1": COLORS[:7]})
+    spec = load_spec({"name": "t"})
+    summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+    assert summary["judges"] == ["offline-heuristic", "combined"] and summary["heuristic"] and summary["calls"] == 0
+    ccs = {(r["head_label"], r["judge"]): r for r in read_table(str(tmp_path), "ccs", "r1").to_pylist()}
+    judge = OfflineJudge()
+    for head, texts in {"L3.H0": COLORS, "L3.H1": ANIMALS}.items():
+        label = judge.label(texts[:5])
+        row = ccs[(head, "offline-heuristic")]
+        assert row["label"] == label and row["heuristic"] is True
+        assert row["ccs"] == sum(judge.aligned(texts[:5], label))
+        assert row["ccs_heldout"] == sum(judge.aligned(texts[5:], label))
+        assert row["level"] == scores.level(row["ccs"])
+        assert ccs[(head, "combined")]["ccs"] == row["ccs"]
+    short = ccs[("L2.H1", "offline-heuristic")]  # 7 of the 10 spans: paper scored, heldout incomplete
+    assert short["ccs"] == 5 and short["ccs_heldout"] is None
+    errors = read_table(str(tmp_path), "errors", "r1").to_pylist()
+    assert [e["item"] for e in errors] == ["L2.H1"] and "missing ranks [8, 9, 10]" in errors[0]["detail"]
+    judgments = read_table(str(tmp_path), "judgments", "r1").to_pylist()
+    assert len(judgments) == 2 * (10 + 10 + 7) and all(j["heuristic"] for j in judgments)
+    labels = read_table(str(tmp_path), "labels", "r1").to_pylist()
+    assert {r["variant"] for r in labels} == {"paper", "heldout"} and all(r["heuristic"] for r in labels)
+    assert summary["ccs_at_k"]["offline-heuristic"][5] == pytest.approx(2 / 3)
+
+    run_judge_stage(spec, str(tmp_path), "r1", MODEL)  # a re-run replaces, never duplicates
+    assert read_table(str(tmp_path), "judgments", "r1").num_rows == len(judgments)
+    assert read_table(str(tmp_path), "ccs", "r1").num_rows == 6
+
+
+def test_stage_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="no spans"):
+        run_judge_stage(load_spec({"name": "t"}), str(tmp_path), "r1", MODEL)
+    write_spans(tmp_path, {"L3.H0": COLORS})
+    spec = load_spec({"name": "t", "judge": {"kind": "openai"}})
+    with pytest.raises(ValueError, match="needs base_url and model"):
+        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+    spec = load_spec({"name": "t", "judge": {"judges": [{"kind": "offline"}, {"kind": "offline"}]}})
+    with pytest.raises(ValueError, match="unique"):
+        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+    spec = load_spec({"name": "t", "judge": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x",
+                                             "api_key_env": "CCS_TEST_UNSET_KEY"}})
+    with pytest.raises(ValueError, match="CCS_TEST_UNSET_KEY"):
+        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+
+
+# --- human ratings ------------------------------------------------------------------------------------------
+
+def test_import_human_ratings_and_kappa(tmp_path):
+    write_spans(tmp_path, {"L3.H0": COLORS, "L3.H1": ANIMALS})
+    run_judge_stage(load_spec({"name": "t"}), str(tmp_path), "r1", MODEL)
+    machine = {(j["head_label"], j["span_rank"]): j["aligned"] for j in read_table(str(tmp_path), "judgments", "r1").to_pylist()
+               if j["judge"] == "offline-heuristic" and j["variant"] == "paper"}
+    human = dict(machine)
+    human[("L3.H1", 4)] = 1 - human[("L3.H1", 4)]  # the rater disagrees once
+    lines = ["model,head_label,span_rank,aligned,rater"] + [f"{MODEL},{h},{r},{a},ann" for (h, r), a in sorted(human.items())]
+    (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
+    out = import_human_ratings(str(tmp_path / "h.csv"), str(tmp_path), "r1")
+    keys = sorted(human)
+    expected = scores.cohen_kappa([human[k] for k in keys], [machine[k] for k in keys])
+    assert out["rows"] == 10 and out["raters"] == ["ann"]
+    assert out["kappa"][MODEL]["ann"]["offline-heuristic"] == pytest.approx(expected)
+    assert out["kappa"][MODEL]["ann"]["combined"] == pytest.approx(expected)
+    ccs = {r["head_label"]: r for r in read_table(str(tmp_path), "ccs", "r1").to_pylist() if r["judge"] == "human:ann"}
+    assert ccs["L3.H1"]["ccs"] == sum(human[("L3.H1", r)] for r in range(1, 6)) and ccs["L3.H1"]["ccs_heldout"] is None
+    texts = {j["span_rank"]: j["text"] for j in read_table(str(tmp_path), "judgments", "r1").to_pylist()
+             if j["judge"] == "human:ann" and j["head_label"] == "L3.H0"}
+    assert texts[1] == COLORS[0]
+
+
+@pytest.mark.parametrize("csv_text,message", [
+    ("model,head_label,aligned\n", "missing column"),
+    ("model,head_label,span_rank,aligned\nm,L3.H0,1,2\n", "aligned must be 0 or 1"),
+    ("model,head_label,span_rank,aligned\nm,head3,1,1\n", "line 2.*L<layer>.H<head>"),
+    ("model,head_label,span_rank,aligned\nm,L3.H0,0,1\n", "span_rank must be an integer >= 1"),
+    ("model,head_label,span_rank,aligned,variant\nm,L3.H0,1,1,other\n", "variant must be one of"),
+])
+def test_human_ratings_bad_csv(tmp_path, csv_text, message):
+    (tmp_path / "h.csv").write_text(csv_text)
+    with pytest.raises(ValueError, match=message):
+        import_human_ratings(str(tmp_path / "h.csv"), str(tmp_path), "r1")
+
+
+def test_spec_overrides_set_the_endpoint():
+    spec = load_spec({"name": "t"}, ["judge.kind=openai", "judge.base_url=http://127.0.0.1:8000/v1", "judge.model=m",
+                                     "judge.rpm=30", "judge.api_key_env=MY_KEY"])
+    assert (spec.judge.base_url, spec.judge.model, spec.judge.rpm, spec.judge.api_key_env) == \
+        ("http://127.0.0.1:8000/v1", "m", 30, "MY_KEY")
+    assert "MY_KEY" in json.loads(spec.to_json())["judge"]["api_key_env"]
