@@ -19,6 +19,7 @@ State under the results root: ``_state/<run_id>/<model>/partials/*.safetensors``
 
 from __future__ import annotations
 
+import resource
 import socket
 import time
 import uuid
@@ -90,6 +91,7 @@ class ScanActor:
             "n_images": len(images), "n_errors": loaded.n_failed, "n_converted": loaded.n_converted,
             "seconds": loaded.seconds + time.perf_counter() - t0, "node": self.node, "worker": self.worker,
             "finished_at": datetime.now(timezone.utc).isoformat(),
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "errors": [{**e, "at": e["at"].isoformat()} for e in loaded.errors],
         }
         self.moments.mark_covered(shard.shard_id, record)

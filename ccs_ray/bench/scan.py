@@ -1,0 +1,111 @@
+"""``ccs-ray bench scan``: end-to-end scan throughput from JPEG files next to decode-only and model-only.
+
+All three run in one process on the same Ray cluster over the same JPEGs:
+
+- decode-only: the scan's decode tasks (read, decode, preprocess) over every shard, nothing else;
+- model-only: one scan actor fed already-decoded images (decomposition + moments);
+- end-to-end: ``run_scan`` over the folder.
+
+Steady-state throughput counts images finished after the first shard, over the time from the first
+shard's end to the last one's (start-up, i.e. model loading, is reported apart). The scan is then run
+again over 10x the images and the peak RSS of the scan actors and of the driver is compared.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import resource
+import tempfile
+import time
+from datetime import datetime
+
+import numpy as np
+import ray
+import torch
+from PIL import Image
+
+from ..models import preprocess_config
+from ..moments import HeadMoments
+from ..scan import ScanActor, _decode, run_scan
+from ..sources import plan_shards
+from ..spec import load_spec
+
+
+def _write_jpegs(folder: str, n: int, size: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+    for i in range(n):
+        tile = np.roll(base, i, axis=(0, 1)) ^ np.uint8(i % 256)
+        img = Image.fromarray(tile).resize((size, size), Image.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        with open(f"{folder}/img{i:07d}.jpg", "wb") as f:
+            f.write(buf.getvalue())
+
+
+def _steady_ips(records: list[dict]) -> float:
+    ends = sorted((datetime.fromisoformat(r["finished_at"]), r["n_images"]) for r in records)
+    span = (ends[-1][0] - ends[0][0]).total_seconds()
+    return sum(n for _, n in ends[1:]) / span if span > 0 else float("nan")
+
+
+def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, shard_size: int = 32,
+        image_px: int = 256, memory_scale: int = 10, memory_images: int = 64, memory_model: str = "ccs-tiny/none") -> dict:
+    """Throughputs (images/s), their ratio, and peak memory at 1x and ``memory_scale`` x images."""
+    from ..pipeline import ensure_ray
+
+    ensure_ray()
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_jpegs(tmp, images, image_px)
+        spec = load_spec({"name": "bench-scan", "models": {"keys": [model]},
+                          "data": {"source": tmp, "shard_size": shard_size},
+                          "scan": {"batch_size": batch_size, "checkpoint_every": 10**6}})
+        shards = plan_shards(spec.data)
+        pp = preprocess_config(model)
+
+        ray.get([_decode.remote(s, pp) for s in shards[:4]])  # warm up the CPU workers (imports)
+        t0 = time.perf_counter()
+        decoded = ray.get([_decode.remote(s, pp) for s in shards])
+        decode_ips = images / (time.perf_counter() - t0)
+
+        actor = ScanActor.remote(model, spec.model_dump_json(), f"{tmp}/unused.safetensors")
+        ray.get(actor.checkpoint.remote())  # model loaded
+        refs = [ray.put(d) for d in decoded]
+        t0 = time.perf_counter()
+        ray.get([actor.process.remote(s, r, 0) for s, r in zip(shards, refs)])
+        model_ips = images / (time.perf_counter() - t0)
+        ray.kill(actor)
+        del decoded, refs
+
+        t0 = time.perf_counter()
+        summary = run_scan(spec, f"{tmp}/results", "bench", progress=False)
+        wall = time.perf_counter() - t0
+        records = list(HeadMoments.read_meta(summary.moments[model])["shards"].values())
+        e2e_ips = _steady_ips(records)
+
+        memory = {}
+        for scale in (1, memory_scale):
+            n = memory_images * scale
+            folder = f"{tmp}/mem{scale}"
+            os.makedirs(folder)
+            _write_jpegs(folder, n, image_px, seed=scale)
+            mspec = load_spec({"name": "bench-mem", "models": {"keys": [memory_model]},
+                               "data": {"source": folder, "shard_size": shard_size},
+                               "scan": {"batch_size": batch_size, "checkpoint_every": 4}})
+            s = run_scan(mspec, f"{tmp}/mem-results{scale}", "bench", progress=False)
+            recs = HeadMoments.read_meta(s.moments[memory_model])["shards"].values()
+            memory[scale] = {"images": n, "actor_peak_rss_mb": round(max(r["max_rss_mb"] for r in recs), 1),
+                             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    bound = min(decode_ips, model_ips)
+    return {
+        "bench": "scan", "model": model, "images": images, "image_px": image_px, "batch_size": batch_size,
+        "cpus": ray.cluster_resources().get("CPU"), "gpus": ray.cluster_resources().get("GPU", 0),
+        "torch_threads": torch.get_num_threads(),
+        "decode_only_images_per_s": round(decode_ips, 2), "model_only_images_per_s": round(model_ips, 2),
+        "end_to_end_images_per_s": round(e2e_ips, 2), "end_to_end_wall_s": round(wall, 2),
+        "end_to_end_images_per_s_with_startup": round(images / wall, 2),
+        "ratio_end_to_end_vs_min": round(e2e_ips / bound, 4),
+        "memory_model": memory_model, "memory_1x": memory[1], f"memory_{memory_scale}x": memory[memory_scale],
+        "actor_peak_rss_growth_mb": round(memory[memory_scale]["actor_peak_rss_mb"] - memory[1]["actor_peak_rss_mb"], 1),
+    }
