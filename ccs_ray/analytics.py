@@ -42,52 +42,43 @@ class ResultsRootError(ValueError):
     """A results root that cannot be opened: missing, or holding several specs' results."""
 
 
-class ReadOnlyResults(DirFileSystem):
-    """The results root as an fsspec filesystem that refuses every write (paths relative to the root)."""
+class ResultsFileSystem(DirFileSystem):
+    """The results root as an fsspec filesystem (paths relative to the root), for DuckDB's ``ccsresults://``."""
 
     protocol = PROTOCOL
 
-    def __init__(self, path: str, fs, writable: bool = False, **kwargs):
-        super().__init__(path=path, fs=fs, **kwargs)
-        self.writable = writable
 
-    def _refuse(self, what: str, path):
-        if not self.writable:
-            raise PermissionError(f"the results root is read-only: cannot {what} {path}")
+class ReadOnlyResults(ResultsFileSystem):
+    """:class:`ResultsFileSystem` that refuses every write."""
+
+    def _refused(self, what: str, path) -> PermissionError:
+        return PermissionError(f"the results root is read-only: cannot {what} {path}")
 
     def open(self, path, mode="rb", *args, **kwargs):
         if set(mode) - {"r", "b", "t"}:
-            self._refuse(f"open (mode {mode!r})", path)
+            raise self._refused(f"open (mode {mode!r})", path)
         return super().open(path, mode, *args, **kwargs)
 
     def _open(self, path, mode="rb", *args, **kwargs):
         if set(mode) - {"r", "b", "t"}:
-            self._refuse(f"open (mode {mode!r})", path)
+            raise self._refused(f"open (mode {mode!r})", path)
         return super()._open(path, mode, *args, **kwargs)
 
     def mkdir(self, path, *args, **kwargs):
-        self._refuse("create folder", path)
-        return super().mkdir(path, *args, **kwargs)
+        raise self._refused("create folder", path)
 
-    def makedirs(self, path, *args, **kwargs):
-        self._refuse("create folder", path)
-        return super().makedirs(path, *args, **kwargs)
+    makedirs = mkdir
 
     def rm(self, path, *args, **kwargs):
-        self._refuse("remove", path)
-        return super().rm(path, *args, **kwargs)
+        raise self._refused("remove", path)
 
     def mv(self, path1, path2, *args, **kwargs):
-        self._refuse("move", path1)
-        return super().mv(path1, path2, *args, **kwargs)
+        raise self._refused("move", path1)
 
     def pipe_file(self, path, *args, **kwargs):
-        self._refuse("write", path)
-        return super().pipe_file(path, *args, **kwargs)
+        raise self._refused("write", path)
 
-    def touch(self, path, *args, **kwargs):
-        self._refuse("touch", path)
-        return super().touch(path, *args, **kwargs)
+    touch = pipe_file
 
 
 def resolve_root(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -124,7 +115,7 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     ``read_only`` (the default) refuses every write to files, the results included.
     """
     fs, path = resolve_root(root)
-    results = ReadOnlyResults(path=path, fs=fs, writable=not read_only)
+    results = (ReadOnlyResults if read_only else ResultsFileSystem)(path=path, fs=fs)
     conn = duckdb.connect(":memory:")
     conn.register_filesystem(results)
     views = {m.group(1): m.group(0) for m in _VIEW.finditer(_read_sql("views.sql"))}

@@ -16,7 +16,7 @@ import pytest
 from ccs_ray import analytics
 from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
 from ccs_ray.tables import SCHEMAS, write_table
-from synthetic_results import JUDGES, MODELS, RUN_ID, write_results
+from synthetic_results import JUDGES, MODELS, write_results
 
 
 @pytest.fixture(scope="module")
