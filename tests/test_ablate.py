@@ -112,3 +112,11 @@ def test_prefix_sharing_runs_common_layers_once(model64, images):
     # layers 0-2 are plain block calls, once; the ablated layer 3 runs through the per-head path (no block
     # call) for 3 configurations, and as a block once for the unablated one
     assert calls == [0, 1, 2, 3]
+
+
+def test_prune_bench_reports_figures():
+    from ccs_ray.bench.prune import run
+
+    out = run(model="ccs-tiny/none", configs=3, batch_size=2, heads_per_config=2, repeats=1)
+    assert out["configs"] == 3 and out["max_abs_diff"] == 0.0
+    assert out["speedup"] == pytest.approx(out["alone_s"] / out["shared_s"]) and out["speedup"] > 0

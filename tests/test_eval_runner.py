@@ -1,0 +1,156 @@
+"""The pruning stage on Ray: tables, metrics checked against direct computation, resume, the smoke chain."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ccs_ray import ablated, load_model, max_skew_at_k
+from ccs_ray.decompose import head_name
+from ccs_ray.evals.datasets import classification_data, load_classification, plan_classification
+from ccs_ray.evals.runner import run_prune_stage
+from ccs_ray.evals.zeroshot import classifier_weights
+from ccs_ray.spec import load_spec
+from ccs_ray.tables import read_table, write_table
+
+MODEL = "ccs-tiny/none"
+RUN = "r1"
+CCS = [5, 5, 0, 1, 3, 2, 4, 1, 5, 0, 2, 3, 1, 4, 2, 2]  # heads of layers 0..3 (ccs-tiny has 4 x 4)
+
+
+def write_ccs(root):
+    rows = []
+    for i, c in enumerate(CCS):
+        layer, head = divmod(i, 4)
+        level = "high" if c == 5 else "low" if c <= 1 else "medium"
+        rows.append(dict(layer=layer, head=head, head_label=head_name(layer, head), judge="combined", ccs=c,
+                         level=level, label="color" if i in (2, 9) else "thing"))
+    write_table(root, "ccs", rows, RUN, MODEL)
+
+
+def write_fairface(root, n=12):
+    (root / "ff").mkdir()
+    rng = np.random.default_rng(3)
+    lines = ["file,age,gender,race"]
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "ff" / f"{i}.png")
+        lines.append(f"{i}.png,30-39,{'Male' if i % 3 else 'Female'},{['White', 'East Asian', 'Southeast Asian'][i % 3]}")
+    (root / "ff" / "labels.csv").write_text("\n".join(lines) + "\n")
+
+
+def write_videos(root, n=4):
+    for v in range(n):
+        (root / "vid" / f"v{v}").mkdir(parents=True)
+        for f in range(3):
+            Image.new("RGB", (16, 16), (v * 60, f * 80, 100)).save(root / "vid" / f"v{v}" / f"{f}.png")
+    (root / "vid" / "caps.json").write_text("[" + ",".join(f'{{"video": "v{v}", "caption": "clip {v}"}}' for v in range(n)) + "]")
+
+
+@pytest.fixture
+def spec(tmp_path):
+    write_ccs(str(tmp_path))
+    write_fairface(tmp_path)
+    write_videos(tmp_path)
+    return load_spec({
+        "name": "t", "models": {"keys": [MODEL]},
+        "prune": {"strategies": ["high", "low", "random", "equal", "concept", "explicit", "sweep"], "seeds": 2,
+                  "sweep_k": 2, "heads": {"two": ["L3.H0", "L2.H1"]}, "concepts": ["colors"]},
+        "evals": {"batch_size": 8,
+                  "classification": [{"name": "shapes", "source": "probe://shapes?n=20&seed=1&size=32", "shard_size": 8}],
+                  "video": [{"name": "toy", "source": str(tmp_path / "vid"), "captions": "caps.json", "frames": 2,
+                             "shard_size": 3}],
+                  "bias": [{"name": "fairface", "source": str(tmp_path / "ff" / "labels.csv"), "shard_size": 5,
+                            "occupations": ["doctor", "nurse", "pilot"], "k": 4}]},
+        "results": {"root": str(tmp_path / "results")},
+    })
+
+
+def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
+    root = str(tmp_path)
+    summary = run_prune_stage(spec, root, RUN, MODEL)
+    ids = ["none", "high", "low", "random:s0", "random:s1", "equal:high", "equal:low", "concept:colors",
+           "explicit:two", "sweep:k0", "sweep:k1", "sweep:k2"]
+    assert summary["ablation_ids"] == ids and summary["units_run"] == 3 + 2 + 3 and summary["units_skipped"] == 0
+
+    abl = {r["ablation_id"]: r for r in read_table(root, "ablations", RUN, MODEL).to_pylist()}
+    assert abl["high"]["heads"] == ["L0.H0", "L0.H1", "L2.H0"] and abl["high"]["n_heads"] == 3
+    assert abl["concept:colors"]["heads"] == ["L0.H2", "L2.H1"]
+    assert set(abl["random:s1"]["heads"]).isdisjoint(abl["high"]["heads"]) and abl["random:s1"]["mode"] == "zero"
+
+    evals = read_table(root, "evals", RUN, MODEL).to_pylist()
+    value = {(r["ablation_id"], r["dataset"], r["metric"]): r["value"] for r in evals}
+    # independent computation: plain open_clip encode_image (inside ablated() for a pruned configuration)
+    model, preprocess = load_model(MODEL, device="cpu")
+    data = classification_data(spec.evals.classification[0])
+    parts = [load_classification(data, s, preprocess) for s in plan_classification(data)]
+    images, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    weights = classifier_weights(model, data.class_texts, data.templates)
+    for aid in ("none", "high", "explicit:two"):
+        with torch.no_grad(), ablated(model, abl[aid]["heads"]):
+            emb = model.encode_image(images, normalize=True)
+        top1 = 100 * ((emb @ weights).argmax(1) == labels).double().mean().item()
+        assert value[(aid, "shapes", "top1")] == pytest.approx(top1)
+    for m in ("top5", "acc:circle", "R@1", "R@5", "R@10", "R@50", "MedR", "MeanR"):
+        assert any(k[2] == m for k in value), m
+    assert value[("none", "toy", "R@50")] == 100  # 4 videos
+    for metric in ("top1", "R@1"):
+        ds = "shapes" if metric == "top1" else "toy"
+        seeds = [value[(f"random:s{s}", ds, metric)] for s in (0, 1)]
+        assert value[("random:mean", ds, metric)] == pytest.approx(np.mean(seeds))
+        assert value[("random:std", ds, metric)] == pytest.approx(np.std(seeds))
+    assert value[("sweep:k0", "shapes", "top1")] == value[("none", "shapes", "top1")]
+
+    bias = read_table(root, "bias", RUN, MODEL).to_pylist()
+    skew = {(r["ablation_id"], r["attribute"], r["occupation"]): r["maxskew"] for r in bias}
+    # independent MaxSkew of the baseline for race ("East Asian" and "Southeast Asian" merged: 2 groups)
+    files = [str(tmp_path / "ff" / f"{i}.png") for i in range(12)]
+    race = ["White" if i % 3 == 0 else "Asian" for i in range(12)]
+    ff = torch.stack([preprocess(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        img = model.encode_image(ff, normalize=True)
+        per = []
+        for occ in ("doctor", "nurse", "pilot"):
+            t = [model.encode_text(model.tokenizer([tpl.format(occ)]), normalize=True)[0] for tpl in
+                 ["A {}", "A photo of a {}", "An image of a {}", "A picture of a {}"]]
+            per.append(np.mean([max_skew_at_k((img @ x).numpy(), race, 4) for x in t]))
+    for occ, v in zip(("doctor", "nurse", "pilot"), per):
+        assert skew[("none", "race", occ)] == pytest.approx(v, abs=1e-9)
+    assert skew[("none", "race", "__sum__")] == pytest.approx(sum(per))
+    assert skew[("none", "race", "__mean__")] == pytest.approx(sum(per) / 3)
+    assert {r["max_group"] for r in bias if r["attribute"] == "gender" and r["max_group"]} <= {"Male", "Female"}
+    assert all(math.isfinite(r["maxskew"]) for r in bias)
+
+    again = run_prune_stage(spec, root, RUN, MODEL, resume=True)
+    assert again["units_run"] == 0 and again["units_skipped"] == 8
+    assert sorted(map(str, read_table(root, "evals", RUN, MODEL).to_pylist())) == sorted(map(str, evals))
+
+
+def test_mean_mode_needs_moments_and_missing_ccs_is_clear(ray_cluster, spec, tmp_path):
+    spec.prune.mode = "mean"
+    with pytest.raises(ValueError, match="run the scan stage"):
+        run_prune_stage(spec, str(tmp_path), RUN, MODEL)
+    with pytest.raises(ValueError, match="run the judge stage"):
+        run_prune_stage(spec, str(tmp_path), "other-run", MODEL)
+
+
+@pytest.mark.slow
+def test_smoke_job_whole_chain(ray_cluster, tmp_path):
+    """scan -> spans -> judge (offline) -> prune -> report from jobs/smoke.toml, on a smaller probe set."""
+    from pathlib import Path
+
+    from ccs_ray.pipeline import run
+
+    job = Path(__file__).parent.parent / "jobs" / "smoke.toml"
+    spec = load_spec(str(job), [f"results.root={tmp_path / 'res'}", "data.source=probe://?n=32&seed=0&size=32",
+                                'evals.classification=[{name = "shapes", source = "probe://shapes?n=16&seed=1&size=32"}]',
+                                'prune.strategies=["high", "low", "random", "sweep"]', "prune.sweep_k=2"])
+    summary = run(spec, progress=False)
+    root = str(tmp_path / "res")
+    evals = read_table(root, "evals", summary["run_id"], "ccs-tiny/none").to_pylist()
+    ids = {r["ablation_id"] for r in evals}
+    assert {"none", "sweep:k0", "sweep:k1", "sweep:k2"} <= ids
+    assert all(0 <= r["value"] <= 100 for r in evals if r["metric"] in ("top1", "top5"))
+    n_heads = {r["ablation_id"]: r["n_heads"] for r in read_table(root, "ablations").to_pylist()}
+    assert n_heads["sweep:k2"] == 2 and n_heads["none"] == 0
