@@ -142,13 +142,20 @@ def _empty_select(conn, schema: pa.Schema) -> str:
     return f"SELECT {cols} LIMIT 0"
 
 
+def _sql_dir() -> Path:
+    if not (SQL_DIR / "views.sql").is_file():
+        raise RuntimeError(f"the SQL files are not at {SQL_DIR}: ccs-ray reads sql/ from its source checkout "
+                           f"(pip install -e .)")
+    return SQL_DIR
+
+
 def _read_sql(name: str) -> str:
-    return (SQL_DIR / name).read_text()
+    return (_sql_dir() / name).read_text()
 
 
 def canned_queries() -> dict[str, str]:
     """Canned query name -> SQL text (``sql/queries/<name>.sql``), sorted by name."""
-    return {p.stem: p.read_text() for p in sorted((SQL_DIR / "queries").glob("*.sql"))}
+    return {p.stem: p.read_text() for p in sorted((_sql_dir() / "queries").glob("*.sql"))}
 
 
 def describe_canned() -> str:
