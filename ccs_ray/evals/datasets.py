@@ -86,13 +86,22 @@ def _preset_key(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "").replace(" ", "")
 
 
-def _lookup(presets: dict, name: str | None, kind: str):
+def _preset_of(data, presets: dict, kind: str):
+    """The preset named by ``data.preset``, else by ``data.name`` when it names one, else None."""
+    keys = {_preset_key(k): k for k in presets}
+    name = data.preset or (data.name if _preset_key(data.name) in keys else None)
     if name is None:
         return None
-    found = {_preset_key(k): k for k in presets}.get(_preset_key(name))
-    if found is None:
+    if _preset_key(name) not in keys:
         raise DatasetError(f"unknown {kind} preset {name!r}; presets: {', '.join(presets)}")
-    return presets[found]
+    return presets[keys[_preset_key(name)]]
+
+
+def _apply_preset(data, entry: dict, presets: dict, kind: str) -> None:
+    """Set the preset's keys that the entry does not give itself."""
+    for key, value in (_preset_of(data, presets, kind) or {}).items():
+        if key not in entry:
+            setattr(data, key, value)
 
 
 def _from_dict(cls, entry: dict, section: str):
@@ -139,8 +148,7 @@ class ClassificationData:
 def classification_data(entry: dict) -> ClassificationData:
     """Validate an ``evals.classification`` entry and resolve class names, templates and label keys."""
     data = _from_dict(ClassificationData, entry, "classification")
-    preset_name = data.preset or (data.name if _preset_key(data.name) in map(_preset_key, CLASSIFICATION_PRESETS) else None)
-    preset = _lookup(CLASSIFICATION_PRESETS, preset_name, "classification")
+    preset = _preset_of(data, CLASSIFICATION_PRESETS, "classification")
     if not data.source:
         if preset is None or preset.torchvision is None:
             raise DatasetError(f"classification dataset {data.name!r} has no source (an ImageFolder, tars, a "
@@ -264,12 +272,7 @@ def video_data(entry: dict) -> VideoData:
     data = _from_dict(VideoData, entry, "video")
     if not data.source:
         raise DatasetError(f"video dataset {data.name!r} has no source folder")
-    name = data.preset or (data.name if _preset_key(data.name) in map(_preset_key, VIDEO_PRESETS) else None)
-    preset = _lookup(VIDEO_PRESETS, name, "video") or {}
-    given = {k for k in entry if k != "name"}
-    for key, value in preset.items():
-        if key not in given:
-            setattr(data, key, value)
+    _apply_preset(data, entry, VIDEO_PRESETS, "video")
     data.frames = data.frames or 12
     if not data.captions:
         raise DatasetError(f"video dataset {data.name!r}: no captions file (give 'captions' or a preset: "
@@ -376,11 +379,7 @@ def bias_data(entry: dict) -> BiasData:
     data = _from_dict(BiasData, entry, "bias")
     if not data.source:
         raise DatasetError(f"bias dataset {data.name!r} has no source manifest (CSV/Parquet of images and attributes)")
-    name = data.preset or (data.name if _preset_key(data.name) in map(_preset_key, BIAS_PRESETS) else None)
-    given = set(entry)
-    for key, value in (_lookup(BIAS_PRESETS, name, "bias") or {}).items():
-        if key not in given:
-            setattr(data, key, value)
+    _apply_preset(data, entry, BIAS_PRESETS, "bias")
     bad = [t for t in data.templates if t.count("{}") != 1]
     if bad or not data.occupations or data.k < 1:
         raise DatasetError(f"bias dataset {data.name!r}: need occupations, k >= 1 and templates with one '{{}}' ({bad})")
