@@ -83,7 +83,7 @@ class EvalWorker:
             images, labels, errors = ds.load_classification(data, shard, self.preprocess)
             emb = _encode(self.model, images, self.ablations, self.batch_size)
             top = torch.stack([top_predictions(zeroshot_logits(e, unit["weights"])) for e in emb]) if len(labels) else \
-                torch.zeros(len(self.ablations), 0, 1, dtype=torch.long)
+                torch.zeros(len(self.ablations), 0, min(5, unit["weights"].shape[1]), dtype=torch.long)
             payload = dict(top=top.numpy().astype(np.int32), labels=labels.numpy())
         elif kind == "video":
             clips, ids = [], []
