@@ -1,0 +1,96 @@
+"""What every source kind shares: the :class:`Shard` and :class:`Record` types, file listing over fsspec,
+fingerprints and chunking."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+import fsspec
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
+
+# fsspec ``info()`` keys that change when a file's content changes (local, memory, s3, gcs, http, ...).
+_VERSION_KEYS = ("size", "mtime", "LastModified", "last_modified", "updated", "ETag", "etag", "md5Hash",
+                 "generation", "version_id", "created")
+
+
+class SourceError(ValueError):
+    """A data source that cannot be planned: wrong path, empty source, unknown or ambiguous kind."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One independent unit of scan work: enough to re-read exactly the same images."""
+
+    shard_id: str  # "s000042": stable across runs for the same source
+    index: int  # 0-based position in the plan; fold = index % folds
+    kind: str  # folder | tar | parquet | manifest | probe
+    uri: str  # the tar / parquet file, the manifest, the folder or glob, or the probe URI
+    items: tuple  # file URIs, (start, stop) rows or probe indices, (uri, label) pairs, or tar keys
+    fingerprint: str  # sha256 (16 hex) of what the shard covers and the files' sizes and versions
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw input: ``data`` is None exactly when ``error`` says why it could not be read."""
+
+    item: str
+    data: bytes | None
+    label: str | None = None
+    error: str | None = None
+
+
+def fingerprint(*parts) -> str:
+    """Short sha256 (16 hex chars) of JSON-serialisable parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_version(info: dict) -> list:
+    """The parts of an fsspec ``info()`` dict that identify a file's content version."""
+    return [[k, info[k]] for k in _VERSION_KEYS if info.get(k) is not None]
+
+
+def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A path from ``fs`` as a URI that fsspec opens again (plain path for the local filesystem)."""
+    return path if _is_local(fs) else fs.unstrip_protocol(path)
+
+
+def _is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def list_files(uri: str, extensions: tuple[str, ...] | None) -> dict[str, dict]:
+    """Files under a folder, matching a glob, or one file: ``{uri: info}``, sorted by URI.
+
+    ``extensions`` keeps only names ending so (case-insensitive); None keeps every file.
+    """
+    fs, path = fsspec.core.url_to_fs(uri)
+    if fs.exists(path) and fs.isdir(path):
+        found = fs.find(path, detail=True)
+    elif any(c in path for c in "*?["):
+        found = fs.glob(path, detail=True)
+    elif fs.exists(path):
+        found = {path: fs.info(path)}
+    else:
+        raise SourceError(f"data source not found: {uri!r} (expected a folder, a glob, or a file)")
+    files = {full_uri(fs, p): info for p, info in found.items()
+             if info.get("type") != "directory" and (extensions is None or p.lower().endswith(extensions))}
+    return dict(sorted(files.items()))
+
+
+def chunks(seq: list, size: int) -> list[list]:
+    """``seq`` cut into consecutive pieces of ``size`` (the last may be shorter)."""
+    return [seq[i:i + size] for i in range(0, len(seq), size)]
+
+
+def read_bytes(uri: str) -> Record:
+    """The bytes of one file as a Record, or a Record with an "unreadable" error (missing, permission, I/O)."""
+    try:
+        with fsspec.open(uri, "rb") as f:
+            return Record(uri, f.read())
+    except (OSError, ValueError) as e:  # FileNotFoundError, PermissionError, IsADirectoryError, remote errors
+        return Record(uri, None, error=f"{type(e).__name__}: {e}")

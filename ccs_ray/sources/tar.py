@@ -1,0 +1,105 @@
+"""WebDataset-style tar shards: consecutive members sharing a key (the member path up to the first dot of
+its file name) form one sample; its image is the member with an image extension, its optional label the
+``.cls`` or ``.txt`` member. One shard per tar file."""
+
+from __future__ import annotations
+
+import tarfile
+from typing import Iterator
+
+import fsspec
+
+from .base import IMAGE_EXTENSIONS, Record, SourceError, Shard, file_version, fingerprint, list_files
+
+TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
+_IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+_LABEL_EXTS = ("cls", "txt")
+
+
+def plan(cfg) -> list[tuple[str, tuple, str]]:
+    """One (tar uri, keys, fingerprint) per tar; keys is () for the whole tar, or the first keys under ``limit``."""
+    tars = list_files(cfg.source, TAR_EXTENSIONS)
+    if not tars:
+        raise SourceError(f"no tar files ({', '.join(TAR_EXTENSIONS)}) under {cfg.source!r}")
+    out, left = [], cfg.limit
+    for uri, info in tars.items():
+        keys: tuple = ()
+        if left is not None:
+            all_keys = _keys(uri)
+            keys, left = tuple(all_keys[:left]), left - min(left, len(all_keys))
+        out.append((uri, keys, fingerprint(uri, keys, file_version(info))))
+        if left == 0:
+            break
+    return out
+
+
+def read(shard: Shard) -> Iterator[Record]:
+    """Each sample's image bytes and label; an unreadable image member gives a Record with its error.
+
+    Raises when the tar itself cannot be opened or its headers cannot be read (a whole-shard failure).
+    """
+    keep = set(shard.items) or None
+    fs, path = fsspec.core.url_to_fs(shard.uri)
+    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
+        members: dict = {}
+        for key, members in _samples(tf):
+            if keep is None or key in keep:
+                yield _record(f"{shard.uri}#{key}", members)
+        broken = any(isinstance(v, tarfile.ReadError) for v in members.values())  # already reported
+        rest = fs.size(path) - tf.offset
+        if keep is None and not broken and tf.fileobj.comptype == "tar" and rest < 2 * tarfile.BLOCKSIZE:
+            # tarfile stops silently at a missing or partial header: without the two zero blocks that end
+            # every tar, the file was cut after its last complete member.
+            raise tarfile.ReadError(f"truncated tar: it ends {rest} bytes after its last "
+                                    f"complete member, without the end-of-archive blocks")
+
+
+def _samples(tf: tarfile.TarFile) -> Iterator[tuple[str, dict]]:
+    """(key, {extension: bytes | Exception}) per sample; member data is read only for images and labels."""
+    key, members = None, {}
+    for m in tf:
+        if m.isdir():
+            continue
+        k, ext = _key_ext(m.name)
+        if k != key and key is not None:
+            yield key, members
+            members = {}
+        key = k
+        if ext in _IMAGE_EXTS or ext in _LABEL_EXTS:
+            try:
+                fobj = tf.extractfile(m)
+                members[ext] = fobj.read() if fobj is not None else OSError(f"member {m.name} is not a regular file")
+            except (tarfile.TarError, OSError, EOFError) as e:
+                members[ext] = e
+                if isinstance(e, tarfile.ReadError):  # the data ends inside this member: nothing after it can be read
+                    yield key, members
+                    return
+        else:
+            members.setdefault(ext, None)
+    if key is not None:
+        yield key, members
+
+
+def _key_ext(name: str) -> tuple[str, str]:
+    """WebDataset naming: ``dir/abc.seg.png`` -> (``dir/abc``, ``seg.png``)."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def _keys(uri: str) -> list[str]:
+    with fsspec.open(uri, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
+        return list(dict.fromkeys(
+            _key_ext(m.name)[0] for m in tf if not m.isdir()))
+
+
+def _record(item: str, members: dict) -> Record:
+    label = next((members[e] for e in _LABEL_EXTS if isinstance(members.get(e), bytes)), None)
+    label = label.decode("utf-8", "replace").strip() if label is not None else None
+    ext = next((e for e in _IMAGE_EXTS if e in members), None)
+    if ext is None:
+        return Record(item, None, label, error=f"sample has no image member (members: {sorted(members)})")
+    data = members[ext]
+    if isinstance(data, BaseException):
+        return Record(item, None, label, error=f"{type(data).__name__}: {data}")
+    return Record(item, data, label)
