@@ -71,6 +71,15 @@ class JudgeServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    def reset(self, **settings) -> "JudgeServer":
+        """Clear the log, the faults and the in-flight peak; set any of the constructor's settings."""
+        with self.lock:
+            self.faults.clear()
+            self.always, self.log, self.requests, self.max_in_flight = None, [], [], 0
+            for k, v in settings.items():
+                setattr(self, k, v)
+        return self
+
     def outcomes(self) -> list[str]:
         return [o for _, o in self.log]
 

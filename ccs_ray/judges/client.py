@@ -71,11 +71,10 @@ class Endpoint:
 class JudgeClient:
     """Asks one endpoint; ``reserve(tokens) -> send time`` and ``pause(seconds)`` reach the shared limiter."""
 
-    def __init__(self, endpoint: Endpoint, api_key: str | None, cache: AnswerCache,
+    def __init__(self, endpoint: Endpoint, api_key: str | None,
                  reserve: Callable[[int], Awaitable[float]], pause: Callable[[float], Awaitable],
                  concurrency: int = 8, seed: int | None = None):
         self.endpoint = endpoint
-        self.cache = cache
         self.reserve, self.pause = reserve, pause
         self.slots = asyncio.Semaphore(concurrency)
         self.rng = random.Random(seed)
@@ -86,11 +85,11 @@ class JudgeClient:
         cap = min(self.endpoint.backoff_max_s, self.endpoint.backoff_s * 2 ** attempt)
         return cap / 2 + self.rng.uniform(0, cap / 2)
 
-    async def ask(self, request: Request) -> Answer:
-        """The parsed answer to ``request``, from the cache or the endpoint."""
+    async def ask(self, request: Request, cache: AnswerCache) -> Answer:
+        """The parsed answer to ``request``, from ``cache`` or the endpoint (then stored in ``cache``)."""
         ep = self.endpoint
         key = ep.key(request)
-        hit = self.cache.get(key)
+        hit = cache.get(key)
         if hit is not None:
             return Answer(value=hit["value"], status="cached", cache_key=key)
         answer = Answer(cache_key=key)
@@ -137,7 +136,7 @@ class JudgeClient:
         answer.latency_s = time.perf_counter() - start
         answer.cost_usd = ep.cost(answer.prompt_tokens, answer.completion_tokens)
         if answer.error is None:
-            self.cache.put(key, {"value": answer.value, "model": ep.model, "prompt_tokens": answer.prompt_tokens,
+            cache.put(key, {"value": answer.value, "model": ep.model, "prompt_tokens": answer.prompt_tokens,
                                  "completion_tokens": answer.completion_tokens})
         else:
             answer.status = "error"

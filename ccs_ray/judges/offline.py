@@ -131,12 +131,13 @@ class OfflineJudge:
         own, other = torch.cat(own) if own else torch.zeros(0), torch.cat(other)
         if not len(own) or not len(other):
             return
-        best = (0.0, None)
-        for t in torch.unique(torch.cat([own, other])).tolist():
-            score = ((own >= t).double().mean() + (other < t).double().mean()).item() / 2
-            best = max(best, (score, t))
-        self.separation = best[0]
-        self.threshold = best[1] if best[0] >= MIN_SEPARATION else None
+        candidates = torch.unique(torch.cat([own, other]))  # sorted
+        own_at_least = 1 - torch.searchsorted(own.sort().values, candidates) / len(own)
+        other_below = torch.searchsorted(other.sort().values, candidates) / len(other)
+        balanced = (own_at_least + other_below) / 2
+        best = int(torch.argmax(balanced))  # the first (lowest) best threshold
+        self.separation = float(balanced[best])
+        self.threshold = float(candidates[best]) if self.separation >= MIN_SEPARATION else None
 
     def _cosines(self, texts: list[str]) -> torch.Tensor:
         """[N, C] cosine of each text with each concept prototype (zeros without an encoder)."""

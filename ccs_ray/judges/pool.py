@@ -59,9 +59,9 @@ def _call(kind: str, variant: str | None, rank: int | None, head: HeadSpans, ans
             "span_rank": rank, **row}
 
 
-async def judge_head(client: JudgeClient, head: HeadSpans, mode: str) -> Verdict:
+async def judge_head(client: JudgeClient, cache: AnswerCache, head: HeadSpans, mode: str) -> Verdict:
     """Label ``head`` from its paper spans, then judge every span against the label (per span or batched)."""
-    label_answer = await client.ask(label_request(head.texts("paper")))
+    label_answer = await client.ask(label_request(head.texts("paper")), cache)
     verdict = Verdict(head, label_answer.value, label_answer.error,
                       calls=[_call("label", None, None, head, label_answer)])
     for variant, spans in head.spans.items():
@@ -70,7 +70,7 @@ async def judge_head(client: JudgeClient, head: HeadSpans, mode: str) -> Verdict
     if label_answer.error:
         return verdict
     planned = planned_requests(head, label_answer.value, mode)
-    answers = await asyncio.gather(*(client.ask(req) for _, _, req in planned))
+    answers = await asyncio.gather(*(client.ask(req, cache) for _, _, req in planned))
     for (variant, rank, req), answer in zip(planned, answers):
         verdict.calls.append(_call(req.kind, variant, rank, head, answer))
         ranks = [r for r, _ in head.spans[variant]]
@@ -85,18 +85,21 @@ async def judge_head(client: JudgeClient, head: HeadSpans, mode: str) -> Verdict
 class JudgeWorker:
     """An async actor holding one AsyncOpenAI client; ``judge`` runs one head."""
 
-    def __init__(self, endpoint: Endpoint, api_key: str | None, cache_root: str, limiter, concurrency: int, seed: int):
-        self.client = JudgeClient(endpoint, api_key, AnswerCache(cache_root),
+    def __init__(self, endpoint: Endpoint, api_key: str | None, limiter, concurrency: int, seed: int):
+        self.client = JudgeClient(endpoint, api_key,
                                   reserve=lambda tokens: limiter.reserve.remote(tokens),
                                   pause=lambda seconds: limiter.pause.remote(seconds),
                                   concurrency=concurrency, seed=seed)
 
-    async def judge(self, head: HeadSpans, mode: str) -> Verdict:
-        return await judge_head(self.client, head, mode)
+    async def judge(self, head: HeadSpans, mode: str, cache_root: str) -> Verdict:
+        return await judge_head(self.client, AnswerCache(cache_root), head, mode)
 
 
 def limiter_name(endpoint: Endpoint) -> str:
     return f"ccs-judge-limiter:{endpoint.base_url.rstrip('/')}:{endpoint.model}"
+
+
+_WORKERS: dict[tuple, list] = {}  # started worker actors, reused by later runs of this driver (workers start slowly)
 
 
 def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str) -> list[Verdict]:
@@ -107,10 +110,13 @@ def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], ca
     limiter = limiter_actor(limiter_name(endpoint), judge.rpm, judge.tpm, judge.burst_s)
     n_actors = min(cfg.actors, len(heads))
     per_actor = max(1, math.ceil(cfg.concurrency / n_actors))
-    workers = [JudgeWorker.options(max_concurrency=max(4, per_actor)).remote(endpoint, key, cache_root, limiter, per_actor, i)
-               for i in range(n_actors)]
+    pool_key = (ray.get_runtime_context().get_job_id(), endpoint, key, n_actors, per_actor)
+    if pool_key not in _WORKERS:
+        _WORKERS[pool_key] = [JudgeWorker.options(max_concurrency=max(4, per_actor)).remote(
+            endpoint, key, limiter, per_actor, i) for i in range(n_actors)]
+    workers = _WORKERS[pool_key]
     try:
-        return ray.get([workers[i % n_actors].judge.remote(h, cfg.mode) for i, h in enumerate(heads)])
-    finally:
-        for w in workers:
-            ray.kill(w)
+        return ray.get([workers[i % n_actors].judge.remote(h, cfg.mode, cache_root) for i, h in enumerate(heads)])
+    except ray.exceptions.RayActorError:
+        _WORKERS.pop(pool_key)  # a dead worker: start afresh next time
+        raise

@@ -1,0 +1,161 @@
+"""The LLM judge through the real Ray pool and the real openai client against the loopback judge server."""
+
+from contextlib import nullcontext
+
+import pytest
+
+from ccs_ray.judges import run_judge_stage
+from ccs_ray.spec import load_spec
+from ccs_ray.tables import read_table
+from judge_server import JudgeServer, fake_answer
+from test_judges import COLORS, MODEL, write_spans
+
+FAST = {"timeout_s": 0.5, "backoff_s": 0.02, "backoff_max_s": 0.2}
+
+
+@pytest.fixture(scope="module")
+def judge_server():
+    """One loopback judge for the module (the pool's workers are reused across tests); reset per test."""
+    with JudgeServer() as server:
+        yield server
+
+
+def spec_for(server, **judge):
+    cfg = {"kind": "openai", "model": "fake", "rpm": 60_000, **FAST, **judge}
+    return load_spec({"name": "t", "judge": cfg}, [f"judge.base_url={server.base_url}"])
+
+
+def expected_label(texts):
+    import json
+    return json.loads(fake_answer([{"role": "user", "content": "\n".join(f"- {t}" for t in texts)}]))["label"]
+
+
+HEADS = {"L3.H0": COLORS, "L3.H1": ["blue " + t for t in COLORS], "L3.H2": ["sky " + t for t in COLORS[::-1]]}
+
+
+@pytest.mark.parametrize("mode", ["per_span", "batched"])
+def test_llm_judge_end_to_end_cache_and_rerun(ray_cluster, judge_server, tmp_path, monkeypatch, mode):
+    monkeypatch.setenv("CCS_TEST_JUDGE_KEY", "sk-test-secret-123")
+    write_spans(tmp_path, HEADS)
+    with nullcontext(judge_server.reset(latency_s=0.01)) as server:
+        spec = spec_for(server, mode=mode, api_key_env="CCS_TEST_JUDGE_KEY", input_price=2.0, output_price=8.0)
+        per_head = 1 + (2 if mode == "batched" else 10)
+        plan = run_judge_stage(spec, str(tmp_path), "r1", MODEL, dry_run=True)
+        assert server.log == [] and plan["calls"] == 3 * per_head and plan["cost_usd"] > 0
+        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        assert summary["calls"] == len(server.log) == 3 * per_head and summary["errors"] == 0
+        assert server.max_in_flight <= spec.judge.concurrency
+        assert all(r.get("response_format") for r in server.requests)  # structured output asked for
+
+        ccs = {r["head_label"]: r for r in read_table(str(tmp_path), "ccs", "r1").to_pylist() if r["judge"] == "fake"}
+        for head, texts in HEADS.items():
+            label = expected_label(texts[:5])
+            assert ccs[head]["label"] == label and ccs[head]["heuristic"] is False
+            assert ccs[head]["ccs"] == sum(label in t.lower() for t in texts[:5])
+            assert ccs[head]["ccs_heldout"] == sum(label in t.lower() for t in texts[5:])
+        calls = read_table(str(tmp_path), "judge_calls", "r1").to_pylist()
+        assert len(calls) == 3 * per_head and not any(c["cached"] for c in calls)
+        cost = sum(c["prompt_tokens"] * 2.0 + c["completion_tokens"] * 8.0 for c in calls) / 1e6
+        assert summary["cost_usd"] == pytest.approx(cost) and cost > 0
+
+        again = run_judge_stage(spec, str(tmp_path), "r1", MODEL)  # a finished stage re-run: zero calls
+        assert again["calls"] == 0 and again["cached"] == 3 * per_head and len(server.log) == 3 * per_head
+        assert run_judge_stage(spec, str(tmp_path), "r1", MODEL, dry_run=True)["calls"] == 0
+    for f in tmp_path.rglob("*"):  # the API key is never written anywhere
+        assert not f.is_file() or b"sk-test-secret-123" not in f.read_bytes()
+
+
+def test_every_fault_is_retried_to_a_valid_answer(ray_cluster, judge_server, tmp_path):
+    write_spans(tmp_path, {"L3.H0": COLORS[:5]})
+    with nullcontext(judge_server.reset(latency_s=0.0, slow_s=2.0)) as server:
+        server.faults.extend(["429", "500", "drop", "slow", "garbage"])
+        spec = spec_for(server, heldout=False, concurrency=1, actors=1)
+        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        assert server.outcomes()[:5] == ["429", "500", "drop", "slow", "garbage"]
+        assert server.outcomes()[5:] == ["ok"] * 6 and summary["errors"] == 0
+        calls = read_table(str(tmp_path), "judge_calls", "r1").to_pylist()
+        assert sum(c["retries"] for c in calls) == 5 and calls[0]["retries"] == 5  # the label request met them all
+        ccs = [r for r in read_table(str(tmp_path), "ccs", "r1").to_pylist() if r["judge"] == "fake"][0]
+        assert ccs["ccs"] == sum(expected_label(COLORS[:5]) in t for t in COLORS[:5])
+
+
+def test_unparseable_answers_become_errors_never_zeros(ray_cluster, judge_server, tmp_path):
+    write_spans(tmp_path, {"L3.H0": COLORS[:5]})
+    with nullcontext(judge_server.reset(retry_after_s=0.1)) as server:
+        server.always = "garbage"
+        spec = spec_for(server, heldout=False, max_retries=2)
+        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        assert len(server.log) == 3 and summary["errors"] == 1  # label tried 3 times, then an error
+        judgments = [j for j in read_table(str(tmp_path), "judgments", "r1").to_pylist() if j["judge"] == "fake"]
+        assert all(j["aligned"] is None and "unparseable" in j["error"] for j in judgments)
+        ccs = [r for r in read_table(str(tmp_path), "ccs", "r1").to_pylist() if r["judge"] == "fake"][0]
+        assert ccs["ccs"] is None and ccs["level"] is None
+        errors = read_table(str(tmp_path), "errors", "r1").to_pylist()
+        assert errors[0]["reason"] == "judge request failed" and "unparseable" in errors[0]["detail"]
+        server.always = None  # nothing invalid was cached: the next run asks again and succeeds
+        assert run_judge_stage(spec, str(tmp_path), "r1", MODEL)["errors"] == 0
+
+
+def test_bounded_retries_on_500(ray_cluster, judge_server, tmp_path):
+    write_spans(tmp_path, {"L3.H0": COLORS[:5]})
+    with nullcontext(judge_server.reset(retry_after_s=0.1)) as server:
+        server.always = "500"
+        summary = run_judge_stage(spec_for(server, heldout=False, max_retries=3), str(tmp_path), "r1", MODEL)
+        assert len(server.log) == 4 and summary["errors"] == 1
+        assert "HTTP 500" in read_table(str(tmp_path), "errors", "r1").to_pylist()[0]["detail"]
+
+
+def test_retry_after_and_ratelimit_headers_pause_everyone(ray_cluster, judge_server, tmp_path):
+    write_spans(tmp_path, {"L3.H0": COLORS[:5]})
+    with nullcontext(judge_server.reset(retry_after_s=1.0)) as server:
+        server.faults.extend(["429", "ok", "quota"])
+        spec = spec_for(server, heldout=False, backoff_s=0.01, concurrency=1, actors=1)
+        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        times = [t for t, _ in server.log]
+        assert times[1] - times[0] >= 0.95  # Retry-After: 1 s (retry-after-ms 1000)
+        assert min(times[3:]) - times[2] >= 0.95  # x-ratelimit-remaining-requests 0, reset 1s: the next waits
+
+
+def test_stage_resumes_without_repeating_answered_calls(ray_cluster, judge_server, tmp_path):
+    write_spans(tmp_path, HEADS)
+    with nullcontext(judge_server.reset(retry_after_s=0.1)) as server:
+        server.faults.extend(["ok"] * 7)
+        server.always = "drop"  # the endpoint dies after 7 answers: the "killed" first run
+        spec = spec_for(server, max_retries=0)
+        first = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        assert first["errors"] > 0
+        answered = [r for r, (_, o) in zip(server.requests, server.log) if o == "ok"]
+        server.always, before = None, len(server.log)
+        second = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        assert second["errors"] == 0 and second["cached"] >= 7
+        repeated = [r for r in server.requests[before:] if r in answered]
+        assert repeated == [] and second["calls"] == len(server.log) - before
+
+
+def test_global_limiter_paces_all_actors(ray_cluster, judge_server, tmp_path):
+    write_spans(tmp_path, HEADS)  # 33 requests through 3 actors sharing one limiter at 1200/min, burst 0.5 s
+    with nullcontext(judge_server.reset(retry_after_s=0.1)) as server:
+        spec = spec_for(server, rpm=1200, burst_s=0.5, actors=3, concurrency=6)
+        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        times = sorted(t for t, _ in server.log)
+        assert len(times) == 33
+        assert times[-1] - times[0] >= (33 - 10) / 20 - 0.1  # 10 at once, then 20/s, whatever the actor count
+
+
+def test_several_judges_majority_vote_and_agreement(ray_cluster, judge_server, tmp_path):
+    write_spans(tmp_path, HEADS)
+    with nullcontext(judge_server.reset()) as server:
+        spec = load_spec({"name": "t", "judge": {**FAST, "actors": 1, "judges": [
+            {"kind": "offline"},
+            {"kind": "openai", "name": "llm-a", "base_url": server.base_url, "model": "fake-a", "rpm": 60_000},
+            {"kind": "openai", "name": "llm-b", "base_url": server.base_url, "model": "fake-b", "rpm": 60_000}]}})
+        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+    assert summary["judges"] == ["offline-heuristic", "llm-a", "llm-b", "combined"]
+    assert summary["agreement"]["cohen"]["llm-a|llm-b"] == 1.0
+    votes = {}
+    for j in read_table(str(tmp_path), "judgments", "r1").to_pylist():
+        votes.setdefault((j["head_label"], j["variant"], j["span_rank"]), {})[j["judge"]] = j["aligned"]
+    for v in votes.values():
+        assert v["combined"] == int(v["offline-heuristic"] + v["llm-a"] + v["llm-b"] >= 2)
+    combined = [r for r in read_table(str(tmp_path), "ccs", "r1").to_pylist() if r["judge"] == "combined"]
+    assert all(r["heuristic"] for r in combined)  # one of its judges is the heuristic
