@@ -90,8 +90,8 @@ def test_probe_images_decode_like_files(tiny_model):
 
 
 def test_bad_probe_uris():
-    for uri, msg in [("probe://planets?n=3", "unknown probe task 'planets'"), ("probe://?n=3&colour=1", "unknown probe parameter"),
-                     ("probe://?n=x", "must be integers"), ("probe://?n=0", "n >= 1")]:
+    for uri, msg in [("probe://planets?n=3", "unknown probe task 'planets'"), ("probe://?n=x", "must be integers"),
+                     ("probe://?n=3&colour=1", "unknown probe parameter"), ("probe://?n=0", "n >= 1")]:
         with pytest.raises(SourceError, match=msg):
             parse_probe_uri(uri)
     with pytest.raises(ValueError, match="unknown probe task"):

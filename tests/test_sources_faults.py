@@ -14,6 +14,7 @@ from PIL import Image
 from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.sources.decode import DecodeError, decode_image
 from ccs_ray.spec import DataConfig
+from ccs_ray.tables import read_table, write_table
 
 
 def encode(image: Image.Image, fmt: str, **kw) -> bytes:
@@ -85,6 +86,10 @@ def test_every_fault_is_classified_and_good_images_survive(tmp_path, tiny_model)
     assert loaded.n_failed == len(cases) - len(kept)
     expected_good = preprocess(Image.open(io.BytesIO(cases["a_good.png"][0])))
     torch.testing.assert_close(loaded.images[0], expected_good, rtol=0, atol=0)
+
+    write_table(str(tmp_path / "results"), "errors", loaded.errors, run_id="r1", model="ccs-tiny/none")
+    table = read_table(str(tmp_path / "results"), "errors").to_pylist()
+    assert Counter(r["reason"] for r in table) == Counter(r for _, r in cases.values() if r is not None)
 
 
 def test_conversions_to_rgb():

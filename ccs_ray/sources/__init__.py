@@ -55,14 +55,14 @@ def detect_kind(source: str, image_column: str = "image", uri_column: str = "uri
         return "tar"
     if low.endswith((".csv", ".tsv")):
         return "manifest"
-    if low.endswith((".parquet", ".pq")):
+    if low.endswith(parquet.PARQUET_EXTENSIONS):
         return _parquet_kind(source, image_column, uri_column)
     fs, path = fsspec.core.url_to_fs(source)
     is_glob = any(c in path for c in "*?[")
     if not is_glob and not fs.exists(path):
         raise SourceError(f"data source not found: {source!r}")
     names = [n.lower() for n in (fs.glob(path) if is_glob else fs.find(path))]
-    for kind, exts in (("tar", tar.TAR_EXTENSIONS), ("parquet", (".parquet", ".pq")), ("folder", IMAGE_EXTENSIONS)):
+    for kind, exts in (("tar", tar.TAR_EXTENSIONS), ("parquet", parquet.PARQUET_EXTENSIONS), ("folder", IMAGE_EXTENSIONS)):
         if any(n.endswith(exts) for n in names):
             return _parquet_kind(source, image_column, uri_column) if kind == "parquet" else kind
     raise SourceError(f"cannot tell what {source!r} holds: no image files, tars or parquet files found "
@@ -70,7 +70,7 @@ def detect_kind(source: str, image_column: str = "image", uri_column: str = "uri
 
 
 def _parquet_kind(source: str, image_column: str, uri_column: str) -> str:
-    first = next(iter(list_files(source, (".parquet", ".pq"))), None)
+    first = next(iter(list_files(source, parquet.PARQUET_EXTENSIONS)), None)
     if first is None:
         raise SourceError(f"no parquet files at {source!r}")
     names = parquet.read_metadata(first).schema.to_arrow_schema().names

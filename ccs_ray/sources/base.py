@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Iterable
-
 import fsspec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
@@ -80,6 +78,14 @@ def list_files(uri: str, extensions: tuple[str, ...] | None) -> dict[str, dict]:
     files = {full_uri(fs, p): info for p, info in found.items()
              if info.get("type") != "directory" and (extensions is None or p.lower().endswith(extensions))}
     return dict(sorted(files.items()))
+
+
+def source_files(source: str, extensions: tuple[str, ...], what: str) -> dict[str, dict]:
+    """:func:`list_files` of a source, or a SourceError naming ``what`` was expected there."""
+    files = list_files(source, extensions)
+    if not files:
+        raise SourceError(f"no {what} ({', '.join(extensions)}) under {source!r}")
+    return files
 
 
 def chunks(seq: list, size: int) -> list[list]:

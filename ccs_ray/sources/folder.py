@@ -8,14 +8,12 @@ from typing import Iterator
 
 import fsspec
 
-from .base import IMAGE_EXTENSIONS, Record, SourceError, Shard, chunks, file_version, fingerprint, list_files, read_bytes
+from .base import IMAGE_EXTENSIONS, Record, Shard, chunks, file_version, fingerprint, read_bytes, source_files
 
 
 def plan(cfg) -> list[tuple[str, tuple, str]]:
     """(uri, items, fingerprint) per shard; items are ``(file uri, label)`` pairs."""
-    files = list_files(cfg.source, IMAGE_EXTENSIONS)
-    if not files:
-        raise SourceError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {cfg.source!r}")
+    files = source_files(cfg.source, IMAGE_EXTENSIONS, "image files")
     uris = list(files)[: cfg.limit]
     root = _root(cfg.source)
     items = [(u, _label(u, root)) for u in uris]

@@ -11,19 +11,17 @@ import fsspec
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from . import folder
-from .base import SourceError, chunks, file_version, fingerprint, list_files
+from . import folder, parquet
+from .base import SourceError, chunks, file_version, fingerprint, source_files
 
-MANIFEST_EXTENSIONS = (".csv", ".tsv", ".parquet", ".pq")
+MANIFEST_EXTENSIONS = (".csv", ".tsv", *parquet.PARQUET_EXTENSIONS)
 
 read = folder.read  # items are (uri, label) pairs, as for folders
 
 
 def plan(cfg) -> list[tuple[str, tuple, str]]:
     """(manifest uri, ((image uri, label), ...), fingerprint) per shard."""
-    manifests = list_files(cfg.source, MANIFEST_EXTENSIONS)
-    if not manifests:
-        raise SourceError(f"no manifest ({', '.join(MANIFEST_EXTENSIONS)}) at {cfg.source!r}")
+    manifests = source_files(cfg.source, MANIFEST_EXTENSIONS, "manifest")
     out, left = [], cfg.limit
     for uri, info in manifests.items():
         rows = read_rows(uri, cfg.uri_column, cfg.label_column)[:left]
@@ -41,7 +39,7 @@ def plan(cfg) -> list[tuple[str, tuple, str]]:
 def read_rows(uri: str, uri_column: str, label_column: str) -> list[tuple[str, str | None]]:
     """(image uri, label or None) per manifest row, relative URIs resolved against the manifest's folder."""
     with fsspec.open(uri, "rb") as f:
-        if uri.lower().endswith((".parquet", ".pq")):
+        if uri.lower().endswith(parquet.PARQUET_EXTENSIONS):
             table = pq.read_table(f)
         else:
             delimiter = "\t" if uri.lower().endswith(".tsv") else ","

@@ -9,14 +9,14 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .base import Record, SourceError, Shard, chunks, file_version, fingerprint, list_files
+from .base import Record, SourceError, Shard, chunks, file_version, fingerprint, source_files
+
+PARQUET_EXTENSIONS = (".parquet", ".pq")
 
 
 def plan(cfg) -> list[tuple[str, tuple, str]]:
     """(file uri, (start, stop, image column, label column or None), fingerprint) per shard."""
-    files = list_files(cfg.source, (".parquet", ".pq"))
-    if not files:
-        raise SourceError(f"no parquet files (.parquet, .pq) under {cfg.source!r}")
+    files = source_files(cfg.source, PARQUET_EXTENSIONS, "parquet files")
     out, left = [], cfg.limit
     for uri, info in files.items():
         meta = read_metadata(uri)

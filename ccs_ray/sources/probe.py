@@ -161,8 +161,8 @@ def _background(rng, size: int, avoid: list[tuple], gradient: bool = True) -> Im
     if style == 1:
         t = np.linspace(0, 1, size)[:, None, None]
         grad = (1 - t) * np.array(a) + t * np.array(b)
-        arr = np.broadcast_to(grad, (size, size, 3)) if rng.integers(2) else np.broadcast_to(grad.transpose(1, 0, 2), (size, size, 3))
-        return Image.fromarray(np.ascontiguousarray(arr).astype(np.uint8))
+        grad = grad if rng.integers(2) else grad.transpose(1, 0, 2)  # vertical or horizontal
+        return Image.fromarray(np.broadcast_to(grad, (size, size, 3)).astype(np.uint8))
     arr = np.clip(np.array(a) + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
     return Image.fromarray(arr)
 

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import fsspec
 
-from .base import IMAGE_EXTENSIONS, Record, SourceError, Shard, file_version, fingerprint, list_files
+from .base import IMAGE_EXTENSIONS, Record, Shard, file_version, fingerprint, source_files
 
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 _IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
@@ -18,9 +18,7 @@ _LABEL_EXTS = ("cls", "txt")
 
 def plan(cfg) -> list[tuple[str, tuple, str]]:
     """One (tar uri, keys, fingerprint) per tar; keys is () for the whole tar, or the first keys under ``limit``."""
-    tars = list_files(cfg.source, TAR_EXTENSIONS)
-    if not tars:
-        raise SourceError(f"no tar files ({', '.join(TAR_EXTENSIONS)}) under {cfg.source!r}")
+    tars = source_files(cfg.source, TAR_EXTENSIONS, "tar files")
     out, left = [], cfg.limit
     for uri, info in tars.items():
         keys: tuple = ()
