@@ -1,8 +1,10 @@
 """Broken inputs, written for real: each one is classified, good images still come through, counts add up."""
 
+import http.server
 import io
 import struct
 import tarfile
+import threading
 import zlib
 from collections import Counter
 
@@ -170,3 +172,35 @@ def test_unreadable_tar_members_and_broken_tars(tmp_path, tiny_model):
     assert [[x.rsplit("#")[-1] for x in loaded[i].items] for i in (1, 2, 3)] == [["f"]] * 3
     assert rows[4] == [("*", "unreadable")] and loaded[4].images.shape == (0, 3, 32, 32)
     assert Counter(e["reason"] for x in loaded for e in x.errors) == {"unreadable": 6, "empty": 1}
+
+
+def test_http_manifest_keeps_going_past_http_errors(tmp_path, tiny_model):
+    """Image URIs served by a real loopback HTTP server: 404 and 500 are 'unreadable', the rest comes through."""
+    _, preprocess = tiny_model
+    good = encode(rgb(0), "PNG")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            status, body = {"/good.png": (200, good), "/gone.png": (404, b"")}.get(self.path, (500, b"boom"))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_port}"
+        (tmp_path / "m.csv").write_text(f"uri\n{base}/gone.png\n{base}/error.png\n{base}/good.png\n")
+        (shard,) = plan_shards(DataConfig(source=str(tmp_path / "m.csv")))
+        loaded = load_shard(shard, preprocess)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert loaded.items == [f"{base}/good.png"]
+    torch.testing.assert_close(loaded.images[0], preprocess(Image.open(io.BytesIO(good))), rtol=0, atol=0)
+    assert [(e["item"].rsplit("/", 1)[-1], e["reason"]) for e in loaded.errors] == [
+        ("gone.png", "unreadable"), ("error.png", "unreadable")]

@@ -30,6 +30,10 @@ class Shard:
     items: tuple  # file URIs, (start, stop) rows or probe indices, (uri, label) pairs, or tar keys
     fingerprint: str  # sha256 (16 hex) of what the shard covers and the files' sizes and versions
 
+    def fold(self, folds: int) -> int:
+        """The moments fold this shard belongs to."""
+        return self.index % folds
+
 
 @dataclass(frozen=True)
 class Record:
@@ -98,5 +102,5 @@ def read_bytes(uri: str) -> Record:
     try:
         with fsspec.open(uri, "rb") as f:
             return Record(uri, f.read())
-    except (OSError, ValueError) as e:  # FileNotFoundError, PermissionError, IsADirectoryError, remote errors
+    except Exception as e:  # noqa: BLE001 - missing, permission, I/O, HTTP status, network: one file is lost, not the shard
         return Record(uri, None, error=f"{type(e).__name__}: {e}")
