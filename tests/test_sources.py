@@ -175,3 +175,16 @@ def test_clear_errors_for_bad_sources(tmp_path):
         plan_shards(DataConfig(source=str(tmp_path / "x.parquet"), kind="parquet"))
     with pytest.raises(SpecError, match="data.kind"):
         load_spec({"name": "x", "data": {"kind": "zip"}})
+
+
+def test_load_shard_in_a_ray_task(ray_cluster, tiny_model, tmp_path):
+    """Shards travel to Ray workers and load there exactly as in the driver."""
+    _, preprocess = tiny_model
+    sources = make_sources(str(tmp_path))
+    shards = plan_shards(DataConfig(source=sources["tar"]))
+    remote = ray_cluster.remote(num_cpus=1)(load_shard)
+    loaded = ray_cluster.get([remote.remote(s, preprocess) for s in shards])
+    local = [load_shard(s, preprocess) for s in shards]
+    assert [x.items for x in loaded] == [x.items for x in local]
+    for a, b in zip(loaded, local, strict=True):
+        torch.testing.assert_close(a.images, b.images, rtol=0, atol=0)
