@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from ccs_ray import scores
+from ccs_ray.bench.judge import max_in_window
 from ccs_ray.judges import DEFAULT_VOCABULARY, OfflineJudge, import_human_ratings, run_judge_stage
 from ccs_ray.judges.cache import AnswerCache, cache_key
 from ccs_ray.judges.limiter import WINDOW_S, RateLimiter, parse_duration, pause_from_headers
@@ -121,16 +122,6 @@ class FakeClock:
         return self.t
 
 
-def _max_in_window(times, width):
-    times = sorted(times)
-    j, best = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - width:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
 def test_limiter_keeps_every_window_under_rpm_and_uses_the_budget():
     clock = FakeClock()
     lim = RateLimiter(rpm=120, burst_s=5, clock=clock)
@@ -143,7 +134,7 @@ def test_limiter_keeps_every_window_under_rpm_and_uses_the_budget():
         if i % 97 == 0:
             lim.pause(2.0)
     assert sent == sorted(sent)
-    assert _max_in_window(sent, 60.0) <= 120
+    assert max_in_window(sent, 60.0) <= 120
     minutes = (sent[-1] - sent[0]) / 60
     assert 600 / minutes >= 0.9 * 120
 
