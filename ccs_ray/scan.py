@@ -108,8 +108,14 @@ class ScanActor:
 class _Worker:
     model: str
     actor: object
+    partial_uri: str
     inflight: int = 0
     unsaved: set = field(default_factory=set)
+
+    def saved_shards(self) -> set[str]:
+        """Shards in this worker's partial file (a checkpoint may land just before the actor dies)."""
+        fs, path = fsspec.core.url_to_fs(self.partial_uri)
+        return set(HeadMoments.read_meta(self.partial_uri)["shards"]) if fs.exists(path) else set()
 
 
 @dataclass
@@ -170,7 +176,7 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
     def new_worker(model: str) -> _Worker:
         uri = f"{state_dir(root, run_id, model)}/partials/{uuid.uuid4().hex[:12]}.safetensors"
         actor = ScanActor.options(num_gpus=per_actor, scheduling_strategy="SPREAD").remote(model, spec_json, uri)
-        return _Worker(model, actor)
+        return _Worker(model, actor, uri)
 
     groups: dict[str, list[str]] = {}
     for m in models:
@@ -197,7 +203,8 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
     def checkpoint(w):
         calls[w.actor.checkpoint.remote()] = (w, None)
 
-    def replace(dead: _Worker, error: Exception):
+    def replace(dead: _Worker, error: Exception, failed: set[str]):
+        """Queue again what a dead actor held but never saved, and start a fresh actor in its place."""
         nonlocal restarts
         restarts += 1
         if restarts > max_restarts:
@@ -206,11 +213,12 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
             if w is dead:
                 del calls[ref]
                 if shard is not None:
-                    dead.unsaved.add(shard.shard_id)
-        for shard_id in dead.unsaved:
+                    failed.add(shard.shard_id)
+        saved = dead.saved_shards()
+        for shard_id in sorted((dead.unsaved | failed) - saved):
             queue.appendleft((plan[shard_id], (dead.model,)))
         workers[dead.model][workers[dead.model].index(dead)] = new_worker(dead.model)
-        bar.update(-len(dead.unsaved))
+        bar.update(-len(dead.unsaved - saved))
 
     limit = max(2, spec.scan.decode_workers * max(1, sum(len(w) for w in workers.values())))
     while queue or decodes or calls:
@@ -226,7 +234,7 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
         try:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as e:
-            replace(w, e)
+            replace(w, e, {shard.shard_id} if shard is not None else set())
             continue
         if shard is None:  # a checkpoint: what it lists is now safe
             w.unsaved -= set(result)

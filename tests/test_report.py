@@ -1,6 +1,7 @@
 """The HTML report: contents against the rows written, escaping, offline, and a real headless Chromium
 that loads it without console messages, paints the plots and leaves a screenshot in test-artifacts/."""
 
+import json
 import re
 import shutil
 import statistics
@@ -170,8 +171,13 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster)
         pytest.skip("jobs/smoke.toml is not in the repo yet")
     root = tmp_path / "results"
     pipeline.run(load_spec(str(spec_path), [f"results.root={root}"]))
-    for name in canned_queries():
-        run_canned(name, str(root), "json")
-    assert int(run_canned("ccs_at_k", str(root), "csv").count("\n")) > 1
+    out = {name: json.loads(run_canned(name, str(root), "json")) for name in canned_queries()}
+    n_heads = 4 * 4  # ccs-tiny: 4 layers x 4 heads, all decomposed
+    assert out["ccs_at_k"] and all(r["n_heads"] == n_heads for r in out["ccs_at_k"])
+    assert {r["judge"] for r in out["ccs_at_k"]} >= {"combined"}
+    assert len(out["span_stability"]) == n_heads
+    none = [r for r in out["accuracy_drop_vs_random"] if r["config"] == "none"]
+    assert none and all(r["drop"] == 0 for r in none)
+    assert out["run_summary"][0]["status"] == "done"  # (the offline judge makes no judge calls)
     html = Path(build_report(str(root), str(tmp_path / "report.html"))).read_text()
-    assert html.count('class="cell"') > 0 and "<script" not in html.lower()
+    assert html.count('class="cell"') == n_heads and "<script" not in html.lower()
