@@ -151,15 +151,25 @@ def _covered(root: str, run_id: str, model: str, plan: dict[str, Shard]) -> dict
     return covered
 
 
-def _gpu_layout(spec, n_models: int) -> tuple[float, int]:
-    """(GPUs per actor, actors per model) from the spec and what the cluster has."""
-    gpus = ray.cluster_resources().get("GPU", 0)
+def _actor_layout(spec, n_models: int) -> tuple[float, float, int]:
+    """(GPUs per actor, CPUs per actor, actors per model) from the spec and what the cluster has.
+
+    Actors hold one CPU by default, but none where that would leave no CPU for the decode tasks
+    (which would then never be scheduled)."""
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
     per_actor = spec.scan.gpus_per_actor if spec.scan.gpus_per_actor is not None else (1.0 if gpus else 0.0)
     if per_actor > gpus:
         raise ScanError(f"scan.gpus_per_actor={per_actor} but the cluster has {gpus:g} GPUs")
-    if spec.scan.actors:
-        return per_actor, spec.scan.actors
-    return per_actor, max(1, int(gpus / per_actor / n_models)) if per_actor else 1
+    n_actors = spec.scan.actors or (max(1, int(gpus / per_actor / n_models)) if per_actor else 1)
+    held = n_actors * n_models
+    cpus_per_actor = spec.scan.cpus_per_actor
+    if cpus_per_actor is None:
+        cpus_per_actor = 1.0 if cpus - held >= 1 else 0.0
+    elif cpus - held * cpus_per_actor < 1:
+        raise ScanError(f"scan.cpus_per_actor={cpus_per_actor} x {held} actors leaves no CPU for decoding "
+                        f"(the cluster has {cpus:g}); lower it or scan.actors")
+    return per_actor, cpus_per_actor, n_actors
 
 
 def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary:
@@ -170,12 +180,12 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
     models = list(spec.models.keys)
     todo = {m: {s.shard_id for s in shards} - set(_covered(root, run_id, m, plan)) for m in models}
     summary = ScanSummary(shards_skipped=sum(len(shards) - len(t) for t in todo.values()))
-    per_actor, n_actors = _gpu_layout(spec, len(models))
+    per_actor, cpus_per_actor, n_actors = _actor_layout(spec, len(models))
     spec_json = spec.model_dump_json()
 
     def new_worker(model: str) -> _Worker:
         uri = f"{state_dir(root, run_id, model)}/partials/{uuid.uuid4().hex[:12]}.safetensors"
-        actor = ScanActor.options(num_gpus=per_actor, scheduling_strategy="SPREAD").remote(model, spec_json, uri)
+        actor = ScanActor.options(num_gpus=per_actor, num_cpus=cpus_per_actor, scheduling_strategy="SPREAD").remote(model, spec_json, uri)
         return _Worker(model, actor, uri)
 
     groups: dict[str, list[str]] = {}

@@ -56,6 +56,8 @@ class ScanConfig(_Section):
     batch_size: int = Field(64, ge=1)
     actors: int | None = Field(None, ge=1, description="model actors; default one per GPU, else 1")
     gpus_per_actor: float | None = Field(None, ge=0, description="default 1 when the cluster has GPUs, else 0")
+    cpus_per_actor: float | None = Field(None, ge=0, description="CPUs each model actor holds; default 1, "
+                                         "or 0 where that would leave no CPU for decoding")
     decode_workers: int = Field(2, ge=1, description="parallel CPU decode tasks in flight per actor")
     convention: Literal["centered", "textspan"] = "centered"
     checkpoint_every: int = Field(8, ge=1, description="shards between moment checkpoints of an actor")
