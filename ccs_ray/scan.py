@@ -110,6 +110,7 @@ class _Worker:
     actor: object
     partial_uri: str
     inflight: int = 0
+    assigned: int = 0
     unsaved: set = field(default_factory=set)
 
     def saved_shards(self) -> set[str]:
@@ -206,8 +207,9 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
 
     def dispatch(shard, need, ref):
         for m in need:
-            w = min(workers[m], key=lambda w: w.inflight)
+            w = min(workers[m], key=lambda w: (w.inflight, w.assigned))  # least busy, then least used
             w.inflight += 1
+            w.assigned += 1
             calls[w.actor.process.remote(shard, ref, shard.index % spec.data.folds)] = (w, shard)
 
     def checkpoint(w):
@@ -231,7 +233,12 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
         bar.update(-len(dead.unsaved - saved))
 
     limit = max(2, spec.scan.decode_workers * max(1, sum(len(w) for w in workers.values())))
-    while queue or decodes or calls:
+    while True:
+        if not (queue or decodes or calls):  # all scanned: save what is unsaved, then stop
+            for w in (w for ws in workers.values() for w in ws if w.unsaved):
+                checkpoint(w)
+            if not calls:
+                break
         while queue and len(decodes) < limit and sum(w.inflight for ws in workers.values() for w in ws) < 2 * limit:
             shard, need = queue.popleft()
             decodes[_decode.remote(shard, preprocess_config(need[0]))] = (shard, need)
@@ -257,11 +264,6 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
         bar.set_postfix(images_per_s=f"{images_done / max(1e-9, time.perf_counter() - t0):.1f}")
         if len(w.unsaved) >= spec.scan.checkpoint_every and not any(v == (w, None) for v in calls.values()):
             checkpoint(w)
-        if not queue and not decodes and not calls:
-            for ws in workers.values():
-                for x in ws:
-                    if x.unsaved:
-                        checkpoint(x)
     bar.close()
     for ws in workers.values():
         for w in ws:

@@ -14,8 +14,8 @@ def main(root: str) -> None:
     from ccs_ray.scan import run_scan
     from ccs_ray.spec import load_spec
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address, log_to_driver=False)
     spec = load_spec(REPO / "jobs" / "smoke.toml", [
         f'results.root="{root}"', 'data.source="probe://?n=64&seed=3&size=48"', "data.shard_size=8",
