@@ -30,7 +30,6 @@ from urllib.parse import quote
 
 import fsspec
 import ray
-import torch
 from tqdm.auto import tqdm
 
 from . import tables

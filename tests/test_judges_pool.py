@@ -7,7 +7,7 @@ import pytest
 from ccs_ray.judges import run_judge_stage
 from ccs_ray.spec import load_spec
 from ccs_ray.tables import read_table
-from judge_server import JudgeServer, fake_answer
+from ccs_ray.judges.loopback import JudgeServer, fake_answer
 from test_judges import COLORS, MODEL, write_spans
 
 FAST = {"timeout_s": 0.5, "backoff_s": 0.02, "backoff_max_s": 0.2}

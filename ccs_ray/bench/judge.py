@@ -1,4 +1,4 @@
-"""``ccs-ray bench judge``: the judge pool against the loopback judge server (``tests/judge_server.py``) that
+"""``ccs-ray bench judge``: the judge pool against the loopback judge server (:mod:`ccs_ray.judges.loopback`) that
 allows ``rpm`` requests/min and injects ``error_rate`` 429s (Retry-After) at random.
 
 Measured from the server's own log of arrival times: achieved request throughput / rpm (every request,
@@ -9,30 +9,17 @@ a re-run of the finished stage (must be 0).
 
 from __future__ import annotations
 
-import importlib.util
 import json as json_lib
 import math
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 from ..judges import run_judge_stage
+from ..judges.loopback import JudgeServer
 from ..spec import load_spec
 from ..tables import read_table, write_table
 
 MODEL = "bench/none"
-
-
-def _server_module():
-    path = Path(__file__).resolve().parents[2] / "tests" / "judge_server.py"
-    if not path.exists():
-        raise RuntimeError(f"the bench needs the loopback judge server {path} (a source checkout of ccs-ray)")
-    spec = importlib.util.spec_from_file_location("ccs_judge_server", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def max_in_window(times: list[float], width: float = 60.0) -> int:
@@ -59,7 +46,7 @@ def run(rpm: int = 600, seconds: float = 75.0, error_rate: float = 0.1, latency_
     rows = [{"layer": 0, "head": h, "head_label": f"L0.H{h}", "subset": "all", "rank": r,
              "text": f"{'red' if r % 2 else 'blue'} thing {h}-{r}"} for h in range(heads) for r in range(1, m + 1)]
     write_table(root, "spans", rows, "bench", MODEL)
-    with _server_module().JudgeServer(rpm_limit=rpm, error_rate=error_rate, latency_s=latency_s, seed=0) as server:
+    with JudgeServer(rpm_limit=rpm, error_rate=error_rate, latency_s=latency_s, seed=0) as server:
         spec = load_spec({"name": "bench", "spans": {"m": m}, "judge": {
             "kind": "openai", "base_url": server.base_url, "model": "bench", "rpm": rpm, "concurrency": concurrency,
             "actors": actors, "heldout": False, "max_retries": 10, "timeout_s": 10, "backoff_s": 0.1}})
