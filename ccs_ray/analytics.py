@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from ccs_ray.tables import SCHEMAS, TABLES
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR_ENV = "CCS_RAY_SQL_DIR"
 FORMATS = ("table", "csv", "json", "parquet")
 PROTOCOL = "ccsresults"
 _VIEW = re.compile(r"^CREATE VIEW (\w+) AS .*;$", re.M)
@@ -142,20 +144,22 @@ def _empty_select(conn, schema: pa.Schema) -> str:
     return f"SELECT {cols} LIMIT 0"
 
 
-def _sql_dir() -> Path:
-    if not (SQL_DIR / "views.sql").is_file():
-        raise RuntimeError(f"the SQL files are not at {SQL_DIR}: ccs-ray reads sql/ from its source checkout "
-                           f"(pip install -e .)")
-    return SQL_DIR
+def sql_dir() -> Path:
+    """``sql/`` beside the package (a source checkout), or ``$CCS_RAY_SQL_DIR`` (set by ``ccs-ray submit``)."""
+    folder = Path(os.environ.get(SQL_DIR_ENV, SQL_DIR))
+    if not (folder / "views.sql").is_file():
+        raise RuntimeError(f"the SQL files are not at {folder}: ccs-ray reads sql/ from its source checkout "
+                           f"(pip install -e .) or from ${SQL_DIR_ENV}")
+    return folder
 
 
 def _read_sql(name: str) -> str:
-    return (_sql_dir() / name).read_text()
+    return (sql_dir() / name).read_text()
 
 
 def canned_queries() -> dict[str, str]:
     """Canned query name -> SQL text (``sql/queries/<name>.sql``), sorted by name."""
-    return {p.stem: p.read_text() for p in sorted((_sql_dir() / "queries").glob("*.sql"))}
+    return {p.stem: p.read_text() for p in sorted((sql_dir() / "queries").glob("*.sql"))}
 
 
 def describe_canned() -> str:

@@ -136,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     from .scan import ScanError
     from .sources import SourceError
     from .spec import SpecError
+    from .submit import SubmitError
 
     try:
         return args.func(args)
-    except (SpecError, RunError, ScanError, SourceError, UnsupportedModelError, FileNotFoundError) as e:
+    except (SpecError, RunError, ScanError, SourceError, UnsupportedModelError, SubmitError,
+            FileNotFoundError) as e:
         print(f"ccs-ray: {e}", file=sys.stderr)
         return 2
 
