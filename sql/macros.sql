@@ -22,15 +22,26 @@ CREATE MACRO jaccard(a, b) AS
 CREATE MACRO ablation_config(strategy, k, concept) AS
     strategy || coalesce(':' || concept, '') || CASE WHEN strategy = 'sweep' THEN ':k=' || k ELSE '' END;
 
--- Rows of evals or bias (by name) with their ablation's config, concept, k and head count.
+-- The summary rows the prune stage adds for direct reading (ccs_ray/evals/runner.py): the random
+-- strategy's mean and std over seeds, and the totals over occupations. No statistic starts from them.
+CREATE MACRO is_random_summary(ablation_id) AS ablation_id IN ('random:mean', 'random:std');
+CREATE MACRO is_occupation_total(occupation) AS occupation IN ('__sum__', '__mean__');
+
+-- evals and bias without those summary rows: one row per ablation (per seed), dataset, metric / occupation.
+CREATE VIEW evals_per_seed AS SELECT * FROM evals WHERE NOT is_random_summary(ablation_id);
+CREATE VIEW bias_per_seed AS
+    SELECT * FROM bias WHERE NOT is_random_summary(ablation_id) AND NOT is_occupation_total(occupation);
+
+-- Per-seed rows of evals or bias ('evals' / 'bias': read from evals_per_seed / bias_per_seed) with their
+-- ablation's config, concept, k and head count.
 CREATE MACRO with_ablation(tbl) AS TABLE
     SELECT t.*, ablation_config(t.strategy, a.k, a.concept) AS config, a.concept, a.k, a.n_heads
-    FROM query_table(tbl) t LEFT JOIN ablations a USING (run_id, model, ablation_id);
+    FROM query_table(tbl || '_per_seed') t LEFT JOIN ablations a USING (run_id, model, ablation_id);
 
 -- Unpruned metric value per run, model, dataset and metric.
 CREATE MACRO baseline_evals() AS TABLE
     SELECT run_id, model, dataset, metric, avg(value) AS baseline
-    FROM evals WHERE is_baseline(strategy) GROUP BY ALL;
+    FROM evals_per_seed WHERE is_baseline(strategy) GROUP BY ALL;
 
 -- CCS rows of one judge ('combined' is the majority vote).
 CREATE MACRO ccs_of(judge_name) AS TABLE SELECT * FROM ccs WHERE judge = judge_name;

@@ -99,7 +99,7 @@ def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
         ds = "shapes" if metric == "top1" else "toy"
         seeds = [value[(f"random:s{s}", ds, metric)] for s in (0, 1)]
         assert value[("random:mean", ds, metric)] == pytest.approx(np.mean(seeds))
-        assert value[("random:std", ds, metric)] == pytest.approx(np.std(seeds))
+        assert value[("random:std", ds, metric)] == pytest.approx(np.std(seeds, ddof=1))
     assert value[("sweep:k0", "shapes", "top1")] == value[("none", "shapes", "top1")]
 
     bias = read_table(root, "bias", RUN, MODEL).to_pylist()

@@ -10,11 +10,13 @@ import statistics
 from collections import Counter, defaultdict
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from ccs_ray import analytics
 from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
+from ccs_ray.evals.runner import RANDOM_SUMMARY, TOTAL_ROWS, occupation_totals, random_summary
 from ccs_ray.tables import SCHEMAS, write_table
 from synthetic_results import JUDGES, MODELS, write_results
 
@@ -40,6 +42,11 @@ def canned(conn, name):
     return rows_of(conn, canned_queries()[name])
 
 
+def per_seed(rows):
+    """Rows of evals or bias less the runner's summary rows (random:mean/std, occupation totals)."""
+    return [r for r in rows if r["ablation_id"] not in RANDOM_SUMMARY and r.get("occupation") not in TOTAL_ROWS]
+
+
 def files_under(root):
     return sorted(p.relative_to(root) for p in __import__("pathlib").Path(root).rglob("*"))
 
@@ -48,9 +55,12 @@ def files_under(root):
 
 def test_a_view_per_table_with_the_rows_written(conn, results):
     views = {r["view_name"] for r in rows_of(conn, "SELECT view_name FROM duckdb_views() WHERE NOT internal")}
-    assert views == set(SCHEMAS)
+    assert views == set(SCHEMAS) | {"evals_per_seed", "bias_per_seed"}
     for table, rows in results[1].items():
         assert rows_of(conn, f"SELECT count(*) AS n FROM {table}")[0]["n"] == len(rows), table
+    for table in ("evals", "bias"):
+        n = rows_of(conn, f"SELECT count(*) AS n FROM {table}_per_seed")[0]["n"]
+        assert 0 < n == len(per_seed(results[1][table])) < len(results[1][table]), table
     models = {r["model"] for r in rows_of(conn, "SELECT DISTINCT model FROM spans")}
     assert models == set(MODELS)  # hive partitions are URL-quoted; the model column is the real key
 
@@ -141,7 +151,7 @@ def _config(ablation):
 
 def _per_config(results, table):
     ablation = {(a["model"], a["ablation_id"]): a for a in results[1]["ablations"]}
-    return [dict(r, config=_config(ablation[(r["model"], r["ablation_id"])])) for r in results[1][table]]
+    return [dict(r, config=_config(ablation[(r["model"], r["ablation_id"])])) for r in per_seed(results[1][table])]
 
 
 def test_accuracy_drop_vs_random(conn, results):
@@ -157,8 +167,13 @@ def test_accuracy_drop_vs_random(conn, results):
         assert r["n_seeds"] == len(vals) and r["mean"] == pytest.approx(statistics.mean(vals))
         assert r["std"] == (pytest.approx(statistics.stdev(vals)) if len(vals) > 1 else None)
         assert r["drop"] == pytest.approx(base - statistics.mean(vals))
-        assert r["random_std"] == pytest.approx(statistics.stdev(rnd))
+        assert r["random_mean"] == pytest.approx(np.mean(rnd)) and r["random_std"] == pytest.approx(np.std(rnd, ddof=1))
         assert r["drop_vs_random"] == pytest.approx(statistics.mean(rnd) - statistics.mean(vals))
+        # the same numbers as the summary rows the runner writes for direct reading
+        summary = {e["ablation_id"]: e["value"] for e in results[1]["evals"] if e["ablation_id"] in RANDOM_SUMMARY
+                   and (e["model"], e["dataset"], e["metric"]) == (r["model"], r["dataset"], r["metric"])}
+        assert (summary["random:mean"], summary["random:std"]) == (pytest.approx(r["random_mean"]),
+                                                                   pytest.approx(r["random_std"]))
     assert {r["config"] for r in got} == {"none", "high", "low", "random", "equal:high", "equal:low",
                                           "concept:location", "concept:animals"}
 
@@ -190,16 +205,52 @@ def test_bias_vs_accuracy(conn, results):
     got = canned(conn, "bias_vs_accuracy")
     assert len(got) == len(skew)
     for r in got:
-        per_seed = skew[(r["model"], r["config"], r["attribute"])]
+        seeds = skew[(r["model"], r["config"], r["attribute"])]
         base = skew[(r["model"], "none", r["attribute"])][None]
-        summed = statistics.mean(sum(v) for v in per_seed.values())
-        assert r["n_seeds"] == len(per_seed)
+        summed = statistics.mean(sum(v) for v in seeds.values())
+        assert r["n_seeds"] == len(seeds)
         assert r["maxskew_sum"] == pytest.approx(summed)
-        assert r["maxskew_mean"] == pytest.approx(statistics.mean(statistics.mean(v) for v in per_seed.values()))
+        assert r["maxskew_mean"] == pytest.approx(statistics.mean(statistics.mean(v) for v in seeds.values()))
         assert r["delta_maxskew_sum"] == pytest.approx(summed - sum(base))
         mean_acc = statistics.mean(acc[(r["model"], r["config"])])
         assert r["accuracy"] == pytest.approx(mean_acc)
         assert r["delta_accuracy"] == pytest.approx(mean_acc - statistics.mean(acc[(r["model"], "none")]))
+    # the runner's __sum__ rows hold the same totals (per ablation, before averaging over seeds)
+    sums = {(b["model"], b["ablation_id"], b["attribute"]): b["maxskew"] for b in results[1]["bias"]
+            if b["occupation"] == "__sum__" and b["ablation_id"] not in RANDOM_SUMMARY}
+    per_ablation = defaultdict(float)
+    for b in per_seed(results[1]["bias"]):
+        per_ablation[(b["model"], b["ablation_id"], b["attribute"])] += b["maxskew"]
+    assert sums.keys() == per_ablation.keys() and all(sums[k] == pytest.approx(v) for k, v in per_ablation.items())
+
+
+def test_summary_rows_never_enter_the_statistics(tmp_path):
+    """The audit's case: 3 random seeds at 40/42/44 give mean 42 and std 2, with the runner's summary rows
+    (random:mean/std, __sum__/__mean__) written beside them; 2 occupations at 0.5 and 1.5 sum to 2."""
+    root, key = str(tmp_path), dict(run_id="r", model="m")
+    ablations = [dict(ablation_id="none", strategy="none", seed=None, k=0, heads=[], n_heads=0)]
+    ablations += [dict(ablation_id=f"random:s{s}", strategy="random", seed=s, k=2, heads=["L0.H0", "L0.H1"],
+                       n_heads=2) for s in range(3)]
+    evals, bias = [], []
+    for a, value in zip(ablations, (50.0, 40.0, 42.0, 44.0)):
+        keys = {k: a[k] for k in ("ablation_id", "strategy", "seed")}
+        evals.append(dict(keys, dataset="d", metric="top1", value=value, n=10))
+        bias += [dict(keys, dataset="f", attribute="race", occupation=o, k=4, maxskew=v, max_group="g")
+                 for o, v in (("doctor", 0.5), ("nurse", 1.5))]
+    bias += occupation_totals(bias)
+    write_table(root, "ablations", ablations, **key)
+    write_table(root, "evals", evals + random_summary(evals, "value", ("dataset", "metric")), **key)
+    write_table(root, "bias", bias + random_summary(bias, "maxskew", ("dataset", "attribute", "occupation")), **key)
+    with connect(root) as c:
+        drop = {r["config"]: r for r in canned(c, "accuracy_drop_vs_random")}
+        skew = {r["config"]: r for r in canned(c, "bias_vs_accuracy")}
+    seeds = [40.0, 42.0, 44.0]
+    assert set(drop) == {"none", "random"} and drop["random"]["n_seeds"] == 3
+    assert drop["random"]["mean"] == drop["none"]["random_mean"] == pytest.approx(np.mean(seeds)) == 42
+    assert drop["random"]["std"] == drop["none"]["random_std"] == pytest.approx(np.std(seeds, ddof=1)) == 2
+    assert skew["random"]["n_seeds"] == 3 and skew["random"]["maxskew_sum"] == pytest.approx(2.0)
+    assert skew["random"]["maxskew_mean"] == pytest.approx(1.0) and skew["none"]["maxskew_sum"] == pytest.approx(2.0)
+    assert skew["random"]["accuracy"] == pytest.approx(42) and skew["random"]["delta_accuracy"] == pytest.approx(-8)
 
 
 def _kappa(a, b):

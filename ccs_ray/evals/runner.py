@@ -10,10 +10,12 @@ CPU). An actor encodes the shard's images under all configurations at once with
 ``resume=True`` finished units are skipped. The driver then computes the metrics and writes the
 ``ablations``, ``evals``, ``bias`` and ``errors`` tables (stable file names: re-running replaces them).
 
-Random strategies are also summarised over seeds as rows with ``ablation_id`` ``"random:mean"`` and
-``"random:std"`` (population std), ``strategy`` ``"random"`` and ``seed`` null, in ``evals`` (same metric
-names) and ``bias`` (same attribute/occupation). Bias totals over occupations are rows with occupation
-``"__sum__"`` (the paper's total) and ``"__mean__"``.
+Summary rows, for reading the tables directly (the SQL views ``evals_per_seed`` / ``bias_per_seed``
+leave them out and compute every statistic from the per-seed rows): random strategies are summarised
+over seeds as rows with ``ablation_id`` ``"random:mean"`` and ``"random:std"`` (sample std, ddof = 1,
+null for one seed; SQL's ``stddev_samp``), ``strategy`` ``"random"`` and ``seed`` null, in ``evals``
+(same metric names) and ``bias`` (same attribute/occupation); bias totals over occupations are rows with
+occupation ``"__sum__"`` (the paper's total) and ``"__mean__"`` (:func:`occupation_totals`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .video import pool_frames, retrieval_metrics
 from .zeroshot import accuracy_metrics, classifier_weights, top_predictions, zeroshot_logits
 
 TOTAL_ROWS = ("__sum__", "__mean__")
+RANDOM_SUMMARY = ("random:mean", "random:std")
 
 
 def _encode(model, images: torch.Tensor, ablations, batch_size: int) -> torch.Tensor:
@@ -123,8 +126,8 @@ def _ablation_keys(a: Ablation) -> dict:
     return {"ablation_id": a.ablation_id, "strategy": a.strategy, "seed": a.seed}
 
 
-def _random_summary(rows: list[dict], value: str, group_by: tuple[str, ...]) -> list[dict]:
-    """Mean and population std over seeds of the ``random`` rows, per ``group_by`` key."""
+def random_summary(rows: list[dict], value: str, group_by: tuple[str, ...]) -> list[dict]:
+    """Mean and sample std (ddof = 1; None for one seed) over seeds of the ``random`` rows, per ``group_by`` key."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["strategy"] == "random" and row["seed"] is not None:
@@ -133,8 +136,24 @@ def _random_summary(rows: list[dict], value: str, group_by: tuple[str, ...]) -> 
     for members in groups.values():
         values = np.array([m[value] for m in members], dtype=float)
         base = {k: v for k, v in members[0].items() if k not in ("ablation_id", "seed", value, "max_group")}
-        out.append({**base, "ablation_id": "random:mean", "seed": None, value: float(values.mean())})
-        out.append({**base, "ablation_id": "random:std", "seed": None, value: float(values.std())})
+        std = float(values.std(ddof=1)) if len(values) > 1 else None
+        for ablation_id, stat in zip(RANDOM_SUMMARY, (float(values.mean()), std)):
+            out.append({**base, "ablation_id": ablation_id, "seed": None, value: stat})
+    return out
+
+
+def occupation_totals(rows: list[dict]) -> list[dict]:
+    """The ``__sum__`` and ``__mean__`` rows over occupations of per-occupation bias rows, per ablation,
+    dataset and attribute (:func:`ccs_ray.evals.bias.totals`)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["ablation_id"], row["dataset"], row["attribute"]), []).append(row)
+    out = []
+    for members in groups.values():
+        summed = totals([m["maxskew"] for m in members])
+        base = {k: v for k, v in members[0].items() if k not in ("occupation", "maxskew", "max_group")}
+        out += [{**base, "occupation": name, "maxskew": summed[key], "max_group": None}
+                for name, key in zip(TOTAL_ROWS, ("sum", "mean"))]
     return out
 
 
@@ -172,15 +191,10 @@ def _bias_rows(ablations, data, results, attributes: dict, prompts: torch.Tensor
                                   f"fewer than k = {data.k}")
         groups = [attributes[items[i]][attribute] for i in keep]
         for c, a in enumerate(ablations):
-            values = []
             for o, occupation in enumerate(data.occupations):
                 skew, group = occupation_max_skew(emb[c, keep], groups, prompts[o], data.k)
-                values.append(skew)
                 rows.append({**_ablation_keys(a), "dataset": data.name, "attribute": attribute,
                              "occupation": occupation, "k": data.k, "maxskew": skew, "max_group": group})
-            for name, value in zip(TOTAL_ROWS, (totals(values)["sum"], totals(values)["mean"])):
-                rows.append({**_ablation_keys(a), "dataset": data.name, "attribute": attribute,
-                             "occupation": name, "k": data.k, "maxskew": value, "max_group": None})
     return rows
 
 
@@ -258,8 +272,9 @@ def run_prune_stage(spec, root: str, run_id: str, model_key: str, resume: bool =
             evals_rows += _video_rows(ablations, data, results, extra["captions"])
         else:
             bias_rows += _bias_rows(ablations, data, results, extra["attributes"], extra["prompts"])
-    evals_rows += _random_summary(evals_rows, "value", ("dataset", "metric"))
-    bias_rows += _random_summary(bias_rows, "maxskew", ("dataset", "attribute", "occupation"))
+    evals_rows += random_summary(evals_rows, "value", ("dataset", "metric"))
+    bias_rows += occupation_totals(bias_rows)
+    bias_rows += random_summary(bias_rows, "maxskew", ("dataset", "attribute", "occupation"))
     write_table(root, "evals", evals_rows, run_id, model_key, name="prune")
     write_table(root, "bias", bias_rows, run_id, model_key, name="prune")
     if errors:
