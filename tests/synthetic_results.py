@@ -37,8 +37,9 @@ LABELS = ("location", "animals", "colors", "objects", "counting", "texture")
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
-def write_results(root: str, seed: int = 0) -> dict[str, list[dict]]:
-    """Write the synthetic results under ``root``; returns table -> rows written."""
+def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = ()) -> dict[str, list[dict]]:
+    """Write the synthetic results under ``root``; returns table -> rows written. The judges of the models
+    in ``heuristic`` are flagged as the offline heuristic judge (labels, judgments, ccs)."""
     rng = random.Random(seed)
     written: dict[str, list[dict]] = {}
 
@@ -99,6 +100,8 @@ def write_results(root: str, seed: int = 0) -> dict[str, list[dict]]:
                             ccs=sum(majority[:5]), ccs_heldout=sum(majority[5:]), heuristic=False))
         for row in ccs:
             row["level"] = "high" if row["ccs"] == 5 else "low" if row["ccs"] <= 1 else "medium"
+        for row in (*labels, *judgments, *ccs):
+            row["heuristic"] = model in heuristic
         put("spans", spans, model)
         put("labels", labels, model)
         for judge in JUDGES:  # one file per judge, as a judge pool would write them

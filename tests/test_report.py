@@ -119,6 +119,21 @@ def test_tradeoff_and_tables(report):
     assert f"<td class=\"num\">{total:.3g}</td>" in html
 
 
+def test_heuristic_scores_are_flagged(tmp_path):
+    flagged, plain = MODELS[1], MODELS[0]
+    rows = write_results(str(tmp_path / "results"), heuristic=(flagged,))
+    details = json.loads(run_canned("head_details", str(tmp_path / "results"), "json"))
+    assert len(details) == len(rows["ccs"]) and all(r["heuristic"] == (r["model"] == flagged) for r in details)
+    html = Path(build_report(str(tmp_path / "results"), str(tmp_path / "r.html"))).read_text()
+    notice = re.search(r'<p class="warning" id="heuristic">(.*?)</p>', html, flags=re.S).group(1)
+    assert "offline heuristic judge" in notice and flagged in notice and plain not in notice
+    titles = {svg.find("{http://www.w3.org/2000/svg}title").text for svg in svgs(html)}
+    assert {f"CCS per head of {flagged} (combined, offline heuristic judge)", f"CCS per head of {plain} (combined)"} <= titles
+    write_results(str(tmp_path / "plain"))
+    plain_html = Path(build_report(str(tmp_path / "plain"), str(tmp_path / "r2.html"))).read_text()
+    assert "offline heuristic judge" not in plain_html and "warning" not in plain_html.split("</style>")[1]
+
+
 def test_report_of_an_empty_root(tmp_path):
     (tmp_path / "results").mkdir()
     html = Path(build_report(str(tmp_path / "results"), str(tmp_path / "r.html"))).read_text()

@@ -63,12 +63,15 @@ def _model_sections(conn) -> list[dict]:
     colors = {c: plots.PALETTE[i % len(plots.PALETTE)] for i, c in enumerate(configs)}
     sections = []
     for run_id, model in sorted(set(heads) | set(accuracy) | set(bias), key=lambda k: (k[1], k[0])):
-        section = {"run_id": run_id, "model": model, "heatmap": None, "accuracy": None, "tradeoff": None}
+        section = {"run_id": run_id, "model": model, "heatmap": None, "accuracy": None, "tradeoff": None,
+                   "heuristic": False}
         if (run_id, model) in heads:
             judge = _judge_of(heads[(run_id, model)])
             cells = [dict(r, tooltip=_tooltip(r)) for r in heads[(run_id, model)] if r["judge"] == judge]
             section["judge"] = judge
-            section["heatmap"] = plots.heatmap(cells, f"CCS per head of {model} ({judge})")
+            section["heuristic"] = any(c["heuristic"] for c in cells)
+            kind = ", offline heuristic judge" if section["heuristic"] else ""
+            section["heatmap"] = plots.heatmap(cells, f"CCS per head of {model} ({judge}{kind})")
             section["levels"] = {lvl: sum(c["level"] == lvl for c in cells) for lvl in ("high", "medium", "low")}
         if (run_id, model) in accuracy:
             rows = accuracy[(run_id, model)]
@@ -113,11 +116,13 @@ def build_report(root: str, out_path: str) -> str:
         stability = query(conn, "SELECT model, run_id, fold_a, fold_b, count(*) AS heads, avg(n_shared) AS "
                                 "mean_shared_texts, avg(jaccard) AS mean_jaccard, avg(same_top::INTEGER) AS "
                                 f"same_top_text FROM {_canned('span_stability')} GROUP BY ALL ORDER BY ALL").to_pylist()
+        sections = _model_sections(conn)
         context = dict(
             root=str(root),
             generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             runs=_rows(conn, "run_summary"),
-            sections=_model_sections(conn),
+            sections=sections,
+            heuristic=[s for s in sections if s["heuristic"]],
             ccs_at_k=_ccs_at_k_plot(conn),
             agreement=_rows(conn, "judge_agreement"),
             stability=stability,
