@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 STAGES = ("scan", "spans", "judge", "prune", "report")
 
@@ -113,6 +114,43 @@ class JudgeConfig(EndpointConfig):
     cache: str | None = Field(None, description="answer cache URI; default <results root>/judge_cache")
     vocabulary: list[str] | dict[str, list[str]] | None = Field(
         None, description="offline judge: candidate labels, or label -> keywords (default: built in)")
+    LLM_KEYS: ClassVar[tuple[str, ...]] = ("base_url", "model", "api_key_env")  # keys only an LLM judge uses
+
+    @staticmethod
+    def public_url(url: str) -> str:
+        """``url`` without user-info, query or fragment (what may be stored, logged or named)."""
+        parts = urlsplit(url)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_from_keys(cls, data):
+        """No ``kind`` but an LLM key (base_url, model, api_key_env): the OpenAI-compatible judge.
+        Contradictions (offline with an LLM key; a single judge's keys beside ``judges``) are errors."""
+        if not isinstance(data, dict):
+            return data
+        llm = [k for k in cls.LLM_KEYS if data.get(k)]
+        if data.get("judges") and llm:
+            raise ValueError(f"judge.judges lists the judges; judge.{', judge.'.join(llm)} would be ignored: "
+                             "set them inside each judges entry")
+        for i, entry in enumerate(data.get("judges") or []):
+            bad = [k for k in cls.LLM_KEYS if isinstance(entry, dict) and entry.get("kind") == "offline" and entry.get(k)]
+            if bad:
+                raise ValueError(f"judge.judges[{i}].kind = 'offline' ignores its {', '.join(bad)}: "
+                                 f"set judge.judges[{i}].kind = 'openai' or drop them")
+        if llm and data.get("kind", "openai") == "offline":
+            raise ValueError(f"judge.kind = 'offline' (the heuristic judge) ignores judge.{', judge.'.join(llm)}: "
+                             "set judge.kind = 'openai' for the LLM judge, or drop them")
+        return {**data, "kind": "openai"} if llm else data
+
+    @model_serializer(mode="wrap")
+    def _public(self, handler):
+        """Dumps (``runs.spec_json``, ``run.json``) carry every ``base_url`` without user-info or query."""
+        out = handler(self)
+        for d in [out] + out.get("judges", []):
+            if d.get("base_url"):
+                d["base_url"] = self.public_url(d["base_url"])
+        return out
 
 
 class PruneConfig(_Section):

@@ -4,6 +4,7 @@ stage end to end on a spans table written here, and human-rating import."""
 import json
 import random
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -15,10 +16,11 @@ from ccs_ray.judges.limiter import WINDOW_S, RateLimiter, parse_duration, pause_
 from ccs_ray.judges.offline import NO_CONCEPT, vocabulary_from
 from ccs_ray.judges.prompts import (UnparseableAnswer, batched_request, judge_request, label_request, parse_aligned,
                                     parse_batched, parse_label, template)
-from ccs_ray.spec import load_spec
+from ccs_ray.spec import SpecError, load_spec
 from ccs_ray.tables import read_table, write_table
 
 MODEL = "ccs-tiny/none"
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
 def write_spans(root, heads: dict[str, list[str]], run_id="r1", model=MODEL):
@@ -259,7 +261,7 @@ def test_stage_errors_are_clear(tmp_path):
     spec = load_spec({"name": "t", "judge": {"judges": [{"kind": "offline"}, {"kind": "offline"}]}})
     with pytest.raises(ValueError, match="unique"):
         run_judge_stage(spec, str(tmp_path), "r1", MODEL)
-    spec = load_spec({"name": "t", "judge": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x",
+    spec = load_spec({"name": "t", "judge": {"base_url": "http://127.0.0.1:9/v1", "model": "x",
                                              "api_key_env": "CCS_TEST_UNSET_KEY"}})
     with pytest.raises(ValueError, match="CCS_TEST_UNSET_KEY"):
         run_judge_stage(spec, str(tmp_path), "r1", MODEL)
@@ -303,8 +305,32 @@ def test_human_ratings_bad_csv(tmp_path, csv_text, message):
 
 
 def test_spec_overrides_set_the_endpoint():
-    spec = load_spec({"name": "t"}, ["judge.kind=openai", "judge.base_url=http://127.0.0.1:8000/v1", "judge.model=m",
+    spec = load_spec({"name": "t"}, ["judge.base_url=http://127.0.0.1:8000/v1", "judge.model=m",
                                      "judge.rpm=30", "judge.api_key_env=MY_KEY"])
-    assert (spec.judge.base_url, spec.judge.model, spec.judge.rpm, spec.judge.api_key_env) == \
-        ("http://127.0.0.1:8000/v1", "m", 30, "MY_KEY")
+    assert (spec.judge.kind, spec.judge.base_url, spec.judge.model, spec.judge.rpm, spec.judge.api_key_env) == \
+        ("openai", "http://127.0.0.1:8000/v1", "m", 30, "MY_KEY")
     assert "MY_KEY" in json.loads(spec.to_json())["judge"]["api_key_env"]
+
+
+@pytest.mark.parametrize("overrides", [['judge.base_url="http://127.0.0.1:1/v1"'], ["judge.base_url=http://127.0.0.1:1/v1"],
+                                       ["judge.model=gpt-x"], ["judge.api_key_env=MY_KEY"]])
+def test_an_llm_key_without_kind_selects_the_llm_judge(overrides):
+    assert load_spec(JOBS / "smoke.toml").judge.kind == "offline"  # no LLM key: the offline default
+    assert load_spec(JOBS / "smoke.toml", overrides).judge.kind == "openai"
+
+
+@pytest.mark.parametrize("judge,message", [
+    ({"kind": "offline", "base_url": "http://127.0.0.1:1/v1"}, r"judge.kind = 'offline'.*judge.base_url"),
+    ({"kind": "offline", "model": "m"}, r"judge.kind = 'offline'.*judge.model"),
+    ({"judges": [{"model": "a", "base_url": "http://h/v1"}], "base_url": "http://g/v1"}, r"judge.judges lists.*judge.base_url"),
+    ({"judges": [{"kind": "offline", "model": "m"}]}, r"judge.judges\[0\].kind = 'offline'.*model"),
+])
+def test_contradictory_judge_keys_are_spec_errors(judge, message):
+    with pytest.raises(SpecError, match=message):
+        load_spec({"name": "t", "judge": judge})
+
+
+def test_model_without_base_url_is_an_llm_judge_missing_its_endpoint(tmp_path):
+    write_spans(tmp_path, {"L3.H0": COLORS})
+    with pytest.raises(ValueError, match="needs base_url"):
+        run_judge_stage(load_spec({"name": "t"}, ["judge.model=gpt-x"]), str(tmp_path), "r1", MODEL)

@@ -21,7 +21,7 @@ def judge_server():
 
 
 def spec_for(server, **judge):
-    cfg = {"kind": "openai", "model": "fake", "rpm": 60_000, **FAST, **judge}
+    cfg = {"model": "fake", "rpm": 60_000, **FAST, **judge}
     return load_spec({"name": "t", "judge": cfg}, [f"judge.base_url={server.base_url}"])
 
 
@@ -147,8 +147,8 @@ def test_several_judges_majority_vote_and_agreement(ray_cluster, judge_server, t
     with nullcontext(judge_server.reset()) as server:
         spec = load_spec({"name": "t", "judge": {**FAST, "actors": 1, "judges": [
             {"kind": "offline"},
-            {"kind": "openai", "name": "llm-a", "base_url": server.base_url, "model": "fake-a", "rpm": 60_000},
-            {"kind": "openai", "name": "llm-b", "base_url": server.base_url, "model": "fake-b", "rpm": 60_000}]}})
+            {"name": "llm-a", "base_url": server.base_url, "model": "fake-a", "rpm": 60_000},
+            {"name": "llm-b", "base_url": server.base_url, "model": "fake-b", "rpm": 60_000}]}})
         summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
     assert summary["judges"] == ["offline-heuristic", "llm-a", "llm-b", "combined"]
     assert summary["agreement"]["cohen"]["llm-a|llm-b"] == 1.0

@@ -48,7 +48,7 @@ def run(rpm: int = 600, seconds: float = 75.0, error_rate: float = 0.1, latency_
     write_table(root, "spans", rows, "bench", MODEL)
     with JudgeServer(rpm_limit=rpm, error_rate=error_rate, latency_s=latency_s, seed=0) as server:
         spec = load_spec({"name": "bench", "spans": {"m": m}, "judge": {
-            "kind": "openai", "base_url": server.base_url, "model": "bench", "rpm": rpm, "concurrency": concurrency,
+            "base_url": server.base_url, "model": "bench", "rpm": rpm, "concurrency": concurrency,
             "actors": actors, "heldout": False, "max_retries": 10, "timeout_s": 10, "backoff_s": 0.1}})
         start = time.perf_counter()
         first = run_judge_stage(spec, root, "bench", MODEL)

@@ -22,8 +22,9 @@ def endpoint_of(judge: EndpointConfig, cfg: JudgeConfig) -> Endpoint:
     """The call settings of one configured LLM judge; a clear error when base_url or model is missing."""
     missing = [k for k in ("base_url", "model") if not getattr(judge, k)]
     if missing:
-        raise ValueError(f"judge {judge.name or judge.model!r} of kind 'openai' needs {' and '.join(missing)} "
-                         "(e.g. --set judge.base_url=http://127.0.0.1:8000/v1 --set judge.model=NAME)")
+        raise ValueError(f"LLM judge {judge.name or judge.model!r} needs {' and '.join(missing)} "
+                         "(e.g. --set judge.base_url=http://127.0.0.1:8000/v1 --set judge.model=NAME; a base_url "
+                         "selects the LLM judge, judge.kind = 'offline' the heuristic one)")
     return Endpoint(judge.base_url, judge.model, judge.structured, judge.input_price, judge.output_price,
                     cfg.timeout_s, cfg.max_retries, cfg.backoff_s, cfg.backoff_max_s)
 
