@@ -9,7 +9,6 @@ a re-run of the finished stage (must be 0).
 
 from __future__ import annotations
 
-import json as json_lib
 import math
 import tempfile
 import time
@@ -33,8 +32,8 @@ def max_in_window(times: list[float], width: float = 60.0) -> int:
 
 
 def run(rpm: int = 600, seconds: float = 75.0, error_rate: float = 0.1, latency_s: float = 0.02,
-        concurrency: int = 16, actors: int = 2, m: int = 5, json: bool = False) -> dict:
-    """Judge enough heads for about ``seconds`` of traffic at ``rpm``; returns the figures (and prints them)."""
+        concurrency: int = 16, actors: int = 2, m: int = 5) -> dict:
+    """Judge enough heads for about ``seconds`` of traffic at ``rpm``; returns the figures (the CLI prints them)."""
     import ray
 
     if not ray.is_initialized():
@@ -71,5 +70,4 @@ def run(rpm: int = 600, seconds: float = 75.0, error_rate: float = 0.1, latency_
         "lost_judgments": sum(j["judge"] == "bench" and j["aligned"] is None for j in judgments),
         "stage_errors": first["errors"], "rerun_requests": rerun_requests, "rerun_calls": second["calls"],
     }
-    print(json_lib.dumps(figures, indent=None if json else 2))
     return figures
