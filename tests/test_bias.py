@@ -80,3 +80,28 @@ def test_fairface_manifest_merges_asian_groups(tmp_path):
     with pytest.raises(DatasetError, match="no values in column"):
         bias_attributes(bias_data({"name": "b", "source": str(tmp_path / "fairface_label_val.csv"),
                                    "uri_column": "file", "attributes": ["religion"]}))
+
+
+def test_generated_bias_set_from_the_probe():
+    from ccs_ray.sources import load_shard, probe_classes
+    from ccs_ray.sources.probe import probe_image
+
+    data = bias_data({"name": "gen", "source": "probe://colors?n=15&seed=3&size=16", "shard_size": 6, "k": 4})
+    assert data.attributes == ["colors"]
+    attrs = bias_attributes(data)
+    shards = plan_bias(data)
+    assert [s.items for s in shards] == [(0, 6), (6, 12), (12, 15)]
+    to_tensor = lambda im: torch.from_numpy(np.asarray(im, dtype=np.float32))  # noqa: E731
+    loaded = [load_shard(s, to_tensor) for s in shards]
+    items = [i for shard in loaded for i in shard.items]
+    assert len(items) == 15 and set(items) == set(attrs)  # every image the prune stage reads has its group
+    classes = probe_classes("colors")
+    for shard in loaded:
+        for item, label, image in zip(shard.items, shard.labels, shard.images):
+            index = int(item.rsplit("#", 1)[1])
+            assert attrs[item] == {"colors": label} and label == classes[index % len(classes)]
+            assert torch.equal(image, to_tensor(probe_image("colors", index, 3, 16)[0]))
+    with pytest.raises(DatasetError, match="one attribute 'colors'"):
+        bias_data({"name": "gen", "source": "probe://colors?n=15", "attributes": ["race"]})
+    with pytest.raises(DatasetError, match="one probe task"):
+        bias_data({"name": "gen", "source": "probe://?n=15"})

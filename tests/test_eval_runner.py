@@ -137,7 +137,9 @@ def test_mean_mode_needs_moments_and_missing_ccs_is_clear(ray_cluster, spec, tmp
 
 @pytest.mark.slow
 def test_smoke_job_whole_chain(ray_cluster, tmp_path):
-    """scan -> spans -> judge (offline) -> prune -> report from jobs/smoke.toml, on a smaller probe set."""
+    """scan -> spans -> judge (offline) -> prune -> report from jobs/smoke.toml, on a smaller probe set, with
+    its generated video and bias sets; a one-concept vocabulary of articles makes some heads high, so that
+    the random strategy runs too."""
     from pathlib import Path
 
     from ccs_ray.pipeline import run
@@ -145,12 +147,42 @@ def test_smoke_job_whole_chain(ray_cluster, tmp_path):
     job = Path(__file__).parent.parent / "jobs" / "smoke.toml"
     spec = load_spec(str(job), [f"results.root={tmp_path / 'res'}", "data.source=probe://?n=32&seed=0&size=32",
                                 'evals.classification=[{name = "shapes", source = "probe://shapes?n=16&seed=1&size=32"}]',
+                                'judge.vocabulary={thing = ["a", "an", "the"]}',
                                 'prune.strategies=["high", "low", "random", "sweep"]', "prune.sweep_k=2"])
+    assert spec.evals.video and spec.evals.bias  # the smoke job's own generated sets
     summary = run(spec, progress=False)
-    root = str(tmp_path / "res")
-    evals = read_table(root, "evals", summary["run_id"], "ccs-tiny/none").to_pylist()
+    root, model = str(tmp_path / "res"), "ccs-tiny/none"
+    evals = read_table(root, "evals", summary["run_id"], model).to_pylist()
+    ablations = {r["ablation_id"]: r for r in read_table(root, "ablations", summary["run_id"], model).to_pylist()}
     ids = {r["ablation_id"] for r in evals}
-    assert {"none", "sweep:k0", "sweep:k1", "sweep:k2"} <= ids
+    assert {"none", "high", "random:s0", "random:s1", "sweep:k0", "sweep:k1", "sweep:k2"} <= ids
+    assert ablations["sweep:k2"]["n_heads"] == 2 and ablations["none"]["n_heads"] == 0
+    for seed in ("random:s0", "random:s1"):
+        assert ablations[seed]["n_heads"] == ablations["high"]["n_heads"] > 0
+        assert set(ablations[seed]["heads"]).isdisjoint(ablations["high"]["heads"])
     assert all(0 <= r["value"] <= 100 for r in evals if r["metric"] in ("top1", "top5"))
-    n_heads = {r["ablation_id"]: r["n_heads"] for r in read_table(root, "ablations").to_pylist()}
-    assert n_heads["sweep:k2"] == 2 and n_heads["none"] == 0
+
+    video = spec.evals.video[0]
+    got = {(r["ablation_id"], r["metric"]): r for r in evals if r["dataset"] == video["name"]}
+    assert {a for a, _ in got} == ids and got[("none", "R@50")]["value"] == 100 and got[("none", "R@1")]["n"] == 8
+    per_seed = [r for r in evals if r["seed"] is not None]
+    for (dataset, metric) in {(r["dataset"], r["metric"]) for r in per_seed}:
+        seeds = [r["value"] for r in per_seed if (r["dataset"], r["metric"]) == (dataset, metric)]
+        summ = {r["ablation_id"]: r["value"] for r in evals if (r["dataset"], r["metric"]) == (dataset, metric)}
+        assert len(seeds) == 2 and summ["random:mean"] == pytest.approx(np.mean(seeds))
+        assert summ["random:std"] == pytest.approx(np.std(seeds, ddof=1))
+
+    bias_spec = spec.evals.bias[0]
+    bias = read_table(root, "bias", summary["run_id"], model).to_pylist()
+    skew = {(r["ablation_id"], r["occupation"]): r["maxskew"] for r in bias}
+    assert {r["dataset"] for r in bias} == {bias_spec["name"]} and {r["attribute"] for r in bias} == {"colors"}
+    assert {a for a, _ in skew} == ids and {o for _, o in skew} == {*bias_spec["occupations"], "__sum__", "__mean__"}
+    for aid in ids - {"random:mean", "random:std"}:
+        values = [skew[(aid, o)] for o in bias_spec["occupations"]]
+        # 12 colors x 2 images: a color's share is at most (2 / k) / (2 / 24) = 4 of its overall share
+        assert all(-1e-12 <= v <= math.log(4) + 1e-12 for v in values)
+        assert skew[(aid, "__sum__")] == pytest.approx(sum(values))
+        assert skew[(aid, "__mean__")] == pytest.approx(np.mean(values))
+    for o in bias_spec["occupations"]:
+        assert skew[("random:mean", o)] == pytest.approx(np.mean([skew[(f"random:s{s}", o)] for s in (0, 1)]))
+    assert Path(summary["stages"]["report"]["path"]).is_file()

@@ -55,6 +55,16 @@ def console_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
+def painted_pixels(png: Path, size: tuple[int, int] | None = None):
+    """A function: hex color -> number of pixels of that color in the screenshot ``png`` (of ``size``)."""
+    from PIL import Image
+
+    image = Image.open(png).convert("RGB")
+    assert size is None or image.size == size
+    pixels = np.asarray(image).reshape(-1, 3)
+    return lambda hex_color: int((pixels == [int(hex_color[i:i + 2], 16) for i in (1, 3, 5)]).all(1).sum())
+
+
 def svgs(html: str) -> list[ET.Element]:
     return [ET.fromstring(s) for s in re.findall(r"<svg.*?</svg>", html, flags=re.S)]
 
@@ -150,8 +160,6 @@ def test_console_check_catches_errors(chromium, tmp_path):
 
 
 def test_report_in_headless_chromium(report, chromium, tmp_path):
-    from PIL import Image
-
     path, html, _ = report
     dom = run_chromium(chromium, tmp_path, path.as_uri(), "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -164,13 +172,7 @@ def test_report_in_headless_chromium(report, chromium, tmp_path):
     done = run_chromium(chromium, tmp_path, path.as_uri(), "--window-size=1280,4200", f"--screenshot={shot}",
                         "--hide-scrollbars")
     assert done.returncode == 0 and console_messages(done.stderr) == []
-    image = Image.open(shot).convert("RGB")
-    assert image.size == (1280, 4200)
-    pixels = np.asarray(image).reshape(-1, 3)
-
-    def count(hex_color):
-        return int((pixels == [int(hex_color[i:i + 2], 16) for i in (1, 3, 5)]).all(1).sum())
-
+    count = painted_pixels(shot, (1280, 4200))
     assert all(count(c) > 200 for c in PALETTE[:4])  # the bars of none/high/low/random are painted
     assert count(ccs_color(5)) > 200  # CCS 5 heatmap cells
 
@@ -178,22 +180,43 @@ def test_report_in_headless_chromium(report, chromium, tmp_path):
 # --- end to end -------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster):
-    pipeline = pytest.importorskip("ccs_ray.pipeline", reason="the pipeline (ccs-ray run) is not in the repo yet")
+def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster, chromium):
+    from ccs_ray import pipeline
     from ccs_ray.spec import load_spec
 
     spec_path = Path(__file__).resolve().parent.parent / "jobs" / "smoke.toml"
-    if not spec_path.exists():
-        pytest.skip("jobs/smoke.toml is not in the repo yet")
     root = tmp_path / "results"
-    pipeline.run(load_spec(str(spec_path), [f"results.root={root}"]))
+    summary = pipeline.run(load_spec(str(spec_path), [f"results.root={root}"]), progress=False)
     out = {name: json.loads(run_canned(name, str(root), "json")) for name in canned_queries()}
     n_heads = 4 * 4  # ccs-tiny: 4 layers x 4 heads, all decomposed
     assert out["ccs_at_k"] and all(r["n_heads"] == n_heads for r in out["ccs_at_k"])
     assert {r["judge"] for r in out["ccs_at_k"]} >= {"combined"}
     assert len(out["span_stability"]) == n_heads
+    assert all(r["heuristic"] for r in out["head_details"])  # the smoke job's judge is the offline one
     none = [r for r in out["accuracy_drop_vs_random"] if r["config"] == "none"]
     assert none and all(r["drop"] == 0 for r in none)
+    assert {r["dataset"] for r in out["accuracy_drop_vs_random"]} == {"probe-shapes", "probe-clips"}
+    pruned = [r for r in out["bias_vs_accuracy"] if r["config"] != "none"]
+    assert pruned and all(r["dataset"] == "probe-colors-bias" and r["delta_accuracy"] is not None for r in pruned)
     assert out["run_summary"][0]["status"] == "done"  # (the offline judge makes no judge calls)
-    html = Path(build_report(str(root), str(tmp_path / "report.html"))).read_text()
+
+    path = Path(summary["stages"]["report"]["path"])  # the report the job itself wrote
+    html = path.read_text()
     assert html.count('class="cell"') == n_heads and "<script" not in html.lower()
+    assert 'id="heuristic"' in html and "offline heuristic judge" in html
+    n_svg = html.count("<svg")
+    assert n_svg == 4  # heatmap, accuracy bars, accuracy-bias trade-off, CCS@K
+    dom = run_chromium(chromium, tmp_path, path.as_uri(), "--dump-dom")
+    assert dom.returncode == 0 and console_messages(dom.stderr) == [], dom.stderr[-2000:]
+    assert dom.stdout.count("<svg") == n_svg and dom.stdout.count('class="cell"') == n_heads
+    assert dom.stdout.count('class="point"') == len(pruned)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "smoke-report.png"
+    shot.unlink(missing_ok=True)
+    done = run_chromium(chromium, tmp_path, path.as_uri(), "--window-size=1280,2400", f"--screenshot={shot}",
+                        "--hide-scrollbars")
+    assert done.returncode == 0 and console_messages(done.stderr) == []
+    count = painted_pixels(shot)
+    assert count(PALETTE[0]) > 200  # the bar of the unpruned model
+    for score in {r["ccs"] for r in out["head_details"] if r["judge"] == "combined"}:
+        assert count(ccs_color(score)) > 200, score  # heatmap cells

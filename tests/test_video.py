@@ -99,3 +99,26 @@ def test_presets_and_errors(tmp_path):
     with pytest.raises(DatasetError, match="no captions file"):
         video_data({"name": "z", "source": "/v"})
     assert math.isfinite(retrieval_metrics(torch.eye(2), torch.eye(2))["MeanR"])
+
+
+def test_generated_videos_from_the_probe():
+    from ccs_ray.sources import probe_class_texts
+    from ccs_ray.sources.probe import probe_image
+
+    data = video_data({"name": "gen", "source": "probe://shapes?n=5&seed=2&size=16", "frames": 3, "shard_size": 2})
+    captions = video_captions(data)
+    texts = probe_class_texts("shapes")
+    assert captions == [(f"v{i}", f"a video of a {texts[i]}") for i in range(5)]
+    assert [s.items for s in plan_videos(data, captions)] == [("v0", "v1"), ("v2", "v3"), ("v4",)]
+    to_tensor = lambda im: torch.from_numpy(np.asarray(im, dtype=np.float32))  # noqa: E731
+    seen = set()
+    for i in range(5):
+        frames = load_video(data, f"v{i}", to_tensor)
+        assert frames.shape == (3, 16, 16, 3)
+        for frame in frames:  # each frame is a distinct probe image of the caption's class
+            index = next(j for j in range(200) if torch.equal(frame, to_tensor(probe_image("shapes", j, 2, 16)[0])))
+            assert probe_image("shapes", index, 2, 16)[1] == probe_class_texts("shapes")[i] and index not in seen
+            seen.add(index)
+    assert len(video_captions(video_data({"name": "gen", "source": "probe://shapes?n=5", "limit": 2}))) == 2
+    with pytest.raises(DatasetError, match="one probe task"):
+        video_data({"name": "gen", "source": "probe://?n=5"})

@@ -13,6 +13,12 @@ dataset is cut into shards (:class:`ccs_ray.sources.Shard`), the pruning stage's
   captions file (CSV, JSON list or JSON lines); the first caption of each video is used.
 - Bias: a CSV/Parquet manifest of image URIs with one column per attribute (FairFace:
   ``file, age, gender, race``).
+
+Video and bias sets can also be generated from the probe set (:mod:`ccs_ray.sources.probe`), with no
+file at all (the smoke job's): ``probe://TASK?n=..&seed=..&size=..`` as a video source gives ``n``
+videos ``v0``..``v<n-1>`` of ``frames`` probe images of one class each, captioned ``"a video of a
+<class text>"``; as a bias source it gives ``n`` images whose one attribute, named after the task
+(e.g. ``colors``), is the image's class.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import torch
 from .. import sources
 from ..sources.base import IMAGE_EXTENSIONS, fingerprint, list_files
 from ..sources.manifest import MANIFEST_EXTENSIONS, read_rows
+from ..sources.probe import ProbeSpec, parse_probe_uri, probe_image
 from ..spec import DataConfig
 from . import classnames as cn
 from .bias import BIAS_TEMPLATES, FAIRFACE_RACE_GROUPS, OCCUPATIONS
@@ -116,6 +123,19 @@ def _from_dict(cls, entry: dict, section: str):
 
 def _relative(uri: str, base: str) -> str:
     return uri if "://" in uri or uri.startswith("/") else posixpath.join(base.rstrip("/"), uri)
+
+
+def _probe_of(source: str, what: str) -> ProbeSpec | None:
+    """The parsed probe URI of a generated video or bias set (one task, not the mixed set); else None."""
+    if not source.startswith("probe://"):
+        return None
+    try:
+        spec = parse_probe_uri(source)
+    except sources.SourceError as e:
+        raise DatasetError(str(e)) from None
+    if not spec.task:
+        raise DatasetError(f"a generated {what} set needs one probe task (probe://colors?...), got {source!r}")
+    return spec
 
 
 # --- classification ---------------------------------------------------------------------------------------
@@ -274,7 +294,7 @@ def video_data(entry: dict) -> VideoData:
         raise DatasetError(f"video dataset {data.name!r} has no source folder")
     _apply_preset(data, entry, VIDEO_PRESETS, "video")
     data.frames = data.frames or 12
-    if not data.captions:
+    if not data.captions and _probe_of(data.source, "video") is None:
         raise DatasetError(f"video dataset {data.name!r}: no captions file (give 'captions' or a preset: "
                            f"{', '.join(VIDEO_PRESETS)})")
     return data
@@ -298,6 +318,10 @@ def read_table_file(uri: str):
 
 def video_captions(data: VideoData) -> list[tuple[str, str]]:
     """(video id, first caption) per video, in captions-file order, at most ``limit``."""
+    probe = _probe_of(data.source, "video")
+    if probe is not None:
+        texts = sources.probe_class_texts(probe.task)
+        return [(f"v{i}", f"a video of a {texts[i % len(texts)]}") for i in range(min(probe.n, data.limit or probe.n))]
     uri = _relative(data.captions, data.source)
     rows = read_table_file(uri)
     first: dict[str, str] = {}
@@ -323,7 +347,11 @@ def plan_videos(data: VideoData, captions: list[tuple[str, str]]) -> list[source
 
 
 def load_video(data: VideoData, video_id: str, preprocess) -> torch.Tensor:
-    """[frames, 3, S, S]: ``data.frames`` frames sampled uniformly from a frame folder or a video file."""
+    """[frames, 3, S, S]: ``data.frames`` frames sampled uniformly from a frame folder or a video file
+    (a generated video: its ``data.frames`` probe images)."""
+    probe = _probe_of(data.source, "video")
+    if probe is not None:
+        return torch.stack([preprocess(frame) for frame in _probe_video(probe, video_id, data.frames)])
     fs, root = fsspec.core.url_to_fs(data.source)
     base = f"{root.rstrip('/')}/{video_id}"
     if fs.isdir(base):
@@ -341,6 +369,14 @@ def load_video(data: VideoData, video_id: str, preprocess) -> torch.Tensor:
         with fs.open(path, "rb") as f:
             frames = _decode_video(f, data.frames)
     return torch.stack([preprocess(frame) for frame in frames])
+
+
+def _probe_video(probe: ProbeSpec, video_id: str, frames: int) -> list:
+    """Frames of generated video ``v<i>``: probe images i + j * stride (j < frames), all of class i."""
+    n_classes = len(sources.probe_classes(probe.task))
+    i = int(video_id[1:])
+    stride = n_classes * -(-probe.n // n_classes)  # a multiple of the class count above every video index
+    return [probe_image(probe.task, i + j * stride, probe.seed, probe.size)[0] for j in range(frames)]
 
 
 def _decode_video(file, k: int) -> list:
@@ -380,6 +416,12 @@ def bias_data(entry: dict) -> BiasData:
     if not data.source:
         raise DatasetError(f"bias dataset {data.name!r} has no source manifest (CSV/Parquet of images and attributes)")
     _apply_preset(data, entry, BIAS_PRESETS, "bias")
+    probe = _probe_of(data.source, "bias")
+    if probe is not None:
+        if "attributes" in entry and data.attributes != [probe.task]:
+            raise DatasetError(f"bias dataset {data.name!r}: a generated set has the one attribute "
+                               f"{probe.task!r} (its probe task), not {data.attributes}")
+        data.attributes = [probe.task]
     bad = [t for t in data.templates if t.count("{}") != 1]
     if bad or not data.occupations or data.k < 1:
         raise DatasetError(f"bias dataset {data.name!r}: need occupations, k >= 1 and templates with one '{{}}' ({bad})")
@@ -388,6 +430,11 @@ def bias_data(entry: dict) -> BiasData:
 
 def bias_attributes(data: BiasData) -> dict[str, dict[str, str]]:
     """image URI -> {attribute: group} (labels mapped through ``groups``; missing values left out)."""
+    probe = _probe_of(data.source, "bias")
+    if probe is not None:  # items as the probe reader names them: "<canonical uri>#<index>"
+        classes = sources.probe_classes(probe.task)
+        return {f"{probe.uri}#{i}": {probe.task: classes[i % len(classes)]}
+                for i in range(min(probe.n, data.limit or probe.n))}
     out: dict[str, dict[str, str]] = {}
     for manifest in list_files(data.source, MANIFEST_EXTENSIONS):
         for attribute in data.attributes:
@@ -402,6 +449,7 @@ def bias_attributes(data: BiasData) -> dict[str, dict[str, str]]:
 
 
 def plan_bias(data: BiasData) -> list[sources.Shard]:
-    """The manifest's shards of ``shard_size`` images."""
-    return sources.plan_shards(_data_config(data.source, "manifest", data.shard_size, data.limit,
+    """The manifest's (or the generated set's) shards of ``shard_size`` images."""
+    kind = "probe" if _probe_of(data.source, "bias") else "manifest"
+    return sources.plan_shards(_data_config(data.source, kind, data.shard_size, data.limit,
                                             uri_column=data.uri_column, label_column=data.attributes[0]))
