@@ -334,3 +334,14 @@ def test_model_without_base_url_is_an_llm_judge_missing_its_endpoint(tmp_path):
     write_spans(tmp_path, {"L3.H0": COLORS})
     with pytest.raises(ValueError, match="needs base_url"):
         run_judge_stage(load_spec({"name": "t"}, ["judge.model=gpt-x"]), str(tmp_path), "r1", MODEL)
+
+
+def test_concurrency_splits_exactly_over_actors():
+    from ccs_ray.judges.pool import split_slots
+
+    assert split_slots(8, 3) == (3, 3, 2) and split_slots(2, 3) == (1, 1) and split_slots(6, 2) == (3, 3)
+    for concurrency in range(1, 40):
+        for actors in range(1, 9):
+            slots = split_slots(concurrency, actors)
+            assert sum(slots) == concurrency and len(slots) == min(actors, concurrency)
+            assert min(slots) >= 1 and max(slots) - min(slots) <= 1

@@ -177,3 +177,12 @@ def test_bench_judge_meets_its_targets(ray_cluster):
     assert fig["throughput_ratio"] >= 0.9 and fig["window_ok"] and fig["limit_429"] == 0
     assert fig["lost_judgments"] == 0 and fig["stage_errors"] == 0
     assert fig["rerun_requests"] == 0 and fig["rerun_calls"] == 0
+
+
+def test_concurrency_cap_holds_when_actors_do_not_divide_it(ray_cluster, judge_server, tmp_path):
+    write_spans(tmp_path, {f"L3.H{h}": [f"{h} {t}" for t in COLORS] for h in range(6)})
+    with nullcontext(judge_server.reset(latency_s=0.3)) as server:  # slow answers: every slot stays busy
+        spec = spec_for(server, heldout=False, actors=3, concurrency=5)  # ceil(5 / 3) = 2 each would allow 6
+        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        assert summary["errors"] == 0 and len(server.log) == 6 * 6
+        assert server.max_in_flight == 5  # the cap, reached and never exceeded

@@ -5,7 +5,6 @@ limiter actor per endpoint+model and one answer cache; fed one head at a time.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 
 import ray
@@ -100,24 +99,32 @@ def limiter_name(endpoint: Endpoint) -> str:
     return f"ccs-judge-limiter:{endpoint.base_url.rstrip('/')}:{endpoint.model}"
 
 
+def split_slots(concurrency: int, actors: int) -> tuple[int, ...]:
+    """Requests in flight per actor, summing to exactly ``concurrency``: the quotient each, one more for the
+    first remainder actors; never more actors than slots (8 over 3 -> (3, 3, 2); 2 over 3 -> (1, 1))."""
+    n = min(actors, concurrency)
+    q, r = divmod(concurrency, n)
+    return tuple(q + (i < r) for i in range(n))
+
+
 _WORKERS: dict[tuple, list] = {}  # started worker actors, reused by later runs of this driver (workers start slowly)
 
 
 def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str) -> list[Verdict]:
-    """Every head through ``cfg.actors`` worker actors (``cfg.concurrency`` requests in flight in all)."""
+    """Every head through up to ``cfg.actors`` worker actors (at most ``cfg.concurrency`` requests in flight in all)."""
     if not heads:
         return []
     endpoint, key = endpoint_of(judge, cfg), api_key_of(judge)
     limiter = limiter_actor(limiter_name(endpoint), judge.rpm, judge.tpm, judge.burst_s)
-    n_actors = min(cfg.actors, len(heads))
-    per_actor = max(1, math.ceil(cfg.concurrency / n_actors))
-    pool_key = (ray.get_runtime_context().get_job_id(), endpoint, key, n_actors, per_actor)
+    slots = split_slots(cfg.concurrency, min(cfg.actors, len(heads)))
+    pool_key = (ray.get_runtime_context().get_job_id(), endpoint, key, slots)
     if pool_key not in _WORKERS:
-        _WORKERS[pool_key] = [JudgeWorker.options(max_concurrency=max(4, per_actor)).remote(
-            endpoint, key, limiter, per_actor, i) for i in range(n_actors)]
+        _WORKERS[pool_key] = [JudgeWorker.options(max_concurrency=max(4, n)).remote(endpoint, key, limiter, n, i)
+                              for i, n in enumerate(slots)]
     workers = _WORKERS[pool_key]
+    turns = [i for k in range(max(slots)) for i, n in enumerate(slots) if k < n]  # heads in proportion to slots
     try:
-        return ray.get([workers[i % n_actors].judge.remote(h, cfg.mode, cache_root) for i, h in enumerate(heads)])
+        return ray.get([workers[turns[j % len(turns)]].judge.remote(h, cfg.mode, cache_root) for j, h in enumerate(heads)])
     except ray.exceptions.RayActorError:
         _WORKERS.pop(pool_key)  # a dead worker: start afresh next time
         raise
