@@ -135,6 +135,75 @@ def test_mean_mode_needs_moments_and_missing_ccs_is_clear(ray_cluster, spec, tmp
         run_prune_stage(spec, str(tmp_path), "other-run", MODEL)
 
 
+def write_moments(root, model, preprocess):
+    """The scan's moments of MODEL (all 4 layers) over a few probe images, as the moments table points to them."""
+    from ccs_ray.decompose import decomposed_forward
+    from ccs_ray.moments import HeadMoments
+    from ccs_ray.sources.probe import probe_image
+
+    images = torch.stack([preprocess(probe_image("colors", i, 0, 32)[0]) for i in range(6)])
+    moments = HeadMoments.for_model(MODEL, model, [0, 1, 2, 3])
+    with torch.no_grad():
+        d = decomposed_forward(model, images, [0, 1, 2, 3], keep_z_sum=True)
+    moments.update(d.heads, 0, d.z_sum)
+    moments.save(str(root / "moments.safetensors"))
+    write_table(str(root), "moments", [dict(uri=str(root / "moments.safetensors"), n_images=6)], RUN, MODEL)
+    return moments.mean_z()
+
+
+def test_resume_recomputes_units_whose_configuration_changed(ray_cluster, tmp_path):
+    """A resume skips a unit only while mode, heads and mean outputs are unchanged; error rows are not duplicated."""
+    write_ccs(str(tmp_path))
+    folder = tmp_path / "folder"
+    for i, (name, rgb) in enumerate([("red", (220, 30, 30)), ("blue", (30, 70, 220))] * 3):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), rgb).save(folder / name / f"{i}.png")
+    (folder / "red" / "broken.png").write_bytes(b"not a png")
+    spec = load_spec({
+        "name": "t", "models": {"keys": [MODEL]},
+        "prune": {"strategies": ["high", "explicit"], "heads": {"two": ["L3.H0", "L2.H1"]}},
+        "evals": {"classification": [{"name": "rb", "source": str(folder), "classnames": ["red", "blue"],
+                                      "shard_size": 4}]},
+    })
+    root = str(tmp_path)
+    model, preprocess = load_model(MODEL, device="cpu")
+    data = classification_data(spec.evals.classification[0])
+    parts = [load_classification(data, s, preprocess) for s in plan_classification(data)]
+    images, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    weights = classifier_weights(model, data.class_texts, data.templates)
+
+    def top1(heads, mode="zero", mean_z=None):  # independent: open_clip's encode_image inside ablated()
+        with torch.no_grad(), ablated(model, heads, mode, mean_z):
+            emb = model.encode_image(images, normalize=True)
+        return 100 * ((emb @ weights).argmax(1) == labels).double().mean().item()
+
+    def run(resume=True):
+        summary = run_prune_stage(spec, root, RUN, MODEL, resume=resume)
+        value = {r["ablation_id"]: r["value"] for r in read_table(root, "evals", RUN, MODEL).to_pylist()
+                 if r["metric"] == "top1"}
+        errors = [r for r in read_table(root, "errors", RUN, MODEL).to_pylist() if r["stage"] == "prune"]
+        return summary, value, errors
+
+    first, _, errors = run(resume=False)
+    assert first["units_run"] == 2 and len(errors) == 1 and errors[0]["item"].endswith("broken.png")
+    again, _, errors = run()
+    assert (again["units_run"], again["units_skipped"]) == (0, 2) and len(errors) == 1
+
+    mean_z = write_moments(tmp_path, model, preprocess)
+    spec.prune.mode = "mean"
+    mean, value, errors = run()
+    assert (mean["units_run"], mean["units_skipped"]) == (2, 0) and len(errors) == 1
+    assert value["explicit:two"] == pytest.approx(top1(["L2.H1", "L3.H0"], "mean", mean_z))
+    assert value["high"] == pytest.approx(top1(["L0.H0", "L0.H1", "L2.H0"], "mean", mean_z))
+
+    spec.prune.heads = {"two": ["L1.H1", "L1.H2"]}  # the same ablation ids, other heads
+    moved, value, errors = run()
+    assert moved["units_run"] == 2 and len(errors) == 1
+    assert value["explicit:two"] == pytest.approx(top1(["L1.H1", "L1.H2"], "mean", mean_z))
+    fresh = run(resume=False)[2]  # a fresh run replaces the unit's error file
+    assert [{**r, "at": None} for r in fresh] == [{**r, "at": None} for r in errors] and fresh[0]["at"] > errors[0]["at"]
+
+
 @pytest.mark.slow
 def test_smoke_job_whole_chain(ray_cluster, tmp_path):
     """scan -> spans -> judge (offline) -> prune -> report from jobs/smoke.toml, on a smaller probe set, with

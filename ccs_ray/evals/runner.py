@@ -6,9 +6,12 @@ the driver (classifier weights, caption and occupation-prompt embeddings: the te
 ablated), and sends one unit per dataset shard to long-lived actors (GPU when the cluster has GPUs, else
 CPU). An actor encodes the shard's images under all configurations at once with
 :func:`ccs_ray.ablate.encode_ablations` (shared prefixes run once) and writes the unit's result under
-``ROOT/_units/prune/...`` (classification: top-5 predictions; video and bias: embeddings). With
-``resume=True`` finished units are skipped. The driver then computes the metrics and writes the
-``ablations``, ``evals``, ``bias`` and ``errors`` tables (stable file names: re-running replaces them).
+``ROOT/_units/prune/...`` (classification: top-5 predictions; video and bias: embeddings) with a
+fingerprint of every configuration (id, mode, heads, the mean head outputs it uses, precision, the
+classifier weights). With ``resume=True`` a unit is skipped only when its saved fingerprints equal the
+current ones. The driver then computes the metrics and writes the ``ablations``, ``evals`` and ``bias``
+tables, and each unit's ``errors`` rows to a file named after the unit (stable file names: re-running
+replaces them).
 
 Summary rows, for reading the tables directly (the SQL views ``evals_per_seed`` / ``bias_per_seed``
 leave them out and compute every statistic from the per-seed rows): random strategies are summarised
@@ -20,6 +23,7 @@ occupation ``"__sum__"`` (the paper's total) and ``"__mean__"`` (:func:`occupati
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 from datetime import datetime, timezone
@@ -31,10 +35,11 @@ import ray
 import torch
 
 from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, prune_strategies
-from ..decompose import default_layers
+from ..decompose import default_layers, parse_head_name
 from ..models import load_model
 from ..moments import HeadMoments
-from ..tables import read_table, write_table
+from ..sources.base import fingerprint
+from ..tables import partition_path, read_table, write_table
 from ..textspan import text_embeddings
 from . import datasets as ds
 from .bias import occupation_max_skew, totals
@@ -106,7 +111,8 @@ class EvalWorker:
             errors = loaded.errors
             emb = _encode(self.model, loaded.images, self.ablations, self.batch_size)
             payload = dict(embeddings=emb.numpy(), items=np.array(loaded.items, dtype=str))
-        _save_npz(unit["uri"], ablations=np.array(unit["ablation_ids"], dtype=str), **payload)
+        _save_npz(unit["uri"], ablations=np.array(unit["ablation_ids"], dtype=str),
+                  configs=np.array(unit["configs"], dtype=str), **payload)
         now = datetime.now(timezone.utc)
         return {"errors": [{**e, "stage": "prune", "at": e.get("at", now)} for e in errors],
                 "seconds": time.perf_counter() - t0}
@@ -117,9 +123,47 @@ def _unit_uri(root: str, run_id: str, model_key: str, kind: str, name: str, shar
             f"{kind}/{quote(name, safe='')}/{shard.shard_id}-{shard.fingerprint}.npz")
 
 
-def _done(uri: str, ablation_ids: list[str]) -> bool:
+def _digest(tensor: torch.Tensor) -> str:
+    """sha256 (16 hex) of a tensor's values and shape."""
+    t = tensor.detach().cpu().contiguous()
+    return hashlib.sha256(str(tuple(t.shape)).encode() + t.numpy().tobytes()).hexdigest()[:16]
+
+
+def config_fingerprints(ablations: list[Ablation], mode: str, mean_z, precision: str,
+                        weights: torch.Tensor | None = None) -> list[str]:
+    """One fingerprint per configuration of a unit: what its saved result depends on besides the shard.
+
+    Covers the ablation id, its heads, the mode, for mean ablation the mean head outputs (``mean_z``) of
+    the layers it touches, the model precision and, for classification, the classifier weights.
+    """
+    common = (precision, _digest(weights) if weights is not None else None)
+    layer_digest = {l: _digest(z) for l, z in (mean_z or {}).items()} if mode == "mean" else {}
+    out = []
+    for a in ablations:
+        layers = sorted({parse_head_name(h)[0] for h in a.heads})
+        means = [layer_digest.get(l) for l in layers] if mode == "mean" else None
+        out.append(fingerprint(a.ablation_id, a.heads, mode if a.heads else None, means, common))
+    return out
+
+
+def _done(uri: str, configs: list[str]) -> bool:
     fs, path = fsspec.core.url_to_fs(uri)
-    return fs.exists(path) and list(_load_npz(uri)["ablations"]) == ablation_ids
+    return fs.exists(path) and list(_load_npz(uri).get("configs", [])) == configs
+
+
+def _unit_name(unit: dict) -> str:
+    """The file name of a unit's error rows: stable across runs, so a re-run replaces them."""
+    return f"prune-{unit['kind']}-{quote(unit['data'].name, safe='')}-{unit['shard'].shard_id}"
+
+
+def _write_unit_errors(root: str, run_id: str, model_key: str, unit: dict, rows: list[dict]) -> None:
+    """Replace the unit's error file with ``rows`` (none: remove it)."""
+    if rows:
+        write_table(root, "errors", rows, run_id, model_key, name=_unit_name(unit))
+        return
+    fs, path = fsspec.core.url_to_fs(f"{partition_path(root, 'errors', run_id, model_key)}/{_unit_name(unit)}.parquet")
+    if fs.exists(path):
+        fs.rm(path)
 
 
 def _ablation_keys(a: Ablation) -> dict:
@@ -250,15 +294,19 @@ def run_prune_stage(spec, root: str, run_id: str, model_key: str, resume: bool =
             plans.append(("bias", data, ds.plan_bias(data), {"prompts": prompts, "attributes": ds.bias_attributes(data)}))
     skipped = 0
     for kind, data, shards, extra in plans:
+        configs = config_fingerprints(ablations, prune.mode, mean_z, spec.models.precision, extra.get("weights"))
         for shard in shards:
             uri = _unit_uri(root, run_id, model_key, kind, data.name, shard)
-            if resume and _done(uri, ids):
+            if resume and _done(uri, configs):
                 skipped += 1
                 continue
             units.append({"kind": kind, "data": data, "shard": shard, "uri": uri, "ablation_ids": ids,
-                          "weights": extra.get("weights")})
+                          "configs": configs, "weights": extra.get("weights")})
 
-    errors, failed = _run_units(spec, model_key, ablations, mean_z, units)
+    unit_errors, failed = _run_units(spec, model_key, ablations, mean_z, units)
+    for unit, rows in zip(units, unit_errors):
+        _write_unit_errors(root, run_id, model_key, unit, rows)
+    errors = [row for rows in unit_errors for row in rows]
 
     evals_rows, bias_rows = [], []
     for kind, data, shards, extra in plans:
@@ -277,8 +325,6 @@ def run_prune_stage(spec, root: str, run_id: str, model_key: str, resume: bool =
     bias_rows += random_summary(bias_rows, "maxskew", ("dataset", "attribute", "occupation"))
     write_table(root, "evals", evals_rows, run_id, model_key, name="prune")
     write_table(root, "bias", bias_rows, run_id, model_key, name="prune")
-    if errors:
-        write_table(root, "errors", errors, run_id, model_key)
     if failed:
         raise RuntimeError(f"{len(failed)} pruning units failed (first: {sorted(failed.items())[0]}); finished units are "
                            f"kept: re-run with resume to redo only the failed ones")
@@ -288,7 +334,8 @@ def run_prune_stage(spec, root: str, run_id: str, model_key: str, resume: bool =
 
 
 def _run_units(spec, model_key: str, ablations: list[Ablation], mean_z, units: list[dict]):
-    """Run units on actors; returns (error rows, {(kind, dataset, shard_id): reason} of failed units)."""
+    """Run units on actors; returns (error rows per unit, in ``units`` order;
+    {(kind, dataset, shard_id): reason} of failed units)."""
     if not units:
         return [], {}
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -299,19 +346,21 @@ def _run_units(spec, model_key: str, ablations: list[Ablation], mean_z, units: l
     args = (model_key, spec.models.precision, [(a.heads, spec.prune.mode) for a in ablations], mean_z,
             spec.evals.batch_size)
     actors = [worker.remote(*args) for _ in range(n_actors)]
-    pending = {actors[i % n_actors].run.remote(unit): unit for i, unit in enumerate(units)}
-    errors, failed = [], {}
+    pending = {actors[i % n_actors].run.remote(unit): i for i, unit in enumerate(units)}
+    errors: list[list[dict]] = [[] for _ in units]
+    failed = {}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            unit = pending.pop(done[0])
+            i = pending.pop(done[0])
+            unit = units[i]
             key = (unit["kind"], unit["data"].name, unit["shard"].shard_id)
             try:
-                errors += ray.get(done[0])["errors"]
+                errors[i] = ray.get(done[0])["errors"]
             except Exception as e:  # noqa: BLE001 - reported per unit; the others go on
                 failed[key] = f"{type(e).__name__}: {e}"
-                errors.append(dict(stage="prune", source=unit["shard"].uri, item=unit["shard"].shard_id,
-                                   reason="unit_failed", detail=failed[key][:2000], at=datetime.now(timezone.utc)))
+                errors[i] = [dict(stage="prune", source=unit["shard"].uri, item=unit["shard"].shard_id,
+                                  reason="unit_failed", detail=failed[key][:2000], at=datetime.now(timezone.utc))]
     finally:
         for actor in actors:
             ray.kill(actor)
