@@ -122,3 +122,32 @@ def test_generated_videos_from_the_probe():
     assert len(video_captions(video_data({"name": "gen", "source": "probe://shapes?n=5", "limit": 2}))) == 2
     with pytest.raises(DatasetError, match="one probe task"):
         video_data({"name": "gen", "source": "probe://?n=5"})
+
+
+@pytest.mark.parametrize("ext", ["mp4", "webm"])  # webm streams carry no frame count: counted first
+def test_long_video_converts_only_the_sampled_frames(tmp_path, monkeypatch, ext):
+    import av
+
+    palette = [(i * 2, 255 - i * 2, (i * 37) % 256) for i in range(120)]
+    if ext == "mp4":
+        write_video(tmp_path / "long.mp4", palette)
+    else:
+        with av.open(str(tmp_path / "long.webm"), "w") as out:
+            stream = out.add_stream("libvpx", rate=6)
+            stream.width = stream.height = 32
+            stream.pix_fmt = "yuv420p"
+            for c in palette:
+                for packet in stream.encode(av.VideoFrame.from_image(Image.new("RGB", (32, 32), c))):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+    (tmp_path / "caps.csv").write_text("video,caption\nlong,a long video\n")
+    converted = []
+    to_image = av.VideoFrame.to_image
+    monkeypatch.setattr(av.VideoFrame, "to_image", lambda frame, *a, **kw: converted.append(frame.pts) or to_image(frame, *a, **kw))
+    data = video_data({"name": "toy", "source": str(tmp_path), "captions": "caps.csv", "frames": 4})
+    to_tensor = lambda im: torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)  # noqa: E731
+    frames = load_video(data, "long", to_tensor)
+    assert len(converted) == 4  # not 120: memory does not grow with the video
+    expected = torch.tensor([palette[i] for i in sample_frame_indices(120, 4)], dtype=torch.float32) / 255
+    torch.testing.assert_close(frames.mean(dim=(2, 3)), expected, atol=0.1, rtol=0)

@@ -380,14 +380,37 @@ def _probe_video(probe: ProbeSpec, video_id: str, frames: int) -> list:
 
 
 def _decode_video(file, k: int) -> list:
-    """``k`` uniformly sampled frames (PIL RGB) of a video file, decoded with PyAV."""
+    """``k`` uniformly sampled frames (PIL RGB) of a seekable video file, decoded with PyAV.
+
+    Only the sampled frames are converted to images, so memory does not grow with the video's length.
+    The indices come from the stream's frame count; when that is missing (e.g. WebM) or wrong, a first
+    pass counts the decodable frames and a second one picks them.
+    """
     import av
 
     with av.open(file) as container:
-        decoded = [frame.to_image() for frame in container.decode(video=0)]
-    if not decoded:
+        expected = container.streams.video[0].frames
+    if expected > 0:
+        frames, n = _pick_frames(file, sample_frame_indices(expected, k))
+        if n == expected:
+            return frames
+    n = _pick_frames(file, [])[1]
+    if n == 0:
         raise DatasetError("video has no decodable frames")
-    return [decoded[i].convert("RGB") for i in sample_frame_indices(len(decoded), k)]
+    return _pick_frames(file, sample_frame_indices(n, k))[0]
+
+
+def _pick_frames(file, indices: list[int]) -> tuple[list, int]:
+    """(the frames at ``indices`` as PIL RGB images, in ``indices`` order; the number of frames decoded)."""
+    import av
+
+    file.seek(0)
+    wanted, picked, n = set(indices), {}, 0
+    with av.open(file) as container:
+        for n, frame in enumerate(container.decode(video=0), 1):
+            if n - 1 in wanted:
+                picked[n - 1] = frame.to_image().convert("RGB")
+    return ([picked[i] for i in indices] if set(picked) == wanted else []), n
 
 
 # --- bias -------------------------------------------------------------------------------------------------
