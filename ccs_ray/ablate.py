@@ -15,7 +15,6 @@ All of it is math: no Ray, no I/O, inference only (no gradients flow through an 
 from __future__ import annotations
 
 import random
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,11 +23,13 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from .decompose import HeadAblation, decomposed_forward, head_name, parse_head_name, tower_shape
+from .scores import level, normalize_label
 
 MODES = ("zero", "mean")
 STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep")
 
-#: Concept families: a head belongs to one when its normalised label is one of the family's words.
+#: Concept families: a head belongs to one when its normalised label (:func:`ccs_ray.scores.normalize_label`,
+#: as in the labels table's ``label_normalized``) is one of the family's words.
 CONCEPT_FAMILIES: dict[str, tuple[str, ...]] = {
     "location": ("location", "geography", "geolocation", "country", "city", "place", "region", "landmark",
                  "continent", "nation", "locale", "area", "travel"),
@@ -154,17 +155,13 @@ class Ablation:
     heads: list[str] = field(default_factory=list)
 
 
-def _order(name: str) -> tuple[int, int]:
-    return parse_head_name(name)
-
-
 def _scored(rows: Iterable[Mapping], judge: str) -> list[Mapping]:
     rows = list(rows)
     mine = [r for r in rows if r.get("judge") == judge]
     if not mine:
         judges = sorted({str(r.get("judge")) for r in rows})
         raise ValueError(f"the ccs table has no rows of judge {judge!r}; judges present: {judges or 'none'}")
-    return sorted(mine, key=lambda r: _order(_label_of(r)))
+    return sorted(mine, key=lambda r: parse_head_name(_label_of(r)))
 
 
 def _label_of(row: Mapping) -> str:
@@ -174,16 +171,8 @@ def _label_of(row: Mapping) -> str:
 
 
 def _level(row: Mapping) -> str | None:
-    if row.get("level"):
-        return row["level"]
-    ccs = row.get("ccs")
-    return None if ccs is None else "high" if ccs == 5 else "low" if ccs <= 1 else "medium"
-
-
-def normalize_label(label: str | None) -> str:
-    """Lower case, letters and single spaces only, a plural ``s`` dropped: ``"Colours!" -> "colour"``."""
-    text = " ".join(re.sub(r"[^a-z ]+", " ", (label or "").lower()).split())
-    return text[:-1] if len(text) > 3 and text.endswith("s") and not text.endswith("ss") else text
+    """The row's level as the judge stage wrote it, else :func:`ccs_ray.scores.level` of its CCS."""
+    return row.get("level") or level(row.get("ccs"))
 
 
 def concept_families(synonyms: Mapping[str, Sequence[str]] | None = None) -> dict[str, set[str]]:
@@ -191,7 +180,7 @@ def concept_families(synonyms: Mapping[str, Sequence[str]] | None = None) -> dic
     families = {name: set(words) for name, words in CONCEPT_FAMILIES.items()}
     for name, words in (synonyms or {}).items():
         families.setdefault(name, set()).update(words)
-    return {name: {normalize_label(w) for w in words} | {name, normalize_label(name)} for name, words in families.items()}
+    return {name: {normalize_label(w) for w in (*words, name)} - {None} | {name} for name, words in families.items()}
 
 
 def prune_strategies(
@@ -233,7 +222,7 @@ def prune_strategies(
 
     def add(ablation_id, strategy, heads, **kw):
         if heads:
-            out.append(Ablation(ablation_id, strategy, k=len(heads), heads=sorted(heads, key=_order), **kw))
+            out.append(Ablation(ablation_id, strategy, k=len(heads), heads=sorted(heads, key=parse_head_name), **kw))
 
     for strategy in strategies:
         if strategy == "high":
@@ -242,7 +231,7 @@ def prune_strategies(
             add("low", "low", low)
         elif strategy == "random" and high:
             pool = sorted(set(random_pool if random_pool is not None else [_label_of(r) for r in rows]) - set(high),
-                          key=_order)
+                          key=parse_head_name)
             if len(pool) < len(high):
                 raise ValueError(f"random strategy: {len(high)} heads to draw but only {len(pool)} non-high heads in "
                                  f"the pool; widen it (prune.random_pool = 'all')")
@@ -269,7 +258,7 @@ def prune_strategies(
             ranked = [_label_of(r) for r in sorted(scored, key=lambda r: -r["ccs"])]
             if sweep_k > len(ranked):
                 raise ValueError(f"sweep_k = {sweep_k} but only {len(ranked)} heads have a CCS")
-            out.extend(Ablation(f"sweep:k{k}", "sweep", k=k, heads=sorted(ranked[:k], key=_order))
+            out.extend(Ablation(f"sweep:k{k}", "sweep", k=k, heads=sorted(ranked[:k], key=parse_head_name))
                        for k in range(sweep_k + 1))
     return out
 

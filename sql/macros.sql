@@ -4,11 +4,11 @@
 -- CCS level of a head (DESIGN.md section 4): high = 5, low <= 1, medium in between.
 CREATE MACRO ccs_level(ccs) AS CASE WHEN ccs >= 5 THEN 'high' WHEN ccs <= 1 THEN 'low' ELSE 'medium' END;
 
--- The unpruned model's rows in evals / bias.
-CREATE MACRO is_baseline(strategy) AS strategy IN ('none', 'baseline', 'original');
+-- The unpruned model's rows in evals / bias (ccs_ray.ablate names the baseline configuration 'none').
+CREATE MACRO is_baseline(strategy) AS strategy = 'none';
 
--- Metrics that are a zero-shot top-1 accuracy (percent).
-CREATE MACRO is_accuracy(metric) AS metric IN ('top1', 'accuracy', 'acc1');
+-- Metrics that are a zero-shot top-1 accuracy (percent; ccs_ray.evals.zeroshot.accuracy_metrics).
+CREATE MACRO is_accuracy(metric) AS metric = 'top1';
 
 -- Cohen's kappa from the observed and the chance agreement; NULL when chance agreement is 1.
 CREATE MACRO cohen_kappa(p_observed, p_expected) AS

@@ -4,8 +4,10 @@ import random
 
 import pytest
 
-from ccs_ray.ablate import concept_families, normalize_label, prune_strategies
+from ccs_ray import ablate
+from ccs_ray.ablate import concept_families, prune_strategies
 from ccs_ray.decompose import head_name
+from ccs_ray.scores import normalize_label
 
 # 16 heads of layers 2-3: CCS and labels chosen so every strategy has a known answer
 CCS = {"L2.H0": 5, "L2.H1": 0, "L2.H2": 3, "L2.H3": 1, "L3.H0": 5, "L3.H1": 5, "L3.H2": 1, "L3.H3": None}
@@ -84,6 +86,22 @@ def test_concepts_with_synonyms():
         prune_strategies(rows(), ["concept"], concepts=["music"])
     assert normalize_label("Colours!") == "colour" and normalize_label("glass") == "glass"
     assert "geography" in concept_families()["location"]
+
+
+def test_concepts_match_the_labels_tables_normalised_label():
+    """A head belongs to a concept exactly when its label_normalized (ccs_ray.scores.normalize_label, as the
+    judge stage writes it) is one of the family's words: one normalisation, no twin."""
+    labels = ["Animals 2", "Pets", "a dog", "Colours!", "3D objects", "!!", None, " LOCATION. ", "Gas", "bus"]
+    r = [dict(layer=0, head=h, head_label=head_name(0, h), judge="combined", ccs=3, label=label)
+         for h, label in enumerate(labels)]
+    got = by_id(prune_strategies(r, ["concept"]))
+    families = concept_families()
+    for concept in ("location", "animals", "objects", "colors"):
+        want = [head_name(0, h) for h, label in enumerate(labels) if normalize_label(label) in families[concept]]
+        assert (got[f"concept:{concept}"].heads if f"concept:{concept}" in got else []) == want, concept
+    assert got["concept:animals"].heads == ["L0.H1"]  # "pet"; "animals 2" and "a dog" are no family word
+    assert got["concept:location"].heads == ["L0.H7"] and got["concept:colors"].heads == ["L0.H3"]
+    assert not hasattr(ablate, "normalize_label") or ablate.normalize_label is normalize_label
 
 
 def test_explicit_and_sweep():
