@@ -381,3 +381,18 @@ def test_interactive(results):
     assert "Error: Binder Error" in text and "oops" in text
     assert "(all)" in text and "seven\n7\n" in text
     assert "unknown command '.bogus'" in text and "never" not in text
+
+
+def test_baseline_and_accuracy_macros_name_what_the_writers_write(conn):
+    import torch
+
+    from ccs_ray.ablate import STRATEGIES, prune_strategies
+    from ccs_ray.evals.zeroshot import accuracy_metrics
+
+    baseline = prune_strategies([dict(head_label="L0.H0", judge="combined", ccs=3)], [])[0].strategy
+    metrics = list(accuracy_metrics(torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 0]), ["a", "b"]))
+    names = [baseline, *STRATEGIES, "baseline", "original"]
+    got = rows_of(conn, f"SELECT s, is_baseline(s) AS b FROM unnest({names}) t(s)")
+    assert [r["s"] for r in got if r["b"]] == [baseline] == ["none"]
+    got = rows_of(conn, f"SELECT m, is_accuracy(m) AS a FROM unnest({metrics + ['accuracy', 'acc1']}) t(m)")
+    assert [r["m"] for r in got if r["a"]] == ["top1"] and "top1" in metrics
