@@ -10,8 +10,9 @@ CREATE MACRO is_baseline(strategy) AS strategy = 'none';
 -- Metrics that are a zero-shot top-1 accuracy (percent; ccs_ray.evals.zeroshot.accuracy_metrics).
 CREATE MACRO is_accuracy(metric) AS metric = 'top1';
 
--- Cohen's kappa from the observed and the chance agreement; NULL when chance agreement is 1.
-CREATE MACRO cohen_kappa(p_observed, p_expected) AS
+-- Cohen's or Fleiss' kappa from the observed and the chance agreement; NULL when chance agreement is 1
+-- (every rater always gave the same answer: kappa is undefined).
+CREATE MACRO kappa(p_observed, p_expected) AS
     CASE WHEN p_expected < 1 THEN (p_observed - p_expected) / (1 - p_expected) END;
 
 -- |a intersect b| / |a union b| of two lists of texts.

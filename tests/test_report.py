@@ -120,11 +120,17 @@ def test_accuracy_bars_with_error_bars_and_ccs_at_k(report):
 
 
 def test_tradeoff_and_tables(report):
-    _, html, rows = report
+    path, html, rows = report
     pruned = {(b["model"], b["ablation_id"].split(":")[0] if b["strategy"] == "random" else b["ablation_id"], b["attribute"])
               for b in rows["bias"] if b["strategy"] != "none"}  # the runner's random:mean/std rows are no config
     assert html.count('class="point"') == len(pruned)
     assert "Judge agreement" in html and html.count("claude-sonnet") >= 2 * len(MODELS)
+    fleiss = json.loads(run_canned("fleiss_kappa", str(path.parent / "results"), "json"))
+    assert len(fleiss) == 2 * len(MODELS)
+    section = html.split('id="agreement"')[1].split('id="stability"')[0]
+    for r in fleiss:
+        assert f"<td>{r['variant']}</td><td class=\"num\">3</td><td class=\"num\">{r['n_spans']}</td>" in section
+        assert f"<td class=\"num\">{r['kappa']:.3g}</td></tr>" in section
     total = sum(c["cost_usd"] for c in rows["judge_calls"] if c["model"] == MODELS[0])
     assert f"<td class=\"num\">{total:.3g}</td>" in html
 

@@ -17,6 +17,7 @@ import pytest
 from ccs_ray import analytics
 from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
 from ccs_ray.evals.runner import RANDOM_SUMMARY, TOTAL_ROWS, occupation_totals, random_summary
+from ccs_ray.scores import fleiss_kappa
 from ccs_ray.tables import SCHEMAS, write_table
 from synthetic_results import JUDGES, MODELS, write_results
 
@@ -118,7 +119,7 @@ def test_in_memory_scratch_tables_still_work(conn):
 def test_every_canned_query_runs_and_says_what_it_answers(conn):
     queries = canned_queries()
     assert {"ccs_at_k", "high_low_heads", "accuracy_drop_vs_random", "concept_effects", "bias_vs_accuracy",
-            "judge_agreement", "span_stability", "cost_per_model"} <= set(queries)
+            "judge_agreement", "fleiss_kappa", "span_stability", "cost_per_model"} <= set(queries)
     for name, sql in queries.items():
         assert sql.lstrip().startswith("--"), name
         assert query(conn, sql).num_rows > 0, name
@@ -275,8 +276,47 @@ def test_judge_agreement_is_cohens_kappa(conn, results):
         assert r["n_spans"] == len(both)
         assert r["kappa"] == pytest.approx(_kappa(a, b))
     assert {(r["judge_a"], r["judge_b"]) for r in got} == set(itertools.combinations(sorted(JUDGES), 2))
-    one = rows_of(conn, "SELECT cohen_kappa(0.9, 0.5) AS k, cohen_kappa(1, 1) AS undefined")[0]
+    one = rows_of(conn, "SELECT kappa(0.9, 0.5) AS k, kappa(1, 1) AS undefined")[0]
     assert one["k"] == pytest.approx(0.8) and one["undefined"] is None
+
+
+def _fleiss_by_query(rows, out):
+    """Check fleiss_kappa's rows ``out`` against ccs_ray.scores.fleiss_kappa over judgment rows ``rows``."""
+    judges = defaultdict(set)
+    items = defaultdict(dict)
+    for r in rows:
+        if r["judge"] != "combined":
+            judges[r["model"]].add(r["judge"])
+            items[(r["model"], r["variant"], r["head_label"], r["span_rank"])][r["judge"]] = r["aligned"]
+    for r in out:
+        raters = sorted(judges[r["model"]])
+        ratings = [[votes.get(j) for j in raters] for (m, v, *_), votes in items.items()
+                   if m == r["model"] and r["variant"] in (v, "(all)")]
+        complete = [x for x in ratings if None not in x]
+        assert (r["n_judges"], r["n_spans"]) == (len(raters), len(complete))
+        assert r["kappa"] == pytest.approx(fleiss_kappa(ratings)), (r["model"], r["variant"])
+
+
+def test_fleiss_kappa_is_scores_fleiss(conn, results, tmp_path):
+    got = canned(conn, "fleiss_kappa")
+    assert {(r["model"], r["variant"]) for r in got} == {(m, v) for m in MODELS for v in ("paper", "(all)")}
+    _fleiss_by_query(results[1]["judgments"], got)
+    # two variants, four judges, missing answers and a majority-vote row that is no judge
+    rng = np.random.default_rng(0)
+    rows = []
+    for variant in ("paper", "heldout"):
+        for h in range(6):
+            truth = rng.integers(0, 2, 5)
+            for judge in ("a", "b", "c", "d", "combined"):
+                for rank in range(5):
+                    vote = int(truth[rank] if rng.random() < 0.8 else 1 - truth[rank])
+                    rows.append(dict(layer=0, head=h, head_label=f"L0.H{h}", judge=judge, variant=variant,
+                                     span_rank=rank, aligned=None if rng.random() < 0.05 else vote))
+    write_table(str(tmp_path), "judgments", rows, "r", "m")
+    with connect(str(tmp_path)) as c:
+        got = canned(c, "fleiss_kappa")
+    assert [r["variant"] for r in got] == ["heldout", "paper", "(all)"]
+    _fleiss_by_query([dict(r, model="m") for r in rows], got)
 
 
 def test_span_stability(conn, results):

@@ -125,6 +125,7 @@ def build_report(root: str, out_path: str) -> str:
             heuristic=[s for s in sections if s["heuristic"]],
             ccs_at_k=_ccs_at_k_plot(conn),
             agreement=_rows(conn, "judge_agreement"),
+            fleiss=_rows(conn, "fleiss_kappa"),
             stability=stability,
             cost=_rows(conn, "cost_per_model"),
             errors=_rows(conn, "errors_by_reason"),

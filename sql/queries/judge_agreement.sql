@@ -14,6 +14,6 @@ WITH j AS (
 )
 SELECT run_id, model, variant, judge_a, judge_b, n_spans, p_observed,
        p_a * p_b + (1 - p_a) * (1 - p_b) AS p_expected,
-       cohen_kappa(p_observed, p_a * p_b + (1 - p_a) * (1 - p_b)) AS kappa
+       kappa(p_observed, p_a * p_b + (1 - p_a) * (1 - p_b)) AS kappa
 FROM stats
 ORDER BY model, run_id, variant, judge_a, judge_b;
