@@ -246,12 +246,17 @@ def run_canned(name: str, root: str, fmt: str = "table") -> str | bytes:
     return run_sql(canned_sql(name), root, fmt)
 
 
-def interactive(root: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, fmt: str = "table") -> int:
-    """Read SQL from ``stdin`` (statements end with ';') and print results until EOF or ``.quit``.
+def interactive(root: str, stdin: TextIO | None = None, stdout: TextIO | None = None, fmt: str = "table") -> int:
+    """Read SQL from ``stdin`` (default: sys.stdin; statements end with ';') and print results in ``fmt``
+    (table, csv or json) to ``stdout`` (default: sys.stdout) until EOF or ``.quit``.
 
     Commands: ``.views`` (views and columns), ``.queries`` (canned queries), ``.run NAME`` (run one),
     ``.format table|csv|json``, ``.quit``. An error prints and the loop goes on.
     """
+    if fmt not in FORMATS[:-1]:
+        raise ValueError(f"the interactive mode prints {', '.join(FORMATS[:-1])}, not {fmt!r}: for parquet, "
+                         f"give a QUERY or --query NAME and -o FILE")
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     conn = connect(root)
     prompt = stdin.isatty()
     buffer: list[str] = []
@@ -309,7 +314,7 @@ def main_sql(query: str | None, root: str, fmt: str = "table", out: str | None =
         if query and canned:
             raise ValueError("give a QUERY or --query NAME, not both")
         if query is None and canned is None:
-            return interactive(root)
+            return interactive(root, fmt=fmt)
         result = run_canned(canned, root, fmt) if canned else run_sql(query, root, fmt)
     except SqlError as e:
         print(f"Error: {e}", file=sys.stderr)

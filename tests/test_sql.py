@@ -436,3 +436,15 @@ def test_baseline_and_accuracy_macros_name_what_the_writers_write(conn):
     assert [r["s"] for r in got if r["b"]] == [baseline] == ["none"]
     got = rows_of(conn, f"SELECT m, is_accuracy(m) AS a FROM unnest({metrics + ['accuracy', 'acc1']}) t(m)")
     assert [r["m"] for r in got if r["a"]] == ["top1"] and "top1" in metrics
+
+
+def test_interactive_honours_format(results, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("SELECT 7 AS seven, 'x' AS y;\n"))
+    assert main_sql(None, results[0], "csv", None, None) == 0
+    assert capsys.readouterr().out == "seven,y\n7,x\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO("SELECT 7 AS seven;\n.format table\nSELECT 8 AS eight;\n"))
+    assert main_sql(None, results[0], "json", None, None) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('[\n {\n  "seven": 7\n }\n]\n') and "eight\n-----\n8\n(1 row)" in out
+    assert main_sql(None, results[0], "parquet", None, None) == 2
+    assert "interactive mode prints table, csv, json" in capsys.readouterr().err
