@@ -345,3 +345,22 @@ def test_concurrency_splits_exactly_over_actors():
             slots = split_slots(concurrency, actors)
             assert sum(slots) == concurrency and len(slots) == min(actors, concurrency)
             assert min(slots) >= 1 and max(slots) - min(slots) <= 1
+
+
+def test_base_url_secrets_are_stripped_from_dumps_and_errors():
+    from ccs_ray.judges.client import Endpoint, redactor
+    from ccs_ray.spec import JudgeConfig
+
+    url = "https://bobby:pa%24s-word@gw.example:8443/v1?api-key=qk-123456&x=1#frag"
+    assert JudgeConfig.public_url(url) == "https://gw.example:8443/v1"
+    spec = load_spec({"name": "t", "judge": {"judges": [{"base_url": url, "model": "m"}]}}, ["judge.heldout=false"])
+    dumped = spec.to_json()
+    assert "gw.example:8443/v1" in dumped and not any(s in dumped for s in ("bobby", "pa%24s", "qk-123456"))
+    assert spec.judge.judges[0].base_url == url  # the calls still go to the URL as given
+    request = judge_request("a red car", "color")
+    assert Endpoint(url, "m").key(request) == Endpoint("https://gw.example:8443/v1", "m").key(request)
+    redact = redactor(url, "sk-live-abcdef")
+    text = ("401 for https://bobby:pa$s-word@gw.example:8443/v1?api-key=qk-123456: key sk-live-abcdef, "
+            "{'authorization': 'Basic Ym9iOnBhJHM='}, Authorization: Bearer tok-99 and a basic message")
+    assert redact(text) == ("401 for https://***:***@gw.example:8443/v1?api-key=***: key ***, "
+                            "{'authorization': 'Basic ***'}, Authorization: Bearer *** and a basic message")

@@ -20,9 +20,9 @@ def judge_server():
         yield server
 
 
-def spec_for(server, **judge):
+def spec_for(server, base_url=None, **judge):
     cfg = {"model": "fake", "rpm": 60_000, **FAST, **judge}
-    return load_spec({"name": "t", "judge": cfg}, [f"judge.base_url={server.base_url}"])
+    return load_spec({"name": "t", "judge": cfg}, [f"judge.base_url={base_url or server.base_url}"])
 
 
 def expected_label(texts):
@@ -186,3 +186,35 @@ def test_concurrency_cap_holds_when_actors_do_not_divide_it(ray_cluster, judge_s
         summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
         assert summary["errors"] == 0 and len(server.log) == 6 * 6
         assert server.max_in_flight == 5  # the cap, reached and never exceeded
+
+
+@pytest.mark.parametrize("userinfo", ["", "judge-user:pw-secret-7777@"])  # with user-info, httpx sends Basic auth
+def test_secrets_never_reach_a_table_a_dump_or_a_name(ray_cluster, judge_server, tmp_path, monkeypatch, userinfo):
+    import base64
+
+    import pyarrow.parquet as pq
+    import ray
+
+    key, password = "sk-echo-secret-4242", "pw-secret-7777"
+    monkeypatch.setenv("CCS_TEST_ECHO_KEY", key)
+    write_spans(tmp_path, {"L3.H0": COLORS[:5]})
+    with nullcontext(judge_server.reset()) as server:
+        server.always = "echo"  # a gateway that echoes the request headers in its 500 answers
+        url = server.base_url.replace("http://", f"http://{userinfo}")
+        spec = spec_for(server, url, heldout=False, max_retries=1, api_key_env="CCS_TEST_ECHO_KEY")
+        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        sent = {h["authorization"] for h in server.headers}
+    secrets = [key, password, base64.b64encode(f"judge-user:{password}".encode()).decode()]
+    assert summary["errors"] == 1 and any(s in a for a in sent for s in secrets)  # the server saw a secret
+    error = read_table(str(tmp_path), "errors", "r1").to_pylist()[0]["detail"]
+    assert error.startswith("HTTP 500") and "***" in error  # the echo was stored, redacted
+    calls = read_table(str(tmp_path), "judge_calls", "r1").to_pylist()
+    assert {c["endpoint"] for c in calls} == {server.base_url}  # no user-info
+    stored = [spec.to_json(), repr(ray.util.list_named_actors(all_namespaces=True))]
+    for f in tmp_path.rglob("*"):
+        if f.suffix == ".parquet":
+            stored.append(repr(pq.read_table(f).to_pylist()))
+        elif f.is_file():
+            stored.append(f.read_bytes().decode(errors="replace"))
+    leaks = [(s, text[:80]) for s in secrets for text in stored if s in text]
+    assert leaks == []

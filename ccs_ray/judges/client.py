@@ -4,25 +4,46 @@ Retried (jittered exponential backoff, at most ``max_retries`` times): 429 (afte
 Retry-After / x-ratelimit headers ask for, applied to every worker through the limiter), 5xx, 408/409,
 timeouts, dropped connections, and answers that do not parse. Other 4xx fail at once. A request that
 still has no valid answer is an error, never a 0. Only valid answers are cached; cached answers cost
-nothing and make no call.
+nothing and make no call. Error texts are redacted (:func:`redactor`) before they leave the client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Awaitable, Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import openai
 
+from ..spec import JudgeConfig
 from .cache import AnswerCache, cache_key
 from .limiter import pause_from_headers
 from .prompts import Request, UnparseableAnswer
 
 RETRIED_STATUS = {408, 409}
 TEMPERATURE = 0.0
+ERROR_CHARS = 300  # stored error texts are cut to this length (after redaction)
+_CREDENTIAL = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:bearer|basic)\s+)?|\bbearer\s+)[^\s'\",}]+")
+
+
+def redactor(base_url: str, api_key: str | None) -> Callable[[str], str]:
+    """``text -> text`` with the API key, the user-info and query values of ``base_url``, and every
+    ``Authorization`` value or ``Bearer`` token replaced by ``***`` (for anything stored or logged)."""
+    parts = urlsplit(base_url)
+    found = {api_key, parts.username, parts.password, parts.query, *(v for _, v in parse_qsl(parts.query))}
+    found |= {unquote(f) for f in found if f}
+    secrets = sorted((f for f in found if f and len(f) >= 4), key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return _CREDENTIAL.sub(r"\1***", text)
+
+    return redact
 
 
 @dataclass
@@ -61,8 +82,13 @@ class Endpoint:
         """Request parameters besides model and messages (part of the cache key)."""
         return {"temperature": TEMPERATURE, "response_format": request.schema if self.structured else None}
 
+    @property
+    def public_url(self) -> str:
+        """``base_url`` as it may be stored and named: no user-info, no query."""
+        return JudgeConfig.public_url(self.base_url)
+
     def key(self, request: Request) -> str:
-        return cache_key(self.base_url, self.model, request.messages, self.params(request))
+        return cache_key(self.public_url, self.model, request.messages, self.params(request))
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
@@ -78,6 +104,7 @@ class JudgeClient:
         self.reserve, self.pause = reserve, pause
         self.slots = asyncio.Semaphore(concurrency)
         self.rng = random.Random(seed)
+        self.redact = redactor(endpoint.base_url, api_key)
         self.openai = openai.AsyncOpenAI(api_key=api_key or "no-key", base_url=endpoint.base_url,
                                          max_retries=0, timeout=endpoint.timeout_s)
 
@@ -117,7 +144,7 @@ class JudgeClient:
                 except UnparseableAnswer as e:
                     answer.error = f"unparseable: {e}"
                 except openai.APIStatusError as e:
-                    answer.error = f"HTTP {e.status_code}: {str(e)[:200]}"
+                    answer.error = f"HTTP {e.status_code}: {e}"
                     if e.status_code == 429:
                         wait = pause_from_headers(e.response.headers)
                         if wait > 0:
@@ -129,7 +156,7 @@ class JudgeClient:
                     answer.error = f"timeout after {ep.timeout_s} s"
                     wait = self._backoff(attempt)
                 except openai.APIConnectionError as e:
-                    answer.error = f"connection: {e.__cause__ or e}"[:300]
+                    answer.error = f"connection: {e.__cause__ or e}"
                     wait = self._backoff(attempt)
             if attempt < ep.max_retries:
                 await asyncio.sleep(wait)
@@ -139,7 +166,7 @@ class JudgeClient:
             cache.put(key, {"value": answer.value, "model": ep.model, "prompt_tokens": answer.prompt_tokens,
                                  "completion_tokens": answer.completion_tokens})
         else:
-            answer.status = "error"
+            answer.status, answer.error = "error", self.redact(answer.error)[:ERROR_CHARS]
         return answer
 
     async def close(self) -> None:

@@ -6,7 +6,8 @@ with the first word of the first span (lower case, articles skipped); a judgment
 bit per numbered description. Answers are JSON (``{"label": ..}``, ``{"aligned": ..}``).
 
 Faults: ``faults`` is a queue consumed one per request (``"429"`` with Retry-After / retry-after-ms,
-``"500"``, ``"slow"`` (sleeps ``slow_s`` first), ``"garbage"`` (200 with an unparseable answer), ``"drop"``
+``"500"``, ``"echo"`` (500 whose message echoes the Authorization and every other request header, as a
+careless gateway might), ``"slow"`` (sleeps ``slow_s`` first), ``"garbage"`` (200 with an unparseable answer), ``"drop"``
 (closes the connection without answering), ``"quota"`` (200 with exhausted x-ratelimit headers), ``"ok"``);
 ``always`` applies one fault to every request; ``error_rate`` injects 429s at random (seeded);
 ``rpm_limit`` answers 429 once more than that many requests arrived in the last 60 s. ``log`` keeps
@@ -52,6 +53,7 @@ class JudgeServer:
         self.always: str | None = None
         self.log: list[tuple[float, str]] = []
         self.requests: list[dict] = []  # request bodies, in arrival order
+        self.headers: list[dict] = []  # request headers (lower-case names), in arrival order
         self.in_flight = self.max_in_flight = 0
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -75,7 +77,7 @@ class JudgeServer:
         """Clear the log, the faults and the in-flight peak; set any of the constructor's settings."""
         with self.lock:
             self.faults.clear()
-            self.always, self.log, self.requests, self.max_in_flight = None, [], [], 0
+            self.always, self.log, self.requests, self.headers, self.max_in_flight = None, [], [], [], 0
             for k, v in settings.items():
                 setattr(self, k, v)
         return self
@@ -120,6 +122,7 @@ class JudgeServer:
                 with server.lock:
                     fault = server._decide(time.time())
                     server.requests.append(body)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
@@ -145,6 +148,9 @@ class JudgeServer:
                                       {"retry-after-ms": str(int(wait * 1000)), "Retry-After": str(max(1, round(wait)))})
                 if fault == "500":
                     return self._send(500, {"error": {"message": "injected server error"}})
+                if fault == "echo":
+                    message = f"cannot serve Authorization: {self.headers.get('Authorization')} {dict(self.headers)}"
+                    return self._send(500, {"error": {"message": message}})
                 time.sleep(server.slow_s if fault == "slow" else server.latency_s)
                 content = "%%% not an answer %%%" if fault == "garbage" else fake_answer(body["messages"])
                 prompt = sum(len(m["content"]) for m in body["messages"]) // 4

@@ -96,7 +96,7 @@ class JudgeWorker:
 
 
 def limiter_name(endpoint: Endpoint) -> str:
-    return f"ccs-judge-limiter:{endpoint.base_url.rstrip('/')}:{endpoint.model}"
+    return f"ccs-judge-limiter:{endpoint.public_url.rstrip('/')}:{endpoint.model}"
 
 
 def split_slots(concurrency: int, actors: int) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import fsspec
 
 from .. import scores
-from ..spec import EndpointConfig, Spec
+from ..spec import EndpointConfig, JudgeConfig, Spec
 from ..tables import partition_path, read_table, write_table
 from .cache import AnswerCache
 from .heads import VARIANTS, HeadSpans, Verdict, file_safe, heads_from_spans
@@ -146,7 +146,7 @@ def run_judge_stage(spec: Spec, root: str, run_id: str, model: str, text_encoder
             by_judge[name] = [offline.verdict(h) for h in heads]
         else:
             by_judge[name] = run_pool(judge, cfg, heads, cache_root)
-            calls += [call_row(name, judge.base_url, c) for v in by_judge[name] for c in v.calls]
+            calls += [call_row(name, JudgeConfig.public_url(judge.base_url), c) for v in by_judge[name] for c in v.calls]
         tables[name] = verdict_rows(name, by_judge[name], heuristic[name], m)
     tables[COMBINED] = combined_rows(by_judge, any(heuristic.values()), m)
     for name, rows in tables.items():
