@@ -1,6 +1,6 @@
 -- How much does each pruning strategy lower each metric against the unpruned model, and how does that
--- compare with pruning random heads? mean and sample std over the per-seed rows (evals_per_seed); drop = baseline - mean;
--- drop_vs_random = random mean - mean (> 0: this strategy hurts more than random pruning).
+-- compare with pruning random heads? mean and sample std over the per-seed rows (evals_per_seed);
+-- drop = baseline - mean; drop_vs_random = random mean - mean (> 0: this strategy hurts more than random pruning).
 WITH per_config AS (
     SELECT run_id, model, dataset, metric, config, strategy, concept, max(n_heads) AS n_heads,
            count(*) AS n_seeds, avg(value) AS mean, stddev_samp(value) AS std

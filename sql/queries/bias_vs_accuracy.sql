@@ -1,6 +1,7 @@
 -- When a strategy prunes heads, how does social bias change against the change in zero-shot accuracy?
--- MaxSkew@k is summed over occupations (as in the paper) and averaged, from the per-occupation rows (bias_per_seed); both, and accuracy (mean over
--- the accuracy datasets), are averaged over seeds; delta_* = pruned - unpruned.
+-- MaxSkew@k is summed over occupations (as in the paper) and averaged, from the per-occupation rows
+-- (bias_per_seed); both, and accuracy (mean over the accuracy datasets), are averaged over seeds;
+-- delta_* = pruned - unpruned.
 WITH acc AS (
     SELECT run_id, model, config, avg(value) AS accuracy
     FROM with_ablation('evals') WHERE is_accuracy(metric)
