@@ -55,14 +55,23 @@ def console_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
-def painted_pixels(png: Path, size: tuple[int, int] | None = None):
-    """A function: hex color -> number of pixels of that color in the screenshot ``png`` (of ``size``)."""
+def open_in_chromium(chromium, tmp_path, page: Path, screenshot: str, size: tuple[int, int]):
+    """Load ``page`` in headless Chromium (no console message allowed), then screenshot it at ``size`` into
+    test-artifacts/``screenshot``. Returns (the DOM as Chromium built it, hex color -> pixels of that color)."""
     from PIL import Image
 
-    image = Image.open(png).convert("RGB")
-    assert size is None or image.size == size
+    dom = run_chromium(chromium, tmp_path, page.as_uri(), "--dump-dom")
+    assert dom.returncode == 0 and console_messages(dom.stderr) == [], dom.stderr[-2000:]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / screenshot
+    shot.unlink(missing_ok=True)
+    done = run_chromium(chromium, tmp_path, page.as_uri(), f"--window-size={size[0]},{size[1]}", f"--screenshot={shot}",
+                        "--hide-scrollbars")
+    assert done.returncode == 0 and console_messages(done.stderr) == []
+    image = Image.open(shot).convert("RGB")
+    assert image.size == size
     pixels = np.asarray(image).reshape(-1, 3)
-    return lambda hex_color: int((pixels == [int(hex_color[i:i + 2], 16) for i in (1, 3, 5)]).all(1).sum())
+    return dom.stdout, lambda hex_color: int((pixels == [int(hex_color[i:i + 2], 16) for i in (1, 3, 5)]).all(1).sum())
 
 
 def svgs(html: str) -> list[ET.Element]:
@@ -167,18 +176,9 @@ def test_console_check_catches_errors(chromium, tmp_path):
 
 def test_report_in_headless_chromium(report, chromium, tmp_path):
     path, html, _ = report
-    dom = run_chromium(chromium, tmp_path, path.as_uri(), "--dump-dom")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert console_messages(dom.stderr) == []
-    assert dom.stdout.count("<svg") == html.count("<svg") == 3 * len(MODELS) + 1
-    assert dom.stdout.count('class="cell"') == 48 * len(MODELS)
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "report.png"
-    shot.unlink(missing_ok=True)
-    done = run_chromium(chromium, tmp_path, path.as_uri(), "--window-size=1280,4200", f"--screenshot={shot}",
-                        "--hide-scrollbars")
-    assert done.returncode == 0 and console_messages(done.stderr) == []
-    count = painted_pixels(shot, (1280, 4200))
+    dom, count = open_in_chromium(chromium, tmp_path, path, "report.png", (1280, 4200))
+    assert dom.count("<svg") == html.count("<svg") == 3 * len(MODELS) + 1
+    assert dom.count('class="cell"') == 48 * len(MODELS)
     assert all(count(c) > 200 for c in PALETTE[:4])  # the bars of none/high/low/random are painted
     assert count(ccs_color(5)) > 200  # CCS 5 heatmap cells
 
@@ -212,17 +212,9 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster,
     assert 'id="heuristic"' in html and "offline heuristic judge" in html
     n_svg = html.count("<svg")
     assert n_svg == 4  # heatmap, accuracy bars, accuracy-bias trade-off, CCS@K
-    dom = run_chromium(chromium, tmp_path, path.as_uri(), "--dump-dom")
-    assert dom.returncode == 0 and console_messages(dom.stderr) == [], dom.stderr[-2000:]
-    assert dom.stdout.count("<svg") == n_svg and dom.stdout.count('class="cell"') == n_heads
-    assert dom.stdout.count('class="point"') == len(pruned)
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "smoke-report.png"
-    shot.unlink(missing_ok=True)
-    done = run_chromium(chromium, tmp_path, path.as_uri(), "--window-size=1280,2400", f"--screenshot={shot}",
-                        "--hide-scrollbars")
-    assert done.returncode == 0 and console_messages(done.stderr) == []
-    count = painted_pixels(shot)
+    dom, count = open_in_chromium(chromium, tmp_path, path, "smoke-report.png", (1280, 2400))
+    assert dom.count("<svg") == n_svg and dom.count('class="cell"') == n_heads
+    assert dom.count('class="point"') == len(pruned)
     assert count(PALETTE[0]) > 200  # the bar of the unpruned model
     for score in {r["ccs"] for r in out["head_details"] if r["judge"] == "combined"}:
         assert count(ccs_color(score)) > 200, score  # heatmap cells
