@@ -156,6 +156,28 @@ def test_limiter_token_budget_and_pause():
         RateLimiter(rpm=0)
 
 
+def test_settled_usage_paces_the_token_budget():
+    lim = RateLimiter(rpm=10_000, tpm=6000, burst_s=1, clock=FakeClock())  # 100 tokens/s, 100 at once
+    at = lim.reserve(50)
+    assert lim.reserve(50) == at  # estimates alone: both fit the burst
+    lim = RateLimiter(rpm=10_000, tpm=6000, burst_s=1, clock=FakeClock())
+    at = lim.reserve(50)
+    lim.settle(at, 50, 500)  # the answer used 500 tokens, not 50
+    assert lim.reserve(50) == pytest.approx(at + 4.5)  # 500 + 50 <= 100 + 100 t: t = 4.5 s
+
+    clock = FakeClock()
+    lim = RateLimiter(rpm=10_000, tpm=1000, burst_s=60, clock=clock)  # the 60 s window binds
+    first = lim.reserve(900)
+    assert lim.reserve(900) == pytest.approx(first + WINDOW_S)  # estimates alone: a whole window later
+    lim = RateLimiter(rpm=10_000, tpm=1000, burst_s=60, clock=clock)
+    first = lim.reserve(900)
+    lim.settle(first, 900, 100)  # over-estimated: 800 tokens come back at once
+    assert lim.reserve(900) == pytest.approx(first)
+    sent = [(first, 100), (first, 900)] + [(lim.reserve(200), 200) for _ in range(10)]
+    for t, _ in sent:  # any window of 60 s holds at most 1000 tokens of actual usage
+        assert sum(k for u, k in sent if t - WINDOW_S < u <= t) <= 1000
+
+
 def test_header_pauses():
     assert parse_duration("6m0s") == 360 and parse_duration("20ms") == 0.02 and parse_duration("1.5") == 1.5
     assert parse_duration("1h2m3.5s") == 3723.5 and parse_duration("soon") is None

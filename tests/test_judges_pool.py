@@ -180,9 +180,13 @@ def test_bench_judge_meets_its_targets(ray_cluster):
 
 
 def test_concurrency_cap_holds_when_actors_do_not_divide_it(ray_cluster, judge_server, tmp_path):
-    write_spans(tmp_path, {f"L3.H{h}": [f"{h} {t}" for t in COLORS] for h in range(6)})
+    heads = {f"L3.H{h}": [f"{h} {t}" for t in COLORS] for h in range(6)}
+    for root in (tmp_path / "warm", tmp_path):  # a first run starts the 3 workers; the second is measured
+        write_spans(root, heads)
     with nullcontext(judge_server.reset(latency_s=0.3)) as server:  # slow answers: every slot stays busy
         spec = spec_for(server, heldout=False, actors=3, concurrency=5)  # ceil(5 / 3) = 2 each would allow 6
+        run_judge_stage(spec, str(tmp_path / "warm"), "r1", MODEL)
+        server.reset(latency_s=0.3)
         summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
         assert summary["errors"] == 0 and len(server.log) == 6 * 6
         assert server.max_in_flight == 5  # the cap, reached and never exceeded
@@ -218,3 +222,16 @@ def test_secrets_never_reach_a_table_a_dump_or_a_name(ray_cluster, judge_server,
             stored.append(f.read_bytes().decode(errors="replace"))
     leaks = [(s, text[:80]) for s in secrets for text in stored if s in text]
     assert leaks == []
+
+
+def test_reported_usage_paces_the_token_budget(ray_cluster, judge_server, tmp_path):
+    write_spans(tmp_path, {"L3.H0": COLORS[:5]})  # 6 requests of about 200 estimated tokens, one at a time
+    tpm, burst_s, used = 60_000, 0.5, 1000  # 1000 tokens/s, 500 at once; every answer reports 1000 tokens
+    with nullcontext(judge_server.reset(usage_tokens=used)) as server:
+        spec = spec_for(server, heldout=False, tpm=tpm, burst_s=burst_s, concurrency=1, actors=1)
+        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        times = sorted(t for t, _ in server.log)
+    calls = read_table(str(tmp_path), "judge_calls", "r1").to_pylist()
+    assert len(times) == 6 and all(c["prompt_tokens"] == used for c in calls)
+    # the 6th request may go once the 5 answered ones (5000 tokens) fit the budget: 500 + 1000 t >= 5000
+    assert times[-1] - times[0] >= (5 * used - tpm / 60 * burst_s) / (tpm / 60) - 0.05

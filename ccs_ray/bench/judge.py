@@ -15,6 +15,7 @@ import time
 
 from ..judges import run_judge_stage
 from ..judges.loopback import JudgeServer
+from ..pipeline import ensure_ray
 from ..spec import load_spec
 from ..tables import read_table, write_table
 
@@ -34,10 +35,7 @@ def max_in_window(times: list[float], width: float = 60.0) -> int:
 def run(rpm: int = 600, seconds: float = 75.0, error_rate: float = 0.1, latency_s: float = 0.02,
         concurrency: int = 16, actors: int = 2, m: int = 5) -> dict:
     """Judge enough heads for about ``seconds`` of traffic at ``rpm``; returns the figures (the CLI prints them)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+    ensure_ray()
     per_head = 1 + m
     requests = rpm / 60 * seconds * 0.98
     heads = max(1, math.ceil(requests * (1 - error_rate) / per_head))

@@ -95,13 +95,15 @@ class Endpoint:
 
 
 class JudgeClient:
-    """Asks one endpoint; ``reserve(tokens) -> send time`` and ``pause(seconds)`` reach the shared limiter."""
+    """Asks one endpoint; ``reserve(tokens) -> send time``, ``settle(send time, estimated, actual tokens)`` and
+    ``pause(seconds)`` reach the shared limiter."""
 
     def __init__(self, endpoint: Endpoint, api_key: str | None,
-                 reserve: Callable[[int], Awaitable[float]], pause: Callable[[float], Awaitable],
+                 reserve: Callable[[int], Awaitable[float]], settle: Callable[[float, int, int], Awaitable],
+                 pause: Callable[[float], Awaitable],
                  concurrency: int = 8, seed: int | None = None):
         self.endpoint = endpoint
-        self.reserve, self.pause = reserve, pause
+        self.reserve, self.settle, self.pause = reserve, settle, pause
         self.slots = asyncio.Semaphore(concurrency)
         self.rng = random.Random(seed)
         self.redact = redactor(endpoint.base_url, api_key)
@@ -127,7 +129,8 @@ class JudgeClient:
             answer.retries = attempt
             wait = 0.0
             async with self.slots:
-                await asyncio.sleep(max(0.0, await self.reserve(tokens) - time.time()))
+                at = await self.reserve(tokens)
+                await asyncio.sleep(max(0.0, at - time.time()))
                 try:
                     raw = await self.openai.chat.completions.with_raw_response.create(
                         model=ep.model, messages=request.messages, **params)
@@ -136,8 +139,10 @@ class JudgeClient:
                         await self.pause(pause)
                     usage = completion.usage
                     if usage is not None:
-                        answer.prompt_tokens += usage.prompt_tokens or 0
-                        answer.completion_tokens += usage.completion_tokens or 0
+                        used = (usage.prompt_tokens or 0), (usage.completion_tokens or 0)
+                        answer.prompt_tokens += used[0]
+                        answer.completion_tokens += used[1]
+                        await self.settle(at, tokens, sum(used))
                     text = (completion.choices[0].message.content or "") if completion.choices else ""
                     answer.value, answer.error = request.parse(text), None
                     break

@@ -6,7 +6,8 @@
 - no sliding window of ``WINDOW_S`` seconds (60 s plus a margin for send jitter) holds more than rpm
   requests or tpm tokens, whatever the bursts;
 - ``pause(seconds)`` (Retry-After, exhausted x-ratelimit quotas) holds every later request back.
-Every sent request takes a slot, retries included. :func:`limiter_actor` runs it as one named Ray actor.
+Every sent request takes a slot, retries included. A reservation's tokens are an estimate; ``settle``
+replaces it by the usage the answer reported, so that the tokens/min budget counts what was really spent. :func:`limiter_actor` runs it as one named Ray actor.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class _Window:
 
     def __init__(self, limit: float):
         self.limit = limit
-        self.log: deque[tuple[float, float]] = deque()
+        self.log: deque[list[float]] = deque()  # [time, amount]; an amount may be settled later
         self.total = 0.0
 
     def earliest(self, now: float, amount: float) -> float:
@@ -55,8 +56,18 @@ class _Window:
         return at
 
     def take(self, at: float, amount: float) -> None:
-        self.log.append((at, amount))
+        self.log.append([at, amount])
         self.total += amount
+
+    def settle(self, at: float, estimated: float, actual: float) -> None:
+        """One entry (``at``, ``estimated``) now counts ``actual``; nothing when it has left the window."""
+        for entry in reversed(self.log):  # the entry is recent: search from the newest
+            if entry[0] < at:
+                return
+            if entry == [at, estimated]:
+                entry[1] = actual
+                self.total += actual - estimated
+                return
 
 
 class RateLimiter:
@@ -90,6 +101,14 @@ class RateLimiter:
             limit.take(at, amount)
         self.last = at
         return at
+
+    def settle(self, at: float, estimated: int, actual: int) -> None:
+        """Correct a reservation of ``estimated`` tokens sent at ``at`` (as :meth:`reserve` returned it) to the
+        ``actual`` tokens (prompt + completion) its answer reported: later requests wait for (or gain) the difference."""
+        if self.tokens and actual != estimated:
+            bucket, window = self.tokens
+            bucket.tat += (actual - estimated) / bucket.rate
+            window.settle(at, estimated, actual)
 
     def pause(self, seconds: float) -> float:
         """Send nothing new for ``seconds`` from now; returns the time the pause ends."""

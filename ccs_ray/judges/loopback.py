@@ -10,7 +10,8 @@ Faults: ``faults`` is a queue consumed one per request (``"429"`` with Retry-Aft
 careless gateway might), ``"slow"`` (sleeps ``slow_s`` first), ``"garbage"`` (200 with an unparseable answer), ``"drop"``
 (closes the connection without answering), ``"quota"`` (200 with exhausted x-ratelimit headers), ``"ok"``);
 ``always`` applies one fault to every request; ``error_rate`` injects 429s at random (seeded);
-``rpm_limit`` answers 429 once more than that many requests arrived in the last 60 s. ``log`` keeps
+``rpm_limit`` answers 429 once more than that many requests arrived in the last 60 s; ``usage_tokens`` (when
+set) is the prompt-token usage every answer reports (else a quarter of the prompt's characters). ``log`` keeps
 (arrival time, outcome) of every request.
 """
 
@@ -46,9 +47,10 @@ class JudgeServer:
     """``with JudgeServer() as s: s.base_url`` -> ``http://127.0.0.1:<port>/v1``."""
 
     def __init__(self, rpm_limit: int | None = None, error_rate: float = 0.0, latency_s: float = 0.0,
-                 slow_s: float = 2.0, retry_after_s: float = 0.1, seed: int = 0):
-        self.rpm_limit, self.error_rate, self.latency_s = rpm_limit, error_rate, latency_s
-        self.slow_s, self.retry_after_s = slow_s, retry_after_s
+                 slow_s: float = 2.0, retry_after_s: float = 0.1, usage_tokens: int | None = None, seed: int = 0):
+        self.settings = dict(rpm_limit=rpm_limit, error_rate=error_rate, latency_s=latency_s, slow_s=slow_s,
+                             retry_after_s=retry_after_s, usage_tokens=usage_tokens)
+        self.__dict__.update(self.settings)
         self.faults: deque[str] = deque()
         self.always: str | None = None
         self.log: list[tuple[float, str]] = []
@@ -74,12 +76,14 @@ class JudgeServer:
         self.httpd.server_close()
 
     def reset(self, **settings) -> "JudgeServer":
-        """Clear the log, the faults and the in-flight peak; set any of the constructor's settings."""
+        """Clear the log, the faults and the in-flight peak; the constructor's settings, but for those given."""
+        unknown = set(settings) - set(self.settings)
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}; settings: {', '.join(self.settings)}")
         with self.lock:
             self.faults.clear()
             self.always, self.log, self.requests, self.headers, self.max_in_flight = None, [], [], [], 0
-            for k, v in settings.items():
-                setattr(self, k, v)
+            self.__dict__.update({**self.settings, **settings})
         return self
 
     def outcomes(self) -> list[str]:
@@ -153,7 +157,7 @@ class JudgeServer:
                     return self._send(500, {"error": {"message": message}})
                 time.sleep(server.slow_s if fault == "slow" else server.latency_s)
                 content = "%%% not an answer %%%" if fault == "garbage" else fake_answer(body["messages"])
-                prompt = sum(len(m["content"]) for m in body["messages"]) // 4
+                prompt = server.usage_tokens or sum(len(m["content"]) for m in body["messages"]) // 4
                 headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"} if fault == "quota" else {}
                 self._send(200, {
                     "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": body["model"],

@@ -88,6 +88,7 @@ class JudgeWorker:
     def __init__(self, endpoint: Endpoint, api_key: str | None, limiter, concurrency: int, seed: int):
         self.client = JudgeClient(endpoint, api_key,
                                   reserve=lambda tokens: limiter.reserve.remote(tokens),
+                                  settle=lambda at, estimated, actual: limiter.settle.remote(at, estimated, actual),
                                   pause=lambda seconds: limiter.pause.remote(seconds),
                                   concurrency=concurrency, seed=seed)
 
