@@ -3,7 +3,8 @@
 CCS(h) = number of a head's m spans (m = 5 in the paper) judged aligned with its label, 0..m; None when
 any judgment is missing (never scored 0 silently). Levels (DESIGN.md section 4): ``high`` = m,
 ``medium`` 2..m-1, ``low`` <= 1; the paper names high and low only, the medium band is ours.
-CCS@K = fraction of heads with CCS = K.
+CCS@K = fraction of heads with CCS = K. :func:`normalize_label` and :func:`level` are defined here only: the
+judge stage, human ratings and the pruning strategies all use these.
 """
 
 from __future__ import annotations

@@ -77,3 +77,17 @@ def test_fleiss_with_two_raters_is_scotts_pi():
     assert scores.fleiss_kappa([(1, None), (1, 1)]) == 1.0  # the item with a missing vote is dropped
     with pytest.raises(ValueError, match="at least 2 raters"):
         scores.fleiss_kappa([(1,), (0,)])
+
+
+def test_label_normalisation_and_levels_have_one_definition():
+    from ccs_ray import ablate
+
+    assert ablate.normalize_label is scores.normalize_label and ablate.level is scores.level
+    assert scores.normalize_label("Colours!") == "colour" and scores.normalize_label("Art  Styles") == "art style"
+    assert scores.normalize_label("3D renders") == "3d render" and scores.normalize_label(None) is None
+
+
+@pytest.mark.parametrize("score,m,expected", [(10, 10, "high"), (9, 10, "medium"), (2, 10, "medium"), (1, 10, "low"),
+                                              (5, 10, "medium"), (3, 3, "high"), (1, 3, "low")])
+def test_levels_follow_m(score, m, expected):
+    assert scores.level(score, m) == expected
