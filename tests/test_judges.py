@@ -76,6 +76,29 @@ def test_parsers_are_strict_but_tolerant():
         parse_batched('{"aligned": [1, 0]}', 3)
 
 
+@pytest.mark.parametrize("text,n,expected", [
+    ("1. no\n2. no\n3. yes", 3, [0, 0, 1]),  # the numbers are not judgments
+    ("Here you go:\n1) yes\n2) 0 (a dog)\n3) true", 3, [1, 0, 1]),  # prose lines and comments around a numbered list
+    ("```json\n[1, 0, 1]\n```", 3, [1, 0, 1]),
+    ('```json\n{"aligned": [0, 1]}\n```', 2, [0, 1]),
+    ('Sure! {"aligned": [0, 1]} Hope this helps.', 2, [0, 1]),
+    ("yes, no; 1", 3, [1, 0, 1]),
+    ("1. yes\n2. no", 3, None),  # two numbered answers for three spans
+    ("1. yes\n3. no\n2. yes", 3, None),  # numbering out of order
+    ("1. yes 2. no 3. yes", 3, None),  # one line: not a list numbered 1..3
+    ("1. a red car: yes\n2. no", 2, None),  # a numbered line must start with its judgment
+    ("Span 1 is aligned, span 2 is not: 1 0", 3, None),  # prose numbers are not judgments
+    ("The answers are [1, 0] for spans 1 and 2.", 2, None),
+    ('{"aligned": [1, {"x": 1}]}', 2, None),
+])
+def test_batched_parser_is_strict_about_numbering(text, n, expected):
+    if expected is None:
+        with pytest.raises(UnparseableAnswer):
+            parse_batched(text, n)
+    else:
+        assert parse_batched(text, n) == expected
+
+
 # --- cache ---------------------------------------------------------------------------------------------
 
 def test_cache_key_is_content_addressed():

@@ -100,14 +100,16 @@ def batched_request(spans: list[str], label: str) -> Request:
 
 
 def _json_field(text: str, key: str):
-    """``obj[key]`` of the first JSON object in ``text`` (code fences and prose around it allowed), or a KeyError."""
-    for match in re.finditer(r"\{.*?\}", text, re.S):
+    """``obj[key]`` of the first JSON object in ``text`` that has ``key`` (code fences, prose and nesting
+    allowed), or a KeyError."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
         try:
-            obj = json.loads(match.group(0))
+            value = decoder.raw_decode(text, match.start())[0]
         except json.JSONDecodeError:
             continue
-        if isinstance(obj, dict) and key in obj:
-            return obj[key]
+        if isinstance(value, dict) and key in value:
+            return value[key]
     raise KeyError(key)
 
 
@@ -116,7 +118,7 @@ _BITS = {"1": 1, "0": 0, "yes": 1, "no": 0, "true": 1, "false": 0, True: 1, Fals
 
 def _bit(value, text: str) -> int:
     key = value.strip().lower() if isinstance(value, str) else value
-    if isinstance(key, float) or key not in _BITS:
+    if not isinstance(key, (str, int)) or key not in _BITS:  # bool is an int; 1.0 and containers are not bits
         raise UnparseableAnswer(f"expected 1/0, got {value!r} in answer {text[:200]!r}")
     return _BITS[key]
 
@@ -141,15 +143,41 @@ def parse_aligned(text: str) -> int:
         return _bit(first.group(1) if first else "", text)
 
 
+_FENCE = re.compile(r"^\s*```[a-z]*\s*|\s*```\s*$")
+_NUMBERED = re.compile(r"^\s*(\d+)\s*[.):-]\s*(.*)$")
+_BIT_WORD = r"(?:[01]|yes|no|true|false)"
+
+
+def _numbered_bits(lines: list[str], n: int, text: str) -> list[int] | None:
+    """Bits of a list numbered exactly 1..n, one ``N. <bit> [comment]`` line each (other lines are prose);
+    None when no line is numbered."""
+    numbered = [m.groups() for m in map(_NUMBERED.match, lines) if m]
+    if not numbered:
+        return None
+    if [int(i) for i, _ in numbered] != list(range(1, n + 1)):
+        raise UnparseableAnswer(f"expected a list numbered 1..{n}, got {text[:200]!r}")
+    bits = [re.match(rf"{_BIT_WORD}\b", rest.strip().lower()) for _, rest in numbered]
+    if not all(bits):
+        raise UnparseableAnswer(f"expected '<number>. <1/0/yes/no>' lines, got {text[:200]!r}")
+    return [_BITS[b.group(0)] for b in bits]
+
+
 def parse_batched(text: str, n: int) -> list[int]:
-    """``{"aligned": [..n bits..]}``, a bare JSON list, or exactly n bare 1/0 tokens; else UnparseableAnswer."""
+    """n judgments from ``{"aligned": [..]}`` (anywhere, fenced or not), a bare JSON list, a list numbered exactly
+    1..n (``1. yes``), or nothing but n bare 1/0/yes/no/true/false tokens; else UnparseableAnswer."""
+    body = _FENCE.sub("", text.strip())
     try:
         values = _json_field(text, "aligned")
     except KeyError:
         try:
-            values = json.loads(text.strip())
+            values = json.loads(body)
         except json.JSONDecodeError:
-            values = re.findall(r"\b(?:[01]|yes|no|true|false)\b", text.lower())
+            values = _numbered_bits(body.splitlines(), n, text)
+            if values is None:
+                tokens = re.split(r"[\s,;]+", body.strip().lower())
+                if not all(re.fullmatch(_BIT_WORD, t) for t in tokens):
+                    raise UnparseableAnswer(f"expected {n} judgments 1/0, got {text[:200]!r}") from None
+                values = tokens
     if not isinstance(values, list) or len(values) != n:
         raise UnparseableAnswer(f"expected {n} judgments 1/0, got {text[:200]!r}")
     return [_bit(v, text) for v in values]
