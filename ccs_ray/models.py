@@ -82,6 +82,7 @@ def supported_models() -> list[str]:
         vision = cfg.get("vision_cfg", {})
         if (
             isinstance(vision.get("layers"), int)
+            and "multimodal_cfg" not in cfg  # CoCa: its image embedding comes from an attention pooler
             and "timm_model_name" not in vision
             and not vision.get("attentional_pool")
             and vision.get("pool_type", "tok") == "tok"
@@ -98,6 +99,8 @@ def check_supported(model: torch.nn.Module, key: str = "model") -> VisionTransfo
     problem = None
     if not isinstance(visual, VisionTransformer):
         problem = f"image tower is {type(visual).__name__}, not an open_clip VisionTransformer"
+    elif isinstance(model, open_clip.CoCa):
+        problem = "CoCa models embed images through an attention pooler"
     elif visual.attn_pool is not None or visual.pool_type != "tok":
         problem = "image tower pools with attention or averaging, not the class token"
     elif not all(isinstance(b, ResidualAttentionBlock) and not hasattr(b, "ln_1_kv") for b in visual.transformer.resblocks):

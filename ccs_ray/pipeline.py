@@ -12,6 +12,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib.metadata import version
 from urllib.parse import quote
@@ -24,7 +25,13 @@ from .scan import ScanSummary, run_scan, run_spans
 from .spec import Spec
 
 # Spec sections whose change makes a run's finished work invalid; others (batch sizes, actors, ...) may change on resume.
-_RESULT_KEYS = ("data", "models", "spans")
+_RESULT_KEYS = ("data", "models", "spans", "scan.convention")
+
+
+def _setting(spec_dict: dict, dotted: str):
+    for part in dotted.split("."):
+        spec_dict = (spec_dict or {}).get(part)
+    return spec_dict
 
 
 class RunError(RuntimeError):
@@ -37,7 +44,7 @@ def ensure_ray() -> None:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
 class _RunState:
@@ -83,7 +90,7 @@ def _resolve_run(spec: Spec, root: str, resume: bool, run_id: str | None) -> _Ru
     with state.fs.open(f"{state.path}/run.json") as f:
         before = json.load(f)
     now = json.loads(spec.to_json())
-    changed = [k for k in _RESULT_KEYS if before.get(k) != now.get(k)]
+    changed = [k for k in _RESULT_KEYS if _setting(before, k) != _setting(now, k)]
     if changed:
         raise RunError(f"--resume: run {run_id} was started with different {', '.join(changed)} settings; "
                        f"start a new run (drop --resume) or restore them")
@@ -130,9 +137,7 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, dry_run: bo
             stage = "scan"
             if not state.done("scan"):
                 s: ScanSummary = run_scan(spec, root, state.run_id, progress)
-                state.mark("scan", info={"moments": s.moments, "n_images": s.n_images, "n_errors": s.n_errors,
-                                         "n_converted": s.n_converted, "shards_scanned": s.shards_scanned,
-                                         "shards_skipped": s.shards_skipped, "nodes": sorted(s.nodes), "seconds": s.seconds})
+                state.mark("scan", info=dict(asdict(s), nodes=sorted(s.nodes)))
             summary["stages"]["scan"] = state.info("scan")
         if "spans" in spec.stages:
             stage = "spans"

@@ -1,7 +1,7 @@
 """The scan on Ray: shards -> CPU decode tasks -> model actors that accumulate HeadMoments -> one merge.
 
 Topology. The source is planned into shards (``sources.plan_shards``). Models that share image
-preprocessing share decoding: each shard is decoded once by a CPU task (``_decode``) and its images go,
+preprocessing share decoding: each shard is decoded once by a CPU task (``decode_task``) and its images go,
 through the object store, to one :class:`ScanActor` of every model that still needs the shard. An actor
 loads its model once (on its GPU when the cluster has GPUs, else on CPU), runs the one-pass decomposition
 and keeps the moments in its own memory; moments never travel through the object store.
@@ -54,7 +54,7 @@ def model_layers(spec, model) -> list[int]:
 
 
 @ray.remote(num_cpus=1)
-def _decode(shard: Shard, preprocess: dict):
+def decode_task(shard: Shard, preprocess: dict):
     """Read, decode and preprocess one shard on a CPU worker."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
@@ -126,6 +126,7 @@ class ScanSummary:
     n_images: dict = field(default_factory=dict)
     n_errors: dict = field(default_factory=dict)
     n_converted: dict = field(default_factory=dict)
+    shards_decoded: int = 0  # decode tasks finished: once per shard and preprocessing, not per model
     shards_scanned: int = 0
     shards_skipped: int = 0
     nodes: set = field(default_factory=set)
@@ -151,18 +152,25 @@ def _covered(root: str, run_id: str, model: str, plan: dict[str, Shard]) -> dict
     return covered
 
 
-def _actor_layout(spec, n_models: int) -> tuple[float, float, int]:
-    """(GPUs per actor, CPUs per actor, actors per model) from the spec and what the cluster has.
+def actor_layout(spec, n_models: int, resources: dict | None = None) -> tuple[float, float, int]:
+    """(GPUs per actor, CPUs per actor, actors per model) from the spec and the cluster's ``resources``
+    (default: ``ray.cluster_resources()``).
 
-    Actors hold one CPU by default, but none where that would leave no CPU for the decode tasks
-    (which would then never be scheduled)."""
-    resources = ray.cluster_resources()
+    By default every model gets one actor per GPU, sharing GPUs fractionally when there are more models
+    than GPUs. Actors hold one CPU, but none where that would leave no CPU for the decode tasks (which
+    would then never be scheduled). A layout that cannot be scheduled at once is an error, not a hang.
+    """
+    resources = ray.cluster_resources() if resources is None else resources
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
-    per_actor = spec.scan.gpus_per_actor if spec.scan.gpus_per_actor is not None else (1.0 if gpus else 0.0)
-    if per_actor > gpus:
-        raise ScanError(f"scan.gpus_per_actor={per_actor} but the cluster has {gpus:g} GPUs")
+    per_actor = spec.scan.gpus_per_actor
+    if per_actor is None:
+        per_actor = min(1.0, gpus / n_models) if gpus else 0.0
     n_actors = spec.scan.actors or (max(1, int(gpus / per_actor / n_models)) if per_actor else 1)
     held = n_actors * n_models
+    if held * per_actor > gpus + 1e-9:
+        raise ScanError(f"{held} scan actors ({n_models} models x {n_actors}) x scan.gpus_per_actor={per_actor:g} "
+                        f"need {held * per_actor:g} GPUs but the cluster has {gpus:g}; lower scan.actors or "
+                        f"scan.gpus_per_actor (fractions share a GPU)")
     cpus_per_actor = spec.scan.cpus_per_actor
     if cpus_per_actor is None:
         cpus_per_actor = 1.0 if cpus - held >= 1 else 0.0
@@ -172,15 +180,33 @@ def _actor_layout(spec, n_models: int) -> tuple[float, float, int]:
     return per_actor, cpus_per_actor, n_actors
 
 
+def _write_shards(root: str, run_id: str, model: str, plan: dict[str, Shard], records: dict[str, dict], folds: int) -> None:
+    """The shards table of a model: the whole plan, ``done`` rows from the scan records, ``planned`` for the rest."""
+    done_keys = ("n_images", "n_errors", "node", "worker", "seconds")
+    rows = []
+    for shard_id, shard in plan.items():
+        r = records.get(shard_id)
+        row = dict(shard_id=shard_id, source=shard.uri, fingerprint=shard.fingerprint, fold=shard.fold(folds))
+        if r is None:
+            rows.append(dict(row, status="planned"))
+        else:
+            rows.append(dict(row, **{k: r[k] for k in done_keys}, status="done",
+                             finished_at=datetime.fromisoformat(r["finished_at"])))
+    tables.write_table(root, "shards", rows, run_id, model, name="scan")
+
+
 def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary:
     """Scan every model of the spec over its data on the connected Ray cluster; resumes from partials."""
     t0 = time.perf_counter()
     shards = plan_shards(spec.data)
     plan = {s.shard_id: s for s in shards}
     models = list(spec.models.keys)
-    todo = {m: {s.shard_id for s in shards} - set(_covered(root, run_id, m, plan)) for m in models}
+    covered = {m: _covered(root, run_id, m, plan) for m in models}
+    todo = {m: set(plan) - set(covered[m]) for m in models}
+    for m in models:  # the manifest first, so that an interrupted run still shows its plan
+        _write_shards(root, run_id, m, plan, covered[m], spec.data.folds)
     summary = ScanSummary(shards_skipped=sum(len(shards) - len(t) for t in todo.values()))
-    per_actor, cpus_per_actor, n_actors = _actor_layout(spec, len(models))
+    per_actor, cpus_per_actor, n_actors = actor_layout(spec, len(models))
     spec_json = spec.model_dump_json()
 
     def new_worker(model: str) -> _Worker:
@@ -209,7 +235,7 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
             w = min(workers[m], key=lambda w: (w.inflight, w.assigned))  # least busy, then least used
             w.inflight += 1
             w.assigned += 1
-            calls[w.actor.process.remote(shard, ref, shard.index % spec.data.folds)] = (w, shard)
+            calls[w.actor.process.remote(shard, ref, shard.fold(spec.data.folds))] = (w, shard)
 
     def checkpoint(w):
         calls[w.actor.checkpoint.remote()] = (w, None)
@@ -231,19 +257,24 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
         workers[dead.model][workers[dead.model].index(dead)] = new_worker(dead.model)
         bar.update(-len(dead.unsaved - saved))
 
-    limit = max(2, spec.scan.decode_workers * max(1, sum(len(w) for w in workers.values())))
+    # Decodes in flight: enough to keep every actor fed, and every CPU the actors leave free busy.
+    n_workers = max(1, sum(len(w) for w in workers.values()))
+    free_cpus = int(ray.cluster_resources().get("CPU", 0) - cpus_per_actor * n_workers)
+    limit = max(2, free_cpus, spec.scan.decode_workers * n_workers)
     while True:
         if not (queue or decodes or calls):  # all scanned: save what is unsaved, then stop
             for w in (w for ws in workers.values() for w in ws if w.unsaved):
                 checkpoint(w)
             if not calls:
                 break
-        while queue and len(decodes) < limit and sum(w.inflight for ws in workers.values() for w in ws) < 2 * limit:
+        # Decoded shards waiting at the actors stay at two per actor, so memory does not grow with the queue.
+        while queue and len(decodes) < limit and sum(w.inflight for ws in workers.values() for w in ws) < 2 * n_workers:
             shard, need = queue.popleft()
-            decodes[_decode.remote(shard, preprocess_config(need[0]))] = (shard, need)
+            decodes[decode_task.remote(shard, preprocess_config(need[0]))] = (shard, need)
         ready, _ = ray.wait(list(decodes) + list(calls), num_returns=1)
         ref = ready[0]
         if ref in decodes:
+            summary.shards_decoded += 1
             dispatch(*decodes.pop(ref), ref)
             continue
         w, shard = calls.pop(ref)
@@ -278,7 +309,10 @@ def _finish_model(spec, root: str, run_id: str, model: str, plan: dict[str, Shar
     merged = None
     for uri in _partials(root, run_id, model):
         part = HeadMoments.load(uri)
-        merged = part if merged is None else merged.merge(part)
+        try:
+            merged = part if merged is None else merged.merge(part)
+        except ValueError as e:
+            raise ScanError(f"{model}: partial {uri} does not merge with the others: {e}") from e
     covered = set(merged.shards) if merged else set()
     if covered != set(plan):
         missing, extra = sorted(set(plan) - covered), sorted(covered - set(plan))
@@ -291,9 +325,7 @@ def _finish_model(spec, root: str, run_id: str, model: str, plan: dict[str, Shar
     tables.write_table(root, "moments", [dict(
         uri=uri, convention=merged.convention, n_images=n_images, n_heads=len(merged.heads),
         embed_dim=merged.embed_dim, folds=merged.folds, n_shards=len(records))], run_id, model, name="scan")
-    tables.write_table(root, "shards", [dict(
-        {k: r[k] for k in ("shard_id", "source", "fingerprint", "fold", "n_images", "n_errors", "node", "worker", "seconds")},
-        status="done", finished_at=datetime.fromisoformat(r["finished_at"])) for r in records], run_id, model, name="scan")
+    _write_shards(root, run_id, model, plan, merged.shards, spec.data.folds)
     tables.write_table(root, "errors", [dict(e, at=datetime.fromisoformat(e["at"])) for e in errors], run_id, model, name="scan")
     summary.moments[model] = uri
     summary.n_images[model] = n_images

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ccs_ray import PAPER_MODELS, UnsupportedModelError, load_model
-from ccs_ray.models import ModelKey
+from ccs_ray.models import ModelKey, supported_models
 
 
 def test_keys_parse():
@@ -56,5 +56,8 @@ def test_precision_and_errors(tmp_path):
         load_model("ViT-Q-99/none")
     with pytest.raises(UnsupportedModelError, match="ModifiedResNet.*Supported"):
         load_model("RN50/none")
+    with pytest.raises(UnsupportedModelError, match="attention pooler.*Supported"):
+        load_model("coca_ViT-B-32/none")
+    assert not [n for n in supported_models() if n.startswith("coca")] and "ViT-L-14" in supported_models()
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_model(f"ccs-tiny@{tmp_path}/missing.pt")

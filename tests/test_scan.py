@@ -15,7 +15,7 @@ import torch
 
 from ccs_ray import HeadMoments, load_model
 from ccs_ray.decompose import decomposed_forward
-from ccs_ray.scan import ScanError, _partials, run_scan, run_spans
+from ccs_ray.scan import ScanError, _partials, actor_layout, run_scan, run_spans
 from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.spec import load_spec
 from ccs_ray.tables import read_table
@@ -113,7 +113,9 @@ def test_missing_source_is_a_clear_error(tmp_path):
 
 
 def _scan_processes():
-    return [p for p in psutil.process_iter(["cmdline"]) if any("ScanActor" in c for c in (p.info["cmdline"] or []))]
+    """Scan actor processes of this session's Ray (started by this process, so they are its descendants)."""
+    return [p for p in psutil.Process().children(recursive=True)
+            if any("ScanActor" in c for c in p.cmdline())]
 
 
 @pytest.mark.slow
@@ -132,6 +134,8 @@ def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
     thread.join(300)
     summary = result["s"]
     key = spec.models.keys[0]
+    # Only what the dead actor had not saved is scanned again: at most checkpoint_every shards plus one in flight.
+    assert 40 <= summary.shards_scanned <= 40 + 3 + 2
     assert len(_partials(str(tmp_path), "r1", key)) >= 2  # the dead actor's partial and its replacement's
     _assert_same_moments(HeadMoments.load(summary.moments[key]), _reference(spec))
 
@@ -180,3 +184,54 @@ def test_resume_refuses_changed_data(ray_cluster, tmp_path):
     changed = _spec(tmp_path, n=16, extra=['data.source="probe://?n=16&seed=9&size=48"'])
     with pytest.raises(ScanError, match="no longer matches"):
         run_scan(changed, str(tmp_path), "r1", progress=False)
+
+
+def test_two_models_share_each_decode_and_match_their_own_scans(ray_cluster, tmp_path):
+    """Two models with one preprocessing: every shard decoded once, each model's moments as if scanned alone."""
+    model, _ = load_model("ccs-tiny/none", device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    ckpt = tmp_path / "half.pt"
+    torch.save(model.state_dict(), ckpt)
+    other = f"ccs-tiny@{ckpt}"
+    both = _spec(tmp_path / "both", n=32, extra=[f'models.keys=["ccs-tiny/none", "{other}"]'])
+    summary = run_scan(both, str(tmp_path / "both"), "r1", progress=False)
+    assert summary.shards_decoded == 4 and summary.shards_scanned == 8
+    for key in both.models.keys:
+        alone = _spec(tmp_path / "alone", n=32, extra=[f'models.keys=["{key}"]'])
+        ref = run_scan(alone, str(tmp_path / "alone"), key.replace("/", "_").replace("@", "_")[:8], progress=False)
+        _assert_same_moments(HeadMoments.load(summary.moments[key]), HeadMoments.load(ref.moments[key]))
+    a, b = (HeadMoments.load(summary.moments[k]) for k in both.models.keys)
+    assert not torch.allclose(a.outer, b.outer)  # really two different models
+
+
+def test_shards_table_is_the_plan_then_the_record(ray_cluster, tmp_path):
+    spec = _spec(tmp_path, n=32)
+    run_scan(spec, str(tmp_path), "r1", progress=False)
+    rows = read_table(str(tmp_path), "shards", "r1").to_pylist()
+    assert sorted(r["shard_id"] for r in rows) == sorted(s.shard_id for s in plan_shards(spec.data))
+    assert {r["status"] for r in rows} == {"done"} and sum(r["n_images"] for r in rows) == 32
+
+
+def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
+    spec = _spec(tmp_path, n=32)
+    run_scan(spec, str(tmp_path), "r1", progress=False)
+    first = _partials(str(tmp_path), "r1", spec.models.keys[0])[0]
+    Path(first).with_name("copy.safetensors").write_bytes(Path(first).read_bytes())
+    with pytest.raises(ScanError, match="counted twice"):
+        run_scan(spec, str(tmp_path), "r1", progress=False)
+
+
+def test_actor_layout_fits_the_cluster():
+    spec = _spec("/tmp/unused")
+    six = _spec("/tmp/unused", extra=['models.keys=["a/none","b/none","c/none","d/none","e/none","f/none"]'])
+    assert actor_layout(spec, 1, {"CPU": 2}) == (0.0, 1.0, 1)
+    assert actor_layout(_spec("/tmp/unused", extra=["scan.actors=2"]), 1, {"CPU": 2}) == (0.0, 0.0, 2)
+    assert actor_layout(spec, 1, {"CPU": 16, "GPU": 4}) == (1.0, 1.0, 4)
+    gpus, _, n = actor_layout(six, 6, {"CPU": 16, "GPU": 1})  # six models share one GPU
+    assert n == 1 and 6 * gpus <= 1 and gpus > 0
+    with pytest.raises(ScanError, match="gpus_per_actor"):
+        actor_layout(_spec("/tmp/unused", extra=["scan.gpus_per_actor=1"]), 6, {"CPU": 16, "GPU": 1})
+    with pytest.raises(ScanError, match="cpus_per_actor"):
+        actor_layout(_spec("/tmp/unused", extra=["scan.actors=2", "scan.cpus_per_actor=1"]), 1, {"CPU": 2})

@@ -27,7 +27,7 @@ from PIL import Image
 
 from ..models import preprocess_config
 from ..moments import HeadMoments
-from ..scan import ScanActor, _decode, run_scan
+from ..scan import ScanActor, decode_task, actor_layout, run_scan
 from ..sources import plan_shards
 from ..spec import load_spec
 
@@ -64,12 +64,14 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         shards = plan_shards(spec.data)
         pp = preprocess_config(model)
 
-        ray.get([_decode.remote(s, pp) for s in shards[:4]])  # warm up the CPU workers (imports)
+        ray.get([decode_task.remote(s, pp) for s in shards[:4]])  # warm up the CPU workers (imports)
         t0 = time.perf_counter()
-        decoded = ray.get([_decode.remote(s, pp) for s in shards])
+        decoded = ray.get([decode_task.remote(s, pp) for s in shards])
         decode_ips = images / (time.perf_counter() - t0)
 
-        actor = ScanActor.remote(model, spec.model_dump_json(), f"{tmp}/unused.safetensors")
+        gpus, cpus, _ = actor_layout(spec, 1)  # the scan's own actor placement: on the GPU when there is one
+        actor = ScanActor.options(num_gpus=gpus, num_cpus=cpus).remote(model, spec.model_dump_json(),
+                                                                       f"{tmp}/unused.safetensors")
         ray.get(actor.checkpoint.remote())  # model loaded
         refs = [ray.put(d) for d in decoded]
         t0 = time.perf_counter()
