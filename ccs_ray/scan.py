@@ -6,7 +6,8 @@ through the object store, to one :class:`ScanActor` of every model that still ne
 loads its model once (on its GPU when the cluster has GPUs, else on CPU), runs the one-pass decomposition
 and keeps the moments in its own memory; moments never travel through the object store.
 
-Checkpoints and resume. Every ``scan.checkpoint_every`` shards an actor writes its cumulative moments,
+Checkpoints and resume. Every ``scan.checkpoint_s`` seconds (or ``scan.checkpoint_every`` shards) an
+actor with new shards writes its cumulative moments,
 with the records of the shards they cover, to its own partial file (atomic replace). A shard counts as
 done only once a checkpoint holds it. When an actor dies its unsaved shards are queued again for a fresh
 actor; when the driver dies, ``run --resume`` reads the partials and scans only the shards none covers.
@@ -111,6 +112,7 @@ class _Worker:
     inflight: int = 0
     assigned: int = 0
     unsaved: set = field(default_factory=set)
+    saved_at: float = field(default_factory=time.monotonic)  # when its last checkpoint was asked for
 
     def saved_shards(self) -> set[str]:
         """Shards in this worker's partial file (a checkpoint may land just before the actor dies)."""
@@ -238,6 +240,7 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
             calls[w.actor.process.remote(shard, ref, shard.fold(spec.data.folds))] = (w, shard)
 
     def checkpoint(w):
+        w.saved_at = time.monotonic()
         calls[w.actor.checkpoint.remote()] = (w, None)
 
     def replace(dead: _Worker, error: Exception, failed: set[str]):
@@ -292,7 +295,9 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
         summary.shards_scanned += 1
         bar.update(1)
         bar.set_postfix(images_per_s=f"{images_done / max(1e-9, time.perf_counter() - t0):.1f}")
-        if len(w.unsaved) >= spec.scan.checkpoint_every and not any(v == (w, None) for v in calls.values()):
+        every = spec.scan.checkpoint_every
+        due = time.monotonic() - w.saved_at >= spec.scan.checkpoint_s or (every and len(w.unsaved) >= every)
+        if due and not any(v == (w, None) for v in calls.values()):
             checkpoint(w)
     bar.close()
     for ws in workers.values():

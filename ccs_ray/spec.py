@@ -56,12 +56,15 @@ class ScanConfig(_Section):
 
     batch_size: int = Field(64, ge=1)
     actors: int | None = Field(None, ge=1, description="model actors; default one per GPU, else 1")
-    gpus_per_actor: float | None = Field(None, ge=0, description="default 1 when the cluster has GPUs, else 0")
+    gpus_per_actor: float | None = Field(None, ge=0, description="default 1, or an equal share of a GPU when models "
+                                         "outnumber GPUs; 0 without GPUs")
     cpus_per_actor: float | None = Field(None, ge=0, description="CPUs each model actor holds; default 1, "
                                          "or 0 where that would leave no CPU for decoding")
-    decode_workers: int = Field(2, ge=1, description="parallel CPU decode tasks in flight per actor")
+    decode_workers: int = Field(2, ge=1, description="CPU decode tasks in flight per actor "
+                                                   "(at least one per CPU the actors leave free)")
     convention: Literal["centered", "textspan"] = "centered"
-    checkpoint_every: int = Field(8, ge=1, description="shards between moment checkpoints of an actor")
+    checkpoint_every: int | None = Field(None, ge=1, description="checkpoint an actor after this many new shards")
+    checkpoint_s: float = Field(120.0, gt=0, description="and at least this often (seconds) while it has new shards")
 
 
 class SpansConfig(_Section):
@@ -176,7 +179,8 @@ class EvalsConfig(_Section):
     bias: list[dict] = Field(default_factory=list)
     batch_size: int = Field(64, ge=1)
     actors: int | None = Field(None, ge=1, description="model actors; default one per GPU, else 1")
-    gpus_per_actor: float | None = Field(None, ge=0, description="default 1 when the cluster has GPUs, else 0")
+    gpus_per_actor: float | None = Field(None, ge=0, description="default 1, or an equal share of a GPU when models "
+                                         "outnumber GPUs; 0 without GPUs")
 
 
 class ResultsConfig(_Section):

@@ -60,7 +60,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         _write_jpegs(tmp, images, image_px)
         spec = load_spec({"name": "bench-scan", "models": {"keys": [model]},
                           "data": {"source": tmp, "shard_size": shard_size},
-                          "scan": {"batch_size": batch_size, "checkpoint_every": 10**6}})
+                          "scan": {"batch_size": batch_size}})
         shards = plan_shards(spec.data)
         pp = preprocess_config(model)
 
