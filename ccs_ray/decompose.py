@@ -227,10 +227,15 @@ def _to_embedding_space(visual, x_cls, heads, layers, convention, embedding):
 
 
 def head_contributions(model, images, layers=None, convention: str = "centered") -> torch.Tensor:
-    """Each head's direct contribution to the image embedding.
+    """Each head's direct contribution to the image embedding, in the pass that computes the embedding.
+
+    Args:
+        images: Tensor[batch, 3, H, W], preprocessed as the model expects (any float dtype; cast to the model's).
+        layers: 0-based block indices (default: the last 4); returned in ascending order.
+        convention: ``"centered"`` or ``"textspan"`` (see :func:`decomposed_forward`).
 
     Returns:
-        Tensor[batch, len(layers), heads, embed_dim]; ``layers`` defaults to the last 4 of the tower.
+        Tensor[batch, len(layers), heads, embed_dim], in the model's dtype and on its device.
     """
     return decomposed_forward(model, images, layers, convention).heads
 
