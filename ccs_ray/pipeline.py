@@ -173,6 +173,14 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, dry_run: bo
                 if not state.done("prune", model):
                     state.mark("prune", model, run_prune_stage(spec, root, state.run_id, model, resume))
             summary["stages"]["prune"] = {model: state.info("prune", model) for model in spec.models.keys}
+        # The runs rows say "done" before the report is built, so that the report shows this run as done
+        # (a failing report turns them into "failed").
+        last = "report" if "report" in spec.stages else stage
+        scan_info = summary["stages"].get("scan", {})
+        for model in spec.models.keys:
+            counts = {k: scan_info.get(k, {}).get(model) for k in ("n_images", "n_errors")}
+            tables.write_table(root, "runs", _runs_rows(spec, state, model, "done", last, started, counts),
+                               state.run_id, model, name="run")
         if "report" in spec.stages:
             stage = "report"
             from .report import build_report
@@ -183,10 +191,5 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, dry_run: bo
             tables.write_table(root, "runs", _runs_rows(spec, state, model, "failed", stage, started, None),
                                state.run_id, model, name="run")
         raise
-    scan_info = summary["stages"].get("scan", {})
-    for model in spec.models.keys:
-        counts = {k: scan_info.get(k, {}).get(model) for k in ("n_images", "n_errors")}
-        tables.write_table(root, "runs", _runs_rows(spec, state, model, "done", stage, started, counts),
-                           state.run_id, model, name="run")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary

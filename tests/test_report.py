@@ -210,6 +210,7 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster,
     html = path.read_text()
     assert html.count('class="cell"') == n_heads and "<script" not in html.lower()
     assert 'id="heuristic"' in html and "offline heuristic judge" in html
+    assert "<td>done</td>" in html and "<td>running</td>" not in html  # the job's report shows its own run done
     n_svg = html.count("<svg")
     assert n_svg == 4  # heatmap, accuracy bars, accuracy-bias trade-off, CCS@K
     dom, count = open_in_chromium(chromium, tmp_path, path, "smoke-report.png", (1280, 2400))

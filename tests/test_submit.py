@@ -30,9 +30,13 @@ def ray_head(tmp_path):
     """A separate single-node Ray cluster with a dashboard; yields (dashboard address, environment with its token)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env_token = dict(env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
-    port, dash = _free_port(), _free_port()
+    dash = _free_port()
+    # Every fixed port of its own: the test session's cluster runs on this machine too (its agents hold the defaults).
+    ports = [f"--{flag}={_free_port()}" for flag in (
+        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+        [RAY, "start", "--head", "--block", *ports, f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
          "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
         env=env_token, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
