@@ -1,6 +1,7 @@
 """Run a scan on a simulated two-node Ray cluster; print one JSON line (used by test_scan.py)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,9 @@ def main(root: str) -> None:
     from ccs_ray.scan import run_scan
     from ccs_ray.spec import load_spec
 
+    # Both simulated nodes are this one machine: each node's memory monitor would see the whole machine's
+    # memory (the test session's included) as its own and kill workers; real nodes have their own memory.
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address, log_to_driver=False)
