@@ -38,13 +38,13 @@ class RunError(RuntimeError):
     """A run that cannot start or resume as asked."""
 
 
-def ensure_ray() -> None:
-    """Connect to the cluster at RAY_ADDRESS, or start a local one in this process."""
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to the cluster at RAY_ADDRESS, or start a local one (with ``num_cpus``) in this process."""
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         else:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 class _RunState:

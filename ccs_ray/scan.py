@@ -208,7 +208,8 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
     for m in models:  # the manifest first, so that an interrupted run still shows its plan
         _write_shards(root, run_id, m, plan, covered[m], spec.data.folds)
     summary = ScanSummary(shards_skipped=sum(len(shards) - len(t) for t in todo.values()))
-    per_actor, cpus_per_actor, n_actors = actor_layout(spec, len(models))
+    resources = ray.cluster_resources()
+    per_actor, cpus_per_actor, n_actors = actor_layout(spec, len(models), resources)
     spec_json = spec.model_dump_json()
 
     def new_worker(model: str) -> _Worker:
@@ -262,7 +263,7 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
 
     # Decodes in flight: enough to keep every actor fed, and every CPU the actors leave free busy.
     n_workers = max(1, sum(len(w) for w in workers.values()))
-    free_cpus = int(ray.cluster_resources().get("CPU", 0) - cpus_per_actor * n_workers)
+    free_cpus = int(resources.get("CPU", 0) - cpus_per_actor * n_workers)
     limit = max(2, free_cpus, spec.scan.decode_workers * n_workers)
     while True:
         if not (queue or decodes or calls):  # all scanned: save what is unsaved, then stop

@@ -1,7 +1,5 @@
 """Shared fixtures: one local Ray cluster per test session, tiny random-init models."""
 
-import os
-
 import pytest
 
 
@@ -10,11 +8,9 @@ def ray_cluster():
     """A real Ray cluster: the one at RAY_ADDRESS when set, else a local 2-CPU one started here."""
     import ray
 
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"])
-        else:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from ccs_ray.pipeline import ensure_ray
+
+    ensure_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 
