@@ -23,10 +23,9 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from .decompose import HeadAblation, decomposed_forward, head_name, parse_head_name, tower_shape
+from .choices import ABLATION_MODES, STRATEGIES
 from .scores import level, normalize_label
 
-MODES = ("zero", "mean")
-STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep")
 
 #: Concept families: a head belongs to one when its normalised label (:func:`ccs_ray.scores.normalize_label`,
 #: as in the labels table's ``label_normalized``) is one of the family's words.
@@ -47,8 +46,8 @@ CONCEPT_FAMILIES: dict[str, tuple[str, ...]] = {
 def head_ablation(model, heads: Iterable[str], mode: str = "zero",
                   mean_z: Mapping[int, torch.Tensor] | None = None) -> HeadAblation:
     """Validate head names against ``model``'s image tower and group them by layer."""
-    if mode not in MODES:
-        raise ValueError(f"ablation mode {mode!r} is not one of {MODES}")
+    if mode not in ABLATION_MODES:
+        raise ValueError(f"ablation mode {mode!r} is not one of {ABLATION_MODES}")
     shape = tower_shape(model)
     by_layer: dict[int, set[int]] = {}
     for name in heads:

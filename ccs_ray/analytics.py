@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.dirfs import DirFileSystem
 
-from ccs_ray.tables import SCHEMAS, TABLES
+from .choices import SQL_FORMATS
+from .tables import SCHEMAS, TABLES
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 SQL_DIR_ENV = "CCS_RAY_SQL_DIR"
-FORMATS = ("table", "csv", "json", "parquet")
 PROTOCOL = "ccsresults"
 _VIEW = re.compile(r"^CREATE VIEW (\w+) AS .*;$", re.M)
 # DuckDB's own file systems; a read-only connection disables them all (ours is a Python one).
@@ -192,8 +192,8 @@ def query(conn, sql: str) -> pa.Table:
 
 def format_table(table: pa.Table, fmt: str = "table") -> str | bytes:
     """Render a result as an aligned text table, CSV, JSON records (str) or Parquet (bytes)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if fmt not in SQL_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(SQL_FORMATS)}")
     if fmt == "parquet":
         buf = io.BytesIO()
         pq.write_table(table, buf)
@@ -227,8 +227,8 @@ def _cell(value) -> str:
 
 def run_sql(sql: str, root: str, fmt: str = "table") -> str | bytes:
     """Run one query over the results under ``root`` (read-only) and format the result."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if fmt not in SQL_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(SQL_FORMATS)}")
     with connect(root) as conn:
         return format_table(query(conn, sql), fmt)
 
@@ -253,8 +253,8 @@ def interactive(root: str, stdin: TextIO | None = None, stdout: TextIO | None = 
     Commands: ``.views`` (views and columns), ``.queries`` (canned queries), ``.run NAME`` (run one),
     ``.format table|csv|json``, ``.quit``. An error prints and the loop goes on.
     """
-    if fmt not in FORMATS[:-1]:
-        raise ValueError(f"the interactive mode prints {', '.join(FORMATS[:-1])}, not {fmt!r}: for parquet, "
+    if fmt not in SQL_FORMATS[:-1]:
+        raise ValueError(f"the interactive mode prints {', '.join(SQL_FORMATS[:-1])}, not {fmt!r}: for parquet, "
                          f"give a QUERY or --query NAME and -o FILE")
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     conn = connect(root)
@@ -290,7 +290,7 @@ def interactive(root: str, stdin: TextIO | None = None, stdout: TextIO | None = 
                     run(canned_sql(arg.strip()))
                 except SqlError as e:
                     stdout.write(f"Error: {e}\n")
-            elif name == ".format" and arg.strip() in FORMATS[:-1]:
+            elif name == ".format" and arg.strip() in SQL_FORMATS[:-1]:
                 fmt = arg.strip()
             else:
                 stdout.write(f"unknown command {command!r}; commands: .views, .queries, .run NAME, "

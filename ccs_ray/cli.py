@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from .choices import PRECISIONS, SQL_FORMATS
+
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="job spec (TOML path or fsspec URI), e.g. jobs/quickstart.toml")
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sql", help="query the results with DuckDB (no QUERY: interactive)")
     p.add_argument("query", nargs="?", help="SQL over the views (see .views in interactive mode)")
     p.add_argument("--results", default="./results", help="results root (default ./results)")
-    p.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    p.add_argument("--format", default="table", choices=SQL_FORMATS)
     p.add_argument("-o", "--output", help="write the result to this file")
     p.add_argument("--query", dest="canned", help="run a canned query from sql/queries by name")
     p.set_defaults(func=_cmd_sql)
@@ -109,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     benches = p.add_subparsers(dest="bench", required=True)
     b = benches.add_parser("decompose", help="plain encode_image vs decomposition + moments")
     b.add_argument("--model", default="ViT-B-32/none")
-    b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    b.add_argument("--precision", default="fp32", choices=PRECISIONS)
     b.add_argument("--batch-size", dest="batch_size", type=int, default=16)
     b.add_argument("--reps", type=int)
     b = benches.add_parser("scan", help="end-to-end scan vs decode-only and model-only throughput")
@@ -131,16 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .cluster import LayoutError
     from .models import UnsupportedModelError
     from .pipeline import RunError
-    from .scan import ScanError
     from .sources import SourceError
     from .spec import SpecError
+    from .stages.scan import ScanError
     from .submit import SubmitError
 
     try:
         return args.func(args)
-    except (SpecError, RunError, ScanError, SourceError, UnsupportedModelError, SubmitError,
+    except (SpecError, RunError, ScanError, LayoutError, SourceError, UnsupportedModelError, SubmitError,
             FileNotFoundError) as e:
         print(f"ccs-ray: {e}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ layer, d head width (W = H d), D embedding dim, L layers in the tower.
 Head ``L{l}.H{h}`` writes ``r = ls_1 * (z_{l,h} @ W_O[:, h d:(h+1) d].T)`` into the class-token residual,
 where ``z_{l,h}`` (d values) is its attention output at the class token. The image embedding is
 ``e = ln_post(x_cls) @ proj``; ``ln_post`` is linear once its per-image mean mu and std sigma are fixed,
-so each residual component maps into embedding space. Two conventions (DESIGN.md section 2):
+so each residual component maps into embedding space. Two conventions (docs/architecture.md, "Decomposition conventions"):
 
 - ``"centered"``: ``c -> (gamma * (c - mean_W(c)) / sigma) @ proj``. All components (embeddings after
   ``ln_pre``, every head, every out_proj bias, every MLP output) plus ``beta @ proj`` sum to ``e``.
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import LayerScale
 
+from .choices import CONVENTIONS
 from .models import check_supported
 
-CONVENTIONS = ("centered", "textspan")
 
 
 def head_name(layer: int, head: int) -> str:
@@ -44,10 +44,11 @@ def parse_head_name(name: str) -> tuple[int, int]:
         raise ValueError(f"head {name!r} is not of the form 'L<layer>.H<head>', e.g. 'L11.H5'") from None
 
 
-def default_layers(model: torch.nn.Module, last: int = 4) -> list[int]:
-    """The last ``last`` layers of the image tower (the paper analyses the last 4)."""
+def select_layers(model: torch.nn.Module, layers: list[int] | None = None, last: int = 4) -> list[int]:
+    """The one layer-selection rule: ``layers`` (sorted) when given, else the last ``last`` layers of the
+    image tower (the paper analyses the last 4). An explicit ``[]`` selects none."""
     n = len(model.visual.transformer.resblocks)
-    return list(range(max(0, n - last), n))
+    return sorted(layers) if layers is not None else list(range(max(0, n - last), n))
 
 
 def tower_shape(model: torch.nn.Module) -> dict[str, int]:
@@ -160,7 +161,7 @@ def decomposed_forward(
         raise ValueError(f"convention {convention!r} is not one of {CONVENTIONS}")
     visual = model.visual
     blocks = visual.transformer.resblocks
-    layers = default_layers(model) if layers is None else sorted(layers)
+    layers = select_layers(model, layers)
     bad = [l for l in layers if not 0 <= l < len(blocks)]
     if bad:
         raise ValueError(f"layers {bad} out of range: the image tower has layers 0..{len(blocks) - 1}")

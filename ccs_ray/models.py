@@ -24,12 +24,15 @@ import torch
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
+from .choices import PRECISIONS
+
 #: Seed of random initialisation (``NAME/none``), so that all actors of a cluster hold the same weights.
 RANDOM_INIT_SEED = 0
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: The torch dtype of each precision name.
+DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 
-#: The six models of the paper (DESIGN.md section 1), by short preset name.
+#: The six models of the paper (docs/architecture.md, "Models"), by short preset name.
 PAPER_MODELS = {
     "b32-openai": "ViT-B-32/openai",
     "b32-datacomp": "ViT-B-32/datacomp_m_s128m_b4k",
@@ -160,8 +163,8 @@ def load_model(key: str, precision: str = "fp32", device: str | torch.device | N
         ``(model, preprocess)``; the model is in eval mode, its image tower is checked to be supported,
         and ``model.tokenizer`` is its open_clip tokenizer.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {sorted(PRECISIONS)}")
+    if precision not in DTYPES:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     parsed = ModelKey.parse(key)
     if not parsed.name.startswith(("hf-hub:", "local-dir:")) and parsed.name not in open_clip.list_models():
         raise UnsupportedModelError(
@@ -181,6 +184,6 @@ def load_model(key: str, precision: str = "fp32", device: str | torch.device | N
             f"as '{parsed.name}@/path/to/checkpoint.pt', or random init as '{parsed.name}/none'"
         ) from None
     check_supported(model, key)
-    model = model.to(device=device, dtype=PRECISIONS[precision]).eval()
+    model = model.to(device=device, dtype=DTYPES[precision]).eval()
     model.tokenizer = open_clip.get_tokenizer(parsed.name)
     return model, preprocess

@@ -13,7 +13,6 @@ the JSON metadata of ``HeadMoments.meta`` under the key ``"ccs_ray"``.
 from __future__ import annotations
 
 import json
-import uuid
 
 import fsspec
 import torch
@@ -21,6 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .decompose import head_name, parse_head_name
+from .files import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -126,14 +126,7 @@ class HeadMoments:
             {"n": self.n.cpu(), "total": self.total.cpu(), "outer": self.outer.cpu(), "z_sum": self.z_sum.cpu()},
             metadata={"ccs_ray": json.dumps(self.meta)},
         )
-        fs, path = fsspec.core.url_to_fs(uri)
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with fs.open(tmp, "wb") as f:
-            f.write(blob)
-        fs.mv(tmp, path)
+        atomic_write(uri, blob)
 
     @staticmethod
     def read_meta(uri: str) -> dict:

@@ -1,7 +1,7 @@
 """Concept Consistency Score and judge agreement: pure math on 1/0 span judgments (no Ray, no I/O).
 
 CCS(h) = number of a head's m spans (m = 5 in the paper) judged aligned with its label, 0..m; None when
-any judgment is missing (never scored 0 silently). Levels (DESIGN.md section 4): ``high`` = m,
+any judgment is missing (never scored 0 silently). Levels (docs/architecture.md, "CCS and its levels"): ``high`` = m,
 ``medium`` 2..m-1, ``low`` <= 1; the paper names high and low only, the medium band is ours.
 CCS@K = fraction of heads with CCS = K. :func:`normalize_label` and :func:`level` are defined here only: the
 judge stage, human ratings and the pruning strategies all use these.

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-STAGES = ("scan", "spans", "judge", "prune", "report")
+from .choices import (ABLATION_MODES, CONVENTIONS, JUDGE_KINDS, JUDGE_MODES, PRECISIONS, RANDOM_POOLS,
+                      SOURCE_KINDS, STAGES, STRATEGIES)
 
 
 class SpecError(ValueError):
@@ -33,7 +34,7 @@ class ModelsConfig(_Section):
     """Which models to analyse and how to run them."""
 
     keys: list[str] = Field(default_factory=lambda: ["ViT-B-32/openai"], min_length=1)
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    precision: Literal[PRECISIONS] = "fp32"
     last_layers: int = Field(4, ge=1, description="decompose the heads of the last N layers")
     layers: list[int] | None = Field(None, description="explicit 0-based layers; overrides last_layers")
 
@@ -42,7 +43,7 @@ class DataConfig(_Section):
     """The image set the heads are scanned over."""
 
     source: str = Field("probe://?n=512&seed=0", description="fsspec URI of images, tars, parquet, a manifest, or probe://")
-    kind: Literal["auto", "folder", "tar", "parquet", "manifest", "probe"] = "auto"
+    kind: Literal[("auto", *SOURCE_KINDS)] = "auto"
     image_column: str = Field("image", description="parquet: the column of image bytes")
     uri_column: str = Field("uri", description="manifest: the column of image URIs")
     label_column: str = Field("label", description="parquet/manifest: the label column, used when present")
@@ -62,7 +63,7 @@ class ScanConfig(_Section):
                                          "or 0 where that would leave no CPU for decoding")
     decode_workers: int = Field(2, ge=1, description="CPU decode tasks in flight per actor "
                                                    "(at least one per CPU the actors leave free)")
-    convention: Literal["centered", "textspan"] = "centered"
+    convention: Literal[CONVENTIONS] = "centered"
     checkpoint_every: int | None = Field(None, ge=1, description="checkpoint an actor after this many new shards")
     checkpoint_s: float = Field(120.0, gt=0, description="and at least this often (seconds) while it has new shards")
 
@@ -88,7 +89,7 @@ class EndpointConfig(_Section):
     """One LLM judge: an OpenAI-compatible endpoint and model, or the offline heuristic judge."""
 
     name: str | None = None
-    kind: Literal["openai", "offline"] = "openai"
+    kind: Literal[JUDGE_KINDS] = "openai"
     base_url: str | None = None
     model: str | None = None
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
@@ -104,9 +105,9 @@ class JudgeConfig(EndpointConfig):
     """The judge stage. The keys of :class:`EndpointConfig` here describe a single judge (default: the
     offline one); ``judges`` lists several, combined by majority vote."""
 
-    kind: Literal["openai", "offline"] = "offline"
+    kind: Literal[JUDGE_KINDS] = "offline"
     judges: list[EndpointConfig] = Field(default_factory=list)
-    mode: Literal["per_span", "batched"] = "per_span"
+    mode: Literal[JUDGE_MODES] = "per_span"
     heldout: bool = Field(True, description="also label from spans 1..m and judge spans m+1..2m")
     concurrency: int = Field(8, ge=1, description="requests in flight per judge, across the whole pool")
     actors: int = Field(2, ge=1, description="async Ray actors per judge")
@@ -159,11 +160,11 @@ class JudgeConfig(EndpointConfig):
 class PruneConfig(_Section):
     """Ablation strategies and their evaluation."""
 
-    strategies: list[Literal["high", "low", "random", "equal", "concept", "explicit", "sweep"]] = Field(
+    strategies: list[Literal[STRATEGIES]] = Field(
         default_factory=lambda: ["high", "low", "random", "equal"])
-    mode: Literal["zero", "mean"] = "zero"
+    mode: Literal[ABLATION_MODES] = "zero"
     seeds: int = Field(5, ge=1, description="random-strategy seeds")
-    random_pool: Literal["decomposed", "all"] = Field("decomposed", description="heads random draws come from")
+    random_pool: Literal[RANDOM_POOLS] = Field("decomposed", description="heads random draws come from")
     concepts: list[str] = Field(default_factory=lambda: ["location", "animals", "objects", "colors"])
     synonyms: dict[str, list[str]] = Field(default_factory=dict, description="extra words per concept family")
     heads: dict[str, list[str]] = Field(default_factory=dict, description="explicit head lists by name")
@@ -181,6 +182,8 @@ class EvalsConfig(_Section):
     actors: int | None = Field(None, ge=1, description="model actors; default one per GPU, else 1")
     gpus_per_actor: float | None = Field(None, ge=0, description="default 1, or an equal share of a GPU when models "
                                          "outnumber GPUs; 0 without GPUs")
+    cpus_per_actor: float | None = Field(None, ge=0, description="CPUs each model actor holds; default 1, "
+                                         "or 0 where the actors outnumber the CPUs")
 
 
 class ResultsConfig(_Section):
@@ -191,7 +194,7 @@ class Spec(_Section):
     """A whole job."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    stages: list[Literal["scan", "spans", "judge", "prune", "report"]] = Field(default_factory=lambda: list(STAGES))
+    stages: list[Literal[STAGES]] = Field(default_factory=lambda: list(STAGES))
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)

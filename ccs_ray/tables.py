@@ -19,6 +19,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .files import atomic_write, remove
+
 _KEY = [("run_id", pa.string()), ("model", pa.string())]
 _HEAD = [("layer", pa.int32()), ("head", pa.int32()), ("head_label", pa.string())]
 _ABLATION = [("ablation_id", pa.string()), ("strategy", pa.string()), ("seed", pa.int32())]
@@ -133,26 +135,34 @@ def write_table(root: str, table: str, rows, run_id: str, model: str, name: str 
         return None
     data = data.set_column(0, "run_id", pa.array([run_id] * data.num_rows, pa.string()))
     data = data.set_column(1, "model", pa.array([model] * data.num_rows, pa.string()))
-    folder = partition_path(root, table, run_id, model)
-    fs, path = fsspec.core.url_to_fs(folder)
-    fs.makedirs(path, exist_ok=True)
-    fname = f"{name or 'part-' + uuid.uuid4().hex}.parquet"
-    tmp = f"{path}/.{fname}.{uuid.uuid4().hex}.tmp"
-    with fs.open(tmp, "wb") as f:
-        pq.write_table(data, f)
-    fs.mv(tmp, f"{path}/{fname}")
-    return f"{folder}/{fname}"
+    uri = f"{partition_path(root, table, run_id, model)}/{name or 'part-' + uuid.uuid4().hex}.parquet"
+    buf = pa.BufferOutputStream()
+    pq.write_table(data, buf)
+    atomic_write(uri, buf.getvalue().to_pybytes())
+    return uri
+
+
+def replace_file(root: str, table: str, rows, run_id: str, model: str, name: str) -> None:
+    """Write ``rows`` as the file ``name`` of a partition, replacing an earlier one (removed when no rows):
+    a stage that re-runs replaces its own rows and never duplicates them."""
+    if write_table(root, table, rows, run_id, model, name=name) is None:
+        remove(f"{partition_path(root, table, run_id, model)}/{name}.parquet")
 
 
 def read_table(root: str, table: str, run_id: str | None = None, model: str | None = None) -> pa.Table:
-    """All rows of ``table`` under ``root`` (optionally one run and/or model), empty with the schema if none."""
+    """All rows of ``table`` under ``root`` (optionally one run and/or model), empty with the schema if none.
+
+    Files written by an earlier version read too: a column they lack comes back as nulls, a column this
+    version no longer has is dropped.
+    """
     schema = _schema_of(table)
     fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/{table}")
     pattern = f"{path}/run_id={quote(run_id, safe='') if run_id else '*'}/model={quote(model, safe='') if model else '*'}/*.parquet"
     parts = []
     for file in sorted(fs.glob(pattern)):
         with fs.open(file, "rb") as f:
-            parts.append(pq.read_table(f).cast(schema))
+            data = pq.read_table(f)
+        parts.append(to_arrow(table, data.select([n for n in data.column_names if n in schema.names])))
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 

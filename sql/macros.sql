@@ -1,7 +1,7 @@
 -- Macros shared by the canned queries (sql/queries/*.sql) and handy at the `ccs-ray sql` prompt.
 -- Loaded after views.sql.
 
--- CCS level of a head (DESIGN.md section 4): high = 5, low <= 1, medium in between.
+-- CCS level of a head (docs/architecture.md, "CCS and its levels"): high = 5, low <= 1, medium in between.
 CREATE MACRO ccs_level(ccs) AS CASE WHEN ccs >= 5 THEN 'high' WHEN ccs <= 1 THEN 'low' ELSE 'medium' END;
 
 -- The unpruned model's rows in evals / bias (ccs_ray.ablate names the baseline configuration 'none').
@@ -23,7 +23,7 @@ CREATE MACRO jaccard(a, b) AS
 CREATE MACRO ablation_config(strategy, k, concept) AS
     strategy || coalesce(':' || concept, '') || CASE WHEN strategy = 'sweep' THEN ':k=' || k ELSE '' END;
 
--- The summary rows the prune stage adds for direct reading (ccs_ray/evals/runner.py): the random
+-- The summary rows the prune stage adds for direct reading (ccs_ray/stages/prune.py): the random
 -- strategy's mean and std over seeds, and the totals over occupations. No statistic starts from them.
 CREATE MACRO is_random_summary(ablation_id) AS ablation_id IN ('random:mean', 'random:std');
 CREATE MACRO is_occupation_total(occupation) AS occupation IN ('__sum__', '__mean__');

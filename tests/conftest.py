@@ -8,7 +8,7 @@ def ray_cluster():
     """A real Ray cluster: the one at RAY_ADDRESS when set, else a local 2-CPU one started here."""
     import ray
 
-    from ccs_ray.pipeline import ensure_ray
+    from ccs_ray.cluster import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield ray

@@ -12,8 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(root: str) -> None:
-    from ccs_ray.scan import run_scan
     from ccs_ray.spec import load_spec
+    from ccs_ray.stages import Context
+    from ccs_ray.stages.scan import run_scan, section
 
     # Both simulated nodes are this one machine: each node's memory monitor would see the whole machine's
     # memory (the test session's included) as its own and kill workers; real nodes have their own memory.
@@ -24,7 +25,7 @@ def main(root: str) -> None:
     spec = load_spec(REPO / "jobs" / "smoke.toml", [
         f'results.root="{root}"', 'data.source="probe://?n=64&seed=3&size=48"', "data.shard_size=8",
         "scan.batch_size=5", "scan.checkpoint_every=2", "scan.actors=2"])
-    summary = run_scan(spec, root, "r1", progress=False)
+    summary = run_scan(Context.of(spec, "r1", root, progress=False), section(spec))
     nodes = len([n for n in ray.nodes() if n["Alive"]])
     ray.shutdown()
     cluster.shutdown()

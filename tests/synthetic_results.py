@@ -15,7 +15,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 from ccs_ray.decompose import head_name
-from ccs_ray.evals.runner import occupation_totals, random_summary
+from ccs_ray.stages.prune import occupation_totals, random_summary
 from ccs_ray.tables import write_table
 
 MODELS = ("ViT-B-32/openai", "ViT-B-16/laion2b_s34b_b88k")
@@ -134,7 +134,7 @@ def _write_ablations(put, rng, model, m, combined, heads) -> None:
             for occupation in OCCUPATIONS:
                 bias.append(dict(key, dataset="fairface", attribute=attribute, occupation=occupation, k=10,
                                  maxskew=rng.uniform(0.1, 1.0) + 0.05 * hurt, max_group=f"group{rng.randrange(groups)}"))
-    bias += occupation_totals(bias)  # as ccs_ray.evals.runner.run_prune_stage writes them
+    bias += occupation_totals(bias)  # as ccs_ray.stages.prune.run writes them
     put("ablations", ablations, model)
     put("evals", evals + random_summary(evals, "value", ("dataset", "metric")), model)
     put("bias", bias + random_summary(bias, "maxskew", ("dataset", "attribute", "occupation")), model)

@@ -10,7 +10,7 @@ from PIL import Image
 from ccs_ray import ablated, load_model, max_skew_at_k
 from ccs_ray.decompose import head_name
 from ccs_ray.evals.datasets import classification_data, load_classification, plan_classification
-from ccs_ray.evals.runner import run_prune_stage
+from ccs_ray.stages import run_stage
 from ccs_ray.evals.zeroshot import classifier_weights
 from ccs_ray.spec import load_spec
 from ccs_ray.tables import read_table, write_table
@@ -69,7 +69,7 @@ def spec(tmp_path):
 
 def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
     root = str(tmp_path)
-    summary = run_prune_stage(spec, root, RUN, MODEL)
+    summary = run_stage("prune", spec, root, RUN, MODEL)
     ids = ["none", "high", "low", "random:s0", "random:s1", "equal:high", "equal:low", "concept:colors",
            "explicit:two", "sweep:k0", "sweep:k1", "sweep:k2"]
     assert summary["ablation_ids"] == ids and summary["units_run"] == 3 + 2 + 3 and summary["units_skipped"] == 0
@@ -122,7 +122,7 @@ def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
     assert {r["max_group"] for r in bias if r["attribute"] == "gender" and r["max_group"]} <= {"Male", "Female"}
     assert all(math.isfinite(r["maxskew"]) for r in bias)
 
-    again = run_prune_stage(spec, root, RUN, MODEL, resume=True)
+    again = run_stage("prune", spec, root, RUN, MODEL, resume=True)
     assert again["units_run"] == 0 and again["units_skipped"] == 8
     assert sorted(map(str, read_table(root, "evals", RUN, MODEL).to_pylist())) == sorted(map(str, evals))
 
@@ -130,9 +130,9 @@ def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
 def test_mean_mode_needs_moments_and_missing_ccs_is_clear(ray_cluster, spec, tmp_path):
     spec.prune.mode = "mean"
     with pytest.raises(ValueError, match="run the scan stage"):
-        run_prune_stage(spec, str(tmp_path), RUN, MODEL)
+        run_stage("prune", spec, str(tmp_path), RUN, MODEL)
     with pytest.raises(ValueError, match="run the judge stage"):
-        run_prune_stage(spec, str(tmp_path), "other-run", MODEL)
+        run_stage("prune", spec, str(tmp_path), "other-run", MODEL)
 
 
 def write_moments(root, model, preprocess):
@@ -178,7 +178,7 @@ def test_resume_recomputes_units_whose_configuration_changed(ray_cluster, tmp_pa
         return 100 * ((emb @ weights).argmax(1) == labels).double().mean().item()
 
     def run(resume=True):
-        summary = run_prune_stage(spec, root, RUN, MODEL, resume=resume)
+        summary = run_stage("prune", spec, root, RUN, MODEL, resume=resume)
         value = {r["ablation_id"]: r["value"] for r in read_table(root, "evals", RUN, MODEL).to_pylist()
                  if r["metric"] == "top1"}
         errors = [r for r in read_table(root, "errors", RUN, MODEL).to_pylist() if r["stage"] == "prune"]

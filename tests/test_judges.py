@@ -10,7 +10,8 @@ import pytest
 
 from ccs_ray import scores
 from ccs_ray.bench.judge import max_in_window
-from ccs_ray.judges import DEFAULT_VOCABULARY, OfflineJudge, import_human_ratings, run_judge_stage
+from ccs_ray.judges import DEFAULT_VOCABULARY, OfflineJudge, import_human_ratings
+from ccs_ray.stages import run_stage
 from ccs_ray.judges.cache import AnswerCache, cache_key
 from ccs_ray.judges.limiter import WINDOW_S, RateLimiter, parse_duration, pause_from_headers
 from ccs_ray.judges.offline import NO_CONCEPT, vocabulary_from
@@ -269,7 +270,7 @@ def test_offline_embedding_signal_extends_the_words():
 def test_offline_stage_writes_every_table(tmp_path):
     write_spans(tmp_path, {"L3.H0": COLORS, "L3.H1": ANIMALS, "L2.H1": COLORS[:7]})
     spec = load_spec({"name": "t"})
-    summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+    summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
     assert summary["judges"] == ["offline-heuristic", "combined"] and summary["heuristic"] and summary["calls"] == 0
     ccs = {(r["head_label"], r["judge"]): r for r in read_table(str(tmp_path), "ccs", "r1").to_pylist()}
     judge = OfflineJudge()
@@ -291,32 +292,32 @@ def test_offline_stage_writes_every_table(tmp_path):
     assert {r["variant"] for r in labels} == {"paper", "heldout"} and all(r["heuristic"] for r in labels)
     assert summary["ccs_at_k"]["offline-heuristic"][5] == pytest.approx(2 / 3)
 
-    run_judge_stage(spec, str(tmp_path), "r1", MODEL)  # a re-run replaces, never duplicates
+    run_stage("judge", spec, str(tmp_path), "r1", MODEL)  # a re-run replaces, never duplicates
     assert read_table(str(tmp_path), "judgments", "r1").num_rows == len(judgments)
     assert read_table(str(tmp_path), "ccs", "r1").num_rows == 6
 
 
 def test_stage_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="no spans"):
-        run_judge_stage(load_spec({"name": "t"}), str(tmp_path), "r1", MODEL)
+        run_stage("judge", load_spec({"name": "t"}), str(tmp_path), "r1", MODEL)
     write_spans(tmp_path, {"L3.H0": COLORS})
     spec = load_spec({"name": "t", "judge": {"kind": "openai"}})
     with pytest.raises(ValueError, match="needs base_url and model"):
-        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        run_stage("judge", spec, str(tmp_path), "r1", MODEL)
     spec = load_spec({"name": "t", "judge": {"judges": [{"kind": "offline"}, {"kind": "offline"}]}})
     with pytest.raises(ValueError, match="unique"):
-        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        run_stage("judge", spec, str(tmp_path), "r1", MODEL)
     spec = load_spec({"name": "t", "judge": {"base_url": "http://127.0.0.1:9/v1", "model": "x",
                                              "api_key_env": "CCS_TEST_UNSET_KEY"}})
     with pytest.raises(ValueError, match="CCS_TEST_UNSET_KEY"):
-        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        run_stage("judge", spec, str(tmp_path), "r1", MODEL)
 
 
 # --- human ratings ------------------------------------------------------------------------------------------
 
 def test_import_human_ratings_and_kappa(tmp_path):
     write_spans(tmp_path, {"L3.H0": COLORS, "L3.H1": ANIMALS})
-    run_judge_stage(load_spec({"name": "t"}), str(tmp_path), "r1", MODEL)
+    run_stage("judge", load_spec({"name": "t"}), str(tmp_path), "r1", MODEL)
     machine = {(j["head_label"], j["span_rank"]): j["aligned"] for j in read_table(str(tmp_path), "judgments", "r1").to_pylist()
                if j["judge"] == "offline-heuristic" and j["variant"] == "paper"}
     human = dict(machine)
@@ -378,7 +379,7 @@ def test_contradictory_judge_keys_are_spec_errors(judge, message):
 def test_model_without_base_url_is_an_llm_judge_missing_its_endpoint(tmp_path):
     write_spans(tmp_path, {"L3.H0": COLORS})
     with pytest.raises(ValueError, match="needs base_url"):
-        run_judge_stage(load_spec({"name": "t"}, ["judge.model=gpt-x"]), str(tmp_path), "r1", MODEL)
+        run_stage("judge", load_spec({"name": "t"}, ["judge.model=gpt-x"]), str(tmp_path), "r1", MODEL)
 
 
 def test_concurrency_splits_exactly_over_actors():

@@ -4,7 +4,7 @@ from contextlib import nullcontext
 
 import pytest
 
-from ccs_ray.judges import run_judge_stage
+from ccs_ray.stages import run_stage
 from ccs_ray.spec import load_spec
 from ccs_ray.tables import read_table
 from ccs_ray.judges.loopback import JudgeServer, fake_answer
@@ -40,9 +40,9 @@ def test_llm_judge_end_to_end_cache_and_rerun(ray_cluster, judge_server, tmp_pat
     with nullcontext(judge_server.reset(latency_s=0.01)) as server:
         spec = spec_for(server, mode=mode, api_key_env="CCS_TEST_JUDGE_KEY", input_price=2.0, output_price=8.0)
         per_head = 1 + (2 if mode == "batched" else 10)
-        plan = run_judge_stage(spec, str(tmp_path), "r1", MODEL, dry_run=True)
+        plan = run_stage("judge", spec, str(tmp_path), "r1", MODEL, dry_run=True)
         assert server.log == [] and plan["calls"] == 3 * per_head and plan["cost_usd"] > 0
-        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         assert summary["calls"] == len(server.log) == 3 * per_head and summary["errors"] == 0
         assert server.max_in_flight <= spec.judge.concurrency
         assert all(r.get("response_format") for r in server.requests)  # structured output asked for
@@ -58,9 +58,9 @@ def test_llm_judge_end_to_end_cache_and_rerun(ray_cluster, judge_server, tmp_pat
         cost = sum(c["prompt_tokens"] * 2.0 + c["completion_tokens"] * 8.0 for c in calls) / 1e6
         assert summary["cost_usd"] == pytest.approx(cost) and cost > 0
 
-        again = run_judge_stage(spec, str(tmp_path), "r1", MODEL)  # a finished stage re-run: zero calls
+        again = run_stage("judge", spec, str(tmp_path), "r1", MODEL)  # a finished stage re-run: zero calls
         assert again["calls"] == 0 and again["cached"] == 3 * per_head and len(server.log) == 3 * per_head
-        assert run_judge_stage(spec, str(tmp_path), "r1", MODEL, dry_run=True)["calls"] == 0
+        assert run_stage("judge", spec, str(tmp_path), "r1", MODEL, dry_run=True)["calls"] == 0
     for f in tmp_path.rglob("*"):  # the API key is never written anywhere
         assert not f.is_file() or b"sk-test-secret-123" not in f.read_bytes()
 
@@ -70,7 +70,7 @@ def test_every_fault_is_retried_to_a_valid_answer(ray_cluster, judge_server, tmp
     with nullcontext(judge_server.reset(latency_s=0.0, slow_s=2.0)) as server:
         server.faults.extend(["429", "500", "drop", "slow", "garbage"])
         spec = spec_for(server, heldout=False, concurrency=1, actors=1)
-        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         assert server.outcomes()[:5] == ["429", "500", "drop", "slow", "garbage"]
         assert server.outcomes()[5:] == ["ok"] * 6 and summary["errors"] == 0
         calls = read_table(str(tmp_path), "judge_calls", "r1").to_pylist()
@@ -84,7 +84,7 @@ def test_unparseable_answers_become_errors_never_zeros(ray_cluster, judge_server
     with nullcontext(judge_server.reset(retry_after_s=0.1)) as server:
         server.always = "garbage"
         spec = spec_for(server, heldout=False, max_retries=2)
-        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         assert len(server.log) == 3 and summary["errors"] == 1  # label tried 3 times, then an error
         judgments = [j for j in read_table(str(tmp_path), "judgments", "r1").to_pylist() if j["judge"] == "fake"]
         assert all(j["aligned"] is None and "unparseable" in j["error"] for j in judgments)
@@ -93,14 +93,14 @@ def test_unparseable_answers_become_errors_never_zeros(ray_cluster, judge_server
         errors = read_table(str(tmp_path), "errors", "r1").to_pylist()
         assert errors[0]["reason"] == "judge request failed" and "unparseable" in errors[0]["detail"]
         server.always = None  # nothing invalid was cached: the next run asks again and succeeds
-        assert run_judge_stage(spec, str(tmp_path), "r1", MODEL)["errors"] == 0
+        assert run_stage("judge", spec, str(tmp_path), "r1", MODEL)["errors"] == 0
 
 
 def test_bounded_retries_on_500(ray_cluster, judge_server, tmp_path):
     write_spans(tmp_path, {"L3.H0": COLORS[:5]})
     with nullcontext(judge_server.reset(retry_after_s=0.1)) as server:
         server.always = "500"
-        summary = run_judge_stage(spec_for(server, heldout=False, max_retries=3), str(tmp_path), "r1", MODEL)
+        summary = run_stage("judge", spec_for(server, heldout=False, max_retries=3), str(tmp_path), "r1", MODEL)
         assert len(server.log) == 4 and summary["errors"] == 1
         assert "HTTP 500" in read_table(str(tmp_path), "errors", "r1").to_pylist()[0]["detail"]
 
@@ -110,7 +110,7 @@ def test_retry_after_and_ratelimit_headers_pause_everyone(ray_cluster, judge_ser
     with nullcontext(judge_server.reset(retry_after_s=1.0)) as server:
         server.faults.extend(["429", "ok", "quota"])
         spec = spec_for(server, heldout=False, backoff_s=0.01, concurrency=1, actors=1)
-        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         times = [t for t, _ in server.log]
         assert times[1] - times[0] >= 0.95  # Retry-After: 1 s (retry-after-ms 1000)
         assert min(times[3:]) - times[2] >= 0.95  # x-ratelimit-remaining-requests 0, reset 1s: the next waits
@@ -122,11 +122,11 @@ def test_stage_resumes_without_repeating_answered_calls(ray_cluster, judge_serve
         server.faults.extend(["ok"] * 7)
         server.always = "drop"  # the endpoint dies after 7 answers: the "killed" first run
         spec = spec_for(server, max_retries=0)
-        first = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        first = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         assert first["errors"] > 0
         answered = [r for r, (_, o) in zip(server.requests, server.log) if o == "ok"]
         server.always, before = None, len(server.log)
-        second = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        second = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         assert second["errors"] == 0 and second["cached"] >= 7
         repeated = [r for r in server.requests[before:] if r in answered]
         assert repeated == [] and second["calls"] == len(server.log) - before
@@ -136,7 +136,7 @@ def test_global_limiter_paces_all_actors(ray_cluster, judge_server, tmp_path):
     write_spans(tmp_path, HEADS)  # 33 requests through 3 actors sharing one limiter at 1200/min, burst 0.5 s
     with nullcontext(judge_server.reset(retry_after_s=0.1)) as server:
         spec = spec_for(server, rpm=1200, burst_s=0.5, actors=3, concurrency=6)
-        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         times = sorted(t for t, _ in server.log)
         assert len(times) == 33
         assert times[-1] - times[0] >= (33 - 10) / 20 - 0.1  # 10 at once, then 20/s, whatever the actor count
@@ -149,7 +149,7 @@ def test_several_judges_majority_vote_and_agreement(ray_cluster, judge_server, t
             {"kind": "offline"},
             {"name": "llm-a", "base_url": server.base_url, "model": "fake-a", "rpm": 60_000},
             {"name": "llm-b", "base_url": server.base_url, "model": "fake-b", "rpm": 60_000}]}})
-        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
     assert summary["judges"] == ["offline-heuristic", "llm-a", "llm-b", "combined"]
     assert summary["agreement"]["cohen"]["llm-a|llm-b"] == 1.0
     votes = {}
@@ -185,9 +185,9 @@ def test_concurrency_cap_holds_when_actors_do_not_divide_it(ray_cluster, judge_s
         write_spans(root, heads)
     with nullcontext(judge_server.reset(latency_s=0.3)) as server:  # slow answers: every slot stays busy
         spec = spec_for(server, heldout=False, actors=3, concurrency=5)  # ceil(5 / 3) = 2 each would allow 6
-        run_judge_stage(spec, str(tmp_path / "warm"), "r1", MODEL)
+        run_stage("judge", spec, str(tmp_path / "warm"), "r1", MODEL)
         server.reset(latency_s=0.3)
-        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         assert summary["errors"] == 0 and len(server.log) == 6 * 6
         assert server.max_in_flight == 5  # the cap, reached and never exceeded
 
@@ -206,7 +206,7 @@ def test_secrets_never_reach_a_table_a_dump_or_a_name(ray_cluster, judge_server,
         server.always = "echo"  # a gateway that echoes the request headers in its 500 answers
         url = server.base_url.replace("http://", f"http://{userinfo}")
         spec = spec_for(server, url, heldout=False, max_retries=1, api_key_env="CCS_TEST_ECHO_KEY")
-        summary = run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         sent = {h["authorization"] for h in server.headers}
     secrets = [key, password, base64.b64encode(f"judge-user:{password}".encode()).decode()]
     assert summary["errors"] == 1 and any(s in a for a in sent for s in secrets)  # the server saw a secret
@@ -229,7 +229,7 @@ def test_reported_usage_paces_the_token_budget(ray_cluster, judge_server, tmp_pa
     tpm, burst_s, used = 60_000, 0.5, 1000  # 1000 tokens/s, 500 at once; every answer reports 1000 tokens
     with nullcontext(judge_server.reset(usage_tokens=used)) as server:
         spec = spec_for(server, heldout=False, tpm=tpm, burst_s=burst_s, concurrency=1, actors=1)
-        run_judge_stage(spec, str(tmp_path), "r1", MODEL)
+        run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         times = sorted(t for t, _ in server.log)
     calls = read_table(str(tmp_path), "judge_calls", "r1").to_pylist()
     assert len(times) == 6 and all(c["prompt_tokens"] == used for c in calls)

@@ -15,7 +15,10 @@ import torch
 
 from ccs_ray import HeadMoments, load_model
 from ccs_ray.decompose import decomposed_forward
-from ccs_ray.scan import ScanError, _partials, actor_layout, run_scan, run_spans
+from ccs_ray.cluster import LayoutError, actor_layout
+from ccs_ray.stages import Context, RunState, run_stage
+from ccs_ray.stages.scan import ScanError, _partials, run_scan, section
+from ccs_ray.tables import write_table
 from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.spec import load_spec
 from ccs_ray.tables import read_table
@@ -27,6 +30,10 @@ def _spec(root, n=64, extra=()):
     return load_spec(REPO / "jobs" / "smoke.toml", [
         f'results.root="{root}"', f'data.source="probe://?n={n}&seed=3&size=48"', "data.shard_size=8",
         "scan.batch_size=5", "scan.checkpoint_every=2", *extra])
+
+
+def _scan(spec, root, run_id):
+    return run_scan(Context.of(spec, run_id, root, progress=False), section(spec))
 
 
 def _reference(spec):
@@ -56,7 +63,7 @@ def _span_texts(root, run_id):
 
 def test_scan_equals_single_process(ray_cluster, tmp_path):
     spec = _spec(tmp_path)
-    summary = run_scan(spec, str(tmp_path), "r1", progress=False)
+    summary = _scan(spec, str(tmp_path), "r1")
     key = spec.models.keys[0]
     merged = HeadMoments.load(summary.moments[key])
     _assert_same_moments(merged, _reference(spec))
@@ -68,15 +75,18 @@ def test_scan_equals_single_process(ray_cluster, tmp_path):
     assert moments_row["n_images"] == 64 and moments_row["n_heads"] == 16
 
     # Spans from the distributed moments equal spans from the reference moments.
-    rows = run_spans(spec, str(tmp_path), "r1", summary.moments[key], key, m=5)
+    run_stage("spans", spec, str(tmp_path), "r1", key)
     ref_uri = str(tmp_path / "ref.safetensors")
     _reference(spec).save(ref_uri)
-    ref_rows = run_spans(spec, str(tmp_path / "ref"), "r1", ref_uri, key, m=5)
+    write_table(str(tmp_path / "ref"), "moments", [{"uri": ref_uri}], "r1", key)
+    run_stage("spans", spec, str(tmp_path / "ref"), "r1", key)
+    rows, ref_rows = (read_table(root, "spans", "r1", key).to_pylist() for root in (str(tmp_path), str(tmp_path / "ref")))
     assert [(r["head_label"], r["subset"], r["text"]) for r in rows] == [(r["head_label"], r["subset"], r["text"]) for r in ref_rows]
+    assert max(r["rank"] for r in rows) == 10  # smoke judges held-out spans too: 2 x spans.m per head
     assert {r["subset"] for r in rows} == {"all", "fold0", "fold1"}
 
     # A second scan of the same run finds every shard covered and redoes nothing.
-    again = run_scan(spec, str(tmp_path), "r1", progress=False)
+    again = _scan(spec, str(tmp_path), "r1")
     assert again.shards_scanned == 0 and again.shards_skipped == 8
     _assert_same_moments(HeadMoments.load(again.moments[key]), merged)
 
@@ -94,7 +104,7 @@ def test_bad_inputs_are_counted_and_the_scan_goes_on(ray_cluster, tmp_path):
     good = (folder / "ok0.png").read_bytes()
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
     spec = _spec(tmp_path / "out", extra=[f'data.source="{folder}"', "data.shard_size=4"])
-    summary = run_scan(spec, str(tmp_path / "out"), "r1", progress=False)
+    summary = _scan(spec, str(tmp_path / "out"), "r1")
     key = spec.models.keys[0]
     assert summary.n_images[key] == 7  # six good images and the converted grayscale one
     assert summary.n_errors[key] == 3 and summary.n_converted[key] == 1
@@ -122,10 +132,10 @@ def _scan_processes():
 def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
     spec = _spec(tmp_path, n=160, extra=["data.shard_size=4", "scan.checkpoint_every=3"])
     result = {}
-    thread = threading.Thread(target=lambda: result.update(s=run_scan(spec, str(tmp_path), "r1", progress=False)))
+    thread = threading.Thread(target=lambda: result.update(s=_scan(spec, str(tmp_path), "r1")))
     thread.start()
     deadline = time.time() + 120
-    while not _partials(str(tmp_path), "r1", spec.models.keys[0]) and time.time() < deadline:
+    while not _partials(RunState(str(tmp_path), "r1"), spec.models.keys[0]) and time.time() < deadline:
         time.sleep(0.05)
     victims = _scan_processes()
     assert victims, "no scan actor process found"
@@ -136,7 +146,7 @@ def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
     key = spec.models.keys[0]
     # Only what the dead actor had not saved is scanned again: at most checkpoint_every shards plus one in flight.
     assert 40 <= summary.shards_scanned <= 40 + 3 + 2
-    assert len(_partials(str(tmp_path), "r1", key)) >= 2  # the dead actor's partial and its replacement's
+    assert len(_partials(RunState(str(tmp_path), "r1"), key)) >= 2  # the dead actor's partial and its replacement's
     _assert_same_moments(HeadMoments.load(summary.moments[key]), _reference(spec))
 
 
@@ -151,7 +161,7 @@ def test_killed_driver_resumes_without_rescanning(tmp_path):
     proc = subprocess.Popen(args + ["--results", str(tmp_path / "a"), "--run-id", "r1"], env=env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 180
-    while not _partials(str(tmp_path / "a"), "r1", "ccs-tiny/none") and time.time() < deadline:
+    while not _partials(RunState(str(tmp_path / "a"), "r1"), "ccs-tiny/none") and time.time() < deadline:
         time.sleep(0.1)
     assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
@@ -180,10 +190,10 @@ def test_two_node_cluster_spreads_shards(tmp_path):
 
 def test_resume_refuses_changed_data(ray_cluster, tmp_path):
     spec = _spec(tmp_path, n=16)
-    run_scan(spec, str(tmp_path), "r1", progress=False)
+    _scan(spec, str(tmp_path), "r1")
     changed = _spec(tmp_path, n=16, extra=['data.source="probe://?n=16&seed=9&size=48"'])
     with pytest.raises(ScanError, match="no longer matches"):
-        run_scan(changed, str(tmp_path), "r1", progress=False)
+        _scan(changed, str(tmp_path), "r1")
 
 
 def test_two_models_share_each_decode_and_match_their_own_scans(ray_cluster, tmp_path):
@@ -196,11 +206,11 @@ def test_two_models_share_each_decode_and_match_their_own_scans(ray_cluster, tmp
     torch.save(model.state_dict(), ckpt)
     other = f"ccs-tiny@{ckpt}"
     both = _spec(tmp_path / "both", n=32, extra=[f'models.keys=["ccs-tiny/none", "{other}"]'])
-    summary = run_scan(both, str(tmp_path / "both"), "r1", progress=False)
+    summary = _scan(both, str(tmp_path / "both"), "r1")
     assert summary.shards_decoded == 4 and summary.shards_scanned == 8
     for key in both.models.keys:
         alone = _spec(tmp_path / "alone", n=32, extra=[f'models.keys=["{key}"]'])
-        ref = run_scan(alone, str(tmp_path / "alone"), key.replace("/", "_").replace("@", "_")[:8], progress=False)
+        ref = _scan(alone, str(tmp_path / "alone"), key.replace("/", "_").replace("@", "_")[:8])
         _assert_same_moments(HeadMoments.load(summary.moments[key]), HeadMoments.load(ref.moments[key]))
     a, b = (HeadMoments.load(summary.moments[k]) for k in both.models.keys)
     assert not torch.allclose(a.outer, b.outer)  # really two different models
@@ -208,7 +218,7 @@ def test_two_models_share_each_decode_and_match_their_own_scans(ray_cluster, tmp
 
 def test_shards_table_is_the_plan_then_the_record(ray_cluster, tmp_path):
     spec = _spec(tmp_path, n=32)
-    run_scan(spec, str(tmp_path), "r1", progress=False)
+    _scan(spec, str(tmp_path), "r1")
     rows = read_table(str(tmp_path), "shards", "r1").to_pylist()
     assert sorted(r["shard_id"] for r in rows) == sorted(s.shard_id for s in plan_shards(spec.data))
     assert {r["status"] for r in rows} == {"done"} and sum(r["n_images"] for r in rows) == 32
@@ -216,22 +226,28 @@ def test_shards_table_is_the_plan_then_the_record(ray_cluster, tmp_path):
 
 def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
     spec = _spec(tmp_path, n=32)
-    run_scan(spec, str(tmp_path), "r1", progress=False)
-    first = _partials(str(tmp_path), "r1", spec.models.keys[0])[0]
+    _scan(spec, str(tmp_path), "r1")
+    first = _partials(RunState(str(tmp_path), "r1"), spec.models.keys[0])[0]
     Path(first).with_name("copy.safetensors").write_bytes(Path(first).read_bytes())
     with pytest.raises(ScanError, match="counted twice"):
-        run_scan(spec, str(tmp_path), "r1", progress=False)
+        _scan(spec, str(tmp_path), "r1")
 
 
 def test_actor_layout_fits_the_cluster():
     spec = _spec("/tmp/unused")
     six = _spec("/tmp/unused", extra=['models.keys=["a/none","b/none","c/none","d/none","e/none","f/none"]'])
-    assert actor_layout(spec, 1, {"CPU": 2}) == (0.0, 1.0, 1)
-    assert actor_layout(_spec("/tmp/unused", extra=["scan.actors=2"]), 1, {"CPU": 2}) == (0.0, 0.0, 2)
-    assert actor_layout(spec, 1, {"CPU": 16, "GPU": 4}) == (1.0, 1.0, 4)
-    gpus, _, n = actor_layout(six, 6, {"CPU": 16, "GPU": 1})  # six models share one GPU
+    assert actor_layout(spec.scan, 1, {"CPU": 2}) == (0.0, 1.0, 1)
+    assert actor_layout(_spec("/tmp/unused", extra=["scan.actors=2"]).scan, 1, {"CPU": 2}) == (0.0, 0.0, 2)
+    assert actor_layout(spec.scan, 1, {"CPU": 16, "GPU": 4}) == (1.0, 1.0, 4)
+    gpus, _, n = actor_layout(six.scan, 6, {"CPU": 16, "GPU": 1})  # six models share one GPU
     assert n == 1 and 6 * gpus <= 1 and gpus > 0
-    with pytest.raises(ScanError, match="gpus_per_actor"):
-        actor_layout(_spec("/tmp/unused", extra=["scan.gpus_per_actor=1"]), 6, {"CPU": 16, "GPU": 1})
-    with pytest.raises(ScanError, match="cpus_per_actor"):
-        actor_layout(_spec("/tmp/unused", extra=["scan.actors=2", "scan.cpus_per_actor=1"]), 1, {"CPU": 2})
+    with pytest.raises(LayoutError, match="scan.gpus_per_actor"):
+        actor_layout(_spec("/tmp/unused", extra=["scan.gpus_per_actor=1"]).scan, 6, {"CPU": 16, "GPU": 1})
+    with pytest.raises(LayoutError, match="scan.cpus_per_actor"):
+        actor_layout(_spec("/tmp/unused", extra=["scan.actors=2", "scan.cpus_per_actor=1"]).scan, 1, {"CPU": 2})
+    # The prune stage's actors keep no CPU for decoding, and name their own section.
+    evals = _spec("/tmp/unused", extra=["evals.actors=3"]).evals
+    assert actor_layout(evals, 1, {"CPU": 2}, keep_cpus=0, key="evals") == (0.0, 0.0, 3)
+    assert actor_layout(spec.evals, 1, {"CPU": 2}, keep_cpus=0, key="evals") == (0.0, 1.0, 1)
+    with pytest.raises(LayoutError, match="evals.gpus_per_actor"):
+        actor_layout(_spec("/tmp/unused", extra=["evals.gpus_per_actor=1"]).evals, 1, {"CPU": 2}, keep_cpus=0, key="evals")

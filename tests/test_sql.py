@@ -16,7 +16,7 @@ import pytest
 
 from ccs_ray import analytics
 from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
-from ccs_ray.evals.runner import RANDOM_SUMMARY, TOTAL_ROWS, occupation_totals, random_summary
+from ccs_ray.stages.prune import RANDOM_SUMMARY, TOTAL_ROWS, occupation_totals, random_summary
 from ccs_ray.scores import fleiss_kappa
 from ccs_ray.tables import SCHEMAS, write_table
 from synthetic_results import JUDGES, MODELS, write_results

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..decompose import decomposed_forward, default_layers
+from ..decompose import decomposed_forward, select_layers
 from ..models import load_model
 from ..moments import HeadMoments
 
@@ -29,7 +29,7 @@ def run(model: str = "ViT-B-32/none", precision: str = "fp32", batch_size: int =
     dev = net.visual.proj.device
     size = net.visual.image_size[0]
     images = torch.randn(batch_size, 3, size, size, device=dev, dtype=net.visual.proj.dtype)
-    layers = default_layers(net)
+    layers = select_layers(net)
     moments = HeadMoments.for_model(model, net, layers, folds=1, convention=convention, device=dev)
 
     def plain():

@@ -13,10 +13,10 @@ import math
 import tempfile
 import time
 
-from ..judges import run_judge_stage
 from ..judges.loopback import JudgeServer
-from ..pipeline import ensure_ray
+from ..cluster import ensure_ray
 from ..spec import load_spec
+from ..stages import run_stage
 from ..tables import read_table, write_table
 
 MODEL = "bench/none"
@@ -48,12 +48,12 @@ def run(rpm: int = 600, seconds: float = 75.0, error_rate: float = 0.1, latency_
             "base_url": server.base_url, "model": "bench", "rpm": rpm, "concurrency": concurrency,
             "actors": actors, "heldout": False, "max_retries": 10, "timeout_s": 10, "backoff_s": 0.1}})
         start = time.perf_counter()
-        first = run_judge_stage(spec, root, "bench", MODEL)
+        first = run_stage("judge", spec, root, "bench", MODEL)
         wall = time.perf_counter() - start
         arrivals = [t for t, _ in server.log]
         outcomes = server.outcomes()
         server.reset()
-        second = run_judge_stage(spec, root, "bench", MODEL)
+        second = run_stage("judge", spec, root, "bench", MODEL)
         rerun_requests = len(server.log)
     judgments = read_table(root, "judgments", "bench", MODEL).to_pylist()
     span = max(arrivals) - min(arrivals) if len(arrivals) > 1 else float("nan")

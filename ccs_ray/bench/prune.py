@@ -15,7 +15,7 @@ import time
 import torch
 
 from ..ablate import all_heads, encode_ablations, head_ablation
-from ..decompose import default_layers, encode_images
+from ..decompose import select_layers, encode_images
 from ..models import load_model
 
 
@@ -34,7 +34,7 @@ def run(model: str = "ViT-B-32/none", configs: int = 15, batch_size: int = 8, he
     """Time ``configs`` ablation configurations alone vs prefix-shared; returns seconds and the speedup."""
     torch.manual_seed(seed)
     net, _ = load_model(model, precision, device=device)
-    pool = all_heads(net, default_layers(net, last_layers))
+    pool = all_heads(net, select_layers(net, last=last_layers))
     rng = random.Random(seed)
     ablations = [head_ablation(net, rng.sample(pool, min(heads_per_config, len(pool)))) for _ in range(configs)]
     size = net.visual.image_size

@@ -25,11 +25,13 @@ import ray
 import torch
 from PIL import Image
 
+from ..cluster import actor_layout, ensure_ray
 from ..models import preprocess_config
 from ..moments import HeadMoments
-from ..scan import ScanActor, decode_task, actor_layout, run_scan
 from ..sources import plan_shards
 from ..spec import load_spec
+from ..stages import Context
+from ..stages.scan import ScanActor, decode_task, run_scan, section
 
 
 def _write_jpegs(folder: str, n: int, size: int, seed: int = 0) -> None:
@@ -53,8 +55,6 @@ def _steady_ips(records: list[dict]) -> float:
 def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, shard_size: int = 32,
         image_px: int = 256, memory_scale: int = 10, memory_images: int = 64, memory_model: str = "ccs-tiny/none") -> dict:
     """Throughputs (images/s), their ratio, and peak memory at 1x and ``memory_scale`` x images."""
-    from ..pipeline import ensure_ray
-
     ensure_ray()
     with tempfile.TemporaryDirectory() as tmp:
         _write_jpegs(tmp, images, image_px)
@@ -69,8 +69,8 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         decoded = ray.get([decode_task.remote(s, pp) for s in shards])
         decode_ips = images / (time.perf_counter() - t0)
 
-        gpus, cpus, _ = actor_layout(spec, 1)  # the scan's own actor placement: on the GPU when there is one
-        actor = ScanActor.options(num_gpus=gpus, num_cpus=cpus).remote(model, spec.model_dump_json(),
+        gpus, cpus, _ = actor_layout(spec.scan, 1)  # the scan's own actor placement: on the GPU when there is one
+        actor = ScanActor.options(num_gpus=gpus, num_cpus=cpus).remote(model, spec.models, section(spec),
                                                                        f"{tmp}/unused.safetensors")
         ray.get(actor.checkpoint.remote())  # model loaded
         refs = [ray.put(d) for d in decoded]
@@ -81,7 +81,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         del decoded, refs
 
         t0 = time.perf_counter()
-        summary = run_scan(spec, f"{tmp}/results", "bench", progress=False)
+        summary = run_scan(Context.of(spec, "bench", f"{tmp}/results", progress=False), section(spec))
         wall = time.perf_counter() - t0
         records = list(HeadMoments.read_meta(summary.moments[model])["shards"].values())
         e2e_ips = _steady_ips(records)
@@ -95,7 +95,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
             mspec = load_spec({"name": "bench-mem", "models": {"keys": [memory_model]},
                                "data": {"source": folder, "shard_size": shard_size},
                                "scan": {"batch_size": batch_size, "checkpoint_every": 4}})
-            s = run_scan(mspec, f"{tmp}/mem-results{scale}", "bench", progress=False)
+            s = run_scan(Context.of(mspec, "bench", f"{tmp}/mem-results{scale}", progress=False), section(mspec))
             recs = HeadMoments.read_meta(s.moments[memory_model])["shards"].values()
             memory[scale] = {"images": n, "actor_peak_rss_mb": round(max(r["max_rss_mb"] for r in recs), 1),
                              "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -1,12 +1,12 @@
-"""The LLM judge stage: label each head from its spans, judge each span 1/0, score CCS (DESIGN.md section 1).
+"""Judges: label each head from its spans, judge each span 1/0 (``docs/architecture.md``, "Judge").
 
-Entry points: :func:`run_judge_stage` (the pipeline) and :func:`import_human_ratings` (the CLI).
-Any OpenAI-compatible endpoint runs through a Ray pool with one global rate limiter and an answer
-cache; the offline judge (the default) is a deterministic heuristic and says so in every row.
+The parts the ``judge`` stage (:mod:`ccs_ray.stages.judge`) assembles: prompts and answer parsing
+(``prompts``), the OpenAI-compatible client (``client``), one global rate limiter (``limiter``), the
+answer cache (``cache``), the Ray pool (``pool``), the offline heuristic judge (``offline``), human
+ratings (``human``, ``ccs-ray ratings``) and a loopback server with fault injection (``loopback``).
 """
 
 from .human import import_human_ratings
 from .offline import DEFAULT_VOCABULARY, OfflineJudge
-from .stage import run_judge_stage
 
-__all__ = ["DEFAULT_VOCABULARY", "OfflineJudge", "import_human_ratings", "run_judge_stage"]
+__all__ = ["DEFAULT_VOCABULARY", "OfflineJudge", "import_human_ratings"]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 
 import fsspec
+
+from ..files import atomic_write
 
 
 def cache_key(endpoint: str, model: str, messages: list[dict], params: dict) -> str:
@@ -41,9 +42,5 @@ class AnswerCache:
             return None
 
     def put(self, key: str, entry: dict) -> None:
-        final = self._file(key)
-        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        tmp = f"{final}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open(tmp, "wb") as f:
-            f.write(json.dumps(entry, sort_keys=True).encode())
-        self.fs.mv(tmp, final)
+        self._file(key)  # the key is checked before anything is written
+        atomic_write(f"{self.root}/{key[:2]}/{key}.json", json.dumps(entry, sort_keys=True).encode())

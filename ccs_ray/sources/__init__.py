@@ -19,12 +19,13 @@ import fsspec
 import torch
 from PIL import Image
 
+from ..choices import SOURCE_KINDS
 from . import folder, manifest, parquet, probe, tar
 from .base import IMAGE_EXTENSIONS, Record, Shard, SourceError, list_files
 from .decode import DecodeError, decode_image
 from .probe import probe_class_texts, probe_classes
 
-READERS = {"folder": folder, "tar": tar, "parquet": parquet, "manifest": manifest, "probe": probe}
+READERS = dict(zip(SOURCE_KINDS, (folder, tar, parquet, manifest, probe)))
 
 
 @dataclass

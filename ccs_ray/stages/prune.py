@@ -1,6 +1,8 @@
-"""The pruning stage on Ray: (dataset shard) units on model actors, every configuration per unit.
+"""Stage ``prune``: (dataset shard) units on model actors, every ablation configuration per unit.
 
-:func:`run_prune_stage` reads the ``ccs`` table, builds the ablation configurations
+Section: ``[prune]`` and ``[evals]`` (:class:`PruneSection`). Per model; needs ``judge`` (the ``ccs``
+table; only ``explicit`` head lists need none) and, for ``prune.mode = "mean"``, ``scan`` (the moments).
+:func:`run` reads the ``ccs`` table, builds the ablation configurations
 (:func:`ccs_ray.ablate.prune_strategies`, baseline ``none`` included), computes the text side once on
 the driver (classifier weights, caption and occupation-prompt embeddings: the text tower is never
 ablated), and sends one unit per dataset shard to long-lived actors (GPU when the cluster has GPUs, else
@@ -8,7 +10,7 @@ CPU). An actor encodes the shard's images under all configurations at once with
 :func:`ccs_ray.ablate.encode_ablations` (shared prefixes run once) and writes the unit's result under
 ``ROOT/_units/prune/...`` (classification: top-5 predictions; video and bias: embeddings) with a
 fingerprint of every configuration (id, mode, heads, the mean head outputs it uses, precision, the
-classifier weights). With ``resume=True`` a unit is skipped only when its saved fingerprints equal the
+classifier weights). With ``ctx.resume`` a unit is skipped only when its saved fingerprints equal the
 current ones. The driver then computes the metrics and writes the ``ablations``, ``evals`` and ``bias``
 tables, and each unit's ``errors`` rows to a file named after the unit (stable file names: re-running
 replaces them).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import quote
 
@@ -35,16 +38,21 @@ import ray
 import torch
 
 from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, prune_strategies
-from ..decompose import default_layers, parse_head_name
+from ..cluster import actor_layout
+from ..decompose import parse_head_name, select_layers
+from ..evals import datasets as ds
+from ..evals.bias import occupation_max_skew, totals
+from ..evals.video import pool_frames, retrieval_metrics
+from ..evals.zeroshot import accuracy_metrics, classifier_weights, top_predictions, zeroshot_logits
+from ..files import atomic_write
 from ..models import load_model
 from ..moments import HeadMoments
 from ..sources.base import fingerprint
-from ..tables import partition_path, read_table, write_table
+from ..spec import EvalsConfig, PruneConfig, Spec
+from ..tables import read_table, replace_file, write_table
 from ..textspan import text_embeddings
-from . import datasets as ds
-from .bias import occupation_max_skew, totals
-from .video import pool_frames, retrieval_metrics
-from .zeroshot import accuracy_metrics, classifier_weights, top_predictions, zeroshot_logits
+from .base import Context, Stage
+from .scan import moments_uri
 
 TOTAL_ROWS = ("__sum__", "__mean__")
 RANDOM_SUMMARY = ("random:mean", "random:std")
@@ -58,15 +66,22 @@ def _encode(model, images: torch.Tensor, ablations, batch_size: int) -> torch.Te
     return torch.cat(parts, 1) if parts else torch.zeros(len(ablations), 0, model.visual.proj.shape[1])
 
 
+@dataclass(frozen=True)
+class PruneSection:
+    """``prune``: which heads to ablate and how; ``evals``: the datasets and actors that evaluate them."""
+
+    prune: PruneConfig
+    evals: EvalsConfig
+
+
+def section(spec: Spec) -> PruneSection:
+    return PruneSection(spec.prune, spec.evals)
+
+
 def _save_npz(uri: str, **arrays) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    fs, path = fsspec.core.url_to_fs(uri)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    tmp = f"{path}.tmp"
-    with fs.open(tmp, "wb") as f:
-        f.write(buf.getvalue())
-    fs.mv(tmp, path)
+    atomic_write(uri, buf.getvalue())
 
 
 def _load_npz(uri: str) -> dict:
@@ -156,16 +171,6 @@ def _unit_name(unit: dict) -> str:
     return f"prune-{unit['kind']}-{quote(unit['data'].name, safe='')}-{unit['shard'].shard_id}"
 
 
-def _write_unit_errors(root: str, run_id: str, model_key: str, unit: dict, rows: list[dict]) -> None:
-    """Replace the unit's error file with ``rows`` (none: remove it)."""
-    if rows:
-        write_table(root, "errors", rows, run_id, model_key, name=_unit_name(unit))
-        return
-    fs, path = fsspec.core.url_to_fs(f"{partition_path(root, 'errors', run_id, model_key)}/{_unit_name(unit)}.parquet")
-    if fs.exists(path):
-        fs.rm(path)
-
-
 def _ablation_keys(a: Ablation) -> dict:
     return {"ablation_id": a.ablation_id, "strategy": a.strategy, "seed": a.seed}
 
@@ -242,23 +247,23 @@ def _bias_rows(ablations, data, results, attributes: dict, prompts: torch.Tensor
     return rows
 
 
-def _mean_z(root: str, run_id: str, model_key: str):
-    rows = read_table(root, "moments", run_id, model_key).to_pylist()
-    if not rows:
-        raise ValueError(f"prune.mode = 'mean' needs the scan's moments of {model_key} in run {run_id}: "
-                         f"run the scan stage first, or use prune.mode = 'zero'")
-    return HeadMoments.load(rows[-1]["uri"]).mean_z()
+def _mean_z(ctx: Context):
+    try:
+        return HeadMoments.load(moments_uri(ctx, ctx.model)).mean_z()
+    except ValueError as e:
+        raise ValueError(f"prune.mode = 'mean' needs the scan's moments ({e}); or use prune.mode = 'zero'") from None
 
 
-def run_prune_stage(spec, root: str, run_id: str, model_key: str, resume: bool = False) -> dict:
-    """Evaluate every pruning configuration of ``model_key`` on every dataset of ``spec.evals``.
+def run(ctx: Context, section: PruneSection) -> dict:
+    """Evaluate every pruning configuration of ``ctx.model`` on every dataset of ``section.evals``.
 
     Returns a summary: configurations, units run and skipped, rows written per table, error count, seconds.
     """
     t0 = time.perf_counter()
-    prune, evals = spec.prune, spec.evals
-    model, _ = load_model(model_key, spec.models.precision)
-    layers = spec.models.layers or default_layers(model, spec.models.last_layers)
+    prune, evals = section.prune, section.evals
+    root, run_id, model_key, precision = ctx.root, ctx.run_id, ctx.model, ctx.models.precision
+    model, _ = load_model(model_key, precision)
+    layers = select_layers(model, ctx.models.layers, ctx.models.last_layers)
     ccs_rows = read_table(root, "ccs", run_id, model_key).to_pylist()
     if not ccs_rows and set(prune.strategies) - {"explicit"}:
         raise ValueError(f"no ccs rows for {model_key} in run {run_id} under {root}: run the judge stage first "
@@ -267,7 +272,7 @@ def run_prune_stage(spec, root: str, run_id: str, model_key: str, resume: bool =
         ccs_rows, prune.strategies, judge=prune.judge, seeds=prune.seeds,
         random_pool=all_heads(model) if prune.random_pool == "all" else None, concepts=prune.concepts,
         synonyms=prune.synonyms, explicit=prune.heads, sweep_k=prune.sweep_k)
-    mean_z = _mean_z(root, run_id, model_key) if prune.mode == "mean" else None
+    mean_z = _mean_z(ctx) if prune.mode == "mean" else None
     for a in ablations:  # validate every head list against the model before starting actors
         if a.heads:
             head_ablation(model, a.heads, prune.mode, mean_z)
@@ -294,18 +299,18 @@ def run_prune_stage(spec, root: str, run_id: str, model_key: str, resume: bool =
             plans.append(("bias", data, ds.plan_bias(data), {"prompts": prompts, "attributes": ds.bias_attributes(data)}))
     skipped = 0
     for kind, data, shards, extra in plans:
-        configs = config_fingerprints(ablations, prune.mode, mean_z, spec.models.precision, extra.get("weights"))
+        configs = config_fingerprints(ablations, prune.mode, mean_z, precision, extra.get("weights"))
         for shard in shards:
             uri = _unit_uri(root, run_id, model_key, kind, data.name, shard)
-            if resume and _done(uri, configs):
+            if ctx.resume and _done(uri, configs):
                 skipped += 1
                 continue
             units.append({"kind": kind, "data": data, "shard": shard, "uri": uri, "ablation_ids": ids,
                           "configs": configs, "weights": extra.get("weights")})
 
-    unit_errors, failed = _run_units(spec, model_key, ablations, mean_z, units)
+    unit_errors, failed = _run_units(ctx, section, ablations, mean_z, units)
     for unit, rows in zip(units, unit_errors):
-        _write_unit_errors(root, run_id, model_key, unit, rows)
+        replace_file(root, "errors", rows, run_id, model_key, _unit_name(unit))
     errors = [row for rows in unit_errors for row in rows]
 
     evals_rows, bias_rows = [], []
@@ -333,18 +338,16 @@ def run_prune_stage(spec, root: str, run_id: str, model_key: str, resume: bool =
             "bias_rows": len(bias_rows), "errors": len(errors), "seconds": time.perf_counter() - t0}
 
 
-def _run_units(spec, model_key: str, ablations: list[Ablation], mean_z, units: list[dict]):
+def _run_units(ctx: Context, section: PruneSection, ablations: list[Ablation], mean_z, units: list[dict]):
     """Run units on actors; returns (error rows per unit, in ``units`` order;
     {(kind, dataset, shard_id): reason} of failed units)."""
     if not units:
         return [], {}
-    gpus = ray.cluster_resources().get("GPU", 0)
-    per_actor = spec.evals.gpus_per_actor if spec.evals.gpus_per_actor is not None else (1 if gpus else 0)
-    n_actors = spec.evals.actors or (max(1, int(gpus // per_actor)) if per_actor else 1)
-    n_actors = min(n_actors, len(units))
-    worker = ray.remote(num_cpus=1, num_gpus=per_actor)(EvalWorker)
-    args = (model_key, spec.models.precision, [(a.heads, spec.prune.mode) for a in ablations], mean_z,
-            spec.evals.batch_size)
+    layout = actor_layout(section.evals, 1, ctx.resources or None, keep_cpus=0, key="evals")
+    n_actors = min(layout.actors, len(units))
+    worker = ray.remote(num_cpus=layout.cpus_per_actor, num_gpus=layout.gpus_per_actor)(EvalWorker)
+    args = (ctx.model, ctx.models.precision, [(a.heads, section.prune.mode) for a in ablations], mean_z,
+            section.evals.batch_size)
     actors = [worker.remote(*args) for _ in range(n_actors)]
     pending = {actors[i % n_actors].run.remote(unit): i for i, unit in enumerate(units)}
     errors: list[list[dict]] = [[] for _ in units]
@@ -365,3 +368,6 @@ def _run_units(spec, model_key: str, ablations: list[Ablation], mean_z, units: l
         for actor in actors:
             ray.kill(actor)
     return errors, failed
+
+
+STAGE = Stage("prune", needs=("judge",), per_model=True, section=section, run=run)

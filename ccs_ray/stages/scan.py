@@ -1,4 +1,7 @@
-"""The scan on Ray: shards -> CPU decode tasks -> model actors that accumulate HeadMoments -> one merge.
+"""Stage ``scan``: shards -> CPU decode tasks -> model actors that accumulate HeadMoments -> one merge.
+
+Section: ``[data]`` and ``[scan]`` (:class:`ScanSection`); per run (all models at once, so that models
+with the same preprocessing share each decoded shard). Writes ``shards``, ``moments`` and ``errors``.
 
 Topology. The source is planned into shards (``sources.plan_shards``). Models that share image
 preprocessing share decoding: each shard is decoded once by a CPU task (``decode_task``) and its images go,
@@ -25,33 +28,37 @@ import socket
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import quote
 
 import fsspec
 import ray
 from tqdm.auto import tqdm
 
-from . import tables
-from .decompose import decomposed_forward, default_layers, parse_head_name
-from .models import load_model, preprocess_config
-from .moments import HeadMoments
-from .sources import Shard, load_shard, plan_shards
+from .. import tables
+from ..cluster import actor_layout
+from ..decompose import decomposed_forward, select_layers
+from ..models import load_model, preprocess_config
+from ..moments import HeadMoments
+from ..sources import Shard, load_shard, plan_shards
+from ..spec import DataConfig, ModelsConfig, ScanConfig, Spec
+from .base import Context, RunState, Stage
 
 
 class ScanError(RuntimeError):
     """The scan cannot produce exact moments (data changed under a resumed run, actors keep dying...)."""
 
 
-def state_dir(root: str, run_id: str, model: str) -> str:
-    """Folder of a model's scan state in a run."""
-    return f"{root.rstrip('/')}/_state/{quote(run_id, safe='')}/{quote(model, safe='')}"
+@dataclass(frozen=True)
+class ScanSection:
+    """The scan's part of a spec: the images (``[data]``) and how to scan them (``[scan]``)."""
+
+    data: DataConfig
+    scan: ScanConfig
 
 
-def model_layers(spec, model) -> list[int]:
-    """Layers whose heads the spec decomposes: ``models.layers`` or the last ``models.last_layers``."""
-    return list(spec.models.layers) if spec.models.layers is not None else default_layers(model, spec.models.last_layers)
+def section(spec: Spec) -> ScanSection:
+    return ScanSection(spec.data, spec.scan)
 
 
 @ray.remote(num_cpus=1)
@@ -66,15 +73,13 @@ def decode_task(shard: Shard, preprocess: dict):
 class ScanActor:
     """Holds one model and the moments of the shards it has scanned since it started."""
 
-    def __init__(self, model_key: str, spec_json: str, partial_uri: str):
-        from .spec import Spec
-
-        spec = Spec.model_validate_json(spec_json)
+    def __init__(self, model_key: str, models: ModelsConfig, section: ScanSection, partial_uri: str):
         device = "cuda" if ray.get_gpu_ids() else "cpu"
-        self.model, _ = load_model(model_key, spec.models.precision, device)
-        self.layers = model_layers(spec, self.model)
-        self.batch_size, self.convention = spec.scan.batch_size, spec.scan.convention
-        self.moments = HeadMoments.for_model(model_key, self.model, self.layers, spec.data.folds, self.convention, device)
+        self.model, _ = load_model(model_key, models.precision, device)
+        self.layers = select_layers(self.model, models.layers, models.last_layers)
+        self.batch_size, self.convention = section.scan.batch_size, section.scan.convention
+        self.moments = HeadMoments.for_model(model_key, self.model, self.layers, folds=section.data.folds,
+                                             convention=self.convention, device=device)
         self.partial_uri = partial_uri
         self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
         self.node = ray.get_runtime_context().get_node_id()
@@ -84,7 +89,8 @@ class ScanActor:
         t0 = time.perf_counter()
         images = loaded.images
         for i in range(0, len(images), self.batch_size):
-            d = decomposed_forward(self.model, images[i:i + self.batch_size], self.layers, self.convention, keep_z_sum=True)
+            d = decomposed_forward(self.model, images[i:i + self.batch_size], layers=self.layers,
+                                   convention=self.convention, keep_z_sum=True)
             self.moments.update(d.heads, fold, d.z_sum)
         record = {
             "shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": fold,
@@ -135,54 +141,27 @@ class ScanSummary:
     seconds: float = 0.0
 
 
-def _partials(root: str, run_id: str, model: str) -> list[str]:
-    fs, path = fsspec.core.url_to_fs(f"{state_dir(root, run_id, model)}/partials")
+def _partials(state: RunState, model: str) -> list[str]:
+    """URIs of a model's saved partial moments in a run."""
+    fs, path = fsspec.core.url_to_fs(f"{state.model_dir(model)}/partials")
     protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
     return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in sorted(fs.glob(f"{path}/*.safetensors"))]
 
 
-def _covered(root: str, run_id: str, model: str, plan: dict[str, Shard]) -> dict[str, dict]:
+def _covered(ctx: Context, model: str, plan: dict[str, Shard]) -> dict[str, dict]:
     """Shards already held by saved partials of this run, checked against the current plan."""
     covered = {}
-    for uri in _partials(root, run_id, model):
+    for uri in _partials(ctx.state, model):
         for shard_id, record in HeadMoments.read_meta(uri)["shards"].items():
             shard = plan.get(shard_id)
             if shard is None or shard.fingerprint != record.get("fingerprint"):
-                raise ScanError(f"run {run_id}: shard {shard_id} in {uri} no longer matches the data source "
+                raise ScanError(f"run {ctx.run_id}: shard {shard_id} in {uri} no longer matches the data source "
                                 f"(the data changed since the run started); start a new run instead of --resume")
             covered[shard_id] = record
     return covered
 
 
-def actor_layout(spec, n_models: int, resources: dict | None = None) -> tuple[float, float, int]:
-    """(GPUs per actor, CPUs per actor, actors per model) from the spec and the cluster's ``resources``
-    (default: ``ray.cluster_resources()``).
-
-    By default every model gets one actor per GPU, sharing GPUs fractionally when there are more models
-    than GPUs. Actors hold one CPU, but none where that would leave no CPU for the decode tasks (which
-    would then never be scheduled). A layout that cannot be scheduled at once is an error, not a hang.
-    """
-    resources = ray.cluster_resources() if resources is None else resources
-    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
-    per_actor = spec.scan.gpus_per_actor
-    if per_actor is None:
-        per_actor = min(1.0, gpus / n_models) if gpus else 0.0
-    n_actors = spec.scan.actors or (max(1, int(gpus / per_actor / n_models)) if per_actor else 1)
-    held = n_actors * n_models
-    if held * per_actor > gpus + 1e-9:
-        raise ScanError(f"{held} scan actors ({n_models} models x {n_actors}) x scan.gpus_per_actor={per_actor:g} "
-                        f"need {held * per_actor:g} GPUs but the cluster has {gpus:g}; lower scan.actors or "
-                        f"scan.gpus_per_actor (fractions share a GPU)")
-    cpus_per_actor = spec.scan.cpus_per_actor
-    if cpus_per_actor is None:
-        cpus_per_actor = 1.0 if cpus - held >= 1 else 0.0
-    elif cpus - held * cpus_per_actor < 1:
-        raise ScanError(f"scan.cpus_per_actor={cpus_per_actor} x {held} actors leaves no CPU for decoding "
-                        f"(the cluster has {cpus:g}); lower it or scan.actors")
-    return per_actor, cpus_per_actor, n_actors
-
-
-def _write_shards(root: str, run_id: str, model: str, plan: dict[str, Shard], records: dict[str, dict], folds: int) -> None:
+def _write_shards(ctx: Context, model: str, plan: dict[str, Shard], records: dict[str, dict], folds: int) -> None:
     """The shards table of a model: the whole plan, ``done`` rows from the scan records, ``planned`` for the rest."""
     done_keys = ("n_images", "n_errors", "node", "worker", "seconds")
     rows = []
@@ -194,27 +173,29 @@ def _write_shards(root: str, run_id: str, model: str, plan: dict[str, Shard], re
         else:
             rows.append(dict(row, **{k: r[k] for k in done_keys}, status="done",
                              finished_at=datetime.fromisoformat(r["finished_at"])))
-    tables.write_table(root, "shards", rows, run_id, model, name="scan")
+    tables.write_table(ctx.root, "shards", rows, ctx.run_id, model, name="scan")
 
 
-def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary:
-    """Scan every model of the spec over its data on the connected Ray cluster; resumes from partials."""
+def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
+    """Scan every model of ``ctx.models`` over the section's data on the connected Ray cluster; resumes
+    from the run's partials."""
     t0 = time.perf_counter()
-    shards = plan_shards(spec.data)
+    data, cfg = section.data, section.scan
+    shards = plan_shards(data)
     plan = {s.shard_id: s for s in shards}
-    models = list(spec.models.keys)
-    covered = {m: _covered(root, run_id, m, plan) for m in models}
+    models = list(ctx.models.keys)
+    covered = {m: _covered(ctx, m, plan) for m in models}
     todo = {m: set(plan) - set(covered[m]) for m in models}
     for m in models:  # the manifest first, so that an interrupted run still shows its plan
-        _write_shards(root, run_id, m, plan, covered[m], spec.data.folds)
+        _write_shards(ctx, m, plan, covered[m], data.folds)
     summary = ScanSummary(shards_skipped=sum(len(shards) - len(t) for t in todo.values()))
-    resources = ray.cluster_resources()
-    per_actor, cpus_per_actor, n_actors = actor_layout(spec, len(models), resources)
-    spec_json = spec.model_dump_json()
+    resources = ctx.resources or ray.cluster_resources()
+    per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, keep_cpus=1, key="scan")
 
     def new_worker(model: str) -> _Worker:
-        uri = f"{state_dir(root, run_id, model)}/partials/{uuid.uuid4().hex[:12]}.safetensors"
-        actor = ScanActor.options(num_gpus=per_actor, num_cpus=cpus_per_actor, scheduling_strategy="SPREAD").remote(model, spec_json, uri)
+        uri = f"{ctx.state.model_dir(model)}/partials/{uuid.uuid4().hex[:12]}.safetensors"
+        actor = ScanActor.options(num_gpus=per_actor, num_cpus=cpus_per_actor,
+                                  scheduling_strategy="SPREAD").remote(model, ctx.models, section, uri)
         return _Worker(model, actor, uri)
 
     groups: dict[str, list[str]] = {}
@@ -230,7 +211,7 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
                 queue.append((s, need))
     restarts, max_restarts = 0, 3 * max(1, sum(len(w) for w in workers.values()))
     decodes, calls = {}, {}  # ref -> (shard, models) ; ref -> (worker, shard or None for checkpoints)
-    bar = tqdm(total=sum(len(t) for t in todo.values()), unit="shard", disable=not progress, desc="scan")
+    bar = tqdm(total=sum(len(t) for t in todo.values()), unit="shard", disable=not ctx.progress, desc="scan")
     images_done = 0
 
     def dispatch(shard, need, ref):
@@ -238,7 +219,7 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
             w = min(workers[m], key=lambda w: (w.inflight, w.assigned))  # least busy, then least used
             w.inflight += 1
             w.assigned += 1
-            calls[w.actor.process.remote(shard, ref, shard.fold(spec.data.folds))] = (w, shard)
+            calls[w.actor.process.remote(shard, ref, shard.fold(data.folds))] = (w, shard)
 
     def checkpoint(w):
         w.saved_at = time.monotonic()
@@ -264,7 +245,7 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
     # Decodes in flight: enough to keep every actor fed, and every CPU the actors leave free busy.
     n_workers = max(1, sum(len(w) for w in workers.values()))
     free_cpus = int(resources.get("CPU", 0) - cpus_per_actor * n_workers)
-    limit = max(2, free_cpus, spec.scan.decode_workers * n_workers)
+    limit = max(2, free_cpus, cfg.decode_workers * n_workers)
     while True:
         if not (queue or decodes or calls):  # all scanned: save what is unsaved, then stop
             for w in (w for ws in workers.values() for w in ws if w.unsaved):
@@ -296,8 +277,8 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
         summary.shards_scanned += 1
         bar.update(1)
         bar.set_postfix(images_per_s=f"{images_done / max(1e-9, time.perf_counter() - t0):.1f}")
-        every = spec.scan.checkpoint_every
-        due = time.monotonic() - w.saved_at >= spec.scan.checkpoint_s or (every and len(w.unsaved) >= every)
+        every = cfg.checkpoint_every
+        due = time.monotonic() - w.saved_at >= cfg.checkpoint_s or (every and len(w.unsaved) >= every)
         if due and not any(v == (w, None) for v in calls.values()):
             checkpoint(w)
     bar.close()
@@ -305,15 +286,15 @@ def run_scan(spec, root: str, run_id: str, progress: bool = True) -> ScanSummary
         for w in ws:
             ray.kill(w.actor)
     for m in models:
-        _finish_model(spec, root, run_id, m, plan, summary)
+        _finish_model(ctx, m, plan, data.folds, summary)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _finish_model(spec, root: str, run_id: str, model: str, plan: dict[str, Shard], summary: ScanSummary) -> None:
+def _finish_model(ctx: Context, model: str, plan: dict[str, Shard], folds: int, summary: ScanSummary) -> None:
     """Merge a model's partials, check that they partition the plan, write moments/shards/errors tables."""
     merged = None
-    for uri in _partials(root, run_id, model):
+    for uri in _partials(ctx.state, model):
         part = HeadMoments.load(uri)
         try:
             merged = part if merged is None else merged.merge(part)
@@ -323,16 +304,17 @@ def _finish_model(spec, root: str, run_id: str, model: str, plan: dict[str, Shar
     if covered != set(plan):
         missing, extra = sorted(set(plan) - covered), sorted(covered - set(plan))
         raise ScanError(f"{model}: partials do not partition the shard plan (missing {missing[:5]}, unknown {extra[:5]})")
-    uri = f"{state_dir(root, run_id, model)}/moments.safetensors"
+    uri = f"{ctx.state.model_dir(model)}/moments.safetensors"
     merged.save(uri)
     records = [merged.shards[s] for s in sorted(merged.shards)]
     n_images = int(merged.n.sum())
     errors = [e for r in records for e in r["errors"]]
-    tables.write_table(root, "moments", [dict(
+    tables.write_table(ctx.root, "moments", [dict(
         uri=uri, convention=merged.convention, n_images=n_images, n_heads=len(merged.heads),
-        embed_dim=merged.embed_dim, folds=merged.folds, n_shards=len(records))], run_id, model, name="scan")
-    _write_shards(root, run_id, model, plan, merged.shards, spec.data.folds)
-    tables.write_table(root, "errors", [dict(e, at=datetime.fromisoformat(e["at"])) for e in errors], run_id, model, name="scan")
+        embed_dim=merged.embed_dim, folds=merged.folds, n_shards=len(records))], ctx.run_id, model, name="scan")
+    _write_shards(ctx, model, plan, merged.shards, folds)
+    tables.write_table(ctx.root, "errors", [dict(e, at=datetime.fromisoformat(e["at"])) for e in errors],
+                       ctx.run_id, model, name="scan")
     summary.moments[model] = uri
     summary.n_images[model] = n_images
     summary.n_errors[model] = sum(r["n_errors"] for r in records)
@@ -340,36 +322,18 @@ def _finish_model(spec, root: str, run_id: str, model: str, plan: dict[str, Shar
     summary.nodes |= {r["node"] for r in records}
 
 
-def run_spans(spec, root: str, run_id: str, moments_uri: str, model_key: str, m: int) -> list[dict]:
-    """TextSpan rows for every head of a model, over all data and each fold (``subset`` all/fold<i>)."""
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
-    rows = ray.get(_spans_task.options(num_gpus=gpus).remote(spec.model_dump_json(), moments_uri, model_key, m))
-    tables.write_table(root, "spans", rows, run_id, model_key, name="spans")
-    return rows
+def moments_uri(ctx: Context, model: str) -> str:
+    """The merged moments of ``model`` in ``ctx``'s run, from the ``moments`` table."""
+    rows = tables.read_table(ctx.root, "moments", ctx.run_id, model).to_pylist()
+    if not rows:
+        raise ValueError(f"no moments of {model} in run {ctx.run_id} under {ctx.root}: run the scan stage first")
+    return rows[-1]["uri"]
 
 
-@ray.remote
-def _spans_task(spec_json: str, moments_uri: str, model_key: str, m: int) -> list[dict]:
-    from .pools import load_pool
-    from .spec import Spec
-    from .textspan import text_embeddings, textspan_from_moments
 
-    spec = Spec.model_validate_json(spec_json)
-    device = "cuda" if ray.get_gpu_ids() else "cpu"
-    model, _ = load_model(model_key, spec.models.precision, device)
-    texts = load_pool(spec.spans.pool)
-    emb = text_embeddings(model, texts, spec.spans.template, spec.spans.normalize).to(device)
-    moments = HeadMoments.load(moments_uri, device)
-    subsets = {"all": None} | ({f"fold{f}": [f] for f in range(moments.folds)} if moments.folds > 1 else {})
-    rows = []
-    for name in moments.heads:
-        layer, head = parse_head_name(name)
-        for subset, folds in subsets.items():
-            n, total, outer = moments.head(name, folds)
-            if n == 0:
-                continue
-            for s in textspan_from_moments(n, total, outer, emb, texts, m=m, rank=spec.spans.rank):
-                rows.append(dict(layer=layer, head=head, head_label=name, subset=subset, rank=s.rank, text=s.text,
-                                 variance=s.variance, variance_explained=s.variance_explained, pool=spec.spans.pool,
-                                 svd_rank=s.svd_rank, convention=moments.convention))
-    return rows
+def run(ctx: Context, section: ScanSection) -> dict:
+    summary = run_scan(ctx, section)
+    return dict(asdict(summary), nodes=sorted(summary.nodes))
+
+
+STAGE = Stage("scan", needs=(), per_model=False, section=section, run=run)

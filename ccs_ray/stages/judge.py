@@ -1,28 +1,47 @@
-"""The judge stage: spans table -> labels, judgments, ccs, judge_calls and errors tables of one (run, model)."""
+"""Stage ``judge``: the spans table -> labels, judgments, ccs, judge_calls and errors tables of one model.
+
+Section: ``[judge]`` and ``spans.m`` (:class:`JudgeSection`). Per model; needs ``spans``. Every judge of
+the section labels each head from its spans 1..m and judges each span 1/0 (and spans m+1..2m against the
+same label when ``judge.heldout``); ``combined`` is their majority vote. LLM judges run through the Ray
+pool of :mod:`ccs_ray.judges.pool` (one global rate limiter, an answer cache that makes re-runs free);
+the offline judge is a deterministic heuristic and says so in every row (``heuristic``).
+With ``ctx.dry_run`` nothing is called: the summary is the plan (calls, cached answers, cost).
+"""
 
 from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import fsspec
-
 from .. import scores
+from ..judges.cache import AnswerCache
+from ..judges.heads import VARIANTS, HeadSpans, Verdict, file_safe, heads_from_spans
+from ..judges.offline import NAME as OFFLINE_NAME, OfflineJudge, vocabulary_from
+from ..judges.pool import endpoint_of, planned_requests, run_pool
+from ..judges.prompts import label_request
 from ..spec import EndpointConfig, JudgeConfig, Spec
-from ..tables import partition_path, read_table, write_table
-from .cache import AnswerCache
-from .heads import VARIANTS, HeadSpans, Verdict, file_safe, heads_from_spans
-from .offline import NAME as OFFLINE_NAME, OfflineJudge, vocabulary_from
-from .pool import endpoint_of, planned_requests, run_pool
-from .prompts import label_request
+from ..tables import read_table, replace_file, write_table
+from .base import Context, Stage
 
 COMBINED = "combined"
 
 
-def judges_of(spec: Spec) -> list[tuple[str, EndpointConfig]]:
-    """(name, config) of every judge of the spec: ``judge.judges``, else the ``[judge]`` table itself."""
-    cfg = spec.judge
+@dataclass(frozen=True)
+class JudgeSection:
+    """``judge``: the judges and how to call them; ``m``: spans per head that CCS counts (``spans.m``)."""
+
+    judge: JudgeConfig
+    m: int
+
+
+def section(spec: Spec) -> JudgeSection:
+    return JudgeSection(spec.judge, spec.spans.m)
+
+
+def judges_of(cfg: JudgeConfig) -> list[tuple[str, EndpointConfig]]:
+    """(name, config) of every judge: ``judge.judges``, else the ``[judge]`` table itself."""
     judges = cfg.judges or [EndpointConfig(**{k: getattr(cfg, k) for k in EndpointConfig.model_fields})]
     for j in judges:
         if j.kind == "openai":
@@ -36,8 +55,9 @@ def judges_of(spec: Spec) -> list[tuple[str, EndpointConfig]]:
     return named
 
 
-def cache_root_of(spec: Spec, root: str) -> str:
-    return spec.judge.cache or f"{root.rstrip('/')}/judge_cache"
+def cache_root_of(cfg: JudgeConfig, root: str) -> str:
+    """The answer cache's root: ``judge.cache``, else ``<results root>/judge_cache``."""
+    return cfg.cache or f"{root.rstrip('/')}/judge_cache"
 
 
 def _now() -> datetime:
@@ -92,20 +112,20 @@ def agreement(by_judge: dict[str, list[Verdict]]) -> dict:
             "fleiss": scores.fleiss_kappa(list(zip(*votes.values()))) if len(names) > 1 else None}
 
 
-def dry_run_plan(spec: Spec, heads: list[HeadSpans], cache_root: str) -> dict:
+def dry_run_plan(cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str) -> dict:
     """Calls and cost each LLM judge would make: judgment prompts of heads whose label is not cached yet are
     estimated with a one-word placeholder label."""
     cache, plan = AnswerCache(cache_root), {}
-    for name, judge in judges_of(spec):
+    for name, judge in judges_of(cfg):
         if judge.kind == "offline":
             plan[name] = {"calls": 0, "cached": 0, "cost_usd": 0.0, "heuristic": True}
             continue
-        ep = endpoint_of(judge, spec.judge)
+        ep = endpoint_of(judge, cfg)
         calls = cached = prompt = completion = 0
         for head in heads:
             req = label_request(head.texts("paper"))
             hit = cache.get(ep.key(req))
-            reqs = [req] + [r for _, _, r in planned_requests(head, hit["value"] if hit else "concept", spec.judge.mode)]
+            reqs = [req] + [r for _, _, r in planned_requests(head, hit["value"] if hit else "concept", cfg.mode)]
             for r in reqs:
                 if cache.get(ep.key(r)) is not None:
                     cached += 1
@@ -118,20 +138,22 @@ def dry_run_plan(spec: Spec, heads: list[HeadSpans], cache_root: str) -> dict:
     return plan
 
 
-def run_judge_stage(spec: Spec, root: str, run_id: str, model: str, text_encoder=None, dry_run: bool = False) -> dict:
-    """Label and judge every head of ``model`` in run ``run_id`` with every judge; write the tables.
+def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
+    """Label and judge every head of ``ctx.model`` with every judge; write the tables.
 
-    ``text_encoder``: optional ``list[str] -> [N, D]`` L2-normalised CLIP text embeddings for the offline judge.
-    Returns a summary: heads, calls made, cached, errors, cost (and the plan only, with ``dry_run``).
+    ``text_encoder``: ``list[str] -> [N, D]`` L2-normalised CLIP text embeddings for the offline judge
+    (default: the model's text tower, loaded on first use).
+    Returns a summary: heads, calls made, cached, errors, cost (and the plan only, with ``ctx.dry_run``).
     """
-    m, cfg = spec.spans.m, spec.judge
+    m, cfg, root, run_id, model = section.m, section.judge, ctx.root, ctx.run_id, ctx.model
+    text_encoder = text_encoder or LazyTextEncoder(model, ctx.models.precision)
     spans = read_table(root, "spans", run_id=run_id, model=model)
     heads, problems = heads_from_spans(spans, m, cfg.heldout)
     if not heads:
         raise ValueError(f"no spans (subset 'all') for run {run_id!r}, model {model!r} under {root}: run the spans stage first")
-    judges, cache_root = judges_of(spec), cache_root_of(spec, root)
-    if dry_run:
-        plan = dry_run_plan(spec, heads, cache_root)
+    judges, cache_root = judges_of(cfg), cache_root_of(cfg, root)
+    if ctx.dry_run:
+        plan = dry_run_plan(cfg, heads, cache_root)
         return {"dry_run": True, "heads": len(heads), "judges": plan,
                 "calls": sum(p["calls"] for p in plan.values()), "cost_usd": sum(p["cost_usd"] for p in plan.values())}
 
@@ -151,13 +173,13 @@ def run_judge_stage(spec: Spec, root: str, run_id: str, model: str, text_encoder
     tables[COMBINED] = combined_rows(by_judge, any(heuristic.values()), m)
     for name, rows in tables.items():
         for table, table_rows in rows.items():
-            _replace(root, table, table_rows, run_id, model, f"judge-{file_safe(name)}")
+            replace_file(root, table, table_rows, run_id, model, f"judge-{file_safe(name)}")
 
     errors = [{"stage": "judge", "source": "spans", **p, "at": _now()} for p in problems]
     errors += [{"stage": "judge", "source": c["judge"], "reason": "judge request failed", "detail": c["error"],
                 "item": f"{c['head_label']} {c['kind']} {c['span_rank'] or ''}".strip(), "at": _now()}
                for c in calls if c["error"]]
-    _replace(root, "errors", errors, run_id, model, "judge")  # this run's judge errors replace the last run's
+    replace_file(root, "errors", errors, run_id, model, "judge")  # this run's judge errors replace the last run's
     write_table(root, "judge_calls", calls, run_id, model, name=f"judge-{uuid.uuid4().hex}")  # every run's calls kept
     return {
         "heads": len(heads), "judges": list(tables),
@@ -176,9 +198,19 @@ def call_row(judge: str, endpoint: str, call: dict) -> dict:
             "status": call["status"], "at": _now()}
 
 
-def _replace(root: str, table: str, rows: list[dict], run_id: str, model: str, name: str) -> None:
-    """Write ``rows`` as ``name``, replacing an earlier file of that name (removed when there are no rows)."""
-    if write_table(root, table, rows, run_id, model, name=name) is None:
-        fs, path = fsspec.core.url_to_fs(f"{partition_path(root, table, run_id, model)}/{name}.parquet")
-        if fs.exists(path):
-            fs.rm(path)
+class LazyTextEncoder:
+    """``texts -> [N, D]`` normalised CLIP text embeddings of a model, loaded on first use."""
+
+    def __init__(self, model_key: str, precision: str):
+        self.key, self.precision, self.model = model_key, precision, None
+
+    def __call__(self, texts: list[str]):
+        from ..models import load_model
+        from ..textspan import text_embeddings
+
+        if self.model is None:
+            self.model, _ = load_model(self.key, self.precision, "cpu")
+        return text_embeddings(self.model, texts)
+
+
+STAGE = Stage("judge", needs=("spans",), per_model=True, section=section, run=run, plans=True)

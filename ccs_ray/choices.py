@@ -1,0 +1,16 @@
+"""Every closed set of names that the spec, the CLI and the engine accept, defined once.
+
+``spec.py`` builds its ``Literal`` types from these tuples, the CLI its ``choices``, and the engine checks
+its arguments against them, so a name allowed in one place is allowed in all.
+"""
+
+STAGES = ("scan", "spans", "judge", "prune", "report")  # in run order (ccs_ray.stages.STAGES)
+PRECISIONS = ("fp32", "fp16", "bf16")  # model parameters' dtype (ccs_ray.models.DTYPES)
+CONVENTIONS = ("centered", "textspan")  # decomposition conventions (ccs_ray.decompose)
+SOURCE_KINDS = ("folder", "tar", "parquet", "manifest", "probe")  # data source kinds (ccs_ray.sources.READERS)
+ABLATION_MODES = ("zero", "mean")  # what an ablated head outputs (ccs_ray.decompose.HeadAblation)
+STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep")  # ccs_ray.ablate.prune_strategies
+RANDOM_POOLS = ("decomposed", "all")  # heads the random strategy draws from
+JUDGE_KINDS = ("openai", "offline")
+JUDGE_MODES = ("per_span", "batched")  # one request per span, or one per head
+SQL_FORMATS = ("table", "csv", "json", "parquet")  # ccs-ray sql --format

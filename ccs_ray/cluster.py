@@ -1,0 +1,63 @@
+"""The Ray cluster: connecting to it, and laying model actors out over its GPUs and CPUs.
+
+Both the scan and the pruning stage run long-lived model actors; :func:`actor_layout` is the one rule
+that sizes them from a stage's section (``actors``, ``gpus_per_actor``, ``cpus_per_actor``) and the
+cluster's resources, and refuses a layout that could never be scheduled instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import ray
+
+
+class LayoutError(ValueError):
+    """Actors that the cluster can never schedule at once; the message names the keys to change."""
+
+
+class ActorLayout(NamedTuple):
+    """How a stage's model actors are placed: resources each actor holds, and actors per model."""
+
+    gpus_per_actor: float
+    cpus_per_actor: float
+    actors: int
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to the cluster at ``RAY_ADDRESS``, or start a local one (with ``num_cpus``) in this process."""
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def actor_layout(section, n_models: int, resources: dict | None = None, keep_cpus: int = 1,
+                 key: str = "scan") -> ActorLayout:
+    """The layout of ``n_models`` models' actors on a cluster with ``resources`` (default: Ray's).
+
+    ``section`` has ``actors``, ``gpus_per_actor`` and ``cpus_per_actor`` (None: the defaults below);
+    ``keep_cpus`` CPUs stay free for other tasks (the scan's decoding); ``key`` names the section in errors.
+    Defaults: one actor per GPU and model, sharing GPUs fractionally when models outnumber GPUs; one
+    actor per model without GPUs; one CPU per actor, none where that would take the kept CPUs.
+    """
+    resources = ray.cluster_resources() if resources is None else resources
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+    per_actor = section.gpus_per_actor
+    if per_actor is None:
+        per_actor = min(1.0, gpus / n_models) if gpus else 0.0
+    n_actors = section.actors or (max(1, int(gpus / per_actor / n_models)) if per_actor else 1)
+    held = n_actors * n_models
+    if held * per_actor > gpus + 1e-9:
+        raise LayoutError(f"{held} {key} actors ({n_models} models x {n_actors}) x {key}.gpus_per_actor={per_actor:g} "
+                          f"need {held * per_actor:g} GPUs but the cluster has {gpus:g}; lower {key}.actors or "
+                          f"{key}.gpus_per_actor (fractions share a GPU)")
+    cpus_per_actor = section.cpus_per_actor
+    if cpus_per_actor is None:
+        cpus_per_actor = 1.0 if cpus - held >= keep_cpus else 0.0
+    elif cpus - held * cpus_per_actor < keep_cpus:
+        raise LayoutError(f"{key}.cpus_per_actor={cpus_per_actor} x {held} actors leaves fewer than {keep_cpus} "
+                          f"CPU for other tasks (the cluster has {cpus:g}); lower it or {key}.actors")
+    return ActorLayout(per_actor, cpus_per_actor, n_actors)

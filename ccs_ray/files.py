@@ -1,0 +1,77 @@
+"""File helpers every stage shares, over any fsspec URI: atomic writes, table files, relative URIs.
+
+- :func:`atomic_write`: the bytes land under a unique temporary name in the target's folder and are then
+  moved into place, so a reader (or a concurrent writer of the same content) never sees half a file.
+- :func:`read_table_file`: CSV/TSV, Parquet, JSON (a list of objects) or JSON lines -> a pyarrow Table.
+- :func:`resolve_uri`: a URI written relative to a folder (a manifest's, a dataset's) made absolute.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+PARQUET_EXTENSIONS = (".parquet", ".pq")
+TABLE_FILE_EXTENSIONS = (".csv", ".tsv", *PARQUET_EXTENSIONS, ".json", ".jsonl")
+
+
+def atomic_write(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` (parent folders created) through a unique temporary name and a move."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    parent, _, name = path.rpartition("/")
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if parent else f".{name}.{uuid.uuid4().hex}.tmp"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def remove(uri: str) -> None:
+    """Remove the file at ``uri`` if it exists."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if fs.exists(path):
+        fs.rm(path)
+
+
+def read_table_file(uri: str) -> pa.Table:
+    """A CSV/TSV (empty strings read as nulls), Parquet, JSON (a list of objects) or JSON-lines file."""
+    low = uri.lower()
+    if not low.endswith(TABLE_FILE_EXTENSIONS):
+        raise ValueError(f"{uri}: unsupported table file (use {', '.join(TABLE_FILE_EXTENSIONS)})")
+    with fsspec.open(uri, "rb") as f:
+        if low.endswith(PARQUET_EXTENSIONS):
+            return pq.read_table(f)
+        if low.endswith((".csv", ".tsv")):
+            return pcsv.read_csv(f, parse_options=pcsv.ParseOptions(delimiter="\t" if low.endswith(".tsv") else ","),
+                                 convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+        text = f.read().decode("utf-8")
+    rows = json.loads(text) if low.endswith(".json") else [json.loads(line) for line in text.splitlines() if line.strip()]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{uri}: expected a list of objects (one per row)")
+    columns = {}
+    for name in dict.fromkeys(k for r in rows for k in r):
+        values = [r.get(name) for r in rows]
+        if any(isinstance(v, list) for v in values):  # "a caption or a list of captions": all lists
+            values = [v if v is None or isinstance(v, list) else [v] for v in values]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # other mixes of types: read as text
+            columns[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return pa.table(columns)
+
+
+def resolve_uri(uri: str, base: str) -> str:
+    """``uri`` as is when absolute (a scheme or a leading ``/``), else joined to the folder ``base``
+    (keeping ``base``'s protocol): ``resolve_uri("img/1.jpg", "s3://b/set") == "s3://b/set/img/1.jpg"``."""
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    protocol, folder = fsspec.core.split_protocol(base.rstrip("/"))
+    path = posixpath.normpath(posixpath.join(folder, uri))
+    return f"{protocol}://{path}" if protocol else path
