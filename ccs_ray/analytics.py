@@ -125,9 +125,9 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         raise RuntimeError(f"sql/views.sql defines views {sorted(views)}; tables.py has {sorted(TABLES)}")
     for table, statement in views.items():
         if results.glob(f"{table}/**/*.parquet"):
-            conn.execute(statement.replace("${ROOT}/", f"{PROTOCOL}://"))
+            conn.execute(_with_every_column(conn, table, statement.replace("${ROOT}/", f"{PROTOCOL}://")))
         else:
-            conn.execute(f"CREATE VIEW {table} AS {_empty_select(conn, SCHEMAS[table])}")
+            conn.execute(f"CREATE VIEW {table} AS SELECT {_null_columns(conn, SCHEMAS[table])} LIMIT 0")
     conn.execute(_read_sql("macros.sql"))
     if read_only:
         conn.execute(f"SET disabled_filesystems = '{','.join(_DUCKDB_FILESYSTEMS)}'")
@@ -137,11 +137,21 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     return conn
 
 
-def _empty_select(conn, schema: pa.Schema) -> str:
-    """A SELECT with no rows and the columns (names, DuckDB types) of ``schema``."""
-    types = conn.from_arrow(schema.empty_table()).types
-    cols = ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, t in zip(schema.names, types))
-    return f"SELECT {cols} LIMIT 0"
+def _null_columns(conn, schema: pa.Schema, names: list[str] | None = None) -> str:
+    """``CAST(NULL AS <type>) AS "<name>", ...`` for the columns ``names`` (default all) of ``schema``."""
+    types = dict(zip(schema.names, conn.from_arrow(schema.empty_table()).types))
+    return ", ".join(f'CAST(NULL AS {types[n]}) AS "{n}"' for n in (schema.names if names is None else names))
+
+
+def _with_every_column(conn, table: str, statement: str) -> str:
+    """The view ``statement`` of ``table``, plus a null column for each schema column that none of the
+    files has (results written by an earlier version); ``union_by_name`` fills the partly missing ones."""
+    select = statement.split(" AS ", 1)[1].strip().rstrip(";")
+    have = {row[0] for row in conn.execute(f"DESCRIBE {select}").fetchall()}
+    missing = [n for n in SCHEMAS[table].names if n not in have]
+    if not missing:
+        return statement
+    return f"CREATE VIEW {table} AS SELECT *, {_null_columns(conn, SCHEMAS[table], missing)} FROM ({select})"
 
 
 def sql_dir() -> Path:

@@ -1,0 +1,77 @@
+"""The module map of docs/architecture.md holds: engine -> stages -> pipeline -> cli, never upwards.
+
+Every ``import`` in the package (top level or inside a function) is read from the source with ``ast``;
+a module may import only modules of its own layer or a lower one.
+"""
+
+import ast
+from pathlib import Path
+
+from ccs_ray.choices import STAGES as STAGE_NAMES
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ccs_ray"
+
+#: Layers from the bottom; a module not listed is in the engine (layer 0).
+LAYERS = {"stages": 1, "pipeline": 2, "submit": 2, "bench": 2, "cli": 3}
+LAYER_NAMES = ("engine", "stages", "pipeline", "cli")
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.get(parts[1], 0) if len(parts) > 1 else 0
+
+
+def _imports(path: Path, source: str | None = None) -> set[str]:
+    """ccs_ray modules imported by the package file at ``path`` (relative imports resolved); ``source``
+    replaces its text."""
+    module = _module(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text() if source is None else source)):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "ccs_ray"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == "ccs_ray":
+                out.add(target)
+                out |= {f"{target}.{a.name}" for a in node.names}  # `from . import scan` imports a module
+    return out
+
+
+def test_no_module_imports_a_higher_layer():
+    files = sorted(PACKAGE.rglob("*.py"))
+    assert len(files) > 40
+    modules = {_module(p) for p in files}
+    bad = []
+    for path in files:
+        here = _module(path)
+        for target in _imports(path):
+            while target not in modules and "." in target:  # `from .x import name`: the module is x
+                target = target.rsplit(".", 1)[0]
+            if _layer(target) > _layer(here):
+                bad.append(f"{here} ({LAYER_NAMES[_layer(here)]}) imports {target} ({LAYER_NAMES[_layer(target)]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_checker_sees_an_upward_import():
+    """The rule is not vacuous: an engine module importing a stage inside a function is reported."""
+    path = PACKAGE / "textspan.py"
+    imports = _imports(path, path.read_text() + "\n\ndef _f():\n    from .stages import scan\n")
+    assert "ccs_ray.stages.scan" in imports and _layer("ccs_ray.stages.scan") > _layer("ccs_ray.textspan")
+
+
+def test_stage_list_matches_the_spec():
+    from ccs_ray.stages import STAGES
+
+    assert tuple(s.name for s in STAGES) == STAGE_NAMES
+    for s in STAGES:
+        assert set(s.needs) <= set(STAGE_NAMES[:STAGE_NAMES.index(s.name)]), s.name
