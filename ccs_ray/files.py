@@ -72,6 +72,6 @@ def resolve_uri(uri: str, base: str) -> str:
     (keeping ``base``'s protocol): ``resolve_uri("img/1.jpg", "s3://b/set") == "s3://b/set/img/1.jpg"``."""
     if "://" in uri or uri.startswith("/"):
         return uri
-    protocol, folder = fsspec.core.split_protocol(base.rstrip("/"))
+    protocol, folder = fsspec.core.split_protocol(base)
     path = posixpath.normpath(posixpath.join(folder, uri))
     return f"{protocol}://{path}" if protocol else path

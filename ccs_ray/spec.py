@@ -52,15 +52,20 @@ class DataConfig(_Section):
     limit: int | None = Field(None, ge=1, description="use at most this many images")
 
 
-class ScanConfig(_Section):
+class _ActorsSection(_Section):
+    """Where a stage's model actors run (:func:`ccs_ray.cluster.actor_layout`)."""
+
+    actors: int | None = Field(None, ge=1, description="model actors per model; default one per GPU, else 1")
+    gpus_per_actor: float | None = Field(None, ge=0, description="default 1, or an equal share of a GPU when models "
+                                         "outnumber GPUs; 0 without GPUs")
+    cpus_per_actor: float | None = Field(None, ge=0, description="CPUs each model actor holds; default 1, or 0 "
+                                         "where that would leave none for other tasks (the scan's decoding)")
+
+
+class ScanConfig(_ActorsSection):
     """How the scan runs on Ray."""
 
     batch_size: int = Field(64, ge=1)
-    actors: int | None = Field(None, ge=1, description="model actors; default one per GPU, else 1")
-    gpus_per_actor: float | None = Field(None, ge=0, description="default 1, or an equal share of a GPU when models "
-                                         "outnumber GPUs; 0 without GPUs")
-    cpus_per_actor: float | None = Field(None, ge=0, description="CPUs each model actor holds; default 1, "
-                                         "or 0 where that would leave no CPU for decoding")
     decode_workers: int = Field(2, ge=1, description="CPU decode tasks in flight per actor "
                                                    "(at least one per CPU the actors leave free)")
     convention: Literal[CONVENTIONS] = "centered"
@@ -172,18 +177,13 @@ class PruneConfig(_Section):
     judge: str = Field("combined", description="which judge's CCS drives the strategies")
 
 
-class EvalsConfig(_Section):
+class EvalsConfig(_ActorsSection):
     """Datasets the ablations are evaluated on. Each entry is a table with at least ``name``."""
 
     classification: list[dict] = Field(default_factory=lambda: [{"name": "probe-shapes", "source": "probe://shapes?n=200&seed=1"}])
     video: list[dict] = Field(default_factory=list)
     bias: list[dict] = Field(default_factory=list)
     batch_size: int = Field(64, ge=1)
-    actors: int | None = Field(None, ge=1, description="model actors; default one per GPU, else 1")
-    gpus_per_actor: float | None = Field(None, ge=0, description="default 1, or an equal share of a GPU when models "
-                                         "outnumber GPUs; 0 without GPUs")
-    cpus_per_actor: float | None = Field(None, ge=0, description="CPUs each model actor holds; default 1, "
-                                         "or 0 where the actors outnumber the CPUs")
 
 
 class ResultsConfig(_Section):

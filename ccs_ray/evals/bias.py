@@ -4,7 +4,8 @@ For an occupation prompt, rank the images by similarity and take the top k. For 
 attribute, ``skew_g = ln(share of g among the top k / share of g in the whole set)``; MaxSkew@k is the
 largest skew over groups (Geyik et al., 2019). A group absent from the top k has skew -inf and never
 wins. Ties in score keep image order (stable sort). Per occupation, MaxSkew is averaged over the neutral
-templates; the totals over occupations are summed (the paper) and averaged.
+templates; the totals over occupations (summed, as in the paper, and averaged) are the SQL view
+``bias_totals`` (sql/macros.sql).
 """
 
 from __future__ import annotations
@@ -82,8 +83,3 @@ def occupation_max_skew(image_embeddings: torch.Tensor, groups: list[str], promp
         winners[min(g for g, s in skews.items() if s == best)] += 1
     top = max(winners.values())
     return sum(values) / len(values), min(g for g, c in winners.items() if c == top)
-
-
-def totals(per_occupation: list[float]) -> dict[str, float]:
-    """``sum`` (the paper's total) and ``mean`` of per-occupation MaxSkew values."""
-    return {"sum": float(sum(per_occupation)), "mean": float(sum(per_occupation) / len(per_occupation))}

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 
 import fsspec
+
+from ..files import atomic_write
 
 TEXTSPAN_GENERAL_URL = ("https://raw.githubusercontent.com/yossigandelsman/clip_text_span/main/"
                         "text_descriptions/image_descriptions_general.txt")
@@ -83,12 +84,9 @@ def _textspan_general() -> bytes:
     if n != TEXTSPAN_GENERAL_LINES:
         raise PoolError(f"{where} has {n} non-empty lines, expected {TEXTSPAN_GENERAL_LINES}: "
                         f"not TextSpan's general pool")
-    path.parent.mkdir(parents=True, exist_ok=True)
     for target, content in ((path, data), (pin, f"{digest}\n".encode())):
         if not target.exists():
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            tmp.write_bytes(content)
-            tmp.replace(target)  # atomic: concurrent first uses on one node never see half a file
+            atomic_write(str(target), content)  # concurrent first uses on one node never see half a file
     return data
 
 

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import posixpath
 
-import fsspec
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
-
+from ..files import read_table_file, resolve_uri
 from . import folder, parquet
 from .base import SourceError, chunks, file_version, fingerprint, source_files
 
@@ -38,26 +35,13 @@ def plan(cfg) -> list[tuple[str, tuple, str]]:
 
 def read_rows(uri: str, uri_column: str, label_column: str) -> list[tuple[str, str | None]]:
     """(image uri, label or None) per manifest row, relative URIs resolved against the manifest's folder."""
-    with fsspec.open(uri, "rb") as f:
-        if uri.lower().endswith(parquet.PARQUET_EXTENSIONS):
-            table = pq.read_table(f)
-        else:
-            delimiter = "\t" if uri.lower().endswith(".tsv") else ","
-            table = pcsv.read_csv(f, parse_options=pcsv.ParseOptions(delimiter=delimiter),
-                                  convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+    table = read_table_file(uri)
     if uri_column not in table.column_names:
         raise SourceError(f"manifest {uri}: no URI column {uri_column!r} (set data.uri_column); "
                           f"columns: {table.column_names}")
     base = posixpath.dirname(uri)
-    uris = [None if u is None else _resolve(str(u), base) for u in table.column(uri_column).to_pylist()]
+    uris = [None if u is None else resolve_uri(str(u), base) for u in table.column(uri_column).to_pylist()]
     labels = (table.column(label_column).to_pylist() if label_column in table.column_names
               else [None] * table.num_rows)
     return [(u, None if lab is None else str(lab)) for u, lab in zip(uris, labels) if u]
 
-
-def _resolve(u: str, base: str) -> str:
-    if "://" in u or u.startswith("/"):
-        return u
-    protocol, folder = fsspec.core.split_protocol(base)
-    path = posixpath.normpath(posixpath.join(folder, u))
-    return f"{protocol}://{path}" if protocol else path

@@ -9,9 +9,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..files import PARQUET_EXTENSIONS
 from .base import Record, SourceError, Shard, chunks, file_version, fingerprint, source_files
-
-PARQUET_EXTENSIONS = (".parquet", ".pq")
 
 
 def plan(cfg) -> list[tuple[str, tuple, str]]:

@@ -1,0 +1,82 @@
+"""Social-bias datasets (``[[evals.bias]]``): images with one label per attribute, and the occupation prompts.
+
+A source is a CSV/Parquet manifest (or a folder of them) of image URIs with one column per attribute
+(FairFace: ``file, age, gender, race``), or a generated probe set (``probe://TASK?n=..``) whose one
+attribute, named after the task, is the image's class. :func:`bias_data` validates an entry and applies
+its preset (:mod:`.presets`); :func:`bias_attributes` maps each image to its attribute groups;
+:func:`plan_bias` cuts the images into shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ... import sources
+from ...sources.base import list_files
+from ...sources.manifest import MANIFEST_EXTENSIONS, read_rows
+from ...spec import DataConfig
+from ..bias import BIAS_TEMPLATES, OCCUPATIONS
+from .entries import DatasetError, from_entry, probe_of
+from .presets import BIAS_PRESETS, apply_preset
+
+
+@dataclass
+class BiasData:
+    """One social-bias dataset (a ``[[evals.bias]]`` table)."""
+
+    name: str
+    source: str = ""  # CSV / Parquet manifest
+    preset: str | None = None
+    uri_column: str = "uri"
+    attributes: list[str] = field(default_factory=lambda: ["race", "gender"])
+    groups: dict[str, dict[str, str]] = field(default_factory=dict)  # attribute -> label -> group
+    occupations: list[str] = field(default_factory=lambda: list(OCCUPATIONS))
+    templates: list[str] = field(default_factory=lambda: list(BIAS_TEMPLATES))
+    k: int = 10
+    shard_size: int = 256
+    limit: int | None = None
+
+
+def bias_data(entry: dict) -> BiasData:
+    """Validate an ``evals.bias`` entry and apply its preset (default: the name, when it names one)."""
+    data = from_entry(BiasData, entry, "bias")
+    if not data.source:
+        raise DatasetError(f"bias dataset {data.name!r} has no source manifest (CSV/Parquet of images and attributes)")
+    apply_preset(data, entry, BIAS_PRESETS, "bias")
+    probe = probe_of(data.source, "bias")
+    if probe is not None:
+        if "attributes" in entry and data.attributes != [probe.task]:
+            raise DatasetError(f"bias dataset {data.name!r}: a generated set has the one attribute "
+                               f"{probe.task!r} (its probe task), not {data.attributes}")
+        data.attributes = [probe.task]
+    bad = [t for t in data.templates if t.count("{}") != 1]
+    if bad or not data.occupations or data.k < 1:
+        raise DatasetError(f"bias dataset {data.name!r}: need occupations, k >= 1 and templates with one '{{}}' ({bad})")
+    return data
+
+
+def bias_attributes(data: BiasData) -> dict[str, dict[str, str]]:
+    """image URI -> {attribute: group} (labels mapped through ``groups``; missing values left out)."""
+    probe = probe_of(data.source, "bias")
+    if probe is not None:  # items as the probe reader names them: "<canonical uri>#<index>"
+        classes = sources.probe_classes(probe.task)
+        return {f"{probe.uri}#{i}": {probe.task: classes[i % len(classes)]}
+                for i in range(min(probe.n, data.limit or probe.n))}
+    out: dict[str, dict[str, str]] = {}
+    for manifest in list_files(data.source, MANIFEST_EXTENSIONS):
+        for attribute in data.attributes:
+            rows = read_rows(manifest, data.uri_column, attribute)
+            if all(label is None for _, label in rows):
+                raise DatasetError(f"bias dataset {data.name!r}: {manifest} has no values in column {attribute!r}")
+            mapping = data.groups.get(attribute, {})
+            for uri, label in rows:
+                if label is not None:
+                    out.setdefault(uri, {})[attribute] = mapping.get(label, label)
+    return out
+
+
+def plan_bias(data: BiasData) -> list[sources.Shard]:
+    """The manifest's (or the generated set's) shards of ``shard_size`` images."""
+    kind = "probe" if probe_of(data.source, "bias") else "manifest"
+    return sources.plan_shards(DataConfig(source=data.source, kind=kind, shard_size=data.shard_size, limit=data.limit,
+                                          uri_column=data.uri_column, label_column=data.attributes[0]))
