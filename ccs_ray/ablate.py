@@ -52,16 +52,17 @@ def head_ablation(model, heads: Iterable[str], mode: str = "zero",
     by_layer: dict[int, set[int]] = {}
     for name in heads:
         layer, head = parse_head_name(name)
-        if not (0 <= layer < shape["layers"] and 0 <= head < shape["heads"]):
-            raise ValueError(f"head {name} is outside the image tower: layers 0..{shape['layers'] - 1}, "
-                             f"heads 0..{shape['heads'] - 1}")
+        if not (0 <= layer < shape.layers and 0 <= head < shape.n_heads):
+            raise ValueError(f"head {name} is outside the image tower: layers 0..{shape.layers - 1}, "
+                             f"heads 0..{shape.n_heads - 1}")
         by_layer.setdefault(layer, set()).add(head)
     if mode == "mean":
         missing = sorted(set(by_layer) - set(mean_z or {}))
         if missing:
             raise ValueError(f"mean ablation needs mean head outputs (mean_z) for layers {missing}; "
                              f"they come from the scan's HeadMoments.mean_z() (layers it decomposed)")
-    return HeadAblation({l: sorted(h) for l, h in sorted(by_layer.items())}, mode, dict(mean_z) if mean_z else None)
+    return HeadAblation(by_layer={l: sorted(h) for l, h in sorted(by_layer.items())}, mode=mode,
+                        mean_z=dict(mean_z) if mean_z else None)
 
 
 def _ablated_block_forward(model, ablation: HeadAblation, layer: int, q_x, k_x=None, v_x=None, attn_mask=None):
@@ -82,7 +83,7 @@ def ablated(model, heads: Iterable[str], mode: str = "zero", mean_z: Mapping[int
     blocks = model.visual.transformer.resblocks
     patched = []
     try:
-        for layer in ablation.heads:
+        for layer in ablation.by_layer:
             block = blocks[layer]
             if "forward" in vars(block):
                 raise RuntimeError(f"layer {layer} is already patched (nested ablated() on the same layer)")
@@ -95,8 +96,8 @@ def ablated(model, heads: Iterable[str], mode: str = "zero", mean_z: Mapping[int
 
 
 def _layer_key(ablation: HeadAblation | None, layer: int):
-    heads = ablation.heads.get(layer) if ablation else None
-    return (ablation.mode, tuple(heads)) if heads else None
+    idx = ablation.by_layer.get(layer) if ablation else None
+    return (ablation.mode, tuple(idx)) if idx else None
 
 
 def encode_ablations(model, images: torch.Tensor, ablations: Sequence[HeadAblation | None]) -> torch.Tensor:
@@ -264,6 +265,4 @@ def prune_strategies(
 
 def all_heads(model, layers: Sequence[int] | None = None) -> list[str]:
     """Every head name of the image tower (or of ``layers``), in head order."""
-    shape = tower_shape(model)
-    return [head_name(l, h) for l in (layers if layers is not None else range(shape["layers"]))
-            for h in range(shape["heads"])]
+    return tower_shape(model).head_names(list(layers) if layers is not None else None)

@@ -1,7 +1,9 @@
 """The one forward pass: image embedding, per-head direct contributions, and head ablation, together.
 
 Notation (TransformerLens style): B batch, T tokens (class token first), W residual width, H heads per
-layer, d head width (W = H d), D embedding dim, L layers in the tower.
+layer, d head width (W = H d), D embedding dim, L layers in the tower (:class:`TowerShape` holds L, H,
+W, d, D, T of a model). Names: ``heads`` is always a list of head names (``["L11.H5", ...]``),
+``n_heads`` is H, ``contributions`` the [B, len(layers), H, D] tensor of per-head contributions.
 
 Head ``L{l}.H{h}`` writes ``r = ls_1 * (z_{l,h} @ W_O[:, h d:(h+1) d].T)`` into the class-token residual,
 where ``z_{l,h}`` (d values) is its attention output at the class token. The image embedding is
@@ -51,37 +53,74 @@ def select_layers(model: torch.nn.Module, layers: list[int] | None = None, last:
     return sorted(layers) if layers is not None else list(range(max(0, n - last), n))
 
 
-def tower_shape(model: torch.nn.Module) -> dict[str, int]:
-    """``layers`` L, ``heads`` H, ``width`` W, ``head_dim`` d, ``embed_dim`` D, ``tokens`` T of the image tower."""
+@dataclass(frozen=True)
+class TowerShape:
+    """The shape of an image tower, in the letters of this module's docstring.
+
+    Attributes:
+        layers: L, the number of residual blocks (layers ``0..L-1``).
+        n_heads: H, attention heads per layer.
+        width: W, residual stream width (``W = H d``).
+        head_dim: d, width of one head's attention output.
+        embed_dim: D, image embedding dim (columns of ``visual.proj``).
+        tokens: T, tokens per image, class token included.
+    """
+
+    layers: int
+    n_heads: int
+    width: int
+    head_dim: int
+    embed_dim: int
+    tokens: int
+
+    def __post_init__(self):
+        if self.width != self.n_heads * self.head_dim:
+            raise ValueError(f"width W = {self.width} is not n_heads H = {self.n_heads} x head_dim d = {self.head_dim}")
+
+    def head_names(self, layers: list[int] | None = None) -> list[str]:
+        """``L{l}.H{h}`` of every head of ``layers`` (default: all L), layer-major: the order of
+        ``Decomposition.contributions.flatten(1, 2)`` and of ``HeadMoments.heads``."""
+        return [head_name(l, h) for l in (layers if layers is not None else range(self.layers))
+                for h in range(self.n_heads)]
+
+
+def tower_shape(model: torch.nn.Module) -> TowerShape:
+    """The :class:`TowerShape` (L, H, W, d, D, T) of ``model``'s image tower."""
     visual = check_supported(model)
     attn = visual.transformer.resblocks[0].attn
     grid = visual.grid_size
-    return {
-        "layers": len(visual.transformer.resblocks),
-        "heads": attn.num_heads,
-        "width": attn.embed_dim,
-        "head_dim": attn.head_dim,
-        "embed_dim": visual.proj.shape[1],
-        "tokens": grid[0] * grid[1] + 1,
-    }
+    return TowerShape(
+        layers=len(visual.transformer.resblocks),
+        n_heads=attn.num_heads,
+        width=attn.embed_dim,
+        head_dim=attn.head_dim,
+        embed_dim=visual.proj.shape[1],
+        tokens=grid[0] * grid[1] + 1,
+    )
 
 
 @dataclass
 class HeadAblation:
     """What to do to some heads' outputs during the forward pass.
 
-    ``heads`` maps layer -> head indices. ``mode`` ``"zero"`` removes the head's output (its out_proj
-    bias share stays, as in the paper's zeroing of ``out_proj.weight`` columns); ``"mean"`` replaces its
-    attention output z by ``mean_z[layer]`` (shape [H, T, d]), e.g. from ``HeadMoments.mean_z``.
+    ``by_layer`` maps layer -> head indices within that layer (build it with
+    :func:`ccs_ray.ablate.head_ablation` from head names). ``mode`` ``"zero"`` removes the head's output
+    (its out_proj bias share stays, as in the paper's zeroing of ``out_proj.weight`` columns); ``"mean"``
+    replaces its attention output z by ``mean_z[layer]`` (shape [H, T, d]), e.g. from ``HeadMoments.mean_z``.
     """
 
-    heads: dict[int, list[int]]
+    by_layer: dict[int, list[int]]
     mode: str = "zero"
     mean_z: dict[int, torch.Tensor] | None = None
 
+    @property
+    def heads(self) -> list[str]:
+        """The ablated heads' names (``["L11.H5", ...]``), by layer then head."""
+        return [head_name(l, h) for l in sorted(self.by_layer) for h in sorted(self.by_layer[l])]
+
     def apply(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         """z: [B, H, T, d] -> the same with this layer's ablated heads replaced."""
-        idx = self.heads.get(layer)
+        idx = self.by_layer.get(layer)
         if not idx:
             return z
         z = z.clone()
@@ -102,16 +141,22 @@ class Decomposition:
 
     Attributes:
         embedding: [B, D] the image embedding, equal to ``model.encode_image`` (model dtype).
-        heads: [B, len(layers), H, D] each head's direct contribution in embedding space (float32, or
-            float64 for a float64 model), or None when no layer was requested.
+        contributions: [B, len(layers), H, D] each head's direct contribution in embedding space
+            (float32, or float64 for a float64 model), or None when no layer was requested.
         layers: the decomposed layers, in order.
         z_sum: [len(layers), H, T, d] sum over the batch of each head's attention output (float64), or None.
     """
 
     embedding: torch.Tensor
-    heads: torch.Tensor | None
+    contributions: torch.Tensor | None
     layers: list[int]
     z_sum: torch.Tensor | None = None
+
+    @property
+    def heads(self) -> list[str]:
+        """Names of the decomposed heads, in the order of ``contributions.flatten(1, 2)``."""
+        n_heads = self.contributions.shape[2] if self.contributions is not None else 0
+        return [head_name(l, h) for l in self.layers for h in range(n_heads)]
 
 
 def _layer_scale(module: torch.nn.Module) -> torch.Tensor | None:
@@ -134,7 +179,8 @@ def _attention(block, x: torch.Tensor, ablation: HeadAblation | None, layer: int
 
 def decomposed_forward(
     model: torch.nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | None,
+    *,
     layers: list[int] | None = None,
     convention: str = "centered",
     ablation: HeadAblation | None = None,
@@ -146,7 +192,7 @@ def decomposed_forward(
 
     Args:
         model: an open_clip CLIP whose image tower passes :func:`ccs_ray.models.check_supported`.
-        images: [B, 3, S, S] preprocessed images (any dtype; cast to the model's).
+        images: [B, 3, S, S] preprocessed images (any dtype; cast to the model's); None with ``start``.
         layers: layers whose heads to decompose; ``None`` means the last 4, ``[]`` none.
         convention: ``"centered"`` or ``"textspan"`` (module docstring).
         ablation: heads to zero or mean-ablate on the way.
@@ -167,7 +213,7 @@ def decomposed_forward(
         raise ValueError(f"layers {bad} out of range: the image tower has layers 0..{len(blocks) - 1}")
     dtype = visual.proj.dtype
     acc = torch.float64 if dtype == torch.float64 else torch.float32
-    custom = set(layers) | (set(ablation.heads) if ablation else set())
+    custom = set(layers) | (set(ablation.by_layer) if ablation else set())
 
     with torch.no_grad():
         if start is None:
@@ -197,14 +243,14 @@ def decomposed_forward(
         embedding = pooled @ visual.proj
         if not layers:
             return Decomposition(embedding, None, [])
-        heads = torch.stack([head_res[l] for l in layers], 1)  # [B, Ls, H, W]
-        heads = _to_embedding_space(visual, x[:, 0].to(acc), heads, layers, convention, embedding.to(acc))
+        residual = torch.stack([head_res[l] for l in layers], 1)  # [B, Ls, H, W]
+        contributions = _to_embedding_space(visual, x[:, 0].to(acc), residual, layers, convention, embedding.to(acc))
         z_sum = torch.stack([z_sums[l] for l in layers]) if keep_z_sum else None
-    return Decomposition(embedding, heads, layers, z_sum)
+    return Decomposition(embedding, contributions, layers, z_sum)
 
 
-def _to_embedding_space(visual, x_cls, heads, layers, convention, embedding):
-    """Map residual-space head outputs [B, Ls, H, W] to embedding space [B, Ls, H, D] through ln_post."""
+def _to_embedding_space(visual, x_cls, residual, layers, convention, embedding):
+    """Map residual-space head outputs ``residual`` [B, Ls, H, W] to embedding space [B, Ls, H, D] through ln_post."""
     ln = visual.ln_post
     mu = x_cls.mean(-1)
     sigma = torch.sqrt(x_cls.var(-1, unbiased=False) + ln.eps)  # [B]
@@ -212,9 +258,9 @@ def _to_embedding_space(visual, x_cls, heads, layers, convention, embedding):
     proj = visual.proj.to(x_cls.dtype)
     scale = (gamma / sigma[:, None])[:, None, None, :]  # [B, 1, 1, W]
     if convention == "centered":
-        return ((heads - heads.mean(-1, keepdim=True)) * scale) @ proj
+        return ((residual - residual.mean(-1, keepdim=True)) * scale) @ proj
     blocks = visual.transformer.resblocks
-    H = heads.shape[2]
+    H = residual.shape[2]
     K = 2 * len(blocks) + 1
     bias = []
     for l in layers:
@@ -222,7 +268,7 @@ def _to_embedding_space(visual, x_cls, heads, layers, convention, embedding):
         g = _layer_scale(blocks[l].ls_1)
         bias.append(b * g.to(b) if g is not None else b)
     bias = torch.stack(bias)[None, :, None, :] / H  # [1, Ls, 1, W]
-    shifted = heads + bias - (mu / (K * H))[:, None, None, None]
+    shifted = residual + bias - (mu / (K * H))[:, None, None, None]
     out = (shifted * scale + beta / (K * H)) @ proj
     return out / embedding.norm(dim=-1)[:, None, None, None]
 
@@ -236,9 +282,10 @@ def head_contributions(model, images, layers=None, convention: str = "centered")
         convention: ``"centered"`` or ``"textspan"`` (see :func:`decomposed_forward`).
 
     Returns:
-        Tensor[batch, len(layers), heads, embed_dim], in the model's dtype and on its device.
+        Tensor[batch, len(layers), n_heads, embed_dim] ([B, len(layers), H, D]), on the model's device:
+        float32 (float64 for a float64 model). Head ``L{l}.H{h}`` is ``[:, layers.index(l), h]``.
     """
-    return decomposed_forward(model, images, layers, convention).heads
+    return decomposed_forward(model, images, layers=layers, convention=convention).contributions
 
 
 def encode_images(model, images, ablation: HeadAblation | None = None) -> torch.Tensor:

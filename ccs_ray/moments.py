@@ -1,13 +1,19 @@
 """Mergeable per-head moments: all TextSpan needs, in O(heads x D^2) memory whatever the image count.
 
-Per head (``L{l}.H{h}``, in ``HeadMoments.heads`` order, NH of them) and per fold f:
+Per head (``L{l}.H{h}``, in ``HeadMoments.heads`` order, NH = len(layers) x H of them) and per fold f:
 ``n[f]`` images, ``total[f, h]`` = sum_i x_i (D), ``outer[f, h]`` = sum_i x_i x_i^T (D x D), float64,
 where x_i is the head's contribution to image i's embedding. Also ``z_sum[h]`` (T x d): the sum of the
-head's attention output over images, for mean ablation (``mean_z``). Merging is addition.
+head's attention output over images, for mean ablation (``mean_z``). Merging is addition. Letters as in
+:mod:`ccs_ray.decompose` (:class:`~ccs_ray.decompose.TowerShape`).
 
 File format (``save``/``load``): one safetensors file (no pickled code, by design of the format) with
 tensors ``n`` [F] int64, ``total`` [F, NH, D], ``outer`` [F, NH, D, D], ``z_sum`` [NH, T, d] float64 and
-the JSON metadata of ``HeadMoments.meta`` under the key ``"ccs_ray"``.
+the JSON metadata of ``HeadMoments.meta`` under the key ``"ccs_ray"``: ``format``, ``model``, ``layers``
+(the decomposed layers), ``n_heads`` (H), ``embed_dim`` (D), ``tokens`` (T), ``head_dim`` (d),
+``tower_layers`` (L), ``folds``, ``convention``, ``shards``.
+
+Format history: 1 named H ``heads`` and did not record L; such files still load (L is then taken as
+``max(layers) + 1``, which is exact for the default "last layers" selection).
 """
 
 from __future__ import annotations
@@ -19,10 +25,33 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .decompose import head_name, parse_head_name
+from .decompose import TowerShape, parse_head_name
 from .files import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+
+
+def _current_keys(meta: dict) -> dict:
+    """File metadata under the current key names (format 1: ``heads`` -> ``n_heads``, ``tower_layers`` added)."""
+    if meta.get("format") != 1:
+        return meta
+    meta = dict(meta)
+    if "heads" in meta:
+        meta["n_heads"] = meta.pop("heads")
+    meta.setdefault("tower_layers", max(meta.get("layers") or [-1]) + 1)
+    return meta
+
+
+def _shape_of(meta: dict) -> TowerShape:
+    """The :class:`TowerShape` recorded in (current-key) metadata."""
+    return TowerShape(layers=meta["tower_layers"], n_heads=meta["n_heads"], width=meta["n_heads"] * meta["head_dim"],
+                      head_dim=meta["head_dim"], embed_dim=meta["embed_dim"], tokens=meta["tokens"])
+
+
+def _layout(meta: dict) -> dict:
+    """What two moments must share to merge: the metadata less the shards and the tower's depth."""
+    return {k: v for k, v in meta.items() if k not in ("shards", "tower_layers")}
 
 
 class HeadMoments:
@@ -30,43 +59,63 @@ class HeadMoments:
 
     Args:
         model: model key the moments belong to.
-        layers: decomposed layers; heads: heads per layer; embed_dim: D.
+        layers: decomposed layers (each in ``0..shape.layers-1``).
+        shape: the image tower's :class:`~ccs_ray.decompose.TowerShape` (H, D, T and d size the arrays).
         folds: number of data folds kept apart (a shard goes to fold ``index % folds``).
-        tokens, head_dim: T and d, for the mean attention outputs.
         convention: decomposition convention the contributions used.
+        device: where the arrays live.
+
+    Attributes:
+        heads: names of the NH = len(layers) x H heads, layer-major (the arrays' head axis).
+        n [F], total [F, NH, D], outer [F, NH, D, D], z_sum [NH, T, d]: the moments (module docstring).
+        shards: shard id -> record of every shard counted.
     """
 
-    def __init__(self, model: str, layers: list[int], heads: int, embed_dim: int, folds: int = 2,
-                 tokens: int = 0, head_dim: int = 0, convention: str = "centered", device="cpu"):
-        self.model, self.layers, self.n_heads_per_layer = model, list(layers), heads
-        self.embed_dim, self.folds, self.convention = embed_dim, folds, convention
-        self.heads = [head_name(l, h) for l in self.layers for h in range(heads)]
-        NH, D = len(self.heads), embed_dim
+    def __init__(self, model: str, layers: list[int], shape: TowerShape, *, folds: int = 2,
+                 convention: str = "centered", device="cpu"):
+        bad = [l for l in layers if not 0 <= l < shape.layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range: the image tower has layers 0..{shape.layers - 1}")
+        self.model, self.layers, self.shape = model, list(layers), shape
+        self.folds, self.convention = folds, convention
+        self.heads = shape.head_names(self.layers)
+        NH, D = len(self.heads), shape.embed_dim
         f64 = dict(dtype=torch.float64, device=device)
         self.n = torch.zeros(folds, dtype=torch.int64, device=device)
         self.total = torch.zeros(folds, NH, D, **f64)
         self.outer = torch.zeros(folds, NH, D, D, **f64)
-        self.z_sum = torch.zeros(NH, tokens, head_dim, **f64)
+        self.z_sum = torch.zeros(NH, shape.tokens, shape.head_dim, **f64)
         self.shards: dict[str, dict] = {}
 
     @classmethod
-    def for_model(cls, model_key: str, model, layers: list[int], folds: int = 2, convention: str = "centered", device="cpu"):
+    def for_model(cls, model_key: str, model, layers: list[int], *, folds: int = 2, convention: str = "centered",
+                  device="cpu") -> "HeadMoments":
+        """Empty moments of ``layers`` of ``model``'s image tower (its shape from :func:`~ccs_ray.decompose.tower_shape`)."""
         from .decompose import tower_shape
 
-        s = tower_shape(model)
-        return cls(model_key, layers, s["heads"], s["embed_dim"], folds, s["tokens"], s["head_dim"], convention, device)
+        return cls(model_key, layers, tower_shape(model), folds=folds, convention=convention, device=device)
+
+    @property
+    def embed_dim(self) -> int:
+        """D."""
+        return self.shape.embed_dim
 
     @property
     def meta(self) -> dict:
+        """The file metadata (module docstring): layout and covered shards."""
+        s = self.shape
         return {
-            "format": FORMAT_VERSION, "model": self.model, "layers": self.layers, "heads": self.n_heads_per_layer,
-            "embed_dim": self.embed_dim, "folds": self.folds, "convention": self.convention,
-            "tokens": self.z_sum.shape[1], "head_dim": self.z_sum.shape[2], "shards": self.shards,
+            "format": FORMAT_VERSION, "model": self.model, "layers": self.layers, "n_heads": s.n_heads,
+            "embed_dim": s.embed_dim, "folds": self.folds, "convention": self.convention,
+            "tokens": s.tokens, "head_dim": s.head_dim, "tower_layers": s.layers, "shards": self.shards,
         }
 
     def update(self, contributions: torch.Tensor, fold: int = 0, z_sum: torch.Tensor | None = None) -> None:
-        """Add a batch. contributions: [B, len(layers), heads, D] (as from ``head_contributions``);
-        z_sum: [len(layers), heads, T, d] batch sum of attention outputs (``Decomposition.z_sum``)."""
+        """Add a batch. contributions: [B, len(layers), H, D] (``head_contributions``, ``Decomposition.contributions``);
+        z_sum: [len(layers), H, T, d] batch sum of attention outputs (``Decomposition.z_sum``)."""
+        if not isinstance(contributions, torch.Tensor):
+            raise TypeError(f"contributions must be a [B, len(layers), H, D] tensor (Decomposition.contributions), "
+                            f"got {type(contributions).__name__}")
         x = contributions.to(device=self.total.device, dtype=torch.float64).flatten(1, 2).transpose(0, 1)  # [NH, B, D]
         self.n[fold] += x.shape[1]
         self.total[fold] += x.sum(1)
@@ -83,8 +132,8 @@ class HeadMoments:
 
     def merge(self, other: "HeadMoments") -> "HeadMoments":
         """In-place sum with ``other``; both must describe the same heads and cover disjoint shards."""
-        mine, theirs = dict(self.meta), dict(other.meta)
-        mine.pop("shards"), theirs.pop("shards")
+        # The tower's depth follows from the model key (and format-1 files did not record it).
+        mine, theirs = (_layout(m.meta) for m in (self, other))
         if mine != theirs:
             raise ValueError(f"cannot merge moments of different layouts: {mine} vs {theirs}")
         overlap = self.shards.keys() & other.shards.keys()
@@ -100,9 +149,10 @@ class HeadMoments:
     def head_index(self, name: str) -> int:
         """Position of head ``L{l}.H{h}`` in the arrays."""
         layer, head = parse_head_name(name)
-        if layer not in self.layers or not 0 <= head < self.n_heads_per_layer:
-            raise KeyError(f"head {name} is not in these moments (layers {self.layers}, {self.n_heads_per_layer} heads)")
-        return self.layers.index(layer) * self.n_heads_per_layer + head
+        n_heads = self.shape.n_heads
+        if layer not in self.layers or not 0 <= head < n_heads:
+            raise KeyError(f"head {name} is not in these moments (layers {self.layers}, {n_heads} heads per layer)")
+        return self.layers.index(layer) * n_heads + head
 
     def head(self, name: str, folds: list[int] | None = None) -> tuple[int, torch.Tensor, torch.Tensor]:
         """``(n, total [D], outer [D, D])`` of one head over the given folds (default all)."""
@@ -110,11 +160,11 @@ class HeadMoments:
         return int(self.n[f].sum()), self.total[f, i].sum(0), self.outer[f, i].sum(0)
 
     def mean_z(self) -> dict[int, torch.Tensor]:
-        """Per layer, [heads, T, d] mean attention output of each head, for ``HeadAblation(mode="mean")``."""
+        """Per layer, [H, T, d] mean attention output of each head, for ``HeadAblation(mode="mean")``."""
         n = int(self.n.sum())
         if n == 0:
             raise ValueError("no images in these moments")
-        z = (self.z_sum / n).view(len(self.layers), self.n_heads_per_layer, *self.z_sum.shape[1:])
+        z = (self.z_sum / n).view(len(self.layers), self.shape.n_heads, *self.z_sum.shape[1:])
         return {l: z[i] for i, l in enumerate(self.layers)}
 
     def nbytes(self) -> int:
@@ -130,24 +180,27 @@ class HeadMoments:
 
     @staticmethod
     def read_meta(uri: str) -> dict:
-        """The metadata of a saved file (layout and covered shards) without reading its arrays."""
+        """The metadata of a saved file (layout and covered shards) without reading its arrays, under the
+        current key names whatever the file's format."""
         with fsspec.open(uri, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
-            return json.loads(json.loads(f.read(size)).get("__metadata__", {})["ccs_ray"])
+            return _current_keys(json.loads(json.loads(f.read(size)).get("__metadata__", {})["ccs_ray"]))
 
     @classmethod
     def load(cls, uri: str, device="cpu") -> "HeadMoments":
-        """Read moments written by :meth:`save`."""
+        """Read moments written by :meth:`save` (of this or an earlier format, see the module docstring)."""
         with fsspec.open(uri, "rb") as f:
             blob = f.read()
         tensors = st_load(blob)
         size = int.from_bytes(blob[:8], "little")
         meta = json.loads(json.loads(blob[8:8 + size])["__metadata__"]["ccs_ray"])
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{uri}: moments format {meta.get('format')} is not {FORMAT_VERSION}")
-        m = cls(meta["model"], meta["layers"], meta["heads"], meta["embed_dim"], meta["folds"],
-                meta["tokens"], meta["head_dim"], meta["convention"], device)
-        m.n, m.total, m.outer, m.z_sum = (tensors[k].to(device) for k in ("n", "total", "outer", "z_sum"))
-        m.shards = meta["shards"]
-        return m
+        if meta.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"{uri}: moments format {meta.get('format')} is not one of {READABLE_FORMATS}")
+        meta = _current_keys(meta)
+        moments = cls(meta["model"], meta["layers"], _shape_of(meta), folds=meta["folds"],
+                      convention=meta["convention"], device=device)
+        moments.n, moments.total, moments.outer, moments.z_sum = (
+            tensors[k].to(device) for k in ("n", "total", "outer", "z_sum"))
+        moments.shards = meta["shards"]
+        return moments
 

@@ -108,7 +108,7 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, dry_run: bo
             section = s.section(spec)
             out = {}
             planning = dry_run and s.plans
-            for c in ([ctx.for_model(m) for m in spec.models.keys] if s.per_model else [ctx]):
+            for c in ([ctx.for_model(key) for key in spec.models.keys] if s.per_model else [ctx]):
                 if planning:
                     out[c.model] = s.run(c, section)
                     continue

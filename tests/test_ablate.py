@@ -29,7 +29,7 @@ def images():
 def zeroed_copy(model, heads):
     """The paper's method: zero the head's columns of out_proj.weight in a copy of the model."""
     copy_ = copy.deepcopy(model)
-    d = tower_shape(model)["head_dim"]
+    d = tower_shape(model).head_dim
     for name in heads:
         layer, head = parse_head_name(name)
         with torch.no_grad():

@@ -9,7 +9,7 @@ from ccs_ray.cli import main
 def test_bench_decompose_json(capsys):
     assert main(["bench", "decompose", "--model", "ccs-tiny/none", "--batch-size", "4", "--reps", "3", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert figures["heads"] == 16 and figures["plain_images_per_s"] > 0
+    assert figures["n_decomposed_heads"] == 16 and figures["plain_images_per_s"] > 0
     assert abs(figures["ratio"] - figures["decomposed_images_per_s"] / figures["plain_images_per_s"]) < 0.01
 
 

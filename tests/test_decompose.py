@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ccs_ray import head_contributions, load_model
-from ccs_ray.decompose import decomposed_forward
+from ccs_ray.decompose import TowerShape, decomposed_forward, tower_shape
 
 MODELS = {}
 
@@ -41,7 +41,7 @@ def _sum_back(model, images, layers, convention):
     blocks = vis.transformer.resblocks
     L, H = len(blocks), blocks[0].attn.num_heads
     e, comps = _reference(model, images)
-    heads = head_contributions(model, images, layers, convention)
+    contributions = head_contributions(model, images, layers, convention)
     residual = comps["pre"] + sum(comps[("mlp", l)] + comps[("attn", l)] for l in range(L))
     ln = vis.ln_post
     mu, sigma = residual.mean(-1), torch.sqrt(residual.var(-1, unbiased=False) + ln.eps)
@@ -52,14 +52,14 @@ def _sum_back(model, images, layers, convention):
         rest += [comps[("attn", l)] for l in range(L) if l not in layers]
         rest += [blocks[l].attn.out_proj.bias.to(residual.dtype).expand_as(comps["pre"]) for l in layers]
         project = lambda c: ((c - c.mean(-1, keepdim=True)) * w / sigma[:, None]) @ proj
-        total = heads.to(residual.dtype).sum((1, 2)) + sum(project(c) for c in rest) + b @ proj
+        total = contributions.to(residual.dtype).sum((1, 2)) + sum(project(c) for c in rest) + b @ proj
         return total, e
     K = 2 * L + 1
     norm = e.norm(dim=-1, keepdim=True)
     project = lambda c, share: ((w * (c - mu[:, None] * share) / sigma[:, None]) + b * share) @ proj / norm
     rest = [(comps["pre"], 1 / K)] + [(comps[("mlp", l)], 1 / K) for l in range(L)]
     rest += [(comps[("attn", l)], H / (K * H)) for l in range(L) if l not in layers]
-    total = heads.to(residual.dtype).sum((1, 2)) + sum(project(c, s) for c, s in rest)
+    total = contributions.to(residual.dtype).sum((1, 2)) + sum(project(c, s) for c, s in rest)
     return total, e / norm
 
 
@@ -113,9 +113,26 @@ def test_embedding_matches_encode_image_fp32():
 
 def test_shape_and_default_layers():
     model = _model("ccs-tiny/none", torch.float32)
-    heads = head_contributions(model, torch.randn(5, 3, 32, 32))
-    assert heads.shape == (5, 4, 4, 32)
+    contributions = head_contributions(model, torch.randn(5, 3, 32, 32))
+    assert contributions.shape == (5, 4, 4, 32)
     with pytest.raises(ValueError, match="out of range"):
         head_contributions(model, torch.randn(1, 3, 32, 32), layers=[7])
     with pytest.raises(ValueError, match="convention"):
         head_contributions(model, torch.randn(1, 3, 32, 32), convention="bogus")
+
+
+def test_tower_shape_and_keyword_only_forward():
+    model = _model("ccs-tiny/none", torch.float32)
+    shape = tower_shape(model)
+    assert shape == TowerShape(layers=4, n_heads=4, width=64, head_dim=16, embed_dim=32, tokens=17)
+    assert shape.head_names([3])[:2] == ["L3.H0", "L3.H1"] and len(shape.head_names()) == 16
+    with pytest.raises(Exception):  # frozen
+        shape.n_heads = 8
+    with pytest.raises(ValueError, match="width"):
+        TowerShape(layers=1, n_heads=2, width=5, head_dim=2, embed_dim=3, tokens=4)
+    images = torch.randn(2, 3, 32, 32)
+    with pytest.raises(TypeError):
+        decomposed_forward(model, images, [3])
+    d = decomposed_forward(model, images, layers=[1, 3])
+    assert d.contributions.shape == (2, 2, 4, 32) and d.layers == [1, 3]
+    assert d.heads == shape.head_names([1, 3])

@@ -41,12 +41,12 @@ def _reference(spec):
     key = spec.models.keys[0]
     model, preprocess = load_model(key, device="cpu")
     layers = [0, 1, 2, 3]
-    ref = HeadMoments.for_model(key, model, layers, spec.data.folds)
+    ref = HeadMoments.for_model(key, model, layers, folds=spec.data.folds)
     for shard in plan_shards(spec.data):
         images = load_shard(shard, preprocess).images
         for i in range(0, len(images), spec.scan.batch_size):
-            d = decomposed_forward(model, images[i:i + spec.scan.batch_size], layers, keep_z_sum=True)
-            ref.update(d.heads, shard.index % spec.data.folds, d.z_sum)
+            d = decomposed_forward(model, images[i:i + spec.scan.batch_size], layers=layers, keep_z_sum=True)
+            ref.update(d.contributions, shard.index % spec.data.folds, d.z_sum)
     return ref
 
 

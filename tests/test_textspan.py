@@ -61,17 +61,17 @@ def test_moments_equal_raw_on_real_decomposition(tiny_model):
     pool = [f"a photo of {w}" for w in ("a dog", "a cat", "red", "blue", "three circles", "paris", "a car", "text", "stripes", "a face",
                                          "a tree", "the sea", "a square", "green", "a star", "a letter A", "digits", "snow", "night", "food")]
     T = text_embeddings(model, pool)
-    m = HeadMoments.for_model("ccs-tiny/none", model, [2, 3], folds=2)
+    moments = HeadMoments.for_model("ccs-tiny/none", model, [2, 3], folds=2)
     contributions = []
     for i in range(0, 96, 32):
         c = head_contributions(model, images[i:i + 32], [2, 3])
-        m.update(c, fold=(i // 32) % 2)
+        moments.update(c, fold=(i // 32) % 2)
         contributions.append(c)
     X = torch.cat(contributions)
     for name in ("L2.H0", "L3.H3"):
         l, h = int(name[1]), int(name[-1])
         raw = textspan(X[:, [2, 3].index(l), h], T, pool, m=5, rank=80)
-        n, total, outer = m.head(name)
+        n, total, outer = moments.head(name)
         assert [s.text for s in raw] == [s.text for s in textspan_from_moments(n, total, outer, T, pool, m=5, rank=80)]
 
 

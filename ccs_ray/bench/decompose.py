@@ -37,8 +37,8 @@ def run(model: str = "ViT-B-32/none", precision: str = "fp32", batch_size: int =
             net.encode_image(images)
 
     def decomposed():
-        d = decomposed_forward(net, images, layers, convention, keep_z_sum=True)
-        moments.update(d.heads, 0, d.z_sum)
+        d = decomposed_forward(net, images, layers=layers, convention=convention, keep_z_sum=True)
+        moments.update(d.contributions, 0, d.z_sum)
 
     times = {"plain": [], "decomposed": []}
     for rep in range(warmup + reps):
@@ -54,6 +54,6 @@ def run(model: str = "ViT-B-32/none", precision: str = "fp32", batch_size: int =
     return {
         "bench": "decompose", "model": model, "precision": precision, "batch_size": batch_size, "reps": reps,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        "heads": len(moments.heads), "plain_images_per_s": round(plain_ips, 2),
+        "n_decomposed_heads": len(moments.heads), "plain_images_per_s": round(plain_ips, 2),
         "decomposed_images_per_s": round(dec_ips, 2), "ratio": round(dec_ips / plain_ips, 4),
     }

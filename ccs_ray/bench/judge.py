@@ -38,10 +38,10 @@ def run(rpm: int = 600, seconds: float = 75.0, error_rate: float = 0.1, latency_
     ensure_ray()
     per_head = 1 + m
     requests = rpm / 60 * seconds * 0.98
-    heads = max(1, math.ceil(requests * (1 - error_rate) / per_head))
+    n_heads = max(1, math.ceil(requests * (1 - error_rate) / per_head))
     root = tempfile.mkdtemp(prefix="ccs-bench-judge-")
     rows = [{"layer": 0, "head": h, "head_label": f"L0.H{h}", "subset": "all", "rank": r,
-             "text": f"{'red' if r % 2 else 'blue'} thing {h}-{r}"} for h in range(heads) for r in range(1, m + 1)]
+             "text": f"{'red' if r % 2 else 'blue'} thing {h}-{r}"} for h in range(n_heads) for r in range(1, m + 1)]
     write_table(root, "spans", rows, "bench", MODEL)
     with JudgeServer(rpm_limit=rpm, error_rate=error_rate, latency_s=latency_s, seed=0) as server:
         spec = load_spec({"name": "bench", "spans": {"m": m}, "judge": {
@@ -59,7 +59,7 @@ def run(rpm: int = 600, seconds: float = 75.0, error_rate: float = 0.1, latency_
     span = max(arrivals) - min(arrivals) if len(arrivals) > 1 else float("nan")
     ok = outcomes.count("ok")
     figures = {
-        "rpm": rpm, "error_rate": error_rate, "heads": heads, "requests": len(arrivals), "answered": ok,
+        "rpm": rpm, "error_rate": error_rate, "heads_judged": n_heads, "requests": len(arrivals), "answered": ok,
         "injected_429": outcomes.count("429"), "limit_429": outcomes.count("limit"),
         "traffic_s": span, "wall_s": wall,
         "throughput_per_min": (len(arrivals) - 1) / span * 60, "throughput_ratio": (len(arrivals) - 1) / span * 60 / rpm,

@@ -42,25 +42,25 @@ class Verdict:
 def heads_from_spans(spans: pa.Table, m: int, heldout: bool) -> tuple[list[HeadSpans], list[dict]]:
     """Group the ``subset == "all"`` rows of a spans table by head: ranks 1..m (paper), m+1..2m (heldout).
 
-    Returns the heads (sorted by layer, head) and error rows (reason, item, detail) for heads with fewer
-    spans than needed; such a head keeps the spans it has.
+    Returns one :class:`HeadSpans` per head (sorted by layer, head) and error rows (reason, item, detail)
+    for heads with fewer spans than needed; such a head keeps the spans it has.
     """
     need = 2 * m if heldout else m
     by_head: dict[tuple[int, int, str], dict[int, str]] = {}
     for row in spans.filter(pc.equal(spans["subset"], "all")).to_pylist():
         by_head.setdefault((row["layer"], row["head"], row["head_label"]), {})[row["rank"]] = row["text"]
-    heads, errors = [], []
-    for (layer, head, label), ranked in sorted(by_head.items()):
+    head_spans, errors = [], []
+    for (layer, head, head_label), ranked in sorted(by_head.items()):
         variants = {"paper": [(r, ranked[r]) for r in range(1, m + 1) if r in ranked]}
         if heldout:
             variants["heldout"] = [(r, ranked[r]) for r in range(m + 1, 2 * m + 1) if r in ranked]
         have = sum(len(v) for v in variants.values())
         if have < need:
             missing = [r for r in range(1, need + 1) if r not in ranked]
-            errors.append({"reason": "too few spans", "item": label,
+            errors.append({"reason": "too few spans", "item": head_label,
                            "detail": f"{have} of the {need} spans needed (m={m}, heldout={heldout}); missing ranks {missing}"})
-        heads.append(HeadSpans(layer, head, label, variants))
-    return heads, errors
+        head_spans.append(HeadSpans(layer, head, head_label, variants))
+    return head_spans, errors
 
 
 def file_safe(name: str) -> str:

@@ -167,8 +167,8 @@ class OfflineJudge:
         hits, _ = self.matches(texts)
         return hits[:, self.concepts.index(label)].int().tolist()
 
-    def verdict(self, head: HeadSpans) -> Verdict:
+    def verdict(self, head_spans: HeadSpans) -> Verdict:
         """Label from the paper spans, then judge every variant's spans against it."""
-        label = self.label(head.texts("paper"))
-        aligned = {v: self.aligned(head.texts(v), label) for v in head.spans}
-        return Verdict(head, label, aligned=aligned, errors={v: [None] * len(a) for v, a in aligned.items()})
+        label = self.label(head_spans.texts("paper"))
+        aligned = {v: self.aligned(head_spans.texts(v), label) for v in head_spans.spans}
+        return Verdict(head_spans, label, aligned=aligned, errors={v: [None] * len(a) for v, a in aligned.items()})

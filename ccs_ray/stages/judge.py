@@ -112,7 +112,7 @@ def agreement(by_judge: dict[str, list[Verdict]]) -> dict:
             "fleiss": scores.fleiss_kappa(list(zip(*votes.values()))) if len(names) > 1 else None}
 
 
-def dry_run_plan(cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str) -> dict:
+def dry_run_plan(cfg: JudgeConfig, head_spans: list[HeadSpans], cache_root: str) -> dict:
     """Calls and cost each LLM judge would make: judgment prompts of heads whose label is not cached yet are
     estimated with a one-word placeholder label."""
     cache, plan = AnswerCache(cache_root), {}
@@ -122,7 +122,7 @@ def dry_run_plan(cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str) -> d
             continue
         ep = endpoint_of(judge, cfg)
         calls = cached = prompt = completion = 0
-        for head in heads:
+        for head in head_spans:
             req = label_request(head.texts("paper"))
             hit = cache.get(ep.key(req))
             reqs = [req] + [r for _, _, r in planned_requests(head, hit["value"] if hit else "concept", cfg.mode)]
@@ -143,18 +143,18 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
 
     ``text_encoder``: ``list[str] -> [N, D]`` L2-normalised CLIP text embeddings for the offline judge
     (default: the model's text tower, loaded on first use).
-    Returns a summary: heads, calls made, cached, errors, cost (and the plan only, with ``ctx.dry_run``).
+    Returns a summary: heads judged, calls made, cached, errors, cost (and the plan only, with ``ctx.dry_run``).
     """
     m, cfg, root, run_id, model = section.m, section.judge, ctx.root, ctx.run_id, ctx.model
     text_encoder = text_encoder or LazyTextEncoder(model, ctx.models.precision)
     spans = read_table(root, "spans", run_id=run_id, model=model)
-    heads, problems = heads_from_spans(spans, m, cfg.heldout)
-    if not heads:
+    head_spans, problems = heads_from_spans(spans, m, cfg.heldout)
+    if not head_spans:
         raise ValueError(f"no spans (subset 'all') for run {run_id!r}, model {model!r} under {root}: run the spans stage first")
     judges, cache_root = judges_of(cfg), cache_root_of(cfg, root)
     if ctx.dry_run:
-        plan = dry_run_plan(cfg, heads, cache_root)
-        return {"dry_run": True, "heads": len(heads), "judges": plan,
+        plan = dry_run_plan(cfg, head_spans, cache_root)
+        return {"dry_run": True, "heads_judged": len(head_spans), "judges": plan,
                 "calls": sum(p["calls"] for p in plan.values()), "cost_usd": sum(p["cost_usd"] for p in plan.values())}
 
     by_judge: dict[str, list[Verdict]] = {}
@@ -165,9 +165,9 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
         heuristic[name] = judge.kind == "offline"
         if heuristic[name]:
             offline = OfflineJudge(vocabulary_from(cfg.vocabulary), text_encoder)
-            by_judge[name] = [offline.verdict(h) for h in heads]
+            by_judge[name] = [offline.verdict(h) for h in head_spans]
         else:
-            by_judge[name] = run_pool(judge, cfg, heads, cache_root)
+            by_judge[name] = run_pool(judge, cfg, head_spans, cache_root)
             calls += [call_row(name, JudgeConfig.public_url(judge.base_url), c) for v in by_judge[name] for c in v.calls]
         tables[name] = verdict_rows(name, by_judge[name], heuristic[name], m)
     tables[COMBINED] = combined_rows(by_judge, any(heuristic.values()), m)
@@ -182,7 +182,7 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
     replace_file(root, "errors", errors, run_id, model, "judge")  # this run's judge errors replace the last run's
     write_table(root, "judge_calls", calls, run_id, model, name=f"judge-{uuid.uuid4().hex}")  # every run's calls kept
     return {
-        "heads": len(heads), "judges": list(tables),
+        "heads_judged": len(head_spans), "judges": list(tables),
         "calls": sum(not c["cached"] for c in calls), "cached": sum(c["cached"] for c in calls),
         "errors": len(errors), "cost_usd": sum(c["cost_usd"] for c in calls),
         "heuristic": any(heuristic.values()),

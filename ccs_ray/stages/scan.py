@@ -91,7 +91,7 @@ class ScanActor:
         for i in range(0, len(images), self.batch_size):
             d = decomposed_forward(self.model, images[i:i + self.batch_size], layers=self.layers,
                                    convention=self.convention, keep_z_sum=True)
-            self.moments.update(d.heads, fold, d.z_sum)
+            self.moments.update(d.contributions, fold, d.z_sum)
         record = {
             "shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": fold,
             "n_images": len(images), "n_errors": loaded.n_failed, "n_converted": loaded.n_converted,
@@ -184,10 +184,10 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     shards = plan_shards(data)
     plan = {s.shard_id: s for s in shards}
     models = list(ctx.models.keys)
-    covered = {m: _covered(ctx, m, plan) for m in models}
-    todo = {m: set(plan) - set(covered[m]) for m in models}
-    for m in models:  # the manifest first, so that an interrupted run still shows its plan
-        _write_shards(ctx, m, plan, covered[m], data.folds)
+    covered = {key: _covered(ctx, key, plan) for key in models}
+    todo = {key: set(plan) - set(covered[key]) for key in models}
+    for key in models:  # the manifest first, so that an interrupted run still shows its plan
+        _write_shards(ctx, key, plan, covered[key], data.folds)
     summary = ScanSummary(shards_skipped=sum(len(shards) - len(t) for t in todo.values()))
     resources = ctx.resources or ray.cluster_resources()
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, keep_cpus=1, key="scan")
@@ -199,14 +199,14 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
         return _Worker(model, actor, uri)
 
     groups: dict[str, list[str]] = {}
-    for m in models:
-        groups.setdefault(repr(sorted(preprocess_config(m).items())), []).append(m)
-    workers = {m: [new_worker(m) for _ in range(n_actors)] for m in models if todo[m]}
+    for key in models:
+        groups.setdefault(repr(sorted(preprocess_config(key).items())), []).append(key)
+    workers = {key: [new_worker(key) for _ in range(n_actors)] for key in models if todo[key]}
     # Queue of (shard, models that still need it), grouped by preprocessing.
     queue = deque()
     for group in groups.values():
         for s in shards:
-            need = tuple(m for m in group if s.shard_id in todo[m])
+            need = tuple(key for key in group if s.shard_id in todo[key])
             if need:
                 queue.append((s, need))
     restarts, max_restarts = 0, 3 * max(1, sum(len(w) for w in workers.values()))
@@ -215,8 +215,8 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     images_done = 0
 
     def dispatch(shard, need, ref):
-        for m in need:
-            w = min(workers[m], key=lambda w: (w.inflight, w.assigned))  # least busy, then least used
+        for model in need:
+            w = min(workers[model], key=lambda w: (w.inflight, w.assigned))  # least busy, then least used
             w.inflight += 1
             w.assigned += 1
             calls[w.actor.process.remote(shard, ref, shard.fold(data.folds))] = (w, shard)
@@ -285,8 +285,8 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     for ws in workers.values():
         for w in ws:
             ray.kill(w.actor)
-    for m in models:
-        _finish_model(ctx, m, plan, data.folds, summary)
+    for key in models:
+        _finish_model(ctx, key, plan, data.folds, summary)
     summary.seconds = time.perf_counter() - t0
     return summary
 
