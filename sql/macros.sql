@@ -1,5 +1,5 @@
--- Macros shared by the canned queries (sql/queries/*.sql) and handy at the `ccs-ray sql` prompt.
--- Loaded after views.sql.
+-- Macros and derived views (summaries of evals / bias) shared by the canned queries (sql/queries/*.sql)
+-- and handy at the `ccs-ray sql` prompt. Loaded after views.sql.
 
 -- CCS level of a head (docs/architecture.md, "CCS and its levels"): high = 5, low <= 1, medium in between.
 CREATE MACRO ccs_level(ccs) AS CASE WHEN ccs >= 5 THEN 'high' WHEN ccs <= 1 THEN 'low' ELSE 'medium' END;
@@ -23,26 +23,44 @@ CREATE MACRO jaccard(a, b) AS
 CREATE MACRO ablation_config(strategy, k, concept) AS
     strategy || coalesce(':' || concept, '') || CASE WHEN strategy = 'sweep' THEN ':k=' || k ELSE '' END;
 
--- The summary rows the prune stage adds for direct reading (ccs_ray/stages/prune.py): the random
--- strategy's mean and std over seeds, and the totals over occupations. No statistic starts from them.
-CREATE MACRO is_random_summary(ablation_id) AS ablation_id IN ('random:mean', 'random:std');
-CREATE MACRO is_occupation_total(occupation) AS occupation IN ('__sum__', '__mean__');
-
--- evals and bias without those summary rows: one row per ablation (per seed), dataset, metric / occupation.
-CREATE VIEW evals_per_seed AS SELECT * FROM evals WHERE NOT is_random_summary(ablation_id);
-CREATE VIEW bias_per_seed AS
-    SELECT * FROM bias WHERE NOT is_random_summary(ablation_id) AND NOT is_occupation_total(occupation);
-
--- Per-seed rows of evals or bias ('evals' / 'bias': read from evals_per_seed / bias_per_seed) with their
--- ablation's config, concept, k and head count.
+-- Rows of evals, bias or a view over them with run_id, model and ablation_id (tbl: its name, e.g. 'evals',
+-- 'bias', 'bias_totals'), with their ablation's config, concept, k and head count (from ablations).
 CREATE MACRO with_ablation(tbl) AS TABLE
     SELECT t.*, ablation_config(t.strategy, a.k, a.concept) AS config, a.concept, a.k, a.n_heads
-    FROM query_table(tbl || '_per_seed') t LEFT JOIN ablations a USING (run_id, model, ablation_id);
+    FROM query_table(tbl) t LEFT JOIN ablations a USING (run_id, model, ablation_id);
+
+-- The evals and bias tables hold one row per configuration (each random seed its own ablation_id,
+-- random:s<seed>) and, in bias, per occupation; the summaries below are computed from those rows.
+
+-- evals_random: the random strategy summarised over its seeds, per run, model, dataset and metric:
+-- n_seeds, mean and sample std (stddev_samp, ddof = 1: NULL for one seed) of value over the evals rows
+-- with strategy 'random'.
+CREATE VIEW evals_random AS
+    SELECT run_id, model, dataset, metric, count(*) AS n_seeds, avg(value) AS mean, stddev_samp(value) AS std
+    FROM evals WHERE strategy = 'random'
+    GROUP BY run_id, model, dataset, metric;
+
+-- bias_random: the same over the random seeds' MaxSkew@k, per run, model, dataset, attribute and
+-- occupation: n_seeds, mean and sample std of maxskew over the bias rows with strategy 'random'.
+CREATE VIEW bias_random AS
+    SELECT run_id, model, dataset, attribute, occupation, count(*) AS n_seeds, avg(maxskew) AS mean,
+           stddev_samp(maxskew) AS std
+    FROM bias WHERE strategy = 'random'
+    GROUP BY run_id, model, dataset, attribute, occupation;
+
+-- bias_totals: MaxSkew@k over occupations, per run, model, configuration (ablation_id, strategy, seed),
+-- dataset and attribute, from the per-occupation bias rows: maxskew_sum = the sum over occupations (the
+-- paper's figure), maxskew_mean = their mean, n_occupations = how many were summed.
+CREATE VIEW bias_totals AS
+    SELECT run_id, model, ablation_id, strategy, seed, dataset, attribute, sum(maxskew) AS maxskew_sum,
+           avg(maxskew) AS maxskew_mean, count(*) AS n_occupations
+    FROM bias
+    GROUP BY run_id, model, ablation_id, strategy, seed, dataset, attribute;
 
 -- Unpruned metric value per run, model, dataset and metric.
 CREATE MACRO baseline_evals() AS TABLE
     SELECT run_id, model, dataset, metric, avg(value) AS baseline
-    FROM evals_per_seed WHERE is_baseline(strategy) GROUP BY ALL;
+    FROM evals WHERE is_baseline(strategy) GROUP BY ALL;
 
 -- CCS rows of one judge ('combined' is the majority vote).
 CREATE MACRO ccs_of(judge_name) AS TABLE SELECT * FROM ccs WHERE judge = judge_name;

@@ -12,7 +12,10 @@ CREATE VIEW labels AS SELECT * FROM read_parquet('${ROOT}/labels/**/*.parquet', 
 CREATE VIEW judgments AS SELECT * FROM read_parquet('${ROOT}/judgments/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW ccs AS SELECT * FROM read_parquet('${ROOT}/ccs/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW ablations AS SELECT * FROM read_parquet('${ROOT}/ablations/**/*.parquet', hive_partitioning = true, union_by_name = true);
-CREATE VIEW evals AS SELECT * FROM read_parquet('${ROOT}/evals/**/*.parquet', hive_partitioning = true, union_by_name = true);
-CREATE VIEW bias AS SELECT * FROM read_parquet('${ROOT}/bias/**/*.parquet', hive_partitioning = true, union_by_name = true);
+-- evals and bias: one row per configuration (and, in bias, per occupation); summaries are views (macros.sql).
+-- ccs-ray 0.1.0 also wrote summary rows into them (ablation_id 'random:mean' / 'random:std', occupation
+-- '__sum__' / '__mean__'): left out here, so results written by that version read like today's.
+CREATE VIEW evals AS SELECT * FROM read_parquet('${ROOT}/evals/**/*.parquet', hive_partitioning = true, union_by_name = true) WHERE ablation_id NOT IN ('random:mean', 'random:std');
+CREATE VIEW bias AS SELECT * FROM read_parquet('${ROOT}/bias/**/*.parquet', hive_partitioning = true, union_by_name = true) WHERE ablation_id NOT IN ('random:mean', 'random:std') AND occupation NOT IN ('__sum__', '__mean__');
 CREATE VIEW judge_calls AS SELECT * FROM read_parquet('${ROOT}/judge_calls/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW errors AS SELECT * FROM read_parquet('${ROOT}/errors/**/*.parquet', hive_partitioning = true, union_by_name = true);

@@ -7,7 +7,7 @@ import shutil
 import statistics
 import subprocess
 import xml.etree.ElementTree as ET
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +131,7 @@ def test_accuracy_bars_with_error_bars_and_ccs_at_k(report):
 def test_tradeoff_and_tables(report):
     path, html, rows = report
     pruned = {(b["model"], b["ablation_id"].split(":")[0] if b["strategy"] == "random" else b["ablation_id"], b["attribute"])
-              for b in rows["bias"] if b["strategy"] != "none"}  # the runner's random:mean/std rows are no config
+              for b in rows["bias"] if b["strategy"] != "none"}  # random seeds share one config
     assert html.count('class="point"') == len(pruned)
     assert "Judge agreement" in html and html.count("claude-sonnet") >= 2 * len(MODELS)
     fleiss = json.loads(run_canned("fleiss_kappa", str(path.parent / "results"), "json"))
@@ -142,6 +142,35 @@ def test_tradeoff_and_tables(report):
         assert f"<td class=\"num\">{r['kappa']:.3g}</td></tr>" in section
     total = sum(c["cost_usd"] for c in rows["judge_calls"] if c["model"] == MODELS[0])
     assert f"<td class=\"num\">{total:.3g}</td>" in html
+
+
+def test_tradeoff_points_are_occupation_sums_over_seeds(report):
+    """Each trade-off point, computed with numpy from the per-seed rows: Δ MaxSkew (sum) = the sum over
+    occupations (the paper's total), averaged over seeds, minus the unpruned model's; Δ accuracy = mean top-1
+    over seeds and accuracy datasets minus the unpruned model's."""
+    _, html, rows = report
+
+    def config(r):
+        return "random" if r["strategy"] == "random" else r["ablation_id"]
+
+    per_ablation, acc = defaultdict(list), defaultdict(list)
+    for b in rows["bias"]:
+        per_ablation[(b["model"], config(b), b["dataset"], b["attribute"], b["ablation_id"])].append(b["maxskew"])
+    sums = defaultdict(list)
+    for (model, cfg, dataset, attribute, _), values in per_ablation.items():
+        sums[(model, cfg, dataset, attribute)].append(np.sum(values))
+    for e in rows["evals"]:
+        if e["metric"] == "top1":
+            acc[(e["model"], config(e))].append(e["value"])
+    tips = []
+    for (model, cfg, dataset, attribute), totals in sums.items():
+        if cfg != "none":
+            d_skew = np.mean(totals) - np.mean(sums[(model, "none", dataset, attribute)])
+            d_acc = np.mean(acc[(model, cfg)]) - np.mean(acc[(model, "none")])
+            tips.append(f"{cfg} on {dataset} / {attribute}: Δ accuracy {d_acc:+.3g} pts, Δ MaxSkew (sum) {d_skew:+.3g}")
+    assert len(sums[(MODELS[0], "random", "fairface", "race")]) == 5  # the random point averages 5 seeds
+    assert tips and all(tip in html for tip in tips), [t for t in tips if t not in html]
+    assert html.count('class="point"') == len(tips)
 
 
 def test_heuristic_scores_are_flagged(tmp_path):

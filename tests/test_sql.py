@@ -8,18 +8,27 @@ import json
 import math
 import statistics
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from ccs_ray import analytics
 from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
-from ccs_ray.stages.prune import RANDOM_SUMMARY, TOTAL_ROWS, occupation_totals, random_summary
 from ccs_ray.scores import fleiss_kappa
 from ccs_ray.tables import SCHEMAS, write_table
-from synthetic_results import JUDGES, MODELS, write_results
+from synthetic_results import JUDGES, MODELS, OCCUPATIONS, SEEDS, write_results
+
+# the views sql/macros.sql derives from evals and bias, with their columns
+DERIVED = {
+    "evals_random": ["run_id", "model", "dataset", "metric", "n_seeds", "mean", "std"],
+    "bias_random": ["run_id", "model", "dataset", "attribute", "occupation", "n_seeds", "mean", "std"],
+    "bias_totals": ["run_id", "model", "ablation_id", "strategy", "seed", "dataset", "attribute", "maxskew_sum",
+                    "maxskew_mean", "n_occupations"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +52,6 @@ def canned(conn, name):
     return rows_of(conn, canned_queries()[name])
 
 
-def per_seed(rows):
-    """Rows of evals or bias less the runner's summary rows (random:mean/std, occupation totals)."""
-    return [r for r in rows if r["ablation_id"] not in RANDOM_SUMMARY and r.get("occupation") not in TOTAL_ROWS]
-
-
 def files_under(root):
     return sorted(p.relative_to(root) for p in __import__("pathlib").Path(root).rglob("*"))
 
@@ -56,12 +60,11 @@ def files_under(root):
 
 def test_a_view_per_table_with_the_rows_written(conn, results):
     views = {r["view_name"] for r in rows_of(conn, "SELECT view_name FROM duckdb_views() WHERE NOT internal")}
-    assert views == set(SCHEMAS) | {"evals_per_seed", "bias_per_seed"}
+    assert views == set(SCHEMAS) | set(DERIVED)
     for table, rows in results[1].items():
         assert rows_of(conn, f"SELECT count(*) AS n FROM {table}")[0]["n"] == len(rows), table
-    for table in ("evals", "bias"):
-        n = rows_of(conn, f"SELECT count(*) AS n FROM {table}_per_seed")[0]["n"]
-        assert 0 < n == len(per_seed(results[1][table])) < len(results[1][table]), table
+    for view, columns in DERIVED.items():
+        assert [r["column_name"] for r in rows_of(conn, f"DESCRIBE {view}")] == columns, view
     models = {r["model"] for r in rows_of(conn, "SELECT DISTINCT model FROM spans")}
     assert models == set(MODELS)  # hive partitions are URL-quoted; the model column is the real key
 
@@ -74,6 +77,9 @@ def test_empty_root_has_every_view_empty_with_the_same_typed_columns(tmp_path, c
             assert got == want, table
             assert [c for c, _ in got] == SCHEMAS[table].names
             assert rows_of(empty, f"SELECT count(*) AS n FROM {table}")[0]["n"] == 0
+        for view, columns in DERIVED.items():
+            assert [r["column_name"] for r in rows_of(empty, f"DESCRIBE {view}")] == columns, view
+            assert rows_of(empty, f"SELECT count(*) AS n FROM {view}")[0]["n"] == 0, view
         for name, sql in canned_queries().items():
             assert query(empty, sql).num_rows == 0, name
 
@@ -114,6 +120,86 @@ def test_in_memory_scratch_tables_still_work(conn):
     assert sum(r["n"] for r in rows_of(conn, "SELECT n FROM mine")) == len(rows_of(conn, "SELECT * FROM ccs"))
 
 
+# --- derived views against numpy -------------------------------------------------------------------
+
+def _groups(rows, keys, value, where=lambda r: True):
+    """key tuple -> numpy array of ``value`` over ``rows`` that meet ``where``, grouped by ``keys``."""
+    out = defaultdict(list)
+    for r in rows:
+        if where(r):
+            out[tuple(r[k] for k in keys)].append(r[value])
+    return {k: np.array(v, dtype=float) for k, v in out.items()}
+
+
+def _check_random_view(got, want, keys):
+    assert sorted(tuple(r[k] for k in keys) for r in got) == sorted(want)
+    for r in got:
+        values = want[tuple(r[k] for k in keys)]
+        assert r["n_seeds"] == len(values) == SEEDS
+        assert r["mean"] == pytest.approx(np.mean(values), rel=1e-12)
+        assert r["std"] == pytest.approx(np.std(values, ddof=1), rel=1e-9)
+
+
+def test_evals_random_is_mean_and_sample_std_over_seeds(conn, results):
+    keys = ("run_id", "model", "dataset", "metric")
+    want = _groups(results[1]["evals"], keys, "value", lambda r: r["strategy"] == "random")
+    assert len(want) == len(MODELS) * 3
+    _check_random_view(rows_of(conn, "SELECT * FROM evals_random"), want, keys)
+
+
+def test_bias_random_is_mean_and_sample_std_over_seeds(conn, results):
+    keys = ("run_id", "model", "dataset", "attribute", "occupation")
+    want = _groups(results[1]["bias"], keys, "maxskew", lambda r: r["strategy"] == "random")
+    assert len(want) == len(MODELS) * 2 * len(OCCUPATIONS)
+    _check_random_view(rows_of(conn, "SELECT * FROM bias_random"), want, keys)
+
+
+def test_bias_totals_sum_and_mean_over_occupations(conn, results):
+    keys = ("run_id", "model", "ablation_id", "strategy", "seed", "dataset", "attribute")
+    want = _groups(results[1]["bias"], keys, "maxskew")
+    got = rows_of(conn, "SELECT * FROM bias_totals")
+    assert sorted(map(str, (tuple(r[k] for k in keys) for r in got))) == sorted(map(str, want))
+    for r in got:
+        values = want[tuple(r[k] for k in keys)]
+        assert r["n_occupations"] == len(values) == len(OCCUPATIONS)
+        assert r["maxskew_sum"] == pytest.approx(np.sum(values), rel=1e-12)  # the paper's total
+        assert r["maxskew_mean"] == pytest.approx(np.mean(values), rel=1e-12)
+
+
+def test_summary_rows_written_by_0_1_0_are_left_out(tmp_path):
+    """ccs-ray 0.1.0 wrote summary rows into evals and bias (random:mean/std, __sum__/__mean__): the views
+    leave them out, so the derived views are the same as over the per-configuration rows alone."""
+    old = Path(__file__).parent / "fixtures" / "results-0.1.0"
+    raw = pa.concat_tables([pq.read_table(f) for f in sorted((old / "bias").rglob("*.parquet"))]).to_pylist()
+    assert {"__sum__", "__mean__"} <= {r["occupation"] for r in raw}
+    per_occupation = [r for r in raw if r["occupation"] not in ("__sum__", "__mean__")]
+    want = _groups(per_occupation, ("ablation_id", "attribute"), "maxskew")
+    with connect(str(old)) as c:
+        assert rows_of(c, "SELECT count(*) AS n FROM bias")[0]["n"] == len(per_occupation)
+        got = {(r["ablation_id"], r["attribute"]): r for r in rows_of(c, "SELECT * FROM bias_totals")}
+    assert got.keys() == want.keys()
+    assert all(got[k]["maxskew_sum"] == pytest.approx(np.sum(v)) and got[k]["n_occupations"] == len(v) == 4
+               for k, v in want.items())
+    # random seeds beside the rows 0.1.0 added for them
+    key = dict(run_id="r", model="m")
+    seeds = [dict(ablation_id=f"random:s{s}", strategy="random", seed=s, dataset="d", metric="top1", value=v, n=1)
+             for s, v in enumerate((40.0, 42.0, 44.0))]
+    legacy = [dict(seeds[0], ablation_id=a, seed=None, value=v) for a, v in (("random:mean", 42.0), ("random:std", 2.0))]
+    ablation = [{k: r[k] for k in ("ablation_id", "strategy", "seed", "dataset")} for r in seeds]
+    bias = [dict(a, attribute="race", occupation="doctor", k=4, maxskew=r["value"] / 40, max_group="g")
+            for a, r in zip(ablation, seeds)]
+    bias += [dict(ablation[0], attribute="race", occupation=o, k=4, maxskew=1.0, max_group=None)
+             for o in ("__sum__", "__mean__")]
+    write_table(str(tmp_path), "evals", seeds + legacy, **key)
+    write_table(str(tmp_path), "bias", bias, **key)
+    with connect(str(tmp_path)) as c:
+        evals_random = rows_of(c, "SELECT n_seeds, mean, std FROM evals_random")
+        totals = rows_of(c, "SELECT ablation_id, maxskew_sum, n_occupations FROM bias_totals ORDER BY ALL")
+    assert evals_random == [dict(n_seeds=3, mean=42.0, std=2.0)]
+    assert totals == [dict(ablation_id=f"random:s{s}", maxskew_sum=v / 40, n_occupations=1)
+                      for s, v in enumerate((40.0, 42.0, 44.0))]
+
+
 # --- canned queries against plain Python ------------------------------------------------------------
 
 def test_every_canned_query_runs_and_says_what_it_answers(conn):
@@ -152,7 +238,7 @@ def _config(ablation):
 
 def _per_config(results, table):
     ablation = {(a["model"], a["ablation_id"]): a for a in results[1]["ablations"]}
-    return [dict(r, config=_config(ablation[(r["model"], r["ablation_id"])])) for r in per_seed(results[1][table])]
+    return [dict(r, config=_config(ablation[(r["model"], r["ablation_id"])])) for r in results[1][table]]
 
 
 def test_accuracy_drop_vs_random(conn, results):
@@ -170,11 +256,6 @@ def test_accuracy_drop_vs_random(conn, results):
         assert r["drop"] == pytest.approx(base - statistics.mean(vals))
         assert r["random_mean"] == pytest.approx(np.mean(rnd)) and r["random_std"] == pytest.approx(np.std(rnd, ddof=1))
         assert r["drop_vs_random"] == pytest.approx(statistics.mean(rnd) - statistics.mean(vals))
-        # the same numbers as the summary rows the runner writes for direct reading
-        summary = {e["ablation_id"]: e["value"] for e in results[1]["evals"] if e["ablation_id"] in RANDOM_SUMMARY
-                   and (e["model"], e["dataset"], e["metric"]) == (r["model"], r["dataset"], r["metric"])}
-        assert (summary["random:mean"], summary["random:std"]) == (pytest.approx(r["random_mean"]),
-                                                                   pytest.approx(r["random_std"]))
     assert {r["config"] for r in got} == {"none", "high", "low", "random", "equal:high", "equal:low",
                                           "concept:location", "concept:animals"}
 
@@ -216,18 +297,11 @@ def test_bias_vs_accuracy(conn, results):
         mean_acc = statistics.mean(acc[(r["model"], r["config"])])
         assert r["accuracy"] == pytest.approx(mean_acc)
         assert r["delta_accuracy"] == pytest.approx(mean_acc - statistics.mean(acc[(r["model"], "none")]))
-    # the runner's __sum__ rows hold the same totals (per ablation, before averaging over seeds)
-    sums = {(b["model"], b["ablation_id"], b["attribute"]): b["maxskew"] for b in results[1]["bias"]
-            if b["occupation"] == "__sum__" and b["ablation_id"] not in RANDOM_SUMMARY}
-    per_ablation = defaultdict(float)
-    for b in per_seed(results[1]["bias"]):
-        per_ablation[(b["model"], b["ablation_id"], b["attribute"])] += b["maxskew"]
-    assert sums.keys() == per_ablation.keys() and all(sums[k] == pytest.approx(v) for k, v in per_ablation.items())
 
 
-def test_summary_rows_never_enter_the_statistics(tmp_path):
-    """The audit's case: 3 random seeds at 40/42/44 give mean 42 and std 2, with the runner's summary rows
-    (random:mean/std, __sum__/__mean__) written beside them; 2 occupations at 0.5 and 1.5 sum to 2."""
+def test_views_and_queries_on_a_hand_computed_case(tmp_path):
+    """3 random seeds at 40/42/44 give mean 42 and std 2; a metric with one seed has no std; 2 occupations at
+    0.5 and 1.5 sum to 2 (mean 1). The tables hold only these per-configuration rows."""
     root, key = str(tmp_path), dict(run_id="r", model="m")
     ablations = [dict(ablation_id="none", strategy="none", seed=None, k=0, heads=[], n_heads=0)]
     ablations += [dict(ablation_id=f"random:s{s}", strategy="random", seed=s, k=2, heads=["L0.H0", "L0.H1"],
@@ -236,21 +310,32 @@ def test_summary_rows_never_enter_the_statistics(tmp_path):
     for a, value in zip(ablations, (50.0, 40.0, 42.0, 44.0)):
         keys = {k: a[k] for k in ("ablation_id", "strategy", "seed")}
         evals.append(dict(keys, dataset="d", metric="top1", value=value, n=10))
-        bias += [dict(keys, dataset="f", attribute="race", occupation=o, k=4, maxskew=v, max_group="g")
-                 for o, v in (("doctor", 0.5), ("nurse", 1.5))]
-    bias += occupation_totals(bias)
+        if a["seed"] == 0:
+            evals.append(dict(keys, dataset="d", metric="top5", value=90.0, n=10))
+        bias += [dict(keys, dataset="f", attribute="race", occupation=o, k=4, maxskew=v + (a["seed"] or 0),
+                      max_group="g") for o, v in (("doctor", 0.5), ("nurse", 1.5))]
     write_table(root, "ablations", ablations, **key)
-    write_table(root, "evals", evals + random_summary(evals, "value", ("dataset", "metric")), **key)
-    write_table(root, "bias", bias + random_summary(bias, "maxskew", ("dataset", "attribute", "occupation")), **key)
+    write_table(root, "evals", evals, **key)
+    write_table(root, "bias", bias, **key)
     with connect(root) as c:
-        drop = {r["config"]: r for r in canned(c, "accuracy_drop_vs_random")}
+        evals_random = {r["metric"]: r for r in rows_of(c, "SELECT * FROM evals_random")}
+        bias_random = {r["occupation"]: r for r in rows_of(c, "SELECT * FROM bias_random")}
+        totals = {r["ablation_id"]: r for r in rows_of(c, "SELECT * FROM bias_totals")}
+        drop = {r["config"]: r for r in canned(c, "accuracy_drop_vs_random") if r["metric"] == "top1"}
         skew = {r["config"]: r for r in canned(c, "bias_vs_accuracy")}
+    assert (evals_random["top1"]["n_seeds"], evals_random["top1"]["mean"], evals_random["top1"]["std"]) == (3, 42, 2)
+    assert (evals_random["top5"]["n_seeds"], evals_random["top5"]["mean"], evals_random["top5"]["std"]) == (1, 90, None)
+    assert bias_random["doctor"]["mean"] == pytest.approx(1.5) and bias_random["nurse"]["std"] == pytest.approx(1)
+    assert set(totals) == {a["ablation_id"] for a in ablations}
+    assert (totals["none"]["maxskew_sum"], totals["none"]["maxskew_mean"], totals["none"]["n_occupations"]) == (2, 1, 2)
+    assert (totals["random:s2"]["maxskew_sum"], totals["random:s2"]["seed"]) == (6, 2)
     seeds = [40.0, 42.0, 44.0]
     assert set(drop) == {"none", "random"} and drop["random"]["n_seeds"] == 3
     assert drop["random"]["mean"] == drop["none"]["random_mean"] == pytest.approx(np.mean(seeds)) == 42
     assert drop["random"]["std"] == drop["none"]["random_std"] == pytest.approx(np.std(seeds, ddof=1)) == 2
-    assert skew["random"]["n_seeds"] == 3 and skew["random"]["maxskew_sum"] == pytest.approx(2.0)
-    assert skew["random"]["maxskew_mean"] == pytest.approx(1.0) and skew["none"]["maxskew_sum"] == pytest.approx(2.0)
+    assert skew["random"]["n_seeds"] == 3 and skew["random"]["maxskew_sum"] == pytest.approx(np.mean([2, 4, 6]))
+    assert skew["random"]["maxskew_mean"] == pytest.approx(2.0) and skew["none"]["maxskew_sum"] == pytest.approx(2.0)
+    assert skew["random"]["delta_maxskew_sum"] == pytest.approx(2.0)
     assert skew["random"]["accuracy"] == pytest.approx(42) and skew["random"]["delta_accuracy"] == pytest.approx(-8)
 
 

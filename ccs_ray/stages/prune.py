@@ -15,12 +15,10 @@ current ones. The driver then computes the metrics and writes the ``ablations``,
 tables, and each unit's ``errors`` rows to a file named after the unit (stable file names: re-running
 replaces them).
 
-Summary rows, for reading the tables directly (the SQL views ``evals_per_seed`` / ``bias_per_seed``
-leave them out and compute every statistic from the per-seed rows): random strategies are summarised
-over seeds as rows with ``ablation_id`` ``"random:mean"`` and ``"random:std"`` (sample std, ddof = 1,
-null for one seed; SQL's ``stddev_samp``), ``strategy`` ``"random"`` and ``seed`` null, in ``evals``
-(same metric names) and ``bias`` (same attribute/occupation); bias totals over occupations are rows with
-occupation ``"__sum__"`` (the paper's total) and ``"__mean__"`` (:func:`occupation_totals`).
+The tables hold one row per configuration (each random seed its own ``ablation_id``, ``random:s<seed>``)
+and, in ``bias``, per occupation: no summary rows. Statistics over them are SQL views (``sql/macros.sql``):
+``evals_random`` / ``bias_random`` (the random strategy's mean and sample std over seeds) and
+``bias_totals`` (MaxSkew summed, as in the paper, and averaged over occupations).
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, prune
 from ..cluster import actor_layout
 from ..decompose import parse_head_name, select_layers
 from ..evals import datasets as ds
-from ..evals.bias import occupation_max_skew, totals
+from ..evals.bias import occupation_max_skew
 from ..evals.video import pool_frames, retrieval_metrics
 from ..evals.zeroshot import accuracy_metrics, classifier_weights, top_predictions, zeroshot_logits
 from ..files import atomic_write
@@ -53,9 +51,6 @@ from ..tables import read_table, replace_file, write_table
 from ..textspan import text_embeddings
 from .base import Context, Stage
 from .scan import moments_uri
-
-TOTAL_ROWS = ("__sum__", "__mean__")
-RANDOM_SUMMARY = ("random:mean", "random:std")
 
 
 def _encode(model, images: torch.Tensor, ablations, batch_size: int) -> torch.Tensor:
@@ -173,37 +168,6 @@ def _unit_name(unit: dict) -> str:
 
 def _ablation_keys(a: Ablation) -> dict:
     return {"ablation_id": a.ablation_id, "strategy": a.strategy, "seed": a.seed}
-
-
-def random_summary(rows: list[dict], value: str, group_by: tuple[str, ...]) -> list[dict]:
-    """Mean and sample std (ddof = 1; None for one seed) over seeds of the ``random`` rows, per ``group_by`` key."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        if row["strategy"] == "random" and row["seed"] is not None:
-            groups.setdefault(tuple(row[k] for k in group_by), []).append(row)
-    out = []
-    for members in groups.values():
-        values = np.array([m[value] for m in members], dtype=float)
-        base = {k: v for k, v in members[0].items() if k not in ("ablation_id", "seed", value, "max_group")}
-        std = float(values.std(ddof=1)) if len(values) > 1 else None
-        for ablation_id, stat in zip(RANDOM_SUMMARY, (float(values.mean()), std)):
-            out.append({**base, "ablation_id": ablation_id, "seed": None, value: stat})
-    return out
-
-
-def occupation_totals(rows: list[dict]) -> list[dict]:
-    """The ``__sum__`` and ``__mean__`` rows over occupations of per-occupation bias rows, per ablation,
-    dataset and attribute (:func:`ccs_ray.evals.bias.totals`)."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["ablation_id"], row["dataset"], row["attribute"]), []).append(row)
-    out = []
-    for members in groups.values():
-        summed = totals([m["maxskew"] for m in members])
-        base = {k: v for k, v in members[0].items() if k not in ("occupation", "maxskew", "max_group")}
-        out += [{**base, "occupation": name, "maxskew": summed[key], "max_group": None}
-                for name, key in zip(TOTAL_ROWS, ("sum", "mean"))]
-    return out
 
 
 def _classification_rows(ablations, data, results) -> list[dict]:
@@ -325,9 +289,6 @@ def run(ctx: Context, section: PruneSection) -> dict:
             evals_rows += _video_rows(ablations, data, results, extra["captions"])
         else:
             bias_rows += _bias_rows(ablations, data, results, extra["attributes"], extra["prompts"])
-    evals_rows += random_summary(evals_rows, "value", ("dataset", "metric"))
-    bias_rows += occupation_totals(bias_rows)
-    bias_rows += random_summary(bias_rows, "maxskew", ("dataset", "attribute", "occupation"))
     write_table(root, "evals", evals_rows, run_id, model_key, name="prune")
     write_table(root, "bias", bias_rows, run_id, model_key, name="prune")
     if failed:

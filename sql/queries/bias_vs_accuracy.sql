@@ -1,20 +1,16 @@
 -- When a strategy prunes heads, how does social bias change against the change in zero-shot accuracy?
--- MaxSkew@k is summed over occupations (as in the paper) and averaged, from the per-occupation rows
--- (bias_per_seed); both, and accuracy (mean over the accuracy datasets), are averaged over seeds;
+-- MaxSkew@k summed over occupations (as in the paper) and averaged, per configuration and seed, from the
+-- bias_totals view; both, and accuracy (mean over the accuracy datasets), are averaged over seeds;
 -- delta_* = pruned - unpruned.
 WITH acc AS (
     SELECT run_id, model, config, avg(value) AS accuracy
     FROM with_ablation('evals') WHERE is_accuracy(metric)
     GROUP BY ALL
-), skew_per_seed AS (
-    SELECT run_id, model, config, strategy, dataset, attribute, seed, max(n_heads) AS n_heads,
-           sum(maxskew) AS maxskew_sum, avg(maxskew) AS maxskew_mean
-    FROM with_ablation('bias')
-    GROUP BY ALL
 ), skew AS (
     SELECT run_id, model, config, strategy, dataset, attribute, max(n_heads) AS n_heads, count(*) AS n_seeds,
            avg(maxskew_sum) AS maxskew_sum, avg(maxskew_mean) AS maxskew_mean
-    FROM skew_per_seed GROUP BY ALL
+    FROM with_ablation('bias_totals')
+    GROUP BY ALL
 )
 SELECT s.run_id, s.model, s.config, s.strategy, s.dataset, s.attribute, s.n_heads, s.n_seeds,
        s.maxskew_sum, s.maxskew_mean,
