@@ -16,8 +16,8 @@ from ...sources.base import list_files
 from ...sources.manifest import MANIFEST_EXTENSIONS, read_rows
 from ...spec import DataConfig
 from ..bias import BIAS_TEMPLATES, OCCUPATIONS
-from .entries import DatasetError, from_entry, probe_of
-from .presets import BIAS_PRESETS, apply_preset
+from .entries import DatasetError, probe_of
+from .presets import BIAS_PRESETS, entry_with_preset
 
 
 @dataclass
@@ -39,10 +39,7 @@ class BiasData:
 
 def bias_data(entry: dict) -> BiasData:
     """Validate an ``evals.bias`` entry and apply its preset (default: the name, when it names one)."""
-    data = from_entry(BiasData, entry, "bias")
-    if not data.source:
-        raise DatasetError(f"bias dataset {data.name!r} has no source manifest (CSV/Parquet of images and attributes)")
-    apply_preset(data, entry, BIAS_PRESETS, "bias")
+    data = entry_with_preset(BiasData, entry, "bias", BIAS_PRESETS, "manifest (CSV/Parquet of images and attributes)")
     probe = probe_of(data.source, "bias")
     if probe is not None:
         if "attributes" in entry and data.attributes != [probe.task]:

@@ -5,8 +5,8 @@ names match ignoring case, ``-``, ``_`` and spaces. A ``preset`` that names none
 
 - :data:`CLASSIFICATION_PRESETS`: :class:`ClassificationPreset` (class names, prompt templates, the
   torchvision dataset of the same data, alternative label keys, a class subset) per dataset.
-- :data:`VIDEO_PRESETS`, :data:`BIAS_PRESETS`: entry keys and values per dataset; :func:`apply_preset`
-  sets those an entry does not give itself.
+- :data:`VIDEO_PRESETS`, :data:`BIAS_PRESETS`: entry keys and values per dataset; :func:`entry_with_preset`
+  reads an entry and sets the keys of its preset that it does not give itself.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .. import classnames as cn
 from ..bias import FAIRFACE_RACE_GROUPS
-from .entries import DatasetError
+from .entries import DatasetError, from_entry
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,13 @@ def preset_of(data, presets: dict, kind: str):
     return presets[keys[_preset_key(name)]]
 
 
-def apply_preset(data, entry: dict, presets: dict, kind: str) -> None:
-    """Set the preset's keys that the entry does not give itself."""
+def entry_with_preset(cls, entry: dict, kind: str, presets: dict, source: str):
+    """An ``evals.<kind>`` entry as ``cls`` (:func:`from_entry`) that has a source (``source`` says what it
+    is), with the keys of its preset (``preset``, else its name when that names one) that it does not set."""
+    data = from_entry(cls, entry, kind)
+    if not data.source:
+        raise DatasetError(f"{kind} dataset {data.name!r} has no source {source}")
     for key, value in (preset_of(data, presets, kind) or {}).items():
         if key not in entry:
             setattr(data, key, value)
+    return data

@@ -21,8 +21,8 @@ from ...files import read_table_file, resolve_uri
 from ...sources.base import IMAGE_EXTENSIONS, fingerprint
 from ...sources.probe import ProbeSpec, probe_image
 from ..video import sample_frame_indices
-from .entries import DatasetError, from_entry, probe_of
-from .presets import VIDEO_PRESETS, apply_preset
+from .entries import DatasetError, probe_of
+from .presets import VIDEO_PRESETS, entry_with_preset
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 
@@ -44,10 +44,7 @@ class VideoData:
 
 def video_data(entry: dict) -> VideoData:
     """Validate an ``evals.video`` entry and apply its preset (default: the name, when it names one)."""
-    data = from_entry(VideoData, entry, "video")
-    if not data.source:
-        raise DatasetError(f"video dataset {data.name!r} has no source folder")
-    apply_preset(data, entry, VIDEO_PRESETS, "video")
+    data = entry_with_preset(VideoData, entry, "video", VIDEO_PRESETS, "folder")
     data.frames = data.frames or 12
     if not data.captions and probe_of(data.source, "video") is None:
         raise DatasetError(f"video dataset {data.name!r}: no captions file (give 'captions' or a preset: "
