@@ -35,6 +35,12 @@ def head_name(layer: int, head: int) -> str:
     return f"L{layer}.H{head}"
 
 
+def head_names(layers, n_heads: int) -> list[str]:
+    """``L{l}.H{h}`` of all ``n_heads`` heads of each of ``layers``, layer-major: the order of
+    ``Decomposition.contributions.flatten(1, 2)`` and of ``HeadMoments.heads``."""
+    return [head_name(l, h) for l in layers for h in range(n_heads)]
+
+
 def parse_head_name(name: str) -> tuple[int, int]:
     """Inverse of :func:`head_name`; raises ValueError with the expected form."""
     try:
@@ -78,10 +84,8 @@ class TowerShape:
             raise ValueError(f"width W = {self.width} is not n_heads H = {self.n_heads} x head_dim d = {self.head_dim}")
 
     def head_names(self, layers: list[int] | None = None) -> list[str]:
-        """``L{l}.H{h}`` of every head of ``layers`` (default: all L), layer-major: the order of
-        ``Decomposition.contributions.flatten(1, 2)`` and of ``HeadMoments.heads``."""
-        return [head_name(l, h) for l in (layers if layers is not None else range(self.layers))
-                for h in range(self.n_heads)]
+        """:func:`head_names` of ``layers`` (default: all L) of this tower."""
+        return head_names(layers if layers is not None else range(self.layers), self.n_heads)
 
 
 def tower_shape(model: torch.nn.Module) -> TowerShape:
@@ -112,11 +116,6 @@ class HeadAblation:
     by_layer: dict[int, list[int]]
     mode: str = "zero"
     mean_z: dict[int, torch.Tensor] | None = None
-
-    @property
-    def heads(self) -> list[str]:
-        """The ablated heads' names (``["L11.H5", ...]``), by layer then head."""
-        return [head_name(l, h) for l in sorted(self.by_layer) for h in sorted(self.by_layer[l])]
 
     def apply(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         """z: [B, H, T, d] -> the same with this layer's ablated heads replaced."""
@@ -155,8 +154,7 @@ class Decomposition:
     @property
     def heads(self) -> list[str]:
         """Names of the decomposed heads, in the order of ``contributions.flatten(1, 2)``."""
-        n_heads = self.contributions.shape[2] if self.contributions is not None else 0
-        return [head_name(l, h) for l in self.layers for h in range(n_heads)]
+        return head_names(self.layers, self.contributions.shape[2] if self.contributions is not None else 0)
 
 
 def _layer_scale(module: torch.nn.Module) -> torch.Tensor | None:

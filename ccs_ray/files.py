@@ -4,13 +4,16 @@
   moved into place, so a reader (or a concurrent writer of the same content) never sees half a file.
 - :func:`read_table_file`: CSV/TSV, Parquet, JSON (a list of objects) or JSON lines -> a pyarrow Table.
 - :func:`resolve_uri`: a URI written relative to a folder (a manifest's, a dataset's) made absolute.
+- :func:`cache_dir`: the local folder where downloads of one kind (checkpoints, pools, datasets) are kept.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import uuid
+from pathlib import Path
 
 import fsspec
 import pyarrow as pa
@@ -19,6 +22,12 @@ import pyarrow.parquet as pq
 
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 TABLE_FILE_EXTENSIONS = (".csv", ".tsv", *PARQUET_EXTENSIONS, ".json", ".jsonl")
+
+
+def cache_dir(kind: str) -> Path:
+    """``$CCS_RAY_CACHE/<kind>``, default ``~/.cache/ccs-ray/<kind>`` (not created)."""
+    root = os.environ.get("CCS_RAY_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "ccs-ray") / kind
 
 
 def atomic_write(uri: str, data: bytes) -> None:

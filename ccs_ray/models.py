@@ -14,7 +14,6 @@ class token and use the stock ``nn.MultiheadAttention`` blocks (OpenAI CLIP, LAI
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from .choices import PRECISIONS
+from .files import cache_dir
 
 #: Seed of random initialisation (``NAME/none``), so that all actors of a cluster hold the same weights.
 RANDOM_INIT_SEED = 0
@@ -125,7 +125,7 @@ def _fetch_checkpoint(uri: str) -> str:
         if not fs.exists(path):
             raise FileNotFoundError(f"checkpoint not found: {uri}")
         return path
-    cache = Path(os.environ.get("CCS_RAY_CACHE", Path.home() / ".cache" / "ccs-ray")) / "checkpoints"
+    cache = cache_dir("checkpoints")
     cache.mkdir(parents=True, exist_ok=True)
     local = cache / (hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + Path(path).name)
     if not local.exists():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import fsspec
 
+from .. import files
 from ..files import atomic_write
 
 TEXTSPAN_GENERAL_URL = ("https://raw.githubusercontent.com/yossigandelsman/clip_text_span/main/"
@@ -51,8 +52,7 @@ def load_pool(name_or_uri: str) -> list[str]:
 
 def cache_dir() -> Path:
     """Where downloaded pools are kept: ``$CCS_RAY_CACHE/pools`` or ``~/.cache/ccs-ray/pools``."""
-    root = os.environ.get("CCS_RAY_CACHE")
-    return Path(root) / "pools" if root else Path.home() / ".cache" / "ccs-ray" / "pools"
+    return files.cache_dir("pools")
 
 
 def _lines(data: bytes, name: str) -> list[str]:

@@ -10,11 +10,12 @@ tables under the results root and returns a JSON-able summary, which the pipelin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 from urllib.parse import quote
 
 import fsspec
+import ray
 
 from ..spec import ModelsConfig, Spec
 
@@ -59,7 +60,8 @@ class Context:
         models: the spec's ``[models]`` section (keys, precision, layers), which every stage shares.
         state: the run's state folder.
         model: the model key a per-model stage runs for (None for a per-run stage).
-        resources: the cluster's resources (``ray.cluster_resources()``), read once per run.
+        resources: the cluster's resources as the run read them once (None: read them when asked,
+            :meth:`cluster_resources`).
         resume, progress, dry_run: how the run was started.
     """
 
@@ -68,7 +70,7 @@ class Context:
     models: ModelsConfig
     state: RunState
     model: str | None = None
-    resources: dict = field(default_factory=dict)
+    resources: dict | None = None
     resume: bool = False
     progress: bool = True
     dry_run: bool = False
@@ -81,6 +83,10 @@ class Context:
 
     def for_model(self, model: str) -> "Context":
         return replace(self, model=model)
+
+    def cluster_resources(self) -> dict:
+        """The cluster's resources (``{"CPU": .., "GPU": ..}``): the run's reading, else Ray's now."""
+        return self.resources if self.resources is not None else ray.cluster_resources()
 
 
 @dataclass(frozen=True)

@@ -112,11 +112,12 @@ def agreement(by_judge: dict[str, list[Verdict]]) -> dict:
             "fleiss": scores.fleiss_kappa(list(zip(*votes.values()))) if len(names) > 1 else None}
 
 
-def dry_run_plan(cfg: JudgeConfig, head_spans: list[HeadSpans], cache_root: str) -> dict:
+def dry_run_plan(cfg: JudgeConfig, judges: list[tuple[str, EndpointConfig]], head_spans: list[HeadSpans],
+                 cache_root: str) -> dict:
     """Calls and cost each LLM judge would make: judgment prompts of heads whose label is not cached yet are
     estimated with a one-word placeholder label."""
     cache, plan = AnswerCache(cache_root), {}
-    for name, judge in judges_of(cfg):
+    for name, judge in judges:
         if judge.kind == "offline":
             plan[name] = {"calls": 0, "cached": 0, "cost_usd": 0.0, "heuristic": True}
             continue
@@ -153,7 +154,7 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
         raise ValueError(f"no spans (subset 'all') for run {run_id!r}, model {model!r} under {root}: run the spans stage first")
     judges, cache_root = judges_of(cfg), cache_root_of(cfg, root)
     if ctx.dry_run:
-        plan = dry_run_plan(cfg, head_spans, cache_root)
+        plan = dry_run_plan(cfg, judges, head_spans, cache_root)
         return {"dry_run": True, "heads_judged": len(head_spans), "judges": plan,
                 "calls": sum(p["calls"] for p in plan.values()), "cost_usd": sum(p["cost_usd"] for p in plan.values())}
 

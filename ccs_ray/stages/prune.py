@@ -304,7 +304,7 @@ def _run_units(ctx: Context, section: PruneSection, ablations: list[Ablation], m
     {(kind, dataset, shard_id): reason} of failed units)."""
     if not units:
         return [], {}
-    layout = actor_layout(section.evals, 1, ctx.resources or None, keep_cpus=0, key="evals")
+    layout = actor_layout(section.evals, 1, ctx.cluster_resources(), keep_cpus=0, key="evals")
     n_actors = min(layout.actors, len(units))
     worker = ray.remote(num_cpus=layout.cpus_per_actor, num_gpus=layout.gpus_per_actor)(EvalWorker)
     args = (ctx.model, ctx.models.precision, [(a.heads, section.prune.mode) for a in ablations], mean_z,

@@ -189,7 +189,7 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     for key in models:  # the manifest first, so that an interrupted run still shows its plan
         _write_shards(ctx, key, plan, covered[key], data.folds)
     summary = ScanSummary(shards_skipped=sum(len(shards) - len(t) for t in todo.values()))
-    resources = ctx.resources or ray.cluster_resources()
+    resources = ctx.cluster_resources()
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, keep_cpus=1, key="scan")
 
     def new_worker(model: str) -> _Worker:

@@ -39,7 +39,7 @@ def section(spec: Spec) -> SpansSection:
 
 def run_spans(ctx: Context, section: SpansSection) -> list[dict]:
     """TextSpan rows for every head of ``ctx.model``, over all data and each fold (``subset`` all/fold<i>)."""
-    gpus = 1 if (ctx.resources or ray.cluster_resources()).get("GPU", 0) else 0
+    gpus = 1 if ctx.cluster_resources().get("GPU", 0) else 0
     task = _spans_task.options(num_gpus=gpus)
     rows = ray.get(task.remote(ctx.models, section, moments_uri(ctx, ctx.model), ctx.model))
     tables.write_table(ctx.root, "spans", rows, ctx.run_id, ctx.model, name="spans")

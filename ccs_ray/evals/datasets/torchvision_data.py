@@ -12,11 +12,10 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import os
-from pathlib import Path
 from urllib.parse import parse_qsl, urlparse
 
 from ... import sources
+from ...files import cache_dir
 from ...sources.base import fingerprint
 from .entries import DatasetError
 
@@ -54,7 +53,7 @@ def _dataset(source: str, root: str | None, options_json: str):
         raise DatasetError(f"torchvision has no dataset {name!r}; e.g. {', '.join(names[:30])}")
     params = inspect.signature(cls).parameters
     kwargs = dict(parse_qsl(url.query))
-    root = root or str(Path(os.environ.get("CCS_RAY_CACHE", Path.home() / ".cache" / "ccs-ray")) / "datasets")
+    root = root or str(cache_dir("datasets"))
     defaults = {"root": root, "download": True, "train": False, "split": "test"}
     kwargs = {**{k: v for k, v in defaults.items() if k in params}, **kwargs, **json.loads(options_json)}
     try:
