@@ -5,16 +5,43 @@ The public API (the math: no Ray, no I/O):
 - :func:`load_model` (``models``), :func:`head_contributions` (``decompose``),
 - :class:`HeadMoments` (``moments``), :func:`textspan`, :func:`textspan_from_moments` (``textspan``),
 - :func:`ablated` (``ablate``), :func:`max_skew_at_k` (``evals.bias``).
+
+Names are imported on first use, so that ``import ccs_ray.spec`` (the CLI, judge and limiter actors) does not
+load torch and open_clip.
 """
 
-from .ablate import ablated
-from .decompose import head_contributions, head_name, parse_head_name
-from .evals.bias import max_skew_at_k
-from .models import PAPER_MODELS, UnsupportedModelError, load_model
-from .moments import HeadMoments
-from .textspan import textspan, textspan_from_moments
+import sys
+import types
+from importlib import import_module
 
-__all__ = [
-    "PAPER_MODELS", "HeadMoments", "UnsupportedModelError", "ablated", "head_contributions", "head_name", "load_model",
-    "max_skew_at_k", "parse_head_name", "textspan", "textspan_from_moments",
-]
+_HOMES = {
+    "ablated": "ablate", "head_contributions": "decompose", "head_name": "decompose", "parse_head_name": "decompose",
+    "max_skew_at_k": "evals.bias", "PAPER_MODELS": "models", "UnsupportedModelError": "models", "load_model": "models",
+    "HeadMoments": "moments", "textspan": "textspan", "textspan_from_moments": "textspan",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'ccs_ray' has no attribute {name!r}")
+    value = getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``textspan`` binds the function ``textspan``, not the module, to the package."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and name in _HOMES:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

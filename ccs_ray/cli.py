@@ -7,6 +7,7 @@ import json
 import sys
 
 from .choices import PRECISIONS, SQL_FORMATS
+from .errors import UserError
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -24,17 +25,19 @@ def _load(args):
 
 
 def _cmd_run(args) -> int:
+    spec = _load(args)  # a bad spec is reported before the engine (torch, Ray) is imported
     from .pipeline import run
 
-    summary = run(_load(args), resume=args.resume, run_id=args.run_id, dry_run=args.dry_run, progress=not args.no_progress)
+    summary = run(spec, resume=args.resume, run_id=args.run_id, dry_run=args.dry_run, progress=not args.no_progress)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
 def _cmd_submit(args) -> int:
+    spec = _load(args)
     from .submit import submit
 
-    return submit(_load(args), args.spec, args.overrides, args.address)
+    return submit(spec, args.spec, args.overrides, args.address)
 
 
 def _cmd_sql(args) -> int:
@@ -51,7 +54,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_ratings(args) -> int:
-    from .judges import import_human_ratings
+    from .judges.human import import_human_ratings
 
     print(json.dumps(import_human_ratings(args.csv, args.results, args.run_id), indent=2, default=str))
     return 0
@@ -133,18 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .cluster import LayoutError
-    from .models import UnsupportedModelError
-    from .pipeline import RunError
-    from .sources import SourceError
-    from .spec import SpecError
-    from .stages.scan import ScanError
-    from .submit import SubmitError
-
     try:
         return args.func(args)
-    except (SpecError, RunError, ScanError, LayoutError, SourceError, UnsupportedModelError, SubmitError,
-            FileNotFoundError) as e:
+    except (UserError, FileNotFoundError) as e:
         print(f"ccs-ray: {e}", file=sys.stderr)
         return 2
 

@@ -12,8 +12,10 @@ from typing import NamedTuple
 
 import ray
 
+from .errors import UserError
 
-class LayoutError(ValueError):
+
+class LayoutError(UserError, ValueError):
     """Actors that the cluster can never schedule at once; the message names the keys to change."""
 
 

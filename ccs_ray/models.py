@@ -24,6 +24,7 @@ from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from .choices import PRECISIONS
+from .errors import UserError
 from .files import cache_dir
 
 #: Seed of random initialisation (``NAME/none``), so that all actors of a cluster hold the same weights.
@@ -47,7 +48,7 @@ for _cfg in sorted(_CONFIG_DIR.glob("*.json")):
     open_clip.add_model_config(_cfg)
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(UserError, ValueError):
     """The key names no model we can load, or a tower the decomposition cannot handle."""
 
 

@@ -24,6 +24,7 @@ import ray
 
 from . import tables
 from .cluster import ensure_ray
+from .errors import UserError
 from .spec import Spec
 from .stages import STAGES, Context, RunState
 
@@ -31,7 +32,7 @@ from .stages import STAGES, Context, RunState
 _RESULT_KEYS = ("data", "models", "spans", "scan.convention")
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A run that cannot start or resume as asked."""
 
 

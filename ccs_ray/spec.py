@@ -20,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .choices import (ABLATION_MODES, CONVENTIONS, JUDGE_KINDS, JUDGE_MODES, PRECISIONS, RANDOM_POOLS,
                       SOURCE_KINDS, STAGES, STRATEGIES)
+from .errors import UserError
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A job spec that cannot run: the message names every bad key and what it allows."""
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 import ccs_ray
 
 from .analytics import SQL_DIR_ENV, sql_dir
+from .errors import UserError
 
 STAGED_SQL = "_ccs_ray_sql"
 
 
-class SubmitError(RuntimeError):
+class SubmitError(UserError, RuntimeError):
     """The cluster refused the job (unreachable address, authentication)."""
 
 

@@ -4,6 +4,9 @@ The reference components come from forward hooks on open_clip's modules (ln_pre 
 output, every attention output), i.e. from open_clip's forward, not from ours.
 """
 
+import ctypes
+import gc
+
 import pytest
 import torch
 
@@ -11,7 +14,19 @@ from ccs_ray import head_contributions, load_model
 from ccs_ray.decompose import TowerShape, decomposed_forward, tower_shape
 
 MODELS = {}
-REFERENCES = {}  # name -> (images, _reference(model, images)) shared by tests of the same images
+REFERENCES = {}  # (key, batch, seed) -> (images, _reference(model, images)): open_clip's forward does not depend
+# on the convention or the layers decomposed, so tests of the same images share it
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_models():
+    """The fp64 models (ViT-L-14: 3.4 GB) and references are freed when this module ends, not held by the
+    test session while later tests start Ray clusters."""
+    yield
+    MODELS.clear()
+    REFERENCES.clear()
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _model(key, dtype=torch.float64):
@@ -20,6 +35,15 @@ def _model(key, dtype=torch.float64):
         model, _ = load_model(key, device="cpu")
         MODELS[(key, dtype)] = model.to(dtype)
     return MODELS[(key, dtype)]
+
+
+def _images_and_reference(key, batch, seed):
+    model = _model(key)
+    if (key, batch, seed) not in REFERENCES:
+        size = model.visual.image_size[0]
+        images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        REFERENCES[(key, batch, seed)] = images, _reference(model, images)
+    return REFERENCES[(key, batch, seed)]
 
 
 def _reference(model, images):
@@ -77,21 +101,17 @@ def _rel(a, b):
 ])
 def test_sums_back_to_encode_image_fp64(key, batch, layers, convention):
     model = _model(key)
-    size = model.visual.image_size[0]
-    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch), dtype=torch.float64)
+    images, reference = _images_and_reference(key, batch, seed=batch)
     used = layers if layers is not None else list(range(len(model.visual.transformer.resblocks)))[-4:]
-    total, target = _sum_back(model, images, used, convention)
+    total, target = _sum_back(model, images, used, convention, reference)
     assert _rel(total, target) < 1e-5
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("convention", ["centered", "textspan"])
-def test_sums_back_vit_l14_batch16(convention):
+def test_sums_back_vit_l14_batched(convention):
     model = _model("ViT-L-14/none")
-    if "l14" not in REFERENCES:  # open_clip's forward is the same for both conventions: run it once
-        images = torch.randn(16, 3, 224, 224, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-        REFERENCES["l14"] = images, _reference(model, images)
-    images, reference = REFERENCES["l14"]
+    images, reference = _images_and_reference("ViT-L-14/none", 4, seed=3)
     total, target = _sum_back(model, images, [20, 21, 22, 23], convention, reference)
     assert _rel(total, target) < 1e-5
 

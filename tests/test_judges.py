@@ -10,7 +10,8 @@ import pytest
 
 from ccs_ray import scores
 from ccs_ray.bench.judge import max_in_window
-from ccs_ray.judges import DEFAULT_VOCABULARY, OfflineJudge, import_human_ratings
+from ccs_ray.judges.human import import_human_ratings
+from ccs_ray.judges.offline import DEFAULT_VOCABULARY, OfflineJudge
 from ccs_ray.stages import run_stage
 from ccs_ray.judges.cache import AnswerCache, cache_key
 from ccs_ray.judges.limiter import WINDOW_S, RateLimiter, parse_duration, pause_from_headers

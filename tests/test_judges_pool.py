@@ -179,6 +179,27 @@ def test_bench_judge_meets_its_targets(ray_cluster):
     assert fig["rerun_requests"] == 0 and fig["rerun_calls"] == 0
 
 
+def test_worker_pools_are_bounded(ray_cluster, judge_server, tmp_path, monkeypatch):
+    """Judging against one endpoint more than ``MAX_POOLS`` stops the least recently used pool's workers
+    instead of leaving them idle."""
+    import ray
+
+    from ccs_ray.judges import pool
+
+    monkeypatch.setattr(pool, "MAX_POOLS", 1)
+    started = []
+    for model in ("fake-a", "fake-b"):
+        write_spans(tmp_path / model, HEADS)
+        spec = spec_for(judge_server.reset(), model=model, actors=2)
+        assert run_stage("judge", spec, str(tmp_path / model), "r1", MODEL)["errors"] == 0
+        started.append([w for workers in pool._WORKERS.values() for w in workers])
+    assert len(started[0]) == len(started[1]) == 2 and not set(started[0]) & set(started[1])
+    assert ray.get([w.__ray_ready__.remote() for w in started[1]]) == [True, True]
+    for worker in started[0]:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(worker.__ray_ready__.remote(), timeout=30)
+
+
 def test_concurrency_cap_holds_when_actors_do_not_divide_it(ray_cluster, judge_server, tmp_path):
     heads = {f"L3.H{h}": [f"{h} {t}" for t in COLORS] for h in range(6)}
     for root in (tmp_path / "warm", tmp_path):  # a first run starts the 3 workers; the second is measured

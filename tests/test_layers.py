@@ -75,3 +75,20 @@ def test_stage_list_matches_the_spec():
     assert tuple(s.name for s in STAGES) == STAGE_NAMES
     for s in STAGES:
         assert set(s.needs) <= set(STAGE_NAMES[:STAGE_NAMES.index(s.name)]), s.name
+
+
+def test_front_door_and_judge_actors_do_not_load_torch():
+    """The CLI (``--help``, a spec error), the public API's names and a judge worker's modules import neither
+    torch nor open_clip until an engine name is used."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ccs_ray, ccs_ray.cli, ccs_ray.spec, ccs_ray.judges.pool, ccs_ray.judges.limiter\n"
+            "assert 'ablated' in dir(ccs_ray)\n"
+            "heavy = sorted(m for m in ('torch', 'open_clip') if m in sys.modules)\n"
+            "assert not heavy, heavy\n"
+            "from ccs_ray import textspan\n"
+            "import ccs_ray.textspan\n"
+            "assert callable(textspan) and ccs_ray.textspan is textspan and 'torch' in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

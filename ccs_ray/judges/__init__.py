@@ -4,9 +4,5 @@ The parts the ``judge`` stage (:mod:`ccs_ray.stages.judge`) assembles: prompts a
 (``prompts``), the OpenAI-compatible client (``client``), one global rate limiter (``limiter``), the
 answer cache (``cache``), the Ray pool (``pool``), the offline heuristic judge (``offline``), human
 ratings (``human``, ``ccs-ray ratings``) and a loopback server with fault injection (``loopback``).
+Import from those modules: this package imports nothing, so that a judge worker does not load torch.
 """
-
-from .human import import_human_ratings
-from .offline import DEFAULT_VOCABULARY, OfflineJudge
-
-__all__ = ["DEFAULT_VOCABULARY", "OfflineJudge", "import_human_ratings"]

@@ -108,7 +108,10 @@ def split_slots(concurrency: int, actors: int) -> tuple[int, ...]:
     return tuple(q + (i < r) for i in range(n))
 
 
-_WORKERS: dict[tuple, list] = {}  # started worker actors, reused by later runs of this driver (workers start slowly)
+#: Started pools, most recently used last, reused by later calls with the same key (workers start slowly). At most
+#: MAX_POOLS are kept (the judges of one run): an older pool's idle workers would hold memory until the job ends.
+_WORKERS: dict[tuple, list] = {}
+MAX_POOLS = 4
 
 
 def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str) -> list[Verdict]:
@@ -120,12 +123,19 @@ def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], ca
     slots = split_slots(cfg.concurrency, min(cfg.actors, len(heads)))
     pool_key = (ray.get_runtime_context().get_job_id(), endpoint, key, slots)
     if pool_key not in _WORKERS:
+        while len(_WORKERS) >= MAX_POOLS:
+            _stop_pool(next(iter(_WORKERS)))
         _WORKERS[pool_key] = [JudgeWorker.options(max_concurrency=max(4, n)).remote(endpoint, key, limiter, n, i)
                               for i, n in enumerate(slots)]
-    workers = _WORKERS[pool_key]
+    workers = _WORKERS[pool_key] = _WORKERS.pop(pool_key)  # now the most recently used
     turns = [i for k in range(max(slots)) for i, n in enumerate(slots) if k < n]  # heads in proportion to slots
     try:
         return ray.get([workers[turns[j % len(turns)]].judge.remote(h, cfg.mode, cache_root) for j, h in enumerate(heads)])
     except ray.exceptions.RayActorError:
-        _WORKERS.pop(pool_key)  # a dead worker: start afresh next time
+        _stop_pool(pool_key)  # a dead worker: start afresh next time
         raise
+
+
+def _stop_pool(pool_key: tuple) -> None:
+    for worker in _WORKERS.pop(pool_key):
+        ray.kill(worker)

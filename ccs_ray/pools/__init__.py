@@ -22,6 +22,7 @@ from pathlib import Path
 import fsspec
 
 from .. import files
+from ..errors import UserError
 from ..files import atomic_write
 
 TEXTSPAN_GENERAL_URL = ("https://raw.githubusercontent.com/yossigandelsman/clip_text_span/main/"
@@ -31,7 +32,7 @@ _HERE = Path(__file__).parent
 ALIASES = ("ccs-basic", "textspan-general")
 
 
-class PoolError(ValueError):
+class PoolError(UserError, ValueError):
     """A pool that cannot be loaded: missing, empty, unreachable, or not the file it should be."""
 
 

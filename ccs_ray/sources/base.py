@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+
 import fsspec
+
+from ..errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 
@@ -15,7 +18,7 @@ _VERSION_KEYS = ("size", "mtime", "LastModified", "last_modified", "updated", "E
                  "generation", "version_id", "created")
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A data source that cannot be planned: wrong path, empty source, unknown or ambiguous kind."""
 
 

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from .. import tables
 from ..cluster import actor_layout
 from ..decompose import decomposed_forward, select_layers
+from ..errors import UserError
 from ..models import load_model, preprocess_config
 from ..moments import HeadMoments
 from ..sources import Shard, load_shard, plan_shards
@@ -45,7 +46,7 @@ from ..spec import DataConfig, ModelsConfig, ScanConfig, Spec
 from .base import Context, RunState, Stage
 
 
-class ScanError(RuntimeError):
+class ScanError(UserError, RuntimeError):
     """The scan cannot produce exact moments (data changed under a resumed run, actors keep dying...)."""
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from ...errors import UserError
 from ...sources import SourceError
 from ...sources.probe import ProbeSpec, parse_probe_uri
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """An evaluation dataset that cannot be used: the message says what is wrong and what is allowed."""
 
 
