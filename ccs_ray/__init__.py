@@ -4,7 +4,7 @@ The public API (the math: no Ray, no I/O):
 
 - :func:`load_model` (``models``), :func:`head_contributions` (``decompose``),
 - :class:`HeadMoments` (``moments``), :func:`textspan`, :func:`textspan_from_moments` (``textspan``),
-- :func:`ablated` (``ablate``), :func:`max_skew_at_k` (``evals.bias``).
+- :func:`ablated` (``ablate``), :func:`max_skew_at_k`, :func:`max_skew_over_templates` (``evals.bias``).
 
 Names are imported on first use, so that ``import ccs_ray.spec`` (the CLI, judge and limiter actors) does not
 load torch and open_clip.
@@ -16,7 +16,7 @@ from importlib import import_module
 
 _HOMES = {
     "ablated": "ablate", "head_contributions": "decompose", "head_name": "decompose", "parse_head_name": "decompose",
-    "max_skew_at_k": "evals.bias", "PAPER_MODELS": "models", "UnsupportedModelError": "models", "load_model": "models",
+    "max_skew_at_k": "evals.bias", "max_skew_over_templates": "evals.bias", "PAPER_MODELS": "models", "UnsupportedModelError": "models", "load_model": "models",
     "HeadMoments": "moments", "textspan": "textspan", "textspan_from_moments": "textspan",
 }
 

@@ -14,3 +14,4 @@ RANDOM_POOLS = ("decomposed", "all")  # heads the random strategy draws from
 JUDGE_KINDS = ("openai", "offline")
 JUDGE_MODES = ("per_span", "batched")  # one request per span, or one per head
 SQL_FORMATS = ("table", "csv", "json", "parquet")  # ccs-ray sql --format
+BIAS_COMBINES = ("embedding_mean", "skew_mean")  # how an occupation's templates combine (ccs_ray.evals.bias)

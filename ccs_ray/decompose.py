@@ -54,9 +54,15 @@ def parse_head_name(name: str) -> tuple[int, int]:
 
 def select_layers(model: torch.nn.Module, layers: list[int] | None = None, last: int = 4) -> list[int]:
     """The one layer-selection rule: ``layers`` (sorted) when given, else the last ``last`` layers of the
-    image tower (the paper analyses the last 4). An explicit ``[]`` selects none."""
+    image tower (the paper analyses the last 4). An explicit ``[]`` selects none; a repeated layer is a
+    ValueError (it would repeat that layer's block of heads)."""
     n = len(model.visual.transformer.resblocks)
-    return sorted(layers) if layers is not None else list(range(max(0, n - last), n))
+    if layers is None:
+        return list(range(max(0, n - last), n))
+    repeated = sorted({l for l in layers if list(layers).count(l) > 1})
+    if repeated:
+        raise ValueError(f"layers {list(layers)} repeat {repeated}: name each layer once")
+    return sorted(layers)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 CCS(h) = number of a head's m spans (m = 5 in the paper) judged aligned with its label, 0..m; None when
 any judgment is missing (never scored 0 silently). Levels (docs/architecture.md, "CCS and its levels"): ``high`` = m,
 ``medium`` 2..m-1, ``low`` <= 1; the paper names high and low only, the medium band is ours.
-CCS@K = fraction of heads with CCS = K. :func:`normalize_label` and :func:`level` are defined here only: the
+CCS@K = fraction of the analysed heads (the paper's H) with CCS = K; the heads without a score (a judgment
+missing) are the fraction ``unscored``, so CCS@0..m plus unscored add to 1. :func:`normalize_label` and :func:`level` are defined here only: the
 judge stage, human ratings and the pruning strategies all use these.
 """
 
@@ -35,11 +36,13 @@ def level(score: int | None, m: int = 5) -> str | None:
     return "high" if score == m else "low" if score <= 1 else "medium"
 
 
-def ccs_at_k(scores: Iterable[int | None], m: int = 5) -> dict[int, float]:
-    """{K: fraction of scored heads with CCS = K} for K = 0..m; heads with a None score are left out."""
-    valid = [s for s in scores if s is not None]
-    counts = Counter(valid)
-    return {k: (counts[k] / len(valid) if valid else 0.0) for k in range(m + 1)}
+def ccs_at_k(scores: Iterable[int | None], m: int = 5) -> dict[int | str, float]:
+    """{K: fraction of all heads with CCS = K} for K = 0..m, and ``"unscored"``: the fraction with a None
+    score; the values add to 1 (all 0.0 for no heads)."""
+    scores = list(scores)
+    counts = Counter(scores)
+    n = len(scores)
+    return {**{k: (counts[k] / n if n else 0.0) for k in range(m + 1)}, "unscored": counts[None] / n if n else 0.0}
 
 
 def majority_vote(votes: Sequence[int | None]) -> int | None:

@@ -39,6 +39,15 @@ class ModelsConfig(_Section):
     last_layers: int = Field(4, ge=1, description="decompose the heads of the last N layers")
     layers: list[int] | None = Field(None, description="explicit 0-based layers; overrides last_layers")
 
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: list[int] | None) -> list[int] | None:
+        repeated, negative = sorted({l for l in v or [] if v.count(l) > 1}), [l for l in v or [] if l < 0]
+        if repeated or negative:
+            raise ValueError(f"layers must be distinct 0-based indices, got {v}"
+                             + (f"; repeated: {repeated}" if repeated else "") + (f"; negative: {negative}" if negative else ""))
+        return v
+
 
 class DataConfig(_Section):
     """The image set the heads are scanned over."""

@@ -79,10 +79,12 @@ SCHEMAS: dict[str, pa.Schema] = {
     "evals": _schema(_KEY, _ABLATION, [
         ("dataset", pa.string()), ("metric", pa.string()), ("value", pa.float64()), ("n", pa.int64()),
     ]),
-    # MaxSkew@k per ablation, dataset, attribute and occupation (natural log ratio).
+    # MaxSkew@k per ablation, dataset, attribute and occupation (natural log ratio); combine: how the
+    # occupation's templates were combined (embedding_mean, as published, or skew_mean); templates: the prompts.
     "bias": _schema(_KEY, _ABLATION, [
         ("dataset", pa.string()), ("attribute", pa.string()), ("occupation", pa.string()), ("k", pa.int32()),
         ("maxskew", pa.float64()), ("max_group", pa.string()),
+        ("combine", pa.string()), ("templates", pa.list_(pa.string())),
     ]),
     # One row per judge request: tokens, latency, retries and cost (USD); cached rows cost nothing.
     "judge_calls": _schema(_KEY, [

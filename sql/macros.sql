@@ -43,19 +43,20 @@ CREATE VIEW evals_random AS
 -- bias_random: the same over the random seeds' MaxSkew@k, per run, model, dataset, attribute and
 -- occupation: n_seeds, mean and sample std of maxskew over the bias rows with strategy 'random'.
 CREATE VIEW bias_random AS
-    SELECT run_id, model, dataset, attribute, occupation, count(*) AS n_seeds, avg(maxskew) AS mean,
+    SELECT run_id, model, dataset, attribute, occupation, combine, count(*) AS n_seeds, avg(maxskew) AS mean,
            stddev_samp(maxskew) AS std
     FROM bias WHERE strategy = 'random'
-    GROUP BY run_id, model, dataset, attribute, occupation;
+    GROUP BY run_id, model, dataset, attribute, occupation, combine;
 
 -- bias_totals: MaxSkew@k over occupations, per run, model, configuration (ablation_id, strategy, seed),
--- dataset and attribute, from the per-occupation bias rows: maxskew_sum = the sum over occupations (the
--- paper's figure), maxskew_mean = their mean, n_occupations = how many were summed.
+-- dataset, attribute and template combination (combine), from the per-occupation bias rows:
+-- maxskew_sum = the sum over occupations (the paper's figure, over its 104 occupations), maxskew_mean =
+-- their mean, n_occupations = how many were summed (compare sums only at equal n_occupations).
 CREATE VIEW bias_totals AS
-    SELECT run_id, model, ablation_id, strategy, seed, dataset, attribute, sum(maxskew) AS maxskew_sum,
+    SELECT run_id, model, ablation_id, strategy, seed, dataset, attribute, combine, sum(maxskew) AS maxskew_sum,
            avg(maxskew) AS maxskew_mean, count(*) AS n_occupations
     FROM bias
-    GROUP BY run_id, model, ablation_id, strategy, seed, dataset, attribute;
+    GROUP BY run_id, model, ablation_id, strategy, seed, dataset, attribute, combine;
 
 -- Unpruned metric value per run, model, dataset and metric.
 CREATE MACRO baseline_evals() AS TABLE

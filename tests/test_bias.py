@@ -1,4 +1,4 @@
-"""MaxSkew@k: a hand-computed example, template averaging, and the FairFace-style loader."""
+"""MaxSkew@k: a hand-computed example, both ways of combining templates against numpy, and the loaders."""
 
 import math
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ccs_ray import max_skew_at_k
-from ccs_ray.evals.bias import OCCUPATIONS, BIAS_TEMPLATES, occupation_max_skew, skew_at_k
+from ccs_ray import max_skew_at_k, max_skew_over_templates
+from ccs_ray.evals.bias import BIAS_TEMPLATES, OCCUPATIONS, occupation_max_skew, skew_at_k
 from ccs_ray.evals.datasets import DatasetError, bias_attributes, bias_data, plan_bias
 
 
@@ -34,13 +34,13 @@ def test_max_skew_hand_computed():
         max_skew_at_k(scores, groups[:3])
 
 
-def test_occupation_average_over_templates():
+def test_occupation_skew_mean_over_templates():
     # 2-D embeddings at distinct angles (no score ties); cosine scores computed independently with numpy
     angles = np.array([0.1, 0.5, 0.9, 1.4, 1.7, 2.3, 2.8, 3.0])
     images = torch.tensor(np.stack([np.cos(angles), np.sin(angles)], 1) * 3)
     groups = ["x", "y", "x", "x", "y", "y", "x", "y"]
     prompts = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.2]])
-    value, group = occupation_max_skew(images, groups, prompts, k=3)
+    value, group = occupation_max_skew(images, groups, prompts, k=3, combine="skew_mean")
     expected, winners = [], []
     for p in prompts.numpy():
         top = np.argsort(-np.cos(angles - np.arctan2(p[1], p[0])))[:3]
@@ -54,9 +54,52 @@ def test_occupation_average_over_templates():
     assert group == min(g for g in winners if winners.count(g) == top_count)
 
 
+def _numpy_max_skew(x: np.ndarray, groups: np.ndarray, text: np.ndarray, k: int) -> float:
+    """MaxSkew@k of one [D] text direction, straight from the definition (Geyik et al., 2019)."""
+    scores = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (text / np.linalg.norm(text))
+    top = groups[np.argsort(-scores, kind="stable")[:k]]
+    return max(np.log(np.mean(top == g) / np.mean(groups == g)) for g in np.unique(groups) if np.any(top == g))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_max_skew_over_templates_both_combinations_against_numpy(seed):
+    rng = np.random.default_rng(seed)
+    n, d, t, k = 300, 16, 4, 10
+    groups = rng.choice(["a", "b", "c"], size=n, p=[0.5, 0.3, 0.2])
+    offsets = {g: rng.normal(size=d) for g in "abc"}  # known groups that shift the embeddings apart
+    x = np.stack([offsets[g] for g in groups]) + rng.normal(size=(n, d))
+    texts = rng.normal(size=(t, d)) * rng.uniform(0.5, 3, size=(t, 1))  # unequal norms: normalising matters
+    units = texts / np.linalg.norm(texts, axis=1, keepdims=True)
+    published = _numpy_max_skew(x, groups, units.mean(0), k)  # mean of normalised embeddings, renormalised
+    per_template = np.mean([_numpy_max_skew(x, groups, u, k) for u in units])
+    args = (torch.tensor(x), list(groups), torch.tensor(texts))
+    assert max_skew_over_templates(*args, k=k) == pytest.approx(published, abs=1e-12)
+    assert max_skew_over_templates(*args, k=k, combine="embedding_mean") == pytest.approx(published, abs=1e-12)
+    assert max_skew_over_templates(*args, k=k, combine="skew_mean") == pytest.approx(per_template, abs=1e-12)
+    assert max_skew_over_templates(torch.tensor(x), list(groups), torch.tensor(texts[:1]), k=k) == \
+        pytest.approx(_numpy_max_skew(x, groups, texts[0], k), abs=1e-12)  # one template: both are the same
+    with pytest.raises(ValueError, match="allowed: embedding_mean, skew_mean"):
+        max_skew_over_templates(*args, k=k, combine="mean")
+
+
+def test_the_two_combinations_differ():
+    """Not a rounding difference: over many occupations the two combinations disagree."""
+    rng = np.random.default_rng(7)
+    groups = list(rng.choice(["a", "b"], size=200))
+    x = torch.tensor(rng.normal(size=(200, 8)))
+    values = [[max_skew_over_templates(x, groups, torch.tensor(rng.normal(size=(4, 8))), k=10, combine=c)
+               for c in ("embedding_mean", "skew_mean")] for _ in range(20)]
+    assert sum(abs(a - b) > 1e-9 for a, b in values) >= 10
+
+
 def test_defaults():
     assert len(OCCUPATIONS) == 104 == len(set(OCCUPATIONS))
-    assert BIAS_TEMPLATES == ["A {}", "A photo of a {}", "An image of a {}", "A picture of a {}"]
+    assert BIAS_TEMPLATES == ["A {}", "A photo of {}", "A picture of {}", "An image of {}"]  # as published
+    data = bias_data({"name": "b", "source": "probe://colors?n=20"})
+    assert data.templates == BIAS_TEMPLATES and data.combine == "embedding_mean"
+    assert bias_data({"name": "b", "source": "probe://colors?n=20", "combine": "skew_mean"}).combine == "skew_mean"
+    with pytest.raises(DatasetError, match="combine = 'average'; allowed: embedding_mean, skew_mean"):
+        bias_data({"name": "b", "source": "probe://colors?n=20", "combine": "average"})
 
 
 def test_fairface_manifest_merges_asian_groups(tmp_path):

@@ -144,6 +144,17 @@ def test_shape_and_default_layers():
         head_contributions(model, torch.randn(1, 3, 32, 32), layers=[7])
     with pytest.raises(ValueError, match="convention"):
         head_contributions(model, torch.randn(1, 3, 32, 32), convention="bogus")
+    with pytest.raises(ValueError, match=r"repeat \[2\]"):  # not a duplicated block of heads
+        head_contributions(model, torch.randn(1, 3, 32, 32), layers=[2, 3, 2])
+    assert head_contributions(model, torch.randn(1, 3, 32, 32), layers=[3, 1]).shape == (1, 2, 4, 32)
+
+
+@pytest.mark.parametrize("dtype,returned", [(torch.float32, torch.float32), (torch.float64, torch.float64),
+                                            (torch.float16, torch.float32), (torch.bfloat16, torch.float32)])
+def test_returned_dtype_is_the_documented_one(dtype, returned):
+    """float32 for fp32 and half-precision models (the decomposition is computed in float32), float64 for fp64."""
+    model = _model("ccs-tiny/none", dtype)
+    assert head_contributions(model, torch.randn(2, 3, 32, 32)).dtype == returned
 
 
 def test_tower_shape_and_keyword_only_forward():

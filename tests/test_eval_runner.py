@@ -112,6 +112,9 @@ def spec(tmp_path):
     })
 
 
+PUBLISHED_TEMPLATES = ["A {}", "A photo of {}", "A picture of {}", "An image of {}"]  # the paper's, no article
+
+
 def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
     root = str(tmp_path)
     summary = run_stage("prune", spec, root, RUN, MODEL)
@@ -151,13 +154,14 @@ def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
     with torch.no_grad():
         img = model.encode_image(ff, normalize=True)
         per = []
-        for occ in ("doctor", "nurse", "pilot"):
-            t = [model.encode_text(model.tokenizer([tpl.format(occ)]), normalize=True)[0] for tpl in
-                 ["A {}", "A photo of a {}", "An image of a {}", "A picture of a {}"]]
-            per.append(np.mean([max_skew_at_k((img @ x).numpy(), race, 4) for x in t]))
+        for occ in ("doctor", "nurse", "pilot"):  # the published templates, combined as published
+            t = model.encode_text(model.tokenizer([tpl.format(occ) for tpl in PUBLISHED_TEMPLATES]), normalize=True)
+            mean = t.double().mean(0)
+            per.append(max_skew_at_k((img.double() @ (mean / mean.norm())).numpy(), race, 4))
     for occ, v in zip(("doctor", "nurse", "pilot"), per):
         assert skew[("none", "race", occ)] == pytest.approx(v, abs=1e-9)
     assert {r["max_group"] for r in bias if r["attribute"] == "gender"} <= {"Male", "Female"}
+    assert {(r["combine"], tuple(r["templates"])) for r in bias} == {("embedding_mean", tuple(PUBLISHED_TEMPLATES))}
     totals = check_tables_and_views(root, RUN, MODEL, ids, ["doctor", "nurse", "pilot"], n_seeds=2)
     assert totals[("none", "fairface", "race")]["maxskew_sum"] == pytest.approx(sum(per))
     assert totals[("none", "fairface", "race")]["maxskew_mean"] == pytest.approx(sum(per) / 3)

@@ -126,6 +126,7 @@ def test_accuracy_bars_with_error_bars_and_ccs_at_k(report):
         combined = [r["ccs"] for r in rows["ccs"] if r["model"] == model and r["judge"] == "combined"]
         for k, n in Counter(combined).items():
             assert f"{model} · {k}: {n / len(combined):.4g}" in html
+        assert f"{model} · unscored: 0<" in html  # the synthetic judges scored every head
 
 
 def test_tradeoff_and_tables(report):

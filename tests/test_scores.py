@@ -25,11 +25,12 @@ def test_level_rejects_out_of_range():
         scores.level(6)
 
 
-def test_ccs_at_k_fractions_skip_missing():
+def test_ccs_at_k_divides_by_every_head_and_counts_unscored():
     at = scores.ccs_at_k([5, 5, 1, None, 3])
-    assert at == {0: 0.0, 1: 0.25, 2: 0.0, 3: 0.25, 4: 0.0, 5: 0.5}
+    assert at == {0: 0.0, 1: 0.2, 2: 0.0, 3: 0.2, 4: 0.0, 5: 0.4, "unscored": 0.2}
     assert sum(at.values()) == pytest.approx(1.0)
-    assert scores.ccs_at_k([None]) == {k: 0.0 for k in range(6)}
+    assert scores.ccs_at_k([None]) == {**{k: 0.0 for k in range(6)}, "unscored": 1.0}
+    assert scores.ccs_at_k([]) == {**{k: 0.0 for k in range(6)}, "unscored": 0.0}
 
 
 def test_majority_vote():

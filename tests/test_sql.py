@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ccs_ray import analytics
+from ccs_ray import analytics, scores
 from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
 from ccs_ray.scores import fleiss_kappa
 from ccs_ray.tables import SCHEMAS, write_table
@@ -25,9 +25,9 @@ from synthetic_results import JUDGES, MODELS, OCCUPATIONS, SEEDS, write_results
 # the views sql/macros.sql derives from evals and bias, with their columns
 DERIVED = {
     "evals_random": ["run_id", "model", "dataset", "metric", "n_seeds", "mean", "std"],
-    "bias_random": ["run_id", "model", "dataset", "attribute", "occupation", "n_seeds", "mean", "std"],
-    "bias_totals": ["run_id", "model", "ablation_id", "strategy", "seed", "dataset", "attribute", "maxskew_sum",
-                    "maxskew_mean", "n_occupations"],
+    "bias_random": ["run_id", "model", "dataset", "attribute", "occupation", "combine", "n_seeds", "mean", "std"],
+    "bias_totals": ["run_id", "model", "ablation_id", "strategy", "seed", "dataset", "attribute", "combine",
+                    "maxskew_sum", "maxskew_mean", "n_occupations"],
 }
 
 
@@ -221,6 +221,22 @@ def test_ccs_at_k(conn, results):
         assert r["ccs_at_k"] == pytest.approx(r["n_at_k"] / totals[(r["model"], r["judge"])])
     for key in totals:
         assert sum(r["ccs_at_k"] for r in got if (r["model"], r["judge"]) == key) == pytest.approx(1)
+    assert all(r["unscored"] == 0 and r["n_unscored"] == 0 for r in got)
+
+
+def test_ccs_at_k_counts_unscored_heads(tmp_path):
+    """The denominator is every analysed head; heads without a score are the separate fraction unscored."""
+    values = [5, 5, 3, None, None, 0, 1, 5, 2, None]
+    rows = [dict(layer=11, head=h, head_label=f"L11.H{h}", judge="j", ccs=v) for h, v in enumerate(values)]
+    write_table(str(tmp_path), "ccs", rows, "r1", "m")
+    with connect(str(tmp_path)) as c:
+        got = canned(c, "ccs_at_k")
+    assert [r["k"] for r in got] == list(range(6)) and {r["n_heads"] for r in got} == {10}
+    assert [r["ccs_at_k"] for r in got] == [pytest.approx(values.count(k) / 10) for k in range(6)]
+    assert [r["unscored"] for r in got] == [pytest.approx(0.3)] * 6 and {r["n_unscored"] for r in got} == {3}
+    assert sum(r["ccs_at_k"] for r in got) + got[0]["unscored"] == pytest.approx(1)
+    at_k = scores.ccs_at_k(values)  # the judge stage's summary: the same figures
+    assert [at_k[k] for k in range(6)] == [r["ccs_at_k"] for r in got] and at_k["unscored"] == got[0]["unscored"]
 
 
 def test_high_low_heads(conn, results):

@@ -63,6 +63,56 @@ def test_presets():
         classification_data({"name": "mine", "source": "/d"})
 
 
+# The prompt templates the paper used, as published with CLIP (openai/CLIP data/prompts.md for CIFAR,
+# Food-101 and Country211; notebooks/Prompt_Engineering_for_ImageNet.ipynb for ImageNet-A/R).
+PUBLISHED_CIFAR = [
+    "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.", "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.", "a bad photo of a {}.", "a good photo of a {}.", "a photo of a small {}.",
+    "a photo of a big {}.", "a photo of the {}.", "a blurry photo of the {}.", "a black and white photo of the {}.",
+    "a low contrast photo of the {}.", "a high contrast photo of the {}.", "a bad photo of the {}.",
+    "a good photo of the {}.", "a photo of the small {}.", "a photo of the big {}.",
+]
+PUBLISHED_FOOD101 = ["a photo of {}, a type of food."]
+PUBLISHED_COUNTRY211 = [
+    "a photo i took in {}.", "a photo i took while visiting {}.", "a photo from my home country of {}.",
+    "a photo from my visit to {}.", "a photo showing the country of {}.",
+]
+PUBLISHED_IMAGENET = [
+    "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.", "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.", "a rendering of a {}.", "graffiti of a {}.", "a bad photo of the {}.",
+    "a cropped photo of the {}.", "a tattoo of a {}.", "the embroidered {}.", "a photo of a hard to see {}.",
+    "a bright photo of a {}.", "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.",
+    "a drawing of a {}.", "a photo of my {}.", "the plastic {}.", "a photo of the cool {}.",
+    "a close-up photo of a {}.", "a black and white photo of the {}.", "a painting of the {}.",
+    "a painting of a {}.", "a pixelated photo of the {}.", "a sculpture of the {}.", "a bright photo of the {}.",
+    "a cropped photo of a {}.", "a plastic {}.", "a photo of the dirty {}.", "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.", "a photo of the {}.", "a good photo of the {}.", "a rendering of the {}.",
+    "a {} in a video game.", "a photo of one {}.", "a doodle of a {}.", "a close-up photo of the {}.",
+    "a photo of a {}.", "the origami {}.", "the {} in a video game.", "a sketch of a {}.", "a doodle of the {}.",
+    "a origami {}.", "a low resolution photo of a {}.", "the toy {}.", "a rendition of the {}.",
+    "a photo of the clean {}.", "a photo of a large {}.", "a rendition of a {}.", "a photo of a nice {}.",
+    "a photo of a weird {}.", "a blurry photo of a {}.", "a cartoon {}.", "art of a {}.", "a sketch of the {}.",
+    "a embroidered {}.", "a pixelated photo of a {}.", "itap of the {}.", "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.", "a plushie {}.", "a photo of the nice {}.", "a photo of the small {}.",
+    "a photo of the weird {}.", "the cartoon {}.", "art of the {}.", "a drawing of the {}.",
+    "a photo of the large {}.", "a black and white photo of a {}.", "the plushie {}.", "a dark photo of a {}.",
+    "itap of a {}.", "graffiti of the {}.", "a toy {}.", "itap of my {}.", "a photo of a cool {}.",
+    "a photo of a small {}.", "a tattoo of the {}.",
+]
+
+
+@pytest.mark.parametrize("preset,published", [
+    ("cifar10", PUBLISHED_CIFAR), ("cifar100", PUBLISHED_CIFAR), ("cifar10_objects", PUBLISHED_CIFAR),
+    ("food101", PUBLISHED_FOOD101), ("country211", PUBLISHED_COUNTRY211),
+    ("imagenet_a", PUBLISHED_IMAGENET), ("imagenet_r", PUBLISHED_IMAGENET),
+])
+def test_preset_templates_are_the_published_ones(preset, published):
+    counts = {"cifar10": 18, "cifar100": 18, "cifar10_objects": 18, "food101": 1, "country211": 5, "imagenet_a": 80,
+              "imagenet_r": 80}  # as the paper states them
+    assert len(published) == len(set(published)) == counts[preset]
+    assert CLASSIFICATION_PRESETS[preset].templates == published
+
+
 def write_image_folder(root, counts):
     rng = np.random.default_rng(0)
     for cls, n in counts.items():

@@ -3,9 +3,14 @@
 For an occupation prompt, rank the images by similarity and take the top k. For each group g of an
 attribute, ``skew_g = ln(share of g among the top k / share of g in the whole set)``; MaxSkew@k is the
 largest skew over groups (Geyik et al., 2019). A group absent from the top k has skew -inf and never
-wins. Ties in score keep image order (stable sort). Per occupation, MaxSkew is averaged over the neutral
-templates; the totals over occupations (summed, as in the paper, and averaged) are the SQL view
-``bias_totals`` (sql/macros.sql).
+wins. Ties in score keep image order (stable sort).
+
+An occupation is written in T neutral templates. :func:`max_skew_over_templates` combines them as the
+paper's code does (``combine="embedding_mean"``): the T text embeddings are L2-normalised, averaged and
+renormalised, the images ranked once by cosine similarity to that mean, and one MaxSkew@k taken; or
+(``"skew_mean"``) MaxSkew@k is taken per template and the T values averaged. The totals over
+occupations (``maxskew_sum``, as the paper reports, and ``maxskew_mean``) are the SQL view ``bias_totals``
+(sql/macros.sql).
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from collections import Counter
 
 import torch
 
+from ..choices import BIAS_COMBINES
+
 #: FairFace race labels -> the 6 groups used (East and Southeast Asian merged).
 FAIRFACE_RACE_GROUPS = {
     "White": "White", "Black": "Black", "Latino_Hispanic": "Latino_Hispanic", "East Asian": "Asian",
     "Southeast Asian": "Asian", "Indian": "Indian", "Middle Eastern": "Middle Eastern",
 }
 
-#: Neutral prompt templates (the paper's four).
-BIAS_TEMPLATES = ["A {}", "A photo of a {}", "An image of a {}", "A picture of a {}"]
+#: Neutral prompt templates, as published with the paper (no article before the occupation).
+BIAS_TEMPLATES = ["A {}", "A photo of {}", "A picture of {}", "An image of {}"]
 
 #: 104 common occupations.
 OCCUPATIONS = [
@@ -66,20 +73,41 @@ def max_skew_at_k(scores, groups: list[str], k: int = 10) -> float:
     return max(skew_at_k(scores, groups, k).values())
 
 
-def occupation_max_skew(image_embeddings: torch.Tensor, groups: list[str], prompt_embeddings: torch.Tensor,
-                        k: int = 10) -> tuple[float, str]:
-    """(MaxSkew@k averaged over templates, the group most often attaining it) for one occupation.
-
-    ``image_embeddings`` [N, D]; ``prompt_embeddings`` [T, D]: the occupation in each of T templates.
-    Scores are cosine similarities.
-    """
-    x = image_embeddings.double() / image_embeddings.double().norm(dim=-1, keepdim=True)
-    p = prompt_embeddings.double() / prompt_embeddings.double().norm(dim=-1, keepdim=True)
+def occupation_max_skew(image_embeddings: torch.Tensor, groups: list[str], template_embeddings: torch.Tensor,
+                        k: int = 10, combine: str = "embedding_mean") -> tuple[float, str]:
+    """(:func:`max_skew_over_templates`, the group attaining it) for one occupation; with ``skew_mean``, the
+    group attaining the per-template MaxSkew most often (ties: alphabetically first)."""
+    if combine not in BIAS_COMBINES:
+        raise ValueError(f"combine = {combine!r}; allowed: {', '.join(BIAS_COMBINES)}")
+    x = _unit(image_embeddings)
+    t = _unit(template_embeddings)
+    if combine == "embedding_mean":
+        t = _unit(t.mean(0, keepdim=True))
     values, winners = [], Counter()
-    for scores in (x @ p.T).T:
+    for scores in (x @ t.T).T:
         skews = skew_at_k(scores, groups, k)
         best = max(skews.values())
         values.append(best)
         winners[min(g for g, s in skews.items() if s == best)] += 1
     top = max(winners.values())
     return sum(values) / len(values), min(g for g, c in winners.items() if c == top)
+
+
+def max_skew_over_templates(image_embeddings: torch.Tensor, groups: list[str], template_embeddings: torch.Tensor,
+                            k: int = 10, combine: str = "embedding_mean") -> float:
+    """One occupation's MaxSkew@k over its T templates (natural log).
+
+    Args:
+        image_embeddings: [N, D] image embeddings (any scale: cosine similarity is used).
+        groups: N group labels, one per image.
+        template_embeddings: [T, D] text embeddings of the occupation, one per template.
+        k: size of the top set; 1 <= k <= N.
+        combine: ``"embedding_mean"`` (as published: one ranking by the renormalised mean of the
+            normalised template embeddings) or ``"skew_mean"`` (mean over templates of each one's MaxSkew@k).
+    """
+    return occupation_max_skew(image_embeddings, groups, template_embeddings, k, combine)[0]
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x).double()
+    return x / x.norm(dim=-1, keepdim=True)

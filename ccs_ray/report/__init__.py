@@ -102,12 +102,14 @@ def _ccs_at_k_plot(conn):
     series = {}
     for (run_id, model), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         judge = _judge_of(rows)
-        at_k = {r["k"]: r["ccs_at_k"] for r in rows if r["judge"] == judge}
+        rows = [r for r in rows if r["judge"] == judge]
+        at_k = {r["k"]: r["ccs_at_k"] for r in rows}
         name = model if runs_per_model[model] == 1 else f"{model} ({run_id})"
-        series[name] = [(at_k.get(k), None) for k in range(6)]
+        series[name] = [(at_k.get(k), None) for k in range(6)] + [(rows[0]["unscored"] if rows else None, None)]
     if not series:
         return None
-    return plots.grouped_bars([str(k) for k in range(6)], series, "CCS@K per model", "fraction of heads", y_max=1.0)
+    return plots.grouped_bars([*map(str, range(6)), "unscored"], series, "CCS@K per model",
+                              "fraction of all analysed heads", y_max=1.0)
 
 
 def build_report(root: str, out_path: str) -> str:

@@ -205,9 +205,10 @@ def _bias_rows(ablations, data, results, attributes: dict, prompts: torch.Tensor
         groups = [attributes[items[i]][attribute] for i in keep]
         for c, a in enumerate(ablations):
             for o, occupation in enumerate(data.occupations):
-                skew, group = occupation_max_skew(emb[c, keep], groups, prompts[o], data.k)
+                skew, group = occupation_max_skew(emb[c, keep], groups, prompts[o], data.k, data.combine)
                 rows.append({**_ablation_keys(a), "dataset": data.name, "attribute": attribute,
-                             "occupation": occupation, "k": data.k, "maxskew": skew, "max_group": group})
+                             "occupation": occupation, "k": data.k, "maxskew": skew, "max_group": group,
+                             "combine": data.combine, "templates": data.templates})
     return rows
 
 

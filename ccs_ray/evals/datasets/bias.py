@@ -1,5 +1,9 @@
 """Social-bias datasets (``[[evals.bias]]``): images with one label per attribute, and the occupation prompts.
 
+An entry's ``occupations``, ``templates`` (default: the paper's four) and ``combine`` (default
+``"embedding_mean"``, as published; see :mod:`ccs_ray.evals.bias`) set the prompts and how an
+occupation's templates are combined; both settings are recorded in every ``bias`` row.
+
 A source is a CSV/Parquet manifest (or a folder of them) of image URIs with one column per attribute
 (FairFace: ``file, age, gender, race``), or a generated probe set (``probe://TASK?n=..``) whose one
 attribute, named after the task, is the image's class. :func:`bias_data` validates an entry and applies
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from ... import sources
 from ...sources.base import list_files
 from ...sources.manifest import MANIFEST_EXTENSIONS, read_rows
+from ...choices import BIAS_COMBINES
 from ...spec import DataConfig
 from ..bias import BIAS_TEMPLATES, OCCUPATIONS
 from .entries import DatasetError, probe_of
@@ -32,6 +37,7 @@ class BiasData:
     groups: dict[str, dict[str, str]] = field(default_factory=dict)  # attribute -> label -> group
     occupations: list[str] = field(default_factory=lambda: list(OCCUPATIONS))
     templates: list[str] = field(default_factory=lambda: list(BIAS_TEMPLATES))
+    combine: str = "embedding_mean"  # how the templates combine: choices.BIAS_COMBINES (ccs_ray.evals.bias)
     k: int = 10
     shard_size: int = 256
     limit: int | None = None
@@ -47,8 +53,10 @@ def bias_data(entry: dict) -> BiasData:
                                f"{probe.task!r} (its probe task), not {data.attributes}")
         data.attributes = [probe.task]
     bad = [t for t in data.templates if t.count("{}") != 1]
-    if bad or not data.occupations or data.k < 1:
+    if bad or not data.templates or not data.occupations or data.k < 1:
         raise DatasetError(f"bias dataset {data.name!r}: need occupations, k >= 1 and templates with one '{{}}' ({bad})")
+    if data.combine not in BIAS_COMBINES:
+        raise DatasetError(f"bias dataset {data.name!r}: combine = {data.combine!r}; allowed: {', '.join(BIAS_COMBINES)}")
     return data
 
 
