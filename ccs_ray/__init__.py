@@ -16,7 +16,8 @@ from importlib import import_module
 
 _HOMES = {
     "ablated": "ablate", "head_contributions": "decompose", "head_name": "decompose", "parse_head_name": "decompose",
-    "max_skew_at_k": "evals.bias", "max_skew_over_templates": "evals.bias", "PAPER_MODELS": "models", "UnsupportedModelError": "models", "load_model": "models",
+    "max_skew_at_k": "evals.bias", "max_skew_over_templates": "evals.bias",
+    "PAPER_MODELS": "models", "UnsupportedModelError": "models", "load_model": "models",
     "HeadMoments": "moments", "textspan": "textspan", "textspan_from_moments": "textspan",
 }
 

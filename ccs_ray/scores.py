@@ -4,8 +4,8 @@ CCS(h) = number of a head's m spans (m = 5 in the paper) judged aligned with its
 any judgment is missing (never scored 0 silently). Levels (docs/architecture.md, "CCS and its levels"): ``high`` = m,
 ``medium`` 2..m-1, ``low`` <= 1; the paper names high and low only, the medium band is ours.
 CCS@K = fraction of the analysed heads (the paper's H) with CCS = K; the heads without a score (a judgment
-missing) are the fraction ``unscored``, so CCS@0..m plus unscored add to 1. :func:`normalize_label` and :func:`level` are defined here only: the
-judge stage, human ratings and the pruning strategies all use these.
+missing) are the fraction ``unscored``, so CCS@0..m plus unscored add to 1. :func:`normalize_label` and
+:func:`level` are defined here only: the judge stage, human ratings and the pruning strategies all use these.
 """
 
 from __future__ import annotations

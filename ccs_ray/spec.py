@@ -43,9 +43,9 @@ class ModelsConfig(_Section):
     @classmethod
     def _distinct_layers(cls, v: list[int] | None) -> list[int] | None:
         repeated, negative = sorted({l for l in v or [] if v.count(l) > 1}), [l for l in v or [] if l < 0]
-        if repeated or negative:
-            raise ValueError(f"layers must be distinct 0-based indices, got {v}"
-                             + (f"; repeated: {repeated}" if repeated else "") + (f"; negative: {negative}" if negative else ""))
+        problems = [f"{what}: {bad}" for what, bad in (("repeated", repeated), ("negative", negative)) if bad]
+        if problems:
+            raise ValueError(f"layers must be distinct 0-based indices, got {v}; {'; '.join(problems)}")
         return v
 
 

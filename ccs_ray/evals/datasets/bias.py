@@ -56,7 +56,8 @@ def bias_data(entry: dict) -> BiasData:
     if bad or not data.templates or not data.occupations or data.k < 1:
         raise DatasetError(f"bias dataset {data.name!r}: need occupations, k >= 1 and templates with one '{{}}' ({bad})")
     if data.combine not in BIAS_COMBINES:
-        raise DatasetError(f"bias dataset {data.name!r}: combine = {data.combine!r}; allowed: {', '.join(BIAS_COMBINES)}")
+        raise DatasetError(f"bias dataset {data.name!r}: combine = {data.combine!r}; "
+                           f"allowed: {', '.join(BIAS_COMBINES)}")
     return data
 
 
