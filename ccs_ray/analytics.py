@@ -1,10 +1,12 @@
 """DuckDB over a results root: views, macros, canned queries, ``ccs-ray sql`` and its interactive mode.
 
-:func:`connect` opens an in-memory DuckDB whose views (``sql/views.sql``, one per table of
-:mod:`ccs_ray.tables`) read the root's Parquet through a read-only fsspec filesystem registered with
-DuckDB under the ``ccsresults://`` protocol, so local and remote roots (``s3://``, ``memory://`` ...)
-read alike. A read-only connection then disables DuckDB's own file systems and locks its
-configuration: no statement can write into the results, or anywhere else.
+:func:`connect` opens an in-memory DuckDB whose views (``ccs_ray/sql/views.sql``, one per table of
+:mod:`ccs_ray.tables`; an empty, typed view for a table with no files yet) read the root's Parquet through
+a read-only fsspec filesystem registered with DuckDB under the ``ccsresults://`` protocol, so local and
+remote roots (``s3://``, ``memory://`` ...) read alike. A read-only connection then disables DuckDB's own
+file systems and locks its configuration: no statement can write into the results, or anywhere else.
+The SQL files ship inside the package (``ccs_ray/sql/``), so an installed wheel and a Ray job's
+``py_modules`` copy find them alike.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -27,8 +28,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from .choices import SQL_FORMATS
 from .tables import SCHEMAS, TABLES
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-SQL_DIR_ENV = "CCS_RAY_SQL_DIR"
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 PROTOCOL = "ccsresults"
 _VIEW = re.compile(r"^CREATE VIEW (\w+) AS .*;$", re.M)
 # DuckDB's own file systems; a read-only connection disables them all (ours is a Python one).
@@ -112,7 +112,8 @@ def _table_folders(fs, path: str) -> list[str]:
 
 
 def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with a view per results table under ``root`` and the macros of ``sql/macros.sql``.
+    """An in-memory DuckDB with a view per results table under ``root`` and the macros of ``sql/macros.sql``;
+    a table with no files under ``root`` (not written yet) is an empty view with the table's typed columns.
 
     ``read_only`` (the default) refuses every write to files, the results included.
     """
@@ -122,7 +123,7 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     conn.register_filesystem(results)
     views = {m.group(1): m.group(0) for m in _VIEW.finditer(_read_sql("views.sql"))}
     if sorted(views) != sorted(TABLES):
-        raise RuntimeError(f"sql/views.sql defines views {sorted(views)}; tables.py has {sorted(TABLES)}")
+        raise RuntimeError(f"{SQL_DIR / 'views.sql'} defines views {sorted(views)}; tables.py has {sorted(TABLES)}")
     for table, statement in views.items():
         if results.glob(f"{table}/**/*.parquet"):
             conn.execute(_with_every_column(conn, table, statement.replace("${ROOT}/", f"{PROTOCOL}://")))
@@ -154,22 +155,13 @@ def _with_every_column(conn, table: str, statement: str) -> str:
     return f"CREATE VIEW {table} AS SELECT *, {_null_columns(conn, SCHEMAS[table], missing)} FROM ({select})"
 
 
-def sql_dir() -> Path:
-    """``sql/`` beside the package (a source checkout), or ``$CCS_RAY_SQL_DIR`` (set by ``ccs-ray submit``)."""
-    folder = Path(os.environ.get(SQL_DIR_ENV, SQL_DIR))
-    if not (folder / "views.sql").is_file():
-        raise RuntimeError(f"the SQL files are not at {folder}: ccs-ray reads sql/ from its source checkout "
-                           f"(pip install -e .) or from ${SQL_DIR_ENV}")
-    return folder
-
-
 def _read_sql(name: str) -> str:
-    return (sql_dir() / name).read_text()
+    return (SQL_DIR / name).read_text()
 
 
 def canned_queries() -> dict[str, str]:
     """Canned query name -> SQL text (``sql/queries/<name>.sql``), sorted by name."""
-    return {p.stem: p.read_text() for p in sorted((sql_dir() / "queries").glob("*.sql"))}
+    return {p.stem: p.read_text() for p in sorted((SQL_DIR / "queries").glob("*.sql"))}
 
 
 def describe_canned() -> str:

@@ -14,30 +14,58 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="job spec (TOML path or fsspec URI), e.g. jobs/quickstart.toml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a spec key (repeatable); the value is read as TOML, else as a string")
+    p.add_argument("--model", dest="models", action="append", default=[], metavar="KEY",
+                   help="analyse this model key (repeatable); shorthand for --set models.keys=[...]")
     p.add_argument("--results", help="results root URI (default ./results/<spec name>)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything and print the plan (models, heads, images, actors, judge calls and cost); "
+                        "computes and writes nothing")
+    p.add_argument("--json", action="store_true", help="print the plan or the run's summary as one JSON object")
 
 
 def _load(args):
     from .spec import load_spec
 
     overrides = list(args.overrides) + ([f"results.root={json.dumps(args.results)}"] if args.results else [])
+    overrides += [f"models.keys={json.dumps(args.models)}"] if args.models else []
     return load_spec(args.spec, overrides)
+
+
+def _print_plan(plan, as_json: bool) -> int:
+    print(json.dumps(plan.to_dict(), default=str) if as_json else plan)
+    return 0
 
 
 def _cmd_run(args) -> int:
     spec = _load(args)  # a bad spec is reported before the engine (torch, Ray) is imported
-    from .pipeline import run
+    from .pipeline import RunFailed, describe, run
+    from .preflight import preflight
 
-    summary = run(spec, resume=args.resume, run_id=args.run_id, dry_run=args.dry_run, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2, default=str))
+    plan = preflight(spec, resume=args.resume, run_id=args.run_id, dry_run=args.dry_run)
+    if args.dry_run:
+        return _print_plan(plan, args.json)
+    try:
+        summary = run(spec, resume=args.resume, run_id=args.run_id, progress=not args.no_progress, plan=plan)
+    except RunFailed as e:
+        if args.debug:
+            raise
+        print(f"ccs-ray: {e}; resume with: ccs-ray run {args.spec} --resume --run-id {e.run_id} --results {e.root}"
+              + " (--debug shows the traceback)", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, default=str) if args.json else describe(summary))
     return 0
 
 
 def _cmd_submit(args) -> int:
     spec = _load(args)
+    from .preflight import preflight
     from .submit import submit
 
-    return submit(spec, args.spec, args.overrides, args.address)
+    plan = preflight(spec, dry_run=True, cluster=False)  # API keys and resources are the job's, on the cluster
+    if args.dry_run:
+        return _print_plan(plan, args.json)
+    return submit(spec, args.spec, args.overrides + [f"models.keys={json.dumps(args.models)}"] * bool(args.models),
+                  args.address, pip=args.pip, runtime_env=args.runtime_env, follow=args.follow)
 
 
 def _cmd_sql(args) -> int:
@@ -63,7 +91,7 @@ def _cmd_ratings(args) -> int:
 def _cmd_bench(args) -> int:
     import importlib
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "bench", "json", "func") and v is not None}
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "bench", "json", "func", "debug") and v is not None}
     figures = importlib.import_module(f"ccs_ray.bench.{args.bench}").run(**options)
     if args.json:
         print(json.dumps(figures))
@@ -75,70 +103,80 @@ def _cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ccs-ray", description=__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(prog="ccs-ray", description="Concept Consistency Scores of CLIP attention heads, "
+                                     "at scale on Ray: run a job spec, query its results, read its report.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run every stage a job spec enables")
     _add_spec_args(p)
     p.add_argument("--resume", action="store_true", help="continue the latest (or --run-id) run, skipping finished work")
     p.add_argument("--run-id", help="run id to create or resume")
-    p.add_argument("--dry-run", action="store_true", help="stop before paid judge calls; print their number and cost")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("submit", help="submit the same run as a Ray job to a cluster")
     _add_spec_args(p)
-    p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://head:8265")
+    p.add_argument("--address", help="Ray dashboard address, e.g. http://head:8265 (default: $RAY_ADDRESS)")
+    p.add_argument("--follow", action="store_true", help="stream the job's logs until it ends; exit 1 unless it succeeded")
+    p.add_argument("--pip", action="append", metavar="REQUIREMENT", help="pip requirement for the job (repeatable)")
+    p.add_argument("--runtime-env", metavar="FILE", help="JSON/YAML Ray runtime env merged into the job's")
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("sql", help="query the results with DuckDB (no QUERY: interactive)")
     p.add_argument("query", nargs="?", help="SQL over the views (see .views in interactive mode)")
     p.add_argument("--results", default="./results", help="results root (default ./results)")
-    p.add_argument("--format", default="table", choices=SQL_FORMATS)
+    p.add_argument("--format", default="table", choices=SQL_FORMATS, help="output format (default table)")
     p.add_argument("-o", "--output", help="write the result to this file")
     p.add_argument("--query", dest="canned", help="run a canned query from sql/queries by name")
     p.set_defaults(func=_cmd_sql)
 
     p = sub.add_parser("report", help="write the self-contained HTML report")
     p.add_argument("--results", required=True, help="results root")
-    p.add_argument("-o", "--output", default="report.html")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("ratings", help="import human span ratings (CSV) and compare judges with them")
     p.add_argument("csv", help="CSV with model, head_label, span_rank, aligned[, rater]")
-    p.add_argument("--results", required=True)
-    p.add_argument("--run-id", required=True)
+    p.add_argument("--results", required=True, help="results root of the run the ratings are for")
+    p.add_argument("--run-id", required=True, help="the run whose spans were rated")
     p.set_defaults(func=_cmd_ratings)
 
     p = sub.add_parser("bench", help="benchmarks (ratios measured side by side in one run)")
     benches = p.add_subparsers(dest="bench", required=True)
     b = benches.add_parser("decompose", help="plain encode_image vs decomposition + moments")
-    b.add_argument("--model", default="ViT-B-32/none")
-    b.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    b.add_argument("--batch-size", dest="batch_size", type=int, default=16)
-    b.add_argument("--reps", type=int)
+    b.add_argument("--model", default="ViT-B-32/none", help="model key (default ViT-B-32/none)")
+    b.add_argument("--precision", default="fp32", choices=PRECISIONS, help="weights and activations (default fp32)")
+    b.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per batch (default 16)")
+    b.add_argument("--reps", type=int, help="timed repetitions")
     b = benches.add_parser("scan", help="end-to-end scan vs decode-only and model-only throughput")
-    b.add_argument("--model", default="ViT-B-32/none")
-    b.add_argument("--images", type=int)
-    b.add_argument("--batch-size", dest="batch_size", type=int)
+    b.add_argument("--model", default="ViT-B-32/none", help="model key (default ViT-B-32/none)")
+    b.add_argument("--images", type=int, help="images generated and scanned")
+    b.add_argument("--batch-size", dest="batch_size", type=int, help="images per batch")
     b = benches.add_parser("prune", help="prefix-shared ablation configurations vs each alone")
-    b.add_argument("--model")
-    b.add_argument("--configs", type=int)
-    b.add_argument("--batch-size", dest="batch_size", type=int)
+    b.add_argument("--model", help="model key")
+    b.add_argument("--configs", type=int, help="ablation configurations")
+    b.add_argument("--batch-size", dest="batch_size", type=int, help="images per batch")
     b = benches.add_parser("judge", help="judge pool throughput against a rate-limited loopback server")
-    b.add_argument("--rpm", type=float)
-    b.add_argument("--seconds", type=float)
+    b.add_argument("--rpm", type=float, help="the server's requests per minute")
+    b.add_argument("--seconds", type=float, help="how long to run")
+    benches.add_parser("preflight", help="seconds from `ccs-ray run` to the error, per kind of mistake; --help time")
     for b in benches.choices.values():
         b.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_bench)
+    for p in [*sub.choices.values(), *benches.choices.values()]:  # also after the command: ccs-ray run SPEC --debug
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of any error")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 1 a failure during a run, 2 a mistake in the spec, the input or the environment."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (UserError, FileNotFoundError) as e:
+        if args.debug:
+            raise
         print(f"ccs-ray: {e}", file=sys.stderr)
         return 2
 

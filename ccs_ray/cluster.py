@@ -27,11 +27,15 @@ class ActorLayout(NamedTuple):
     actors: int
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster at ``RAY_ADDRESS``, or start a local one (with ``num_cpus``) in this process."""
+def ensure_ray(num_cpus: int | None = None, env: dict[str, str] | None = None) -> None:
+    """Connect to the cluster at ``RAY_ADDRESS``, or start a local one (with ``num_cpus``) in this process.
+
+    ``env``: environment variables the cluster's workers need (a local cluster's workers inherit this
+    process's environment; a remote one gets them through the job's runtime env)."""
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False,
+                     runtime_env={"env_vars": env} if env else None)
         else:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 

@@ -5,6 +5,9 @@
 - :func:`read_table_file`: CSV/TSV, Parquet, JSON (a list of objects) or JSON lines -> a pyarrow Table.
 - :func:`resolve_uri`: a URI written relative to a folder (a manifest's, a dataset's) made absolute.
 - :func:`cache_dir`: the local folder where downloads of one kind (checkpoints, pools, datasets) are kept.
+- :func:`unreachable`: a bounded probe of whether a download URL answers (weights, pools), for preflight.
+- :func:`use_storage`: the spec's ``[storage]`` options (per fsspec protocol) for every URI of the run, in this
+  process and in the Ray workers it starts.
 """
 
 from __future__ import annotations
@@ -12,14 +15,19 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import threading
+import urllib.request
 import uuid
 from pathlib import Path
 
 import fsspec
+import fsspec.config
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+#: Seconds a reachability probe of a download URL (model weights, the textspan-general pool) may take.
+PROBE_TIMEOUT_S = 5.0
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 TABLE_FILE_EXTENSIONS = (".csv", ".tsv", *PARQUET_EXTENSIONS, ".json", ".jsonl")
 
@@ -30,16 +38,36 @@ def cache_dir(kind: str) -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "ccs-ray") / kind
 
 
+def use_storage(options: dict[str, dict]) -> dict[str, str]:
+    """Apply ``{protocol: {option: value}}`` (e.g. ``{"s3": {"endpoint_url": ...}}``) to every fsspec filesystem
+    made from now on, here and in worker processes started later (through ``FSSPEC_<PROTOCOL>`` variables).
+    Returns those environment variables, for workers started elsewhere (a Ray job's runtime env)."""
+    env = {}
+    for protocol, opts in options.items():
+        fsspec.config.conf.setdefault(protocol, {}).update(opts)
+        env[f"FSSPEC_{protocol.upper()}"] = os.environ[f"FSSPEC_{protocol.upper()}"] = json.dumps(opts)
+    return env
+
+
 def atomic_write(uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` (parent folders created) through a unique temporary name and a move."""
+    """Write ``data`` to ``uri`` (parent folders created) through a unique temporary name and a move; a write
+    that fails (a full or read-only disk) leaves no temporary file behind."""
     fs, path = fsspec.core.url_to_fs(uri)
     parent, _, name = path.rpartition("/")
     if parent:
         fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if parent else f".{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
+    try:
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+    except BaseException:
+        try:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        except OSError:
+            pass  # the storage refuses even the removal; the original error says why
+        raise
 
 
 def remove(uri: str) -> None:
@@ -84,3 +112,30 @@ def resolve_uri(uri: str, base: str) -> str:
     protocol, folder = fsspec.core.split_protocol(base)
     path = posixpath.normpath(posixpath.join(folder, uri))
     return f"{protocol}://{path}" if protocol else path
+
+
+def unreachable(url: str, timeout: float | None = None) -> str | None:
+    """None when ``url`` answers an HTTP HEAD with success (or, for other URIs, the file exists) within ``timeout``
+    seconds (default :data:`PROBE_TIMEOUT_S`), else why not.
+
+    The probe runs in a daemon thread, so a hanging DNS lookup or connection cannot hold the caller longer.
+    """
+    timeout = PROBE_TIMEOUT_S if timeout is None else timeout
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            if url.startswith(("http://", "https://")):
+                urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            else:
+                fs, path = fsspec.core.url_to_fs(url)
+                if not fs.exists(path):
+                    raise FileNotFoundError(path)
+            outcome.append(None)
+        except Exception as e:  # noqa: BLE001 - every failure means: not reachable from here
+            outcome.append(f"{type(e).__name__}: {e}")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"

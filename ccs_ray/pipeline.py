@@ -25,6 +25,8 @@ import ray
 from . import tables
 from .cluster import ensure_ray
 from .errors import UserError
+from .files import use_storage
+from .preflight import Plan, preflight
 from .spec import Spec
 from .stages import STAGES, Context, RunState
 
@@ -42,16 +44,10 @@ def _setting(spec_dict: dict, dotted: str):
     return spec_dict
 
 
-def _resolve_run(spec: Spec, root: str, resume: bool, run_id: str | None) -> RunState:
+def resumable_run(spec: Spec, root: str, run_id: str | None) -> str:
+    """The id of the run ``--resume`` continues: ``run_id``, else the latest under ``root``; a RunError when
+    there is none or its result settings (:data:`_RESULT_KEYS`) differ from ``spec``'s."""
     fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/_state")
-    if not resume:
-        state = RunState(root, run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
-        if state.fs.exists(f"{state.path}/run.json"):
-            raise RunError(f"run {state.run_id} already exists under {root}; use --resume to continue it")
-        state.fs.makedirs(state.path, exist_ok=True)
-        with state.fs.open(f"{state.path}/run.json", "w") as f:
-            f.write(spec.to_json())
-        return state
     runs = sorted(p.rsplit("/", 2)[-2] for p in fs.glob(f"{path}/*/run.json")) if fs.exists(path) else []
     if run_id is None:
         if not runs:
@@ -70,60 +66,123 @@ def _resolve_run(spec: Spec, root: str, resume: bool, run_id: str | None) -> Run
     if changed:
         raise RunError(f"--resume: run {run_id} was started with different {', '.join(changed)} settings; "
                        f"start a new run (drop --resume) or restore them")
+    return run_id
+
+
+def _resolve_run(spec: Spec, root: str, resume: bool, run_id: str | None) -> RunState:
+    if resume:
+        return RunState(root, resumable_run(spec, root, run_id))
+    state = RunState(root, run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
+    if state.fs.exists(f"{state.path}/run.json"):
+        raise RunError(f"run {state.run_id} already exists under {root}; use --resume to continue it")
+    state.fs.makedirs(state.path, exist_ok=True)
+    with state.fs.open(f"{state.path}/run.json", "w") as f:
+        f.write(spec.to_json())
     return state
 
 
-def _write_runs(spec: Spec, ctx: Context, status: str, stage: str, started: datetime, scan: dict | None = None) -> None:
-    """One ``runs`` row per model: the run's status and the stage it reached."""
+def _write_runs(spec: Spec, ctx: Context, status: str, stage: str, started: datetime, scan: dict | None = None,
+                error: str | None = None) -> None:
+    """One ``runs`` row per model: the run's status, the stage it reached and, when it failed, why."""
     for model in spec.models.keys:
         row = dict(spec_name=spec.name, spec_json=spec.to_json(), stage=stage, status=status, started_at=started,
                    finished_at=datetime.now(timezone.utc) if status != "running" else None,
                    n_images=(scan or {}).get("n_images", {}).get(model),
-                   n_errors=(scan or {}).get("n_errors", {}).get(model), version=version("ccs-ray"))
+                   n_errors=(scan or {}).get("n_errors", {}).get(model), version=version("ccs-ray"), error=error)
         tables.write_table(ctx.root, "runs", [row], ctx.run_id, model, name="run")
 
 
-def run(spec: Spec, resume: bool = False, run_id: str | None = None, dry_run: bool = False,
-        progress: bool = True) -> dict:
-    """Run every enabled stage of ``spec``; returns a summary (also printed by the CLI).
+class RunFailed(RuntimeError):
+    """A run that stopped after it started: the stage, why, and where its finished work is kept."""
 
-    ``dry_run``: stop after the judge stage has planned its calls (their number and cost), calling nothing.
+    def __init__(self, stage: str, why: str, run_id: str, root: str):
+        super().__init__(f"stage {stage} failed: {why}")
+        self.stage, self.why, self.run_id, self.root = stage, why, run_id, root
+
+
+def _check_root(state: RunState) -> None:
+    """A results root deleted (or unmounted) during the run is an error, never silently recreated."""
+    if not state.fs.exists(f"{state.path}/run.json"):
+        raise RunError(f"the results root {state.root} disappeared during the run (its run state {state.dir} is "
+                       f"gone); nothing was recreated there")
+
+
+def _reason(e: BaseException) -> str:
+    """One line: the exception's type and the first line of its message."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: bool = True,
+        plan: Plan | None = None) -> dict:
+    """Run every enabled stage of ``spec``; returns a summary (:func:`describe` prints it for people).
+
+    ``plan``: the spec's :func:`~ccs_ray.preflight.preflight` plan when already made (else it is made here,
+    so that a mistake is reported before anything is computed). A failure after the run started raises
+    :class:`RunFailed` (the run is recorded ``failed`` with the reason where the storage allows it).
     """
+    plan = plan or preflight(spec, resume=resume, run_id=run_id)
     root = spec.results_root
     state = _resolve_run(spec, root, resume, run_id)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    ensure_ray()
+    ensure_ray(env=use_storage(spec.storage))
     ctx = Context(state.run_id, root, spec.models, state, resources=ray.cluster_resources(), resume=resume,
-                  progress=progress, dry_run=dry_run)
-    summary = {"run_id": state.run_id, "results": root, "stages": {}}
+                  progress=progress)
+    summary = {"run_id": state.run_id, "results": root, "stages": {}, "seconds": {}}
     stages = [s for s in STAGES if s.name in spec.stages]
     stage, recorded = "start", False
-    _write_runs(spec, ctx, "running", stage, started)
     try:
+        _write_runs(spec, ctx, "running", stage, started)
         for s in stages:
-            stage = s.name
+            stage, t_stage = s.name, time.perf_counter()
             if s.shows_run and not recorded:
                 _write_runs(spec, ctx, "done", stages[-1].name, started, summary["stages"].get("scan"))
                 recorded = True
             section = s.section(spec)
             out = {}
-            planning = dry_run and s.plans
             for c in ([ctx.for_model(key) for key in spec.models.keys] if s.per_model else [ctx]):
-                if planning:
-                    out[c.model] = s.run(c, section)
-                    continue
                 if not s.done(c):
-                    s.mark(c, s.run(c, section))
+                    result = s.run(c, section)
+                    _check_root(state)
+                    s.mark(c, result)
                 out[c.model] = s.summary(c)
             summary["stages"][s.name] = out if s.per_model else out[None]
-            if planning:  # a dry run stops at the first stage that plans paid work
-                summary["dry_run"] = True
-                return summary
+            summary["seconds"][s.name] = round(time.perf_counter() - t_stage, 2)
         if not recorded:
             _write_runs(spec, ctx, "done", stage, started, summary["stages"].get("scan"))
-    except BaseException:
-        _write_runs(spec, ctx, "failed", stage, started)
-        raise
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    except Exception as e:
+        why = _reason(e)
+        try:
+            if state.fs.exists(f"{state.path}/run.json"):  # a vanished root is not recreated to record it
+                _write_runs(spec, ctx, "failed", stage, started, error=why)
+        except Exception:  # noqa: BLE001 - the storage refuses the record too; the reason above says why
+            pass
+        raise RunFailed(stage, why, state.run_id, root) from e
+    summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
     return summary
+
+
+#: The counts of each stage's summary that :func:`describe` shows.
+_COUNTS = {"scan": ("n_images", "n_errors", "n_converted"), "spans": ("rows",),
+           "judge": ("heads_judged", "calls", "cached", "errors", "cost_usd"),
+           "prune": ("configurations", "units_run", "units_skipped", "evals_rows", "bias_rows", "errors")}
+
+
+def describe(summary: dict) -> str:
+    """A finished run's summary for people: per stage its time and counts, the report and how to explore."""
+    root = summary["results"]
+    lines = [f"run {summary['run_id']} done in {summary['seconds']['total']:.1f} s; results in {root}"]
+    for stage, out in summary["stages"].items():
+        seconds = f"{summary['seconds'].get(stage, 0):7.1f} s"
+        if stage == "report":
+            lines.append(f"  {stage:<7}{seconds}  {out.get('path')}")
+            continue
+        if stage == "scan":  # per run, counts per model
+            out = {m: {k: out.get(k, {}).get(m) for k in _COUNTS["scan"]} for m in out.get("n_images", {})}
+        parts = [f"{model}: " + ", ".join(f"{v:.4g} {k}" if isinstance(v, float) else f"{v} {k}"
+                                            for k, v in counts.items() if k in _COUNTS.get(stage, ()) and v is not None)
+                 for model, counts in out.items()]
+        lines.append(f"  {stage:<7}{seconds}  " + "; ".join(parts))
+    lines.append(f"explore: ccs-ray sql --results {root} \"SELECT * FROM ccs ORDER BY ccs DESC LIMIT 10\"")
+    return "\n".join(lines)

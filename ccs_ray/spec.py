@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-from .choices import (ABLATION_MODES, CONVENTIONS, JUDGE_KINDS, JUDGE_MODES, PRECISIONS, RANDOM_POOLS,
+from .choices import (ABLATION_MODES, BIAS_COMBINES, CONVENTIONS, JUDGE_KINDS, JUDGE_MODES, PRECISIONS, RANDOM_POOLS,
                       SOURCE_KINDS, STAGES, STRATEGIES)
 from .errors import UserError
 
@@ -29,6 +29,16 @@ class SpecError(UserError, ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_strings_as_lists(cls, data):
+        """A bare string where a list is expected is that one item (``--set models.keys=ViT-B-32/none``)."""
+        if not isinstance(data, dict):
+            return data
+        lists = {name for name, f in cls.model_fields.items()
+                 if any(getattr(a, "__origin__", a) is list for a in (f.annotation, *getattr(f.annotation, "__args__", ())))}
+        return {k: [v] if k in lists and isinstance(v, str) else v for k, v in data.items()}
 
 
 class ModelsConfig(_Section):
@@ -187,13 +197,67 @@ class PruneConfig(_Section):
     judge: str = Field("combined", description="which judge's CCS drives the strategies")
 
 
-class EvalsConfig(_ActorsSection):
-    """Datasets the ablations are evaluated on. Each entry is a table with at least ``name``."""
+class _EvalEntry(_Section):
+    """What every ``[[evals.*]]`` dataset entry has (:mod:`ccs_ray.evals.datasets` resolves it)."""
 
-    classification: list[dict] = Field(default_factory=lambda: [{"name": "probe-shapes", "source": "probe://shapes?n=200&seed=1"}])
-    video: list[dict] = Field(default_factory=list)
-    bias: list[dict] = Field(default_factory=list)
+    name: str = Field(description="the dataset's name in the evals and bias tables; also a preset's name")
+    source: str = Field("", description="fsspec URI of the data (see the kind's keys); default: the preset's")
+    preset: str | None = Field(None, description="preset of class names, templates, frames or attributes; "
+                                                 "default: the name, when it names one")
+    shard_size: int = Field(256, ge=1, description="items per shard, the pruning stage's unit of work")
+    limit: int | None = Field(None, ge=1, description="use at most this many items")
+
+
+class ClassificationEntry(_EvalEntry):
+    """A ``[[evals.classification]]`` zero-shot classification dataset."""
+
+    kind: Literal[("auto", *SOURCE_KINDS)] = "auto"
+    classnames: list[str] | None = None
+    templates: list[str] | None = Field(None, description="prompt templates with one '{}'; default: the preset's")
+    subset: list[str] | None = Field(None, description="keep these classes only, renumbered in this order")
+    uri_column: str = "uri"
+    label_column: str = "label"
+    image_column: str = "image"
+    root: str | None = Field(None, description="torchvision://: download folder (default $CCS_RAY_CACHE/datasets)")
+    options: dict = Field(default_factory=dict, description="torchvision://: extra constructor arguments")
+
+
+class VideoEntry(_EvalEntry):
+    """A ``[[evals.video]]`` text-to-video retrieval dataset (a folder of videos or frame folders)."""
+
+    captions: str | None = Field(None, description="CSV/TSV/Parquet/JSON(L) captions, relative to source unless a URI")
+    frames: int | None = Field(None, ge=1, description="frames sampled per video (default: the preset's, else 12)")
+    video_column: str = "video"
+    caption_column: str = "caption"
+    shard_size: int = Field(16, ge=1, description="videos per shard")
+
+
+class BiasEntry(_EvalEntry):
+    """A ``[[evals.bias]]`` social-bias dataset: a manifest of images with one column per attribute."""
+
+    uri_column: str = "uri"
+    attributes: list[str] = Field(default_factory=lambda: ["race", "gender"])
+    groups: dict[str, dict[str, str]] = Field(default_factory=dict, description="attribute -> label -> group")
+    occupations: list[str] | None = Field(None, description="default: the paper's occupations")
+    templates: list[str] | None = Field(None, description="default: the paper's four templates")
+    combine: Literal[BIAS_COMBINES] = Field("embedding_mean", description="how an occupation's templates combine")
+    k: int = Field(10, ge=1, description="MaxSkew@k")
+
+
+class EvalsConfig(_ActorsSection):
+    """Datasets the ablations are evaluated on: tables of :class:`ClassificationEntry`, :class:`VideoEntry`
+    and :class:`BiasEntry` keys."""
+
+    classification: list[ClassificationEntry] = Field(default_factory=lambda: [
+        ClassificationEntry(name="probe-shapes", source="probe://shapes?n=200&seed=1")])
+    video: list[VideoEntry] = Field(default_factory=list)
+    bias: list[BiasEntry] = Field(default_factory=list)
     batch_size: int = Field(64, ge=1)
+
+
+#: Storage option names that carry credentials: they come from the environment, never from a spec.
+SECRET_OPTIONS = ("key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
+                  "aws_session_token", "account_key", "sas_token", "client_secret")
 
 
 class ResultsConfig(_Section):
@@ -213,6 +277,18 @@ class Spec(_Section):
     prune: PruneConfig = Field(default_factory=PruneConfig)
     evals: EvalsConfig = Field(default_factory=EvalsConfig)
     results: ResultsConfig = Field(default_factory=ResultsConfig)
+    storage: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="fsspec options per protocol for every URI of the run, e.g. "
+                                          "[storage.s3] endpoint_url = 'http://127.0.0.1:9000' (files.use_storage)")
+
+    @field_validator("storage")
+    @classmethod
+    def _no_credentials(cls, v: dict) -> dict:
+        secret = [f"{proto}.{k}" for proto, opts in v.items() for k in opts if k.lower() in SECRET_OPTIONS]
+        if secret:
+            raise ValueError(f"{', '.join(secret)}: credentials are not kept in specs (specs are stored with the "
+                             "results); set them in the environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+        return v
 
     @property
     def results_root(self) -> str:
@@ -237,28 +313,29 @@ def _set_dotted(data: dict, dotted: str, raw: str) -> None:
     node[leaf] = value
 
 
-def _describe(errors: ValidationError, source: str) -> str:
-    lines = [f"invalid job spec {source}:"]
+def describe_errors(errors: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+    """Every problem of a validation, one line each: the key (``evals.video[0].frames``), what is wrong and
+    what is allowed. ``model``: the class validated (default :class:`Spec`)."""
+    lines = [f"invalid {source}:"]
     for err in errors.errors():
-        key = ".".join(str(p) for p in err["loc"])
+        loc = err["loc"]
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(err["loc"][:-1])
-            msg = f"unknown key; allowed here: {', '.join(allowed)}"
+            msg = f"unknown key; allowed here: {', '.join(_allowed_keys(loc[:-1], model or Spec))}"
         elif err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
             msg = f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 
 
-def _allowed_keys(loc) -> list[str]:
-    model = Spec
+def _allowed_keys(loc, model: type[BaseModel]) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
-        inner = getattr(ann, "__args__", (ann,))
+        inner = [a for x in getattr(ann, "__args__", (ann,)) for a in (x, *getattr(x, "__args__", ()))]
         nxt = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if nxt is None:
             return []
@@ -288,4 +365,4 @@ def load_spec(source: str | dict, overrides: list[str] = ()) -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(_describe(e, label)) from None
+        raise SpecError(describe_errors(e, f"job spec {label}")) from None

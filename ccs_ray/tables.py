@@ -37,6 +37,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("status", pa.string()), ("started_at", pa.timestamp("us", tz="UTC")),
         ("finished_at", pa.timestamp("us", tz="UTC")), ("n_images", pa.int64()), ("n_errors", pa.int64()),
         ("version", pa.string()),
+        ("error", pa.string()),  # why the run failed (status 'failed'), else null
     ]),
     # One row per (run, model, shard) scanned: fingerprint, counts, where and how long.
     "shards": _schema(_KEY, [
@@ -94,10 +95,15 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("retries", pa.int32()), ("cost_usd", pa.float64()), ("error", pa.string()),
         ("at", pa.timestamp("us", tz="UTC")),
     ]),
-    # Every bad input or failed item, with the stage that met it and why.
+    # Every bad input or failed item, with the stage that met it and why (images converted and kept: conversions).
     "errors": _schema(_KEY, [
         ("stage", pa.string()), ("source", pa.string()), ("item", pa.string()), ("reason", pa.string()),
         ("detail", pa.string()), ("at", pa.timestamp("us", tz="UTC")),
+    ]),
+    # Every image scanned after a conversion to RGB, with its original mode (L, P, RGBA, CMYK, I;16...).
+    "conversions": _schema(_KEY, [
+        ("source", pa.string()), ("item", pa.string()), ("from_mode", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
     ]),
 }
 

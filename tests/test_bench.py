@@ -20,3 +20,16 @@ def test_bench_scan_figures(ray_cluster):
     assert abs(f["ratio_end_to_end_vs_min"] - f["end_to_end_images_per_s"] / bound) < 0.01
     assert f["memory_1x"]["images"] == 16 and f["memory_2x"]["images"] == 32
     assert f["memory_2x"]["actor_peak_rss_mb"] > 0 and f["gpus"] == 0
+
+
+def test_bench_preflight_times_each_case_to_its_one_line_error(monkeypatch):
+    from ccs_ray.bench import preflight
+
+    monkeypatch.setattr(preflight, "CASES", {k: preflight.CASES[k] for k in ("unknown_model", "typo_in_evals_entry")})
+    figures = preflight.run()
+    assert figures["failed_cases"] == []  # each case ended as exit status 2 and one "ccs-ray:" line
+    assert set(figures) == {"unknown_model_s", "typo_in_evals_entry_s", "results_root_not_writable_s", "slowest_s",
+                            "help_s", "failed_cases"}
+    assert figures["slowest_s"] == max(figures["unknown_model_s"], figures["typo_in_evals_entry_s"],
+                                       figures["results_root_not_writable_s"]) > 0
+

@@ -276,16 +276,16 @@ def test_smoke_job_whole_chain(ray_cluster, tmp_path):
     assert all(0 <= r["value"] <= 100 for r in evals if r["metric"] in ("top1", "top5"))
 
     video = spec.evals.video[0]
-    got = {(r["ablation_id"], r["metric"]): r for r in evals if r["dataset"] == video["name"]}
+    got = {(r["ablation_id"], r["metric"]): r for r in evals if r["dataset"] == video.name}
     assert {a for a, _ in got} == ids and got[("none", "R@50")]["value"] == 100 and got[("none", "R@1")]["n"] == 8
 
     bias_spec = spec.evals.bias[0]
     bias = read_table(root, "bias", summary["run_id"], model).to_pylist()
     skew = {(r["ablation_id"], r["occupation"]): r["maxskew"] for r in bias}
-    assert {r["dataset"] for r in bias} == {bias_spec["name"]} and {r["attribute"] for r in bias} == {"colors"}
+    assert {r["dataset"] for r in bias} == {bias_spec.name} and {r["attribute"] for r in bias} == {"colors"}
     for aid in ids:
-        values = [skew[(aid, o)] for o in bias_spec["occupations"]]
+        values = [skew[(aid, o)] for o in bias_spec.occupations]
         # 12 colors x 2 images: a color's share is at most (2 / k) / (2 / 24) = 4 of its overall share
         assert all(-1e-12 <= v <= math.log(4) + 1e-12 for v in values)
-    check_tables_and_views(root, summary["run_id"], model, set(ablations), bias_spec["occupations"], n_seeds=2)
+    check_tables_and_views(root, summary["run_id"], model, set(ablations), bias_spec.occupations, n_seeds=2)
     assert Path(summary["stages"]["report"]["path"]).is_file()

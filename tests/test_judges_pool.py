@@ -40,8 +40,6 @@ def test_llm_judge_end_to_end_cache_and_rerun(ray_cluster, judge_server, tmp_pat
     with nullcontext(judge_server.reset(latency_s=0.01)) as server:
         spec = spec_for(server, mode=mode, api_key_env="CCS_TEST_JUDGE_KEY", input_price=2.0, output_price=8.0)
         per_head = 1 + (2 if mode == "batched" else 10)
-        plan = run_stage("judge", spec, str(tmp_path), "r1", MODEL, dry_run=True)
-        assert server.log == [] and plan["calls"] == 3 * per_head and plan["cost_usd"] > 0
         summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
         assert summary["calls"] == len(server.log) == 3 * per_head and summary["errors"] == 0
         assert server.max_in_flight <= spec.judge.concurrency
@@ -60,7 +58,6 @@ def test_llm_judge_end_to_end_cache_and_rerun(ray_cluster, judge_server, tmp_pat
 
         again = run_stage("judge", spec, str(tmp_path), "r1", MODEL)  # a finished stage re-run: zero calls
         assert again["calls"] == 0 and again["cached"] == 3 * per_head and len(server.log) == 3 * per_head
-        assert run_stage("judge", spec, str(tmp_path), "r1", MODEL, dry_run=True)["calls"] == 0
     for f in tmp_path.rglob("*"):  # the API key is never written anywhere
         assert not f.is_file() or b"sk-test-secret-123" not in f.read_bytes()
 

@@ -7,12 +7,14 @@ a module may import only modules of its own layer or a lower one.
 import ast
 from pathlib import Path
 
+import pytest
+
 from ccs_ray.choices import STAGES as STAGE_NAMES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ccs_ray"
 
 #: Layers from the bottom; a module not listed is in the engine (layer 0).
-LAYERS = {"stages": 1, "pipeline": 2, "submit": 2, "bench": 2, "cli": 3}
+LAYERS = {"stages": 1, "pipeline": 2, "preflight": 2, "submit": 2, "bench": 2, "cli": 3}
 LAYER_NAMES = ("engine", "stages", "pipeline", "cli")
 
 
@@ -92,3 +94,20 @@ def test_front_door_and_judge_actors_do_not_load_torch():
             "assert callable(textspan) and ccs_ray.textspan is textspan and 'torch' in sys.modules\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("command", [["--help"], ["sql", "SELECT count(*) AS n FROM runs"], ["report", "-o", "OUT"]])
+def test_cli_commands_that_need_no_engine_import_no_torch_or_ray(command, tmp_path):
+    """``ccs-ray --help``, ``sql`` and ``report`` (on a results root) load neither torch, open_clip nor Ray."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent / "fixtures" / "results-0.1.0"
+    argv = [str(tmp_path / "report.html") if a == "OUT" else a for a in command]
+    argv += ["--results", str(root)] if command[0] != "--help" else []
+    code = ("import sys\nfrom ccs_ray.cli import main\n"
+            "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+            "heavy = sorted(m for m in ('torch', 'open_clip', 'ray') if m in sys.modules)\n"
+            "print('RC', rc, 'HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "RC 0 HEAVY []", out.stderr[-2000:]

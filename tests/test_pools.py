@@ -1,16 +1,29 @@
-"""Text pools: our shipped pool, files and URIs, and the downloaded, pinned TextSpan pool (loopback HTTP)."""
+"""Text pools: our shipped pool, files and URIs, and TextSpan's pool pinned to its published content (loopback HTTP)."""
 
 import hashlib
 import http.server
+import shutil
 import socket
 import threading
+import time
+from pathlib import Path
 
 import fsspec
 import pytest
 
-from ccs_ray.pools import TEXTSPAN_GENERAL_LINES, PoolError, cache_dir, load_pool
+from ccs_ray import files
+from ccs_ray.pools import (TEXTSPAN_GENERAL_BYTES, TEXTSPAN_GENERAL_FILE, TEXTSPAN_GENERAL_LINES,
+                           TEXTSPAN_GENERAL_SHA256, PoolError, cache_dir, check_pool, load_pool)
 
-GENERAL = "".join(f"Description number {i}\n" for i in range(TEXTSPAN_GENERAL_LINES)).encode()
+# The published file with its license, beside the repository: shared/fixtures/textspan-general.
+PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "textspan-general" / TEXTSPAN_GENERAL_FILE
+
+
+@pytest.fixture(scope="module")
+def published() -> bytes:
+    if not PUBLISHED.exists():
+        pytest.skip(f"the published textspan-general pool is not at {PUBLISHED}")
+    return PUBLISHED.read_bytes()
 
 
 class Server:
@@ -46,13 +59,26 @@ class Server:
 
 
 @pytest.fixture
-def server(monkeypatch, tmp_path):
+def cache(monkeypatch, tmp_path) -> Path:
+    """An empty ``$CCS_RAY_CACHE``; returns where the textspan-general pool is cached."""
     monkeypatch.setenv("CCS_RAY_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("CCS_RAY_POOL_SHA256_TEXTSPAN_GENERAL", raising=False)
-    s = Server(GENERAL)
+    return cache_dir() / TEXTSPAN_GENERAL_FILE
+
+
+@pytest.fixture
+def server(monkeypatch, cache, published):
+    s = Server(published)
     monkeypatch.setenv("CCS_RAY_TEXTSPAN_GENERAL_URL", s.url)
     yield s
     s.close()
+
+
+def copy_named(tmp_path: Path, folder: str, data: bytes) -> Path:
+    """``data`` as ``<tmp>/<folder>/image_descriptions_general.txt``."""
+    path = tmp_path / folder / TEXTSPAN_GENERAL_FILE
+    path.parent.mkdir()
+    path.write_bytes(data)
+    return path
 
 
 def test_ccs_basic_is_a_real_pool():
@@ -77,45 +103,119 @@ def test_pool_from_path_and_memory_uri(tmp_path):
         load_pool(str(tmp_path / "missing.txt"))
 
 
-def test_textspan_general_downloads_once_then_pins(server):
+def test_pin_is_the_published_file(published):
+    assert hashlib.sha256(published).hexdigest() == TEXTSPAN_GENERAL_SHA256
+    assert len(published) == TEXTSPAN_GENERAL_BYTES
+    assert published.count(b"\n") == TEXTSPAN_GENERAL_LINES - 1 and not published.endswith(b"\n")
+
+
+def test_published_file_by_path_and_file_uri(published, cache):
+    for name in (str(PUBLISHED), PUBLISHED.as_uri()):
+        pool = load_pool(name)
+        assert len(pool) == TEXTSPAN_GENERAL_LINES and pool == load_pool(str(PUBLISHED))
+    assert not cache.exists()  # a given file is used where it is
+
+
+def test_changed_or_truncated_copy_is_refused(published, tmp_path):
+    changed = bytearray(published)
+    changed[1000] ^= 0x01
+    truncated = published[:published.rindex(b"\n")]  # the last line lost
+    for folder, data in (("changed", bytes(changed)), ("truncated", truncated)):
+        path = copy_named(tmp_path, folder, data)
+        for name in (str(path), path.as_uri()):
+            with pytest.raises(PoolError) as e:
+                load_pool(name)
+            msg = str(e.value)
+            assert name in msg and hashlib.sha256(data).hexdigest() in msg and TEXTSPAN_GENERAL_SHA256 in msg
+            assert "download it again from https://" in msg
+    (tmp_path / "other.txt").write_bytes(truncated)  # another name: any pool, not checked
+    assert len(load_pool(str(tmp_path / "other.txt"))) == TEXTSPAN_GENERAL_LINES - 1
+
+
+def test_textspan_general_downloads_once_then_verifies_the_cache(server, cache, published):
     pool = load_pool("textspan-general")
-    assert len(pool) == TEXTSPAN_GENERAL_LINES and pool[7] == "Description number 7"
-    cached = cache_dir() / "image_descriptions_general.txt"
-    assert cached.read_bytes() == GENERAL
-    assert (cache_dir() / "image_descriptions_general.txt.sha256").read_text().strip() == hashlib.sha256(GENERAL).hexdigest()
+    assert len(pool) == TEXTSPAN_GENERAL_LINES and pool == load_pool(str(PUBLISHED))
+    assert cache.read_bytes() == published and [p.name for p in cache.parent.iterdir()] == [TEXTSPAN_GENERAL_FILE]
     assert load_pool("textspan-general") == pool and server.requests == 1  # the second load is from the cache
-    cached.write_bytes(GENERAL.replace(b"number 7\n", b"number seven\n"))
-    with pytest.raises(PoolError, match="the file changed"):
+    cache.write_bytes(published.replace(b"\n", b"\r\n", 1))
+    with pytest.raises(PoolError, match=f"{cache} is not TextSpan's published.*expected {TEXTSPAN_GENERAL_SHA256}.*"
+                                        f"delete it to download it again"):
         load_pool("textspan-general")
 
 
-def test_textspan_general_checks_lines_and_expected_sha(server, monkeypatch):
-    server.body = b"just\nthree\nlines\n"
-    with pytest.raises(PoolError, match="3 non-empty lines, expected 3498"):
+def test_download_of_other_content_is_refused_and_not_cached(server, cache, published):
+    server.body = published + b"\n"
+    with pytest.raises(PoolError, match=f"the download from {server.url} is not.*sha256 "
+                                        f"{hashlib.sha256(server.body).hexdigest()}.*download it by hand"):
         load_pool("textspan-general")
-    server.body = GENERAL
-    monkeypatch.setenv("CCS_RAY_POOL_SHA256_TEXTSPAN_GENERAL", "0" * 64)
-    with pytest.raises(PoolError, match="CCS_RAY_POOL_SHA256_TEXTSPAN_GENERAL says 0000"):
-        load_pool("textspan-general")
-    assert not (cache_dir() / "image_descriptions_general.txt").exists()
-    monkeypatch.setenv("CCS_RAY_POOL_SHA256_TEXTSPAN_GENERAL", hashlib.sha256(GENERAL).hexdigest())
+    assert not cache.parent.exists()
+
+
+def test_textspan_general_downloads_from_a_file_uri(monkeypatch, cache, published):
+    monkeypatch.setenv("CCS_RAY_TEXTSPAN_GENERAL_URL", PUBLISHED.as_uri())
     assert len(load_pool("textspan-general")) == TEXTSPAN_GENERAL_LINES
+    assert cache.read_bytes() == published
 
 
-def test_textspan_general_offline_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("CCS_RAY_CACHE", str(tmp_path))
+def test_textspan_general_offline_error(monkeypatch, cache):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("CCS_RAY_TEXTSPAN_GENERAL_URL", f"http://127.0.0.1:{port}/pool.txt")
-    with pytest.raises(PoolError, match="cannot download.*Download it manually.*pass its path"):
+    with pytest.raises(PoolError, match='cannot download.*Offline.*spans.pool = "file:///path/to/'
+                                        f'{TEXTSPAN_GENERAL_FILE}", or put it at {cache}'):
         load_pool("textspan-general")
 
 
-def test_textspan_general_placed_by_hand(monkeypatch, tmp_path):
-    monkeypatch.setenv("CCS_RAY_CACHE", str(tmp_path))
+def test_textspan_general_placed_by_hand(monkeypatch, cache, published):
     monkeypatch.setenv("CCS_RAY_TEXTSPAN_GENERAL_URL", "http://127.0.0.1:9/unused")
-    (tmp_path / "pools").mkdir()
-    (tmp_path / "pools" / "image_descriptions_general.txt").write_bytes(GENERAL)
+    cache.parent.mkdir(parents=True)
+    shutil.copy(PUBLISHED, cache)
     assert len(load_pool("textspan-general")) == TEXTSPAN_GENERAL_LINES
-    assert (tmp_path / "pools" / "image_descriptions_general.txt.sha256").exists()
+    assert [p.name for p in cache.parent.iterdir()] == [TEXTSPAN_GENERAL_FILE]
+
+
+def test_check_pool_passes_what_loads(tmp_path, server, cache):
+    check_pool("ccs-basic")
+    (tmp_path / "p.txt").write_text("A cat\n")
+    check_pool(str(tmp_path / "p.txt"))
+    check_pool((tmp_path / "p.txt").as_uri())
+    check_pool("textspan-general")  # not cached, reachable: probed, not downloaded
+    assert server.requests == 0 and not cache.exists()
+    load_pool("textspan-general")
+    server.close()
+    check_pool("textspan-general")  # cached and verified: no network
+
+
+def test_check_pool_refuses_what_does_not_load(tmp_path, published):
+    with pytest.raises(PoolError, match="cannot be read"):
+        check_pool(str(tmp_path / "missing.txt"))
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(PoolError, match="empty"):
+        check_pool(str(tmp_path / "empty.txt"))
+    with pytest.raises(PoolError, match=TEXTSPAN_GENERAL_SHA256):
+        check_pool(str(copy_named(tmp_path, "short", published[:-1])))
+
+
+def test_check_pool_textspan_general_unreachable(monkeypatch, cache):
+    monkeypatch.setenv("CCS_RAY_TEXTSPAN_GENERAL_URL", "http://127.0.0.1:9/image_descriptions_general.txt")
+    t0 = time.monotonic()
+    with pytest.raises(PoolError) as e:
+        check_pool("textspan-general")
+    assert time.monotonic() - t0 < files.PROBE_TIMEOUT_S + 1
+    msg = str(e.value)
+    assert "\n" not in msg and f"not cached at {cache}" in msg and "http://127.0.0.1:9/" in msg
+    assert "Download it from https://" in msg and f'spans.pool = "file:///path/to/{TEXTSPAN_GENERAL_FILE}"' in msg
+
+
+def test_check_pool_probe_is_bounded(monkeypatch, cache):
+    """A server that accepts the connection but never answers: the probe gives up after PROBE_TIMEOUT_S."""
+    monkeypatch.setattr(files, "PROBE_TIMEOUT_S", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody reads or answers
+        monkeypatch.setenv("CCS_RAY_TEXTSPAN_GENERAL_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/pool.txt")
+        t0 = time.monotonic()
+        with pytest.raises(PoolError, match="not reachable"):
+            check_pool("textspan-general")
+        assert time.monotonic() - t0 < 2

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import torch
 
-from ccs_ray import HeadMoments, load_model
+from ccs_ray import HeadMoments, analytics, load_model
 from ccs_ray.decompose import decomposed_forward
 from ccs_ray.cluster import LayoutError, actor_layout
 from ccs_ray.stages import Context, RunState, run_stage
@@ -22,6 +22,7 @@ from ccs_ray.tables import write_table
 from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.spec import load_spec
 from ccs_ray.tables import read_table
+from test_sources import planar_tiff
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,15 +104,21 @@ def test_bad_inputs_are_counted_and_the_scan_goes_on(ray_cluster, tmp_path):
     (folder / "text.jpg").write_bytes(b"this is not an image at all")
     good = (folder / "ok0.png").read_bytes()
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "float.tif").write_bytes(planar_tiff("<f8"))
     spec = _spec(tmp_path / "out", extra=[f'data.source="{folder}"', "data.shard_size=4"])
     summary = _scan(spec, str(tmp_path / "out"), "r1")
     key = spec.models.keys[0]
     assert summary.n_images[key] == 7  # six good images and the converted grayscale one
-    assert summary.n_errors[key] == 3 and summary.n_converted[key] == 1
+    assert summary.n_errors[key] == 4 and summary.n_converted[key] == 1
     errors = read_table(str(tmp_path / "out"), "errors", "r1").to_pylist()
-    reasons = {Path(e["item"]).name: e["reason"] for e in errors}
-    assert reasons["empty.jpg"] == "empty" and reasons["gray.png"].startswith("converted:")
+    reasons = {Path(e["item"]).name: e["reason"] for e in errors}  # only the images not scanned
+    assert set(reasons) == {"empty.jpg", "text.jpg", "truncated.png", "float.tif"}
+    assert reasons["empty.jpg"] == "empty" and reasons["float.tif"] == "unsupported"
     assert {reasons["text.jpg"], reasons["truncated.png"]} <= {"not_an_image", "truncated", "corrupt"}
+    conversions = read_table(str(tmp_path / "out"), "conversions", "r1").to_pylist()
+    assert [(Path(c["item"]).name, c["from_mode"], c["model"]) for c in conversions] == [("gray.png", "L", key)]
+    with analytics.connect(str(tmp_path / "out")) as conn:
+        assert conn.execute("SELECT from_mode, count(*) FROM conversions GROUP BY ALL").fetchall() == [("L", 1)]
 
 
 def test_missing_source_is_a_clear_error(tmp_path):

@@ -1,8 +1,10 @@
 """Readers and sharding: the same images through every source kind, on local disk and memory://."""
 
 import io
+import struct
 import tarfile
 import uuid
+import zlib
 
 import fsspec
 import numpy as np
@@ -13,7 +15,9 @@ import torch
 from PIL import Image
 
 from ccs_ray.sources import SourceError, detect_kind, load_shard, plan_shards, read_shard
+from ccs_ray.sources.decode import REASONS, DecodeError, decode_image
 from ccs_ray.spec import DataConfig, SpecError, load_spec
+from ccs_ray.tables import read_table, write_table
 
 N = 7
 LABELS = ["cat", "dog", "cat", "owl", "dog", "cat", "owl"]
@@ -175,6 +179,90 @@ def test_clear_errors_for_bad_sources(tmp_path):
         plan_shards(DataConfig(source=str(tmp_path / "x.parquet"), kind="parquet"))
     with pytest.raises(SpecError, match="data.kind"):
         load_spec({"name": "x", "data": {"kind": "zip"}})
+
+
+def planar_tiff(dtype: str = "<f8", compression: int = 1, size=(6, 4)) -> bytes:
+    """A well-formed little-endian RGB TIFF stored plane by plane (PlanarConfiguration 2), one strip per plane.
+
+    ``"<f8"``: float64 samples (SampleFormat 3), a layout Pillow has no mode for; ``"u1"``: 8-bit ones it reads.
+    """
+    width, height = size
+    sample = np.dtype(dtype)
+    values = (0.25, 0.5, 0.75) if sample.kind == "f" else (10, 20, 30)
+    planes = [np.full((height, width), v, dtype).tobytes() for v in values]
+    arrays_at = 8 + 2 + 12 * 11 + 4  # header, then an IFD of 11 entries, then the tag arrays, then the planes
+    data_at = arrays_at + 6 + 6 + 12 + 12
+    short, long_ = 3, 4
+    tags = [  # (tag, type, count, value or offset), in tag order
+        (256, short, 1, width), (257, short, 1, height), (258, short, 3, arrays_at), (259, short, 1, compression),
+        (262, short, 1, 2), (273, long_, 3, arrays_at + 12), (277, short, 1, 3), (278, short, 1, height),
+        (279, long_, 3, arrays_at + 24), (284, short, 1, 2), (339, short, 3, arrays_at + 6)]
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *t) for t in tags) + struct.pack("<I", 0)
+    arrays = (struct.pack("<3H", *[8 * sample.itemsize] * 3) + struct.pack("<3H", *[3 if sample.kind == "f" else 1] * 3)
+              + struct.pack("<3I", *[data_at + i * len(planes[0]) for i in range(3)])
+              + struct.pack("<3I", *[len(planes[0])] * 3))
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + arrays + b"".join(planes)
+
+
+def png_chunks(ihdr: bytes, raw: bytes, ihdr_crc_xor: int = 0) -> bytes:
+    """A PNG of one IHDR and one IDAT (``raw`` scanlines, compressed), its IHDR checksum XORed by ``ihdr_crc_xor``."""
+    def chunk(kind: bytes, data: bytes, xor: int = 0) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) ^ xor)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr, ihdr_crc_xor) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def bmp_with_compression(method: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "BMP")
+    data = bytearray(buf.getvalue())
+    struct.pack_into("<I", data, 30, method)  # biCompression of the BITMAPINFOHEADER
+    return bytes(data)
+
+
+RGB_8x8 = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
+
+
+def test_planar_tiff_is_well_formed():
+    """The TIFF writer of the tests is sound: with 8-bit samples Pillow reads back the three planes."""
+    image, converted = decode_image(planar_tiff("u1"))
+    assert converted is None and image.size == (6, 4) and image.getpixel((5, 3)) == (10, 20, 30)
+
+
+@pytest.mark.parametrize("data, reason, pillow_says", [
+    # Well-formed files Pillow cannot decode.
+    pytest.param(planar_tiff("<f8"), "unsupported", "unknown pixel mode", id="float64-tiff"),
+    pytest.param(planar_tiff("u1", compression=34712), "unsupported", "34712", id="jpeg2000-in-tiff"),
+    pytest.param(bmp_with_compression(7), "unsupported", "Unsupported BMP compression (7)", id="bmp-compression"),
+    # Broken files that fail at the same places, with similar errors (truncated ones: test_sources_faults.py).
+    pytest.param(b"II*\x00" + b"\x01" * 100, "corrupt", "Missing dimensions", id="tiff-no-size",  # from a KeyError
+                 marks=pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")),
+    pytest.param(png_chunks(RGB_8x8, b"\x00" * 25 * 8, ihdr_crc_xor=1), "corrupt", "bad header checksum",
+                 id="png-bad-checksum"),
+    pytest.param(png_chunks(RGB_8x8, b"\x07" + b"\x00" * (25 * 8 - 1)), "corrupt", "unrecognized data stream contents",
+                 id="png-bad-filter"),
+])
+def test_unsupported_is_told_from_corrupt(data, reason, pillow_says):
+    with pytest.raises(DecodeError) as e:
+        decode_image(data)
+    assert (e.value.reason, reason in REASONS) == (reason, True) and pillow_says in e.value.detail
+
+
+def test_conversions_are_rows_of_their_own(tmp_path, tiny_model):
+    """A grayscale image is scanned and has a conversion row; an unsupported one is an error row only."""
+    _, preprocess = tiny_model
+    Image.new("L", (20, 20), 90).save(tmp_path / "gray.png")
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(tmp_path / "rgb.png")
+    (tmp_path / "float.tif").write_bytes(planar_tiff())
+    (shard,) = plan_shards(DataConfig(source=str(tmp_path), shard_size=10))
+    loaded = load_shard(shard, preprocess)
+    assert sorted(i.rsplit("/", 1)[-1] for i in loaded.items) == ["gray.png", "rgb.png"]
+    assert [(e["item"].rsplit("/", 1)[-1], e["reason"]) for e in loaded.errors] == [("float.tif", "unsupported")]
+    assert (loaded.n_failed, loaded.n_converted) == (1, 1)
+    write_table(str(tmp_path / "out"), "conversions", loaded.conversions, "r1", "ccs-tiny/none")
+    (row,) = read_table(str(tmp_path / "out"), "conversions").to_pylist()
+    assert (row["run_id"], row["model"], row["source"], row["from_mode"]) == ("r1", "ccs-tiny/none", str(tmp_path), "L")
+    assert row["item"].endswith("gray.png") and row["at"] is not None
 
 
 def test_load_shard_in_a_ray_task(ray_cluster, tiny_model, tmp_path):

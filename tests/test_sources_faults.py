@@ -46,7 +46,8 @@ def corrupt_png() -> bytes:
 
 
 def faults() -> dict[str, tuple[bytes, str | None]]:
-    """file name -> (bytes, expected reason; None for a good image kept as is)."""
+    """file name -> (bytes, expected reason; None for a good image kept as is, ``converted:<mode>`` for one kept
+    after a conversion to RGB from ``mode``)."""
     jpeg = encode(rgb(1), "JPEG", quality=90)
     rgba = Image.new("RGBA", (40, 40), (255, 0, 0, 255))
     rgba.paste((0, 0, 0, 0), (0, 0, 20, 40))  # left half fully transparent
@@ -78,10 +79,12 @@ def test_every_fault_is_classified_and_good_images_survive(tmp_path, tiny_model)
     (shard,) = plan_shards(DataConfig(source=str(tmp_path), shard_size=100))
     loaded = load_shard(shard, preprocess)
 
-    reasons = {e["item"].rsplit("/", 1)[-1]: e["reason"] for e in loaded.errors}
-    assert reasons == {n: r for n, (_, r) in cases.items() if r is not None}
-    assert all(e["stage"] == "decode" and e["source"] == str(tmp_path) and e["detail"] for e in loaded.errors)
     kept = [n for n, (_, r) in cases.items() if r is None or r.startswith("converted:")]
+    reasons = {e["item"].rsplit("/", 1)[-1]: e["reason"] for e in loaded.errors}
+    assert reasons == {n: r for n, (_, r) in cases.items() if n not in kept}
+    assert all(e["stage"] == "decode" and e["source"] == str(tmp_path) and e["detail"] for e in loaded.errors)
+    modes = {c["item"].rsplit("/", 1)[-1]: c["from_mode"] for c in loaded.conversions}
+    assert modes == {n: r.removeprefix("converted:") for n, (_, r) in cases.items() if r and n in kept}
     assert [i.rsplit("/", 1)[-1] for i in loaded.items] == kept
     assert loaded.images.shape == (len(kept), 3, 32, 32)
     assert loaded.n_converted == 4
@@ -91,7 +94,7 @@ def test_every_fault_is_classified_and_good_images_survive(tmp_path, tiny_model)
 
     write_table(str(tmp_path / "results"), "errors", loaded.errors, run_id="r1", model="ccs-tiny/none")
     table = read_table(str(tmp_path / "results"), "errors").to_pylist()
-    assert Counter(r["reason"] for r in table) == Counter(r for _, r in cases.values() if r is not None)
+    assert Counter(r["reason"] for r in table) == Counter(r for n, (_, r) in cases.items() if n not in kept)
 
 
 def test_conversions_to_rgb():

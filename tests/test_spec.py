@@ -37,7 +37,12 @@ def test_overrides_any_key():
     ("scan.convention=\"pca\"", r"scan.convention: 'pca' is not allowed; expected 'centered' or 'textspan'"),
     ("bogus.key=1", r"bogus: unknown key; allowed here: data, evals, judge"),
     ("spans.template=\"no slot\"", r"spans.template: .*exactly one"),
-    ("stages=[\"scan\",\"fly\"]", r"stages.1: 'fly' is not allowed"),
+    ("stages=[\"scan\",\"fly\"]", r"stages\[1\]: 'fly' is not allowed"),
+    ("evals.classification=[{name='x', sorce='/d'}]", r"evals.classification\[0\].sorce: unknown key; allowed here: "
+                                                      r"classnames, image_column, kind, label_column, limit, name"),
+    ("evals.video=[{name='v', source='/v', frames=0}]", r"evals.video\[0\].frames: Input should be greater than"),
+    ("evals.bias=[{name='b', source='/b', combine='avg'}]", r"evals.bias\[0\].combine: 'avg' is not allowed"),
+    ("storage.s3={endpoint_url='http://127.0.0.1:9000', secret='x'}", r"s3.secret: credentials are not kept in specs"),
 ])
 def test_bad_keys_are_named(override, message):
     with pytest.raises(SpecError, match=message):
@@ -55,3 +60,34 @@ def test_cli_reports_bad_spec_and_missing_file(tmp_path):
     broken.write_text("name = \n")
     out = subprocess.run([sys.executable, "-m", "ccs_ray.cli", "run", str(broken)], capture_output=True, text=True)
     assert out.returncode == 2 and "not valid TOML" in out.stderr
+
+
+def test_a_bare_string_where_a_list_is_expected_is_that_one_item():
+    spec = load_spec(JOBS / "smoke.toml", ["models.keys=ViT-B-32/none", "prune.strategies=high", "stages=scan"])
+    assert spec.models.keys == ["ViT-B-32/none"] and spec.prune.strategies == ["high"] and spec.stages == ["scan"]
+
+
+def test_eval_entries_are_typed_with_their_defaults():
+    spec = load_spec(JOBS / "smoke.toml")
+    video, bias = spec.evals.video[0], spec.evals.bias[0]
+    assert (video.name, video.frames, video.shard_size, video.caption_column) == ("probe-clips", 2, 16, "caption")
+    assert (bias.k, bias.combine, bias.attributes, bias.templates) == (6, "embedding_mean", ["race", "gender"], None)
+    assert spec.evals.classification[0].shard_size == 256
+
+
+def test_model_option_and_storage_options(tmp_path, monkeypatch):
+    import fsspec
+
+    from ccs_ray import cli
+    from ccs_ray.files import use_storage
+
+    args = cli.build_parser().parse_args(["run", str(JOBS / "smoke.toml"), "--model", "ViT-B-32/none",
+                                          "--model", "ViT-B-16/none", "--set", "models.keys=ccs-tiny/none"])
+    assert cli._load(args).models.keys == ["ViT-B-32/none", "ViT-B-16/none"]  # --model wins over --set
+    spec = load_spec(JOBS / "smoke.toml", ["storage.file={auto_mkdir=true}"])
+    monkeypatch.setitem(fsspec.config.conf, "file", {})
+    monkeypatch.setenv("FSSPEC_FILE", "{}")  # restored (removed) after the test
+    env = use_storage(spec.storage)
+    assert env == {"FSSPEC_FILE": '{"auto_mkdir": true}'}
+    assert fsspec.filesystem("file", skip_instance_cache=True).auto_mkdir is True
+

@@ -84,6 +84,21 @@ def test_empty_root_has_every_view_empty_with_the_same_typed_columns(tmp_path, c
             assert query(empty, sql).num_rows == 0, name
 
 
+def test_root_with_only_the_runs_table_reads_every_other_view_empty(tmp_path, conn):
+    root = str(tmp_path / "spec")
+    write_table(root, "runs", [dict(spec_name="partial", stage="scan", status="running")], "r1", "m/x")
+    with connect(root) as partial:
+        assert rows_of(partial, "SELECT spec_name, status FROM runs") == [dict(spec_name="partial", status="running")]
+        for view in [*SCHEMAS, *DERIVED]:
+            got = [(r["column_name"], r["column_type"]) for r in rows_of(partial, f"DESCRIBE {view}")]
+            assert got == [(r["column_name"], r["column_type"]) for r in rows_of(conn, f"DESCRIBE {view}")], view
+            if view != "runs":
+                assert query(partial, f"SELECT * FROM {view}").num_rows == 0, view
+        for name, sql in canned_queries().items():
+            query(partial, sql)  # runs: no missing-file error
+    assert json.loads(run_sql("SELECT count(*) AS n FROM runs", root, fmt="json")) == [{"n": 1}]
+
+
 def test_remote_root_through_fsspec(tmp_path):
     root = "memory://ccs-test-results/spec"
     write_table(root, "ccs", [dict(layer=11, head=5, head_label="L11.H5", judge="combined", ccs=5)], "r1", "m/x")

@@ -1,22 +1,152 @@
-"""``ccs-ray submit`` against a real Ray head (``ray start --head --block`` in a subprocess, token auth on):
-a missing token is a clear error; with it, the smoke job runs as a Ray job and leaves its tables and report."""
+"""``ccs-ray submit``: the job request (runtime env file merged with ours, ``--pip``, bad files), the address
+(``RAY_ADDRESS`` fallback, none at all), ``follow`` against a stand-in client; then against a real Ray head
+(``ray start --head --block`` in a subprocess, token auth on): a missing token is a clear error; with it, the smoke
+job runs as a Ray job, followed to its end, and leaves its tables and report."""
 
+import asyncio
+import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import duckdb
 import pytest
+import ray.job_submission
+from ray.job_submission import JobStatus
+
+import ccs_ray
+from ccs_ray.errors import UserError
+from ccs_ray.spec import load_spec
+from ccs_ray.submit import SubmitError, job_request, submit
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
+SMOKE = str(REPO / "jobs" / "smoke.toml")
+
+
+@pytest.fixture
+def spec():
+    return load_spec(SMOKE, ['results.root="s3://bucket/smoke"'])
+
+
+def _request(spec, **kwargs) -> dict:
+    """``job_request`` for the smoke spec, its staged folder removed (after checking that the spec is in it)."""
+    request = job_request(spec, SMOKE, ["scan.batch_size=8"], **kwargs)
+    staged = Path(request["runtime_env"]["working_dir"])
+    assert (staged / "smoke.toml").is_file()
+    shutil.rmtree(staged)
+    return request
+
+
+def test_job_request_ships_the_package_with_its_sql(spec):
+    request = _request(spec)
+    assert set(request["runtime_env"]) == {"working_dir", "py_modules"}
+    [package] = request["runtime_env"]["py_modules"]
+    assert Path(package) == Path(ccs_ray.__file__).parent and (Path(package) / "sql" / "views.sql").is_file()
+    assert request["entrypoint"] == ("python -m ccs_ray.cli run smoke.toml --no-progress --set scan.batch_size=8 "
+                                     "--set 'results.root=\"s3://bucket/smoke\"'")
+    assert request["metadata"] == {"ccs_ray_spec": "smoke"}
+
+
+def test_runtime_env_file_merges_with_ours(spec, tmp_path):
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps({"env_vars": {"HF_HOME": "/cache"}, "pip": ["open_clip_torch==2.24.0"],
+                                    "config": {"setup_timeout_seconds": 900}}))
+    env = _request(spec, pip=["s3fs>=2023.1", "gcsfs"], runtime_env=str(env_file))["runtime_env"]
+    assert env["env_vars"] == {"HF_HOME": "/cache"}
+    assert env["pip"] == ["open_clip_torch==2.24.0", "s3fs>=2023.1", "gcsfs"]
+    assert env["config"] == {"setup_timeout_seconds": 900}
+    assert env["py_modules"] == [str(Path(ccs_ray.__file__).parent)]
+    assert _request(spec, pip=["s3fs"])["runtime_env"]["pip"] == ["s3fs"]
+
+
+def test_runtime_env_yaml_with_pip_packages(spec, tmp_path):
+    env_file = tmp_path / "env.yaml"
+    env_file.write_text("pip:\n  packages: [torch==2.4.0]\n  pip_check: false\nenv_vars:\n  A: '1'\n")
+    env = _request(spec, pip=["s3fs"], runtime_env=str(env_file))["runtime_env"]
+    assert env["pip"] == {"packages": ["torch==2.4.0", "s3fs"], "pip_check": False}
+    assert env["env_vars"] == {"A": "1"}
+
+
+@pytest.mark.parametrize("name, text, pip, message", [
+    ("missing.json", None, None, "cannot read the runtime env file"),
+    ("env.json", "{not json", None, "cannot parse the runtime env file"),
+    ("env.yaml", "pip: [a\n", None, "cannot parse the runtime env file"),
+    ("env.json", '["pip"]', None, "holds a list; it must be a mapping"),
+    ("env.json", '{"working_dir": "."}', None, "sets working_dir, which ccs-ray submit sets itself"),
+    ("env.yml", "py_modules: [x]", None, "sets py_modules, which ccs-ray submit sets itself"),
+    ("env.json", '{"pip": "requirements.txt"}', ["s3fs"], "gives pip as 'requirements.txt', which --pip cannot"),
+])
+def test_bad_runtime_env_file_is_an_error_naming_it(spec, tmp_path, name, text, pip, message):
+    env_file = tmp_path / name
+    if text is not None:
+        env_file.write_text(text)
+    with pytest.raises(SubmitError, match=message) as e:
+        job_request(spec, SMOKE, [], pip=pip, runtime_env=str(env_file))
+    assert str(env_file) in str(e.value) and isinstance(e.value, UserError)
+
+
+def test_yaml_without_pyyaml_says_to_use_json(spec, tmp_path, monkeypatch):
+    (tmp_path / "env.yaml").write_text("pip: [s3fs]\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    with pytest.raises(SubmitError, match="PyYAML is not installed: pip install pyyaml, or write the file as JSON"):
+        job_request(spec, SMOKE, [], runtime_env=str(tmp_path / "env.yaml"))
+
+
+def test_no_address_is_an_error(spec, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(SubmitError, match="pass --address http://HEAD:8265 .* or set RAY_ADDRESS"):
+        submit(spec, SMOKE, [])
+
+
+class FakeClient:
+    """A stand-in JobSubmissionClient: records what it is given; the job logs two lines and ends as ``status``."""
+
+    def __init__(self, address, status=JobStatus.SUCCEEDED):
+        self.address, self.status, self.requests = address, status, []
+        FakeClient.last = self
+
+    def submit_job(self, **request):
+        assert Path(request["runtime_env"]["working_dir"]).is_dir()
+        self.requests.append(request)
+        return "raysubmit_1"
+
+    async def tail_job_logs(self, job_id):
+        for chunk in ("scan done\n", "report done\n"):
+            await asyncio.sleep(0)
+            yield chunk
+
+    def get_job_info(self, job_id):
+        return types.SimpleNamespace(status=self.status, message="boom" if self.status == JobStatus.FAILED else None)
+
+
+def test_ray_address_is_the_default(spec, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", FakeClient)
+    assert submit(spec, SMOKE, []) == 0
+    assert FakeClient.last.address == "http://head:8265"
+    assert not Path(FakeClient.last.requests[0]["runtime_env"]["working_dir"]).exists()  # the staged copy is gone
+    out = capsys.readouterr().out
+    assert "submitted job raysubmit_1" in out
+    assert "ray job logs --follow raysubmit_1 --address http://head:8265" in out
+
+
+@pytest.mark.parametrize("status, code", [(JobStatus.SUCCEEDED, 0), (JobStatus.FAILED, 1), (JobStatus.STOPPED, 1)])
+def test_follow_prints_the_logs_and_exits_with_the_job(spec, monkeypatch, capsys, status, code):
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", lambda address: FakeClient(address, status))
+    assert submit(spec, SMOKE, [], address="http://other:8265", follow=True) == code
+    out = capsys.readouterr().out
+    final = "job raysubmit_1 FAILED: boom" if status == JobStatus.FAILED else f"job raysubmit_1 {status.value}"
+    assert out.endswith(f"submitted job raysubmit_1\nscan done\nreport done\n{final}\n")
 
 
 def _free_port() -> int:
@@ -62,6 +192,15 @@ def ray_head(tmp_path):
             os.killpg(head.pid, 9)
 
 
+FOLLOW = """
+import sys
+from ccs_ray.spec import load_spec
+from ccs_ray.submit import submit
+spec_path, results = sys.argv[1:]
+sys.exit(submit(load_spec(spec_path, [f'results.root="{results}"']), spec_path, [], follow=True))
+"""
+
+
 def _cli(args, env, timeout=300):
     return subprocess.run([sys.executable, "-m", "ccs_ray.cli", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
@@ -74,15 +213,13 @@ def test_submit_runs_the_job_on_a_cluster(ray_head, tmp_path):
     refused = _cli(["submit", "jobs/smoke.toml", "--address", address, "--results", str(results)], env)
     assert refused.returncode == 2 and "RAY_AUTH_MODE=token" in refused.stderr
 
-    out = _cli(["submit", "jobs/smoke.toml", "--address", address, "--results", str(results)], env_token)
-    assert out.returncode == 0, out.stderr[-3000:]
+    # submit(..., follow=True), the address from RAY_ADDRESS: it prints the job's logs and ends with its status
+    out = subprocess.run([sys.executable, "-c", FOLLOW, SMOKE, str(results)], env=dict(env_token, RAY_ADDRESS=address),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=420)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     job_id = re.search(r"submitted job (\S+)", out.stdout).group(1)
-    assert f"ray job logs --follow {job_id} --address {address}" in out.stdout
-    logs = subprocess.run([RAY, "job", "logs", "--follow", job_id, "--address", address], env=env_token,
-                          capture_output=True, text=True, timeout=300)
-    status = subprocess.run([RAY, "job", "status", job_id, "--address", address], env=env_token,
-                            capture_output=True, text=True, timeout=60)
-    assert f"'{job_id}' succeeded" in status.stdout, status.stdout + status.stderr + logs.stdout[-3000:]
+    assert out.stdout.rstrip().endswith(f"job {job_id} SUCCEEDED"), out.stdout[-3000:]
+    assert f"Running entrypoint for job {job_id}" in out.stdout, out.stdout[-3000:]  # the job's logs
     n_heads = duckdb.sql(f"SELECT count(*) FROM read_parquet('{results}/ccs/**/*.parquet') "
                          f"WHERE judge = 'combined'").fetchall()[0][0]
     assert n_heads == 4 * 4  # ccs-tiny: every head of its 4 layers scored

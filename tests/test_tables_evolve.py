@@ -90,12 +90,13 @@ def test_resume_an_old_run(ray_cluster, old_root):
     del before["spans"]["normalize"]  # as if spans.normalize had been added after this run
     state.write_text(json.dumps(before))
     from ccs_ray import pipeline
+    from ccs_ray.preflight import PreflightError
 
     spec = load_spec(REPO / "jobs" / "smoke.toml", [f'results.root="{old_root}"'])
     summary = pipeline.run(spec, resume=True, progress=False)
     assert summary["run_id"] == RUN and set(summary["stages"]) == set(spec.stages)
     runs = tables.read_table(str(old_root), "runs", RUN).to_pylist()
     assert [r["status"] for r in runs] == ["done"]
-    with pytest.raises(pipeline.RunError, match="spans"):
+    with pytest.raises(PreflightError, match="different spans settings"):
         pipeline.run(load_spec(REPO / "jobs" / "smoke.toml", [f'results.root="{old_root}"', "spans.m=4"]),
                      resume=True, progress=False)

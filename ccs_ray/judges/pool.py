@@ -9,6 +9,7 @@ import os
 
 import ray
 
+from ..progress import Progress
 from ..spec import EndpointConfig, JudgeConfig
 from .cache import AnswerCache
 from .client import Answer, Endpoint, JudgeClient
@@ -114,8 +115,10 @@ _WORKERS: dict[tuple, list] = {}
 MAX_POOLS = 4
 
 
-def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str) -> list[Verdict]:
-    """Every head through up to ``cfg.actors`` worker actors (at most ``cfg.concurrency`` requests in flight in all)."""
+def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str,
+             progress: Progress | None = None) -> list[Verdict]:
+    """Every head through up to ``cfg.actors`` worker actors (at most ``cfg.concurrency`` requests in flight in all);
+    ``progress`` advances by head, with the calls sent, their retries and their cost so far."""
     if not heads:
         return []
     endpoint, key = endpoint_of(judge, cfg), api_key_of(judge)
@@ -129,8 +132,19 @@ def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], ca
                               for i, n in enumerate(slots)]
     workers = _WORKERS[pool_key] = _WORKERS.pop(pool_key)  # now the most recently used
     turns = [i for k in range(max(slots)) for i, n in enumerate(slots) if k < n]  # heads in proportion to slots
+    refs = [workers[turns[j % len(turns)]].judge.remote(h, cfg.mode, cache_root) for j, h in enumerate(heads)]
     try:
-        return ray.get([workers[turns[j % len(turns)]].judge.remote(h, cfg.mode, cache_root) for j, h in enumerate(heads)])
+        if progress is not None:
+            calls = retries = 0
+            cost = 0.0
+            pending = list(refs)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                sent = [c for c in ray.get(done[0]).calls if c["status"] != "cached"]
+                calls, retries = calls + len(sent), retries + sum(c["retries"] for c in sent)
+                cost += sum(c["cost_usd"] for c in sent)
+                progress.update(1, calls=calls, retries=retries, cost_usd=cost)
+        return ray.get(refs)
     except ray.exceptions.RayActorError:
         _stop_pool(pool_key)  # a dead worker: start afresh next time
         raise

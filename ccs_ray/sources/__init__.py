@@ -5,7 +5,7 @@ files), ``tar`` (WebDataset tar shards), ``parquet`` (an image-bytes column), ``
 of image URIs) and ``probe`` (the generated probe set, ``probe://...``). Every URI is an fsspec URI.
 
     shards = plan_shards(cfg)                      # deterministic; one Shard per unit of scan work
-    loaded = load_shard(shards[0], preprocess)     # images [n, 3, S, S], labels, error rows
+    loaded = load_shard(shards[0], preprocess)     # images [n, 3, S, S], labels, error and conversion rows
 """
 
 from __future__ import annotations
@@ -30,21 +30,27 @@ READERS = dict(zip(SOURCE_KINDS, (folder, tar, parquet, manifest, probe)))
 
 @dataclass
 class LoadedShard:
-    """A decoded, preprocessed shard. ``errors`` are rows for the ``errors`` table (stage ``"decode"``);
-    converted images are kept and also have a ``converted:<mode>`` row."""
+    """A decoded, preprocessed shard. ``errors`` are rows for the ``errors`` table (stage ``"decode"``), one
+    per input lost; ``conversions`` are rows for the ``conversions`` table, one per image kept but converted
+    to RGB from another mode."""
 
     shard: Shard
     images: torch.Tensor  # [n, 3, S, S] float32, n = good images
     items: list[str] = field(default_factory=list)
     labels: list[str | None] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
-    n_converted: int = 0
+    conversions: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # wall time to read, decode and preprocess
 
     @property
     def n_failed(self) -> int:
-        """Inputs lost (error rows that are not conversions)."""
-        return sum(not e["reason"].startswith("converted:") for e in self.errors)
+        """Inputs lost."""
+        return len(self.errors)
+
+    @property
+    def n_converted(self) -> int:
+        """Images kept but converted to RGB."""
+        return len(self.conversions)
 
 
 def detect_kind(source: str, image_column: str = "image", uri_column: str = "uri") -> str:
@@ -100,7 +106,8 @@ def read_shard(shard: Shard) -> Iterator[Record]:
 
 
 def load_shard(shard: Shard, preprocess) -> LoadedShard:
-    """Read, decode and preprocess a shard; never raises for bad inputs, which become error rows.
+    """Read, decode and preprocess a shard; never raises for bad inputs, which become error rows (images
+    converted to RGB become conversion rows).
 
     A failure of the whole shard (e.g. a tar that cannot be opened) is one row with item ``"*"``;
     records read before it are kept.
@@ -128,8 +135,8 @@ def load_shard(shard: Shard, preprocess) -> LoadedShard:
                 error(rec.item, "corrupt", f"preprocess failed: {type(e).__name__}: {e}")
                 continue
             if converted:
-                error(rec.item, f"converted:{converted}", f"{converted} -> RGB")
-                out.n_converted += 1
+                out.conversions.append(dict(source=shard.uri, item=rec.item, from_mode=converted,
+                                            at=datetime.now(timezone.utc)))
             images.append(tensor)
             out.items.append(rec.item)
             out.labels.append(rec.label)

@@ -37,6 +37,15 @@ class Shard:
         """The moments fold this shard belongs to."""
         return self.index % folds
 
+    @property
+    def size(self) -> int | None:
+        """Images (or videos) in the shard; None for a whole tar, whose samples are counted while reading."""
+        if self.kind in ("parquet", "probe", "torchvision"):  # (start, stop, ...) index ranges
+            return self.items[1] - self.items[0]
+        if self.kind == "tar" and not self.items:
+            return None
+        return len(self.items)
+
 
 @dataclass(frozen=True)
 class Record:

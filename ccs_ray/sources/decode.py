@@ -1,11 +1,13 @@
 """Bytes -> RGB PIL image, with every failure classified, for the errors table.
 
 Reasons: ``empty`` (zero bytes), ``not_an_image`` (no image format recognised), ``truncated`` (the data
-ends early), ``corrupt`` (a recognised format whose data is broken), ``decompression_bomb`` (more pixels
-than ``PIL.Image.MAX_IMAGE_PIXELS``: where PIL only warns, this is an error too), ``unreadable`` (the bytes
-could not be read at all: I/O error, missing file or member, permission). Images that are not RGB
-(grayscale, CMYK, palette, with alpha) are converted, alpha composited on white, and reported as
-``converted:<mode>``: kept, but counted.
+ends early), ``corrupt`` (a recognised format whose data is broken), ``unsupported`` (a well-formed file in a
+format, compression or pixel layout Pillow cannot decode, e.g. a float64 TIFF: Pillow calls it unsupported,
+not supported, cannot handle it, has no decoder for it, or finds no mode for it), ``decompression_bomb``
+(more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``: where PIL only warns, this is an error too), ``unreadable``
+(the bytes could not be read at all: I/O error, missing file or member, permission). Images that are not RGB
+(grayscale, CMYK, palette, with alpha) are converted, alpha composited on white, and kept; the caller
+records their original mode (the ``conversions`` table).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import io
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-REASONS = ("empty", "not_an_image", "truncated", "corrupt", "decompression_bomb", "unreadable")
+REASONS = ("empty", "not_an_image", "truncated", "corrupt", "unsupported", "decompression_bomb", "unreadable")
 
 # Magic numbers of formats PIL reads: bytes that start so but do not open are a broken image, not a non-image.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+# How Pillow words a file it understands but cannot decode (a corrupt one reads "broken", "unrecognized data
+# stream contents", "decoder error", ...).
+_UNSUPPORTED = ("unsupported", "not supported", "cannot handle", "not available")
 
 
 class DecodeError(Exception):
@@ -41,19 +46,47 @@ def decode_image(data: bytes) -> tuple[Image.Image, str | None]:
             raise DecodeError("decompression_bomb", f"{image.width}x{image.height} = {pixels} pixels is more than "
                                                     f"PIL.Image.MAX_IMAGE_PIXELS = {limit}")
         image.load()
+        return (image, None) if image.mode == "RGB" else (to_rgb(image), image.mode)
     except Image.DecompressionBombError as e:
         raise DecodeError("decompression_bomb", str(e)) from None
     except UnidentifiedImageError:
-        if data.startswith(_MAGIC):
-            raise DecodeError("corrupt", f"{len(data)} bytes start like an image but no decoder accepts them") from None
-        raise DecodeError("not_an_image", f"{len(data)} bytes in no image format PIL reads (starts {data[:8]!r})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
+        if not data.startswith(_MAGIC):
+            raise DecodeError("not_an_image",
+                              f"{len(data)} bytes in no image format PIL reads (starts {data[:8]!r})") from None
+        cause = _open_error(data)
+        why = f" ({type(cause).__name__}: {cause})" if cause else ""
+        raise DecodeError("unsupported" if cause and _unsupported(cause) else "corrupt",
+                          f"{len(data)} bytes start like an image but no decoder accepts them{why}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as e:
         msg = f"{type(e).__name__}: {e}"
-        reason = "truncated" if "truncated" in msg.lower() or isinstance(e, EOFError) else "corrupt"
-        raise DecodeError(reason, msg) from None
-    if image.mode == "RGB":
-        return image, None
-    return to_rgb(image), image.mode
+        truncated = "truncated" in msg.lower() or isinstance(e, EOFError)
+        raise DecodeError("truncated" if truncated else "unsupported" if _unsupported(e) else "corrupt", msg) from None
+
+
+def _unsupported(e: Exception) -> bool:
+    """Whether Pillow's error says the file is understood but not decodable; a ``KeyError`` (or an error raised
+    from one) is a mode, compression or layout missing from Pillow's tables."""
+    if isinstance(e, KeyError) or isinstance(e.__cause__, KeyError):
+        return True
+    return any(words in str(e).lower() for words in _UNSUPPORTED)
+
+
+def _open_error(data: bytes) -> Exception | None:
+    """What the format plugin that claims ``data`` raised when opening it (``Image.open`` only says it cannot
+    identify the file), or None."""
+    Image.init()
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        try:
+            claims = accept is not None and accept(data[:16])
+        except Exception:  # noqa: BLE001 - a plugin that cannot even read the prefix does not claim it
+            claims = False
+        if claims and not isinstance(claims, str):  # a str is Pillow's "looks like it, but" warning
+            try:
+                factory(io.BytesIO(data), None)
+            except Exception as e:  # noqa: BLE001 - any error of the claiming plugin is the answer
+                return e
+    return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -20,7 +20,7 @@ BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 
 def run_stage(name: str, spec: Spec, root: str, run_id: str, model: str | None = None, **context) -> dict:
     """Run one stage of ``spec`` on its own (for ``model`` when it is per model), in run ``run_id`` under
-    ``root``; ``context``: other :class:`Context` fields (``dry_run``, ``resume``, ``progress``, ...)."""
+    ``root``; ``context``: other :class:`Context` fields (``resume``, ``progress``, ...)."""
     stage = BY_NAME[name]
     ctx = Context.of(spec, run_id, root, **context)
     return stage.run(ctx.for_model(model) if model else ctx, stage.section(spec))

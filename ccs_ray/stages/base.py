@@ -62,7 +62,7 @@ class Context:
         model: the model key a per-model stage runs for (None for a per-run stage).
         resources: the cluster's resources as the run read them once (None: read them when asked,
             :meth:`cluster_resources`).
-        resume, progress, dry_run: how the run was started.
+        resume, progress: how the run was started.
     """
 
     run_id: str
@@ -73,7 +73,6 @@ class Context:
     resources: dict | None = None
     resume: bool = False
     progress: bool = True
-    dry_run: bool = False
 
     @classmethod
     def of(cls, spec: Spec, run_id: str, root: str | None = None, **kwargs) -> "Context":
@@ -100,8 +99,6 @@ class Stage:
         section: ``spec -> the part of the spec the stage reads``.
         run: ``(ctx, section) -> summary`` (JSON-able; stored in the stage's done marker).
         shows_run: it reads the ``runs`` table (the report), so the run is recorded done before it runs.
-        plans: with ``ctx.dry_run`` it returns the plan of its paid work (the judge's calls and cost)
-            instead of doing it; a dry run stops after it.
     """
 
     name: str
@@ -110,7 +107,6 @@ class Stage:
     section: Callable[[Spec], Any]
     run: Callable[[Context, Any], dict]
     shows_run: bool = False
-    plans: bool = False
 
     def done(self, ctx: Context) -> bool:
         """Whether this stage (for ``ctx.model``) already finished in ``ctx``'s run."""

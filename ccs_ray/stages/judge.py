@@ -5,7 +5,6 @@ the section labels each head from its spans 1..m and judges each span 1/0 (and s
 same label when ``judge.heldout``); ``combined`` is their majority vote. LLM judges run through the Ray
 pool of :mod:`ccs_ray.judges.pool` (one global rate limiter, an answer cache that makes re-runs free);
 the offline judge is a deterministic heuristic and says so in every row (``heuristic``).
-With ``ctx.dry_run`` nothing is called: the summary is the plan (calls, cached answers, cost).
 """
 
 from __future__ import annotations
@@ -16,11 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .. import scores
-from ..judges.cache import AnswerCache
-from ..judges.heads import VARIANTS, HeadSpans, Verdict, file_safe, heads_from_spans
+from ..judges.heads import VARIANTS, Verdict, file_safe, heads_from_spans
 from ..judges.offline import NAME as OFFLINE_NAME, OfflineJudge, vocabulary_from
-from ..judges.pool import endpoint_of, planned_requests, run_pool
-from ..judges.prompts import label_request
+from ..judges.pool import run_pool
+from ..progress import Progress
 from ..spec import EndpointConfig, JudgeConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from .base import Context, Stage
@@ -41,11 +39,9 @@ def section(spec: Spec) -> JudgeSection:
 
 
 def judges_of(cfg: JudgeConfig) -> list[tuple[str, EndpointConfig]]:
-    """(name, config) of every judge: ``judge.judges``, else the ``[judge]`` table itself."""
+    """(name, config) of every judge: ``judge.judges``, else the ``[judge]`` table itself (names checked; an LLM
+    judge's endpoint is checked by :func:`~ccs_ray.judges.pool.endpoint_of` when it is called, and by preflight)."""
     judges = cfg.judges or [EndpointConfig(**{k: getattr(cfg, k) for k in EndpointConfig.model_fields})]
-    for j in judges:
-        if j.kind == "openai":
-            endpoint_of(j, cfg)  # base_url and model are set
     named = [(j.name or (OFFLINE_NAME if j.kind == "offline" else j.model), j) for j in judges]
     names = [n for n, _ in named]
     bad = sorted({n for n in names if not n or names.count(n) > 1 or n == COMBINED or n.startswith("human:")})
@@ -112,39 +108,12 @@ def agreement(by_judge: dict[str, list[Verdict]]) -> dict:
             "fleiss": scores.fleiss_kappa(list(zip(*votes.values()))) if len(names) > 1 else None}
 
 
-def dry_run_plan(cfg: JudgeConfig, judges: list[tuple[str, EndpointConfig]], head_spans: list[HeadSpans],
-                 cache_root: str) -> dict:
-    """Calls and cost each LLM judge would make: judgment prompts of heads whose label is not cached yet are
-    estimated with a one-word placeholder label."""
-    cache, plan = AnswerCache(cache_root), {}
-    for name, judge in judges:
-        if judge.kind == "offline":
-            plan[name] = {"calls": 0, "cached": 0, "cost_usd": 0.0, "heuristic": True}
-            continue
-        ep = endpoint_of(judge, cfg)
-        calls = cached = prompt = completion = 0
-        for head in head_spans:
-            req = label_request(head.texts("paper"))
-            hit = cache.get(ep.key(req))
-            reqs = [req] + [r for _, _, r in planned_requests(head, hit["value"] if hit else "concept", cfg.mode)]
-            for r in reqs:
-                if cache.get(ep.key(r)) is not None:
-                    cached += 1
-                    continue
-                calls += 1
-                p, c = r.estimated_tokens()
-                prompt, completion = prompt + p, completion + c
-        plan[name] = {"calls": calls, "cached": cached, "prompt_tokens": prompt, "completion_tokens": completion,
-                      "cost_usd": ep.cost(prompt, completion), "heuristic": False}
-    return plan
-
-
 def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
     """Label and judge every head of ``ctx.model`` with every judge; write the tables.
 
     ``text_encoder``: ``list[str] -> [N, D]`` L2-normalised CLIP text embeddings for the offline judge
     (default: the model's text tower, loaded on first use).
-    Returns a summary: heads judged, calls made, cached, errors, cost (and the plan only, with ``ctx.dry_run``).
+    Returns a summary: heads judged, calls made, cached, errors, cost.
     """
     m, cfg, root, run_id, model = section.m, section.judge, ctx.root, ctx.run_id, ctx.model
     text_encoder = text_encoder or LazyTextEncoder(model, ctx.models.precision)
@@ -153,22 +122,20 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
     if not head_spans:
         raise ValueError(f"no spans (subset 'all') for run {run_id!r}, model {model!r} under {root}: run the spans stage first")
     judges, cache_root = judges_of(cfg), cache_root_of(cfg, root)
-    if ctx.dry_run:
-        plan = dry_run_plan(cfg, judges, head_spans, cache_root)
-        return {"dry_run": True, "heads_judged": len(head_spans), "judges": plan,
-                "calls": sum(p["calls"] for p in plan.values()), "cost_usd": sum(p["cost_usd"] for p in plan.values())}
-
     by_judge: dict[str, list[Verdict]] = {}
     heuristic: dict[str, bool] = {}
     tables: dict[str, dict[str, list[dict]]] = {}
     calls: list[dict] = []
     for name, judge in judges:
         heuristic[name] = judge.kind == "offline"
-        if heuristic[name]:
-            offline = OfflineJudge(vocabulary_from(cfg.vocabulary), text_encoder)
-            by_judge[name] = [offline.verdict(h) for h in head_spans]
-        else:
-            by_judge[name] = run_pool(judge, cfg, head_spans, cache_root)
+        with Progress(f"judge {name} {model}", len(head_spans), "heads", ctx.progress) as progress:
+            if heuristic[name]:
+                offline = OfflineJudge(vocabulary_from(cfg.vocabulary), text_encoder)
+                by_judge[name] = [offline.verdict(h) for h in head_spans]
+                progress.update(len(head_spans))
+            else:
+                by_judge[name] = run_pool(judge, cfg, head_spans, cache_root, progress)
+        if not heuristic[name]:
             calls += [call_row(name, JudgeConfig.public_url(judge.base_url), c) for v in by_judge[name] for c in v.calls]
         tables[name] = verdict_rows(name, by_judge[name], heuristic[name], m)
     tables[COMBINED] = combined_rows(by_judge, any(heuristic.values()), m)
@@ -214,4 +181,4 @@ class LazyTextEncoder:
         return text_embeddings(self.model, texts)
 
 
-STAGE = Stage("judge", needs=("spans",), per_model=True, section=section, run=run, plans=True)
+STAGE = Stage("judge", needs=("spans",), per_model=True, section=section, run=run)

@@ -46,6 +46,7 @@ from ..files import atomic_write
 from ..models import load_model
 from ..moments import HeadMoments
 from ..sources.base import fingerprint
+from ..progress import Progress
 from ..spec import EvalsConfig, PruneConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from ..textspan import text_embeddings
@@ -314,6 +315,8 @@ def _run_units(ctx: Context, section: PruneSection, ablations: list[Ablation], m
     pending = {actors[i % n_actors].run.remote(unit): i for i, unit in enumerate(units)}
     errors: list[list[dict]] = [[] for _ in units]
     failed = {}
+    progress = Progress(f"prune {ctx.model} ({len(ablations)} configurations)", len(units), "dataset shards",
+                        ctx.progress)
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -326,7 +329,9 @@ def _run_units(ctx: Context, section: PruneSection, ablations: list[Ablation], m
                 failed[key] = f"{type(e).__name__}: {e}"
                 errors[i] = [dict(stage="prune", source=unit["shard"].uri, item=unit["shard"].shard_id,
                                   reason="unit_failed", detail=failed[key][:2000], at=datetime.now(timezone.utc))]
+            progress.update(1, failed=len(failed))
     finally:
+        progress.close()
         for actor in actors:
             ray.kill(actor)
     return errors, failed

@@ -6,6 +6,7 @@ No section of its own; per run, last. It reads every table through DuckDB (:mod:
 
 from __future__ import annotations
 
+from ..progress import Progress
 from ..report import build_report
 from .base import Context, Stage
 
@@ -15,7 +16,10 @@ def section(spec) -> None:
 
 
 def run(ctx: Context, section: None) -> dict:
-    return {"path": build_report(ctx.root, f"{ctx.root.rstrip('/')}/report.html")}
+    with Progress("report", 1, "file", ctx.progress) as progress:
+        path = build_report(ctx.root, f"{ctx.root.rstrip('/')}/report.html")
+        progress.update(1)
+    return {"path": path}
 
 
 STAGE = Stage("report", needs=(), per_model=False, section=section, run=run, shows_run=True)

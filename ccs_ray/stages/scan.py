@@ -1,7 +1,8 @@
 """Stage ``scan``: shards -> CPU decode tasks -> model actors that accumulate HeadMoments -> one merge.
 
 Section: ``[data]`` and ``[scan]`` (:class:`ScanSection`); per run (all models at once, so that models
-with the same preprocessing share each decoded shard). Writes ``shards``, ``moments`` and ``errors``.
+with the same preprocessing share each decoded shard). Writes ``shards``, ``moments``, ``errors`` (images not
+scanned) and ``conversions`` (images scanned after a conversion to RGB).
 
 Topology. The source is planned into shards (``sources.plan_shards``). Models that share image
 preprocessing share decoding: each shard is decoded once by a CPU task (``decode_task``) and its images go,
@@ -33,13 +34,13 @@ from datetime import datetime, timezone
 
 import fsspec
 import ray
-from tqdm.auto import tqdm
 
 from .. import tables
 from ..cluster import actor_layout
 from ..decompose import decomposed_forward, select_layers
 from ..errors import UserError
 from ..models import load_model, preprocess_config
+from ..progress import Progress
 from ..moments import HeadMoments
 from ..sources import Shard, load_shard, plan_shards
 from ..spec import DataConfig, ModelsConfig, ScanConfig, Spec
@@ -99,7 +100,7 @@ class ScanActor:
             "seconds": loaded.seconds + time.perf_counter() - t0, "node": self.node, "worker": self.worker,
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "errors": [{**e, "at": e["at"].isoformat()} for e in loaded.errors],
+            "errors": _to_json(loaded.errors), "conversions": _to_json(loaded.conversions),
         }
         self.moments.mark_covered(shard.shard_id, record)
         return {k: record[k] for k in ("shard_id", "n_images", "n_errors", "node")}
@@ -140,6 +141,11 @@ class ScanSummary:
     shards_skipped: int = 0
     nodes: set = field(default_factory=set)
     seconds: float = 0.0
+
+
+def _to_json(rows: list[dict]) -> list[dict]:
+    """Error or conversion rows as JSON for a shard record (``at`` in ISO format)."""
+    return [{**row, "at": row["at"].isoformat()} for row in rows]
 
 
 def _partials(state: RunState, model: str) -> list[str]:
@@ -212,7 +218,7 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
                 queue.append((s, need))
     restarts, max_restarts = 0, 3 * max(1, sum(len(w) for w in workers.values()))
     decodes, calls = {}, {}  # ref -> (shard, models) ; ref -> (worker, shard or None for checkpoints)
-    bar = tqdm(total=sum(len(t) for t in todo.values()), unit="shard", disable=not ctx.progress, desc="scan")
+    bar = Progress("scan", sum(len(t) for t in todo.values()), "shards", ctx.progress)
     images_done = 0
 
     def dispatch(shard, need, ref):
@@ -276,8 +282,7 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
         w.unsaved.add(shard.shard_id)
         images_done += result["n_images"]
         summary.shards_scanned += 1
-        bar.update(1)
-        bar.set_postfix(images_per_s=f"{images_done / max(1e-9, time.perf_counter() - t0):.1f}")
+        bar.update(1, images_per_s=round(images_done / max(1e-9, time.perf_counter() - t0), 1))
         every = cfg.checkpoint_every
         due = time.monotonic() - w.saved_at >= cfg.checkpoint_s or (every and len(w.unsaved) >= every)
         if due and not any(v == (w, None) for v in calls.values()):
@@ -293,7 +298,7 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
 
 
 def _finish_model(ctx: Context, model: str, plan: dict[str, Shard], folds: int, summary: ScanSummary) -> None:
-    """Merge a model's partials, check that they partition the plan, write moments/shards/errors tables."""
+    """Merge a model's partials, check that they partition the plan, write moments/shards/errors/conversions tables."""
     merged = None
     for uri in _partials(ctx.state, model):
         part = HeadMoments.load(uri)
@@ -309,13 +314,13 @@ def _finish_model(ctx: Context, model: str, plan: dict[str, Shard], folds: int, 
     merged.save(uri)
     records = [merged.shards[s] for s in sorted(merged.shards)]
     n_images = int(merged.n.sum())
-    errors = [e for r in records for e in r["errors"]]
     tables.write_table(ctx.root, "moments", [dict(
         uri=uri, convention=merged.convention, n_images=n_images, n_heads=len(merged.heads),
         embed_dim=merged.embed_dim, folds=merged.folds, n_shards=len(records))], ctx.run_id, model, name="scan")
     _write_shards(ctx, model, plan, merged.shards, folds)
-    tables.write_table(ctx.root, "errors", [dict(e, at=datetime.fromisoformat(e["at"])) for e in errors],
-                       ctx.run_id, model, name="scan")
+    for table in ("errors", "conversions"):  # records of an earlier version hold no conversions
+        rows = [dict(row, at=datetime.fromisoformat(row["at"])) for r in records for row in r.get(table, ())]
+        tables.write_table(ctx.root, table, rows, ctx.run_id, model, name="scan")
     summary.moments[model] = uri
     summary.n_images[model] = n_images
     summary.n_errors[model] = sum(r["n_errors"] for r in records)

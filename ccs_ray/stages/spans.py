@@ -17,6 +17,7 @@ from ..decompose import parse_head_name
 from ..models import load_model
 from ..moments import HeadMoments
 from ..pools import load_pool
+from ..progress import Progress
 from ..spec import ModelsConfig, Spec, SpansConfig
 from ..textspan import text_embeddings, textspan_from_moments
 from .base import Context, Stage
@@ -40,24 +41,31 @@ def section(spec: Spec) -> SpansSection:
 def run_spans(ctx: Context, section: SpansSection) -> list[dict]:
     """TextSpan rows for every head of ``ctx.model``, over all data and each fold (``subset`` all/fold<i>)."""
     gpus = 1 if ctx.cluster_resources().get("GPU", 0) else 0
-    task = _spans_task.options(num_gpus=gpus)
-    rows = ray.get(task.remote(ctx.models, section, moments_uri(ctx, ctx.model), ctx.model))
+    stream = _spans_task.options(num_gpus=gpus).remote(ctx.models, section, moments_uri(ctx, ctx.model), ctx.model)
+    n_heads = ray.get(next(stream))
+    rows = []
+    with Progress(f"spans {ctx.model}", n_heads, "heads", ctx.progress) as progress:
+        for ref in stream:
+            rows += ray.get(ref)
+            progress.update(1)
     tables.write_table(ctx.root, "spans", rows, ctx.run_id, ctx.model, name="spans")
     return rows
 
 
-@ray.remote
-def _spans_task(models: ModelsConfig, section: SpansSection, uri: str, model_key: str) -> list[dict]:
+@ray.remote(num_returns="streaming")
+def _spans_task(models: ModelsConfig, section: SpansSection, uri: str, model_key: str):
+    """Yields the number of heads, then each head's rows (as it finishes: the driver shows progress)."""
     cfg = section.spans
     device = "cuda" if ray.get_gpu_ids() else "cpu"
+    moments = HeadMoments.load(uri, device)
+    yield len(moments.heads)
     model, _ = load_model(model_key, models.precision, device)
     texts = load_pool(cfg.pool)
     emb = text_embeddings(model, texts, cfg.template, cfg.normalize).to(device)
-    moments = HeadMoments.load(uri, device)
     subsets = {"all": None} | ({f"fold{f}": [f] for f in range(moments.folds)} if moments.folds > 1 else {})
-    rows = []
     for name in moments.heads:
         layer, head = parse_head_name(name)
+        rows = []
         for subset, folds in subsets.items():
             n, total, outer = moments.head(name, folds)
             if n == 0:
@@ -66,7 +74,7 @@ def _spans_task(models: ModelsConfig, section: SpansSection, uri: str, model_key
                 rows.append(dict(layer=layer, head=head, head_label=name, subset=subset, rank=s.rank, text=s.text,
                                  variance=s.variance, variance_explained=s.variance_explained, pool=cfg.pool,
                                  svd_rank=s.svd_rank, convention=moments.convention))
-    return rows
+        yield rows
 
 
 def run(ctx: Context, section: SpansSection) -> dict:

@@ -13,12 +13,11 @@ its preset (:mod:`.presets`); :func:`bias_attributes` maps each image to its att
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ... import sources
 from ...sources.base import list_files
 from ...sources.manifest import MANIFEST_EXTENSIONS, read_rows
-from ...choices import BIAS_COMBINES
 from ...spec import DataConfig
 from ..bias import BIAS_TEMPLATES, OCCUPATIONS
 from .entries import DatasetError, probe_of
@@ -27,37 +26,36 @@ from .presets import BIAS_PRESETS, entry_with_preset
 
 @dataclass
 class BiasData:
-    """One social-bias dataset (a ``[[evals.bias]]`` table)."""
+    """One social-bias dataset: the keys of :class:`~ccs_ray.spec.BiasEntry`, resolved."""
 
     name: str
-    source: str = ""  # CSV / Parquet manifest
-    preset: str | None = None
-    uri_column: str = "uri"
-    attributes: list[str] = field(default_factory=lambda: ["race", "gender"])
-    groups: dict[str, dict[str, str]] = field(default_factory=dict)  # attribute -> label -> group
-    occupations: list[str] = field(default_factory=lambda: list(OCCUPATIONS))
-    templates: list[str] = field(default_factory=lambda: list(BIAS_TEMPLATES))
-    combine: str = "embedding_mean"  # how the templates combine: choices.BIAS_COMBINES (ccs_ray.evals.bias)
-    k: int = 10
-    shard_size: int = 256
-    limit: int | None = None
+    source: str  # CSV / Parquet manifest
+    preset: str | None
+    uri_column: str
+    attributes: list[str]
+    groups: dict[str, dict[str, str]]  # attribute -> label -> group
+    occupations: list[str] | None  # None: OCCUPATIONS
+    templates: list[str] | None  # None: BIAS_TEMPLATES
+    combine: str  # how the templates combine: choices.BIAS_COMBINES (ccs_ray.evals.bias)
+    k: int
+    shard_size: int
+    limit: int | None
 
 
-def bias_data(entry: dict) -> BiasData:
-    """Validate an ``evals.bias`` entry and apply its preset (default: the name, when it names one)."""
-    data = entry_with_preset(BiasData, entry, "bias", BIAS_PRESETS, "manifest (CSV/Parquet of images and attributes)")
+def bias_data(entry) -> BiasData:
+    """Validate an ``evals.bias`` entry (typed or a dict) and apply its preset (default: the name, when it names one)."""
+    data, given = entry_with_preset(BiasData, entry, "bias", BIAS_PRESETS, "manifest (CSV/Parquet of images and attributes)")
+    data.occupations = list(OCCUPATIONS) if data.occupations is None else data.occupations
+    data.templates = list(BIAS_TEMPLATES) if data.templates is None else data.templates
     probe = probe_of(data.source, "bias")
     if probe is not None:
-        if "attributes" in entry and data.attributes != [probe.task]:
+        if "attributes" in given and data.attributes != [probe.task]:
             raise DatasetError(f"bias dataset {data.name!r}: a generated set has the one attribute "
                                f"{probe.task!r} (its probe task), not {data.attributes}")
         data.attributes = [probe.task]
     bad = [t for t in data.templates if t.count("{}") != 1]
-    if bad or not data.templates or not data.occupations or data.k < 1:
-        raise DatasetError(f"bias dataset {data.name!r}: need occupations, k >= 1 and templates with one '{{}}' ({bad})")
-    if data.combine not in BIAS_COMBINES:
-        raise DatasetError(f"bias dataset {data.name!r}: combine = {data.combine!r}; "
-                           f"allowed: {', '.join(BIAS_COMBINES)}")
+    if bad or not data.templates or not data.occupations:
+        raise DatasetError(f"bias dataset {data.name!r}: need occupations and templates with one '{{}}' ({bad})")
     return data
 
 

@@ -26,31 +26,31 @@ PROBE_TEMPLATES = ["a photo of a {}.", "an image of a {}."]
 
 @dataclass
 class ClassificationData:
-    """One zero-shot classification dataset (a ``[[evals.classification]]`` table)."""
+    """One zero-shot classification dataset: the keys of :class:`~ccs_ray.spec.ClassificationEntry`, resolved."""
 
     name: str
-    source: str = ""
-    preset: str | None = None  # default: the name, when it names a preset
-    kind: str = "auto"
-    classnames: list[str] | None = None
-    templates: list[str] | None = None
-    subset: list[str] | None = None
-    uri_column: str = "uri"
-    label_column: str = "label"
-    image_column: str = "image"
-    shard_size: int = 256
-    limit: int | None = None
-    root: str | None = None  # torchvision: download folder (default $CCS_RAY_CACHE/datasets)
-    options: dict = field(default_factory=dict)  # torchvision: extra constructor arguments
+    source: str
+    preset: str | None
+    kind: str
+    classnames: list[str] | None
+    templates: list[str] | None
+    subset: list[str] | None
+    uri_column: str
+    label_column: str
+    image_column: str
+    shard_size: int
+    limit: int | None
+    root: str | None
+    options: dict
     # filled by classification_data()
     class_texts: list[str] = field(default_factory=list)
     label_index: dict[str, int] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)  # labels of classes left out by ``subset``
 
 
-def classification_data(entry: dict) -> ClassificationData:
-    """Validate an ``evals.classification`` entry and resolve class names, templates and label keys."""
-    data = from_entry(ClassificationData, entry, "classification")
+def classification_data(entry) -> ClassificationData:
+    """Validate an ``evals.classification`` entry (typed or a dict) and resolve class names, templates and labels."""
+    data, _ = from_entry(ClassificationData, entry, "classification")
     preset = preset_of(data, CLASSIFICATION_PRESETS, "classification")
     if not data.source:
         if preset is None or preset.torchvision is None:

@@ -1,16 +1,17 @@
 """What every evaluation dataset kind shares: its error type and the reading of its ``[evals]`` entry.
 
 - :class:`DatasetError`: a dataset that cannot be used; the message says what is wrong and what is allowed.
-- :func:`from_entry`: an entry (a table with at least ``name``) as the kind's dataclass; keys the
-  dataclass lacks are an error that lists them and the allowed ones.
+- :func:`from_entry`: an entry (a typed entry of :mod:`ccs_ray.spec`, or a dict validated as one) as the
+  kind's dataclass, with the keys the entry set itself; a bad key or value is an error naming it.
 - :func:`probe_of`: the parsed ``probe://TASK?..`` source of a generated video or bias set, else None.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+from pydantic import ValidationError
 
 from ...errors import UserError
+from ...spec import BiasEntry, ClassificationEntry, VideoEntry, describe_errors
 from ...sources import SourceError
 from ...sources.probe import ProbeSpec, parse_probe_uri
 
@@ -19,15 +20,17 @@ class DatasetError(UserError, ValueError):
     """An evaluation dataset that cannot be used: the message says what is wrong and what is allowed."""
 
 
-def from_entry(cls, entry: dict, section: str):
-    """``cls(**entry)`` for an ``evals.<section>`` entry, or a DatasetError naming the bad keys."""
-    if not isinstance(entry, dict) or "name" not in entry:
-        raise DatasetError(f"evals.{section}: each dataset is a table with at least 'name', got {entry!r}")
-    allowed = {f.name for f in fields(cls)}
-    extra = sorted(set(entry) - allowed)
-    if extra:
-        raise DatasetError(f"evals.{section} {entry['name']!r}: unknown keys {extra}; allowed: {sorted(allowed)}")
-    return cls(**entry)
+ENTRIES = {"classification": ClassificationEntry, "video": VideoEntry, "bias": BiasEntry}
+
+
+def from_entry(cls, entry, section: str) -> tuple:
+    """``(cls(**entry), keys the entry set)`` for an ``evals.<section>`` entry (typed or a dict)."""
+    if isinstance(entry, dict):
+        try:
+            entry = ENTRIES[section].model_validate(entry)
+        except ValidationError as e:
+            raise DatasetError(describe_errors(e, f"evals.{section} entry {entry.get('name', '?')!r}", ENTRIES[section])) from None
+    return cls(**entry.model_dump()), entry.model_fields_set
 
 
 def probe_of(source: str, what: str) -> ProbeSpec | None:

@@ -68,13 +68,13 @@ def preset_of(data, presets: dict, kind: str):
     return presets[keys[_preset_key(name)]]
 
 
-def entry_with_preset(cls, entry: dict, kind: str, presets: dict, source: str):
-    """An ``evals.<kind>`` entry as ``cls`` (:func:`from_entry`) that has a source (``source`` says what it
-    is), with the keys of its preset (``preset``, else its name when that names one) that it does not set."""
-    data = from_entry(cls, entry, kind)
+def entry_with_preset(cls, entry, kind: str, presets: dict, source: str) -> tuple:
+    """``(data, keys set)``: an ``evals.<kind>`` entry as ``cls`` (:func:`from_entry`) that has a source (``source``
+    says what it is), with the keys of its preset (``preset``, else its name when that names one) that it does not set."""
+    data, given = from_entry(cls, entry, kind)
     if not data.source:
         raise DatasetError(f"{kind} dataset {data.name!r} has no source {source}")
     for key, value in (preset_of(data, presets, kind) or {}).items():
-        if key not in entry:
+        if key not in given:
             setattr(data, key, value)
-    return data
+    return data, given

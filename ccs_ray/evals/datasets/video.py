@@ -29,22 +29,22 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".m
 
 @dataclass
 class VideoData:
-    """One text-to-video retrieval dataset (a ``[[evals.video]]`` table)."""
+    """One text-to-video retrieval dataset: the keys of :class:`~ccs_ray.spec.VideoEntry`, resolved."""
 
     name: str
-    source: str = ""  # folder of videos or frame folders
-    preset: str | None = None
-    captions: str | None = None  # CSV / TSV / Parquet / JSON / JSONL, relative to source unless a URI
-    frames: int | None = None
-    video_column: str = "video"
-    caption_column: str = "caption"
-    shard_size: int = 16  # videos per shard
-    limit: int | None = None
+    source: str  # folder of videos or frame folders
+    preset: str | None
+    captions: str | None  # CSV / TSV / Parquet / JSON / JSONL, relative to source unless a URI
+    frames: int | None
+    video_column: str
+    caption_column: str
+    shard_size: int  # videos per shard
+    limit: int | None
 
 
-def video_data(entry: dict) -> VideoData:
-    """Validate an ``evals.video`` entry and apply its preset (default: the name, when it names one)."""
-    data = entry_with_preset(VideoData, entry, "video", VIDEO_PRESETS, "folder")
+def video_data(entry) -> VideoData:
+    """Validate an ``evals.video`` entry (typed or a dict) and apply its preset (default: the name, when it names one)."""
+    data, _ = entry_with_preset(VideoData, entry, "video", VIDEO_PRESETS, "folder")
     data.frames = data.frames or 12
     if not data.captions and probe_of(data.source, "video") is None:
         raise DatasetError(f"video dataset {data.name!r}: no captions file (give 'captions' or a preset: "

@@ -19,3 +19,4 @@ CREATE VIEW evals AS SELECT * FROM read_parquet('${ROOT}/evals/**/*.parquet', hi
 CREATE VIEW bias AS SELECT * FROM read_parquet('${ROOT}/bias/**/*.parquet', hive_partitioning = true, union_by_name = true) WHERE ablation_id NOT IN ('random:mean', 'random:std') AND occupation NOT IN ('__sum__', '__mean__');
 CREATE VIEW judge_calls AS SELECT * FROM read_parquet('${ROOT}/judge_calls/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW errors AS SELECT * FROM read_parquet('${ROOT}/errors/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW conversions AS SELECT * FROM read_parquet('${ROOT}/conversions/**/*.parquet', hive_partitioning = true, union_by_name = true);

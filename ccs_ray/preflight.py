@@ -1,0 +1,413 @@
+"""Preflight: everything a run needs that is knowable without computing, checked at once, in seconds.
+
+``preflight(spec) -> Plan`` runs on the driver before any stage starts (``ccs-ray run``, ``ccs-ray submit``,
+:func:`ccs_ray.pipeline.run`) and raises one :class:`PreflightError` that lists **every** problem found,
+one line each, naming the key, the value and the fix:
+
+- ``models.keys``: each key resolves to an open_clip config whose image tower we decompose (an unknown
+  name lists the closest ones); a pretrained tag exists for that name and its weights are in the local
+  cache or the download host answers a bounded probe (:func:`ccs_ray.files.unreachable`); ``NAME@URI`` checkpoints
+  exist and are readable; ``models.layers`` are layers of the tower;
+- ``data.source`` and every ``[[evals.*]]`` source exist and are listable (the plan counts their images
+  and shards); ``spans.pool`` loads or, for ``textspan-general``, is cached or downloadable;
+- every LLM judge has ``base_url`` and ``model`` and, unless planning only, its ``api_key_env`` is set;
+- the results root is writable (a probe file is created and removed) and, for ``--resume``, holds the run;
+- the cluster has the CPUs and GPUs the scan's and the evals' actor layouts need.
+
+Network probes run concurrently, so the whole check is bounded by one probe's timeout. The returned
+:class:`Plan` is what ``--dry-run`` prints: models, layers and heads, images and shards per source, the
+stages, the actor layouts and the judge estimate (calls, tokens and cost per judge, with no spans needed:
+the number of heads comes from the model config).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import fsspec
+
+from .errors import UserError
+from .files import unreachable
+from .spec import Spec
+
+class PreflightError(UserError, ValueError):
+    """Problems found before a run started: one line each; nothing was computed or written."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        n = len(problems)
+        super().__init__(f"{n} problem{'s' * (n > 1)} found before starting (nothing was computed):\n  "
+                         + "\n  ".join(problems))
+
+
+@dataclass
+class ModelPlan:
+    """A model key as the run will load it: weights, the analysed layers and their heads."""
+
+    key: str
+    name: str
+    weights: str  # pretrained tag, "none" (random init) or the checkpoint URI
+    layers: list[int]
+    n_heads: int  # heads per layer
+    heads: int  # analysed heads: len(layers) x n_heads
+    embed_dim: int
+
+
+@dataclass
+class SourcePlan:
+    """A source the run reads: where, what kind, how many images (None: counted while reading) and shards."""
+
+    key: str  # the spec key, e.g. "data.source" or "evals.bias[0]"
+    uri: str
+    kind: str
+    images: int | None
+    shards: int
+
+
+@dataclass
+class JudgePlan:
+    """What one judge would be asked for every analysed head, before any answer cache."""
+
+    name: str
+    kind: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None: the judge has no prices (judge.input_price / output_price)
+
+
+@dataclass
+class Plan:
+    """What a run will do; ``str(plan)`` is the human form, :meth:`to_dict` the JSON one."""
+
+    spec: str
+    results: str
+    stages: list[str]
+    resources: dict
+    models: list[ModelPlan] = field(default_factory=list)
+    sources: list[SourcePlan] = field(default_factory=list)
+    layouts: dict[str, dict] = field(default_factory=dict)  # stage -> actors, cpus_per_actor, gpus_per_actor
+    judges: list[JudgePlan] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["judge_total"] = {"calls": sum(j.calls for j in self.judges),
+                              "cost_usd": None if any(j.cost_usd is None for j in self.judges)
+                              else sum(j.cost_usd for j in self.judges)}
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"plan of {self.spec!r} -> {self.results}", f"  stages: {' -> '.join(self.stages)}",
+                 f"  cluster: {self.resources.get('CPU', 0):g} CPUs, {self.resources.get('GPU', 0):g} GPUs"]
+        for m in self.models:
+            lines.append(f"  model {m.key}: weights {m.weights}, layers {m.layers} x {m.n_heads} heads = {m.heads} heads")
+        for s in self.sources:
+            unit = "videos" if s.kind == "video" else "images"
+            images = f"{unit} counted while reading" if s.images is None else f"{s.images} {unit}"
+            lines.append(f"  {s.key}: {s.uri} ({s.kind}): {images} in {s.shards} shard{'s' * (s.shards > 1)}")
+        for stage, layout in self.layouts.items():
+            lines.append(f"  {stage} actors: {layout['actors']} per model, {layout['cpus_per_actor']:g} CPU and "
+                         f"{layout['gpus_per_actor']:g} GPU each")
+        for j in self.judges:
+            cost = "free (offline heuristic)" if j.kind == "offline" else (
+                "cost unknown (set judge.input_price/output_price)" if j.cost_usd is None else f"${j.cost_usd:.4f}")
+            lines.append(f"  judge {j.name}: {j.calls} calls, ~{j.prompt_tokens} prompt + {j.completion_tokens} "
+                         f"completion tokens, {cost}")
+        if self.judges:
+            total = self.to_dict()["judge_total"]
+            cost = "unknown" if total["cost_usd"] is None else f"${total['cost_usd']:.4f}"
+            lines.append(f"  judges in all: {total['calls']} calls, cost {cost} (before cached answers)")
+        return "\n".join(lines)
+
+
+class _Checks:
+    """Problems and deferred network probes, collected while the plan is built."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+        self.probes: list[tuple[Callable[[], str | None], str]] = []
+
+    def run(self, key: str, check: Callable):
+        """``check()``; a user-facing error becomes a problem of ``key`` (returns None then)."""
+        try:
+            return check()
+        except (UserError, ValueError, OSError, KeyError) as e:
+            text = str(e).replace("\n", " ").strip()
+            self.problems.append(text if text.startswith(key) else f"{key}: {text}")
+            return None
+
+    def probe(self, check: Callable[[], str | None], problem: str) -> None:
+        """Run ``check`` later, concurrently with the other probes; a message it returns is a problem."""
+        self.probes.append((check, problem))
+
+    def finish(self) -> None:
+        with ThreadPoolExecutor(max(1, len(self.probes))) as pool:
+            for (_, problem), why in zip(self.probes, pool.map(lambda p: p[0](), self.probes)):
+                if why:
+                    self.problems.append(problem.format(why=why))
+        if self.problems:
+            raise PreflightError(list(dict.fromkeys(self.problems)))  # one line per problem, however often found
+
+
+def _weights_source(name: str, tag: str) -> tuple[bool, str]:
+    """(cached locally, download URL) of open_clip's pretrained weights ``name/tag``."""
+    from open_clip import pretrained
+
+    cfg = pretrained.get_pretrained_cfg(name, tag)
+    hub = cfg.get("hf_hub", "")
+    if hub and pretrained.has_hf_hub():
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, filename = os.path.split(hub)
+        names = [filename or pretrained.HF_WEIGHTS_NAME, pretrained.HF_SAFE_WEIGHTS_NAME]
+        cached = any(isinstance(try_to_load_from_cache(repo, n), str) for n in names)
+        return cached, f"{constants.ENDPOINT}/{repo}/resolve/main/{names[0]}"
+    url = cfg.get("url", "")
+    return os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))), url
+
+
+def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layers: int) -> ModelPlan | None:
+    import open_clip
+
+    from .models import ModelKey, supported_models
+
+    where = f"models.keys: {key!r}"
+    parsed = checks.run(where, lambda: ModelKey.parse(key))
+    if parsed is None:
+        return None
+    if parsed.name.startswith(("hf-hub:", "local-dir:")):
+        if parsed.name.startswith("local-dir:") and not os.path.isdir(parsed.name.split(":", 1)[1]):
+            checks.problems.append(f"{where}: folder {parsed.name.split(':', 1)[1]!r} not found")
+        return None
+    supported = supported_models()
+    if parsed.name not in supported:
+        close = difflib.get_close_matches(parsed.name, supported, n=4, cutoff=0.6)
+        what = "not a ViT whose heads ccs-ray decomposes" if parsed.name in open_clip.list_models() else "unknown model"
+        checks.problems.append(f"{where}: {what} {parsed.name!r}; closest: {', '.join(close) or 'none'} "
+                               f"(all {len(supported)}: python -c 'import ccs_ray.models as m; print(m.supported_models())')")
+        return None
+    if parsed.checkpoint:
+        checks.run(where, lambda: _readable(parsed.weights, "checkpoint"))
+    elif parsed.weights is not None:
+        tags = open_clip.list_pretrained_tags_by_model(parsed.name)
+        if parsed.weights not in tags:
+            close = difflib.get_close_matches(parsed.weights, tags, n=3, cutoff=0.3) or tags[:3]
+            checks.problems.append(f"{where}: no pretrained weights {parsed.weights!r} for {parsed.name}; e.g. "
+                                   f"{', '.join(close) or 'none'} ({len(tags)} tags: open_clip.list_pretrained_tags_by_model"
+                                   f"({parsed.name!r})), or 'none' for random init")
+        else:
+            cached, url = _weights_source(parsed.name, parsed.weights)
+            if not cached:
+                offline = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") else None
+                checks.probe(lambda: offline or unreachable(url),
+                             f"{where}: weights are not in the local cache and cannot be downloaded ({{why}}); offline, "
+                             f"use '{parsed.name}/none' (random init) or '{parsed.name}@/path/to/checkpoint.pt'")
+    vision = open_clip.get_model_config(parsed.name)["vision_cfg"]
+    n_layers = vision["layers"]
+    bad = [layer for layer in layers or [] if layer >= n_layers]
+    if bad:
+        checks.problems.append(f"models.layers: {bad} out of range for {parsed.name} (layers 0..{n_layers - 1})")
+        return None
+    chosen = sorted(layers) if layers is not None else list(range(max(0, n_layers - last_layers), n_layers))
+    n_heads = vision["width"] // vision.get("head_width", 64)
+    return ModelPlan(key, parsed.name, "none" if parsed.weights is None else parsed.weights, chosen, n_heads,
+                     len(chosen) * n_heads, open_clip.get_model_config(parsed.name)["embed_dim"])
+
+
+def _readable(uri: str, what: str) -> None:
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{what} not found: {uri}")
+    with fs.open(path, "rb") as f:
+        f.read(1)
+
+
+def _source(key: str, uri: str, kind: str, shards: list) -> SourcePlan:
+    sizes = [s.size for s in shards]
+    return SourcePlan(key, uri, kind, None if None in sizes else sum(sizes), len(shards))
+
+
+def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
+    from .sources import plan_shards
+
+    if "scan" in spec.stages:
+        shards = checks.run("data.source", lambda: plan_shards(spec.data))
+        if shards:
+            plan.sources.append(_source("data.source", spec.data.source, shards[0].kind, shards))
+    if "prune" not in spec.stages:
+        return
+    from .evals import datasets as ds
+
+    def video_shards(entry):
+        data = ds.video_data(entry)
+        return ds.plan_videos(data, ds.video_captions(data))
+
+    def bias_shards(entry):
+        data = ds.bias_data(entry)
+        ds.bias_attributes(data)
+        return ds.plan_bias(data)
+
+    kinds = (("classification", lambda e: ds.plan_classification(ds.classification_data(e))),
+             ("video", video_shards), ("bias", bias_shards))
+    for kind, shards_of in kinds:
+        for i, entry in enumerate(getattr(spec.evals, kind)):
+            key = f"evals.{kind}[{i}] {entry.name!r}"
+            shards = checks.run(key, lambda: shards_of(entry))
+            if shards:
+                plan.sources.append(_source(key, entry.source or shards[0].uri, shards[0].kind, shards))
+
+
+def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None, dry_run: bool) -> None:
+    root = spec.results_root
+    fs, path = fsspec.core.url_to_fs(root)
+    existing = path if fs.exists(path) else next((p for p in _parents(path) if fs.exists(p)), None)
+    local = "file" in fs.protocol or fs.protocol == "local"
+    if local and (existing is None or not os.access(existing, os.W_OK)):
+        checks.problems.append(f"results.root: {root!r} is not writable ({existing or '/'} refuses writes); pass --results "
+                               f"with a writable folder or URI")
+    elif not (dry_run and existing != path):  # a plan writes nothing, not even the root
+
+        def write_probe():  # create, write and delete a file; folders made for it are removed again
+            probe = f"{path.rstrip('/')}/.ccs-ray-probe-{uuid.uuid4().hex}"
+            try:
+                fs.makedirs(path, exist_ok=True)
+                with fs.open(probe, "wb") as f:
+                    f.write(b"ccs-ray")
+            finally:
+                if fs.exists(probe):
+                    fs.rm(probe)
+                for made in [path, *_parents(path)] if local else []:
+                    if made == existing or not fs.exists(made):
+                        break
+                    fs.rmdir(made)
+
+        checks.run("results.root", lambda: _not_writable(write_probe, root))
+    if resume:
+        from .pipeline import resumable_run
+
+        checks.run("--resume", lambda: resumable_run(spec, root, run_id))
+
+
+def _parents(path: str):
+    while path not in ("", "/"):
+        path = os.path.dirname(path.rstrip("/")) or "/"
+        yield path
+
+
+def _not_writable(write: Callable[[], None], root: str) -> None:
+    try:
+        write()
+    except OSError as e:
+        raise OSError(f"{root!r} is not writable ({e.strerror or e}); pass --results with a writable folder or URI, "
+                      f"or free space there") from None
+
+
+def _check_judges(checks: _Checks, spec: Spec, plan: Plan, dry_run: bool, pool_ok: bool) -> None:
+    from .judges.heads import HeadSpans
+    from .judges.pool import api_key_of, endpoint_of, planned_requests
+    from .judges.prompts import label_request
+    from .stages.judge import judges_of
+
+    cfg = spec.judge
+    endpoints = []
+    for i, judge in enumerate(cfg.judges or [cfg]):
+        where = f"judge.judges[{i}]" if cfg.judges else "judge"
+        if judge.kind == "openai":
+            endpoints.append(checks.run(where, lambda: endpoint_of(judge, cfg)))
+            if not dry_run:
+                checks.run(where, lambda: api_key_of(judge))
+    judges = checks.run("judge", lambda: judges_of(cfg)) if None not in endpoints else None
+    if judges is None:
+        return
+    placeholder = _placeholder_span(spec, pool_ok)
+    m = spec.spans.m
+    spans = {"paper": [(r, placeholder) for r in range(1, m + 1)]}
+    if cfg.heldout:
+        spans["heldout"] = [(r, placeholder) for r in range(m + 1, 2 * m + 1)]
+    head = HeadSpans(0, 0, "L0.H0", spans)
+    per_head = [label_request(head.texts("paper"))] + [r for _, _, r in planned_requests(head, "concept", cfg.mode)]
+    prompt = sum(m.heads for m in plan.models) * sum(r.estimated_tokens()[0] for r in per_head)
+    completion = sum(m.heads for m in plan.models) * sum(r.estimated_tokens()[1] for r in per_head)
+    calls = sum(m.heads for m in plan.models) * len(per_head)
+    for name, judge in judges:
+        if judge.kind == "offline":
+            plan.judges.append(JudgePlan(name, "offline", 0, 0, 0, 0.0))
+            continue
+        priced = judge.input_price or judge.output_price
+        cost = endpoint_of(judge, cfg).cost(prompt, completion) if priced else None
+        plan.judges.append(JudgePlan(name, judge.kind, calls, prompt, completion, cost))
+
+
+def _placeholder_span(spec: Spec, pool_ok: bool) -> str:
+    """A pool text of median length, standing in for spans that do not exist yet (judge estimates)."""
+    from .pools import load_pool
+
+    if not pool_ok:
+        return "a photo of a concept"
+    texts = sorted(load_pool(spec.spans.pool), key=len)
+    return texts[len(texts) // 2]
+
+
+def _resources() -> dict:
+    """The cluster's resources: Ray's when connected (or ``RAY_ADDRESS`` is set), else this machine's."""
+    import ray
+
+    from .cluster import ensure_ray
+
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        ensure_ray()
+        return dict(ray.cluster_resources())
+    import torch
+    from ray._private.utils import get_num_cpus
+
+    return {"CPU": float(get_num_cpus()), "GPU": float(torch.cuda.device_count())}
+
+
+def _check_layouts(checks: _Checks, spec: Spec, plan: Plan) -> None:
+    from .cluster import actor_layout
+
+    n = len(spec.models.keys)
+    for stage, section, n_models, keep in (("scan", spec.scan, n, 1), ("prune", spec.evals, 1, 0)):
+        if stage in spec.stages:
+            key = "evals" if stage == "prune" else stage
+            layout = checks.run(f"{key}.actors", lambda: actor_layout(section, n_models, plan.resources, keep, key))
+            if layout is not None:
+                plan.layouts[stage] = layout._asdict()
+
+
+def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_run: bool = False,
+              cluster: bool = True) -> Plan:
+    """Check everything ``spec`` needs before computing anything; returns the run's :class:`Plan`.
+
+    ``dry_run``: plan only (API keys need not be set; nothing is created under the results root).
+    ``cluster``: also check the Ray cluster's resources (``ccs-ray submit`` leaves that to the job).
+    Raises :class:`PreflightError` listing every problem found.
+    """
+    from .files import use_storage
+
+    use_storage(spec.storage)
+    checks = _Checks()
+    resources = checks.run("cluster (RAY_ADDRESS)", _resources) if cluster else {}
+    plan = Plan(spec.name, spec.results_root, list(spec.stages), resources or {})
+    for key in spec.models.keys:
+        model = _check_model(checks, key, spec.models.layers, spec.models.last_layers)
+        if model is not None:
+            plan.models.append(model)
+    _check_sources(checks, spec, plan)
+    pool_ok = False
+    if "spans" in spec.stages:
+        from .pools import check_pool
+
+        pool_ok = checks.run("spans.pool", lambda: check_pool(spec.spans.pool) or True) is not None
+    if "judge" in spec.stages:
+        _check_judges(checks, spec, plan, dry_run, pool_ok)
+    _check_results(checks, spec, resume, run_id, dry_run)
+    if cluster and resources is not None:
+        _check_layouts(checks, spec, plan)
+    checks.finish()
+    return plan

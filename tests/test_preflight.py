@@ -1,0 +1,184 @@
+"""Preflight and ``--dry-run``: every mistake knowable before computing is reported at once, through the CLI
+(exit status 2, one line per problem, no Ray started, nothing written); the plan's figures against
+independent counts; failures during a run (exit status 1, one line, the run recorded ``failed``)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccs_ray import cli
+from ccs_ray.spec import load_spec
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+SMOKE = str(JOBS / "smoke.toml")
+
+
+def ccs_ray(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``ccs-ray ARGS`` in a process of its own (no RAY_ADDRESS: a local cluster would be started there)."""
+    environ = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | (env or {})
+    return subprocess.run([sys.executable, "-m", "ccs_ray.cli", *args], capture_output=True, text=True, timeout=300,
+                          env=environ)
+
+
+def problems(out: subprocess.CompletedProcess) -> list[str]:
+    """The problem lines of a preflight error (exit status 2, no traceback, no Ray started)."""
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "Started a local Ray" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[0].startswith("ccs-ray: ") and "found before starting" in lines[0]
+    return [line.strip() for line in lines[1:]]
+
+
+@pytest.mark.parametrize("override, key, message", [
+    ("models.keys=ViT-B-99/openai", "models.keys: 'ViT-B-99/openai'", "closest: ViT-B-32"),
+    ("models.keys=ViT-B-32/openai", "models.keys: 'ViT-B-32/openai'",
+     "not in the local cache and cannot be downloaded (HF_HUB_OFFLINE is set); offline, use 'ViT-B-32/none' "
+     "(random init) or 'ViT-B-32@/path/to/checkpoint.pt'"),
+    ("models.keys=ViT-B-32/laion9", "models.keys: 'ViT-B-32/laion9'", "no pretrained weights 'laion9'"),
+    ("models.keys=ViT-B-32@/no/such/ckpt.pt", "models.keys: 'ViT-B-32@/no/such/ckpt.pt'", "checkpoint not found"),
+    ("models.layers=[2, 7]", "models.layers", "[7] out of range for ccs-tiny (layers 0..3)"),
+    ("spans.pool=/no/such/pool.txt", "spans.pool", "cannot be read"),
+    ("data.source=/no/such/images", "data.source", "not found"),
+    ('evals.video=[{name = "clips", source = "/no/such/videos", captions = "c.csv"}]', "evals.video[0] 'clips'",
+     "c.csv"),
+    ("judge.model=gpt-x", "judge: LLM judge 'gpt-x'", "needs base_url"),
+    ("judge.base_url=http://127.0.0.1:9/v1", "judge: LLM judge None", "needs model"),
+    ("scan.gpus_per_actor=1", "scan.actors", "need 1 GPUs but the cluster has 0"),
+])
+def test_each_mistake_is_one_line_before_anything_runs(tmp_path, override, key, message):
+    root = tmp_path / "results"
+    lines = problems(ccs_ray("run", SMOKE, "--set", override, "--results", str(root), env={"HF_HUB_OFFLINE": "1"}))
+    assert len(lines) == 1 and lines[0].startswith(key) and message in lines[0], lines
+    assert not root.exists()  # nothing written, not even the root
+
+
+def test_every_problem_is_listed_at_once_and_a_typo_in_an_eval_entry_is_a_spec_error(tmp_path):
+    out = ccs_ray("run", SMOKE, "--model", "ViT-B-99/none", "--model", "ccs-tiny/none", "--set", "spans.pool=/nope.txt",
+                  "--set", "judge.model=gpt-x", "--set", "judge.api_key_env=CCS_TEST_NO_SUCH_KEY",
+                  "--results", str(tmp_path / "r"))
+    lines = problems(out)
+    assert [line.split(":")[0] for line in lines] == ["models.keys", "spans.pool", "judge", "judge 'gpt-x'"]
+    assert "CCS_TEST_NO_SUCH_KEY" in lines[3] and "is not set" in lines[3]
+    typo = ccs_ray("run", SMOKE, "--set", 'evals.bias=[{name = "b", source = "probe://colors?n=4", ocupations = []}]')
+    assert typo.returncode == 2 and "evals.bias[0].ocupations: unknown key; allowed here: " in typo.stderr
+    assert "occupations" in typo.stderr and "Traceback" not in typo.stderr
+
+
+def test_results_root_that_cannot_be_written_and_resume_without_a_run(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    lines = problems(ccs_ray("run", SMOKE, "--results", str(blocker / "results")))
+    assert len(lines) == 1 and lines[0].startswith(f"results.root: '{blocker / 'results'}' is not writable")
+    if os.geteuid() != 0:  # permissions bind everyone but root
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        assert problems(ccs_ray("run", SMOKE, "--results", str(locked)))[0].startswith("results.root")
+    lines = problems(ccs_ray("run", SMOKE, "--resume", "--results", str(tmp_path / "empty")))
+    assert lines == [f"--resume: no run to resume under {tmp_path / 'empty'}"]
+
+
+def test_dry_run_plans_from_configs_without_computing_or_writing(tmp_path, tiny_model):
+    from ccs_ray.decompose import select_layers, tower_shape
+    from ccs_ray.judges.prompts import judge_request, label_request
+    from ccs_ray.pools import load_pool
+
+    root = tmp_path / "results"
+    out = ccs_ray("run", SMOKE, "--dry-run", "--json", "--results", str(root), "--set", "judge.base_url=http://127.0.0.1:9/v1",
+                  "--set", "judge.model=m", "--set", "judge.input_price=2.0", "--set", "judge.output_price=8.0",
+                  "--set", "judge.api_key_env=CCS_TEST_NO_SUCH_KEY")  # a dry run needs no key
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not root.exists() and "Started a local Ray" not in out.stderr
+    plan = json.loads(out.stdout)
+    spec = load_spec(SMOKE)
+    (model,) = plan["models"]
+    heads = tower_shape(tiny_model[0]).head_names(select_layers(tiny_model[0], None, spec.models.last_layers))
+    assert model["heads"] == len(heads) == 16 and model["layers"] == [0, 1, 2, 3] and model["n_heads"] == 4
+    sources = {s["key"]: s for s in plan["sources"]}
+    assert sources["data.source"]["images"] == 96 and sources["data.source"]["shards"] == 96 // spec.data.shard_size
+    assert sources["evals.video[0] 'probe-clips'"]["images"] == 8
+    assert set(plan["layouts"]) == {"scan", "prune"} and plan["stages"] == spec.stages
+    # the judge estimate, recomputed: per head one label request and one judgment per span (m + m held out)
+    pool = sorted(load_pool(spec.spans.pool), key=len)
+    span = pool[len(pool) // 2]
+    m = spec.spans.m
+    requests = [label_request([span] * m)] + [judge_request(span, "concept")] * (2 * m)
+    prompt = 16 * sum(r.estimated_tokens()[0] for r in requests)
+    completion = 16 * sum(r.estimated_tokens()[1] for r in requests)
+    (judge,) = plan["judges"]
+    assert judge["calls"] == 16 * (1 + 2 * m) and (judge["prompt_tokens"], judge["completion_tokens"]) == (prompt, completion)
+    assert judge["cost_usd"] == pytest.approx((prompt * 2.0 + completion * 8.0) / 1e6)
+    text = ccs_ray("run", SMOKE, "--dry-run", "--set", "judge.base_url=http://127.0.0.1:9/v1", "--set", "judge.model=m",
+                   "--results", str(root))
+    assert text.returncode == 0 and "cost unknown (set judge.input_price/output_price)" in text.stdout
+    assert "ccs-tiny/none: weights none, layers [0, 1, 2, 3] x 4 heads = 16 heads" in text.stdout and not root.exists()
+
+
+def test_failure_during_a_run_is_one_line_and_recorded(ray_cluster, tmp_path, monkeypatch, capsys):
+    from ccs_ray import tables
+    from ccs_ray.stages import report
+
+    def disk_full(root, out):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "build_report", disk_full)
+    root = tmp_path / "results"
+    assert cli.main(["run", SMOKE, "--set", 'stages=["report"]', "--results", str(root), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    runs = tables.read_table(str(root), "runs").to_pylist()
+    assert [(r["status"], r["stage"]) for r in runs] == [("failed", "report")]
+    assert runs[0]["error"] == "OSError: [Errno 28] No space left on device"
+    assert err == (f"ccs-ray: stage report failed: OSError: [Errno 28] No space left on device; resume with: ccs-ray run "
+                   f"{SMOKE} --resume --run-id {runs[0]['run_id']} --results {root} (--debug shows the traceback)")
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_results_root_deleted_mid_run_is_reported_not_recreated(ray_cluster, tmp_path, monkeypatch):
+    import shutil
+
+    from ccs_ray import pipeline
+    from ccs_ray.stages import report
+
+    root = tmp_path / "results"
+
+    def delete_root(results, out):
+        shutil.rmtree(results)
+        return out
+
+    monkeypatch.setattr(report, "build_report", delete_root)
+    with pytest.raises(pipeline.RunFailed, match="disappeared during the run"):
+        pipeline.run(load_spec(SMOKE, ['stages=["report"]', f"results.root={json.dumps(str(root))}"]), progress=False)
+    assert not root.exists()
+
+
+def test_human_summary_and_json_summary(ray_cluster, tmp_path, monkeypatch, capsys):
+    from ccs_ray.stages import report
+
+    monkeypatch.setattr(report, "build_report", lambda root, out: out)
+    root = tmp_path / "results"
+    args = ["run", SMOKE, "--set", 'stages=["report"]', "--results", str(root), "--no-progress"]
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("run ") and f"results in {root}" in lines[0]
+    assert lines[1].split()[0] == "report" and lines[1].endswith(f"{root}/report.html")
+    assert lines[-1] == f'explore: ccs-ray sql --results {root} "SELECT * FROM ccs ORDER BY ccs DESC LIMIT 10"'
+    assert cli.main(args + ["--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["stages"]["report"]["path"] == f"{root}/report.html" and summary["seconds"]["total"] >= 0
+
+
+def test_every_command_and_option_has_a_help_line():
+    parser = cli.build_parser()
+    todo = [("ccs-ray", parser)]
+    while todo:
+        name, p = todo.pop()
+        for action in p._actions:
+            if action.choices and hasattr(action, "_choices_actions"):  # subcommands
+                helps = {a.dest: a.help for a in action._choices_actions}
+                assert all(helps.get(sub) for sub in action.choices), (name, helps)
+                todo += [(f"{name} {sub}", sp) for sub, sp in action.choices.items()]
+            else:
+                assert action.help, f"{name} {action.option_strings or action.dest}"
