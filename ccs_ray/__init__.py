@@ -4,7 +4,9 @@ The public API (the math: no Ray, no I/O):
 
 - :func:`load_model` (``models``), :func:`head_contributions` (``decompose``),
 - :class:`HeadMoments` (``moments``), :func:`textspan`, :func:`textspan_from_moments` (``textspan``),
-- :func:`ablated` (``ablate``), :func:`max_skew_at_k`, :func:`max_skew_over_templates` (``evals.bias``).
+- :func:`ablated` (``ablate``), :func:`max_skew_at_k`, :func:`max_skew_over_templates` (``evals.bias``);
+
+and :func:`preflight` (``preflight``): a job spec's checks and plan before it runs.
 
 Names are imported on first use, so that ``import ccs_ray.spec`` (the CLI, judge and limiter actors) does not
 load torch and open_clip.
@@ -18,7 +20,7 @@ _HOMES = {
     "ablated": "ablate", "head_contributions": "decompose", "head_name": "decompose", "parse_head_name": "decompose",
     "max_skew_at_k": "evals.bias", "max_skew_over_templates": "evals.bias",
     "PAPER_MODELS": "models", "UnsupportedModelError": "models", "load_model": "models",
-    "HeadMoments": "moments", "textspan": "textspan", "textspan_from_moments": "textspan",
+    "HeadMoments": "moments", "textspan": "textspan", "textspan_from_moments": "textspan", "preflight": "preflight",
 }
 
 __all__ = sorted(_HOMES)
@@ -37,7 +39,8 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """Importing the submodule ``textspan`` binds the function ``textspan``, not the module, to the package."""
+    """Importing the submodule ``textspan`` (``preflight``) binds the function of that name, not the module, to the
+    package."""
 
     def __setattr__(self, name: str, value) -> None:
         if isinstance(value, types.ModuleType) and name in _HOMES:

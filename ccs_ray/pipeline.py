@@ -134,6 +134,7 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     stage, recorded = "start", False
     try:
         _write_runs(spec, ctx, "running", stage, started)
+        tables.write_empty_tables(root, state.run_id, spec.models.keys[0])  # every view opens in plain DuckDB
         for s in stages:
             stage, t_stage = s.name, time.perf_counter()
             if s.shows_run and not recorded:

@@ -150,6 +150,21 @@ def write_table(root: str, table: str, rows, run_id: str, model: str, name: str 
     return uri
 
 
+def write_empty_tables(root: str, run_id: str, model: str) -> list[str]:
+    """A zero-row part in the (run, model) partition of every table that has no file under ``root`` yet, so that
+    every view of ``views.sql`` opens in plain DuckDB too (a pattern with no files is an error there).
+    Returns the tables written."""
+    written = []
+    for table, schema in SCHEMAS.items():
+        fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/{table}")
+        if not (fs.exists(path) and fs.glob(f"{path}/**/*.parquet")):
+            buf = pa.BufferOutputStream()
+            pq.write_table(schema.empty_table(), buf)
+            atomic_write(f"{partition_path(root, table, run_id, model)}/empty.parquet", buf.getvalue().to_pybytes())
+            written.append(table)
+    return written
+
+
 def replace_file(root: str, table: str, rows, run_id: str, model: str, name: str) -> None:
     """Write ``rows`` as the file ``name`` of a partition, replacing an earlier one (removed when no rows):
     a stage that re-runs replaces its own rows and never duplicates them."""

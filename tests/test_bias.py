@@ -98,7 +98,7 @@ def test_defaults():
     data = bias_data({"name": "b", "source": "probe://colors?n=20"})
     assert data.templates == BIAS_TEMPLATES and data.combine == "embedding_mean"
     assert bias_data({"name": "b", "source": "probe://colors?n=20", "combine": "skew_mean"}).combine == "skew_mean"
-    with pytest.raises(DatasetError, match="combine = 'average'; allowed: embedding_mean, skew_mean"):
+    with pytest.raises(DatasetError, match="combine: 'average' is not allowed; expected 'embedding_mean' or 'skew_mean'"):
         bias_data({"name": "b", "source": "probe://colors?n=20", "combine": "average"})
 
 

@@ -77,3 +77,24 @@ def test_atomic_write_local(tmp_path):
     atomic_write(str(target), b"hello")
     assert target.read_bytes() == b"hello"
     assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
+
+
+@pytest.mark.parametrize("fail_at", ["write", "move"])
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch, fail_at):
+    """A full disk (ENOSPC while writing, or while moving into place): the error reaches the caller, the
+    target is untouched and no ``*.tmp`` is left beside it."""
+    from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
+
+    target = tmp_path / "part.parquet"
+    target.write_bytes(b"old")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    if fail_at == "write":
+        monkeypatch.setattr(LocalFileOpener, "write", disk_full)
+    else:
+        monkeypatch.setattr(LocalFileSystem, "mv", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(str(target), b"new")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["part.parquet"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from ccs_ray import cli
@@ -165,6 +166,11 @@ def test_human_summary_and_json_summary(ray_cluster, tmp_path, monkeypatch, caps
     assert lines[0].startswith("run ") and f"results in {root}" in lines[0]
     assert lines[1].split()[0] == "report" and lines[1].endswith(f"{root}/report.html")
     assert lines[-1] == f'explore: ccs-ray sql --results {root} "SELECT * FROM ccs ORDER BY ccs DESC LIMIT 10"'
+    views = (Path(cli.__file__).parent / "sql" / "views.sql").read_text().replace("${ROOT}", str(root))
+    plain = duckdb.connect()  # plain DuckDB over views.sql: every view opens, the empty ones too
+    plain.execute(views)
+    assert plain.execute("SELECT count(*) FROM conversions").fetchone() == (0,)
+    assert plain.execute("SELECT status FROM runs").fetchall() == [("done",)]
     assert cli.main(args + ["--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["stages"]["report"]["path"] == f"{root}/report.html" and summary["seconds"]["total"] >= 0
@@ -182,3 +188,20 @@ def test_every_command_and_option_has_a_help_line():
                 todo += [(f"{name} {sub}", sp) for sub, sp in action.choices.items()]
             else:
                 assert action.help, f"{name} {action.option_strings or action.dest}"
+
+
+def test_submit_checks_the_spec_before_contacting_a_cluster_and_debug_shows_the_traceback(tmp_path):
+    out = ccs_ray("submit", SMOKE, "--model", "ViT-B-99/none", "--address", "http://127.0.0.1:9")
+    assert problems(out)[0].startswith("models.keys: 'ViT-B-99/none': unknown model")
+    debug = ccs_ray("run", SMOKE, "--model", "ViT-B-99/none", "--results", str(tmp_path / "r"), "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "PreflightError" in debug.stderr
+
+
+def test_preflight_in_python_returns_the_plan(ray_cluster, tmp_path):
+    import ccs_ray
+
+    spec = load_spec(SMOKE, [f"results.root={json.dumps(str(tmp_path / 'r'))}"])
+    plan = ccs_ray.preflight(spec)
+    assert [m.key for m in plan.models] == ["ccs-tiny/none"] and plan.resources == ray_cluster.cluster_resources()
+    assert "ccs-tiny/none: weights none" in str(plan) and plan.to_dict()["judge_total"] == {"calls": 0, "cost_usd": 0.0}
+

@@ -3,7 +3,8 @@
 -- ${ROOT} is replaced by the loader (ccs_ray.analytics.connect) with the root as DuckDB sees it: a
 -- read-only fsspec filesystem registered with DuckDB, so local and remote roots read alike. A table
 -- with no files yet gets, instead of its line here, an empty view with the same typed columns.
--- Outside ccs-ray: replace ${ROOT} with a local path and run this file in the duckdb shell.
+-- Outside ccs-ray: replace ${ROOT} with a local path and run this file in the duckdb shell (every table of a
+-- root written by `ccs-ray run` has at least a zero-row part, so every view opens).
 CREATE VIEW runs AS SELECT * FROM read_parquet('${ROOT}/runs/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW shards AS SELECT * FROM read_parquet('${ROOT}/shards/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW moments AS SELECT * FROM read_parquet('${ROOT}/moments/**/*.parquet', hive_partitioning = true, union_by_name = true);
