@@ -87,7 +87,7 @@ def job_request(spec, spec_path: str, overrides: list[str], pip: list[str] | Non
         env = _with_pip(env, pip, runtime_env)
     staged = Path(tempfile.mkdtemp(prefix="ccs-ray-job-"))
     shutil.copytree(path.parent, staged, dirs_exist_ok=True, ignore=shutil.ignore_patterns("results", "__pycache__"))
-    args = ["python", "-m", "ccs_ray.cli", "run", path.name, "--no-progress"]
+    args = ["python", "-m", "ccs_ray.cli", "run", path.name]  # no terminal: progress as plain log lines
     for item in overrides:
         args += ["--set", item]
     args += ["--set", f'results.root="{spec.results_root}"']

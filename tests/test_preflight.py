@@ -1,6 +1,7 @@
 """Preflight and ``--dry-run``: every mistake knowable before computing is reported at once, through the CLI
-(exit status 2, one line per problem, no Ray started, nothing written); the plan's figures against
-independent counts; failures during a run (exit status 1, one line, the run recorded ``failed``)."""
+(exit status 2, one line per problem, nothing written; in a process of its own, no Ray started); the plan's
+figures against independent counts; failures during a run (exit status 1, one line, the run recorded
+``failed``)."""
 
 import json
 import os
@@ -50,10 +51,14 @@ def problems(out: subprocess.CompletedProcess) -> list[str]:
     ("judge.base_url=http://127.0.0.1:9/v1", "judge: LLM judge None", "needs model"),
     ("scan.gpus_per_actor=1", "scan.actors", "need 1 GPUs but the cluster has 0"),
 ])
-def test_each_mistake_is_one_line_before_anything_runs(tmp_path, override, key, message):
+def test_each_mistake_is_one_line_before_anything_runs(tmp_path, monkeypatch, capsys, override, key, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     root = tmp_path / "results"
-    lines = problems(ccs_ray("run", SMOKE, "--set", override, "--results", str(root), env={"HF_HUB_OFFLINE": "1"}))
-    assert len(lines) == 1 and lines[0].startswith(key) and message in lines[0], lines
+    assert cli.main(["run", SMOKE, "--set", override, "--results", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "ccs-ray: 1 problem found before starting (nothing was computed):"
+    assert len(err) == 2 and err[1].strip().startswith(key) and message in err[1], err
     assert not root.exists()  # nothing written, not even the root
 
 

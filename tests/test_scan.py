@@ -174,7 +174,7 @@ def test_killed_driver_resumes_without_rescanning(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(1)
-    done = subprocess.run(args + ["--results", str(tmp_path / "a"), "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args + ["--results", str(tmp_path / "a"), "--resume", "--json"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     scan = json.loads(done.stdout)["stages"]["scan"]
     assert scan["shards_skipped"] > 0 and scan["shards_scanned"] + scan["shards_skipped"] == 60

@@ -52,7 +52,7 @@ def test_job_request_ships_the_package_with_its_sql(spec):
     assert set(request["runtime_env"]) == {"working_dir", "py_modules"}
     [package] = request["runtime_env"]["py_modules"]
     assert Path(package) == Path(ccs_ray.__file__).parent and (Path(package) / "sql" / "views.sql").is_file()
-    assert request["entrypoint"] == ("python -m ccs_ray.cli run smoke.toml --no-progress --set scan.batch_size=8 "
+    assert request["entrypoint"] == ("python -m ccs_ray.cli run smoke.toml --set scan.batch_size=8 "
                                      "--set 'results.root=\"s3://bucket/smoke\"'")
     assert request["metadata"] == {"ccs_ray_spec": "smoke"}
 

@@ -57,7 +57,7 @@ def test_presets():
     assert a.label_index["n01498041"] == 0 and a.classnames[0] == "stingray"
     with pytest.raises(DatasetError, match="presets"):
         classification_data({"name": "x", "source": "/d", "preset": "mnist"})
-    with pytest.raises(DatasetError, match="unknown keys"):
+    with pytest.raises(DatasetError, match="sorce: unknown key; allowed here: classnames"):
         classification_data({"name": "cifar10", "sorce": "/d"})
     with pytest.raises(DatasetError, match="no class names"):
         classification_data({"name": "mine", "source": "/d"})

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from .. import scores
 from ..judges.heads import VARIANTS, Verdict, file_safe, heads_from_spans
 from ..judges.offline import NAME as OFFLINE_NAME, OfflineJudge, vocabulary_from
-from ..judges.pool import run_pool
+from ..judges.pool import endpoint_of, run_pool
 from ..progress import Progress
 from ..spec import EndpointConfig, JudgeConfig, Spec
 from ..tables import read_table, replace_file, write_table
@@ -39,9 +39,12 @@ def section(spec: Spec) -> JudgeSection:
 
 
 def judges_of(cfg: JudgeConfig) -> list[tuple[str, EndpointConfig]]:
-    """(name, config) of every judge: ``judge.judges``, else the ``[judge]`` table itself (names checked; an LLM
-    judge's endpoint is checked by :func:`~ccs_ray.judges.pool.endpoint_of` when it is called, and by preflight)."""
+    """(name, config) of every judge: ``judge.judges``, else the ``[judge]`` table itself; an LLM judge without
+    base_url or model, or a bad or repeated name, is a ValueError."""
     judges = cfg.judges or [EndpointConfig(**{k: getattr(cfg, k) for k in EndpointConfig.model_fields})]
+    for j in judges:
+        if j.kind == "openai":
+            endpoint_of(j, cfg)  # base_url and model are set
     named = [(j.name or (OFFLINE_NAME if j.kind == "offline" else j.model), j) for j in judges]
     names = [n for n, _ in named]
     bad = sorted({n for n in names if not n or names.count(n) > 1 or n == COMBINED or n.startswith("human:")})
