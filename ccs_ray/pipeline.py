@@ -152,22 +152,28 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
             summary["seconds"][s.name] = round(time.perf_counter() - t_stage, 2)
         if not recorded:
             _write_runs(spec, ctx, "done", stage, started, summary["stages"].get("scan"))
-    except Exception as e:
-        why = _reason(e)
+    except BaseException as e:  # an interrupt too is recorded, then raised as it is
+        why = _reason(e) if isinstance(e, Exception) else f"interrupted ({type(e).__name__})"
         try:
             if state.fs.exists(f"{state.path}/run.json"):  # a vanished root is not recreated to record it
                 _write_runs(spec, ctx, "failed", stage, started, error=why)
         except Exception:  # noqa: BLE001 - the storage refuses the record too; the reason above says why
             pass
+        if not isinstance(e, Exception):
+            raise
         raise RunFailed(stage, why, state.run_id, root) from e
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
     return summary
 
 
-#: The counts of each stage's summary that :func:`describe` shows.
-_COUNTS = {"scan": ("n_images", "n_errors", "n_converted"), "spans": ("rows",),
-           "judge": ("heads_judged", "calls", "cached", "errors", "cost_usd"),
-           "prune": ("configurations", "units_run", "units_skipped", "evals_rows", "bias_rows", "errors")}
+#: The counts of each stage's summary that :func:`describe` shows, with their words.
+_COUNTS = {
+    "scan": {"n_images": "images", "n_errors": "errors", "n_converted": "converted"},
+    "spans": {"rows": "span rows"},
+    "judge": {"heads_judged": "heads", "calls": "calls", "cached": "cached", "errors": "errors", "cost_usd": "USD"},
+    "prune": {"configurations": "configurations", "units_run": "dataset shards run", "units_skipped": "skipped",
+              "errors": "errors"},
+}
 
 
 def describe(summary: dict) -> str:
@@ -181,8 +187,9 @@ def describe(summary: dict) -> str:
             continue
         if stage == "scan":  # per run, counts per model
             out = {m: {k: out.get(k, {}).get(m) for k in _COUNTS["scan"]} for m in out.get("n_images", {})}
-        parts = [f"{model}: " + ", ".join(f"{v:.4g} {k}" if isinstance(v, float) else f"{v} {k}"
-                                            for k, v in counts.items() if k in _COUNTS.get(stage, ()) and v is not None)
+        words = _COUNTS.get(stage, {})
+        parts = [f"{model}: " + ", ".join(f"{v:.4g} {words[k]}" if isinstance(v, float) else f"{v} {words[k]}"
+                                            for k, v in counts.items() if k in words and v is not None)
                  for model, counts in out.items()]
         lines.append(f"  {stage:<7}{seconds}  " + "; ".join(parts))
     lines.append(f"explore: ccs-ray sql --results {root} \"SELECT * FROM ccs ORDER BY ccs DESC LIMIT 10\"")

@@ -142,6 +142,21 @@ def test_failure_during_a_run_is_one_line_and_recorded(ray_cluster, tmp_path, mo
     assert not list(root.rglob("*.tmp"))
 
 
+def test_an_interrupted_run_is_recorded_failed_and_the_interrupt_kept(ray_cluster, tmp_path, monkeypatch):
+    from ccs_ray import pipeline, tables
+    from ccs_ray.stages import report
+
+    def interrupt(root, out):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "build_report", interrupt)
+    root = tmp_path / "results"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(load_spec(SMOKE, ['stages=["report"]', f"results.root={json.dumps(str(root))}"]), progress=False)
+    (row,) = tables.read_table(str(root), "runs").to_pylist()
+    assert (row["status"], row["stage"], row["error"]) == ("failed", "report", "interrupted (KeyboardInterrupt)")
+
+
 def test_results_root_deleted_mid_run_is_reported_not_recreated(ray_cluster, tmp_path, monkeypatch):
     import shutil
 
@@ -210,3 +225,16 @@ def test_preflight_in_python_returns_the_plan(ray_cluster, tmp_path):
     assert [m.key for m in plan.models] == ["ccs-tiny/none"] and plan.resources == ray_cluster.cluster_resources()
     assert "ccs-tiny/none: weights none" in str(plan) and plan.to_dict()["judge_total"] == {"calls": 0, "cost_usd": 0.0}
 
+
+
+def test_describe_shows_each_stage_in_words():
+    from ccs_ray.pipeline import describe
+
+    summary = {"run_id": "r1", "results": "/res", "seconds": {"scan": 12.34, "judge": 2.0, "total": 15.0},
+               "stages": {"scan": {"n_images": {"m": 96}, "n_errors": {"m": 1}, "n_converted": {"m": 0}, "nodes": ["a"]},
+                          "judge": {"m": {"heads_judged": 16, "calls": 3, "cached": 2, "errors": 0, "cost_usd": 0.0125,
+                                          "agreement": {}}}}}
+    assert describe(summary).splitlines()[:3] == [
+        "run r1 done in 15.0 s; results in /res",
+        "  scan      12.3 s  m: 96 images, 1 errors, 0 converted",
+        "  judge      2.0 s  m: 16 heads, 3 calls, 2 cached, 0 errors, 0.0125 USD"]
