@@ -23,12 +23,16 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the plan or the run's summary as one JSON object")
 
 
+def _overrides(args) -> list[str]:
+    """``--set`` items, then ``--model`` keys as ``models.keys`` (they win over a ``--set models.keys``)."""
+    return list(args.overrides) + ([f"models.keys={json.dumps(args.models)}"] if args.models else [])
+
+
 def _load(args):
     from .spec import load_spec
 
-    overrides = list(args.overrides) + ([f"results.root={json.dumps(args.results)}"] if args.results else [])
-    overrides += [f"models.keys={json.dumps(args.models)}"] if args.models else []
-    return load_spec(args.spec, overrides)
+    results = [f"results.root={json.dumps(args.results)}"] if args.results else []
+    return load_spec(args.spec, _overrides(args) + results)
 
 
 def _print_plan(plan, as_json: bool) -> int:
@@ -64,8 +68,8 @@ def _cmd_submit(args) -> int:
     plan = preflight(spec, dry_run=True, cluster=False)  # API keys and resources are the job's, on the cluster
     if args.dry_run:
         return _print_plan(plan, args.json)
-    return submit(spec, args.spec, args.overrides + [f"models.keys={json.dumps(args.models)}"] * bool(args.models),
-                  args.address, pip=args.pip, runtime_env=args.runtime_env, follow=args.follow)
+    return submit(spec, args.spec, _overrides(args), args.address, pip=args.pip, runtime_env=args.runtime_env,
+                  follow=args.follow)
 
 
 def _cmd_sql(args) -> int:

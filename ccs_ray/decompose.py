@@ -53,10 +53,14 @@ def parse_head_name(name: str) -> tuple[int, int]:
 
 
 def select_layers(model: torch.nn.Module, layers: list[int] | None = None, last: int = 4) -> list[int]:
-    """The one layer-selection rule: ``layers`` (sorted) when given, else the last ``last`` layers of the
-    image tower (the paper analyses the last 4). An explicit ``[]`` selects none; a repeated layer is a
+    """:func:`choose_layers` for the image tower of ``model``."""
+    return choose_layers(len(model.visual.transformer.resblocks), layers, last)
+
+
+def choose_layers(n: int, layers: list[int] | None = None, last: int = 4) -> list[int]:
+    """The one layer-selection rule, for a tower of ``n`` layers: ``layers`` (sorted) when given, else the last
+    ``last`` layers (the paper analyses the last 4). An explicit ``[]`` selects none; a repeated layer is a
     ValueError (it would repeat that layer's block of heads)."""
-    n = len(model.visual.transformer.resblocks)
     if layers is None:
         return list(range(max(0, n - last), n))
     repeated = sorted({l for l in layers if list(layers).count(l) > 1})

@@ -56,7 +56,7 @@ def resumable_run(spec: Spec, root: str, run_id: str | None) -> str:
     elif quote(run_id, safe="") not in runs:
         raise RunError(f"--resume: no run {run_id!r} under {root}; runs: {', '.join(runs) or 'none'}")
     state = RunState(root, run_id)
-    with state.fs.open(f"{state.path}/run.json") as f:
+    with state.fs.open(state.spec_path) as f:
         before = json.load(f)
     # Read the old spec through today's schema: keys added since then take their defaults, so an upgrade
     # alone never reads as a changed setting.
@@ -73,10 +73,10 @@ def _resolve_run(spec: Spec, root: str, resume: bool, run_id: str | None) -> Run
     if resume:
         return RunState(root, resumable_run(spec, root, run_id))
     state = RunState(root, run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
-    if state.fs.exists(f"{state.path}/run.json"):
+    if state.exists():
         raise RunError(f"run {state.run_id} already exists under {root}; use --resume to continue it")
     state.fs.makedirs(state.path, exist_ok=True)
-    with state.fs.open(f"{state.path}/run.json", "w") as f:
+    with state.fs.open(state.spec_path, "w") as f:
         f.write(spec.to_json())
     return state
 
@@ -102,7 +102,7 @@ class RunFailed(RuntimeError):
 
 def _check_root(state: RunState) -> None:
     """A results root deleted (or unmounted) during the run is an error, never silently recreated."""
-    if not state.fs.exists(f"{state.path}/run.json"):
+    if not state.exists():
         raise RunError(f"the results root {state.root} disappeared during the run (its run state {state.dir} is "
                        f"gone); nothing was recreated there")
 
@@ -155,7 +155,7 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     except BaseException as e:  # an interrupt too is recorded, then raised as it is
         why = _reason(e) if isinstance(e, Exception) else f"interrupted ({type(e).__name__})"
         try:
-            if state.fs.exists(f"{state.path}/run.json"):  # a vanished root is not recreated to record it
+            if state.exists():  # a vanished root is not recreated to record it
                 _write_runs(spec, ctx, "failed", stage, started, error=why)
         except Exception:  # noqa: BLE001 - the storage refuses the record too; the reason above says why
             pass

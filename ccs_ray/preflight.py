@@ -32,8 +32,9 @@ from typing import Callable
 import fsspec
 
 from .errors import UserError
-from .files import unreachable
+from .files import unreachable, use_storage
 from .spec import Spec
+
 
 class PreflightError(UserError, ValueError):
     """Problems found before a run started: one line each; nothing was computed or written."""
@@ -174,6 +175,7 @@ def _weights_source(name: str, tag: str) -> tuple[bool, str]:
 def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layers: int) -> ModelPlan | None:
     import open_clip
 
+    from .decompose import choose_layers
     from .models import ModelKey, supported_models
 
     where = f"models.keys: {key!r}"
@@ -207,16 +209,17 @@ def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layer
                 checks.probe(lambda: offline or unreachable(url),
                              f"{where}: weights are not in the local cache and cannot be downloaded ({{why}}); offline, "
                              f"use '{parsed.name}/none' (random init) or '{parsed.name}@/path/to/checkpoint.pt'")
-    vision = open_clip.get_model_config(parsed.name)["vision_cfg"]
+    config = open_clip.get_model_config(parsed.name)
+    vision = config["vision_cfg"]
     n_layers = vision["layers"]
     bad = [layer for layer in layers or [] if layer >= n_layers]
     if bad:
         checks.problems.append(f"models.layers: {bad} out of range for {parsed.name} (layers 0..{n_layers - 1})")
         return None
-    chosen = sorted(layers) if layers is not None else list(range(max(0, n_layers - last_layers), n_layers))
+    chosen = choose_layers(n_layers, layers, last_layers)
     n_heads = vision["width"] // vision.get("head_width", 64)
     return ModelPlan(key, parsed.name, "none" if parsed.weights is None else parsed.weights, chosen, n_heads,
-                     len(chosen) * n_heads, open_clip.get_model_config(parsed.name)["embed_dim"])
+                     len(chosen) * n_heads, config["embed_dim"])
 
 
 def _readable(uri: str, what: str) -> None:
@@ -243,22 +246,12 @@ def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
         return
     from .evals import datasets as ds
 
-    def video_shards(entry):
-        data = ds.video_data(entry)
-        return ds.plan_videos(data, ds.video_captions(data))
-
-    def bias_shards(entry):
-        data = ds.bias_data(entry)
-        ds.bias_attributes(data)
-        return ds.plan_bias(data)
-
-    kinds = (("classification", lambda e: ds.plan_classification(ds.classification_data(e))),
-             ("video", video_shards), ("bias", bias_shards))
-    for kind, shards_of in kinds:
+    for kind in ds.KINDS:
         for i, entry in enumerate(getattr(spec.evals, kind)):
             key = f"evals.{kind}[{i}] {entry.name!r}"
-            shards = checks.run(key, lambda: shards_of(entry))
-            if shards:
+            planned = checks.run(key, lambda: ds.plan_dataset(kind, entry))
+            if planned and planned[1]:
+                shards = planned[1]
                 plan.sources.append(_source(key, entry.source or shards[0].uri, shards[0].kind, shards))
 
 
@@ -331,9 +324,10 @@ def _check_judges(checks: _Checks, spec: Spec, plan: Plan, dry_run: bool, pool_o
         spans["heldout"] = [(r, placeholder) for r in range(m + 1, 2 * m + 1)]
     head = HeadSpans(0, 0, "L0.H0", spans)
     per_head = [label_request(head.texts("paper"))] + [r for _, _, r in planned_requests(head, "concept", cfg.mode)]
-    prompt = sum(m.heads for m in plan.models) * sum(r.estimated_tokens()[0] for r in per_head)
-    completion = sum(m.heads for m in plan.models) * sum(r.estimated_tokens()[1] for r in per_head)
-    calls = sum(m.heads for m in plan.models) * len(per_head)
+    heads = sum(model.heads for model in plan.models)
+    prompt = heads * sum(r.estimated_tokens()[0] for r in per_head)
+    completion = heads * sum(r.estimated_tokens()[1] for r in per_head)
+    calls = heads * len(per_head)
     for name, judge in judges:
         if judge.kind == "offline":
             plan.judges.append(JudgePlan(name, "offline", 0, 0, 0, 0.0))
@@ -388,8 +382,6 @@ def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_r
     ``cluster``: also check the Ray cluster's resources (``ccs-ray submit`` leaves that to the job).
     Raises :class:`PreflightError` listing every problem found.
     """
-    from .files import use_storage
-
     use_storage(spec.storage)
     checks = _Checks()
     resources = checks.run("cluster (RAY_ADDRESS)", _resources) if cluster else {}

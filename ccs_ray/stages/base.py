@@ -31,6 +31,15 @@ class RunState:
         self.dir = f"{root.rstrip('/')}/_state/{quote(run_id, safe='')}"
         self.fs, self.path = fsspec.core.url_to_fs(self.dir)
 
+    @property
+    def spec_path(self) -> str:
+        """The run's ``run.json`` (the spec it was started with), as a path of :attr:`fs`."""
+        return f"{self.path}/run.json"
+
+    def exists(self) -> bool:
+        """Whether the run was started here (its ``run.json`` is present: a deleted root has none)."""
+        return self.fs.exists(self.spec_path)
+
     def model_dir(self, model: str) -> str:
         """Folder of a model's working files in this run."""
         return f"{self.dir}/{quote(model, safe='')}"

@@ -250,19 +250,18 @@ def run(ctx: Context, section: PruneSection) -> dict:
     # the text side, once per model
     units, plans = [], []
     with torch.no_grad():
-        for entry in evals.classification:
-            data = ds.classification_data(entry)
-            weights = classifier_weights(model, data.class_texts, data.templates)
-            plans.append(("classification", data, ds.plan_classification(data), {"weights": weights}))
-        for entry in evals.video:
-            data = ds.video_data(entry)
-            captions = ds.video_captions(data)
-            emb = text_embeddings(model, [c for _, c in captions])
-            plans.append(("video", data, ds.plan_videos(data, captions), {"captions": dict(zip([v for v, _ in captions], emb))}))
-        for entry in evals.bias:
-            data = ds.bias_data(entry)
-            prompts = torch.stack([text_embeddings(model, data.occupations, template=t) for t in data.templates], 1)
-            plans.append(("bias", data, ds.plan_bias(data), {"prompts": prompts, "attributes": ds.bias_attributes(data)}))
+        for kind in ds.KINDS:
+            for entry in getattr(evals, kind):
+                data, shards, inputs = ds.plan_dataset(kind, entry)
+                if kind == "classification":
+                    extra = {"weights": classifier_weights(model, data.class_texts, data.templates)}
+                elif kind == "video":
+                    videos, captions = zip(*inputs["captions"])
+                    extra = {"captions": dict(zip(videos, text_embeddings(model, list(captions))))}
+                else:
+                    extra = {"prompts": torch.stack([text_embeddings(model, data.occupations, template=t)
+                                                     for t in data.templates], 1), **inputs}
+                plans.append((kind, data, shards, extra))
     skipped = 0
     for kind, data, shards, extra in plans:
         configs = config_fingerprints(ablations, prune.mode, mean_z, precision, extra.get("weights"))

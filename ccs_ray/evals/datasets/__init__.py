@@ -29,13 +29,31 @@ Modules: :mod:`.entries` (DatasetError, reading an entry, generated-set sources)
 from ... import sources
 from .bias import BiasData, bias_attributes, bias_data, plan_bias
 from .classification import ClassificationData, classification_data, load_classification, plan_classification
-from .entries import DatasetError
+from .entries import ENTRIES, DatasetError
 from .presets import BIAS_PRESETS, CLASSIFICATION_PRESETS, VIDEO_PRESETS, ClassificationPreset
 from .video import VIDEO_EXTENSIONS, VideoData, load_video, plan_videos, video_captions, video_data
 
+#: The kinds of ``[evals]`` dataset lists, in the order they are evaluated.
+KINDS = tuple(ENTRIES)
+
+
+def plan_dataset(kind: str, entry) -> tuple:
+    """``(data, shards, inputs)`` of an ``evals.<kind>`` entry: validated, resolved and cut into shards, with what
+    its evaluation reads besides the images: ``captions`` ((video id, caption) pairs) of a video set,
+    ``attributes`` (image -> attribute groups) of a bias set."""
+    if kind == "classification":
+        data = classification_data(entry)
+        return data, plan_classification(data), {}
+    if kind == "video":
+        data = video_data(entry)
+        captions = video_captions(data)
+        return data, plan_videos(data, captions), {"captions": captions}
+    data = bias_data(entry)
+    return data, plan_bias(data), {"attributes": bias_attributes(data)}
+
 __all__ = [
-    "BIAS_PRESETS", "CLASSIFICATION_PRESETS", "VIDEO_EXTENSIONS", "VIDEO_PRESETS", "BiasData", "ClassificationData",
-    "ClassificationPreset", "DatasetError", "VideoData", "bias_attributes", "bias_data", "classification_data",
-    "load_classification", "load_video", "plan_bias", "plan_classification", "plan_videos", "sources",
+    "BIAS_PRESETS", "CLASSIFICATION_PRESETS", "KINDS", "VIDEO_EXTENSIONS", "VIDEO_PRESETS", "BiasData",
+    "ClassificationData", "ClassificationPreset", "DatasetError", "VideoData", "bias_attributes", "bias_data", "classification_data",
+    "load_classification", "load_video", "plan_bias", "plan_dataset", "plan_classification", "plan_videos", "sources",
     "video_captions", "video_data",
 ]
