@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import ray
@@ -21,7 +22,12 @@ def main(root: str) -> None:
     os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
+    # SPREAD places actors among the nodes the scheduler already sees: wait until both nodes' CPUs are visible.
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
     spec = load_spec(REPO / "jobs" / "smoke.toml", [
         f'results.root="{root}"', 'data.source="probe://?n=64&seed=3&size=48"', "data.shard_size=8",
         "scan.batch_size=5", "scan.checkpoint_every=2", "scan.actors=2"])
