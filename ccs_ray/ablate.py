@@ -7,7 +7,9 @@
 - :func:`encode_ablations` encodes one batch under many configurations, running every forward-pass
   prefix the configurations share only once (a trie over their per-layer head sets).
 - :func:`prune_strategies` turns ``ccs`` table rows into :class:`Ablation` configurations: the baseline
-  ``none``, ``high``, ``low``, ``random`` (per seed), ``equal``, ``concept``, ``explicit`` and ``sweep``.
+  ``none``, ``high``, ``low``, ``random`` (per seed), ``equal``, ``concept``, ``explicit`` and ``sweep``;
+  and the paper's published head sets (:mod:`ccs_ray.reference`) into ``paper-high``, ``paper-low``,
+  ``paper-random`` (per seed) and ``paper-concept:<name>``, which need no CCS.
 
 All of it is math: no Ray, no I/O, inference only (no gradients flow through an ablated layer).
 """
@@ -23,7 +25,8 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from .decompose import HeadAblation, decomposed_forward, head_name, parse_head_name, tower_shape
-from .choices import ABLATION_MODES, STRATEGIES
+from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES
+from .reference import PaperHeads, paper_concept
 from .scores import level, normalize_label
 
 
@@ -144,7 +147,8 @@ class Ablation:
     """One pruning configuration: which heads it removes and how it was chosen.
 
     ``ablation_id`` is unique in a run: ``none``, ``high``, ``low``, ``random:s<seed>``, ``equal:high``,
-    ``equal:low``, ``concept:<family>``, ``explicit:<name>``, ``sweep:k<k>``. ``k`` is the number of heads.
+    ``equal:low``, ``concept:<family>``, ``explicit:<name>``, ``sweep:k<k>``, ``paper-high``, ``paper-low``,
+    ``paper-random:s<seed>``, ``paper-concept:<name>``. ``k`` is the number of heads.
     """
 
     ablation_id: str
@@ -153,6 +157,31 @@ class Ablation:
     k: int | None = None
     concept: str | None = None
     heads: list[str] = field(default_factory=list)
+
+    @property
+    def paper_strategy(self) -> str | None:
+        """The published strategy (``paper_results.strategy``) this configuration reproduces: ``none``,
+        ``high``, ``low``, ``random``, ``concept:<paper name>`` (from our CCS or from the published sets alike);
+        None for the others (equal, explicit, sweep, a concept the paper has not)."""
+        base = self.strategy.removeprefix("paper-")
+        if base in ("none", "high", "low", "random"):
+            return base
+        concept = paper_concept(self.concept) if base == "concept" else None
+        return f"concept:{concept}" if concept else None
+
+
+def is_paper_strategy(strategy: str) -> bool:
+    """Whether ``strategy`` (as in ``prune.strategies``) prunes the paper's published heads (needs no CCS)."""
+    return strategy.split(":", 1)[0] in PAPER_STRATEGIES
+
+
+def _draw(pool: Iterable[str], exclude: Iterable[str], n: int, seed: int, what: str) -> list[str]:
+    """``n`` heads drawn with ``random.Random(seed).sample`` from ``pool`` minus ``exclude``, in head order."""
+    pool = sorted(set(pool) - set(exclude), key=parse_head_name)
+    if len(pool) < n:
+        raise ValueError(f"{what} strategy: {n} heads to draw but only {len(pool)} non-high heads in the pool; "
+                         f"widen it (prune.random_pool = 'all', prune.paper_random_pool = 'published' or more layers)")
+    return random.Random(seed).sample(pool, n)
 
 
 def _scored(rows: Iterable[Mapping], judge: str) -> list[Mapping]:
@@ -194,6 +223,8 @@ def prune_strategies(
     synonyms: Mapping[str, Sequence[str]] | None = None,
     explicit: Mapping[str, Sequence[str]] | None = None,
     sweep_k: int = 0,
+    reference: PaperHeads | None = None,
+    paper_random_pool: Sequence[str] | None = None,
 ) -> list[Ablation]:
     """Ablation configurations from the ``ccs`` table's rows (dicts with head_label/layer/head, judge, ccs,
     level, label), always starting with the baseline ``none``.
@@ -208,13 +239,22 @@ def prune_strategies(
       (:data:`CONCEPT_FAMILIES`, extended by ``synonyms``).
     - ``explicit``: the named head lists as given.
     - ``sweep``: for k = 0..sweep_k, the top-k heads by CCS (ties in head order).
+    - ``paper-high`` / ``paper-low``: the published sets of ``reference``; ``paper-concept:<name>``: its
+      concept set ``name`` (any spelling, :func:`ccs_ray.reference.paper_concept`); ``paper-random``: per seed,
+      as many heads as ``paper-high``, drawn like ``random`` from ``paper_random_pool`` minus the published
+      high heads. They read no ``ccs`` rows (``ccs_rows`` may be empty when only they are asked for).
 
-    Strategies that select no head (e.g. no high heads) yield no configuration.
+    Strategies that select no head (e.g. no high heads, a concept the paper has no set for) yield no
+    configuration.
     """
-    unknown = sorted(set(strategies) - set(STRATEGIES))
+    unknown = sorted(s for s in strategies if s not in STRATEGIES and not is_paper_strategy(s))
     if unknown:
-        raise ValueError(f"unknown prune strategies {unknown}; allowed: {', '.join(STRATEGIES)}")
-    rows = _scored(ccs_rows, judge)
+        raise ValueError(f"unknown prune strategies {unknown}; allowed: {', '.join(STRATEGIES + PAPER_STRATEGIES)}")
+    paper = [s for s in strategies if is_paper_strategy(s)]
+    if paper and reference is None:
+        raise ValueError(f"prune strategies {paper} prune the paper's published heads: give the reference sets "
+                         f"(prune.reference_model)")
+    rows = _scored(ccs_rows, judge) if len(paper) < len(strategies) else []
     scored = [r for r in rows if r.get("ccs") is not None]
     high = [_label_of(r) for r in scored if _level(r) == "high"]
     low = [_label_of(r) for r in sorted(scored, key=lambda r: r["ccs"]) if _level(r) == "low"]
@@ -230,13 +270,9 @@ def prune_strategies(
         elif strategy == "low":
             add("low", "low", low)
         elif strategy == "random" and high:
-            pool = sorted(set(random_pool if random_pool is not None else [_label_of(r) for r in rows]) - set(high),
-                          key=parse_head_name)
-            if len(pool) < len(high):
-                raise ValueError(f"random strategy: {len(high)} heads to draw but only {len(pool)} non-high heads in "
-                                 f"the pool; widen it (prune.random_pool = 'all')")
+            pool = random_pool if random_pool is not None else [_label_of(r) for r in rows]
             for seed in range(seeds):
-                add(f"random:s{seed}", "random", random.Random(seed).sample(pool, len(high)), seed=seed)
+                add(f"random:s{seed}", "random", _draw(pool, high, len(high), seed, strategy), seed=seed)
         elif strategy == "equal":
             n = min(len(high), len(low))
             add("equal:high", "equal", high[:n], concept="high")
@@ -260,6 +296,17 @@ def prune_strategies(
                 raise ValueError(f"sweep_k = {sweep_k} but only {len(ranked)} heads have a CCS")
             out.extend(Ablation(f"sweep:k{k}", "sweep", k=k, heads=sorted(ranked[:k], key=parse_head_name))
                        for k in range(sweep_k + 1))
+        elif strategy in ("paper-high", "paper-low"):
+            add(strategy, strategy, reference.high if strategy == "paper-high" else reference.low)
+        elif strategy == "paper-random":
+            for seed in range(seeds):
+                add(f"paper-random:s{seed}", strategy, _draw(paper_random_pool or [], reference.high,
+                                                              len(reference.high), seed, strategy), seed=seed)
+        elif strategy.startswith("paper-concept:"):
+            name = paper_concept(strategy.split(":", 1)[1])
+            if name is None:
+                raise ValueError(f"{strategy}: the paper's concept sets are {', '.join(PAPER_CONCEPTS)}")
+            add(f"paper-concept:{name}", "paper-concept", reference.concepts.get(name, []), concept=name)
     return out
 
 

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from fsspec.implementations.dirfs import DirFileSystem
 
 from .choices import SQL_FORMATS
-from .tables import SCHEMAS, TABLES
+from .reference import reference_tables
+from .tables import REFERENCE_TABLES, SCHEMAS, TABLES
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 PROTOCOL = "ccsresults"
@@ -114,6 +115,7 @@ def _table_folders(fs, path: str) -> list[str]:
 def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a view per results table under ``root`` and the macros of ``sql/macros.sql``;
     a table with no files under ``root`` (not written yet) is an empty view with the table's typed columns.
+    The reference tables (``paper_*``) read the installed package's data (:mod:`ccs_ray.reference`).
 
     ``read_only`` (the default) refuses every write to files, the results included.
     """
@@ -124,7 +126,14 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     views = {m.group(1): m.group(0) for m in _VIEW.finditer(_read_sql("views.sql"))}
     if sorted(views) != sorted(TABLES):
         raise RuntimeError(f"{SQL_DIR / 'views.sql'} defines views {sorted(views)}; tables.py has {sorted(TABLES)}")
+    for table, data in reference_tables().items():  # the installed package's, whatever the root holds
+        conn.register("_reference", data)
+        conn.execute(f"CREATE TABLE _{table} AS SELECT * FROM _reference")
+        conn.unregister("_reference")
+        conn.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}")
     for table, statement in views.items():
+        if table in REFERENCE_TABLES:
+            continue
         if results.glob(f"{table}/**/*.parquet"):
             conn.execute(_with_every_column(conn, table, statement.replace("${ROOT}/", f"{PROTOCOL}://")))
         else:

@@ -10,7 +10,11 @@ CONVENTIONS = ("centered", "textspan")  # decomposition conventions (ccs_ray.dec
 SOURCE_KINDS = ("folder", "tar", "parquet", "manifest", "probe")  # data source kinds (ccs_ray.sources.READERS)
 ABLATION_MODES = ("zero", "mean")  # what an ablated head outputs (ccs_ray.decompose.HeadAblation)
 STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep")  # ccs_ray.ablate.prune_strategies
+# the paper's published head sets (ccs_ray.reference); "paper-concept" is written paper-concept:<name>
+PAPER_STRATEGIES = ("paper-high", "paper-low", "paper-random", "paper-concept")
+PAPER_CONCEPTS = ("locations", "objects", "colors", "animals")  # the paper's concept sets, by its names
 RANDOM_POOLS = ("decomposed", "all")  # heads the random strategy draws from
+PAPER_RANDOM_POOLS = ("analysed", "published")  # heads paper-random draws from (ccs_ray.ablate.paper_strategies)
 JUDGE_KINDS = ("openai", "offline")
 JUDGE_MODES = ("per_span", "batched")  # one request per span, or one per head
 SQL_FORMATS = ("table", "csv", "json", "parquet")  # ccs-ray sql --format

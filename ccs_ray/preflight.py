@@ -11,6 +11,8 @@ one line each, naming the key, the value and the fix:
 - ``data.source`` and every ``[[evals.*]]`` source exist and are listable (the plan counts their images
   and shards); ``spans.pool`` loads or, for ``textspan-general``, is cached or downloadable;
 - every LLM judge has ``base_url`` and ``model`` and, unless planning only, its ``api_key_env`` is set;
+- ``prune.strategies``: the paper-* ones have published head sets for each model's reference model, inside
+  its tower; the CCS ones have the judge stage (and mean ablation the scan) in the run;
 - the results root is writable (a probe file is created and removed) and, for ``--resume``, holds the run;
 - the cluster has the CPUs and GPUs the scan's and the evals' actor layouts need.
 
@@ -57,6 +59,7 @@ class ModelPlan:
     n_heads: int  # heads per layer
     heads: int  # analysed heads: len(layers) x n_heads
     embed_dim: int
+    tower_layers: int  # layers of the image tower
 
 
 @dataclass
@@ -219,7 +222,7 @@ def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layer
     chosen = choose_layers(n_layers, layers, last_layers)
     n_heads = vision["width"] // vision.get("head_width", 64)
     return ModelPlan(key, parsed.name, "none" if parsed.weights is None else parsed.weights, chosen, n_heads,
-                     len(chosen) * n_heads, config["embed_dim"])
+                     len(chosen) * n_heads, config["embed_dim"], n_layers)
 
 
 def _readable(uri: str, what: str) -> None:
@@ -253,6 +256,51 @@ def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
             if planned and planned[1]:
                 shards = planned[1]
                 plan.sources.append(_source(key, entry.source or shards[0].uri, shards[0].kind, shards))
+
+
+def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:
+    """What ``prune.strategies`` read: the paper-* strategies the published sets of each model's reference
+    model (heads inside its tower, enough heads for paper-random); the others the judge stage's CCS; mean
+    ablation the scan's moments (a new run must compute them; ``--resume`` may have them)."""
+    from .ablate import is_paper_strategy
+    from .heads import head_names, parse_head_name
+    from .reference import paper_reference, published_random_layers, reference_key
+
+    prune = spec.prune
+    paper = [s for s in prune.strategies if is_paper_strategy(s)]
+    ccs = [s for s in prune.strategies if s != "explicit" and not is_paper_strategy(s)]
+    for stage, needs, what in (("judge", ccs, f"strategies {ccs} rank heads by CCS"),
+                               ("scan", prune.mode == "mean", "prune.mode = 'mean' uses the scan's mean head outputs")):
+        if needs and stage not in spec.stages and not resume:
+            fix = "or use only paper-* / explicit strategies" if stage == "judge" else "or prune.mode = 'zero'"
+            checks.problems.append(f"prune: {what}, but stages {spec.stages} do not include {stage!r}: add it {fix}")
+    if not paper:
+        return
+    published = paper_reference().heads
+    for m in plan.models:
+        ref = reference_key(prune.reference_model or m.key)
+        if ref not in published:
+            where = "prune.reference_model" if prune.reference_model else f"models.keys: {m.key!r}"
+            same = [k for k in published if k.split("/")[0] == m.name]
+            checks.problems.append(
+                f"{where}: the paper published no head sets for {ref!r}, which {', '.join(paper)} prune; set "
+                f"prune.reference_model to " + (f"{same[0]!r} (the same architecture)" if same else
+                                                f"one of {', '.join(published)}"))
+            continue
+        sets = published[ref].sets()
+        set_of = {"paper-random": "high"}  # the set each strategy prunes (paper-random: avoids, and sizes by)
+        wanted = [h for s in paper for h in sets.get(set_of.get(s, s.removeprefix("paper-")), [])]
+        outside = sorted({h for h in wanted if parse_head_name(h)[0] >= m.tower_layers or parse_head_name(h)[1] >= m.n_heads},
+                         key=parse_head_name)
+        if outside:
+            checks.problems.append(f"prune.reference_model: published heads of {ref} {outside} lie outside the image "
+                                   f"tower of {m.key} ({m.tower_layers} layers x {m.n_heads} heads)")
+        elif "paper-random" in paper:
+            layers = m.layers if prune.paper_random_pool == "analysed" else published_random_layers(ref, m.tower_layers)
+            pool = set(head_names(layers, m.n_heads)) - set(sets["high"])
+            if len(pool) < len(sets["high"]):
+                checks.problems.append(f"prune.paper_random_pool: {len(sets['high'])} heads to draw for {m.key} but only "
+                                       f"{len(pool)} non-high heads in layers {layers}; use more layers or 'published'")
 
 
 def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None, dry_run: bool) -> None:
@@ -398,6 +446,8 @@ def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_r
         pool_ok = checks.run("spans.pool", lambda: check_pool(spec.spans.pool) or True) is not None
     if "judge" in spec.stages:
         _check_judges(checks, spec, plan, dry_run, pool_ok)
+    if "prune" in spec.stages:
+        _check_prune(checks, spec, plan, resume)
     _check_results(checks, spec, resume, run_id, dry_run)
     if cluster and resources is not None:
         _check_layouts(checks, spec, plan)

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-from .choices import (ABLATION_MODES, BIAS_COMBINES, CONVENTIONS, JUDGE_KINDS, JUDGE_MODES, PRECISIONS, RANDOM_POOLS,
-                      SOURCE_KINDS, STAGES, STRATEGIES)
+from .choices import (ABLATION_MODES, BIAS_COMBINES, CONVENTIONS, JUDGE_KINDS, JUDGE_MODES, PAPER_CONCEPTS,
+                      PAPER_RANDOM_POOLS, PAPER_STRATEGIES, PRECISIONS, RANDOM_POOLS, SOURCE_KINDS, STAGES, STRATEGIES)
 from .errors import UserError
 
 
@@ -185,16 +185,45 @@ class JudgeConfig(EndpointConfig):
 class PruneConfig(_Section):
     """Ablation strategies and their evaluation."""
 
-    strategies: list[Literal[STRATEGIES]] = Field(
-        default_factory=lambda: ["high", "low", "random", "equal"])
+    strategies: list[str] = Field(
+        default_factory=lambda: ["high", "low", "random", "equal"],
+        description=f"from our CCS: {', '.join(STRATEGIES)}; from the paper's published heads (no scan, spans or "
+                    f"judge needed): {', '.join(PAPER_STRATEGIES[:-1])}, paper-concept:<{'|'.join(PAPER_CONCEPTS)}>")
     mode: Literal[ABLATION_MODES] = "zero"
-    seeds: int = Field(5, ge=1, description="random-strategy seeds")
+    seeds: int = Field(5, ge=1, description="random-strategy seeds (random and paper-random)")
     random_pool: Literal[RANDOM_POOLS] = Field("decomposed", description="heads random draws come from")
+    reference_model: str | None = Field(None, description="the paper model whose published heads paper-* strategies "
+                                        "prune and whose figures the run is compared with; default: the model's key")
+    paper_random_pool: Literal[PAPER_RANDOM_POOLS] = Field(
+        "analysed", description="paper-random draws from the analysed layers, or as published (all layers for "
+                                "ViT-B-32/openai, the last 4 for the others)")
     concepts: list[str] = Field(default_factory=lambda: ["location", "animals", "objects", "colors"])
     synonyms: dict[str, list[str]] = Field(default_factory=dict, description="extra words per concept family")
     heads: dict[str, list[str]] = Field(default_factory=dict, description="explicit head lists by name")
     sweep_k: int = Field(0, ge=0, description="prune the top-k heads by CCS for k = 0..sweep_k")
     judge: str = Field("combined", description="which judge's CCS drives the strategies")
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, v: list[str]) -> list[str]:
+        """Each is a strategy name; ``paper-concept:<name>`` names one of the paper's concept sets (any spelling,
+        stored as the paper's name)."""
+        from .reference import paper_concept
+
+        out = []
+        for s in v:
+            base, _, arg = s.partition(":")
+            if base == "paper-concept" and paper_concept(arg):
+                out.append(f"paper-concept:{paper_concept(arg)}")
+            elif base == "paper-concept":
+                raise ValueError(f"{s!r}: name one of the paper's concept sets: "
+                                 + ", ".join(f"paper-concept:{c}" for c in PAPER_CONCEPTS))
+            elif s in STRATEGIES or s in PAPER_STRATEGIES:
+                out.append(s)
+            else:
+                raise ValueError(f"unknown strategy {s!r}; allowed: {', '.join(STRATEGIES + PAPER_STRATEGIES[:-1])}, "
+                                 f"paper-concept:<{'|'.join(PAPER_CONCEPTS)}>")
+        return out
 
 
 class _EvalEntry(_Section):
@@ -325,6 +354,8 @@ def describe_errors(errors: ValidationError, source: str, model: type[BaseModel]
             msg = f"unknown key; allowed here: {', '.join(_allowed_keys(loc[:-1], model or Spec))}"
         elif err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
             msg = f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 

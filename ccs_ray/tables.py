@@ -7,6 +7,10 @@ Layout under a results root (any fsspec URI)::
 so that ``read_parquet('ROOT/<table>/**/*.parquet', hive_partitioning = true)`` reads a table in
 DuckDB. Every row also carries ``run_id`` and ``model`` as ordinary columns. Head columns are ``layer``
 and ``head`` (0-based ints) plus ``head_label`` (``L11.H5``).
+
+The reference tables (:data:`REFERENCE_TABLES`: the paper's published head sets, counts and figures,
+:mod:`ccs_ray.reference`) belong to no run: they are ``ROOT/<table>/reference.parquet``, the same data in
+every root, and their ``model`` is the paper's model key.
 """
 
 from __future__ import annotations
@@ -71,10 +75,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("judge", pa.string()), ("label", pa.string()), ("ccs", pa.int8()), ("ccs_heldout", pa.int8()),
         ("level", pa.string()), ("heuristic", pa.bool_()),
     ]),
-    # Which heads each ablation configuration removes.
+    # Which heads each ablation configuration removes. reference_model: the paper's model key the run is
+    # compared with (prune.reference_model, default the model's own key); paper_strategy: the published
+    # strategy this configuration reproduces (none, high, low, random, concept:<paper name>; null: none).
     "ablations": _schema(_KEY, _ABLATION, [
         ("mode", pa.string()), ("k", pa.int32()), ("concept", pa.string()),
         ("heads", pa.list_(pa.string())), ("n_heads", pa.int32()),
+        ("reference_model", pa.string()), ("paper_strategy", pa.string()),
     ]),
     # Metric values of each ablation on each dataset (accuracy in percent, recall in percent, ranks).
     "evals": _schema(_KEY, _ABLATION, [
@@ -105,9 +112,25 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("source", pa.string()), ("item", pa.string()), ("from_mode", pa.string()),
         ("at", pa.timestamp("us", tz="UTC")),
     ]),
+    # Reference: the head sets the paper pruned, one row per (model, set, head); head_set: high, low or
+    # concept:<name>; position: the head's place in the published list.
+    "paper_heads": pa.schema([
+        ("model", pa.string()), ("head_set", pa.string()), ("concept", pa.string()), ("position", pa.int32()),
+        *_HEAD, ("source", pa.string()),
+    ]),
+    # Reference: the paper's table of high / medium / low head counts per model.
+    "paper_counts": pa.schema([("model", pa.string()), ("high", pa.int32()), ("medium", pa.int32()),
+                               ("low", pa.int32())]),
+    # Reference: one row per published figure; strategy none/high/low/random (mean over seeds)/concept:<name>;
+    # approx: read from a small chart (about +-0.3); metric top1, R@1 or maxskew_sum@10:<attribute>.
+    "paper_results": pa.schema([
+        ("model", pa.string()), ("dataset", pa.string()), ("metric", pa.string()), ("strategy", pa.string()),
+        ("value", pa.float64()), ("approx", pa.bool_()), ("source", pa.string()),
+    ]),
 }
 
 TABLES = tuple(SCHEMAS)
+REFERENCE_TABLES = ("paper_heads", "paper_counts", "paper_results")  # written whole, not per run and model
 
 
 def partition_path(root: str, table: str, run_id: str, model: str) -> str:
@@ -156,6 +179,8 @@ def write_empty_tables(root: str, run_id: str, model: str) -> list[str]:
     Returns the tables written."""
     written = []
     for table, schema in SCHEMAS.items():
+        if table in REFERENCE_TABLES:
+            continue
         fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/{table}")
         if not (fs.exists(path) and fs.glob(f"{path}/**/*.parquet")):
             buf = pa.BufferOutputStream()
@@ -179,6 +204,8 @@ def read_table(root: str, table: str, run_id: str | None = None, model: str | No
     version no longer has is dropped.
     """
     schema = _schema_of(table)
+    if table in REFERENCE_TABLES:
+        raise ValueError(f"{table} is reference data, the same in every root: ccs_ray.reference.reference_tables()")
     fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/{table}")
     pattern = f"{path}/run_id={quote(run_id, safe='') if run_id else '*'}/model={quote(model, safe='') if model else '*'}/*.parquet"
     parts = []

@@ -21,3 +21,8 @@ CREATE VIEW bias AS SELECT * FROM read_parquet('${ROOT}/bias/**/*.parquet', hive
 CREATE VIEW judge_calls AS SELECT * FROM read_parquet('${ROOT}/judge_calls/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW errors AS SELECT * FROM read_parquet('${ROOT}/errors/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW conversions AS SELECT * FROM read_parquet('${ROOT}/conversions/**/*.parquet', hive_partitioning = true, union_by_name = true);
+-- Reference data (ccs_ray.reference: the paper's published head sets, counts and figures), the same in every
+-- root; ccs-ray reads them from the installed package, these lines serve plain DuckDB over a run's root.
+CREATE VIEW paper_heads AS SELECT * FROM read_parquet('${ROOT}/paper_heads/*.parquet');
+CREATE VIEW paper_counts AS SELECT * FROM read_parquet('${ROOT}/paper_counts/*.parquet');
+CREATE VIEW paper_results AS SELECT * FROM read_parquet('${ROOT}/paper_results/*.parquet');

@@ -1,7 +1,8 @@
 """Stage ``prune``: (dataset shard) units on model actors, every ablation configuration per unit.
 
 Section: ``[prune]`` and ``[evals]`` (:class:`PruneSection`). Per model; needs ``judge`` (the ``ccs``
-table; only ``explicit`` head lists need none) and, for ``prune.mode = "mean"``, ``scan`` (the moments).
+table; ``explicit`` head lists and the ``paper-*`` strategies, which prune the paper's published heads of
+``prune.reference_model``, need none) and, for ``prune.mode = "mean"``, ``scan`` (the moments).
 :func:`run` reads the ``ccs`` table, builds the ablation configurations
 (:func:`ccs_ray.ablate.prune_strategies`, baseline ``none`` included), computes the text side once on
 the driver (classifier weights, caption and occupation-prompt embeddings: the text tower is never
@@ -35,7 +36,7 @@ import numpy as np
 import ray
 import torch
 
-from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, prune_strategies
+from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, is_paper_strategy, prune_strategies
 from ..cluster import actor_layout
 from ..decompose import parse_head_name, select_layers
 from ..evals import datasets as ds
@@ -47,6 +48,7 @@ from ..models import load_model
 from ..moments import HeadMoments
 from ..sources.base import fingerprint
 from ..progress import Progress
+from ..reference import paper_reference, published_random_layers, reference_key
 from ..spec import EvalsConfig, PruneConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from ..textspan import text_embeddings
@@ -231,20 +233,29 @@ def run(ctx: Context, section: PruneSection) -> dict:
     model, _ = load_model(model_key, precision)
     layers = select_layers(model, ctx.models.layers, ctx.models.last_layers)
     ccs_rows = read_table(root, "ccs", run_id, model_key).to_pylist()
-    if not ccs_rows and set(prune.strategies) - {"explicit"}:
+    if not ccs_rows and [s for s in prune.strategies if s != "explicit" and not is_paper_strategy(s)]:
         raise ValueError(f"no ccs rows for {model_key} in run {run_id} under {root}: run the judge stage first "
-                         f"(or use only prune.strategies = ['explicit'])")
+                         f"(or use only prune.strategies = ['explicit'] and the paper-* strategies)")
+    reference_model = reference_key(prune.reference_model or model_key)
+    reference, paper_pool = None, None
+    if any(map(is_paper_strategy, prune.strategies)):
+        reference = paper_reference().heads_of(reference_model)
+        n_layers = len(model.visual.transformer.resblocks)
+        paper_pool = all_heads(model, layers if prune.paper_random_pool == "analysed"
+                               else published_random_layers(reference_model, n_layers))
     ablations = prune_strategies(
         ccs_rows, prune.strategies, judge=prune.judge, seeds=prune.seeds,
         random_pool=all_heads(model) if prune.random_pool == "all" else None, concepts=prune.concepts,
-        synonyms=prune.synonyms, explicit=prune.heads, sweep_k=prune.sweep_k)
+        synonyms=prune.synonyms, explicit=prune.heads, sweep_k=prune.sweep_k, reference=reference,
+        paper_random_pool=paper_pool)
     mean_z = _mean_z(ctx) if prune.mode == "mean" else None
     for a in ablations:  # validate every head list against the model before starting actors
         if a.heads:
             head_ablation(model, a.heads, prune.mode, mean_z)
     ids = [a.ablation_id for a in ablations]
     write_table(root, "ablations", [{**_ablation_keys(a), "mode": prune.mode, "k": a.k, "concept": a.concept,
-                                     "heads": a.heads, "n_heads": len(a.heads)} for a in ablations],
+                                     "heads": a.heads, "n_heads": len(a.heads), "reference_model": reference_model,
+                                     "paper_strategy": a.paper_strategy} for a in ablations],
                 run_id, model_key, name="prune")
 
     # the text side, once per model
@@ -295,7 +306,9 @@ def run(ctx: Context, section: PruneSection) -> dict:
     if failed:
         raise RuntimeError(f"{len(failed)} pruning units failed (first: {sorted(failed.items())[0]}); finished units are "
                            f"kept: re-run with resume to redo only the failed ones")
+    chosen = {a.strategy for a in ablations} | {f"{a.strategy}:{a.concept}" for a in ablations}
     return {"model": model_key, "configurations": len(ablations), "ablation_ids": ids, "layers": layers,
+            "empty_strategies": [s for s in prune.strategies if s not in chosen],
             "units_run": len(units), "units_skipped": skipped, "evals_rows": len(evals_rows),
             "bias_rows": len(bias_rows), "errors": len(errors), "seconds": time.perf_counter() - t0}
 
