@@ -159,6 +159,11 @@ class Ablation:
     heads: list[str] = field(default_factory=list)
 
     @property
+    def by_ccs(self) -> bool:
+        """Whether a judge's CCS chose the heads (not the baseline, explicit lists or the published sets)."""
+        return self.strategy not in ("none", "explicit") and not is_paper_strategy(self.strategy)
+
+    @property
     def paper_strategy(self) -> str | None:
         """The published strategy (``paper_results.strategy``) this configuration reproduces: ``none``,
         ``high``, ``low``, ``random``, ``concept:<paper name>`` (from our CCS or from the published sets alike);

@@ -75,13 +75,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("judge", pa.string()), ("label", pa.string()), ("ccs", pa.int8()), ("ccs_heldout", pa.int8()),
         ("level", pa.string()), ("heuristic", pa.bool_()),
     ]),
-    # Which heads each ablation configuration removes. reference_model: the paper's model key the run is
-    # compared with (prune.reference_model, default the model's own key); paper_strategy: the published
-    # strategy this configuration reproduces (none, high, low, random, concept:<paper name>; null: none).
+    # Which heads each ablation configuration removes. judge: whose CCS chose them (null: not chosen by CCS);
+    # reference_model: the paper's model key the run is compared with (prune.reference_model, default the
+    # model's own key); paper_strategy: the published strategy this configuration reproduces (none, high,
+    # low, random, concept:<paper name>; null: none does).
     "ablations": _schema(_KEY, _ABLATION, [
         ("mode", pa.string()), ("k", pa.int32()), ("concept", pa.string()),
         ("heads", pa.list_(pa.string())), ("n_heads", pa.int32()),
-        ("reference_model", pa.string()), ("paper_strategy", pa.string()),
+        ("judge", pa.string()), ("reference_model", pa.string()), ("paper_strategy", pa.string()),
     ]),
     # Metric values of each ablation on each dataset (accuracy in percent, recall in percent, ranks).
     "evals": _schema(_KEY, _ABLATION, [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
+from ccs_ray.ablate import Ablation
 from ccs_ray.decompose import head_name
 from ccs_ray.tables import write_table
 
@@ -124,7 +125,9 @@ def _write_ablations(put, rng, model, m, combined, heads) -> None:
     ablations, evals, bias = [], [], []
     for ablation_id, strategy, seed, concept, pruned in configs:
         key = dict(ablation_id=ablation_id, strategy=strategy, seed=seed)
-        ablations.append(dict(key, mode="zero", k=len(pruned), concept=concept, heads=pruned, n_heads=len(pruned)))
+        ablations.append(dict(key, mode="zero", k=len(pruned), concept=concept, heads=pruned, n_heads=len(pruned),
+                              judge=None if strategy == "none" else "combined", reference_model=model,
+                              paper_strategy=Ablation(ablation_id, strategy, concept=concept).paper_strategy))
         hurt = {"none": 0, "high": 14, "low": 2, "random": 6, "concept": 4, "equal": 5}[strategy] * (1 + 0.3 * m)
         for d, (dataset, metric) in enumerate(DATASETS):
             extra = 9.0 if (concept, dataset) == ("location", "cifar100") else 0.0
@@ -137,3 +140,40 @@ def _write_ablations(put, rng, model, m, combined, heads) -> None:
     put("ablations", ablations, model)
     put("evals", evals, model)
     put("bias", bias, model)
+
+
+def write_paper_figures(root: str, shift: float = 0.0, run_id: str = "run-paper") -> list[dict]:
+    """A results root whose figures are the paper's published ones plus ``shift``, as the prune stage would write
+    them for ``prune.strategies = [paper-high, paper-low, paper-random, paper-concept:<each>]`` on each paper
+    model: per published figure the configuration's evals row (top1, R@1; paper-random: three seeds whose mean is
+    the figure) or bias rows (104 occupations whose MaxSkew sums to the figure). Returns the published rows."""
+    from ccs_ray.reference import paper_reference
+
+    published = paper_reference().results.to_pylist()
+    for model in dict.fromkeys(r["model"] for r in published):
+        rows = [r for r in published if r["model"] == model]
+        configs = {"none": [("none", None, None)], "high": [("paper-high", None, None)],
+                   "low": [("paper-low", None, None)],
+                   "random": [(f"paper-random:s{s}", s, None) for s in range(3)]}
+        ablations, evals, bias = [], [], []
+        for strategy in dict.fromkeys(r["strategy"] for r in rows):
+            for ablation_id, seed, _ in configs.get(strategy, [(f"paper-{strategy}", None, None)]):
+                ours = ablation_id.split(":")[0] if strategy != "none" else "none"
+                concept = strategy.split(":", 1)[1] if strategy.startswith("concept:") else None
+                ablations.append(dict(ablation_id=ablation_id, strategy="paper-concept" if concept else ours, seed=seed,
+                                      mode="zero", k=1, concept=concept, heads=["L11.H0"], n_heads=1,
+                                      reference_model=model, paper_strategy=strategy))
+                spread = (seed - 1) * 0.5 if seed is not None else 0.0  # seeds 0, 1, 2: -0.5, 0, +0.5
+                for r in (r for r in rows if r["strategy"] == strategy):
+                    key = dict(ablation_id=ablation_id, strategy=ablations[-1]["strategy"], seed=seed,
+                               dataset=r["dataset"])
+                    value = r["value"] + shift + spread
+                    if r["metric"].startswith("maxskew_sum@"):
+                        k, attribute = r["metric"].removeprefix("maxskew_sum@").split(":")
+                        bias += [dict(key, attribute=attribute, occupation=f"occupation {o}", k=int(k),
+                                      maxskew=value / 104, max_group="g", combine="embedding_mean") for o in range(104)]
+                    else:
+                        evals.append(dict(key, metric=r["metric"], value=value, n=1000))
+        for table, data in (("ablations", ablations), ("evals", evals), ("bias", bias)):
+            write_table(root, table, data, run_id, model)
+    return published

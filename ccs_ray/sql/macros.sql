@@ -65,3 +65,143 @@ CREATE MACRO baseline_evals() AS TABLE
 
 -- CCS rows of one judge ('combined' is the majority vote).
 CREATE MACRO ccs_of(judge_name) AS TABLE SELECT * FROM ccs WHERE judge = judge_name;
+
+-- Against the paper (ccs_ray.reference: the published head sets and figures, views paper_heads,
+-- paper_counts, paper_results).
+
+-- How far one of our figures may lie from the published one and still match it, in the metric's points:
+-- 1 for a value printed in a table, 2 for one read from a small chart (paper_results.approx).
+CREATE MACRO paper_tolerance(approx) AS CASE WHEN approx THEN 2.0 ELSE 1.0 END;
+
+-- vs_paper: every published figure (paper_results) beside ours, one row per figure and matching run and
+-- configuration group (null ours: no matching run). Ours come from evals (top1, R@1) and, for
+-- maxskew_sum@<k>:<attribute>, from bias summed over occupations; a configuration matches through
+-- ablations.reference_model (the paper's model key) and ablations.paper_strategy (random: the mean over
+-- seeds, n_seeds of them). heads_from: 'paper' (paper-* strategies: the published heads), 'ccs' (our CCS
+-- chose the heads), 'none' (unpruned). difference = ours - theirs; within_tolerance: |difference| <=
+-- tolerance. comparable is false where the figures cannot agree by construction (random-init weights;
+-- MaxSkew over other occupations or template combination than the paper's 104 and embedding mean); caveat
+-- says why, and also names other weights than the reference model's and heads chosen by the offline
+-- heuristic judge.
+CREATE VIEW vs_paper AS
+WITH ours AS (
+    SELECT run_id, model, ablation_id, dataset, metric, value, NULL::BIGINT AS n_occupations, NULL::VARCHAR AS combine
+    FROM evals
+    UNION ALL
+    SELECT run_id, model, ablation_id, dataset, 'maxskew_sum@' || k || ':' || attribute, sum(maxskew), count(*),
+           combine
+    FROM bias GROUP BY run_id, model, ablation_id, dataset, k, attribute, combine
+),
+heuristic AS (
+    SELECT run_id, model, judge, bool_or(heuristic) AS heuristic FROM ccs GROUP BY ALL
+),
+matched AS (
+    SELECT o.run_id, o.model AS our_model, a.reference_model AS model, o.dataset, o.metric,
+           a.paper_strategy AS strategy,
+           CASE WHEN a.strategy LIKE 'paper-%' THEN 'paper' WHEN a.strategy = 'none' THEN 'none' ELSE 'ccs' END
+               AS heads_from,
+           a.strategy AS our_strategy, count(*) AS n_seeds, avg(o.value) AS ours,
+           max(o.n_occupations) AS n_occupations, max(o.combine) AS combine, bool_or(h.heuristic) AS heuristic
+    FROM ours o
+    JOIN ablations a USING (run_id, model, ablation_id)
+    LEFT JOIN heuristic h ON h.run_id = o.run_id AND h.model = o.model AND h.judge = a.judge
+    WHERE a.paper_strategy IS NOT NULL
+    GROUP BY ALL
+),
+judged AS (
+    SELECT *,
+           concat_ws('; ',
+               CASE WHEN our_model LIKE '%/none' THEN 'random-init weights' END,
+               CASE WHEN n_occupations <> 104 THEN 'MaxSkew summed over ' || n_occupations || ' occupations, not 104' END,
+               CASE WHEN combine <> 'embedding_mean' THEN 'templates combined by ' || combine || ', not embedding_mean' END,
+               CASE WHEN our_model <> model AND our_model NOT LIKE '%/none' THEN 'weights of ' || our_model END,
+               CASE WHEN heuristic THEN 'heads chosen by the offline heuristic judge' END) AS caveat,
+           NOT (our_model LIKE '%/none' OR coalesce(n_occupations <> 104, false)
+                OR coalesce(combine <> 'embedding_mean', false)) AS comparable
+    FROM matched
+)
+SELECT p.model, p.dataset, p.metric, p.strategy, p.value AS theirs, p.approx, p.source,
+       j.run_id, j.our_model, j.heads_from, j.our_strategy, j.n_seeds, j.ours, j.ours - p.value AS difference,
+       paper_tolerance(p.approx) AS tolerance, abs(j.ours - p.value) <= paper_tolerance(p.approx) AS within_tolerance,
+       j.comparable, nullif(j.caveat, '') AS caveat
+FROM paper_results p
+LEFT JOIN judged j USING (model, dataset, metric, strategy);
+
+-- paper_agreement: our head sets against the published ones, per run, model, judge and set (high, low,
+-- concept:<name>), for the model's reference model (ablations.reference_model, else its own key). Ours:
+-- high / low from the ccs table (ccs_level), concept sets as the prune stage chose them (ablations of
+-- strategy 'concept' by that judge). n_shared heads in both; jaccard = shared / union, precision = shared
+-- / ours, recall = shared / published. published_heads in the paper's order and our_ccs, our CCS of each
+-- (null: not analysed or unscored), mean_our_ccs their mean. spearman_rho (per run, model and judge,
+-- repeated on each of its rows): Spearman's rank correlation, over the analysed heads with a CCS, between
+-- our CCS and the published membership (+1 high, -1 low, 0 neither), average ranks for ties.
+CREATE VIEW paper_agreement AS
+WITH refs AS (
+    SELECT DISTINCT c.run_id, c.model, coalesce(a.reference_model, c.model) AS reference_model
+    FROM ccs c
+    LEFT JOIN (SELECT run_id, model, max(reference_model) AS reference_model FROM ablations GROUP BY ALL) a
+        USING (run_id, model)
+),
+ours AS (
+    SELECT run_id, model, judge, ccs_level(ccs) AS head_set, list(head_label) AS heads
+    FROM ccs WHERE ccs IS NOT NULL AND ccs_level(ccs) IN ('high', 'low') GROUP BY ALL
+    UNION ALL
+    SELECT run_id, model, judge, paper_strategy, heads
+    FROM ablations WHERE strategy = 'concept' AND paper_strategy IS NOT NULL AND judge IS NOT NULL
+),
+published AS (
+    SELECT model AS reference_model, head_set, list(head_label ORDER BY position) AS heads
+    FROM paper_heads GROUP BY ALL
+),
+grid AS (
+    SELECT DISTINCT r.run_id, r.model, r.reference_model, c.judge, s.head_set
+    FROM refs r
+    JOIN (SELECT DISTINCT run_id, model, judge FROM ccs) c USING (run_id, model)
+    JOIN (SELECT reference_model, head_set FROM published
+          UNION SELECT r2.reference_model, o.head_set FROM ours o JOIN refs r2 USING (run_id, model)) s
+        USING (reference_model)
+),
+membership AS (
+    SELECT r.run_id, r.model, c.judge, c.ccs::DOUBLE AS x,
+           coalesce(max(CASE ph.head_set WHEN 'high' THEN 1 WHEN 'low' THEN -1 END), 0)::DOUBLE AS y
+    FROM refs r
+    JOIN ccs c USING (run_id, model)
+    LEFT JOIN paper_heads ph ON ph.model = r.reference_model AND ph.head_label = c.head_label
+    WHERE c.ccs IS NOT NULL
+    GROUP BY r.run_id, r.model, c.judge, c.head_label, c.ccs
+),
+ranked AS (
+    SELECT run_id, model, judge,
+           rank() OVER (PARTITION BY run_id, model, judge ORDER BY x)
+               + (count(*) OVER (PARTITION BY run_id, model, judge, x) - 1) / 2.0 AS rx,
+           rank() OVER (PARTITION BY run_id, model, judge ORDER BY y)
+               + (count(*) OVER (PARTITION BY run_id, model, judge, y) - 1) / 2.0 AS ry
+    FROM membership
+),
+rho AS (
+    SELECT run_id, model, judge, corr(rx, ry) AS spearman_rho FROM ranked GROUP BY ALL
+),
+published_ccs AS (
+    SELECT g.run_id, g.model, g.judge, g.head_set,
+           list(c.ccs ORDER BY ph.position) AS our_ccs, avg(c.ccs) AS mean_our_ccs
+    FROM grid g
+    JOIN paper_heads ph ON ph.model = g.reference_model AND ph.head_set = g.head_set
+    LEFT JOIN ccs c ON c.run_id = g.run_id AND c.model = g.model AND c.judge = g.judge AND c.head_label = ph.head_label
+    GROUP BY ALL
+)
+SELECT g.run_id, g.model, g.reference_model, g.judge, g.head_set,
+       len(coalesce(o.heads, [])) AS n_ours, len(coalesce(p.heads, [])) AS n_published,
+       len(list_intersect(coalesce(o.heads, []), coalesce(p.heads, []))) AS n_shared,
+       jaccard(coalesce(o.heads, []), coalesce(p.heads, [])) AS jaccard,
+       len(list_intersect(coalesce(o.heads, []), coalesce(p.heads, []))) / nullif(len(coalesce(o.heads, [])), 0)
+           AS precision,
+       len(list_intersect(coalesce(o.heads, []), coalesce(p.heads, []))) / nullif(len(coalesce(p.heads, [])), 0)
+           AS recall,
+       p.heads AS published_heads, pc.our_ccs, pc.mean_our_ccs, r.spearman_rho,
+       (SELECT bool_or(heuristic) FROM ccs c WHERE c.run_id = g.run_id AND c.model = g.model AND c.judge = g.judge)
+           AS heuristic
+FROM grid g
+LEFT JOIN ours o USING (run_id, model, judge, head_set)
+LEFT JOIN published p USING (reference_model, head_set)
+LEFT JOIN published_ccs pc USING (run_id, model, judge, head_set)
+LEFT JOIN rho r USING (run_id, model, judge);

@@ -255,7 +255,8 @@ def run(ctx: Context, section: PruneSection) -> dict:
     ids = [a.ablation_id for a in ablations]
     write_table(root, "ablations", [{**_ablation_keys(a), "mode": prune.mode, "k": a.k, "concept": a.concept,
                                      "heads": a.heads, "n_heads": len(a.heads), "reference_model": reference_model,
-                                     "paper_strategy": a.paper_strategy} for a in ablations],
+                                     "judge": prune.judge if a.by_ccs else None, "paper_strategy": a.paper_strategy}
+                                    for a in ablations],
                 run_id, model_key, name="prune")
 
     # the text side, once per model
