@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.dirfs import DirFileSystem
 
 from .choices import SQL_FORMATS
+from .errors import UserError
 from .reference import reference_tables
 from .tables import REFERENCE_TABLES, SCHEMAS, TABLES
 
@@ -41,7 +42,7 @@ class SqlError(RuntimeError):
     """A query DuckDB refused: its message, then the views (with columns) and canned queries."""
 
 
-class ResultsRootError(ValueError):
+class ResultsRootError(UserError, ValueError):
     """A results root that cannot be opened: missing, or holding several specs' results."""
 
 

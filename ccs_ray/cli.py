@@ -85,6 +85,13 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_compare_paper(args) -> int:
+    from .compare import compare_paper
+
+    print(compare_paper(args.results, as_json=args.json))
+    return 0
+
+
 def _cmd_ratings(args) -> int:
     from .judges.human import import_human_ratings
 
@@ -139,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="results root")
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("compare-paper", help="compare the results with the paper's published figures and head sets")
+    p.add_argument("--results", required=True, help="results root")
+    p.add_argument("--json", action="store_true", help="print one JSON object (summary, figures, agreement, notes)")
+    p.set_defaults(func=_cmd_compare_paper)
 
     p = sub.add_parser("ratings", help="import human span ratings (CSV) and compare judges with them")
     p.add_argument("csv", help="CSV with model, head_label, span_rank, aligned[, rater]")

@@ -27,6 +27,7 @@ from .cluster import ensure_ray
 from .errors import UserError
 from .files import use_storage
 from .preflight import Plan, preflight
+from .reference import write_reference_tables
 from .spec import Spec
 from .stages import STAGES, Context, RunState
 
@@ -135,6 +136,7 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     try:
         _write_runs(spec, ctx, "running", stage, started)
         tables.write_empty_tables(root, state.run_id, spec.models.keys[0])  # every view opens in plain DuckDB
+        write_reference_tables(root)  # ... the paper_* views too
         for s in stages:
             stage, t_stage = s.name, time.perf_counter()
             if s.shows_run and not recorded:

@@ -15,6 +15,7 @@ import fsspec
 import jinja2
 
 from ccs_ray.analytics import canned_sql, connect, query
+from ccs_ray.compare import paper_comparison
 from ccs_ray.report import plots
 
 TEMPLATE = "report.html.j2"
@@ -131,6 +132,7 @@ def build_report(root: str, out_path: str) -> str:
             stability=stability,
             cost=_rows(conn, "cost_per_model"),
             errors=_rows(conn, "errors_by_reason"),
+            paper=paper_comparison(conn),
         )
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
                              undefined=jinja2.StrictUndefined)
