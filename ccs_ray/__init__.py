@@ -6,7 +6,8 @@ The public API (the math: no Ray, no I/O):
 - :class:`HeadMoments` (``moments``), :func:`textspan`, :func:`textspan_from_moments` (``textspan``),
 - :func:`ablated` (``ablate``), :func:`max_skew_at_k`, :func:`max_skew_over_templates` (``evals.bias``);
 
-and :func:`preflight` (``preflight``): a job spec's checks and plan before it runs.
+and :func:`preflight` (``preflight``): a job spec's checks and plan before it runs; :func:`paper_reference`
+(``reference``): the paper's published head sets and figures.
 
 Names are imported on first use, so that ``import ccs_ray.spec`` (the CLI, judge and limiter actors) does not
 load torch and open_clip.
@@ -17,10 +18,11 @@ import types
 from importlib import import_module
 
 _HOMES = {
-    "ablated": "ablate", "head_contributions": "decompose", "head_name": "decompose", "parse_head_name": "decompose",
+    "ablated": "ablate", "head_contributions": "decompose", "head_name": "heads", "parse_head_name": "heads",
     "max_skew_at_k": "evals.bias", "max_skew_over_templates": "evals.bias",
     "PAPER_MODELS": "models", "UnsupportedModelError": "models", "load_model": "models",
     "HeadMoments": "moments", "textspan": "textspan", "textspan_from_moments": "textspan", "preflight": "preflight",
+    "paper_reference": "reference",
 }
 
 __all__ = sorted(_HOMES)

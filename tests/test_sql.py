@@ -19,7 +19,8 @@ import pytest
 from ccs_ray import analytics, scores
 from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
 from ccs_ray.scores import fleiss_kappa
-from ccs_ray.tables import SCHEMAS, write_table
+from ccs_ray.reference import reference_tables
+from ccs_ray.tables import REFERENCE_TABLES, SCHEMAS, write_table
 from synthetic_results import JUDGES, MODELS, OCCUPATIONS, SEEDS, write_results
 
 # the views sql/macros.sql derives from evals and bias, with their columns
@@ -28,7 +29,15 @@ DERIVED = {
     "bias_random": ["run_id", "model", "dataset", "attribute", "occupation", "combine", "n_seeds", "mean", "std"],
     "bias_totals": ["run_id", "model", "ablation_id", "strategy", "seed", "dataset", "attribute", "combine",
                     "maxskew_sum", "maxskew_mean", "n_occupations"],
+    "vs_paper": ["model", "dataset", "metric", "strategy", "theirs", "approx", "source", "run_id", "our_model",
+                 "heads_from", "our_strategy", "n_seeds", "ours", "difference", "tolerance", "within_tolerance",
+                 "comparable", "caveat"],
+    "paper_agreement": ["run_id", "model", "reference_model", "judge", "head_set", "n_ours", "n_published", "n_shared",
+                        "jaccard", "precision", "recall", "published_heads", "our_ccs", "mean_our_ccs", "spearman_rho",
+                        "heuristic"],
 }
+# the reference tables: the installed package's data in every root, whatever the root holds
+REFERENCE_ROWS = {name: data.num_rows for name, data in reference_tables().items()}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +72,8 @@ def test_a_view_per_table_with_the_rows_written(conn, results):
     assert views == set(SCHEMAS) | set(DERIVED)
     for table, rows in results[1].items():
         assert rows_of(conn, f"SELECT count(*) AS n FROM {table}")[0]["n"] == len(rows), table
+    for table, n in REFERENCE_ROWS.items():
+        assert rows_of(conn, f"SELECT count(*) AS n FROM {table}")[0]["n"] == n > 0, table
     for view, columns in DERIVED.items():
         assert [r["column_name"] for r in rows_of(conn, f"DESCRIBE {view}")] == columns, view
     models = {r["model"] for r in rows_of(conn, "SELECT DISTINCT model FROM spans")}
@@ -76,12 +87,15 @@ def test_empty_root_has_every_view_empty_with_the_same_typed_columns(tmp_path, c
             want = [(r["column_name"], r["column_type"]) for r in rows_of(conn, f"DESCRIBE {table}")]
             assert got == want, table
             assert [c for c, _ in got] == SCHEMAS[table].names
-            assert rows_of(empty, f"SELECT count(*) AS n FROM {table}")[0]["n"] == 0
+            assert rows_of(empty, f"SELECT count(*) AS n FROM {table}")[0]["n"] == REFERENCE_ROWS.get(table, 0)
+        published = REFERENCE_ROWS["paper_results"]
         for view, columns in DERIVED.items():
             assert [r["column_name"] for r in rows_of(empty, f"DESCRIBE {view}")] == columns, view
-            assert rows_of(empty, f"SELECT count(*) AS n FROM {view}")[0]["n"] == 0, view
+            n = published if view == "vs_paper" else 0  # every published figure, with no figure of ours
+            assert rows_of(empty, f"SELECT count(*) AS n, count(ours) AS ours FROM {view}" if n else
+                           f"SELECT count(*) AS n FROM {view}")[0] == ({"n": n, "ours": 0} if n else {"n": 0}), view
         for name, sql in canned_queries().items():
-            assert query(empty, sql).num_rows == 0, name
+            assert query(empty, sql).num_rows == (published if name == "vs_paper" else 0), name
 
 
 def test_root_with_only_the_runs_table_reads_every_other_view_empty(tmp_path, conn):
@@ -92,7 +106,7 @@ def test_root_with_only_the_runs_table_reads_every_other_view_empty(tmp_path, co
         for view in [*SCHEMAS, *DERIVED]:
             got = [(r["column_name"], r["column_type"]) for r in rows_of(partial, f"DESCRIBE {view}")]
             assert got == [(r["column_name"], r["column_type"]) for r in rows_of(conn, f"DESCRIBE {view}")], view
-            if view != "runs":
+            if view not in ("runs", "vs_paper", *REFERENCE_TABLES):
                 assert query(partial, f"SELECT * FROM {view}").num_rows == 0, view
         for name, sql in canned_queries().items():
             query(partial, sql)  # runs: no missing-file error

@@ -1,6 +1,7 @@
 """ccs-ray installed as users install it: a wheel built from this checkout, installed into a fresh venv (the
 dependencies come from the system site-packages: nothing is downloaded), then ``ccs-ray report`` and
-``ccs-ray sql`` run from outside the checkout over a synthetic results root. The venv's own copy must be the
+``ccs-ray sql`` run from outside the checkout over a synthetic results root, and the paper's reference data
+load from the wheel's package data. The venv's own copy must be the
 one imported (not the editable checkout), with the SQL files inside it."""
 
 import csv
@@ -47,8 +48,15 @@ def test_wheel_in_a_fresh_venv_reports_and_queries(tmp_path):
     assert len(list((installed.parent / "sql" / "queries").glob("*.sql"))) == len(list(
         (REPO / "ccs_ray" / "sql" / "queries").glob("*.sql")))
 
+    reference = _run([bin_ / "python", "-c", "import ccs_ray, ccs_ray.reference as r; p = ccs_ray.paper_reference(); "
+                      "print(r.PAPER_DIR, p.results.num_rows, len(p.heads))"], work).stdout.split()
+    assert Path(reference[0]).is_relative_to(venv) and reference[1:] == ["273", "6"]  # the wheel's package data
+    assert (Path(reference[0]) / "README.md").is_file()
+
     root = work / "results"
     write_results(str(root))
+    compared = _run([bin_ / "ccs-ray", "compare-paper", "--results", root], work).stdout
+    assert "Against the paper" in compared and "ViT-B-32/openai" in compared
     _run([bin_ / "ccs-ray", "report", "--results", root, "-o", work / "report.html"], work)
     html = (work / "report.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and HOSTILE_TEXT not in html  # a span text, escaped
