@@ -24,7 +24,8 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .decompose import HeadAblation, decomposed_forward, head_name, parse_head_name, tower_shape
+from .decompose import HeadAblation, decomposed_forward, tower_shape
+from .heads import head_name, parse_head_name
 from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES
 from .reference import PaperHeads, paper_concept
 from .scores import level, normalize_label

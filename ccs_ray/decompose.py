@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from open_clip.transformer import LayerScale
 
 from .choices import CONVENTIONS
-from .heads import head_name, head_names, parse_head_name  # noqa: F401 - re-exported
+from .heads import head_names
 from .models import check_supported
 
 

@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .decompose import TowerShape, parse_head_name
+from .decompose import TowerShape
+from .heads import parse_head_name
 from .files import atomic_write
 
 FORMAT_VERSION = 2

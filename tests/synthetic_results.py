@@ -16,7 +16,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 from ccs_ray.ablate import Ablation
-from ccs_ray.decompose import head_name
+from ccs_ray.heads import head_name
 from ccs_ray.tables import write_table
 
 MODELS = ("ViT-B-32/openai", "ViT-B-16/laion2b_s34b_b88k")

@@ -10,7 +10,8 @@ import torch
 
 from ccs_ray import ablated
 from ccs_ray.ablate import encode_ablations, head_ablation
-from ccs_ray.decompose import encode_images, parse_head_name, tower_shape
+from ccs_ray.decompose import encode_images, tower_shape
+from ccs_ray.heads import parse_head_name
 
 HEADS = ["L3.H1", "L2.H0", "L2.H3"]
 

@@ -13,7 +13,7 @@ from ccs_ray import paper_reference
 from ccs_ray.ablate import Ablation, prune_strategies
 from ccs_ray.analytics import canned_sql, connect, query
 from ccs_ray.cli import main
-from ccs_ray.decompose import head_name, head_names, parse_head_name
+from ccs_ray.heads import head_name, head_names, parse_head_name
 from ccs_ray.preflight import PreflightError, preflight
 from ccs_ray.reference import PAPER_DIR, paper_concept, published_random_layers
 from ccs_ray.spec import SpecError, load_spec
@@ -351,9 +351,10 @@ def test_preflight_checks_the_reference_sets(tmp_path):
 def test_prune_and_report_with_the_published_heads(ray_cluster, tmp_path):
     """stages = ["prune", "report"] with only paper-* strategies: no scan, spans or judge; the ablations are the
     published sets of the reference model; the report says the random-init run cannot match the paper."""
-    from ccs_ray.pipeline import run
+    from ccs_ray.pipeline import describe, run
 
-    spec = prune_only(tmp_path, reference_model="ViT-B-32/openai")
+    spec = prune_only(tmp_path, reference_model="ViT-B-32/openai", strategies=[
+        "paper-high", "paper-low", "paper-random", "paper-concept:objects", "paper-concept:animals"])
     summary = run(spec, progress=False)
     assert list(summary["stages"]) == ["prune", "report"]
     root, model = str(tmp_path / "res"), "ViT-B-32/none"
@@ -372,7 +373,8 @@ def test_prune_and_report_with_the_published_heads(ray_cluster, tmp_path):
     assert {r["paper_strategy"] for r in ablations.values()} == {"none", "high", "low", "random", "concept:objects"}
     evals = read_table(root, "evals", summary["run_id"], model).to_pylist()
     assert {r["ablation_id"] for r in evals} == set(ablations)
-    assert summary["stages"]["prune"][model]["empty_strategies"] == []
+    assert summary["stages"]["prune"][model]["empty_strategies"] == ["paper-concept:animals"]  # none published
+    assert f"{model}: no head selected by paper-concept:animals" in describe(summary)
     html = Path(summary["stages"]["report"]["path"]).read_text()
     assert 'id="paper"' in html and "ViT-B-32/none (run " in html and "random-init weights" in html
     with connect(root) as conn:  # the reference tables are in the root too, for plain DuckDB

@@ -6,7 +6,7 @@ import pytest
 
 from ccs_ray import ablate
 from ccs_ray.ablate import concept_families, prune_strategies
-from ccs_ray.decompose import head_name
+from ccs_ray.heads import head_name
 from ccs_ray.scores import normalize_label
 
 # 16 heads of layers 2-3: CCS and labels chosen so every strategy has a known answer

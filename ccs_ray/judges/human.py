@@ -14,7 +14,7 @@ from collections import defaultdict
 import fsspec
 
 from .. import scores
-from ..decompose import parse_head_name
+from ..heads import parse_head_name
 from ..tables import read_table, write_table
 from .heads import VARIANTS, file_safe
 

@@ -38,7 +38,8 @@ import torch
 
 from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, is_paper_strategy, prune_strategies
 from ..cluster import actor_layout
-from ..decompose import parse_head_name, select_layers
+from ..decompose import select_layers
+from ..heads import parse_head_name
 from ..evals import datasets as ds
 from ..evals.bias import occupation_max_skew
 from ..evals.video import pool_frames, retrieval_metrics

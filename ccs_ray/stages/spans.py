@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import ray
 
 from .. import tables
-from ..decompose import parse_head_name
+from ..heads import parse_head_name
 from ..models import load_model
 from ..moments import HeadMoments
 from ..pools import load_pool
