@@ -130,7 +130,7 @@ LEFT JOIN judged j USING (model, dataset, metric, strategy);
 -- paper_agreement: our head sets against the published ones, per run, model, judge and set (high, low,
 -- concept:<name>), for the model's reference model (ablations.reference_model, else its own key). Ours:
 -- high / low from the ccs table (ccs_level), concept sets as the prune stage chose them (ablations of
--- strategy 'concept' by that judge). n_shared heads in both; jaccard = shared / union, precision = shared
+-- strategy 'concept' by that judge; a judge whose CCS chose no concept sets has no concept rows). n_shared heads in both; jaccard = shared / union, precision = shared
 -- / ours, recall = shared / published. published_heads in the paper's order and our_ccs, our CCS of each
 -- (null: not analysed or unscored), mean_our_ccs their mean. spearman_rho (per run, model and judge,
 -- repeated on each of its rows): Spearman's rank correlation, over the analysed heads with a CCS, between
@@ -153,13 +153,18 @@ published AS (
     SELECT model AS reference_model, head_set, list(head_label ORDER BY position) AS heads
     FROM paper_heads GROUP BY ALL
 ),
-grid AS (
-    SELECT DISTINCT r.run_id, r.model, r.reference_model, c.judge, s.head_set
+grid AS (  -- per run, model and judge: the published sets of its reference model (concept sets only where
+           -- the prune stage chose concept sets by that judge's CCS) and the sets it has itself
+    SELECT r.run_id, r.model, r.reference_model, c.judge, p.head_set
     FROM refs r
     JOIN (SELECT DISTINCT run_id, model, judge FROM ccs) c USING (run_id, model)
-    JOIN (SELECT reference_model, head_set FROM published
-          UNION SELECT r2.reference_model, o.head_set FROM ours o JOIN refs r2 USING (run_id, model)) s
-        USING (reference_model)
+    JOIN published p USING (reference_model)
+    WHERE p.head_set NOT LIKE 'concept:%'
+       OR EXISTS (SELECT 1 FROM ablations a WHERE a.run_id = r.run_id AND a.model = r.model AND a.judge = c.judge
+                  AND a.strategy = 'concept')
+    UNION
+    SELECT r.run_id, r.model, r.reference_model, o.judge, o.head_set
+    FROM ours o JOIN refs r USING (run_id, model)
 ),
 membership AS (
     SELECT r.run_id, r.model, c.judge, c.ccs::DOUBLE AS x,
