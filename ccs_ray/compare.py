@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+import pyarrow as pa
+
 from .analytics import canned_sql, connect, format_table, query
 from .reference import paper_reference
 
@@ -81,8 +83,6 @@ def paper_comparison(conn) -> PaperComparison:
 
 
 def _text(rows: list[dict], columns: tuple[str, ...], empty: str) -> str:
-    import pyarrow as pa
-
     if not rows:
         return f"  ({empty})\n"
     return format_table(pa.Table.from_pylist([{c: r[c] for c in columns} for r in rows]))
