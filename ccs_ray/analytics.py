@@ -253,6 +253,16 @@ def canned_sql(name: str) -> str:
     return queries[name]
 
 
+def canned_subquery(name: str) -> str:
+    """Canned query ``name`` as a parenthesised subquery, to select from."""
+    return f"({canned_sql(name).strip().rstrip(';')}\n)"
+
+
+def canned_rows(conn, name: str, where: str = "true") -> list[dict]:
+    """Rows (dicts) of canned query ``name`` on ``conn`` that meet a SQL condition over its columns."""
+    return query(conn, f"SELECT * FROM {canned_subquery(name)} WHERE {where}").to_pylist()
+
+
 def run_canned(name: str, root: str, fmt: str = "table") -> str | bytes:
     """Run canned query ``name`` over the results under ``root`` and format the result."""
     return run_sql(canned_sql(name), root, fmt)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
-from .analytics import canned_sql, connect, format_table, query
+from .analytics import canned_rows, connect, format_table, query
 from .reference import paper_reference
 
 #: Columns shown per matched figure and per head set (the views have more).
@@ -34,10 +34,6 @@ class PaperComparison:
     figures: list[dict]
     agreement: list[dict]
     notes: list[str]
-
-
-def _canned(conn, name: str, where: str = "true") -> list[dict]:
-    return query(conn, f"SELECT * FROM ({canned_sql(name).strip().rstrip(';')}\n) WHERE {where}").to_pylist()
 
 
 def _notes(conn) -> list[str]:
@@ -78,8 +74,9 @@ def _notes(conn) -> list[str]:
 
 def paper_comparison(conn) -> PaperComparison:
     """The comparison of the results behind ``conn`` with the paper."""
-    return PaperComparison(summary=_canned(conn, "vs_paper_summary"), figures=_canned(conn, "vs_paper", "ours IS NOT NULL"),
-                           agreement=_canned(conn, "paper_agreement"), notes=_notes(conn))
+    return PaperComparison(summary=canned_rows(conn, "vs_paper_summary"),
+                           figures=canned_rows(conn, "vs_paper", "ours IS NOT NULL"),
+                           agreement=canned_rows(conn, "paper_agreement"), notes=_notes(conn))
 
 
 def _text(rows: list[dict], columns: tuple[str, ...], empty: str) -> str:

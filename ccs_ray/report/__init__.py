@@ -14,22 +14,12 @@ from pathlib import Path
 import fsspec
 import jinja2
 
-from ccs_ray.analytics import canned_sql, connect, query
+from ccs_ray.analytics import canned_rows, canned_subquery, connect, query
 from ccs_ray.compare import paper_comparison
 from ccs_ray.report import plots
 
 TEMPLATE = "report.html.j2"
 STRATEGY_ORDER = ("none", "high", "low", "random")
-
-
-def _canned(name: str) -> str:
-    """Canned query ``name`` as a parenthesised subquery."""
-    return f"({canned_sql(name).strip().rstrip(';')}\n)"
-
-
-def _rows(conn, name: str, where: str = "true") -> list[dict]:
-    """Rows of canned query ``name`` that meet a SQL condition over its columns."""
-    return query(conn, f"SELECT * FROM {_canned(name)} WHERE {where}").to_pylist()
 
 
 def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
@@ -57,9 +47,9 @@ def _config_order(config: str) -> tuple:
 
 def _model_sections(conn) -> list[dict]:
     """Per (run, model): heatmap, accuracy bars and the accuracy-bias scatter."""
-    heads = _by(_rows(conn, "head_details"), "run_id", "model")
-    accuracy = _by(_rows(conn, "accuracy_drop_vs_random", "is_accuracy(metric)"), "run_id", "model")
-    bias = _by(_rows(conn, "bias_vs_accuracy", "NOT is_baseline(strategy)"), "run_id", "model")
+    heads = _by(canned_rows(conn, "head_details"), "run_id", "model")
+    accuracy = _by(canned_rows(conn, "accuracy_drop_vs_random", "is_accuracy(metric)"), "run_id", "model")
+    bias = _by(canned_rows(conn, "bias_vs_accuracy", "NOT is_baseline(strategy)"), "run_id", "model")
     configs = sorted({r["config"] for rows in (*accuracy.values(), *bias.values()) for r in rows}, key=_config_order)
     colors = {c: plots.PALETTE[i % len(plots.PALETTE)] for i, c in enumerate(configs)}
     sections = []
@@ -98,7 +88,7 @@ def _model_sections(conn) -> list[dict]:
 
 
 def _ccs_at_k_plot(conn):
-    groups = _by(_rows(conn, "ccs_at_k"), "run_id", "model")
+    groups = _by(canned_rows(conn, "ccs_at_k"), "run_id", "model")
     runs_per_model = Counter(model for _, model in groups)
     series = {}
     for (run_id, model), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -118,20 +108,20 @@ def build_report(root: str, out_path: str) -> str:
     with connect(root) as conn:
         stability = query(conn, "SELECT model, run_id, fold_a, fold_b, count(*) AS heads, avg(n_shared) AS "
                                 "mean_shared_texts, avg(jaccard) AS mean_jaccard, avg(same_top::INTEGER) AS "
-                                f"same_top_text FROM {_canned('span_stability')} GROUP BY ALL ORDER BY ALL").to_pylist()
+                                f"same_top_text FROM {canned_subquery('span_stability')} GROUP BY ALL ORDER BY ALL").to_pylist()
         sections = _model_sections(conn)
         context = dict(
             root=str(root),
             generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            runs=_rows(conn, "run_summary"),
+            runs=canned_rows(conn, "run_summary"),
             sections=sections,
             heuristic=[s for s in sections if s["heuristic"]],
             ccs_at_k=_ccs_at_k_plot(conn),
-            agreement=_rows(conn, "judge_agreement"),
-            fleiss=_rows(conn, "fleiss_kappa"),
+            agreement=canned_rows(conn, "judge_agreement"),
+            fleiss=canned_rows(conn, "fleiss_kappa"),
             stability=stability,
-            cost=_rows(conn, "cost_per_model"),
-            errors=_rows(conn, "errors_by_reason"),
+            cost=canned_rows(conn, "cost_per_model"),
+            errors=canned_rows(conn, "errors_by_reason"),
             paper=paper_comparison(conn),
         )
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
