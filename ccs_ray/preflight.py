@@ -262,9 +262,9 @@ def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:
     """What ``prune.strategies`` read: the paper-* strategies the published sets of each model's reference
     model (heads inside its tower, enough heads for paper-random); the others the judge stage's CCS; mean
     ablation the scan's moments (a new run must compute them; ``--resume`` may have them)."""
-    from .ablate import is_paper_strategy
+    from .ablate import is_paper_strategy, prune_strategies
     from .heads import head_names, parse_head_name
-    from .reference import paper_reference, published_random_layers, reference_key
+    from .reference import paper_random_layers, paper_reference, reference_key
 
     prune = spec.prune
     paper = [s for s in prune.strategies if is_paper_strategy(s)]
@@ -287,20 +287,17 @@ def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:
                 f"prune.reference_model to " + (f"{same[0]!r} (the same architecture)" if same else
                                                 f"one of {', '.join(published)}"))
             continue
-        sets = published[ref].sets()
-        set_of = {"paper-random": "high"}  # the set each strategy prunes (paper-random: avoids, and sizes by)
-        wanted = [h for s in paper for h in sets.get(set_of.get(s, s.removeprefix("paper-")), [])]
-        outside = sorted({h for h in wanted if parse_head_name(h)[0] >= m.tower_layers or parse_head_name(h)[1] >= m.n_heads},
-                         key=parse_head_name)
+        # the configurations the prune stage will build (one seed shows the pool is large enough)
+        pool = head_names(paper_random_layers(prune.paper_random_pool, ref, m.layers, m.tower_layers), m.n_heads)
+        ablations = checks.run(f"prune.paper_random_pool for {m.key}", lambda: prune_strategies(
+            [], paper, seeds=1, reference=published[ref], paper_random_pool=pool))
+        heads = {h for a in ablations or [] for h in a.heads}
+        heads |= set(published[ref].high) if "paper-random" in paper else set()  # the set it sizes by and avoids
+        outside = sorted((h for h in heads if not (parse_head_name(h)[0] < m.tower_layers
+                                                   and parse_head_name(h)[1] < m.n_heads)), key=parse_head_name)
         if outside:
             checks.problems.append(f"prune.reference_model: published heads of {ref} {outside} lie outside the image "
                                    f"tower of {m.key} ({m.tower_layers} layers x {m.n_heads} heads)")
-        elif "paper-random" in paper:
-            layers = m.layers if prune.paper_random_pool == "analysed" else published_random_layers(ref, m.tower_layers)
-            pool = set(head_names(layers, m.n_heads)) - set(sets["high"])
-            if len(pool) < len(sets["high"]):
-                checks.problems.append(f"prune.paper_random_pool: {len(sets['high'])} heads to draw for {m.key} but only "
-                                       f"{len(pool)} non-high heads in layers {layers}; use more layers or 'published'")
 
 
 def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None, dry_run: bool) -> None:

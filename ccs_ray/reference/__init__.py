@@ -111,6 +111,12 @@ def published_random_layers(model: str, n_layers: int) -> list[int]:
     return list(range(max(0, n_layers - PUBLISHED_RANDOM_LAST), n_layers))
 
 
+def paper_random_layers(pool: str, model: str, analysed: list[int], n_layers: int) -> list[int]:
+    """The layers paper-random draws from (``prune.paper_random_pool``): ``"analysed"``, the analysed layers;
+    ``"published"``, those the paper drew from for reference ``model`` (:func:`published_random_layers`)."""
+    return list(analysed) if pool == "analysed" else published_random_layers(model, n_layers)
+
+
 def reference_tables() -> dict[str, pa.Table]:
     """``paper_heads``, ``paper_counts`` and ``paper_results`` as tables of their :mod:`ccs_ray.tables` schemas."""
     from ..tables import to_arrow

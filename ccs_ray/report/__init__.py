@@ -108,7 +108,8 @@ def build_report(root: str, out_path: str) -> str:
     with connect(root) as conn:
         stability = query(conn, "SELECT model, run_id, fold_a, fold_b, count(*) AS heads, avg(n_shared) AS "
                                 "mean_shared_texts, avg(jaccard) AS mean_jaccard, avg(same_top::INTEGER) AS "
-                                f"same_top_text FROM {canned_subquery('span_stability')} GROUP BY ALL ORDER BY ALL").to_pylist()
+                                f"same_top_text FROM {canned_subquery('span_stability')} GROUP BY ALL ORDER BY ALL"
+                          ).to_pylist()
         sections = _model_sections(conn)
         context = dict(
             root=str(root),

@@ -49,7 +49,7 @@ from ..models import load_model
 from ..moments import HeadMoments
 from ..sources.base import fingerprint
 from ..progress import Progress
-from ..reference import paper_reference, published_random_layers, reference_key
+from ..reference import paper_random_layers, paper_reference, reference_key
 from ..spec import EvalsConfig, PruneConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from ..textspan import text_embeddings
@@ -241,9 +241,8 @@ def run(ctx: Context, section: PruneSection) -> dict:
     reference, paper_pool = None, None
     if any(map(is_paper_strategy, prune.strategies)):
         reference = paper_reference().heads_of(reference_model)
-        n_layers = len(model.visual.transformer.resblocks)
-        paper_pool = all_heads(model, layers if prune.paper_random_pool == "analysed"
-                               else published_random_layers(reference_model, n_layers))
+        paper_pool = all_heads(model, paper_random_layers(prune.paper_random_pool, reference_model, layers,
+                                                          len(model.visual.transformer.resblocks)))
     ablations = prune_strategies(
         ccs_rows, prune.strategies, judge=prune.judge, seeds=prune.seeds,
         random_pool=all_heads(model) if prune.random_pool == "all" else None, concepts=prune.concepts,
