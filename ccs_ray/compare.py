@@ -40,17 +40,14 @@ def _notes(conn) -> list[str]:
     """Why each run and model (of the ccs and ablations tables) cannot be compared with the paper, or only in part."""
     published = set(paper_reference().heads)
     runs = query(conn, """
-        WITH models AS (SELECT run_id, model FROM ccs UNION SELECT run_id, model FROM ablations),
-             refs AS (SELECT run_id, model, max(reference_model) AS reference_model FROM ablations GROUP BY ALL),
-             heuristic AS (SELECT run_id, model, bool_or(heuristic) AS heuristic FROM ccs GROUP BY ALL),
+        WITH heuristic AS (SELECT run_id, model, bool_or(heuristic) AS heuristic FROM ccs GROUP BY ALL),
              datasets AS (SELECT run_id, model, list(DISTINCT dataset ORDER BY dataset) AS datasets
                           FROM (SELECT run_id, model, dataset FROM evals UNION SELECT run_id, model, dataset FROM bias)
                           GROUP BY ALL),
              matched AS (SELECT run_id, our_model AS model, count(*) AS figures FROM vs_paper
                          WHERE ours IS NOT NULL GROUP BY ALL)
-        SELECT m.run_id, m.model, coalesce(r.reference_model, m.model) AS reference_model, h.heuristic,
-               d.datasets, coalesce(x.figures, 0) AS figures
-        FROM models m LEFT JOIN refs r USING (run_id, model) LEFT JOIN heuristic h USING (run_id, model)
+        SELECT m.run_id, m.model, m.reference_model, h.heuristic, d.datasets, coalesce(x.figures, 0) AS figures
+        FROM reference_models() m LEFT JOIN heuristic h USING (run_id, model)
         LEFT JOIN datasets d USING (run_id, model) LEFT JOIN matched x USING (run_id, model)
         ORDER BY m.model, m.run_id""").to_pylist()
     notes = []

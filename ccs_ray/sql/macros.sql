@@ -73,6 +73,14 @@ CREATE MACRO ccs_of(judge_name) AS TABLE SELECT * FROM ccs WHERE judge = judge_n
 -- 1 for a value printed in a table, 2 for one read from a small chart (paper_results.approx).
 CREATE MACRO paper_tolerance(approx) AS CASE WHEN approx THEN 2.0 ELSE 1.0 END;
 
+-- The paper model each run's model is compared with: ablations.reference_model (prune.reference_model, default
+-- the model's key) where the prune stage ran, else the model's own key; per run and model of ccs or ablations.
+CREATE MACRO reference_models() AS TABLE
+    SELECT m.run_id, m.model, coalesce(a.reference_model, m.model) AS reference_model
+    FROM (SELECT run_id, model FROM ccs UNION SELECT run_id, model FROM ablations) m
+    LEFT JOIN (SELECT run_id, model, max(reference_model) AS reference_model FROM ablations GROUP BY ALL) a
+        USING (run_id, model);
+
 -- vs_paper: every published figure (paper_results) beside ours, one row per figure and matching run and
 -- configuration group (null ours: no matching run). Ours come from evals (top1, R@1) and, for
 -- maxskew_sum@<k>:<attribute>, from bias summed over occupations; a configuration matches through
@@ -128,20 +136,16 @@ FROM paper_results p
 LEFT JOIN judged j USING (model, dataset, metric, strategy);
 
 -- paper_agreement: our head sets against the published ones, per run, model, judge and set (high, low,
--- concept:<name>), for the model's reference model (ablations.reference_model, else its own key). Ours:
--- high / low from the ccs table (ccs_level), concept sets as the prune stage chose them (ablations of
--- strategy 'concept' by that judge; a judge whose CCS chose no concept sets has no concept rows). n_shared heads in both; jaccard = shared / union, precision = shared
--- / ours, recall = shared / published. published_heads in the paper's order and our_ccs, our CCS of each
--- (null: not analysed or unscored), mean_our_ccs their mean. spearman_rho (per run, model and judge,
--- repeated on each of its rows): Spearman's rank correlation, over the analysed heads with a CCS, between
--- our CCS and the published membership (+1 high, -1 low, 0 neither), average ranks for ties.
+-- concept:<name>), for the model's reference model (reference_models()). Ours: high / low from the ccs
+-- table (ccs_level), concept sets as the prune stage chose them (ablations of strategy 'concept' by that
+-- judge; a judge whose CCS chose no concept sets has no concept rows). n_shared heads in both; jaccard =
+-- shared / union, precision = shared / ours, recall = shared / published. published_heads in the paper's
+-- order and our_ccs, our CCS of each (null: not analysed or unscored), mean_our_ccs their mean.
+-- spearman_rho (per run, model and judge, repeated on each of its rows): Spearman's rank correlation, over
+-- the analysed heads with a CCS, between our CCS and the published membership (+1 high, -1 low, 0
+-- neither), average ranks for ties.
 CREATE VIEW paper_agreement AS
-WITH refs AS (
-    SELECT DISTINCT c.run_id, c.model, coalesce(a.reference_model, c.model) AS reference_model
-    FROM ccs c
-    LEFT JOIN (SELECT run_id, model, max(reference_model) AS reference_model FROM ablations GROUP BY ALL) a
-        USING (run_id, model)
-),
+WITH refs AS (SELECT * FROM reference_models()),
 ours AS (
     SELECT run_id, model, judge, ccs_level(ccs) AS head_set, list(head_label) AS heads
     FROM ccs WHERE ccs IS NOT NULL AND ccs_level(ccs) IN ('high', 'low') GROUP BY ALL
