@@ -27,8 +27,8 @@ import torch
 from .decompose import HeadAblation, decomposed_forward, tower_shape
 from .heads import head_name, parse_head_name
 from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES
-from .reference import PaperHeads, paper_concept
-from .scores import level, normalize_label
+from .reference import PaperHeads
+from .scores import level, normalize_label, paper_concept
 
 
 #: Concept families: a head belongs to one when its normalised label (:func:`ccs_ray.scores.normalize_label`,
@@ -246,7 +246,7 @@ def prune_strategies(
     - ``explicit``: the named head lists as given.
     - ``sweep``: for k = 0..sweep_k, the top-k heads by CCS (ties in head order).
     - ``paper-high`` / ``paper-low``: the published sets of ``reference``; ``paper-concept:<name>``: its
-      concept set ``name`` (any spelling, :func:`ccs_ray.reference.paper_concept`); ``paper-random``: per seed,
+      concept set ``name`` (any spelling, :func:`ccs_ray.scores.paper_concept`); ``paper-random``: per seed,
       as many heads as ``paper-high``, drawn like ``random`` from ``paper_random_pool`` minus the published
       high heads. They read no ``ccs`` rows (``ccs_rows`` may be empty when only they are asked for).
 

@@ -194,7 +194,8 @@ def describe(summary: dict) -> str:
                                             for k, v in counts.items() if k in words and v is not None)
                  for model, counts in out.items()]
         lines.append(f"  {stage:<7}{seconds}  " + "; ".join(parts))
-        empty = {model: counts.get("empty_strategies") for model, counts in out.items() if stage == "prune"}
-        lines += [f"           {model}: no head selected by {', '.join(names)}" for model, names in empty.items() if names]
+        if stage == "prune":
+            lines += [f"           {model}: no head selected by {', '.join(counts['empty_strategies'])}"
+                      for model, counts in out.items() if counts.get("empty_strategies")]
     lines.append(f"explore: ccs-ray sql --results {root} \"SELECT * FROM ccs ORDER BY ccs DESC LIMIT 10\"")
     return "\n".join(lines)

@@ -5,7 +5,8 @@ any judgment is missing (never scored 0 silently). Levels (docs/architecture.md,
 ``medium`` 2..m-1, ``low`` <= 1; the paper names high and low only, the medium band is ours.
 CCS@K = fraction of the analysed heads (the paper's H) with CCS = K; the heads without a score (a judgment
 missing) are the fraction ``unscored``, so CCS@0..m plus unscored add to 1. :func:`normalize_label` and
-:func:`level` are defined here only: the judge stage, human ratings and the pruning strategies all use these.
+:func:`level` are defined here only: the judge stage, human ratings and the pruning strategies all use these;
+:func:`paper_concept` names a concept as the paper's published sets do (torch- and pyarrow-free, for the spec).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from typing import Iterable, Sequence
+
+from .choices import PAPER_CONCEPTS
 
 LEVELS = ("high", "medium", "low")
 
@@ -64,6 +67,15 @@ def normalize_label(label: str | None) -> str | None:
     if len(last) > 3 and last.endswith("s") and not last.endswith("ss"):
         words[-1] = last[:-1]
     return " ".join(words)
+
+
+def paper_concept(name: str | None) -> str | None:
+    """The paper's name of a concept (``locations``, ``objects``, ``colors``, ``animals``) for any spelling of it
+    (``concept:location``, ``Locations``, ``animal``); None when the paper has no such concept."""
+    if not name:
+        return None
+    key = normalize_label(name.removeprefix("concept:"))
+    return next((c for c in PAPER_CONCEPTS if normalize_label(c) == key), None)
 
 
 def most_common_label(labels: Sequence[str | None]) -> str | None:

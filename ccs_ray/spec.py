@@ -208,13 +208,14 @@ class PruneConfig(_Section):
     def _known_strategies(cls, v: list[str]) -> list[str]:
         """Each is a strategy name; ``paper-concept:<name>`` names one of the paper's concept sets (any spelling,
         stored as the paper's name)."""
-        from .reference import paper_concept
+        from .scores import paper_concept
 
         out = []
         for s in v:
             base, _, arg = s.partition(":")
-            if base == "paper-concept" and paper_concept(arg):
-                out.append(f"paper-concept:{paper_concept(arg)}")
+            concept = paper_concept(arg) if base == "paper-concept" else None
+            if concept:
+                out.append(f"paper-concept:{concept}")
             elif base == "paper-concept":
                 raise ValueError(f"{s!r}: name one of the paper's concept sets: "
                                  + ", ".join(f"paper-concept:{c}" for c in PAPER_CONCEPTS))

@@ -15,7 +15,8 @@ from ccs_ray.analytics import canned_sql, connect, query
 from ccs_ray.cli import main
 from ccs_ray.heads import head_name, head_names, parse_head_name
 from ccs_ray.preflight import PreflightError, preflight
-from ccs_ray.reference import PAPER_DIR, paper_concept, published_random_layers
+from ccs_ray.reference import PAPER_DIR, published_random_layers
+from ccs_ray.scores import paper_concept
 from ccs_ray.spec import SpecError, load_spec
 from ccs_ray.tables import read_table, write_table
 from synthetic_results import write_paper_figures

@@ -8,8 +8,8 @@
 (:func:`write_reference_tables`), so plain DuckDB over a root sees them too.
 
 Concept names: the paper's sets are ``locations``, ``objects``, ``colors``, ``animals``; ccs-ray's concept
-families are singular (``location``). :func:`paper_concept` maps any spelling (``concept:location``,
-``Locations``, ``animal``) to the paper's name, so that strategies and figures of both meet.
+families are singular (``location``). :func:`ccs_ray.scores.paper_concept` maps any spelling
+(``concept:location``, ``Locations``, ``animal``) to the paper's name, so that strategies and figures of both meet.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..choices import PAPER_CONCEPTS
+from ..files import atomic_write
 from ..heads import parse_head_name
-from ..scores import normalize_label
+from ..scores import paper_concept
+from ..tables import to_arrow
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 
@@ -74,15 +76,6 @@ def reference_key(model: str) -> str:
     return PAPER_MODELS.get(model, model)
 
 
-def paper_concept(name: str | None) -> str | None:
-    """The paper's name of a concept (``locations``, ``objects``, ``colors``, ``animals``) for any spelling of it
-    (``concept:location``, ``Locations``, ``animal``); None when the paper has no such concept."""
-    if not name:
-        return None
-    key = normalize_label(name.removeprefix("concept:"))
-    return next((c for c in PAPER_CONCEPTS if normalize_label(c) == key), None)
-
-
 def _read_csv(path: Path, types: dict[str, type]) -> pa.Table:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -119,8 +112,6 @@ def paper_random_layers(pool: str, model: str, analysed: list[int], n_layers: in
 
 def reference_tables() -> dict[str, pa.Table]:
     """``paper_heads``, ``paper_counts`` and ``paper_results`` as tables of their :mod:`ccs_ray.tables` schemas."""
-    from ..tables import to_arrow
-
     ref = paper_reference()
     heads = []
     for model, sets in ref.heads.items():
@@ -137,10 +128,6 @@ def reference_tables() -> dict[str, pa.Table]:
 def write_reference_tables(root: str) -> list[str]:
     """Write the reference tables into ``root`` as ``<table>/reference.parquet`` (replacing earlier copies);
     returns their URIs."""
-    import pyarrow.parquet as pq
-
-    from ..files import atomic_write
-
     uris = []
     for table, data in reference_tables().items():
         buf = pa.BufferOutputStream()
@@ -151,5 +138,5 @@ def write_reference_tables(root: str) -> list[str]:
     return uris
 
 
-__all__ = ["PaperHeads", "PaperReference", "paper_concept", "paper_reference", "published_random_layers",
+__all__ = ["PaperHeads", "PaperReference", "paper_reference", "published_random_layers",
            "reference_key", "reference_tables", "write_reference_tables"]
