@@ -40,7 +40,7 @@ def _notes(conn) -> list[str]:
     """Why each run and model (of the ccs and ablations tables) cannot be compared with the paper, or only in part."""
     published = set(paper_reference().heads)
     runs = query(conn, """
-        WITH heuristic AS (SELECT run_id, model, bool_or(heuristic) AS heuristic FROM ccs GROUP BY ALL),
+        WITH heuristic AS (SELECT run_id, model, bool_or(heuristic) AS heuristic FROM heuristic_judges() GROUP BY ALL),
              datasets AS (SELECT run_id, model, list(DISTINCT dataset ORDER BY dataset) AS datasets
                           FROM (SELECT run_id, model, dataset FROM evals UNION SELECT run_id, model, dataset FROM bias)
                           GROUP BY ALL),

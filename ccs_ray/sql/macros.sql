@@ -81,6 +81,10 @@ CREATE MACRO reference_models() AS TABLE
     LEFT JOIN (SELECT run_id, model, max(reference_model) AS reference_model FROM ablations GROUP BY ALL) a
         USING (run_id, model);
 
+-- Whether a judge's CCS came from the offline heuristic judge, per run, model and judge.
+CREATE MACRO heuristic_judges() AS TABLE
+    SELECT run_id, model, judge, bool_or(heuristic) AS heuristic FROM ccs GROUP BY ALL;
+
 -- vs_paper: every published figure (paper_results) beside ours, one row per figure and matching run and
 -- configuration group (null ours: no matching run). Ours come from evals (top1, R@1) and, for
 -- maxskew_sum@<k>:<attribute>, from bias summed over occupations; a configuration matches through
@@ -100,9 +104,6 @@ WITH ours AS (
            combine
     FROM bias GROUP BY run_id, model, ablation_id, dataset, k, attribute, combine
 ),
-heuristic AS (
-    SELECT run_id, model, judge, bool_or(heuristic) AS heuristic FROM ccs GROUP BY ALL
-),
 matched AS (
     SELECT o.run_id, o.model AS our_model, a.reference_model AS model, o.dataset, o.metric,
            a.paper_strategy AS strategy,
@@ -112,7 +113,7 @@ matched AS (
            max(o.n_occupations) AS n_occupations, max(o.combine) AS combine, bool_or(h.heuristic) AS heuristic
     FROM ours o
     JOIN ablations a USING (run_id, model, ablation_id)
-    LEFT JOIN heuristic h ON h.run_id = o.run_id AND h.model = o.model AND h.judge = a.judge
+    LEFT JOIN heuristic_judges() h ON h.run_id = o.run_id AND h.model = o.model AND h.judge = a.judge
     WHERE a.paper_strategy IS NOT NULL
     GROUP BY ALL
 ),
@@ -206,11 +207,10 @@ SELECT g.run_id, g.model, g.reference_model, g.judge, g.head_set,
            AS precision,
        len(list_intersect(coalesce(o.heads, []), coalesce(p.heads, []))) / nullif(len(coalesce(p.heads, [])), 0)
            AS recall,
-       p.heads AS published_heads, pc.our_ccs, pc.mean_our_ccs, r.spearman_rho,
-       (SELECT bool_or(heuristic) FROM ccs c WHERE c.run_id = g.run_id AND c.model = g.model AND c.judge = g.judge)
-           AS heuristic
+       p.heads AS published_heads, pc.our_ccs, pc.mean_our_ccs, r.spearman_rho, h.heuristic
 FROM grid g
 LEFT JOIN ours o USING (run_id, model, judge, head_set)
 LEFT JOIN published p USING (reference_model, head_set)
 LEFT JOIN published_ccs pc USING (run_id, model, judge, head_set)
-LEFT JOIN rho r USING (run_id, model, judge);
+LEFT JOIN rho r USING (run_id, model, judge)
+LEFT JOIN heuristic_judges() h USING (run_id, model, judge);
