@@ -152,15 +152,13 @@ def write_paper_figures(root: str, shift: float = 0.0, run_id: str = "run-paper"
     published = paper_reference().results.to_pylist()
     for model in dict.fromkeys(r["model"] for r in published):
         rows = [r for r in published if r["model"] == model]
-        configs = {"none": [("none", None, None)], "high": [("paper-high", None, None)],
-                   "low": [("paper-low", None, None)],
-                   "random": [(f"paper-random:s{s}", s, None) for s in range(3)]}
+        configs = {"none": [("none", None)], "high": [("paper-high", None)], "low": [("paper-low", None)],
+                   "random": [(f"paper-random:s{s}", s) for s in range(3)]}
         ablations, evals, bias = [], [], []
         for strategy in dict.fromkeys(r["strategy"] for r in rows):
-            for ablation_id, seed, _ in configs.get(strategy, [(f"paper-{strategy}", None, None)]):
-                ours = ablation_id.split(":")[0] if strategy != "none" else "none"
+            for ablation_id, seed in configs.get(strategy, [(f"paper-{strategy}", None)]):  # paper-concept:<name>
                 concept = strategy.split(":", 1)[1] if strategy.startswith("concept:") else None
-                ablations.append(dict(ablation_id=ablation_id, strategy="paper-concept" if concept else ours, seed=seed,
+                ablations.append(dict(ablation_id=ablation_id, strategy=ablation_id.split(":")[0], seed=seed,
                                       mode="zero", k=1, concept=concept, heads=["L11.H0"], n_heads=1,
                                       reference_model=model, paper_strategy=strategy))
                 spread = (seed - 1) * 0.5 if seed is not None else 0.0  # seeds 0, 1, 2: -0.5, 0, +0.5
