@@ -2,7 +2,8 @@
 
 - :func:`atomic_write`: the bytes land under a unique temporary name in the target's folder and are then
   moved into place, so a reader (or a concurrent writer of the same content) never sees half a file.
-- :func:`read_table_file`: CSV/TSV, Parquet, JSON (a list of objects) or JSON lines -> a pyarrow Table.
+- :func:`read_table_file`: CSV/TSV, Parquet, JSON (a list of objects) or JSON lines -> a pyarrow Table;
+  :func:`write_parquet`: a pyarrow Table -> a Parquet file, written atomically.
 - :func:`resolve_uri`: a URI written relative to a folder (a manifest's, a dataset's) made absolute.
 - :func:`cache_dir`: the local folder where downloads of one kind (checkpoints, pools, datasets) are kept.
 - :func:`unreachable`: a bounded probe of whether a download URL answers (weights, pools), for preflight.
@@ -75,6 +76,13 @@ def remove(uri: str) -> None:
     fs, path = fsspec.core.url_to_fs(uri)
     if fs.exists(path):
         fs.rm(path)
+
+
+def write_parquet(uri: str, table: pa.Table) -> None:
+    """Write ``table`` as the Parquet file ``uri`` (:func:`atomic_write`: never half visible)."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    atomic_write(uri, buf.getvalue().to_pybytes())
 
 
 def read_table_file(uri: str) -> pa.Table:

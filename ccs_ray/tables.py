@@ -23,7 +23,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .files import atomic_write, remove
+from .files import remove, write_parquet
 
 _KEY = [("run_id", pa.string()), ("model", pa.string())]
 _HEAD = [("layer", pa.int32()), ("head", pa.int32()), ("head_label", pa.string())]
@@ -168,9 +168,7 @@ def write_table(root: str, table: str, rows, run_id: str, model: str, name: str 
     data = data.set_column(0, "run_id", pa.array([run_id] * data.num_rows, pa.string()))
     data = data.set_column(1, "model", pa.array([model] * data.num_rows, pa.string()))
     uri = f"{partition_path(root, table, run_id, model)}/{name or 'part-' + uuid.uuid4().hex}.parquet"
-    buf = pa.BufferOutputStream()
-    pq.write_table(data, buf)
-    atomic_write(uri, buf.getvalue().to_pybytes())
+    write_parquet(uri, data)
     return uri
 
 
@@ -184,9 +182,7 @@ def write_empty_tables(root: str, run_id: str, model: str) -> list[str]:
             continue
         fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/{table}")
         if not (fs.exists(path) and fs.glob(f"{path}/**/*.parquet")):
-            buf = pa.BufferOutputStream()
-            pq.write_table(schema.empty_table(), buf)
-            atomic_write(f"{partition_path(root, table, run_id, model)}/empty.parquet", buf.getvalue().to_pybytes())
+            write_parquet(f"{partition_path(root, table, run_id, model)}/empty.parquet", schema.empty_table())
             written.append(table)
     return written
 

@@ -21,9 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..files import atomic_write
+from ..files import write_parquet
 from ..heads import parse_head_name
 from ..scores import paper_concept
 from ..tables import to_arrow
@@ -130,10 +129,8 @@ def write_reference_tables(root: str) -> list[str]:
     returns their URIs."""
     uris = []
     for table, data in reference_tables().items():
-        buf = pa.BufferOutputStream()
-        pq.write_table(data, buf)
         uri = f"{root.rstrip('/')}/{table}/reference.parquet"
-        atomic_write(uri, buf.getvalue().to_pybytes())
+        write_parquet(uri, data)
         uris.append(uri)
     return uris
 
