@@ -293,8 +293,7 @@ def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:
             [], paper, seeds=1, reference=published[ref], paper_random_pool=pool))
         heads = {h for a in ablations or [] for h in a.heads}
         heads |= set(published[ref].high) if "paper-random" in paper else set()  # the set it sizes by and avoids
-        outside = sorted((h for h in heads if not (parse_head_name(h)[0] < m.tower_layers
-                                                   and parse_head_name(h)[1] < m.n_heads)), key=parse_head_name)
+        outside = sorted(heads - set(head_names(range(m.tower_layers), m.n_heads)), key=parse_head_name)
         if outside:
             checks.problems.append(f"prune.reference_model: published heads of {ref} {outside} lie outside the image "
                                    f"tower of {m.key} ({m.tower_layers} layers x {m.n_heads} heads)")

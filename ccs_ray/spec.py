@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .choices import (ABLATION_MODES, BIAS_COMBINES, CONVENTIONS, JUDGE_KINDS, JUDGE_MODES, PAPER_CONCEPTS,
                       PAPER_RANDOM_POOLS, PAPER_STRATEGIES, PRECISIONS, RANDOM_POOLS, SOURCE_KINDS, STAGES, STRATEGIES)
 from .errors import UserError
+from .scores import paper_concept
 
 
 class SpecError(UserError, ValueError):
@@ -208,8 +209,6 @@ class PruneConfig(_Section):
     def _known_strategies(cls, v: list[str]) -> list[str]:
         """Each is a strategy name; ``paper-concept:<name>`` names one of the paper's concept sets (any spelling,
         stored as the paper's name)."""
-        from .scores import paper_concept
-
         out = []
         for s in v:
             base, _, arg = s.partition(":")
