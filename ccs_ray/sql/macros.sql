@@ -198,19 +198,20 @@ published_ccs AS (
     JOIN paper_heads ph ON ph.model = g.reference_model AND ph.head_set = g.head_set
     LEFT JOIN ccs c ON c.run_id = g.run_id AND c.model = g.model AND c.judge = g.judge AND c.head_label = ph.head_label
     GROUP BY ALL
+),
+sets AS (  -- per grid row: our heads and the published ones ([] where a side has no such set)
+    SELECT g.run_id, g.model, g.reference_model, g.judge, g.head_set, coalesce(o.heads, []) AS mine,
+           coalesce(p.heads, []) AS theirs, p.heads AS published_heads
+    FROM grid g
+    LEFT JOIN ours o USING (run_id, model, judge, head_set)
+    LEFT JOIN published p USING (reference_model, head_set)
 )
-SELECT g.run_id, g.model, g.reference_model, g.judge, g.head_set,
-       len(coalesce(o.heads, [])) AS n_ours, len(coalesce(p.heads, [])) AS n_published,
-       len(list_intersect(coalesce(o.heads, []), coalesce(p.heads, []))) AS n_shared,
-       jaccard(coalesce(o.heads, []), coalesce(p.heads, [])) AS jaccard,
-       len(list_intersect(coalesce(o.heads, []), coalesce(p.heads, []))) / nullif(len(coalesce(o.heads, [])), 0)
-           AS precision,
-       len(list_intersect(coalesce(o.heads, []), coalesce(p.heads, []))) / nullif(len(coalesce(p.heads, [])), 0)
-           AS recall,
-       p.heads AS published_heads, pc.our_ccs, pc.mean_our_ccs, r.spearman_rho, h.heuristic
-FROM grid g
-LEFT JOIN ours o USING (run_id, model, judge, head_set)
-LEFT JOIN published p USING (reference_model, head_set)
+SELECT s.run_id, s.model, s.reference_model, s.judge, s.head_set,
+       len(s.mine) AS n_ours, len(s.theirs) AS n_published, len(list_intersect(s.mine, s.theirs)) AS n_shared,
+       jaccard(s.mine, s.theirs) AS jaccard, n_shared / nullif(n_ours, 0) AS precision,
+       n_shared / nullif(n_published, 0) AS recall,
+       s.published_heads, pc.our_ccs, pc.mean_our_ccs, r.spearman_rho, h.heuristic
+FROM sets s
 LEFT JOIN published_ccs pc USING (run_id, model, judge, head_set)
 LEFT JOIN rho r USING (run_id, model, judge)
 LEFT JOIN heuristic_judges() h USING (run_id, model, judge);
