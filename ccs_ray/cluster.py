@@ -40,6 +40,18 @@ def ensure_ray(num_cpus: int | None = None, env: dict[str, str] | None = None) -
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
+_NAMED: dict[tuple[str, str], object] = {}  # (Ray job, name) -> handle: the actor lives as long as this driver
+
+
+def named_actor(cls: type, name: str, *args):
+    """The one actor ``name`` of this Ray job, an instance of ``cls(*args)`` holding no CPU, created on first
+    use; other processes of the job (the actors it starts) find it by name."""
+    key = (ray.get_runtime_context().get_job_id(), name)
+    if key not in _NAMED:
+        _NAMED[key] = ray.remote(num_cpus=0)(cls).options(name=name, get_if_exists=True).remote(*args)
+    return _NAMED[key]
+
+
 def actor_layout(section, n_models: int, resources: dict | None = None, keep_cpus: int = 1,
                  key: str = "scan") -> ActorLayout:
     """The layout of ``n_models`` models' actors on a cluster with ``resources`` (default: Ray's).

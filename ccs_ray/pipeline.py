@@ -172,7 +172,8 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
 _COUNTS = {
     "scan": {"n_images": "images", "n_errors": "errors", "n_converted": "converted"},
     "spans": {"rows": "span rows"},
-    "judge": {"heads_judged": "heads", "calls": "calls", "cached": "cached", "errors": "errors", "cost_usd": "USD"},
+    "judge": {"heads_judged": "heads", "calls": "calls", "cached": "cached", "merged": "merged", "errors": "errors",
+              "cost_usd": "USD"},
     "prune": {"configurations": "configurations", "units_run": "dataset shards run", "units_skipped": "skipped",
               "errors": "errors"},
 }

@@ -21,9 +21,8 @@ from urllib.parse import quote
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .files import remove, write_parquet
+from .files import read_parquet, remove, write_parquet
 
 _KEY = [("run_id", pa.string()), ("model", pa.string())]
 _HEAD = [("layer", pa.int32()), ("head", pa.int32()), ("head_label", pa.string())]
@@ -95,13 +94,17 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("maxskew", pa.float64()), ("max_group", pa.string()),
         ("combine", pa.string()), ("templates", pa.list_(pa.string())),
     ]),
-    # One row per judge request: tokens, latency, retries and cost (USD); cached rows cost nothing.
+    # One row per call sent to a judge endpoint (attempt 0, 1, ... of a request), and one per request answered
+    # without a call (attempt null): via = hit (answer cache), merged (an identical request in flight) or sent.
+    # outcome: ok, unparseable, http_<status>, timeout, connection (for hits and merges: ok or error); final: the
+    # row whose outcome the request kept; retried_after_timeout: sent after an earlier attempt timed out (the
+    # server may have computed both). Tokens and cost (USD) as the endpoint reported them; hits cost nothing.
     "judge_calls": _schema(_KEY, [
         ("judge", pa.string()), ("endpoint", pa.string()), ("kind", pa.string()), ("head_label", pa.string()),
-        ("span_rank", pa.int32()), ("cache_key", pa.string()), ("cached", pa.bool_()), ("status", pa.string()),
+        ("span_rank", pa.int32()), ("cache_key", pa.string()), ("via", pa.string()), ("attempt", pa.int32()),
+        ("outcome", pa.string()), ("final", pa.bool_()), ("retried_after_timeout", pa.bool_()),
         ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("latency_s", pa.float64()),
-        ("retries", pa.int32()), ("cost_usd", pa.float64()), ("error", pa.string()),
-        ("at", pa.timestamp("us", tz="UTC")),
+        ("cost_usd", pa.float64()), ("error", pa.string()), ("at", pa.timestamp("us", tz="UTC")),
     ]),
     # Every bad input or failed item, with the stage that met it and why (images converted and kept: conversions).
     "errors": _schema(_KEY, [
@@ -198,7 +201,8 @@ def read_table(root: str, table: str, run_id: str | None = None, model: str | No
     """All rows of ``table`` under ``root`` (optionally one run and/or model), empty with the schema if none.
 
     Files written by an earlier version read too: a column they lack comes back as nulls, a column this
-    version no longer has is dropped.
+    version no longer has is dropped. A part cut short or not Parquet is a :class:`~ccs_ray.files.IncompleteFileError`
+    that names it (temporary files of writes in progress never match).
     """
     schema = _schema_of(table)
     if table in REFERENCE_TABLES:
@@ -207,8 +211,7 @@ def read_table(root: str, table: str, run_id: str | None = None, model: str | No
     pattern = f"{path}/run_id={quote(run_id, safe='') if run_id else '*'}/model={quote(model, safe='') if model else '*'}/*.parquet"
     parts = []
     for file in sorted(fs.glob(pattern)):
-        with fs.open(file, "rb") as f:
-            data = pq.read_table(f)
+        data = read_parquet(fs, file)
         parts.append(to_arrow(table, data.select([n for n in data.column_names if n in schema.names])))
     return pa.concat_tables(parts) if parts else schema.empty_table()
 

@@ -91,11 +91,17 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = ()) -> 
                 for r in (None, 0, 1, 2, 3, 4):
                     cached = rng.random() < 0.2
                     p_tok, c_tok = rng.randint(200, 400), rng.randint(1, 20)
-                    calls.append(dict(judge=judge, endpoint=f"http://127.0.0.1:9/{judge}", kind="label" if r is None
-                                      else "judge", head_label=name, span_rank=r, cache_key=f"{m}{name}{judge}{r}",
-                                      cached=cached, status="ok", prompt_tokens=p_tok, completion_tokens=c_tok,
-                                      latency_s=0.0 if cached else rng.uniform(0.2, 3.0), retries=rng.randint(0, 1),
-                                      cost_usd=0.0 if cached else (p_tok * 2.5 + c_tok * 10) / 1e6, error=None, at=T0))
+                    latency = 0.0 if cached else rng.uniform(0.2, 3.0)
+                    attempts = [None] if cached else list(range(rng.randint(0, 1) + 1))  # a 429 first, or not
+                    request = dict(judge=judge, endpoint=f"http://127.0.0.1:9/{judge}", kind="label" if r is None
+                                   else "judge", head_label=name, span_rank=r, cache_key=f"{m}{name}{judge}{r}",
+                                   retried_after_timeout=False, error=None, at=T0)
+                    for a in attempts:
+                        final = a == attempts[-1]
+                        calls.append(dict(request, via="hit" if cached else "sent", attempt=a, final=final,
+                                          outcome="ok" if final else "http_429", prompt_tokens=p_tok if final else 0,
+                                          completion_tokens=c_tok if final else 0, latency_s=latency,
+                                          cost_usd=(p_tok * 2.5 + c_tok * 10) / 1e6 if final and not cached else 0.0))
             majority = [int(sum(votes[j][r] for j in JUDGES) * 2 > len(JUDGES)) for r in range(10)]
             ccs.append(dict(layer=l, head=h, head_label=name, judge="combined", label=labels[-1]["label"],
                             ccs=sum(majority[:5]), ccs_heldout=sum(majority[5:]), heuristic=False))

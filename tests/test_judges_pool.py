@@ -1,5 +1,6 @@
 """The LLM judge through the real Ray pool and the real openai client against the loopback judge server."""
 
+import asyncio
 from contextlib import nullcontext
 
 import pytest
@@ -53,7 +54,8 @@ def test_llm_judge_end_to_end_cache_and_rerun(ray_cluster, judge_server, tmp_pat
             assert ccs[head]["ccs"] == sum(label in t.lower() for t in texts[:5])
             assert ccs[head]["ccs_heldout"] == sum(label in t.lower() for t in texts[5:])
         calls = read_table(str(tmp_path), "judge_calls", "r1").to_pylist()
-        assert len(calls) == 3 * per_head and not any(c["cached"] for c in calls)
+        assert len(calls) == 3 * per_head and {(c["via"], c["attempt"], c["outcome"], c["final"]) for c in calls} == {("sent", 0, "ok", True)}
+        assert sorted(h["idempotency-key"] for h in server.headers) == sorted(c["cache_key"] for c in calls)
         cost = sum(c["prompt_tokens"] * 2.0 + c["completion_tokens"] * 8.0 for c in calls) / 1e6
         assert summary["cost_usd"] == pytest.approx(cost) and cost > 0
 
@@ -72,7 +74,13 @@ def test_every_fault_is_retried_to_a_valid_answer(ray_cluster, judge_server, tmp
         assert server.outcomes()[:5] == ["429", "500", "drop", "slow", "garbage"]
         assert server.outcomes()[5:] == ["ok"] * 6 and summary["errors"] == 0
         calls = read_table(str(tmp_path), "judge_calls", "r1").to_pylist()
-        assert sum(c["retries"] for c in calls) == 5 and calls[0]["retries"] == 5  # the label request met them all
+        label = [c for c in calls if c["kind"] == "label"]  # the label request met every fault
+        assert [(c["attempt"], c["outcome"], c["final"]) for c in label] == [
+            (0, "http_429", False), (1, "http_500", False), (2, "connection", False), (3, "timeout", False),
+            (4, "unparseable", False), (5, "ok", True)]
+        assert [c["retried_after_timeout"] for c in label] == [False] * 4 + [True] * 2
+        assert len({h["idempotency-key"] for h in server.headers[:6]}) == 1 == len({c["cache_key"] for c in label})
+        assert server.headers[0]["idempotency-key"] == label[0]["cache_key"]
         ccs = [r for r in read_table(str(tmp_path), "ccs", "r1").to_pylist() if r["judge"] == "fake"][0]
         assert ccs["ccs"] == sum(expected_label(COLORS[:5]) in t for t in COLORS[:5])
 
@@ -194,7 +202,7 @@ def test_worker_pools_are_bounded(ray_cluster, judge_server, tmp_path, monkeypat
         write_spans(tmp_path / model, HEADS)
         spec = spec_for(judge_server.reset(), model=model, actors=2)
         assert run_stage("judge", spec, str(tmp_path / model), "r1", MODEL)["errors"] == 0
-        started.append([w for workers in pool._WORKERS.values() for w in workers])
+        started.append([w for p in pool._POOLS.values() for w in p.workers])
     assert len(started[0]) == len(started[1]) == 2 and not set(started[0]) & set(started[1])
     assert ray.get([w.__ray_ready__.remote() for w in started[1]]) == [True, True]
     for worker in started[0]:
@@ -258,3 +266,60 @@ def test_reported_usage_paces_the_token_budget(ray_cluster, judge_server, tmp_pa
     assert len(times) == 6 and all(c["prompt_tokens"] == used for c in calls)
     # the 6th request may go once the 5 answered ones (5000 tokens) fit the budget: 500 + 1000 t >= 5000
     assert times[-1] - times[0] >= (5 * used - tpm / 60 * burst_s) / (tpm / 60) - LATENCY_MARGIN_S
+
+
+def test_identical_requests_in_flight_are_sent_once(ray_cluster, judge_server, tmp_path):
+    """Four heads with the same spans over two actors: every distinct request reaches the server once; the
+    others wait for its flight (merged) or find its answer cached (hit), and all get the same verdicts."""
+    same = {f"L3.H{h}": COLORS for h in range(4)}
+    write_spans(tmp_path, same)
+    with nullcontext(judge_server.reset(latency_s=0.3)) as server:
+        summary = run_stage("judge", spec_for(server, actors=2, concurrency=8), str(tmp_path), "r1", MODEL)
+        keys = [h["idempotency-key"] for h in server.headers]
+        assert len(keys) == len(set(keys)) == 1 + 10 and summary["errors"] == 0
+        assert summary["calls"] == 11 and summary["merged"] + summary["cached"] == 3 * 11 and summary["merged"] > 0
+    calls = read_table(str(tmp_path), "judge_calls", "r1").to_pylist()
+    assert {c["via"] for c in calls if c["attempt"] is None} <= {"hit", "merged"}
+    ccs = {r["head_label"]: (r["label"], r["ccs"], r["ccs_heldout"]) for r in read_table(str(tmp_path), "ccs", "r1").to_pylist()
+           if r["judge"] == "fake"}
+    assert len(ccs) == 4 and len(set(ccs.values())) == 1
+
+
+class _Awaitable:
+    """``await wrapper.method(*args)`` over an in-process object whose methods may be sync or async."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __getattr__(self, name):
+        method = getattr(self.obj, name)
+
+        async def call(*args):
+            result = method(*args)
+            return await result if asyncio.iscoroutine(result) else result
+
+        return call
+
+
+def test_cache_is_checked_again_after_the_limiter_slot(judge_server, tmp_path):
+    """Two clients that do not share a flight registry (two drivers on one cache): the second is granted its
+    slot a second after the first and finds the first's answer cached instead of sending."""
+    from ccs_ray.judges.cache import AnswerCache
+    from ccs_ray.judges.client import Endpoint, JudgeClient
+    from ccs_ray.judges.flights import InFlight
+    from ccs_ray.judges.limiter import RateLimiter
+    from ccs_ray.judges.prompts import label_request
+
+    server = judge_server.reset()
+    limiter = _Awaitable(RateLimiter(rpm=60, burst_s=1.0))  # one request per second
+    clients = [JudgeClient(Endpoint(server.base_url, "fake", timeout_s=5), None, limiter, _Awaitable(InFlight()), f"d{i}")
+               for i in range(2)]
+    cache = AnswerCache(str(tmp_path / "cache"))
+
+    async def both():
+        return await asyncio.gather(*(c.ask(label_request(COLORS[:5]), cache) for c in clients))
+
+    first, second = asyncio.run(both())
+    assert len(server.log) == 1 and (first.via, second.via) == ("sent", "hit")
+    assert first.value == second.value == expected_label(COLORS[:5])
+    assert [c["attempt"] for c in second.calls] == [None] and second.calls[0]["cost_usd"] == 0

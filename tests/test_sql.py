@@ -467,9 +467,11 @@ def test_cost_per_model(conn, results):
     for model in MODELS:
         for judge in (*JUDGES, "(all)"):
             calls = [c for c in results[1]["judge_calls"] if c["model"] == model and judge in (c["judge"], "(all)")]
-            live = [c["latency_s"] for c in calls if not c["cached"]]
+            live = [c["latency_s"] for c in calls if c["via"] == "sent"]
             r = got[(model, judge)]
-            assert r["calls"] == len(calls) and r["cached"] == sum(c["cached"] for c in calls)
+            assert r["requests"] == sum(c["final"] for c in calls) and r["calls"] == len(live)
+            assert r["cached"] == sum(c["via"] == "hit" for c in calls) and r["merged"] == 0
+            assert r["retries"] == sum(c["via"] == "sent" and c["attempt"] > 0 for c in calls) > 0
             assert r["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls))
             assert r["prompt_tokens"] == sum(c["prompt_tokens"] for c in calls)
             assert r["mean_latency_s"] == pytest.approx(statistics.mean(live))

@@ -5,6 +5,12 @@ Retry-After / x-ratelimit headers ask for, applied to every worker through the l
 timeouts, dropped connections, and answers that do not parse. Other 4xx fail at once. A request that
 still has no valid answer is an error, never a 0. Only valid answers are cached; cached answers cost
 nothing and make no call. Error texts are redacted (:func:`redactor`) before they leave the client.
+
+Exactly once: a request whose answer is cached is not sent; one whose key is in flight anywhere in the
+pool waits for that flight (:mod:`.flights`); the cache is checked again after each limiter slot. What is
+left is a retry after a timeout, when the server may have computed the first answer as well: every call
+carries ``Idempotency-Key: <cache key>`` for servers that honour it, and such calls are recorded as
+``retried_after_timeout`` (keep ``judge.timeout_s`` well above the endpoint's slowest answers).
 """
 
 from __future__ import annotations
@@ -13,17 +19,19 @@ import asyncio
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
-from typing import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import openai
 
 from ..spec import JudgeConfig
 from .cache import AnswerCache, cache_key
+from .flights import LEAD, MERGED
 from .limiter import pause_from_headers
 from .prompts import Request, UnparseableAnswer
 
+HIT, SENT = "hit", "sent"  # how a request got its answer (judge_calls.via), besides flights.MERGED
 RETRIED_STATUS = {408, 409}
 TEMPERATURE = 0.0
 ERROR_CHARS = 300  # stored error texts are cut to this length (after redaction)
@@ -48,20 +56,19 @@ def redactor(base_url: str, api_key: str | None) -> Callable[[str], str]:
 
 @dataclass
 class Answer:
-    """What one request came to: ``value`` (parsed) or ``error``, with its accounting."""
+    """What one request came to: ``value`` (parsed) or ``error``; ``via`` says how (``hit``: the cache,
+    ``merged``: another request's flight, ``sent``: this client's calls), and ``calls`` holds one record
+    per call sent (:meth:`JudgeClient._record`) or one for the hit or merge."""
 
     value: object = None
-    status: str = "ok"  # ok, cached, error
-    cache_key: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    retries: int = 0
-    cost_usd: float = 0.0
     error: str | None = None
+    via: str = SENT
+    cache_key: str = ""
+    calls: list[dict] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def status(self) -> str:
+        return "error" if self.error else "ok"
 
 
 @dataclass(frozen=True)
@@ -95,15 +102,13 @@ class Endpoint:
 
 
 class JudgeClient:
-    """Asks one endpoint; ``reserve(tokens) -> send time``, ``settle(send time, estimated, actual tokens)`` and
-    ``pause(seconds)`` reach the shared limiter."""
+    """Asks one endpoint. ``limiter`` and ``flights`` are the pool's shared :class:`~.limiter.RateLimiter` and
+    :class:`~.flights.InFlight` (any object whose ``reserve``/``settle``/``pause`` and ``join``/``finish``
+    calls can be awaited); ``owner`` names this client in ``flights``."""
 
-    def __init__(self, endpoint: Endpoint, api_key: str | None,
-                 reserve: Callable[[int], Awaitable[float]], settle: Callable[[float, int, int], Awaitable],
-                 pause: Callable[[float], Awaitable],
+    def __init__(self, endpoint: Endpoint, api_key: str | None, limiter, flights, owner: str,
                  concurrency: int = 8, seed: int | None = None):
-        self.endpoint = endpoint
-        self.reserve, self.settle, self.pause = reserve, settle, pause
+        self.endpoint, self.limiter, self.flights, self.owner = endpoint, limiter, flights, owner
         self.slots = asyncio.Semaphore(concurrency)
         self.rng = random.Random(seed)
         self.redact = redactor(endpoint.base_url, api_key)
@@ -115,63 +120,106 @@ class JudgeClient:
         return cap / 2 + self.rng.uniform(0, cap / 2)
 
     async def ask(self, request: Request, cache: AnswerCache) -> Answer:
-        """The parsed answer to ``request``, from ``cache`` or the endpoint (then stored in ``cache``)."""
+        """The parsed answer to ``request``: from ``cache``, from an identical request in flight in the pool, or
+        from the endpoint (then stored in ``cache`` before the waiting requests are woken)."""
+        key = self.endpoint.key(request)
+        while True:
+            hit = cache.get(key)
+            if hit is not None:
+                return self._shared(key, HIT, {"value": hit["value"], "error": None})
+            role, result = await self.flights.join(key, self.owner)
+            if role == MERGED:
+                return self._shared(key, MERGED, result)
+            if role == LEAD:
+                break  # else the leader's actor died: look again
+        answer = None
+        try:
+            answer = await self._send(request, key, cache)
+        finally:
+            await self.flights.finish(key, None if answer is None else {"value": answer.value, "error": answer.error})
+        return answer
+
+    def _shared(self, key: str, via: str, result: dict) -> Answer:
+        """An answer this client did not pay for: a cache hit, or another request's answer."""
+        answer = Answer(value=result["value"], error=result["error"], via=via, cache_key=key)
+        answer.calls.append(self._record(None, "error" if answer.error else "ok", answer.error))
+        return answer
+
+    @staticmethod
+    def _record(attempt: int | None, outcome: str, error: str | None = None, prompt_tokens: int = 0,
+                completion_tokens: int = 0, latency_s: float = 0.0, cost_usd: float = 0.0,
+                retried_after_timeout: bool = False) -> dict:
+        """One judge_calls record: a call sent (``attempt`` 0, 1, ...) or, with ``attempt`` None, a hit or merge."""
+        return dict(attempt=attempt, outcome=outcome, error=error, prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens, latency_s=latency_s, cost_usd=cost_usd,
+                    retried_after_timeout=retried_after_timeout)
+
+    async def _send(self, request: Request, key: str, cache: AnswerCache) -> Answer:
+        """Send ``request`` (this client leads its key) with bounded retries; one record per call sent.
+
+        The cache is checked again once the limiter grants each slot (an identical request may have been
+        answered meanwhile, in this run or another). Every call carries ``Idempotency-Key: key``, so a
+        retry after a timeout, when the server may have computed the first answer too, is recognisable by
+        servers that honour the header; such calls are flagged ``retried_after_timeout``.
+        """
         ep = self.endpoint
-        key = ep.key(request)
-        hit = cache.get(key)
-        if hit is not None:
-            return Answer(value=hit["value"], status="cached", cache_key=key)
-        answer = Answer(cache_key=key)
+        answer = Answer(cache_key=key, via=SENT)
         params = {k: v for k, v in ep.params(request).items() if v is not None}
         tokens = sum(request.estimated_tokens())
-        start = time.perf_counter()
+        timed_out = False
         for attempt in range(ep.max_retries + 1):
-            answer.retries = attempt
-            wait = 0.0
+            wait, used, outcome, error, retry = 0.0, (0, 0), "ok", None, True
             async with self.slots:
-                at = await self.reserve(tokens)
+                at = await self.limiter.reserve(tokens)
                 await asyncio.sleep(max(0.0, at - time.time()))
+                hit = cache.get(key)
+                if hit is not None:  # answered while this one waited for its slot: the slot goes unused
+                    await self.limiter.settle(at, tokens, 0)
+                    shared = self._shared(key, HIT, {"value": hit["value"], "error": None})
+                    shared.calls[:0] = answer.calls
+                    return shared
+                start = time.perf_counter()
                 try:
                     raw = await self.openai.chat.completions.with_raw_response.create(
-                        model=ep.model, messages=request.messages, **params)
+                        model=ep.model, messages=request.messages, extra_headers={"Idempotency-Key": key}, **params)
                     completion = raw.parse()  # with_raw_response gives the legacy response: parse() is sync
                     if (pause := pause_from_headers(raw.headers)) > 0:
-                        await self.pause(pause)
+                        await self.limiter.pause(pause)
                     usage = completion.usage
                     if usage is not None:
                         used = (usage.prompt_tokens or 0), (usage.completion_tokens or 0)
-                        answer.prompt_tokens += used[0]
-                        answer.completion_tokens += used[1]
-                        await self.settle(at, tokens, sum(used))
+                        await self.limiter.settle(at, tokens, sum(used))
                     text = (completion.choices[0].message.content or "") if completion.choices else ""
-                    answer.value, answer.error = request.parse(text), None
-                    break
+                    answer.value = request.parse(text)
                 except UnparseableAnswer as e:
-                    answer.error = f"unparseable: {e}"
+                    outcome, error = "unparseable", f"unparseable: {e}"
                 except openai.APIStatusError as e:
-                    answer.error = f"HTTP {e.status_code}: {e}"
+                    outcome, error = f"http_{e.status_code}", f"HTTP {e.status_code}: {e}"
                     if e.status_code == 429:
                         wait = pause_from_headers(e.response.headers)
                         if wait > 0:
-                            await self.pause(wait)
+                            await self.limiter.pause(wait)
                     elif e.status_code < 500 and e.status_code not in RETRIED_STATUS:
-                        break
+                        retry = False
                     wait = wait or self._backoff(attempt)
                 except openai.APITimeoutError:
-                    answer.error = f"timeout after {ep.timeout_s} s"
+                    outcome, error = "timeout", f"timeout after {ep.timeout_s} s"
                     wait = self._backoff(attempt)
                 except openai.APIConnectionError as e:
-                    answer.error = f"connection: {e.__cause__ or e}"
+                    outcome, error = "connection", f"connection: {e.__cause__ or e}"
                     wait = self._backoff(attempt)
+            error = None if error is None else self.redact(error)[:ERROR_CHARS]
+            answer.calls.append(self._record(attempt, outcome, error, *used, time.perf_counter() - start,
+                                             ep.cost(*used), timed_out))
+            answer.error = error
+            timed_out = timed_out or outcome == "timeout"
+            if error is None or not retry:
+                break
             if attempt < ep.max_retries:
                 await asyncio.sleep(wait)
-        answer.latency_s = time.perf_counter() - start
-        answer.cost_usd = ep.cost(answer.prompt_tokens, answer.completion_tokens)
         if answer.error is None:
-            cache.put(key, {"value": answer.value, "model": ep.model, "prompt_tokens": answer.prompt_tokens,
-                                 "completion_tokens": answer.completion_tokens})
-        else:
-            answer.status, answer.error = "error", self.redact(answer.error)[:ERROR_CHARS]
+            cache.put(key, {"value": answer.value, "model": ep.model, "prompt_tokens": sum(c["prompt_tokens"] for c in answer.calls),
+                            "completion_tokens": sum(c["completion_tokens"] for c in answer.calls)})
         return answer
 
     async def close(self) -> None:

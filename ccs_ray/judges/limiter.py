@@ -116,18 +116,15 @@ class RateLimiter:
         return self.paused_until
 
 
-_HANDLES: dict[tuple[str, str], object] = {}  # (Ray job, name) -> handle: the actor lives as long as this driver
-
-
 def limiter_actor(name: str, rpm: float, tpm: float | None = None, burst_s: float = 1.0):
     """The cluster's one named limiter actor ``name`` (created on first use), set to these limits."""
     import ray
 
-    key = (ray.get_runtime_context().get_job_id(), name)
-    if key not in _HANDLES:
-        _HANDLES[key] = ray.remote(num_cpus=0)(RateLimiter).options(name=name, get_if_exists=True).remote(rpm, tpm, burst_s)
-    ray.get(_HANDLES[key].configure.remote(rpm, tpm, burst_s))
-    return _HANDLES[key]
+    from ..cluster import named_actor
+
+    handle = named_actor(RateLimiter, name, rpm, tpm, burst_s)
+    ray.get(handle.configure.remote(rpm, tpm, burst_s))
+    return handle
 
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?")

@@ -1,11 +1,17 @@
 """The Ray judge pool: async worker actors, each with its own AsyncOpenAI client, all sharing one named
-limiter actor per endpoint+model and one answer cache; fed one head at a time.
+limiter actor and one in-flight registry per endpoint+model and one answer cache; fed one head at a time.
+
+A worker that dies (killed, its node lost) is replaced: its unfinished keys are released in the registry
+(so that a waiting request takes over) and its heads go to the new worker, where every answer already
+received is a cache hit. Workers are owned by the driver: when the driver dies, Ray stops them with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import uuid
+from dataclasses import dataclass, field
 
 import ray
 
@@ -13,6 +19,7 @@ from ..progress import Progress
 from ..spec import EndpointConfig, JudgeConfig
 from .cache import AnswerCache
 from .client import Answer, Endpoint, JudgeClient
+from .flights import flights_actor
 from .heads import HeadSpans, Verdict
 from .limiter import limiter_actor
 from .prompts import Request, batched_request, judge_request, label_request
@@ -53,18 +60,21 @@ def planned_requests(head: HeadSpans, label: str, mode: str) -> list[tuple[str, 
     return out
 
 
-def _call(kind: str, variant: str | None, rank: int | None, head: HeadSpans, answer: Answer) -> dict:
-    row = answer.to_dict()
-    row.pop("value")
-    return {"kind": kind if variant is None else f"{kind}:{variant}", "head_label": head.head_label,
-            "span_rank": rank, **row}
+def _calls(kind: str, variant: str | None, rank: int | None, head: HeadSpans, answer: Answer) -> list[dict]:
+    """The judge_calls records of one request: one per call sent, or one for its hit or merge; ``final`` marks
+    the record whose outcome the request kept."""
+    base = {"kind": kind if variant is None else f"{kind}:{variant}", "head_label": head.head_label,
+            "span_rank": rank, "cache_key": answer.cache_key}
+    last = len(answer.calls) - 1
+    return [{**base, **call, "via": answer.via if i == last else "sent", "final": i == last}
+            for i, call in enumerate(answer.calls)]
 
 
 async def judge_head(client: JudgeClient, cache: AnswerCache, head: HeadSpans, mode: str) -> Verdict:
     """Label ``head`` from its paper spans, then judge every span against the label (per span or batched)."""
     label_answer = await client.ask(label_request(head.texts("paper")), cache)
     verdict = Verdict(head, label_answer.value, label_answer.error,
-                      calls=[_call("label", None, None, head, label_answer)])
+                      calls=_calls("label", None, None, head, label_answer))
     for variant, spans in head.spans.items():
         verdict.aligned[variant] = [None] * len(spans)
         verdict.errors[variant] = [f"no label: {label_answer.error}"] * len(spans)
@@ -73,7 +83,7 @@ async def judge_head(client: JudgeClient, cache: AnswerCache, head: HeadSpans, m
     planned = planned_requests(head, label_answer.value, mode)
     answers = await asyncio.gather(*(client.ask(req, cache) for _, _, req in planned))
     for (variant, rank, req), answer in zip(planned, answers):
-        verdict.calls.append(_call(req.kind, variant, rank, head, answer))
+        verdict.calls += _calls(req.kind, variant, rank, head, answer)
         ranks = [r for r, _ in head.spans[variant]]
         values = answer.value if rank is None else [answer.value]
         for i, r in enumerate(ranks if rank is None else [rank]):
@@ -82,15 +92,25 @@ async def judge_head(client: JudgeClient, cache: AnswerCache, head: HeadSpans, m
     return verdict
 
 
+class _Remote:
+    """``await remote.method(*args)`` calls ``handle.method.remote(*args)`` of a Ray actor handle."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __getattr__(self, name: str):
+        method = getattr(self.handle, name)
+        return lambda *args: method.remote(*args)
+
+
 @ray.remote(num_cpus=0)
 class JudgeWorker:
-    """An async actor holding one AsyncOpenAI client; ``judge`` runs one head."""
+    """An async actor holding one AsyncOpenAI client; ``judge`` runs one head. ``owner`` names it in the
+    in-flight registry."""
 
-    def __init__(self, endpoint: Endpoint, api_key: str | None, limiter, concurrency: int, seed: int):
-        self.client = JudgeClient(endpoint, api_key,
-                                  reserve=lambda tokens: limiter.reserve.remote(tokens),
-                                  settle=lambda at, estimated, actual: limiter.settle.remote(at, estimated, actual),
-                                  pause=lambda seconds: limiter.pause.remote(seconds),
+    def __init__(self, endpoint: Endpoint, api_key: str | None, limiter, flights, owner: str, concurrency: int,
+                 seed: int):
+        self.client = JudgeClient(endpoint, api_key, _Remote(limiter), _Remote(flights), owner,
                                   concurrency=concurrency, seed=seed)
 
     async def judge(self, head: HeadSpans, mode: str, cache_root: str) -> Verdict:
@@ -101,6 +121,10 @@ def limiter_name(endpoint: Endpoint) -> str:
     return f"ccs-judge-limiter:{endpoint.public_url.rstrip('/')}:{endpoint.model}"
 
 
+def flights_name(endpoint: Endpoint) -> str:
+    return f"ccs-judge-flights:{endpoint.public_url.rstrip('/')}:{endpoint.model}"
+
+
 def split_slots(concurrency: int, actors: int) -> tuple[int, ...]:
     """Requests in flight per actor, summing to exactly ``concurrency``: the quotient each, one more for the
     first remainder actors; never more actors than slots (8 over 3 -> (3, 3, 2); 2 over 3 -> (1, 1))."""
@@ -109,47 +133,108 @@ def split_slots(concurrency: int, actors: int) -> tuple[int, ...]:
     return tuple(q + (i < r) for i in range(n))
 
 
+@dataclass
+class _Pool:
+    """Started workers of one endpoint, key and layout, with what they need to start a replacement."""
+
+    endpoint: Endpoint
+    api_key: str | None
+    limiter: object
+    flights: object
+    slots: tuple[int, ...]
+    workers: list = field(default_factory=list)
+    owners: list[str] = field(default_factory=list)
+    started: int = 0  # workers started so far (names owners uniquely)
+
+    def start(self, i: int) -> None:
+        """Start worker ``i`` (again, when it died)."""
+        owner = f"{uuid.uuid4().hex[:8]}:{i}:{self.started}"
+        worker = JudgeWorker.options(max_concurrency=max(4, self.slots[i])).remote(
+            self.endpoint, self.api_key, self.limiter, self.flights, owner, self.slots[i], self.started)
+        self.started += 1
+        if i < len(self.workers):
+            self.workers[i], self.owners[i] = worker, owner
+        else:
+            self.workers.append(worker)
+            self.owners.append(owner)
+
+
 #: Started pools, most recently used last, reused by later calls with the same key (workers start slowly). At most
 #: MAX_POOLS are kept (the judges of one run): an older pool's idle workers would hold memory until the job ends.
-_WORKERS: dict[tuple, list] = {}
+_POOLS: dict[tuple, _Pool] = {}
 MAX_POOLS = 4
 
 
 def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str,
              progress: Progress | None = None) -> list[Verdict]:
     """Every head through up to ``cfg.actors`` worker actors (at most ``cfg.concurrency`` requests in flight in all);
-    ``progress`` advances by head, with the calls sent, their retries and their cost so far."""
+    ``progress`` advances by head, with the calls sent, their retries and their cost so far.
+
+    A dead worker is replaced and its heads are judged again (answers already received come from the cache);
+    after :data:`MAX_RESTARTS_PER_WORKER` deaths per worker the RayActorError is raised."""
     if not heads:
         return []
     endpoint, key = endpoint_of(judge, cfg), api_key_of(judge)
     limiter = limiter_actor(limiter_name(endpoint), judge.rpm, judge.tpm, judge.burst_s)
     slots = split_slots(cfg.concurrency, min(cfg.actors, len(heads)))
     pool_key = (ray.get_runtime_context().get_job_id(), endpoint, key, slots)
-    if pool_key not in _WORKERS:
-        while len(_WORKERS) >= MAX_POOLS:
-            _stop_pool(next(iter(_WORKERS)))
-        _WORKERS[pool_key] = [JudgeWorker.options(max_concurrency=max(4, n)).remote(endpoint, key, limiter, n, i)
-                              for i, n in enumerate(slots)]
-    workers = _WORKERS[pool_key] = _WORKERS.pop(pool_key)  # now the most recently used
+    if pool_key not in _POOLS:
+        while len(_POOLS) >= MAX_POOLS:
+            _stop_pool(next(iter(_POOLS)))
+        pool = _Pool(endpoint, key, limiter, flights_actor(flights_name(endpoint)), slots)
+        for i in range(len(slots)):
+            pool.start(i)
+        _POOLS[pool_key] = pool
+    pool = _POOLS[pool_key] = _POOLS.pop(pool_key)  # now the most recently used
     turns = [i for k in range(max(slots)) for i, n in enumerate(slots) if k < n]  # heads in proportion to slots
-    refs = [workers[turns[j % len(turns)]].judge.remote(h, cfg.mode, cache_root) for j, h in enumerate(heads)]
-    try:
+    pending = {}  # ref -> (head index, worker index)
+
+    def submit(j: int, i: int) -> None:
+        pending[pool.workers[i].judge.remote(heads[j], cfg.mode, cache_root)] = (j, i)
+
+    for j in range(len(heads)):
+        submit(j, turns[j % len(turns)])
+    verdicts: list[Verdict | None] = [None] * len(heads)
+    restarts, calls, retries, cost = 0, 0, 0, 0.0
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        j, i = pending.pop(done[0])
+        try:
+            verdicts[j] = ray.get(done[0])
+        except ray.exceptions.RayActorError:
+            restarts += 1
+            if restarts > MAX_RESTARTS_PER_WORKER * len(slots):
+                _stop_pool(pool_key)
+                raise
+            _replace(pool, i, pending, submit, j)
+            continue
+        sent = [c for c in verdicts[j].calls if c["attempt"] is not None]
+        calls, retries = calls + len(sent), retries + sum(c["attempt"] > 0 for c in sent)
+        cost += sum(c["cost_usd"] for c in sent)
         if progress is not None:
-            calls = retries = 0
-            cost = 0.0
-            pending = list(refs)
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                sent = [c for c in ray.get(done[0]).calls if c["status"] != "cached"]
-                calls, retries = calls + len(sent), retries + sum(c["retries"] for c in sent)
-                cost += sum(c["cost_usd"] for c in sent)
-                progress.update(1, calls=calls, retries=retries, cost_usd=cost)
-        return ray.get(refs)
-    except ray.exceptions.RayActorError:
-        _stop_pool(pool_key)  # a dead worker: start afresh next time
-        raise
+            progress.update(1, calls=calls, retries=retries, cost_usd=cost)
+    return verdicts
+
+
+MAX_RESTARTS_PER_WORKER = 3
+
+
+def _replace(pool: _Pool, i: int, pending: dict, submit, j: int) -> None:
+    """Worker ``i`` died running head ``j``: release its flights, start a new worker, give it every head the
+    dead one held."""
+    dead = pool.owners[i]
+    held = [j]
+    for ref, (jj, ii) in list(pending.items()):
+        if ii == i:
+            del pending[ref]
+            held.append(jj)
+    ray.get(pool.flights.abandon.remote(dead))
+    ray.kill(pool.workers[i])
+    pool.start(i)
+    for jj in held:
+        submit(jj, i)
 
 
 def _stop_pool(pool_key: tuple) -> None:
-    for worker in _WORKERS.pop(pool_key):
+    for worker in _POOLS.pop(pool_key).workers:
         ray.kill(worker)

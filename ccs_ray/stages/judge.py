@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .. import scores
+from ..judges.client import HIT, SENT
+from ..judges.flights import MERGED
 from ..judges.heads import VARIANTS, Verdict, file_safe, heads_from_spans
 from ..judges.offline import NAME as OFFLINE_NAME, OfflineJudge, vocabulary_from
 from ..judges.pool import endpoint_of, run_pool
@@ -116,7 +118,8 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
 
     ``text_encoder``: ``list[str] -> [N, D]`` L2-normalised CLIP text embeddings for the offline judge
     (default: the model's text tower, loaded on first use).
-    Returns a summary: heads judged, calls made, cached, errors, cost.
+    Returns a summary: heads judged, calls sent, requests answered from the cache or merged into an identical
+    one in flight, calls sent after a timeout, errors, cost.
     """
     m, cfg, root, run_id, model = section.m, section.judge, ctx.root, ctx.run_id, ctx.model
     text_encoder = text_encoder or LazyTextEncoder(model, ctx.models.precision)
@@ -149,12 +152,14 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
     errors = [{"stage": "judge", "source": "spans", **p, "at": _now()} for p in problems]
     errors += [{"stage": "judge", "source": c["judge"], "reason": "judge request failed", "detail": c["error"],
                 "item": f"{c['head_label']} {c['kind']} {c['span_rank'] or ''}".strip(), "at": _now()}
-               for c in calls if c["error"]]
+               for c in calls if c["final"] and c["error"]]
     replace_file(root, "errors", errors, run_id, model, "judge")  # this run's judge errors replace the last run's
     write_table(root, "judge_calls", calls, run_id, model, name=f"judge-{uuid.uuid4().hex}")  # every run's calls kept
     return {
         "heads_judged": len(head_spans), "judges": list(tables),
-        "calls": sum(not c["cached"] for c in calls), "cached": sum(c["cached"] for c in calls),
+        "calls": sum(c["via"] == SENT for c in calls), "cached": sum(c["via"] == HIT for c in calls),
+        "merged": sum(c["via"] == MERGED for c in calls),
+        "retried_after_timeout": sum(c["retried_after_timeout"] for c in calls),
         "errors": len(errors), "cost_usd": sum(c["cost_usd"] for c in calls),
         "heuristic": any(heuristic.values()),
         "ccs_at_k": {n: scores.ccs_at_k([r["ccs"] for r in rows["ccs"]], m) for n, rows in tables.items()},
@@ -163,10 +168,8 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
 
 
 def call_row(judge: str, endpoint: str, call: dict) -> dict:
-    """A judge_calls row from one of a verdict's calls."""
-    row = {k: v for k, v in call.items() if k != "status"}
-    return {**row, "judge": judge, "endpoint": endpoint, "cached": call["status"] == "cached",
-            "status": call["status"], "at": _now()}
+    """A judge_calls row from one of a verdict's call records."""
+    return {**call, "judge": judge, "endpoint": endpoint, "at": _now()}
 
 
 class LazyTextEncoder:
