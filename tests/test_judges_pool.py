@@ -324,3 +324,34 @@ def test_cache_is_checked_again_after_the_limiter_slot(judge_server, tmp_path):
     assert len(server.log) == 1 and (first.via, second.via) == ("sent", "hit")
     assert first.value == second.value == expected_label(COLORS[:5])
     assert [c["attempt"] for c in second.calls] == [None] and second.calls[0]["cost_usd"] == 0
+
+
+def test_killed_judge_worker_is_replaced_and_nothing_is_lost_or_paid_twice(ray_cluster, judge_server, tmp_path):
+    """A judge actor killed mid-stage: its heads go to a fresh actor, every judgment arrives, and with a server
+    that honours Idempotency-Key nothing is computed twice for an answer already delivered."""
+    import threading
+    import time
+
+    import ray
+
+    from ccs_ray.judges import pool
+
+    heads = {f"L3.H{h}": [f"{c} {h}" for c in COLORS] for h in range(6)}
+    write_spans(tmp_path, heads)
+    server = judge_server.reset(latency_s=0.1, honour_idempotency=True)
+    spec = spec_for(server, model="fake-kill", actors=2, concurrency=4)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(s=run_stage("judge", spec, str(tmp_path), "r1", MODEL)))
+    thread.start()
+    deadline = time.time() + 60
+    while len(server.log) < 12 and time.time() < deadline:
+        time.sleep(0.02)
+    victim = list(pool._POOLS.values())[-1].workers[0]
+    ray.kill(victim)
+    thread.join(120)
+    started = list(pool._POOLS.values())[-1]
+    assert result["s"]["errors"] == 0 and victim not in started.workers and started.started == 3  # one replacement
+    judgments = [j for j in read_table(str(tmp_path), "judgments", "r1").to_pylist() if j["judge"] == "fake-kill"]
+    assert len(judgments) == 6 * 10 and all(j["aligned"] is not None for j in judgments)
+    account = server.accounting()
+    assert account["paid_twice"] == 0 and account["keys_answered"] == 6 * 11
