@@ -27,6 +27,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 
 from .choices import SQL_FORMATS
 from .errors import UserError
+from .files import read_parquet
 from .reference import reference_tables
 from .tables import REFERENCE_TABLES, SCHEMAS, TABLES
 
@@ -118,7 +119,8 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     a table with no files under ``root`` (not written yet) is an empty view with the table's typed columns.
     The reference tables (``paper_*``) read the installed package's data (:mod:`ccs_ray.reference`).
 
-    ``read_only`` (the default) refuses every write to files, the results included.
+    ``read_only`` (the default) refuses every write to files, the results included. A part cut short or not
+    Parquet is a :class:`~ccs_ray.files.IncompleteFileError` that names it.
     """
     fs, path = resolve_root(root)
     results = (ReadOnlyResults if read_only else ResultsFileSystem)(path=path, fs=fs)
@@ -135,8 +137,14 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     for table, statement in views.items():
         if table in REFERENCE_TABLES:
             continue
-        if results.glob(f"{table}/**/*.parquet"):
-            conn.execute(_with_every_column(conn, table, statement.replace("${ROOT}/", f"{PROTOCOL}://")))
+        parts = results.glob(f"{table}/**/*.parquet")
+        if parts:
+            try:
+                conn.execute(_with_every_column(conn, table, statement.replace("${ROOT}/", f"{PROTOCOL}://")))
+            except duckdb.Error:
+                for part in parts:  # a part cut short: name it by its real URI, with what to do
+                    read_parquet(fs, f"{path}/{part}")
+                raise
         else:
             conn.execute(f"CREATE VIEW {table} AS SELECT {_null_columns(conn, SCHEMAS[table])} LIMIT 0")
     conn.execute(_read_sql("macros.sql"))

@@ -1,7 +1,20 @@
 """File helpers every stage shares, over any fsspec URI: atomic writes, table files, relative URIs.
 
-- :func:`atomic_write`: the bytes land under a unique temporary name in the target's folder and are then
-  moved into place, so a reader (or a concurrent writer of the same content) never sees half a file.
+- :func:`atomic_write`: the bytes land under a unique temporary name (``.NAME.<32 hex>.tmp``, which no
+  reader's pattern matches) in the target's folder and are then moved into place, so on local disk a reader
+  (or a concurrent writer of the same content) never sees half a file. :func:`sweep_tmp` removes the
+  temporary files a killed writer left.
+- Commit folders, for checkpoints that must never be half visible even where a move is a copy then a delete
+  (object stores) and an interrupted copy can leave a truncated file under its final name:
+  :func:`commit_write` writes the data file ``NNNNNNNN<suffix>`` (NNNNNNNN: the checkpoint's sequence number)
+  and then the marker ``NNNNNNNN.commit``, a small JSON ``{"file": data file name, "size": bytes}``, and only
+  then removes older checkpoints; nothing is overwritten in place. :func:`latest_committed` reads the newest
+  checkpoint whose marker parses and whose data file has the recorded size: a torn marker, data without a
+  marker and truncated data are never visible. The size check catches every interrupted write (a write or
+  copy cut short is short) at the cost of a listing; the data itself is not re-read. :func:`sweep_commits`
+  removes all but the newest committed checkpoint of a folder.
+- :class:`IncompleteFileError`: a file cut short or not in its format, named with what to do;
+  :func:`read_parquet` raises it for a Parquet file.
 - :func:`read_table_file`: CSV/TSV, Parquet, JSON (a list of objects) or JSON lines -> a pyarrow Table;
   :func:`write_parquet`: a pyarrow Table -> a Parquet file, written atomically.
 - :func:`resolve_uri`: a URI written relative to a folder (a manifest's, a dataset's) made absolute.
@@ -16,7 +29,9 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import threading
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -27,10 +42,19 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from .errors import UserError
+
 #: Seconds a reachability probe of a download URL (model weights, the textspan-general pool) may take.
 PROBE_TIMEOUT_S = 5.0
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 TABLE_FILE_EXTENSIONS = (".csv", ".tsv", *PARQUET_EXTENSIONS, ".json", ".jsonl")
+COMMIT_SUFFIX = ".commit"
+_TMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # atomic_write's temporary names
+_SEQ = re.compile(r"^(\d{8})(?!\d)")  # a commit folder's file names start with their checkpoint's number
+
+
+class IncompleteFileError(UserError, ValueError):
+    """A file cut short (an interrupted write or copy) or not in the format its name says."""
 
 
 def cache_dir(kind: str) -> Path:
@@ -71,6 +95,106 @@ def atomic_write(uri: str, data: bytes) -> None:
         raise
 
 
+def fs_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The URI of ``path`` of ``fs`` (as a listing or glob returns it, without its protocol): a plain path
+    on local disk, else with the protocol (``s3://bucket/key``)."""
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    return path if protocol in ("file", "local") else f"{protocol}://{path}"
+
+
+def _files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
+    """File name -> size in bytes of the files directly in folder ``path`` (none when it does not exist),
+    listed afresh (a cached listing of an object store would miss a newer checkpoint)."""
+    fs.invalidate_cache(path)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e["size"] for e in entries if e["type"] == "file"}
+
+
+def _newest_commit(fs: fsspec.AbstractFileSystem, path: str, files: dict[str, int],
+                   suffix: str | None = None) -> tuple[str, str] | None:
+    """(marker, data file) names of the newest complete checkpoint among ``files`` of folder ``path``
+    (with data files ending in ``suffix``, when given), or None."""
+    for marker in sorted((n for n in files if n.endswith(COMMIT_SUFFIX) and _SEQ.match(n)), reverse=True):
+        try:
+            with fs.open(f"{path}/{marker}", "rb") as f:
+                record = json.loads(f.read())
+            name, size = record["file"], record["size"]
+        except (ValueError, TypeError, KeyError, FileNotFoundError):  # torn (cut-short JSON) or gone meanwhile
+            continue
+        seq = marker[:8]
+        if (isinstance(name, str) and name.startswith(seq) and name != marker
+                and (suffix is None or name == seq + suffix) and files.get(name) == size):
+            return marker, name
+    return None
+
+
+def commit_write(folder: str, seq: int, data: bytes, suffix: str) -> str:
+    """Write checkpoint number ``seq`` (1, 2, ...: above every number already in ``folder``) as
+    ``folder/{seq:08d}{suffix}``, commit it with its marker, then remove the folder's older checkpoints
+    (the module docstring). One writer per folder. Returns the data file's URI.
+
+    Until the marker is complete, :func:`latest_committed` still returns the previous checkpoint.
+    """
+    fs, path = fsspec.core.url_to_fs(folder)
+    path, folder = path.rstrip("/"), folder.rstrip("/")
+    older = _files(fs, path)
+    taken = sorted(n for n in older if _SEQ.match(n) and int(_SEQ.match(n)[1]) >= seq)
+    if taken:
+        raise ValueError(f"{folder}: already holds {taken[0]}; checkpoint {seq} must be numbered above "
+                         f"every checkpoint in the folder (nothing there is overwritten)")
+    name = f"{seq:08d}{suffix}"
+    atomic_write(f"{folder}/{name}", data)
+    atomic_write(f"{folder}/{seq:08d}{COMMIT_SUFFIX}", json.dumps({"file": name, "size": len(data)}).encode())
+    # Markers first: a removal cut short leaves data without a marker (ignored), never a marker without data.
+    for old in sorted((n for n in older if _SEQ.match(n)), key=lambda n: not n.endswith(COMMIT_SUFFIX)):
+        try:
+            fs.rm(f"{path}/{old}")
+        except OSError:
+            pass  # the new checkpoint is committed; sweep_commits removes what is left
+    return f"{folder}/{name}"
+
+
+def latest_committed(folder: str, suffix: str) -> str | None:
+    """URI of the newest committed data file ``NNNNNNNN<suffix>`` in ``folder`` (:func:`commit_write`), or
+    None when it holds none: a torn marker, data without a marker and data of the wrong size are ignored."""
+    fs, path = fsspec.core.url_to_fs(folder)
+    path = path.rstrip("/")
+    newest = _newest_commit(fs, path, _files(fs, path), suffix)
+    return f"{folder.rstrip('/')}/{newest[1]}" if newest else None
+
+
+def sweep_commits(folder: str) -> int:
+    """Remove every file of a commit folder but its newest committed checkpoint (data file and marker):
+    uncommitted or superseded data, torn markers, temporary files. Call it when no writer uses the folder.
+    Returns how many files were removed."""
+    fs, path = fsspec.core.url_to_fs(folder)
+    path = path.rstrip("/")
+    files = _files(fs, path)
+    keep = set(_newest_commit(fs, path, files) or ())
+    stale = sorted(set(files) - keep, key=lambda n: not n.endswith(COMMIT_SUFFIX))  # markers first
+    for name in stale:
+        fs.rm(f"{path}/{name}")
+    return len(stale)
+
+
+def sweep_tmp(folder: str, older_than_s: float = 0.0) -> int:
+    """Remove :func:`atomic_write`'s temporary files (``.NAME.<32 hex>.tmp``) anywhere under ``folder``
+    last modified more than ``older_than_s`` seconds ago (0: all; give a writer's longest write when other
+    writers may be at work). Returns how many were removed."""
+    fs, path = fsspec.core.url_to_fs(folder)
+    path = path.rstrip("/")
+    fs.invalidate_cache(path)
+    now = time.time()
+    stale = [p for p in fs.find(path) if _TMP.match(p.rsplit("/", 1)[-1])
+             and (older_than_s <= 0 or now - fs.modified(p).timestamp() > older_than_s)]
+    for p in stale:
+        fs.rm(p)
+    return len(stale)
+
+
 def remove(uri: str) -> None:
     """Remove the file at ``uri`` if it exists."""
     fs, path = fsspec.core.url_to_fs(uri)
@@ -85,14 +209,28 @@ def write_parquet(uri: str, table: pa.Table) -> None:
     atomic_write(uri, buf.getvalue().to_pybytes())
 
 
+def read_parquet(fs: fsspec.AbstractFileSystem, path: str) -> pa.Table:
+    """The Parquet file ``path`` of ``fs``; :class:`IncompleteFileError`, naming it, when it is cut short or
+    not Parquet."""
+    with fs.open(path, "rb") as f:
+        blob = f.read()
+    try:
+        return pq.read_table(pa.BufferReader(blob))
+    except (pa.ArrowInvalid, OSError) as e:  # an in-memory buffer: the bytes, not the storage, are at fault
+        why = str(e).removeprefix("Could not open Parquet input source '<Buffer>': ")
+        raise IncompleteFileError(
+            f"{fs_uri(fs, path)}: incomplete or not a Parquet file ({why}); an interrupted write or copy leaves "
+            f"such a file: remove it, then re-run the stage that wrote it (or copy the file again)") from None
+
+
 def read_table_file(uri: str) -> pa.Table:
     """A CSV/TSV (empty strings read as nulls), Parquet, JSON (a list of objects) or JSON-lines file."""
     low = uri.lower()
     if not low.endswith(TABLE_FILE_EXTENSIONS):
         raise ValueError(f"{uri}: unsupported table file (use {', '.join(TABLE_FILE_EXTENSIONS)})")
+    if low.endswith(PARQUET_EXTENSIONS):
+        return read_parquet(*fsspec.core.url_to_fs(uri))
     with fsspec.open(uri, "rb") as f:
-        if low.endswith(PARQUET_EXTENSIONS):
-            return pq.read_table(f)
         if low.endswith((".csv", ".tsv")):
             return pcsv.read_csv(f, parse_options=pcsv.ParseOptions(delimiter="\t" if low.endswith(".tsv") else ","),
                                  convert_options=pcsv.ConvertOptions(strings_can_be_null=True))

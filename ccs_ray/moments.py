@@ -6,7 +6,7 @@ where x_i is the head's contribution to image i's embedding. Also ``z_sum[h]`` (
 head's attention output over images, for mean ablation (``mean_z``). Merging is addition. Letters as in
 :mod:`ccs_ray.decompose` (:class:`~ccs_ray.decompose.TowerShape`).
 
-File format (``save``/``load``): one safetensors file (no pickled code, by design of the format) with
+File format (``to_bytes``/``save``/``load``): one safetensors file (no pickled code, by design of the format) with
 tensors ``n`` [F] int64, ``total`` [F, NH, D], ``outer`` [F, NH, D, D], ``z_sum`` [NH, T, d] float64 and
 the JSON metadata of ``HeadMoments.meta`` under the key ``"ccs_ray"``: ``format``, ``model``, ``layers``
 (the decomposed layers), ``n_heads`` (H), ``embed_dim`` (D), ``tokens`` (T), ``head_dim`` (d),
@@ -171,13 +171,16 @@ class HeadMoments:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.n, self.total, self.outer, self.z_sum))
 
-    def save(self, uri: str) -> None:
-        """Write atomically to any fsspec URI (written to a temporary name, then moved)."""
-        blob = st_save(
+    def to_bytes(self) -> bytes:
+        """The file's bytes (module docstring), for :meth:`save` or a checkpoint (:func:`~ccs_ray.files.commit_write`)."""
+        return st_save(
             {"n": self.n.cpu(), "total": self.total.cpu(), "outer": self.outer.cpu(), "z_sum": self.z_sum.cpu()},
             metadata={"ccs_ray": json.dumps(self.meta)},
         )
-        atomic_write(uri, blob)
+
+    def save(self, uri: str) -> None:
+        """Write atomically to any fsspec URI (written to a temporary name, then moved)."""
+        atomic_write(uri, self.to_bytes())
 
     @staticmethod
     def read_meta(uri: str) -> dict:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -234,8 +235,8 @@ def test_shards_table_is_the_plan_then_the_record(ray_cluster, tmp_path):
 def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
     spec = _spec(tmp_path, n=32)
     _scan(spec, str(tmp_path), "r1")
-    first = _partials(RunState(str(tmp_path), "r1"), spec.models.keys[0])[0]
-    Path(first).with_name("copy.safetensors").write_bytes(Path(first).read_bytes())
+    first = Path(_partials(RunState(str(tmp_path), "r1"), spec.models.keys[0])[0]).parent
+    shutil.copytree(first, first.with_name("c0de" * 3))  # an actor folder committed twice
     with pytest.raises(ScanError, match="counted twice"):
         _scan(spec, str(tmp_path), "r1")
 

@@ -11,15 +11,21 @@ loads its model once (on its GPU when the cluster has GPUs, else on CPU), runs t
 and keeps the moments in its own memory; moments never travel through the object store.
 
 Checkpoints and resume. Every ``scan.checkpoint_s`` seconds (or ``scan.checkpoint_every`` shards) an
-actor with new shards writes its cumulative moments,
-with the records of the shards they cover, to its own partial file (atomic replace). A shard counts as
-done only once a checkpoint holds it. When an actor dies its unsaved shards are queued again for a fresh
-actor; when the driver dies, ``run --resume`` reads the partials and scans only the shards none covers.
-The final merge adds the partials of a model and checks that the covered shards are exactly the
-planned ones, so every good image counts once.
+actor with new shards writes its cumulative moments, with the records of the shards they cover, as the
+next numbered checkpoint of its own folder (:func:`~ccs_ray.files.commit_write`: the data file, then a
+small marker that commits it, then the older checkpoint is removed). A checkpoint is never half visible,
+on local disk or on an object store: readers take each folder's newest committed checkpoint (its
+*partial*) and ignore a data file whose marker is missing, torn or records another size. A shard counts as
+done only once a committed checkpoint holds it. When an actor dies its unsaved shards are queued again for
+a fresh actor (in a new folder); when the driver dies, ``run --resume`` reads the partials and scans only
+the shards none covers. The final merge adds the partials of a model and checks that the covered shards
+are exactly the planned ones, so every good image counts once; it then removes every superseded or
+uncommitted checkpoint and every temporary file of the model's state, so a finished scan leaves one
+committed partial per actor that saved any shard.
 
-State under the results root: ``_state/<run_id>/<model>/partials/*.safetensors`` and the merged
-``_state/<run_id>/<model>/moments.safetensors`` (listed in the ``moments`` table).
+State under the results root: ``_state/<run_id>/<model>/partials/<12 hex>/NNNNNNNN.safetensors`` with
+its marker ``NNNNNNNN.commit`` (one folder per actor, NNNNNNNN: the actor's checkpoint number) and the
+merged ``_state/<run_id>/<model>/moments.safetensors`` (listed in the ``moments`` table).
 """
 
 from __future__ import annotations
@@ -39,12 +45,16 @@ from .. import tables
 from ..cluster import actor_layout
 from ..decompose import decomposed_forward, select_layers
 from ..errors import UserError
+from ..files import commit_write, fs_uri, latest_committed, sweep_commits, sweep_tmp
 from ..models import load_model, preprocess_config
 from ..progress import Progress
 from ..moments import HeadMoments
 from ..sources import Shard, load_shard, plan_shards
 from ..spec import DataConfig, ModelsConfig, ScanConfig, Spec
 from .base import Context, RunState, Stage
+
+
+PARTIAL_SUFFIX = ".safetensors"
 
 
 class ScanError(UserError, RuntimeError):
@@ -75,14 +85,14 @@ def decode_task(shard: Shard, preprocess: dict):
 class ScanActor:
     """Holds one model and the moments of the shards it has scanned since it started."""
 
-    def __init__(self, model_key: str, models: ModelsConfig, section: ScanSection, partial_uri: str):
+    def __init__(self, model_key: str, models: ModelsConfig, section: ScanSection, folder: str):
         device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.model, _ = load_model(model_key, models.precision, device)
         self.layers = select_layers(self.model, models.layers, models.last_layers)
         self.batch_size, self.convention = section.scan.batch_size, section.scan.convention
         self.moments = HeadMoments.for_model(model_key, self.model, self.layers, folds=section.data.folds,
                                              convention=self.convention, device=device)
-        self.partial_uri = partial_uri
+        self.folder, self.checkpoints = folder, 0  # its commit folder; checkpoints written to it
         self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
         self.node = ray.get_runtime_context().get_node_id()
 
@@ -106,9 +116,10 @@ class ScanActor:
         return {k: record[k] for k in ("shard_id", "n_images", "n_errors", "node")}
 
     def checkpoint(self) -> list[str]:
-        """Write all moments so far to this actor's partial file; returns the shards it covers."""
+        """Commit all moments so far as this actor's next checkpoint; returns the shards it covers."""
         if self.moments.shards:
-            self.moments.save(self.partial_uri)
+            self.checkpoints += 1  # counted first: a failed write's number is never used again
+            commit_write(self.folder, self.checkpoints, self.moments.to_bytes(), PARTIAL_SUFFIX)
         return list(self.moments.shards)
 
 
@@ -116,16 +127,16 @@ class ScanActor:
 class _Worker:
     model: str
     actor: object
-    partial_uri: str
+    folder: str  # the actor's commit folder
     inflight: int = 0
     assigned: int = 0
     unsaved: set = field(default_factory=set)
     saved_at: float = field(default_factory=time.monotonic)  # when its last checkpoint was asked for
 
     def saved_shards(self) -> set[str]:
-        """Shards in this worker's partial file (a checkpoint may land just before the actor dies)."""
-        fs, path = fsspec.core.url_to_fs(self.partial_uri)
-        return set(HeadMoments.read_meta(self.partial_uri)["shards"]) if fs.exists(path) else set()
+        """Shards in this worker's committed partial (a checkpoint may land just before the actor dies)."""
+        uri = latest_committed(self.folder, PARTIAL_SUFFIX)
+        return set(HeadMoments.read_meta(uri)["shards"]) if uri else set()
 
 
 @dataclass
@@ -148,11 +159,16 @@ def _to_json(rows: list[dict]) -> list[dict]:
     return [{**row, "at": row["at"].isoformat()} for row in rows]
 
 
-def _partials(state: RunState, model: str) -> list[str]:
-    """URIs of a model's saved partial moments in a run."""
+def _worker_folders(state: RunState, model: str) -> list[str]:
+    """URIs of the commit folders of a model's actors in a run (every actor that ever checkpointed)."""
     fs, path = fsspec.core.url_to_fs(f"{state.model_dir(model)}/partials")
-    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
-    return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in sorted(fs.glob(f"{path}/*.safetensors"))]
+    fs.invalidate_cache(path)
+    return [fs_uri(fs, p) for p in sorted(fs.glob(f"{path}/*/"))]
+
+
+def _partials(state: RunState, model: str) -> list[str]:
+    """URIs of a model's partials in a run: the newest committed checkpoint of each actor's folder."""
+    return [uri for uri in (latest_committed(f, PARTIAL_SUFFIX) for f in _worker_folders(state, model)) if uri]
 
 
 def _covered(ctx: Context, model: str, plan: dict[str, Shard]) -> dict[str, dict]:
@@ -200,10 +216,10 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, keep_cpus=1, key="scan")
 
     def new_worker(model: str) -> _Worker:
-        uri = f"{ctx.state.model_dir(model)}/partials/{uuid.uuid4().hex[:12]}.safetensors"
+        folder = f"{ctx.state.model_dir(model)}/partials/{uuid.uuid4().hex[:12]}"
         actor = ScanActor.options(num_gpus=per_actor, num_cpus=cpus_per_actor,
-                                  scheduling_strategy="SPREAD").remote(model, ctx.models, section, uri)
-        return _Worker(model, actor, uri)
+                                  scheduling_strategy="SPREAD").remote(model, ctx.models, section, folder)
+        return _Worker(model, actor, folder)
 
     groups: dict[str, list[str]] = {}
     for key in models:
@@ -298,7 +314,8 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
 
 
 def _finish_model(ctx: Context, model: str, plan: dict[str, Shard], folds: int, summary: ScanSummary) -> None:
-    """Merge a model's partials, check that they partition the plan, write moments/shards/errors/conversions tables."""
+    """Merge a model's partials, check that they partition the plan, write moments/shards/errors/conversions
+    tables, then remove the model's superseded or uncommitted checkpoints and temporary files."""
     merged = None
     for uri in _partials(ctx.state, model):
         part = HeadMoments.load(uri)
@@ -312,6 +329,9 @@ def _finish_model(ctx: Context, model: str, plan: dict[str, Shard], folds: int, 
         raise ScanError(f"{model}: partials do not partition the shard plan (missing {missing[:5]}, unknown {extra[:5]})")
     uri = f"{ctx.state.model_dir(model)}/moments.safetensors"
     merged.save(uri)
+    for folder in _worker_folders(ctx.state, model):
+        sweep_commits(folder)
+    sweep_tmp(ctx.state.model_dir(model))
     records = [merged.shards[s] for s in sorted(merged.shards)]
     n_images = int(merged.n.sum())
     tables.write_table(ctx.root, "moments", [dict(

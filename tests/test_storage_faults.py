@@ -1,0 +1,303 @@
+"""Storage that fails mid-write: checkpoints are never half visible, incomplete Parquet parts are named,
+and a finished scan leaves no temporary or orphan partial files.
+
+``faulty://`` is local disk with an object store's failure modes: a move is a copy then a delete, and
+the Nth write (an opened write stream, or the copy inside a move) stores half its bytes and raises. After
+that fault the store refuses removals, as if the writer had died before cleaning up.
+"""
+
+import json
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import fsspec
+import pytest
+import torch
+from fsspec.implementations.local import LocalFileSystem
+
+from ccs_ray import analytics
+from ccs_ray.decompose import TowerShape
+from ccs_ray.errors import UserError
+from ccs_ray.files import (IncompleteFileError, commit_write, latest_committed, sweep_commits, sweep_tmp)
+from ccs_ray.moments import HeadMoments
+from ccs_ray.sources.base import Shard
+from ccs_ray.stages import RunState
+from ccs_ray.stages.scan import PARTIAL_SUFFIX, ScanSummary, _covered, _finish_model, _partials
+from ccs_ray.tables import read_table, write_table
+from test_scan import _scan, _spec
+
+
+class _TornWriter:
+    """A write stream that stores the first half of what it is given, then fails."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        self.f.write(bytes(data)[: len(data) // 2])
+        self.f.close()
+        FaultyFileSystem.crashed = True
+        raise OSError(5, "storage failed mid-write")
+
+    def close(self):
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FaultyFileSystem(LocalFileSystem):
+    """Local disk that fails write number :attr:`fail_at` (1-based) and moves by copy then delete."""
+
+    protocol = "faulty"
+    fail_at: int | None = None
+    writes = 0
+    crashed = False
+
+    def _open(self, path, mode="rb", **kwargs):
+        f = super()._open(path, mode, **kwargs)
+        if set(mode) & {"w", "a", "x"}:
+            FaultyFileSystem.writes += 1
+            if FaultyFileSystem.writes == FaultyFileSystem.fail_at:
+                return _TornWriter(f)
+        return f
+
+    def mv(self, path1, path2, *args, **kwargs):
+        with self.open(path1, "rb") as src, self.open(path2, "wb") as dst:
+            dst.write(src.read())
+        self.rm(path1)
+
+    def rm(self, path, *args, **kwargs):
+        if FaultyFileSystem.crashed:
+            raise OSError(5, "storage unreachable after the fault")
+        return super().rm(path, *args, **kwargs)
+
+
+fsspec.register_implementation("faulty", FaultyFileSystem, clobber=True)
+
+
+@pytest.fixture
+def faulty():
+    """FaultyFileSystem, healthy again after the test."""
+    yield FaultyFileSystem
+    heal()
+
+
+def fail_at(n: int | None) -> None:
+    FaultyFileSystem.fail_at, FaultyFileSystem.writes, FaultyFileSystem.crashed = n, 0, False
+
+
+def heal() -> None:
+    """The storage is back and the writer restarts: no fault to come."""
+    fail_at(None)
+
+
+def _read(uri: str) -> bytes:
+    with fsspec.open(uri, "rb") as f:
+        return f.read()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _payload(seq: int) -> bytes:
+    return bytes([seq]) * (1000 + seq)
+
+
+WRITES_PER_COMMIT = 4  # data: temporary file, copy into place; marker: the same
+
+
+@pytest.mark.parametrize("n", range(1, 3 * WRITES_PER_COMMIT + 2))
+def test_a_failure_at_any_write_leaves_the_previous_or_the_new_checkpoint(tmp_path, faulty, n):
+    folder = f"faulty://{tmp_path}/ckpt"
+    fail_at(n)
+    committed = 0
+    for seq in (1, 2, 3):
+        try:
+            assert commit_write(folder, seq, _payload(seq), ".bin") == f"{folder}/{seq:08d}.bin"
+        except OSError:
+            break
+        committed = seq
+    heal()
+    latest = latest_committed(folder, ".bin")
+    assert latest is not None or committed == 0
+    if latest is not None:
+        assert _read(latest) in (_payload(committed), _payload(committed + 1))
+    if n == 2:  # the copy of the first data file cut short: truncated under its final name, never visible
+        assert (tmp_path / "ckpt" / "00000001.bin").stat().st_size == len(_payload(1)) // 2 and latest is None
+    if n == WRITES_PER_COMMIT + 4:  # checkpoint 2's marker torn: checkpoint 1 stays the visible one
+        assert (tmp_path / "ckpt" / "00000002.commit").read_bytes()[-1:] != b"}" and _read(latest) == _payload(1)
+
+    # The writer restarts with a number above every one in the folder (nothing is overwritten); the sweep
+    # leaves only the newest committed pair.
+    commit_write(folder, 9, _payload(9), ".bin")
+    assert _read(latest_committed(folder, ".bin")) == _payload(9)
+    with pytest.raises(ValueError, match="ckpt: already holds 00000009.bin; checkpoint 9 must be numbered above"):
+        commit_write(folder, 9, b"again", ".bin")
+    sweep_commits(folder)
+    assert _files(tmp_path / "ckpt") == ["00000009.bin", "00000009.commit"]
+
+
+def test_torn_markers_uncommitted_and_short_data_are_ignored(tmp_path):
+    folder = tmp_path / "ckpt"
+    commit_write(str(folder), 1, _payload(1), ".bin")
+    (folder / "00000002.bin").write_bytes(_payload(2))
+    (folder / "00000002.commit").write_bytes(b'{"file": "00000002.bin", "si')  # torn marker
+    (folder / "00000003.bin").write_bytes(_payload(3)[:10])  # truncated under its final name
+    (folder / "00000003.commit").write_bytes(json.dumps({"file": "00000003.bin", "size": len(_payload(3))}).encode())
+    (folder / "00000004.bin").write_bytes(_payload(4))  # data without a marker
+    (folder / f".00000005.bin.{uuid.uuid4().hex}.tmp").write_bytes(b"half")
+    assert latest_committed(str(folder), ".bin") == f"{folder}/00000001.bin"
+    assert latest_committed(str(folder), ".other") is None
+    assert latest_committed(str(tmp_path / "none"), ".bin") is None
+    assert sweep_commits(str(folder)) == 6
+    assert _files(folder) == ["00000001.bin", "00000001.commit"]
+
+
+# A scan's checkpoints on faulty storage, written in this process the way ScanActor.checkpoint writes them.
+
+SHAPE = TowerShape(layers=2, n_heads=2, width=8, head_dim=4, embed_dim=6, tokens=3)
+MODEL, FOLDS = "tiny/faulty", 2
+PLAN = {f"s{i:06d}": Shard(f"s{i:06d}", i, "probe", "probe://?n=24", (4 * i, 4 * i + 4), f"fp{i}") for i in range(6)}
+
+
+def _moments() -> HeadMoments:
+    return HeadMoments(MODEL, [0, 1], SHAPE, folds=FOLDS)
+
+
+def _add(moments: HeadMoments, shard_id: str) -> None:
+    """Scan one shard (random contributions fixed by the shard) into ``moments`` with its record."""
+    shard = PLAN[shard_id]
+    g = torch.Generator().manual_seed(shard.index)
+    moments.update(torch.randn(4, 2, 2, 6, generator=g, dtype=torch.float64), shard.fold(FOLDS),
+                   torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64))
+    moments.mark_covered(shard_id, {
+        "shard_id": shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": shard.fold(FOLDS),
+        "n_images": 4, "n_errors": 0, "n_converted": 0, "seconds": 0.1, "node": "n1", "worker": "w",
+        "finished_at": datetime.now(timezone.utc).isoformat(), "errors": [], "conversions": []})
+
+
+class _Actor:
+    """What a ScanActor keeps and writes: its moments, its commit folder and checkpoint count."""
+
+    def __init__(self, state: RunState, name: str):
+        self.moments, self.checkpoints = _moments(), 0
+        self.folder = f"{state.model_dir(MODEL)}/partials/{name * 12}"
+
+    def scan(self, *shard_ids: str) -> None:
+        for shard_id in shard_ids:
+            _add(self.moments, shard_id)
+        self.checkpoints += 1
+        commit_write(self.folder, self.checkpoints, self.moments.to_bytes(), PARTIAL_SUFFIX)
+
+
+@pytest.mark.parametrize("n", range(1, WRITES_PER_COMMIT + 2))
+def test_a_resumed_scan_reads_only_committed_checkpoints(tmp_path, faulty, n):
+    root = f"faulty://{tmp_path}/root"
+    state = RunState(root, "r1")
+    ctx = SimpleNamespace(run_id="r1", root=root, state=state)
+    a, b = _Actor(state, "a"), _Actor(state, "b")
+    a.scan("s000000", "s000001")
+    b.scan("s000002", "s000003")
+    fail_at(n)  # the driver and its actors die while a's second checkpoint is written
+    try:
+        a.scan("s000004")
+    except OSError:
+        pass
+    heal()
+    covered = _covered(ctx, MODEL, PLAN)
+    saved = {"s000000", "s000001", "s000002", "s000003"} | ({"s000004"} if n > WRITES_PER_COMMIT else set())
+    assert set(covered) == saved
+    assert len(_partials(state, MODEL)) == 2 and all(p.startswith("faulty://") for p in _partials(state, MODEL))
+
+    # Resume: a fresh actor scans what no committed checkpoint holds; the merge equals a clean run's.
+    c = _Actor(state, "c")
+    c.scan(*sorted(set(PLAN) - saved))
+    summary = ScanSummary()
+    _finish_model(ctx, MODEL, PLAN, FOLDS, summary)
+    clean = _moments()
+    for shard_id in PLAN:
+        _add(clean, shard_id)
+    merged = HeadMoments.load(summary.moments[MODEL])
+    assert torch.equal(merged.n, clean.n) and set(merged.shards) == set(PLAN)
+    for name in ("total", "outer", "z_sum"):
+        torch.testing.assert_close(getattr(merged, name), getattr(clean, name), rtol=1e-12, atol=1e-12)
+    assert summary.n_images[MODEL] == 24
+
+    # The finished scan leaves one committed pair per actor and no temporary file.
+    partials = tmp_path / "root" / "_state" / "r1" / "tiny%2Ffaulty" / "partials"
+    expected = {"a" * 12: 2 if n > WRITES_PER_COMMIT else 1, "b" * 12: 1, "c" * 12: 1}
+    assert {f.name: _files(f) for f in partials.iterdir()} == {
+        name: [f"{seq:08d}.commit", f"{seq:08d}.safetensors"] for name, seq in expected.items()}
+    assert not list((tmp_path / "root").rglob("*.tmp"))
+
+
+def test_a_finished_scan_leaves_one_committed_partial_per_actor(ray_cluster, tmp_path):
+    spec = _spec(tmp_path, n=32, extra=["scan.checkpoint_every=1"])
+    _scan(spec, str(tmp_path), "r1")
+    state = RunState(str(tmp_path), "r1")
+    partials = Path(state.model_dir(spec.models.keys[0])) / "partials"
+
+    def committed_pairs() -> dict[str, list[str]]:
+        return {f.name: _files(f) for f in partials.iterdir()}
+
+    pairs = committed_pairs()
+    assert pairs and all(p == [p[0][:8] + ".commit", p[0][:8] + ".safetensors"] for p in pairs.values())
+    assert max(int(p[0][:8]) for p in pairs.values()) >= 2  # checkpoints were superseded, and their files removed
+    assert len(_partials(state, spec.models.keys[0])) == len(pairs)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    # What a killed actor or driver leaves (a temporary file, an uncommitted checkpoint, a torn marker) is
+    # swept when the resumed run finishes.
+    first = sorted(partials.iterdir())[0]
+    (first / f".00000042.safetensors.{uuid.uuid4().hex}.tmp").write_bytes(b"half")
+    (first / "00000041.safetensors").write_bytes(b"uncommitted")
+    (partials / "cccccccccccc").mkdir()
+    (partials / "cccccccccccc" / "00000001.commit").write_bytes(b'{"file": "000')
+    again = _scan(spec, str(tmp_path), "r1")
+    assert again.shards_scanned == 0
+    assert committed_pairs() == {**pairs, "cccccccccccc": []}
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_truncated_parquet_part_is_named(tmp_path):
+    root = str(tmp_path)
+    write_table(root, "errors", [{"stage": "scan", "reason": "empty"}], "r1", "m")
+    part = Path(write_table(root, "errors", [{"stage": "scan", "reason": "corrupt"}], "r1", "m"))
+    # A write in progress (atomic_write's temporary name) matches no reader's pattern.
+    (part.parent / f".{part.name}.{uuid.uuid4().hex}.tmp").write_bytes(b"PAR1 half")
+    assert read_table(root, "errors").num_rows == 2
+    with analytics.connect(root) as conn:
+        assert conn.execute("SELECT count(*) FROM errors").fetchone() == (2,)
+
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    for read in (lambda: read_table(root, "errors"), lambda: analytics.connect(root)):
+        with pytest.raises(IncompleteFileError, match="incomplete or not a Parquet file") as info:
+            read()
+        assert isinstance(info.value, UserError)
+        assert str(part) in str(info.value) and "remove it, then re-run the stage that wrote it" in str(info.value)
+
+
+def test_sweep_tmp_removes_only_old_temporary_files(tmp_path):
+    old = tmp_path / "a" / "b" / f".x.json.{uuid.uuid4().hex}.tmp"
+    new = tmp_path / "a" / f".y.json.{uuid.uuid4().hex}.tmp"
+    others = [tmp_path / "a" / "z.json", tmp_path / "a" / ".hidden.tmp", tmp_path / "a" / "x.tmp",
+              tmp_path / "a" / "b" / f"y.json.{uuid.uuid4().hex}.tmp"]
+    for p in (old, new, *others):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert sweep_tmp(f"faulty://{tmp_path}", older_than_s=60) == 1
+    assert not old.exists() and new.exists()
+    assert sweep_tmp(str(tmp_path)) == 1 and not new.exists()
+    assert all(p.exists() for p in others)
+    assert sweep_tmp(str(tmp_path / "missing")) == 0
