@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = benches.add_parser("judge", help="judge pool throughput against a rate-limited loopback server")
     b.add_argument("--rpm", type=float, help="the server's requests per minute")
     b.add_argument("--seconds", type=float, help="how long to run")
+    b = benches.add_parser("chaos", help="a run under every fault at once (kills, judge faults) vs an undisturbed run")
+    b.add_argument("--images", type=int, help="images generated and scanned")
+    b.add_argument("--seed", type=int, help="seed of the faults and of which actors are killed")
     benches.add_parser("preflight", help="seconds from `ccs-ray run` to the error, per kind of mistake; --help time")
     for b in benches.choices.values():
         b.add_argument("--json", action="store_true", help="print one JSON object")

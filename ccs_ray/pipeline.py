@@ -25,7 +25,7 @@ import ray
 from . import tables
 from .cluster import ensure_ray
 from .errors import UserError
-from .files import use_storage
+from .files import sweep_tmp, use_storage
 from .preflight import Plan, preflight
 from .reference import write_reference_tables
 from .spec import Spec
@@ -154,6 +154,7 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
             summary["seconds"][s.name] = round(time.perf_counter() - t_stage, 2)
         if not recorded:
             _write_runs(spec, ctx, "done", stage, started, summary["stages"].get("scan"))
+        _sweep(state, spec.models.keys)
     except BaseException as e:  # an interrupt too is recorded, then raised as it is
         why = _reason(e) if isinstance(e, Exception) else f"interrupted ({type(e).__name__})"
         try:
@@ -166,6 +167,16 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
         raise RunFailed(stage, why, state.run_id, root) from e
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def _sweep(state: RunState, models: list[str]) -> None:
+    """Remove temporary files that writers of this run (all finished now, or killed before a ``--resume``) left
+    in the run's state and table partitions."""
+    sweep_tmp(state.dir)
+    for table in tables.TABLES:
+        if table not in tables.REFERENCE_TABLES:
+            for model in models:
+                sweep_tmp(tables.partition_path(state.root, table, state.run_id, model))
 
 
 #: The counts of each stage's summary that :func:`describe` shows, with their words.

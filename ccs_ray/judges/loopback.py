@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import re
 import select
 import socket
@@ -115,6 +116,14 @@ class Record:
     finished: float | None = None  # when the reply was written (or given up)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A connection the client reset or closed (a timeout, a kill) is a normal event here, not an error to print."""
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class JudgeServer:
     """``with JudgeServer() as s: s.base_url`` -> ``http://127.0.0.1:<port>/v1``."""
 
@@ -137,7 +146,7 @@ class JudgeServer:
         self.in_flight = self.max_in_flight = 0
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -20,12 +20,14 @@ from ..judges.flights import MERGED
 from ..judges.heads import VARIANTS, Verdict, file_safe, heads_from_spans
 from ..judges.offline import NAME as OFFLINE_NAME, OfflineJudge, vocabulary_from
 from ..judges.pool import endpoint_of, run_pool
+from ..files import sweep_tmp
 from ..progress import Progress
 from ..spec import EndpointConfig, JudgeConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from .base import Context, Stage
 
 COMBINED = "combined"
+STALE_TMP_S = 10.0  # an answer cache entry (< 1 KB) still half written after this long has lost its writer
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
                for c in calls if c["final"] and c["error"]]
     replace_file(root, "errors", errors, run_id, model, "judge")  # this run's judge errors replace the last run's
     write_table(root, "judge_calls", calls, run_id, model, name=f"judge-{uuid.uuid4().hex}")  # every run's calls kept
+    sweep_tmp(cache_root, older_than_s=STALE_TMP_S)  # entries whose writer died mid-write (a killed actor)
     return {
         "heads_judged": len(head_spans), "judges": list(tables),
         "calls": sum(c["via"] == SENT for c in calls), "cached": sum(c["via"] == HIT for c in calls),

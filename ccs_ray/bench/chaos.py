@@ -1,0 +1,254 @@
+"""``ccs-ray bench chaos``: one run that meets every fault at once ends exactly as an undisturbed run.
+
+Two runs of the same job (scan, spans and judge of the random-init tiny model over a generated probe set,
+an LLM judge on the loopback server of :mod:`ccs_ray.judges.loopback`), each ``ccs-ray run`` in a process
+of its own, connected to this process's Ray cluster (which outlives them):
+
+- undisturbed: a fault-free server;
+- chaos: a server that answers with :data:`~ccs_ray.judges.loopback.CHAOS_MIX` (429s, 500s, garbage,
+  dropped connections, answers slower than the client's timeout) and honours ``Idempotency-Key``, while
+  a chaos thread SIGKILLs a random scan actor every :data:`SCAN_KILL_EVERY` checkpoints of the scan (at
+  most :data:`SCAN_KILLS`), one judge actor once :data:`JUDGE_KILL_AT` requests have arrived, and the
+  driver once :data:`DRIVER_KILL_AT` have; the run is then finished by ``ccs-ray run --resume``.
+
+Figures: whether moments (``n`` per head exactly, sums to float rounding), spans, labels, judgments, CCS
+and the errors table equal the undisturbed run's; lost judgments; ``paid_twice`` and ``computed_twice``
+from the chaos server's own log over both driver lifetimes; leftover ``*.tmp`` and uncommitted partial
+files; how long after the driver's death a request still reached the server and a process of the run
+was still alive; and the counts (kills, retries, resumed shards, requests sent vs answers needed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SPEC = """name = "bench-chaos"
+stages = ["scan", "spans", "judge"]
+[models]
+keys = ["ccs-tiny/none"]
+last_layers = 4
+[data]
+source = "probe://?n={images}&seed=4&size=48"
+shard_size = 8
+[scan]
+batch_size = 8
+checkpoint_every = 2
+actors = 2
+cpus_per_actor = 0.5
+[spans]
+pool = "ccs-basic"
+m = 5
+[judge]
+model = "chaos"
+base_url = "{base_url}"
+rpm = 60000
+concurrency = 8
+actors = 2
+timeout_s = {timeout_s}
+backoff_s = 0.05
+backoff_max_s = 0.5
+max_retries = 12
+"""
+
+SCAN_KILL_EVERY = 2  # checkpoints committed (of scan.checkpoint_every shards each) between scan actor kills
+SCAN_KILLS = 3
+JUDGE_KILL_AT = 40  # requests at the server when one judge actor is killed
+DRIVER_KILL_AT = 100  # ... and when the driver is killed
+TIMEOUT_S = 1.0  # the client's timeout; slow-beyond-timeout answers take BEYOND_S
+BEYOND_S = 1.6
+MOMENTS_RTOL = 1e-9  # moments summed in another order differ by float64 rounding only
+
+
+def ray_processes(titles: tuple[str, ...] = ("ray::",)) -> dict[int, str]:
+    """pid -> title of this machine's Ray worker processes whose title starts with one of ``titles``."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmd.startswith(titles):
+            found[int(pid)] = cmd
+    return found
+
+
+def _kill(pid: int) -> bool:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _driver(spec: Path, root: Path, run_id: str, env: dict, resume: bool = False) -> subprocess.Popen:
+    args = [sys.executable, "-m", "ccs_ray.cli", "run", str(spec), "--no-progress", "--json", "--results", str(root),
+            "--run-id", run_id] + (["--resume"] if resume else [])
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen, what: str) -> dict:
+    out, err = proc.communicate(timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} exited with {proc.returncode}: {err[-3000:]}")
+    return json.loads(out)
+
+
+class _Chaos(threading.Thread):
+    """Kills scan actors during the scan, a judge actor and then the driver during the judge stage."""
+
+    def __init__(self, driver: subprocess.Popen, server, root: Path, seed: int, others: set[int]):
+        super().__init__(daemon=True)
+        self.driver, self.server, self.root, self.others = driver, server, root, others
+        self.rng = random.Random(seed)
+        self.scan_kills = self.judge_kills = 0
+        self.processes: set[int] = set()  # the run's Ray worker processes when the driver was killed
+        self.driver_killed_at: float | None = None
+        self.error: str | None = None
+
+    def _kill_one(self, title: str) -> bool:
+        victims = sorted(set(ray_processes((title,))) - self.others)
+        return bool(victims) and _kill(self.rng.choice(victims))
+
+    def run(self) -> None:
+        seen, at_last_kill = set(), 0
+        while self.driver.poll() is None and self.driver_killed_at is None:
+            time.sleep(0.05)
+            requests = len(self.server.log)
+            if not requests and self.scan_kills < SCAN_KILLS:
+                seen |= {str(p) for p in self.root.glob("_state/*/*/partials/*/*.commit")}  # checkpoints so far
+                if len(seen) - at_last_kill >= SCAN_KILL_EVERY and self._kill_one("ray::ScanActor"):
+                    self.scan_kills, at_last_kill = self.scan_kills + 1, len(seen)
+            if requests >= JUDGE_KILL_AT and not self.judge_kills and self._kill_one("ray::JudgeWorker"):
+                self.judge_kills += 1
+            if requests >= DRIVER_KILL_AT and self.judge_kills:
+                self.processes = set(ray_processes()) - self.others
+                os.killpg(self.driver.pid, signal.SIGKILL)
+                self.driver_killed_at = time.time()
+        if self.driver_killed_at is None:
+            self.error = f"the driver ended before it was killed (exit {self.driver.poll()})"
+
+
+def _rows(root: Path, table: str, run_id: str, model: str) -> list[dict]:
+    """A table's rows of one run without times, in a canonical order."""
+    from ..tables import read_table
+
+    rows = [{k: v for k, v in r.items() if k != "at"} for r in read_table(str(root), table, run_id, model).to_pylist()]
+    return sorted(rows, key=lambda r: json.dumps({k: v for k, v in r.items() if not isinstance(v, float)},
+                                                 sort_keys=True, default=str))
+
+
+def _same_rows(a: list[dict], b: list[dict]) -> bool:
+    """Equal rows, floats (variances computed from moments summed in another order) to :data:`MOMENTS_RTOL`."""
+    def same(x, y):
+        if isinstance(x, float) and isinstance(y, float):
+            return math.isclose(x, y, rel_tol=MOMENTS_RTOL, abs_tol=MOMENTS_RTOL)
+        return x == y
+
+    return len(a) == len(b) and all(r.keys() == q.keys() and all(same(r[k], q[k]) for k in r) for r, q in zip(a, b))
+
+
+def _leftovers(root: Path) -> dict:
+    """Temporary files anywhere under ``root`` and partial checkpoint files no commit marker names."""
+    from ..files import latest_committed
+
+    tmp = [str(p) for p in root.rglob("*.tmp")]
+    orphans = []
+    for folder in root.glob("_state/*/*/partials/*"):
+        latest = latest_committed(str(folder), ".safetensors")
+        orphans += [str(p) for p in folder.glob("*.safetensors") if latest is None or str(p) != latest]
+    return {"tmp_files": tmp, "orphan_partials": orphans}
+
+
+def run(images: int = 240, seed: int = 0) -> dict:
+    """Run the undisturbed and the chaos run; returns the figures (``equal_*`` must all be true)."""
+    import ray
+    import torch
+
+    from ..cluster import ensure_ray
+    from ..judges.loopback import CHAOS_MIX, JudgeServer
+    from ..moments import HeadMoments
+    from ..tables import read_table
+
+    ensure_ray()
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    model = "ccs-tiny/none"
+    figures: dict = {"images": images}
+    with tempfile.TemporaryDirectory(prefix="ccs-bench-chaos-") as tmp:
+        tmp = Path(tmp)
+        results = {}
+        with JudgeServer(latency_s=0.02) as calm, JudgeServer(latency_s=0.05, fault_mix=CHAOS_MIX, beyond_s=BEYOND_S,
+                                                              honour_idempotency=True, retry_after_s=0.05, seed=seed) as wild:
+            for name, server in (("calm", calm), ("chaos", wild)):
+                spec = tmp / f"{name}.toml"
+                spec.write_text(SPEC.format(images=images, base_url=server.base_url, timeout_s=TIMEOUT_S))
+                results[name] = (spec, tmp / name)
+            t0 = time.perf_counter()
+            undisturbed = _finish(_driver(*results["calm"], "r1", env), "the undisturbed run")
+            figures["undisturbed_s"] = time.perf_counter() - t0
+            needed = calm.accounting()["keys"]
+
+            t0 = time.perf_counter()
+            others = set(ray_processes())  # Ray processes of other jobs of this cluster
+            driver = _driver(*results["chaos"], "r1", env)
+            chaos = _Chaos(driver, wild, results["chaos"][1], seed, others)
+            chaos.start()
+            chaos.join(900)
+            driver.wait()
+            if chaos.error:
+                raise RuntimeError(f"chaos run: {chaos.error}: {driver.stderr.read()[-3000:]}")
+            killed_at = chaos.driver_killed_at
+            gone = None
+            while time.time() - killed_at < 60:
+                if not chaos.processes & set(ray_processes()):
+                    gone = time.time() - killed_at
+                    break
+                time.sleep(0.2)
+            time.sleep(1.0)  # once the run's processes are gone nothing of it sends; a request in the air lands
+            after = [t - killed_at for t, _ in wild.log if t > killed_at]
+            requests_first = len(wild.log)
+            resumed = _finish(_driver(*results["chaos"], "r1", env, resume=True), "the resumed run")
+            figures["chaos_s"] = time.perf_counter() - t0
+            account = wild.accounting()
+
+        calm_root, wild_root = results["calm"][1], results["chaos"][1]
+        a = HeadMoments.load(read_table(str(calm_root), "moments", "r1", model).to_pylist()[-1]["uri"])
+        b = HeadMoments.load(read_table(str(wild_root), "moments", "r1", model).to_pylist()[-1]["uri"])
+        same_tables = {t: _same_rows(_rows(calm_root, t, "r1", model), _rows(wild_root, t, "r1", model))
+                       for t in ("spans", "labels", "judgments", "ccs", "errors")}
+        judgments = read_table(str(wild_root), "judgments", "r1", model).to_pylist()
+        calls = read_table(str(wild_root), "judge_calls", "r1", model).to_pylist()
+        scan, planned = resumed["stages"]["scan"], undisturbed["stages"]["scan"]["shards_scanned"]
+        leftovers = _leftovers(wild_root)
+        figures.update({
+            "equal_n_per_head": bool(torch.equal(a.n, b.n)) and a.heads == b.heads,
+            "equal_moments": all(torch.allclose(getattr(a, k), getattr(b, k), rtol=MOMENTS_RTOL, atol=MOMENTS_RTOL)
+                                 for k in ("total", "outer", "z_sum")),
+            **{f"equal_{t}": same for t, same in same_tables.items()},
+            "lost_judgments": sum(j["aligned"] is None for j in judgments),
+            "paid_twice": account["paid_twice"], "computed_twice": account["computed_twice"],
+            "replayed": account["replayed"],
+            "tmp_files_left": len(leftovers["tmp_files"]), "orphan_partials_left": len(leftovers["orphan_partials"]),
+            "scan_actor_kills": chaos.scan_kills, "judge_actor_kills": chaos.judge_kills, "driver_kills": 1,
+            "shards_planned": planned, "shards_scanned": scan["shards_scanned"],
+            "shards_rescanned_after_actor_kills": scan["shards_scanned"] - planned,
+            "resumed_judge": {k: resumed["stages"]["judge"][model][k] for k in ("calls", "cached", "merged")},
+            "requests_sent": account["requests"], "requests_before_driver_kill": requests_first,
+            "answers_needed": needed, "retries": sum(c["attempt"] is not None and c["attempt"] > 0 for c in calls),
+            "retried_after_timeout": sum(bool(c["retried_after_timeout"]) for c in calls),
+            "merged": sum(c["via"] == "merged" for c in calls),
+            "last_request_after_driver_kill_s": max(after) if after else 0.0,
+            "run_processes_at_driver_kill": len(chaos.processes), "run_processes_gone_after_s": gone,
+            "undisturbed_judge": {k: undisturbed["stages"]["judge"][model][k] for k in ("calls", "cached", "merged")},
+        })
+    return figures
