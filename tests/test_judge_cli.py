@@ -24,5 +24,7 @@ def test_bench_judge_json_prints_one_object():
     out = cli("bench", "judge", "--json", "--rpm", "120", "--seconds", "3")
     figures = json.loads(out)  # "Extra data" if anything else was printed
     assert isinstance(figures, dict) and figures["rpm"] == 120
-    assert figures["requests"] >= figures["answered"] >= 6 * figures["heads_judged"]  # a label and 5 judgments per head
+    # heads in pairs with the same spans: a label and 5 judgments per pair
+    assert figures["requests"] >= figures["answered"] >= figures["answers_needed"] == 6 * figures["heads_judged"] // 2
+    assert figures["paid_twice"] == 0
     assert figures["lost_judgments"] == 0 and figures["rerun_requests"] == 0

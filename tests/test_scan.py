@@ -58,11 +58,6 @@ def _assert_same_moments(a: HeadMoments, b: HeadMoments):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-9)
 
 
-def _span_texts(root, run_id):
-    t = read_table(str(root), "spans", run_id).to_pylist()
-    return sorted((r["head_label"], r["subset"], r["rank"], r["text"]) for r in t)
-
-
 def test_scan_equals_single_process(ray_cluster, tmp_path):
     spec = _spec(tmp_path)
     summary = _scan(spec, str(tmp_path), "r1")
@@ -160,7 +155,8 @@ def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
 
 @pytest.mark.slow
 def test_killed_driver_resumes_without_rescanning(tmp_path):
-    """`ccs-ray run` killed (with its whole local Ray) mid-scan; `--resume` finishes with identical spans."""
+    """`ccs-ray run` killed (with its whole local Ray) mid-scan; `--resume` finishes with the moments of a
+    single-process scan."""
     args = [sys.executable, "-m", "ccs_ray.cli", "run", str(REPO / "jobs" / "smoke.toml"), "--no-progress",
             "--set", 'stages=["scan","spans"]', "--set", 'data.source="probe://?n=240&seed=4&size=48"',
             "--set", "data.shard_size=4", "--set", "scan.checkpoint_every=2", "--set", "scan.batch_size=4"]
@@ -179,9 +175,9 @@ def test_killed_driver_resumes_without_rescanning(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     scan = json.loads(done.stdout)["stages"]["scan"]
     assert scan["shards_skipped"] > 0 and scan["shards_scanned"] + scan["shards_skipped"] == 60
-    fresh = subprocess.run(args + ["--results", str(tmp_path / "b"), "--run-id", "r1"], env=env, capture_output=True, text=True, timeout=600)
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    assert _span_texts(tmp_path / "a", "r1") == _span_texts(tmp_path / "b", "r1")
+    spec = load_spec(REPO / "jobs" / "smoke.toml", [a for a, flag in zip(args[1:], args) if flag == "--set"])
+    moments = read_table(str(tmp_path / "a"), "moments", "r1").to_pylist()[-1]["uri"]
+    _assert_same_moments(HeadMoments.load(moments), _reference(spec))  # every image once, as in one process
 
 
 @pytest.mark.slow

@@ -1,11 +1,11 @@
 """``ccs-ray bench chaos``: one run that meets every fault at once ends exactly as an undisturbed run.
 
 Two runs of the same job (scan, spans and judge of the random-init tiny model over a generated probe set,
-an LLM judge on the loopback server of :mod:`ccs_ray.judges.loopback`), each ``ccs-ray run`` in a process
-of its own, connected to this process's Ray cluster (which outlives them):
+an LLM judge on the loopback server of :mod:`ccs_ray.judges.loopback`) on this process's Ray cluster:
 
-- undisturbed: a fault-free server;
-- chaos: a server that answers with :data:`~ccs_ray.judges.loopback.CHAOS_MIX` (429s, 500s, garbage,
+- undisturbed: in this process, against a fault-free server;
+- chaos: ``ccs-ray run`` in a process of its own (connected to the cluster, which outlives it), against a
+  server that answers with :data:`~ccs_ray.judges.loopback.CHAOS_MIX` (429s, 500s, garbage,
   dropped connections, answers slower than the client's timeout) and honours ``Idempotency-Key``, while
   a chaos thread SIGKILLs a random scan actor every :data:`SCAN_KILL_EVERY` checkpoints of the scan (at
   most :data:`SCAN_KILLS`), one judge actor once :data:`JUDGE_KILL_AT` requests have arrived, and the
@@ -178,6 +178,8 @@ def run(images: int = 240, seed: int = 0) -> dict:
     from ..cluster import ensure_ray
     from ..judges.loopback import CHAOS_MIX, JudgeServer
     from ..moments import HeadMoments
+    from ..pipeline import run as run_pipeline
+    from ..spec import load_spec
     from ..tables import read_table
 
     ensure_ray()
@@ -194,7 +196,8 @@ def run(images: int = 240, seed: int = 0) -> dict:
                 spec.write_text(SPEC.format(images=images, base_url=server.base_url, timeout_s=TIMEOUT_S))
                 results[name] = (spec, tmp / name)
             t0 = time.perf_counter()
-            undisturbed = _finish(_driver(*results["calm"], "r1", env), "the undisturbed run")
+            spec, root = results["calm"]
+            undisturbed = run_pipeline(load_spec(spec, [f'results.root="{root}"']), run_id="r1", progress=False)
             figures["undisturbed_s"] = time.perf_counter() - t0
             needed = calm.accounting()["keys"]
 
