@@ -43,12 +43,12 @@ def ensure_ray(num_cpus: int | None = None, env: dict[str, str] | None = None) -
 _NAMED: dict[tuple[str, str], object] = {}  # (Ray job, name) -> handle: the actor lives as long as this driver
 
 
-def named_actor(cls: type, name: str, *args):
-    """The one actor ``name`` of this Ray job, an instance of ``cls(*args)`` holding no CPU, created on first
-    use; other processes of the job (the actors it starts) find it by name."""
+def named_actor(cls: type, name: str, *args, **options):
+    """The one actor ``name`` of this Ray job, an instance of ``cls(*args)`` holding no CPU (and Ray's actor
+    ``options``), created on first use; other processes of the job (the actors it starts) find it by name."""
     key = (ray.get_runtime_context().get_job_id(), name)
     if key not in _NAMED:
-        _NAMED[key] = ray.remote(num_cpus=0)(cls).options(name=name, get_if_exists=True).remote(*args)
+        _NAMED[key] = ray.remote(num_cpus=0)(cls).options(name=name, get_if_exists=True, **options).remote(*args)
     return _NAMED[key]
 
 

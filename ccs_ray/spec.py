@@ -137,7 +137,9 @@ class JudgeConfig(EndpointConfig):
     heldout: bool = Field(True, description="also label from spans 1..m and judge spans m+1..2m")
     concurrency: int = Field(8, ge=1, description="requests in flight per judge, across the whole pool")
     actors: int = Field(2, ge=1, description="async Ray actors per judge")
-    timeout_s: float = Field(60, gt=0, description="per-call timeout (s); keep it above the endpoint's slowest answers: a call retried after a timeout may be computed (and charged) twice by an endpoint that ignores Idempotency-Key")
+    timeout_s: float = Field(60, gt=0, description="per-call timeout (s); keep it above the endpoint's slowest "
+                             "answers: a call retried after a timeout may be charged twice by an endpoint that "
+                             "ignores Idempotency-Key")
     max_retries: int = Field(6, ge=0, description="retries of a request (429, 5xx, timeouts, drops, unparseable)")
     backoff_s: float = Field(1.0, gt=0, description="base of the jittered exponential backoff")
     backoff_max_s: float = Field(60, gt=0)

@@ -67,8 +67,12 @@ class InFlight:
         return len(self.flights)
 
 
+#: Calls the registry runs at once: every waiting request holds one, and a leader's ``finish`` needs one more.
+MAX_CONCURRENCY = 1_000_000
+
+
 def flights_actor(name: str):
     """The cluster's one named :class:`InFlight` actor ``name`` (created on first use)."""
     from ..cluster import named_actor
 
-    return named_actor(InFlight, name)
+    return named_actor(InFlight, name, max_concurrency=MAX_CONCURRENCY)
