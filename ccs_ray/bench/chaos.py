@@ -42,7 +42,7 @@ source = "probe://?n={images}&seed=4&size=48"
 shard_size = 8
 [scan]
 batch_size = 8
-checkpoint_every = 2
+checkpoint_every = 3
 actors = 2
 cpus_per_actor = 0.5
 [spans]
@@ -62,6 +62,7 @@ max_retries = 12
 
 SCAN_KILL_EVERY = 2  # checkpoints committed (of scan.checkpoint_every shards each) between scan actor kills
 SCAN_KILLS = 3
+SCAN_KILL_DELAY_S = 0.05  # a kill comes up to this long after the checkpoint that triggers it
 JUDGE_KILL_AT = 40  # requests at the server when one judge actor is killed
 DRIVER_KILL_AT = 100  # ... and when the driver is killed
 TIMEOUT_S = 1.0  # the client's timeout; slow-beyond-timeout answers take BEYOND_S
@@ -127,8 +128,10 @@ class _Chaos(threading.Thread):
             requests = len(self.server.log)
             if not requests and self.scan_kills < SCAN_KILLS:
                 seen |= {str(p) for p in self.root.glob("_state/*/*/partials/*/*.commit")}  # checkpoints so far
-                if len(seen) - at_last_kill >= SCAN_KILL_EVERY and self._kill_one("ray::ScanActor"):
-                    self.scan_kills, at_last_kill = self.scan_kills + 1, len(seen)
+                if len(seen) - at_last_kill >= SCAN_KILL_EVERY:
+                    time.sleep(self.rng.uniform(0.0, SCAN_KILL_DELAY_S))  # not always just after a checkpoint
+                    if self._kill_one("ray::ScanActor"):
+                        self.scan_kills, at_last_kill = self.scan_kills + 1, len(seen)
             if requests >= JUDGE_KILL_AT and not self.judge_kills and self._kill_one("ray::JudgeWorker"):
                 self.judge_kills += 1
             if requests >= DRIVER_KILL_AT and self.judge_kills:
