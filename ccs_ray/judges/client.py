@@ -66,10 +66,6 @@ class Answer:
     cache_key: str = ""
     calls: list[dict] = field(default_factory=list)
 
-    @property
-    def status(self) -> str:
-        return "error" if self.error else "ok"
-
 
 @dataclass(frozen=True)
 class Endpoint:
