@@ -12,6 +12,12 @@ from ray.cluster_utils import Cluster
 REPO = Path(__file__).resolve().parents[1]
 
 
+@ray.remote(num_cpus=1)
+def _node() -> str:
+    time.sleep(0.1)
+    return ray.get_runtime_context().get_node_id()
+
+
 def main(root: str) -> None:
     from ccs_ray.spec import load_spec
     from ccs_ray.stages import Context
@@ -24,9 +30,12 @@ def main(root: str) -> None:
     cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
-    # SPREAD places actors among the nodes the scheduler already sees: wait until both nodes' CPUs are visible.
+    # SPREAD places actors among the nodes the scheduler already sees, and a node's resources reach the head's
+    # scheduler after they reach the GCS: wait until SPREAD probes land on both nodes.
     deadline = time.monotonic() + 60
-    while ray.available_resources().get("CPU", 0) < 4 and time.monotonic() < deadline:
+    while len(set(ray.get([_node.options(scheduling_strategy="SPREAD").remote() for _ in range(4)]))) < 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the scheduler never placed work on both nodes")
         time.sleep(0.2)
     spec = load_spec(REPO / "jobs" / "smoke.toml", [
         f'results.root="{root}"', 'data.source="probe://?n=64&seed=3&size=48"', "data.shard_size=8",
