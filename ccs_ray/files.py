@@ -141,7 +141,7 @@ def commit_write(folder: str, seq: int, data: bytes, suffix: str) -> str:
     fs, path = fsspec.core.url_to_fs(folder)
     path, folder = path.rstrip("/"), folder.rstrip("/")
     older = _files(fs, path)
-    taken = sorted(n for n in older if _SEQ.match(n) and int(_SEQ.match(n)[1]) >= seq)
+    taken = sorted(n for n in older if (m := _SEQ.match(n)) and int(m[1]) >= seq)
     if taken:
         raise ValueError(f"{folder}: already holds {taken[0]}; checkpoint {seq} must be numbered above "
                          f"every checkpoint in the folder (nothing there is overwritten)")

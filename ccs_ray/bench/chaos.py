@@ -15,7 +15,8 @@ Figures: whether moments (``n`` per head exactly, sums to float rounding), spans
 and the errors table equal the undisturbed run's; lost judgments; ``paid_twice`` and ``computed_twice``
 from the chaos server's own log over both driver lifetimes; leftover ``*.tmp`` and uncommitted partial
 files; how long after the driver's death a request still reached the server and a process of the run
-was still alive; and the counts (kills, retries, resumed shards, requests sent vs answers needed).
+was still alive; and the counts (kills, shards scanned again, requests sent vs answers needed, requests
+beyond one per distinct request over both driver lifetimes, the judge stage's calls of each run).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ JUDGE_KILL_AT = 40  # requests at the server when one judge actor is killed
 DRIVER_KILL_AT = 100  # ... and when the driver is killed
 TIMEOUT_S = 1.0  # the client's timeout; slow-beyond-timeout answers take BEYOND_S
 BEYOND_S = 1.6
+JUDGE_COUNTS = ("calls", "cached", "merged", "retried_after_timeout")  # of a run's judge stage summary
 MOMENTS_RTOL = 1e-9  # moments summed in another order differ by float64 rounding only
 
 
@@ -164,12 +166,13 @@ def _same_rows(a: list[dict], b: list[dict]) -> bool:
 def _leftovers(root: Path) -> dict:
     """Temporary files anywhere under ``root`` and partial checkpoint files no commit marker names."""
     from ..files import latest_committed
+    from ..stages.scan import PARTIAL_SUFFIX
 
     tmp = [str(p) for p in root.rglob("*.tmp")]
     orphans = []
     for folder in root.glob("_state/*/*/partials/*"):
-        latest = latest_committed(str(folder), ".safetensors")
-        orphans += [str(p) for p in folder.glob("*.safetensors") if latest is None or str(p) != latest]
+        latest = latest_committed(str(folder), PARTIAL_SUFFIX)
+        orphans += [str(p) for p in folder.glob(f"*{PARTIAL_SUFFIX}") if latest is None or str(p) != latest]
     return {"tmp_files": tmp, "orphan_partials": orphans}
 
 
@@ -233,7 +236,6 @@ def run(images: int = 240, seed: int = 0) -> dict:
         same_tables = {t: _same_rows(_rows(calm_root, t, "r1", model), _rows(wild_root, t, "r1", model))
                        for t in ("spans", "labels", "judgments", "ccs", "errors")}
         judgments = read_table(str(wild_root), "judgments", "r1", model).to_pylist()
-        calls = read_table(str(wild_root), "judge_calls", "r1", model).to_pylist()
         scan, planned = resumed["stages"]["scan"], undisturbed["stages"]["scan"]["shards_scanned"]
         leftovers = _leftovers(wild_root)
         figures.update({
@@ -248,13 +250,11 @@ def run(images: int = 240, seed: int = 0) -> dict:
             "scan_actor_kills": chaos.scan_kills, "judge_actor_kills": chaos.judge_kills, "driver_kills": 1,
             "shards_planned": planned, "shards_scanned": scan["shards_scanned"],
             "shards_rescanned_after_actor_kills": scan["shards_scanned"] - planned,
-            "resumed_judge": {k: resumed["stages"]["judge"][model][k] for k in ("calls", "cached", "merged")},
             "requests_sent": account["requests"], "requests_before_driver_kill": requests_first,
-            "answers_needed": needed, "retries": sum(c["attempt"] is not None and c["attempt"] > 0 for c in calls),
-            "retried_after_timeout": sum(bool(c["retried_after_timeout"]) for c in calls),
-            "merged": sum(c["via"] == "merged" for c in calls),
+            "answers_needed": needed, "requests_beyond_one_per_key": account["requests"] - account["keys"],
+            "resumed_judge": {k: resumed["stages"]["judge"][model][k] for k in JUDGE_COUNTS},
             "last_request_after_driver_kill_s": max(after) if after else 0.0,
             "run_processes_at_driver_kill": len(chaos.processes), "run_processes_gone_after_s": gone,
-            "undisturbed_judge": {k: undisturbed["stages"]["judge"][model][k] for k in ("calls", "cached", "merged")},
+            "undisturbed_judge": {k: undisturbed["stages"]["judge"][model][k] for k in JUDGE_COUNTS},
         })
     return figures

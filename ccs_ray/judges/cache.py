@@ -15,11 +15,15 @@ import fsspec
 from ..files import atomic_write
 
 
-def cache_key(endpoint: str, model: str, messages: list[dict], params: dict) -> str:
-    """Hex sha256 of the canonical JSON of everything that determines an answer."""
-    blob = json.dumps({"endpoint": endpoint.rstrip("/"), "model": model, "messages": messages, "params": params},
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def json_digest(value) -> str:
+    """Hex sha256 of the canonical JSON of ``value`` (sorted keys, no spaces, UTF-8)."""
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_key(endpoint: str, model: str, messages: list[dict], params: dict) -> str:
+    """:func:`json_digest` of everything that determines an answer."""
+    return json_digest({"endpoint": endpoint.rstrip("/"), "model": model, "messages": messages, "params": params})
 
 
 class AnswerCache:

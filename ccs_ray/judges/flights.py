@@ -36,7 +36,6 @@ class InFlight:
 
     def __init__(self):
         self.flights: dict[str, _Flight] = {}
-        self.merged = 0  # requests answered by another's flight (for the bench)
 
     async def join(self, key: str, owner: str) -> tuple[str, dict | None]:
         flight = self.flights.get(key)
@@ -46,7 +45,6 @@ class InFlight:
         await flight.done.wait()
         if flight.result is None:
             return ABANDONED, None
-        self.merged += 1
         return MERGED, flight.result
 
     def finish(self, key: str, result: dict | None) -> None:
@@ -62,9 +60,6 @@ class InFlight:
         for key in keys:
             self.finish(key, None)
         return len(keys)
-
-    def in_flight(self) -> int:
-        return len(self.flights)
 
 
 #: Calls the registry runs at once: every waiting request holds one, and a leader's ``finish`` needs one more.

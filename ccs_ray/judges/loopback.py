@@ -31,24 +31,30 @@ client still had open: a client that timed out and closed it was billed for an a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
-import sys
 import re
 import select
 import socket
+import sys
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .cache import json_digest
+
 ARTICLES = {"a", "an", "the", "photo", "of", "picture"}
 REFUSALS = ("429", "500", "echo", "drop")  # faults that stop a request before the model (as does "limit")
 ANSWERS = ("ok", "slow", "slow-beyond-timeout", "garbage", "drop-after-answer", "quota")  # faults the model bills
 FAULTS = REFUSALS + ANSWERS  # what fault_mix may draw
+ERROR_REPLIES = {  # outcome -> (HTTP status, error object) of the plain error replies
+    "500": (500, {"message": "injected server error"}),
+    "409": (409, {"message": "a request with this Idempotency-Key is in progress", "type": "idempotency_conflict"}),
+    "422": (422, {"message": "this Idempotency-Key was used for another request", "type": "idempotency_mismatch"}),
+}
 CHAOS_MIX = {"429": 0.10, "500": 0.05, "garbage": 0.05, "drop-after-answer": 0.02, "slow-beyond-timeout": 0.05}
 
 
@@ -68,9 +74,8 @@ def fake_answer(messages: list[dict]) -> str:
 
 
 def request_key(body: dict) -> str:
-    """Hex sha256 of the canonical JSON of a request body (model, messages and every other field)."""
-    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """:func:`~ccs_ray.judges.cache.json_digest` of a request body (model, messages and every other field)."""
+    return json_digest(body)
 
 
 def draw_fault(mix: dict[str, float], rng: random.Random) -> str:
@@ -313,20 +318,13 @@ class JudgeServer:
                     self._send(429, {"error": {"message": "rate limit", "type": "rate_limit"}},
                                {"retry-after-ms": str(int(wait * 1000)), "Retry-After": str(max(1, round(wait)))})
                     return None
-                if fault == "500":
-                    self._send(500, {"error": {"message": "injected server error"}})
-                    return None
                 if fault == "echo":
                     message = f"cannot serve Authorization: {self.headers.get('Authorization')} {dict(self.headers)}"
                     self._send(500, {"error": {"message": message}})
                     return None
-                if fault == "409":
-                    self._send(409, {"error": {"message": "a request with this Idempotency-Key is in progress",
-                                               "type": "idempotency_conflict"}})
-                    return None
-                if fault == "422":
-                    self._send(422, {"error": {"message": "this Idempotency-Key was used for another request",
-                                               "type": "idempotency_mismatch"}})
+                if fault in ERROR_REPLIES:
+                    status, error = ERROR_REPLIES[fault]
+                    self._send(status, {"error": error})
                     return None
                 if fault == "replayed":
                     self._send(200, replay, {"Idempotent-Replayed": "true"})

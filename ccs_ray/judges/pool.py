@@ -163,6 +163,7 @@ class _Pool:
 #: MAX_POOLS are kept (the judges of one run): an older pool's idle workers would hold memory until the job ends.
 _POOLS: dict[tuple, _Pool] = {}
 MAX_POOLS = 4
+MAX_RESTARTS_PER_WORKER = 3  # a pool's workers may die this many times per worker in one run_pool call
 
 
 def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str,
@@ -214,9 +215,6 @@ def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], ca
         if progress is not None:
             progress.update(1, calls=calls, retries=retries, cost_usd=cost)
     return verdicts
-
-
-MAX_RESTARTS_PER_WORKER = 3
 
 
 def _replace(pool: _Pool, i: int, pending: dict, submit, j: int) -> None:
