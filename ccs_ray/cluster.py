@@ -7,8 +7,9 @@ cluster's resources, and refuses a layout that could never be scheduled instead 
 
 from __future__ import annotations
 
+import itertools
 import os
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import ray
 
@@ -50,6 +51,19 @@ def named_actor(cls: type, name: str, *args, **options):
     if key not in _NAMED:
         _NAMED[key] = ray.remote(num_cpus=0)(cls).options(name=name, get_if_exists=True, **options).remote(*args)
     return _NAMED[key]
+
+
+def node_cycle(gpus: float, cpus: float) -> Iterator:
+    """Scheduling strategies that place successive actors on the cluster's alive nodes in turn, among the nodes
+    that can hold one actor (``gpus``, ``cpus``); soft, so that Ray places an actor elsewhere when its node is
+    full. Ray's own SPREAD is best effort and may put every actor on one node; on one node it is used as is."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) >= gpus
+                   and n["Resources"].get("CPU", 0) >= cpus)
+    if len(nodes) < 2:
+        return itertools.repeat("SPREAD")
+    return (NodeAffinitySchedulingStrategy(node, soft=True) for node in itertools.cycle(nodes))
 
 
 def actor_layout(section, n_models: int, resources: dict | None = None, keep_cpus: int = 1,

@@ -42,7 +42,7 @@ import fsspec
 import ray
 
 from .. import tables
-from ..cluster import actor_layout
+from ..cluster import actor_layout, node_cycle
 from ..decompose import decomposed_forward, select_layers
 from ..errors import UserError
 from ..files import commit_write, fs_uri, latest_committed, sweep_commits, sweep_tmp
@@ -214,11 +214,12 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     summary = ScanSummary(shards_skipped=sum(len(shards) - len(t) for t in todo.values()))
     resources = ctx.cluster_resources()
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, keep_cpus=1, key="scan")
+    placements = node_cycle(per_actor, cpus_per_actor)  # actors over the nodes in turn
 
     def new_worker(model: str) -> _Worker:
         folder = f"{ctx.state.model_dir(model)}/partials/{uuid.uuid4().hex[:12]}"
         actor = ScanActor.options(num_gpus=per_actor, num_cpus=cpus_per_actor,
-                                  scheduling_strategy="SPREAD").remote(model, ctx.models, section, folder)
+                                  scheduling_strategy=next(placements)).remote(model, ctx.models, section, folder)
         return _Worker(model, actor, folder)
 
     groups: dict[str, list[str]] = {}
