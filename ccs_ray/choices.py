@@ -4,7 +4,7 @@
 its arguments against them, so a name allowed in one place is allowed in all.
 """
 
-STAGES = ("scan", "spans", "judge", "prune", "report")  # in run order (ccs_ray.stages.STAGES)
+STAGES = ("scan", "spans", "explain", "judge", "prune", "report")  # in run order (ccs_ray.stages.STAGES)
 PRECISIONS = ("fp32", "fp16", "bf16")  # model parameters' dtype (ccs_ray.models.DTYPES)
 CONVENTIONS = ("centered", "textspan")  # decomposition conventions (ccs_ray.decompose)
 SOURCE_KINDS = ("folder", "tar", "parquet", "manifest", "probe")  # data source kinds (ccs_ray.sources.READERS)

@@ -32,7 +32,7 @@ from .spec import Spec
 from .stages import STAGES, Context, RunState
 
 # Spec keys whose change makes a run's finished work invalid; others (batch sizes, actors, ...) may change on resume.
-_RESULT_KEYS = ("data", "models", "spans", "scan.convention")
+_RESULT_KEYS = ("data", "models", "spans", "scan.convention", "explain")
 
 
 class RunError(UserError, RuntimeError):
@@ -183,6 +183,7 @@ def _sweep(state: RunState, models: list[str]) -> None:
 _COUNTS = {
     "scan": {"n_images": "images", "n_errors": "errors", "n_converted": "converted"},
     "spans": {"rows": "span rows"},
+    "explain": {"rows": "top-image rows"},
     "judge": {"heads_judged": "heads", "calls": "calls", "cached": "cached", "merged": "merged", "errors": "errors",
               "cost_usd": "USD"},
     "prune": {"configurations": "configurations", "units_run": "dataset shards run", "units_skipped": "skipped",
@@ -199,8 +200,9 @@ def describe(summary: dict) -> str:
         if stage == "report":
             lines.append(f"  {stage:<7}{seconds}  {out.get('path')}")
             continue
-        if stage == "scan":  # per run, counts per model
-            out = {m: {k: out.get(k, {}).get(m) for k in _COUNTS["scan"]} for m in out.get("n_images", {})}
+        if stage in ("scan", "explain"):  # per run, counts per model
+            first = next(iter(_COUNTS[stage]))
+            out = {m: {k: out.get(k, {}).get(m) for k in _COUNTS[stage]} for m in out.get(first, {})}
         words = _COUNTS.get(stage, {})
         parts = [f"{model}: " + ", ".join(f"{v:.4g} {words[k]}" if isinstance(v, float) else f"{v} {words[k]}"
                                             for k, v in counts.items() if k in words and v is not None)

@@ -241,7 +241,7 @@ def _source(key: str, uri: str, kind: str, shards: list) -> SourcePlan:
 def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
     from .sources import plan_shards
 
-    if "scan" in spec.stages:
+    if {"scan", "explain"} & set(spec.stages):
         shards = checks.run("data.source", lambda: plan_shards(spec.data))
         if shards:
             plan.sources.append(_source("data.source", spec.data.source, shards[0].kind, shards))
@@ -410,8 +410,9 @@ def _check_layouts(checks: _Checks, spec: Spec, plan: Plan) -> None:
     from .cluster import actor_layout
 
     n = len(spec.models.keys)
+    uses = {"scan": {"scan", "explain"}, "prune": {"prune"}}  # explain runs on the scan's actors
     for stage, section, n_models, keep in (("scan", spec.scan, n, 1), ("prune", spec.evals, 1, 0)):
-        if stage in spec.stages:
+        if uses[stage] & set(spec.stages):
             key = "evals" if stage == "prune" else stage
             layout = checks.run(f"{key}.actors", lambda: actor_layout(section, n_models, plan.resources, keep, key))
             if layout is not None:
@@ -440,6 +441,9 @@ def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_r
         from .pools import check_pool
 
         pool_ok = checks.run("spans.pool", lambda: check_pool(spec.spans.pool) or True) is not None
+    if "explain" in spec.stages and "spans" not in spec.stages and not resume:
+        checks.problems.append(f"explain: ranks images along each head's span directions, but stages {spec.stages} "
+                               f"do not include 'spans': add it (or --resume a run whose spans are done)")
     if "judge" in spec.stages:
         _check_judges(checks, spec, plan, dry_run, pool_ok)
     if "prune" in spec.stages:

@@ -1,6 +1,6 @@
 """Job specs: TOML -> a validated, typed :class:`Spec`.
 
-A spec has one table per stage (``[models]``, ``[data]``, ``[scan]``, ``[spans]``, ``[judge]``,
+A spec has one table per stage (``[models]``, ``[data]``, ``[scan]``, ``[spans]``, ``[explain]``, ``[judge]``,
 ``[prune]``, ``[evals]``, ``[results]``); ``stages`` lists which ones run. Unknown keys and bad values
 are errors that name the key and say what is allowed. ``--set section.key=value`` overrides any key;
 the value is read as a TOML value (``--set scan.batch_size=32``, ``--set models.keys='["ViT-B-32/none"]'``)
@@ -109,6 +109,13 @@ class SpansConfig(_Section):
         if v.count("{}") != 1:
             raise ValueError("template must contain exactly one '{}' where the description goes")
         return v
+
+
+class ExplainConfig(_Section):
+    """The top images of each head and span (stage ``explain``; it runs on the scan's actors, ``[scan]``)."""
+
+    k: int = Field(8, ge=1, le=100, description="images per head and span, at the top and at the bottom")
+    thumb_px: int = Field(96, ge=16, le=512, description="longest side of each thumbnail (pixels)")
 
 
 class EndpointConfig(_Section):
@@ -304,6 +311,7 @@ class Spec(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
     spans: SpansConfig = Field(default_factory=SpansConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     evals: EvalsConfig = Field(default_factory=EvalsConfig)

@@ -53,11 +53,23 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("uri", pa.string()), ("convention", pa.string()), ("n_images", pa.int64()), ("n_heads", pa.int32()),
         ("embed_dim", pa.int32()), ("folds", pa.int32()), ("n_shards", pa.int32()),
     ]),
-    # TextSpan output: per head and data subset ("all", "fold0", ...), the chosen texts in order.
+    # TextSpan output: per head and data subset ("all", "fold0", ...), the chosen texts in order. direction: the
+    # unit vector [embed_dim] of the text as TextSpan chose it at that step (projected onto the data span and
+    # deflated by the earlier choices), along which the stage explain ranks images.
     "spans": _schema(_KEY, _HEAD, [
         ("subset", pa.string()), ("rank", pa.int32()), ("text", pa.string()), ("variance", pa.float64()),
         ("variance_explained", pa.float64()), ("pool", pa.string()), ("svd_rank", pa.int32()),
-        ("convention", pa.string()),
+        ("convention", pa.string()), ("direction", pa.list_(pa.float32())),
+    ]),
+    # Top images per head (stage explain, over all data): for span_rank r (1..spans.m), the k images whose
+    # contribution has the largest (direction top) or smallest (bottom) projection onto the span's direction
+    # (spans.direction), score = x . d in embedding units; span_rank null: the head overall, the k images with
+    # the largest contribution norm |x| (direction top). position 1..k, best first (ties: image_uri order).
+    # text: the span's text (null overall); thumbnail: JPEG of the image as the model saw it (after
+    # preprocessing), longest side explain.thumb_px.
+    "top_images": _schema(_KEY, _HEAD, [
+        ("span_rank", pa.int32()), ("text", pa.string()), ("direction", pa.string()), ("position", pa.int32()),
+        ("image_uri", pa.string()), ("shard", pa.string()), ("score", pa.float64()), ("thumbnail", pa.binary()),
     ]),
     # The concept label each judge gave each head ("paper": from spans 1..5).
     "labels": _schema(_KEY, _HEAD, [
@@ -77,11 +89,13 @@ SCHEMAS: dict[str, pa.Schema] = {
     # Which heads each ablation configuration removes. judge: whose CCS chose them (null: not chosen by CCS);
     # reference_model: the paper's model key the run is compared with (prune.reference_model, default the
     # model's own key); paper_strategy: the published strategy this configuration reproduces (none, high,
-    # low, random, concept:<paper name>; null: none does).
+    # low, random, concept:<paper name>; null: none does); reason: why a strategy selected no head (e.g. "no
+    # head with CCS = 5"; such a row has n_heads 0 and no evals or bias rows), null for a configuration evaluated.
     "ablations": _schema(_KEY, _ABLATION, [
         ("mode", pa.string()), ("k", pa.int32()), ("concept", pa.string()),
         ("heads", pa.list_(pa.string())), ("n_heads", pa.int32()),
         ("judge", pa.string()), ("reference_model", pa.string()), ("paper_strategy", pa.string()),
+        ("reason", pa.string()),
     ]),
     # Metric values of each ablation on each dataset (accuracy in percent, recall in percent, ranks).
     "evals": _schema(_KEY, _ABLATION, [

@@ -21,12 +21,15 @@ Rules, shared by both so that they agree exactly:
   fewer than ``m`` texts are returned.
 
 ``variance`` is Var(X t) with the text as deflated at that step (the quantity maximised);
-``variance_explained`` is the share of the initial total variance (trace C) that removing t took away.
+``variance_explained`` is the share of the initial total variance (trace C) that removing t took away;
+``direction`` is t / |t| [D], the deflated text as chosen. Each chosen t is orthogonal to the earlier ones, so
+the deflated data project onto it as the raw data do: (X Q) t = X t. The stage ``explain`` ranks images by
+x . direction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,7 +41,8 @@ EXHAUSTED_RTOL = 1e-12
 
 @dataclass(frozen=True)
 class Span:
-    """One chosen text: its pool index, the variance it captured, and its share of the total."""
+    """One chosen text: its pool index, the variance it captured, its share of the total, and its unit
+    direction [D] (float64, in the embedding space) as TextSpan chose it."""
 
     rank: int
     index: int
@@ -46,6 +50,7 @@ class Span:
     variance: float
     variance_explained: float
     svd_rank: int
+    direction: np.ndarray = field(repr=False, compare=False)
 
 
 def _f64(x, device=None) -> torch.Tensor:
@@ -91,7 +96,7 @@ def textspan(data, text_embeddings, texts: list[str], m: int = 5, rank: int = 80
             break
         t = T[i]
         tt = t @ t
-        spans.append(Span(step + 1, i, texts[i], float(var[i]), float(var[i] / tt / total), r))
+        spans.append(_span(step, i, texts, var, tt, total, r, t))
         X = X - torch.outer(X @ t / tt, t)
         T = T - torch.outer(T @ t / tt, t)
     return spans
@@ -122,12 +127,19 @@ def textspan_from_moments(n: int, total, outer, text_embeddings, texts: list[str
             break
         t = T[i]
         tt = t @ t
-        spans.append(Span(step + 1, i, texts[i], float(var[i]), float(var[i] / tt / total_var), r))
+        spans.append(_span(step, i, texts, var, tt, total_var, r, t))
         Ct = C @ t
         # Q C Q with Q = I - t t^T / tt, expanded to avoid forming Q.
         C = C - (torch.outer(t, Ct) + torch.outer(Ct, t)) / tt + torch.outer(t, t) * (t @ Ct) / tt**2
         T = T - torch.outer(T @ t / tt, t)
     return spans
+
+
+def _span(step: int, i: int, texts: list[str], var: torch.Tensor, tt: torch.Tensor, total: float, r: int,
+          t: torch.Tensor) -> Span:
+    """The Span of text ``i`` chosen at ``step`` (0-based): deflated text ``t`` [D] with |t|^2 = ``tt``."""
+    direction = (t / tt.sqrt()).cpu().numpy()
+    return Span(step + 1, i, texts[i], float(var[i]), float(var[i] / tt / total), r, direction)
 
 
 def _check(dim: int, T: torch.Tensor, texts: list[str]) -> None:

@@ -18,7 +18,8 @@ from ccs_ray import HeadMoments, analytics, load_model
 from ccs_ray.decompose import decomposed_forward
 from ccs_ray.cluster import LayoutError, actor_layout
 from ccs_ray.stages import Context, RunState, run_stage
-from ccs_ray.stages.scan import ScanError, _partials, run_scan, section
+from ccs_ray.passes import PassError, partials
+from ccs_ray.stages.scan import MomentsPass, run_scan, section
 from ccs_ray.tables import write_table
 from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.spec import load_spec
@@ -26,6 +27,7 @@ from ccs_ray.tables import read_table
 from test_sources import planar_tiff
 
 REPO = Path(__file__).resolve().parents[1]
+SCAN = MomentsPass(folds=2, convention="centered")  # where the scan's partials are
 
 
 def _spec(root, n=64, extra=()):
@@ -138,7 +140,7 @@ def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
     thread = threading.Thread(target=lambda: result.update(s=_scan(spec, str(tmp_path), "r1")))
     thread.start()
     deadline = time.time() + 120
-    while not _partials(RunState(str(tmp_path), "r1"), spec.models.keys[0]) and time.time() < deadline:
+    while not partials(RunState(str(tmp_path), "r1"), SCAN, spec.models.keys[0]) and time.time() < deadline:
         time.sleep(0.05)
     victims = _scan_processes()
     assert victims, "no scan actor process found"
@@ -149,7 +151,7 @@ def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
     key = spec.models.keys[0]
     # Only what the dead actor had not saved is scanned again: at most checkpoint_every shards plus one in flight.
     assert 40 <= summary.shards_scanned <= 40 + 3 + 2
-    assert len(_partials(RunState(str(tmp_path), "r1"), key)) >= 2  # the dead actor's partial and its replacement's
+    assert len(partials(RunState(str(tmp_path), "r1"), SCAN, key)) >= 2  # the dead actor's partial and its replacement's
     _assert_same_moments(HeadMoments.load(summary.moments[key]), _reference(spec))
 
 
@@ -165,7 +167,7 @@ def test_killed_driver_resumes_without_rescanning(tmp_path):
     proc = subprocess.Popen(args + ["--results", str(tmp_path / "a"), "--run-id", "r1"], env=env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 180
-    while not _partials(RunState(str(tmp_path / "a"), "r1"), "ccs-tiny/none") and time.time() < deadline:
+    while not partials(RunState(str(tmp_path / "a"), "r1"), SCAN, "ccs-tiny/none") and time.time() < deadline:
         time.sleep(0.1)
     assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
@@ -196,7 +198,7 @@ def test_resume_refuses_changed_data(ray_cluster, tmp_path):
     spec = _spec(tmp_path, n=16)
     _scan(spec, str(tmp_path), "r1")
     changed = _spec(tmp_path, n=16, extra=['data.source="probe://?n=16&seed=9&size=48"'])
-    with pytest.raises(ScanError, match="no longer matches"):
+    with pytest.raises(PassError, match="no longer matches"):
         _scan(changed, str(tmp_path), "r1")
 
 
@@ -231,9 +233,9 @@ def test_shards_table_is_the_plan_then_the_record(ray_cluster, tmp_path):
 def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
     spec = _spec(tmp_path, n=32)
     _scan(spec, str(tmp_path), "r1")
-    first = Path(_partials(RunState(str(tmp_path), "r1"), spec.models.keys[0])[0]).parent
+    first = Path(partials(RunState(str(tmp_path), "r1"), SCAN, spec.models.keys[0])[0]).parent
     shutil.copytree(first, first.with_name("c0de" * 3))  # an actor folder committed twice
-    with pytest.raises(ScanError, match="counted twice"):
+    with pytest.raises(PassError, match="counted twice"):
         _scan(spec, str(tmp_path), "r1")
 
 

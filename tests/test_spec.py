@@ -35,7 +35,7 @@ def test_overrides_any_key():
     ("scan.batchsize=3", r"scan.batchsize: unknown key; allowed here: actors, batch_size"),
     ("scan.batch_size=0", r"scan.batch_size: Input should be greater than or equal to 1"),
     ("scan.convention=\"pca\"", r"scan.convention: 'pca' is not allowed; expected 'centered' or 'textspan'"),
-    ("bogus.key=1", r"bogus: unknown key; allowed here: data, evals, judge"),
+    ("bogus.key=1", r"bogus: unknown key; allowed here: data, evals, explain, judge"),
     ("spans.template=\"no slot\"", r"spans.template: .*exactly one"),
     ("stages=[\"scan\",\"fly\"]", r"stages\[1\]: 'fly' is not allowed"),
     ("evals.classification=[{name='x', sorce='/d'}]", r"evals.classification\[0\].sorce: unknown key; allowed here: "

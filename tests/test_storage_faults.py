@@ -26,7 +26,8 @@ from ccs_ray.files import (IncompleteFileError, commit_write, latest_committed, 
 from ccs_ray.moments import HeadMoments
 from ccs_ray.sources.base import Shard
 from ccs_ray.stages import RunState
-from ccs_ray.stages.scan import PARTIAL_SUFFIX, ScanSummary, _covered, _finish_model, _partials
+from ccs_ray import passes
+from ccs_ray.stages.scan import MomentsPass, ScanSummary, _finish_model
 from ccs_ray.tables import read_table, write_table
 from test_scan import _scan, _spec
 
@@ -166,6 +167,7 @@ def test_torn_markers_uncommitted_and_short_data_are_ignored(tmp_path):
 
 SHAPE = TowerShape(layers=2, n_heads=2, width=8, head_dim=4, embed_dim=6, tokens=3)
 MODEL, FOLDS = "tiny/faulty", 2
+SCAN = MomentsPass(FOLDS, "centered")
 PLAN = {f"s{i:06d}": Shard(f"s{i:06d}", i, "probe", "probe://?n=24", (4 * i, 4 * i + 4), f"fp{i}") for i in range(6)}
 
 
@@ -196,7 +198,7 @@ class _Actor:
         for shard_id in shard_ids:
             _add(self.moments, shard_id)
         self.checkpoints += 1
-        commit_write(self.folder, self.checkpoints, self.moments.to_bytes(), PARTIAL_SUFFIX)
+        commit_write(self.folder, self.checkpoints, self.moments.to_bytes(), SCAN.suffix)
 
 
 @pytest.mark.parametrize("n", range(1, WRITES_PER_COMMIT + 2))
@@ -213,16 +215,16 @@ def test_a_resumed_scan_reads_only_committed_checkpoints(tmp_path, faulty, n):
     except OSError:
         pass
     heal()
-    covered = _covered(ctx, MODEL, PLAN)
+    covered = passes.covered_shards(ctx, SCAN, MODEL, PLAN)
     saved = {"s000000", "s000001", "s000002", "s000003"} | ({"s000004"} if n > WRITES_PER_COMMIT else set())
     assert set(covered) == saved
-    assert len(_partials(state, MODEL)) == 2 and all(p.startswith("faulty://") for p in _partials(state, MODEL))
+    assert len(passes.partials(state, SCAN, MODEL)) == 2 and all(p.startswith("faulty://") for p in passes.partials(state, SCAN, MODEL))
 
     # Resume: a fresh actor scans what no committed checkpoint holds; the merge equals a clean run's.
     c = _Actor(state, "c")
     c.scan(*sorted(set(PLAN) - saved))
     summary = ScanSummary()
-    _finish_model(ctx, MODEL, PLAN, FOLDS, summary)
+    _finish_model(ctx, SCAN, MODEL, PLAN, FOLDS, summary)
     clean = _moments()
     for shard_id in PLAN:
         _add(clean, shard_id)
@@ -252,7 +254,7 @@ def test_a_finished_scan_leaves_one_committed_partial_per_actor(ray_cluster, tmp
     pairs = committed_pairs()
     assert pairs and all(p == [p[0][:8] + ".commit", p[0][:8] + ".safetensors"] for p in pairs.values())
     assert max(int(p[0][:8]) for p in pairs.values()) >= 2  # checkpoints were superseded, and their files removed
-    assert len(_partials(state, spec.models.keys[0])) == len(pairs)
+    assert len(passes.partials(state, SCAN, spec.models.keys[0])) == len(pairs)
     assert not list(tmp_path.rglob("*.tmp"))
 
     # What a killed actor or driver leaves (a temporary file, an uncommitted checkpoint, a torn marker) is

@@ -32,7 +32,7 @@ def newer_schema(monkeypatch):
     """Two columns that a later version adds: a float in ``ccs``, a list in ``spans``."""
     schemas = dict(tables.SCHEMAS)
     schemas["ccs"] = schemas["ccs"].append(pa.field("label_variance", pa.float64()))
-    schemas["spans"] = schemas["spans"].append(pa.field("direction", pa.list_(pa.float32())))
+    schemas["spans"] = schemas["spans"].append(pa.field("principal_angles", pa.list_(pa.float32())))
     monkeypatch.setattr(tables, "SCHEMAS", schemas)
     monkeypatch.setattr(analytics, "SCHEMAS", schemas)
     return schemas

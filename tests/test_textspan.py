@@ -40,6 +40,21 @@ def test_moments_equal_raw_on_random_data(n, d, texts, rank):
     assert all(0 < s.variance_explained <= 1 for s in raw)
 
 
+def test_directions_are_the_deflated_texts_and_project_raw_data_as_deflated_data():
+    g = np.random.default_rng(3)
+    X = g.normal(size=(400, 20)) @ g.normal(size=(20, 20)) + g.normal(size=20)
+    T = g.normal(size=(60, 20))
+    names = [f"text {i}" for i in range(60)]
+    raw = textspan(X, T, names, m=6, rank=12)
+    mom = textspan_from_moments(400, X.sum(0), X.T @ X, T, names, m=6, rank=12)
+    D = np.stack([s.direction for s in raw])
+    np.testing.assert_allclose(np.stack([s.direction for s in mom]), D, atol=1e-9)
+    np.testing.assert_allclose(D @ D.T, np.eye(6), atol=1e-9)  # unit length, each orthogonal to the earlier ones
+    total = np.var(X, axis=0).sum()
+    for s in raw:  # Var(X d) over the raw images is the share of the total variance that choosing s removed
+        np.testing.assert_allclose(np.var(X @ s.direction), s.variance_explained * total, rtol=1e-9)
+
+
 def test_ties_go_to_the_first_text_and_rank_beyond_span():
     g = np.random.default_rng(0)
     X = g.normal(size=(5, 16))  # rank 5 < requested 80

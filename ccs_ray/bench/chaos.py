@@ -166,13 +166,13 @@ def _same_rows(a: list[dict], b: list[dict]) -> bool:
 def _leftovers(root: Path) -> dict:
     """Temporary files anywhere under ``root`` and partial checkpoint files no commit marker names."""
     from ..files import latest_committed
-    from ..stages.scan import PARTIAL_SUFFIX
+    from ..stages.scan import MomentsPass
 
     tmp = [str(p) for p in root.rglob("*.tmp")]
     orphans = []
     for folder in root.glob("_state/*/*/partials/*"):
-        latest = latest_committed(str(folder), PARTIAL_SUFFIX)
-        orphans += [str(p) for p in folder.glob(f"*{PARTIAL_SUFFIX}") if latest is None or str(p) != latest]
+        latest = latest_committed(str(folder), MomentsPass.suffix)
+        orphans += [str(p) for p in folder.glob(f"*{MomentsPass.suffix}") if latest is None or str(p) != latest]
     return {"tmp_files": tmp, "orphan_partials": orphans}
 
 

@@ -31,7 +31,8 @@ from ..moments import HeadMoments
 from ..sources import plan_shards
 from ..spec import load_spec
 from ..stages import Context
-from ..stages.scan import ScanActor, decode_task, run_scan, section
+from ..passes import ScanActor, decode_task
+from ..stages.scan import MomentsPass, run_scan, section
 
 
 def _write_jpegs(folder: str, n: int, size: int, seed: int = 0) -> None:
@@ -70,8 +71,9 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         decode_ips = images / (time.perf_counter() - t0)
 
         gpus, cpus, _ = actor_layout(spec.scan, 1)  # the scan's own actor placement: on the GPU when there is one
-        actor = ScanActor.options(num_gpus=gpus, num_cpus=cpus).remote(model, spec.models, section(spec),
-                                                                       f"{tmp}/unused.safetensors")
+        kind = MomentsPass(spec.data.folds, spec.scan.convention)
+        actor = ScanActor.options(num_gpus=gpus, num_cpus=cpus).remote(model, spec.models, spec.scan, kind,
+                                                                       f"{tmp}/unused")
         ray.get(actor.checkpoint.remote())  # model loaded
         refs = [ray.put(d) for d in decoded]
         t0 = time.perf_counter()

@@ -9,6 +9,7 @@ CREATE VIEW runs AS SELECT * FROM read_parquet('${ROOT}/runs/**/*.parquet', hive
 CREATE VIEW shards AS SELECT * FROM read_parquet('${ROOT}/shards/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW moments AS SELECT * FROM read_parquet('${ROOT}/moments/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW spans AS SELECT * FROM read_parquet('${ROOT}/spans/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW top_images AS SELECT * FROM read_parquet('${ROOT}/top_images/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW labels AS SELECT * FROM read_parquet('${ROOT}/labels/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW judgments AS SELECT * FROM read_parquet('${ROOT}/judgments/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW ccs AS SELECT * FROM read_parquet('${ROOT}/ccs/**/*.parquet', hive_partitioning = true, union_by_name = true);

@@ -1,5 +1,5 @@
-"""The pipeline's stages, one module each, in run order: ``scan`` -> ``spans`` -> ``judge`` -> ``prune``
--> ``report``.
+"""The pipeline's stages, one module each, in run order: ``scan`` -> ``spans`` -> ``explain`` -> ``judge``
+-> ``prune`` -> ``report``.
 
 Each module exposes ``STAGE``, a :class:`~ccs_ray.stages.base.Stage`: its ``name``, the stages it
 ``needs``, whether it runs ``per_model``, ``section(spec)`` (the part of the spec it reads) and
@@ -11,10 +11,10 @@ other's internals, except for where an earlier stage put its output (``scan.mome
 from __future__ import annotations
 
 from ..spec import Spec
-from . import judge, prune, report, scan, spans
+from . import explain, judge, prune, report, scan, spans
 from .base import Context, RunState, Stage
 
-STAGES: tuple[Stage, ...] = (scan.STAGE, spans.STAGE, judge.STAGE, prune.STAGE, report.STAGE)
+STAGES: tuple[Stage, ...] = (scan.STAGE, spans.STAGE, explain.STAGE, judge.STAGE, prune.STAGE, report.STAGE)
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 
 

@@ -73,7 +73,8 @@ def _spans_task(models: ModelsConfig, section: SpansSection, uri: str, model_key
             for s in textspan_from_moments(n, total, outer, emb, texts, m=section.n_spans, rank=cfg.rank):
                 rows.append(dict(layer=layer, head=head, head_label=name, subset=subset, rank=s.rank, text=s.text,
                                  variance=s.variance, variance_explained=s.variance_explained, pool=cfg.pool,
-                                 svd_rank=s.svd_rank, convention=moments.convention))
+                                 svd_rank=s.svd_rank, convention=moments.convention,
+                                 direction=s.direction.astype("float32").tolist()))
         yield rows
 
 

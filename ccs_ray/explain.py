@@ -1,0 +1,204 @@
+"""Top images per head and span: bounded, mergeable top-k lists over a pass of the images.
+
+For a head with contribution x_i [D] on image i, and its TextSpan spans r = 1..m with unit directions d_r [D]
+(``spans.direction``: the text as TextSpan chose it, deflated by the earlier choices), an image's scores are
+
+- span r, direction ``top``: s = x_i . d_r (the k largest), direction ``bottom``: the same s (the k smallest);
+- the head overall (span_rank null, ``top``): s = |x_i| (the k largest).
+
+Because each d_r is orthogonal to the earlier directions, x_i . d_r is also the projection of the deflated data
+TextSpan saw at step r. :class:`TopImages` keeps, per head, these 2m + 1 lists of at most k images (slots
+0..m-1: top of span 1..m, m..2m-1: bottom of span 1..m, 2m: overall), as keys in descending order (the key is
+the score, or minus the score for ``bottom``), with each listed image's URI, shard and thumbnail. Memory is
+O(heads x m x k) whatever the image count. Merging two lists and keeping the k best is the same as taking the
+k best of everything (top-k is mergeable); ties are ordered by image URI, the rule :func:`best_k` applies.
+
+Thumbnails show the image as the model saw it: the preprocessed tensor, de-normalised, resized so that its
+longest side is ``thumb_px`` and JPEG-encoded (:func:`thumbnail`), made only for images that enter a list.
+
+File format (``to_bytes`` / ``load``): one Parquet table, one row per listed image (``head``, ``slot``, ``key``,
+``image_uri``, ``shard``, ``thumbnail``), with the JSON metadata (``format``, ``heads``, ``m``, ``k``,
+``thumb_px``, ``shards``) under the schema key ``ccs_ray``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Iterable
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from .heads import parse_head_name
+
+FORMAT_VERSION = 1
+JPEG_QUALITY = 85
+_FILE_SCHEMA = pa.schema([("head", pa.string()), ("slot", pa.int32()), ("key", pa.float64()),
+                          ("image_uri", pa.string()), ("shard", pa.string()), ("thumbnail", pa.binary())])
+
+
+def thumbnail(image: torch.Tensor, mean, std, px: int) -> bytes:
+    """JPEG bytes of a preprocessed image [3, S, S] (normalised with ``mean``/``std``), longest side ``px``."""
+    x = image.detach().float().cpu() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    pil = Image.fromarray((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    pil.thumbnail((px, px), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    pil.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def best_k(entries: Iterable[tuple], k: int) -> list[tuple]:
+    """The k entries ``(key, image_uri, ...)`` with the largest key, best first; equal keys in URI order."""
+    return sorted(entries, key=lambda e: (-e[0], e[1]))[:k]
+
+
+class TopImages:
+    """The 2m + 1 top-k lists of every head (module docstring).
+
+    Args:
+        heads: the NH head names, in the order of ``Decomposition.heads`` (contributions flattened [B, NH, D]).
+        directions: [NH, m, D] unit span directions; a head with fewer than m spans has NaN rows there.
+        k: images per list; thumb_px, mean, std: thumbnails (the model's preprocessing mean/std).
+    """
+
+    def __init__(self, heads: list[str], directions, k: int, thumb_px: int, mean=(0.0,) * 3, std=(1.0,) * 3):
+        self.heads, self.k, self.thumb_px = list(heads), k, thumb_px
+        self.mean, self.std = tuple(mean), tuple(std)
+        d = torch.as_tensor(np.asarray(directions), dtype=torch.float64)
+        self.valid = ~torch.isnan(d).any(-1)  # [NH, m]
+        self.directions = torch.nan_to_num(d)
+        self.m = d.shape[1]
+        n_slots = 2 * self.m + 1
+        self.keys = torch.full((len(self.heads), n_slots, k), -torch.inf, dtype=torch.float64)
+        self.ids = torch.full((len(self.heads), n_slots, k), -1, dtype=torch.int64)
+        self.images: dict[int, tuple[str, str, bytes]] = {}  # id -> (image_uri, shard, thumbnail)
+        self.next_id = 0
+        self.shards: dict[str, dict] = {}
+
+    def update(self, contributions: torch.Tensor, uris: list[str], shard: str, images: torch.Tensor) -> None:
+        """Add a batch: contributions [B, NH, D], the images' URIs, their shard, the preprocessed images [B, 3, S, S]."""
+        x = contributions.to(dtype=torch.float64, device="cpu")
+        if x.shape[0] != len(uris):
+            raise ValueError(f"{x.shape[0]} contributions but {len(uris)} image URIs")
+        proj = torch.einsum("bnd,nmd->nmb", x, self.directions)  # [NH, m, B]
+        proj = proj.masked_fill(~self.valid[..., None], -torch.inf)
+        bottom = (-proj).masked_fill(~self.valid[..., None], -torch.inf)
+        keys = torch.cat([proj, bottom, x.norm(dim=-1).T[:, None]], 1)  # [NH, 2m+1, B]
+        ids = torch.arange(self.next_id, self.next_id + len(uris)).expand_as(keys)
+        best, at = torch.cat([self.keys, keys], -1).topk(self.k, dim=-1)
+        self.keys, self.ids = best, torch.cat([self.ids, ids], -1).gather(-1, at)
+        self.ids[torch.isinf(self.keys)] = -1
+        for i in set(self.ids[self.ids >= self.next_id].tolist()):
+            b = i - self.next_id
+            self.images[i] = (uris[b], shard, thumbnail(images[b], self.mean, self.std, self.thumb_px))
+        self.next_id += len(uris)
+        if len(self.images) > 2 * self.ids.numel():
+            self._forget_unlisted()
+
+    def _forget_unlisted(self) -> None:
+        listed = set(self.ids[self.ids >= 0].tolist())
+        self.images = {i: v for i, v in self.images.items() if i in listed}
+
+    def mark_covered(self, shard_id: str, record: dict | None = None) -> None:
+        """Record that every image of ``shard_id`` has been added (as :meth:`HeadMoments.mark_covered`)."""
+        if shard_id in self.shards:
+            raise ValueError(f"shard {shard_id!r} is already counted in these top images")
+        self.shards[shard_id] = record or {}
+
+    def entries(self) -> list[tuple]:
+        """Every listed image: ``(key, image_uri, shard, thumbnail, head index, slot)``."""
+        out = []
+        for h, s, j in torch.nonzero(self.ids >= 0).tolist():
+            uri, shard, thumb = self.images[int(self.ids[h, s, j])]
+            out.append((float(self.keys[h, s, j]), uri, shard, thumb, h, s))
+        return out
+
+    def _set_entries(self, entries: list[tuple]) -> None:
+        """Rebuild the lists from entries (any number per list; the k best of each are kept)."""
+        per_list: dict[tuple[int, int], list[tuple]] = {}
+        for e in entries:
+            per_list.setdefault((e[4], e[5]), []).append(e)
+        self.keys.fill_(-torch.inf)
+        self.ids.fill_(-1)
+        self.images, self.next_id = {}, 0
+        for (h, s), listed in per_list.items():
+            for j, (key, uri, shard, thumb, _, _) in enumerate(best_k(listed, self.k)):
+                self.keys[h, s, j], self.ids[h, s, j] = key, self.next_id
+                self.images[self.next_id] = (uri, shard, thumb)
+                self.next_id += 1
+
+    def merge(self, other: "TopImages") -> "TopImages":
+        """In place: the k best of both, per list; both must list the same heads and spans and cover disjoint shards."""
+        if (self.heads, self.m, self.k) != (other.heads, other.m, other.k):
+            raise ValueError("cannot merge top images of different heads, span counts or k")
+        overlap = self.shards.keys() & other.shards.keys()
+        if overlap:
+            raise ValueError(f"shards counted twice when merging top images: {sorted(overlap)[:5]}")
+        self._set_entries(self.entries() + other.entries())
+        self.shards.update(other.shards)
+        return self
+
+    def rows(self, texts: dict[tuple[str, int], str] | None = None) -> list[dict]:
+        """Rows of the ``top_images`` table (less run and model), best first per list; ``texts``:
+        (head, span_rank) -> the span's text."""
+        rows = []
+        for h, name in enumerate(self.heads):
+            layer, head = parse_head_name(name)
+            for s in range(2 * self.m + 1):
+                rank = None if s == 2 * self.m else s % self.m + 1
+                direction = "bottom" if self.m <= s < 2 * self.m else "top"
+                for position, (key, uri, shard, thumb) in enumerate(self.entries_of(h, s), 1):
+                    rows.append(dict(layer=layer, head=head, head_label=name, span_rank=rank,
+                                     text=(texts or {}).get((name, rank)) if rank else None, direction=direction,
+                                     position=position, image_uri=uri, shard=shard,
+                                     score=-key if direction == "bottom" else key, thumbnail=thumb))
+        return rows
+
+    def entries_of(self, h: int, s: int) -> list[tuple]:
+        """List ``s`` of head ``h``: ``(key, image_uri, shard, thumbnail)``, best first."""
+        return [(float(self.keys[h, s, j]), *self.images[int(self.ids[h, s, j])])
+                for j in range(self.k) if self.ids[h, s, j] >= 0]
+
+    @property
+    def meta(self) -> dict:
+        return {"format": FORMAT_VERSION, "heads": self.heads, "m": self.m, "k": self.k, "thumb_px": self.thumb_px,
+                "mean": self.mean, "std": self.std, "shards": self.shards}
+
+    def to_bytes(self) -> bytes:
+        """The file's bytes (module docstring)."""
+        e = self.entries()
+        table = pa.table([[self.heads[x[4]] for x in e], [x[5] for x in e], [x[0] for x in e], [x[1] for x in e],
+                          [x[2] for x in e], [x[3] for x in e]], schema=_FILE_SCHEMA)
+        table = table.replace_schema_metadata({"ccs_ray": json.dumps(self.meta)})
+        out = io.BytesIO()
+        pq.write_table(table, out)
+        return out.getvalue()
+
+    @staticmethod
+    def read_meta(uri: str) -> dict:
+        """The metadata of a saved file (heads, m, k and the shards it covers) without reading its rows."""
+        with fsspec.open(uri, "rb") as f:
+            return json.loads(pq.read_schema(f).metadata[b"ccs_ray"])
+
+    @classmethod
+    def load(cls, uri: str) -> "TopImages":
+        """Read a file written from :meth:`to_bytes`; the directions are not stored (NaN: add nothing more)."""
+        with fsspec.open(uri, "rb") as f:
+            table = pq.read_table(f)
+        meta = json.loads(table.schema.metadata[b"ccs_ray"])
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{uri}: top images format {meta.get('format')} is not {FORMAT_VERSION}")
+        heads = meta["heads"]
+        top = cls(heads, np.full((len(heads), meta["m"], 1), np.nan), meta["k"], meta["thumb_px"], meta["mean"],
+                  meta["std"])
+        index = {name: i for i, name in enumerate(heads)}
+        cols = table.to_pydict()
+        top._set_entries([(key, uri_, shard, thumb, index[h], s) for h, s, key, uri_, shard, thumb in zip(
+            cols["head"], cols["slot"], cols["key"], cols["image_uri"], cols["shard"], cols["thumbnail"])])
+        top.shards = meta["shards"]
+        return top

@@ -1,0 +1,311 @@
+"""A pass over a data source's shards on model actors: what the stages ``scan`` and ``explain`` share.
+
+Topology. The source is planned into shards (``sources.plan_shards``). Models that share image
+preprocessing share decoding: each shard is decoded once by a CPU task (:func:`decode_task`) and its images
+go, through the object store, to one :class:`ScanActor` of every model that still needs the shard. An actor
+loads its model once (on its GPU when the cluster has GPUs, else on CPU), runs the one-pass decomposition
+(:func:`~ccs_ray.decompose.decomposed_forward`) and adds each batch to its *accumulator*: the
+:class:`~ccs_ray.moments.HeadMoments` of the scan, the :class:`~ccs_ray.explain.TopImages` of explain.
+Accumulators stay in the actor's memory; they never travel through the object store.
+
+A :class:`PassKind` says what a pass accumulates: how an actor starts its accumulator and adds a batch, how
+a saved one is read, and where its checkpoints go. Accumulators have ``shards`` (shard id -> record),
+``mark_covered``, ``to_bytes`` and ``merge`` (in place; disjoint shards only).
+
+Checkpoints and resume. Every ``scan.checkpoint_s`` seconds (or ``scan.checkpoint_every`` shards) an
+actor with new shards writes its accumulator, with the records of the shards it covers, as the next
+numbered checkpoint of its own folder (:func:`~ccs_ray.files.commit_write`: the data file, then a small
+marker that commits it, then the older checkpoint is removed). A checkpoint is never half visible, on local
+disk or on an object store: readers take each folder's newest committed checkpoint (its *partial*) and
+ignore a data file whose marker is missing, torn or records another size. A shard counts as done only once a
+committed checkpoint holds it. When an actor dies its unsaved shards are queued again for a fresh actor (in
+a new folder); when the driver dies, ``run --resume`` reads the partials and passes only over the shards none
+covers. :func:`merge_partials` adds a model's partials and checks that the covered shards are exactly the
+planned ones, so every good image counts once; it then removes every superseded or uncommitted checkpoint
+and every temporary file of the pass, leaving one committed partial per actor that saved any shard.
+
+State under the results root: ``_state/<run_id>/<model>/<kind.folder>/<12 hex>/NNNNNNNN<kind.suffix>``
+with its marker ``NNNNNNNN.commit`` (one folder per actor; NNNNNNNN: the actor's checkpoint number).
+"""
+
+from __future__ import annotations
+
+import resource
+import socket
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import fsspec
+import ray
+
+from .cluster import actor_layout, node_cycle
+from .decompose import Decomposition, decomposed_forward, select_layers
+from .errors import UserError
+from .files import commit_write, fs_uri, latest_committed, sweep_commits, sweep_tmp
+from .models import load_model, preprocess_config
+from .progress import Progress
+from .sources import LoadedShard, Shard, load_shard
+from .spec import ModelsConfig, ScanConfig
+
+
+class PassError(UserError, RuntimeError):
+    """A pass cannot produce exact results (data changed under a resumed run, actors keep dying...)."""
+
+
+class PassKind:
+    """What a pass accumulates (module docstring); subclasses set ``name``, ``folder``, ``suffix`` and
+    ``keep_z_sum`` and implement the four methods."""
+
+    name: str  # the stage's name, in progress lines and errors
+    folder: str  # the checkpoint folders' parent, under each model's state folder
+    suffix: str  # the checkpoint files' suffix
+    keep_z_sum: bool = False  # ask the decomposition for the batch sum of attention outputs
+
+    def start(self, model_key: str, model, layers: list[int], device: str):
+        """A fresh, empty accumulator for a model's actor."""
+        raise NotImplementedError
+
+    def add(self, acc, d: Decomposition, loaded: LoadedShard, batch: slice, fold: int) -> None:
+        """Add one batch (images ``batch`` of ``loaded``, decomposed into ``d``) to ``acc``."""
+        raise NotImplementedError
+
+    def read_shards(self, uri: str) -> dict[str, dict]:
+        """The shard records a saved accumulator covers, without reading the rest of it."""
+        raise NotImplementedError
+
+    def load(self, uri: str):
+        """A saved accumulator."""
+        raise NotImplementedError
+
+
+@ray.remote(num_cpus=1)
+def decode_task(shard: Shard, preprocess: dict):
+    """Read, decode and preprocess one shard on a CPU worker."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    return load_shard(shard, image_transform_v2(PreprocessCfg(**preprocess), is_train=False))
+
+
+@ray.remote
+class ScanActor:
+    """Holds one model and the accumulator of the shards it has passed over since it started."""
+
+    def __init__(self, model_key: str, models: ModelsConfig, scan: ScanConfig, kind: PassKind, folder: str):
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.model, _ = load_model(model_key, models.precision, device)
+        self.layers = select_layers(self.model, models.layers, models.last_layers)
+        self.batch_size, self.convention, self.kind = scan.batch_size, scan.convention, kind
+        self.acc = kind.start(model_key, self.model, self.layers, device)
+        self.folder, self.checkpoints = folder, 0  # its commit folder; checkpoints written to it
+        self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def process(self, shard: Shard, loaded: LoadedShard, fold: int) -> dict:
+        """Add every good image of a decoded shard to the accumulator; returns the shard's record."""
+        t0 = time.perf_counter()
+        for i in range(0, len(loaded.images), self.batch_size):
+            batch = slice(i, i + self.batch_size)
+            d = decomposed_forward(self.model, loaded.images[batch], layers=self.layers, convention=self.convention,
+                                   keep_z_sum=self.kind.keep_z_sum)
+            self.kind.add(self.acc, d, loaded, batch, fold)
+        record = {
+            "shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": fold,
+            "n_images": len(loaded.images), "n_errors": loaded.n_failed, "n_converted": loaded.n_converted,
+            "seconds": loaded.seconds + time.perf_counter() - t0, "node": self.node, "worker": self.worker,
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "errors": _to_json(loaded.errors), "conversions": _to_json(loaded.conversions),
+        }
+        self.acc.mark_covered(shard.shard_id, record)
+        return {k: record[k] for k in ("shard_id", "n_images", "n_errors", "node")}
+
+    def checkpoint(self) -> list[str]:
+        """Commit the accumulator so far as this actor's next checkpoint; returns the shards it covers."""
+        if self.acc.shards:
+            self.checkpoints += 1  # counted first: a failed write's number is never used again
+            commit_write(self.folder, self.checkpoints, self.acc.to_bytes(), self.kind.suffix)
+        return list(self.acc.shards)
+
+
+def _to_json(rows: list[dict]) -> list[dict]:
+    """Error or conversion rows as JSON for a shard record (``at`` in ISO format)."""
+    return [{**row, "at": row["at"].isoformat()} for row in rows]
+
+
+@dataclass
+class _Worker:
+    model: str
+    actor: object
+    folder: str  # the actor's commit folder
+    inflight: int = 0
+    assigned: int = 0
+    unsaved: set = field(default_factory=set)
+    saved_at: float = field(default_factory=time.monotonic)  # when its last checkpoint was asked for
+
+
+@dataclass
+class PassStats:
+    """What a pass did: decode tasks finished (once per shard and preprocessing, not per model), shards
+    passed over (per model), images added, seconds."""
+
+    shards_decoded: int = 0
+    shards_scanned: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+
+def worker_folders(state, kind: PassKind, model: str) -> list[str]:
+    """URIs of the commit folders of a model's actors in a run (every actor that ever checkpointed)."""
+    fs, path = fsspec.core.url_to_fs(f"{state.model_dir(model)}/{kind.folder}")
+    fs.invalidate_cache(path)
+    return [fs_uri(fs, p) for p in sorted(fs.glob(f"{path}/*/"))]
+
+
+def partials(state, kind: PassKind, model: str) -> list[str]:
+    """URIs of a model's partials in a run: the newest committed checkpoint of each actor's folder."""
+    return [uri for uri in (latest_committed(f, kind.suffix) for f in worker_folders(state, kind, model)) if uri]
+
+
+def covered_shards(ctx, kind: PassKind, model: str, plan: dict[str, Shard]) -> dict[str, dict]:
+    """Shards already held by saved partials of this run, checked against the current plan."""
+    covered = {}
+    for uri in partials(ctx.state, kind, model):
+        for shard_id, record in kind.read_shards(uri).items():
+            shard = plan.get(shard_id)
+            if shard is None or shard.fingerprint != record.get("fingerprint"):
+                raise PassError(f"run {ctx.run_id}: shard {shard_id} in {uri} no longer matches the data source "
+                                f"(the data changed since the run started); start a new run instead of --resume")
+            covered[shard_id] = record
+    return covered
+
+
+def merge_partials(ctx, kind: PassKind, model: str, plan: dict[str, Shard]):
+    """A model's partials merged into one accumulator, checked to partition ``plan``; then the model's
+    superseded or uncommitted checkpoints and the pass's temporary files are removed."""
+    merged = None
+    for uri in partials(ctx.state, kind, model):
+        part = kind.load(uri)
+        try:
+            merged = part if merged is None else merged.merge(part)
+        except ValueError as e:
+            raise PassError(f"{model}: partial {uri} does not merge with the others: {e}") from e
+    covered = set(merged.shards) if merged else set()
+    if covered != set(plan):
+        missing, extra = sorted(set(plan) - covered), sorted(covered - set(plan))
+        raise PassError(f"{model}: {kind.name} partials do not partition the shard plan (missing {missing[:5]}, "
+                        f"unknown {extra[:5]})")
+    for folder in worker_folders(ctx.state, kind, model):
+        sweep_commits(folder)
+    sweep_tmp(f"{ctx.state.model_dir(model)}/{kind.folder}")
+    return merged
+
+
+def run_pass(ctx, kind: PassKind, cfg: ScanConfig, shards: list[Shard], todo: dict[str, set[str]],
+             folds: int) -> PassStats:
+    """Pass every model of ``todo`` over its shards (``todo[model]``: shard ids) on the connected Ray cluster,
+    saving each actor's accumulator as committed checkpoints (module docstring)."""
+    t0 = time.perf_counter()
+    stats = PassStats()
+    plan = {s.shard_id: s for s in shards}
+    models = [key for key in ctx.models.keys if key in todo]
+    resources = ctx.cluster_resources()
+    per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, keep_cpus=1, key="scan")
+    placements = node_cycle(per_actor, cpus_per_actor)  # actors over the nodes in turn
+
+    def new_worker(model: str) -> _Worker:
+        folder = f"{ctx.state.model_dir(model)}/{kind.folder}/{uuid.uuid4().hex[:12]}"
+        actor = ScanActor.options(num_gpus=per_actor, num_cpus=cpus_per_actor, scheduling_strategy=next(placements)
+                                  ).remote(model, ctx.models, cfg, kind, folder)
+        return _Worker(model, actor, folder)
+
+    groups: dict[str, list[str]] = {}
+    for key in models:
+        groups.setdefault(repr(sorted(preprocess_config(key).items())), []).append(key)
+    workers = {key: [new_worker(key) for _ in range(n_actors)] for key in models if todo[key]}
+    # Queue of (shard, models that still need it), grouped by preprocessing.
+    queue = deque()
+    for group in groups.values():
+        for s in shards:
+            need = tuple(key for key in group if s.shard_id in todo[key])
+            if need:
+                queue.append((s, need))
+    restarts, max_restarts = 0, 3 * max(1, sum(len(w) for w in workers.values()))
+    decodes, calls = {}, {}  # ref -> (shard, models) ; ref -> (worker, shard or None for checkpoints)
+    bar = Progress(kind.name, sum(len(t) for t in todo.values()), "shards", ctx.progress)
+
+    def dispatch(shard, need, ref):
+        for model in need:
+            w = min(workers[model], key=lambda w: (w.inflight, w.assigned))  # least busy, then least used
+            w.inflight += 1
+            w.assigned += 1
+            calls[w.actor.process.remote(shard, ref, shard.fold(folds))] = (w, shard)
+
+    def checkpoint(w):
+        w.saved_at = time.monotonic()
+        calls[w.actor.checkpoint.remote()] = (w, None)
+
+    def replace(dead: _Worker, error: Exception, failed: set[str]):
+        """Queue again what a dead actor held but never saved, and start a fresh actor in its place."""
+        nonlocal restarts
+        restarts += 1
+        if restarts > max_restarts:
+            raise PassError(f"{kind.name} actors died {restarts} times; last error: {error}") from error
+        for ref, (w, shard) in list(calls.items()):
+            if w is dead:
+                del calls[ref]
+                if shard is not None:
+                    failed.add(shard.shard_id)
+        uri = latest_committed(dead.folder, kind.suffix)  # a checkpoint may land just before the actor dies
+        saved = set(kind.read_shards(uri)) if uri else set()
+        for shard_id in sorted((dead.unsaved | failed) - saved):
+            queue.appendleft((plan[shard_id], (dead.model,)))
+        workers[dead.model][workers[dead.model].index(dead)] = new_worker(dead.model)
+        bar.update(-len(dead.unsaved - saved))
+
+    # Decodes in flight: enough to keep every actor fed, and every CPU the actors leave free busy.
+    n_workers = max(1, sum(len(w) for w in workers.values()))
+    free_cpus = int(resources.get("CPU", 0) - cpus_per_actor * n_workers)
+    limit = max(2, free_cpus, cfg.decode_workers * n_workers)
+    while True:
+        if not (queue or decodes or calls):  # all done: save what is unsaved, then stop
+            for w in (w for ws in workers.values() for w in ws if w.unsaved):
+                checkpoint(w)
+            if not calls:
+                break
+        # Decoded shards waiting at the actors stay at two per actor, so memory does not grow with the queue.
+        while queue and len(decodes) < limit and sum(w.inflight for ws in workers.values() for w in ws) < 2 * n_workers:
+            shard, need = queue.popleft()
+            decodes[decode_task.remote(shard, preprocess_config(need[0]))] = (shard, need)
+        ready, _ = ray.wait(list(decodes) + list(calls), num_returns=1)
+        ref = ready[0]
+        if ref in decodes:
+            stats.shards_decoded += 1
+            dispatch(*decodes.pop(ref), ref)
+            continue
+        w, shard = calls.pop(ref)
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            replace(w, e, {shard.shard_id} if shard is not None else set())
+            continue
+        if shard is None:  # a checkpoint: what it lists is now safe
+            w.unsaved -= set(result)
+            continue
+        w.inflight -= 1
+        w.unsaved.add(shard.shard_id)
+        stats.images += result["n_images"]
+        stats.shards_scanned += 1
+        bar.update(1, images_per_s=round(stats.images / max(1e-9, time.perf_counter() - t0), 1))
+        every = cfg.checkpoint_every
+        due = time.monotonic() - w.saved_at >= cfg.checkpoint_s or (every and len(w.unsaved) >= every)
+        if due and not any(v == (w, None) for v in calls.values()):
+            checkpoint(w)
+    bar.close()
+    for ws in workers.values():
+        for w in ws:
+            ray.kill(w.actor)
+    stats.seconds = time.perf_counter() - t0
+    return stats

@@ -1,0 +1,113 @@
+"""Stage ``explain``: a second pass over the images that keeps, per head and span, the images that drive it.
+
+Section: ``[explain]`` (k, thumb_px) with ``[data]``, ``[scan]`` and ``spans.m`` (:class:`ExplainSection`);
+per run (all models at once, sharing decoding as the scan does); needs ``spans``. Writes ``top_images``.
+
+For every head of every model and each of its spans 1..``spans.m`` (subset ``all``), the k images with the
+largest and the k with the smallest projection of the head's contribution onto the span's direction
+(``spans.direction``, stored by the stage spans: TextSpan is not run again), and the k images with the largest
+contribution norm (:mod:`ccs_ray.explain`). It is a pass over the shards (:mod:`ccs_ray.passes`) on the scan's
+actors, decode path, layout and checkpoint settings, with :class:`~ccs_ray.explain.TopImages` as the
+accumulator: resumable by shard, bad images skipped as in the scan (they are already in its ``errors``), and
+merged at the end into exactly the top k of a single pass. Partials:
+``_state/<run_id>/<model>/explain/<12 hex>/NNNNNNNN.parquet``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import tables
+from ..decompose import tower_shape
+from ..explain import TopImages
+from ..models import preprocess_config
+from ..passes import PassKind, covered_shards, merge_partials, run_pass
+from ..sources import plan_shards
+from ..spec import DataConfig, ExplainConfig, ScanConfig, Spec
+from .base import Context, Stage
+
+
+@dataclass(frozen=True)
+class ExplainSection:
+    """What the stage reads: ``[explain]``, the images (``[data]``), how to pass over them (``[scan]``) and
+    how many spans per head it explains (``spans.m``)."""
+
+    explain: ExplainConfig
+    data: DataConfig
+    scan: ScanConfig
+    m: int
+
+
+def section(spec: Spec) -> ExplainSection:
+    return ExplainSection(spec.explain, spec.data, spec.scan, spec.spans.m)
+
+
+@dataclass(frozen=True)
+class TopImagesPass(PassKind):
+    """The explain pass's accumulator: per model, ``directions[model][head_label]`` [m, D] (NaN rows where a
+    head has fewer spans), kept k at a time with thumbnails of ``thumb_px``."""
+
+    directions: dict
+    k: int
+    thumb_px: int
+    name = "explain"
+    folder = "explain"
+    suffix = ".parquet"
+
+    def start(self, model_key, model, layers, device):
+        heads = tower_shape(model).head_names(layers)
+        mine = self.directions[model_key]
+        m, dim = next(iter(mine.values())).shape
+        directions = np.stack([mine.get(h, np.full((m, dim), np.nan)) for h in heads])
+        pp = preprocess_config(model_key)
+        return TopImages(heads, directions, self.k, self.thumb_px, pp["mean"], pp["std"])
+
+    def add(self, acc, d, loaded, batch, fold):
+        acc.update(d.contributions.flatten(1, 2), loaded.items[batch], loaded.shard.shard_id, loaded.images[batch])
+
+    def read_shards(self, uri):
+        return TopImages.read_meta(uri)["shards"]
+
+    def load(self, uri):
+        return TopImages.load(uri)
+
+
+def span_directions(ctx: Context, model: str, m: int) -> tuple[dict[str, np.ndarray], dict[tuple[str, int], str]]:
+    """From the ``spans`` table (subset ``all``, ranks 1..m): head -> directions [m, D] (NaN rows for missing
+    spans) and (head, rank) -> text."""
+    rows = [r for r in tables.read_table(ctx.root, "spans", ctx.run_id, model).to_pylist()
+            if r["subset"] == "all" and r["rank"] <= m]
+    if not rows:
+        raise ValueError(f"no spans of {model} in run {ctx.run_id} under {ctx.root}: run the spans stage first")
+    if any(r["direction"] is None for r in rows):
+        raise ValueError(f"the spans of {model} in run {ctx.run_id} have no directions (written by an earlier "
+                         f"version): run the spans stage again in a new run")
+    dim = len(rows[0]["direction"])
+    directions: dict[str, np.ndarray] = {}
+    for r in rows:
+        directions.setdefault(r["head_label"], np.full((m, dim), np.nan))[r["rank"] - 1] = r["direction"]
+    return directions, {(r["head_label"], r["rank"]): r["text"] for r in rows}
+
+
+def run(ctx: Context, section: ExplainSection) -> dict:
+    data = section.data
+    models = list(ctx.models.keys)
+    spans = {key: span_directions(ctx, key, section.m) for key in models}
+    kind = TopImagesPass({key: d for key, (d, _) in spans.items()}, section.explain.k, section.explain.thumb_px)
+    shards = plan_shards(data)
+    plan = {s.shard_id: s for s in shards}
+    todo = {key: set(plan) - set(covered_shards(ctx, kind, key, plan)) for key in models}
+    stats = run_pass(ctx, kind, section.scan, shards, todo, data.folds)
+    rows = {}
+    for key in models:
+        top = merge_partials(ctx, kind, key, plan)
+        written = top.rows(spans[key][1])
+        tables.write_table(ctx.root, "top_images", written, ctx.run_id, key, name="explain")
+        rows[key] = len(written)
+    return {"rows": rows, "shards_scanned": stats.shards_scanned, "images": stats.images,
+            "shards_skipped": sum(len(shards) - len(t) for t in todo.values()), "seconds": round(stats.seconds, 2)}
+
+
+STAGE = Stage("explain", needs=("spans",), per_model=False, section=section, run=run)
