@@ -18,6 +18,7 @@ def test_bench_scan_figures(ray_cluster):
                        memory_scale=2, memory_images=16)
     bound = min(f["decode_only_images_per_s"], f["model_only_images_per_s"])
     assert abs(f["ratio_end_to_end_vs_min"] - f["end_to_end_images_per_s"] / bound) < 0.01
+    assert abs(f["ratio_explain_vs_scan"] - f["explain_images_per_s"] / f["end_to_end_images_per_s"]) < 0.01
     assert f["memory_1x"]["images"] == 16 and f["memory_2x"]["images"] == 32
     assert f["memory_2x"]["actor_peak_rss_mb"] > 0 and f["gpus"] == 0
 

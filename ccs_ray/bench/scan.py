@@ -4,7 +4,9 @@ All three run in one process on the same Ray cluster over the same JPEGs:
 
 - decode-only: the scan's decode tasks (read, decode, preprocess) over every shard, nothing else;
 - model-only: one scan actor fed already-decoded images (decomposition + moments);
-- end-to-end: ``run_scan`` over the folder.
+- end-to-end: ``run_scan`` over the folder;
+- explain: the stage ``explain`` over the same folder after the spans (the same actors and decode path, ranking
+  images along each head's span directions instead of accumulating moments).
 
 Steady-state throughput counts images finished after the first shard, over the time from the first
 shard's end to the last one's (start-up, i.e. model loading, is reported apart). The scan is then run
@@ -29,9 +31,10 @@ from ..cluster import actor_layout, ensure_ray
 from ..models import preprocess_config
 from ..moments import HeadMoments
 from ..sources import plan_shards
+from ..passes import ScanActor, decode_task, partials
 from ..spec import load_spec
-from ..stages import Context
-from ..passes import ScanActor, decode_task
+from ..stages import Context, RunState, run_stage
+from ..stages.explain import TopImagesPass
 from ..stages.scan import MomentsPass, run_scan, section
 
 
@@ -53,14 +56,25 @@ def _steady_ips(records: list[dict]) -> float:
     return sum(n for _, n in ends[1:]) / span if span > 0 else float("nan")
 
 
+def _explain_ips(spec, root: str) -> float:
+    """Steady-state throughput of the stage explain over the scanned run ``bench`` under ``root``."""
+    model = spec.models.keys[0]
+    run_stage("spans", spec, root, "bench", model, progress=False)
+    run_stage("explain", spec, root, "bench", progress=False)
+    kind = TopImagesPass({}, spec.explain.k, spec.explain.thumb_px)
+    return _steady_ips([r for uri in partials(RunState(root, "bench"), kind, model)
+                        for r in kind.read_shards(uri).values()])
+
+
 def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, shard_size: int = 32,
         image_px: int = 256, memory_scale: int = 10, memory_images: int = 64, memory_model: str = "ccs-tiny/none") -> dict:
     """Throughputs (images/s), their ratio, and peak memory at 1x and ``memory_scale`` x images."""
     ensure_ray()
     with tempfile.TemporaryDirectory() as tmp:
-        _write_jpegs(tmp, images, image_px)
+        os.makedirs(f"{tmp}/images")
+        _write_jpegs(f"{tmp}/images", images, image_px)
         spec = load_spec({"name": "bench-scan", "models": {"keys": [model]},
-                          "data": {"source": tmp, "shard_size": shard_size},
+                          "data": {"source": f"{tmp}/images", "shard_size": shard_size},
                           "scan": {"batch_size": batch_size}})
         shards = plan_shards(spec.data)
         pp = preprocess_config(model)
@@ -87,6 +101,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         wall = time.perf_counter() - t0
         records = list(HeadMoments.read_meta(summary.moments[model])["shards"].values())
         e2e_ips = _steady_ips(records)
+        explain_ips = _explain_ips(spec, f"{tmp}/results")
 
         memory = {}
         for scale in (1, memory_scale):
@@ -110,6 +125,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         "end_to_end_images_per_s": round(e2e_ips, 2), "end_to_end_wall_s": round(wall, 2),
         "end_to_end_images_per_s_with_startup": round(images / wall, 2),
         "ratio_end_to_end_vs_min": round(e2e_ips / bound, 4),
+        "explain_images_per_s": round(explain_ips, 2), "ratio_explain_vs_scan": round(explain_ips / e2e_ips, 4),
         "memory_model": memory_model, "memory_1x": memory[1], f"memory_{memory_scale}x": memory[memory_scale],
         "actor_peak_rss_growth_mb": round(memory[memory_scale]["actor_peak_rss_mb"] - memory[1]["actor_peak_rss_mb"], 1),
     }
