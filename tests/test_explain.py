@@ -1,9 +1,6 @@
 """Stage explain: top images per head and span, against a direct single-process computation."""
 
 import io
-import signal
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +16,7 @@ from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.stages import RunState, run_stage
 from ccs_ray.stages.explain import TopImagesPass
 from ccs_ray.tables import read_table
-from test_scan import _scan, _scan_processes, _spec
+from test_scan import _scan, _spec, run_killing_actors
 
 EXPLAIN = TopImagesPass({}, 8, 96)  # where the explain pass's partials are
 
@@ -150,18 +147,8 @@ def test_killed_explain_actor_is_replaced_without_double_counting(ray_cluster, t
     root, key = str(tmp_path), spec.models.keys[0]
     _scan(spec, root, "r1")
     run_stage("spans", spec, root, "r1", key)
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(s=run_stage("explain", spec, root, "r1", progress=False)))
-    thread.start()
-    deadline = time.time() + 120
-    while not partials(RunState(root, "r1"), EXPLAIN, key) and time.time() < deadline:
-        time.sleep(0.05)
-    victims = _scan_processes()
-    assert victims, "no actor process found"
-    for p in victims:
-        p.send_signal(signal.SIGKILL)
-    thread.join(300)
-    summary = result["s"]
+    summary = run_killing_actors(lambda: run_stage("explain", spec, root, "r1", progress=False), RunState(root, "r1"),
+                                 EXPLAIN, key)
     # Only what the dead actor had not saved is passed over again: at most checkpoint_every shards plus one in flight.
     assert 40 <= summary["shards_scanned"] <= 40 + 3 + 2
     assert len(partials(RunState(root, "r1"), EXPLAIN, key)) >= 2  # the dead actor's partial and its replacement's

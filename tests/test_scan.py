@@ -133,21 +133,28 @@ def _scan_processes():
             if any("ScanActor" in c for c in p.cmdline())]
 
 
-@pytest.mark.slow
-def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
-    spec = _spec(tmp_path, n=160, extra=["data.shard_size=4", "scan.checkpoint_every=3"])
+def run_killing_actors(work, state: RunState, kind, model: str):
+    """Run ``work()`` in a thread, SIGKILL every scan actor process once ``kind``'s first partial of ``model``
+    is committed, and return what ``work`` returned."""
     result = {}
-    thread = threading.Thread(target=lambda: result.update(s=_scan(spec, str(tmp_path), "r1")))
+    thread = threading.Thread(target=lambda: result.update(out=work()))
     thread.start()
     deadline = time.time() + 120
-    while not partials(RunState(str(tmp_path), "r1"), SCAN, spec.models.keys[0]) and time.time() < deadline:
+    while not partials(state, kind, model) and time.time() < deadline:
         time.sleep(0.05)
     victims = _scan_processes()
     assert victims, "no scan actor process found"
     for p in victims:
         p.send_signal(signal.SIGKILL)
     thread.join(300)
-    summary = result["s"]
+    return result["out"]
+
+
+@pytest.mark.slow
+def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
+    spec = _spec(tmp_path, n=160, extra=["data.shard_size=4", "scan.checkpoint_every=3"])
+    summary = run_killing_actors(lambda: _scan(spec, str(tmp_path), "r1"), RunState(str(tmp_path), "r1"), SCAN,
+                                 spec.models.keys[0])
     key = spec.models.keys[0]
     # Only what the dead actor had not saved is scanned again: at most checkpoint_every shards plus one in flight.
     assert 40 <= summary.shards_scanned <= 40 + 3 + 2
