@@ -7,9 +7,10 @@
 - :func:`encode_ablations` encodes one batch under many configurations, running every forward-pass
   prefix the configurations share only once (a trie over their per-layer head sets).
 - :func:`prune_strategies` turns ``ccs`` table rows into :class:`Ablation` configurations: the baseline
-  ``none``, ``high``, ``low``, ``random`` (per seed), ``equal``, ``concept``, ``explicit`` and ``sweep``;
-  and the paper's published head sets (:mod:`ccs_ray.reference`) into ``paper-high``, ``paper-low``,
-  ``paper-random`` (per seed) and ``paper-concept:<name>``, which need no CCS.
+  ``none``, ``high``, ``low``, ``random`` (per seed), ``equal``, ``concept``, ``explicit`` and ``sweep`` (the
+  high, low and random series); and the paper's published head sets (:mod:`ccs_ray.reference`) into
+  ``paper-high``, ``paper-low``, ``paper-random`` (per seed) and ``paper-concept:<name>``, which need no CCS.
+  A strategy that selects no head is one configuration without heads whose ``reason`` says why.
 
 All of it is math: no Ray, no I/O, inference only (no gradients flow through an ablated layer).
 """
@@ -148,8 +149,11 @@ class Ablation:
     """One pruning configuration: which heads it removes and how it was chosen.
 
     ``ablation_id`` is unique in a run: ``none``, ``high``, ``low``, ``random:s<seed>``, ``equal:high``,
-    ``equal:low``, ``concept:<family>``, ``explicit:<name>``, ``sweep:k<k>``, ``paper-high``, ``paper-low``,
-    ``paper-random:s<seed>``, ``paper-concept:<name>``. ``k`` is the number of heads.
+    ``equal:low``, ``concept:<family>``, ``explicit:<name>``, ``sweep:k<k>`` (the top-k heads by CCS),
+    ``sweep-low:k<k>`` (the bottom k), ``sweep-random:k<k>:s<seed>`` (k random heads), ``paper-high``,
+    ``paper-low``, ``paper-random:s<seed>``, ``paper-concept:<name>``. ``k`` is the number of heads.
+    ``reason``: why the strategy selected no head (e.g. "no head with CCS = 5"); such a configuration has no
+    heads and is recorded, not evaluated.
     """
 
     ablation_id: str
@@ -158,6 +162,7 @@ class Ablation:
     k: int | None = None
     concept: str | None = None
     heads: list[str] = field(default_factory=list)
+    reason: str | None = None
 
     @property
     def by_ccs(self) -> bool:
@@ -185,7 +190,7 @@ def _draw(pool: Iterable[str], exclude: Iterable[str], n: int, seed: int, what: 
     """``n`` heads drawn with ``random.Random(seed).sample`` from ``pool`` minus ``exclude``, in head order."""
     pool = sorted(set(pool) - set(exclude), key=parse_head_name)
     if len(pool) < n:
-        raise ValueError(f"{what} strategy: {n} heads to draw but only {len(pool)} non-high heads in the pool; "
+        raise ValueError(f"{what} strategy: {n} heads to draw but only {len(pool)} heads in its pool; "
                          f"widen it (prune.random_pool = 'all', prune.paper_random_pool = 'published' or more layers)")
     return random.Random(seed).sample(pool, n)
 
@@ -231,11 +236,12 @@ def prune_strategies(
     sweep_k: int = 0,
     reference: PaperHeads | None = None,
     paper_random_pool: Sequence[str] | None = None,
+    m: int = 5,
 ) -> list[Ablation]:
     """Ablation configurations from the ``ccs`` table's rows (dicts with head_label/layer/head, judge, ccs,
     level, label), always starting with the baseline ``none``.
 
-    - ``high`` / ``low``: every head of that level (high: CCS 5; low: CCS <= 1).
+    - ``high`` / ``low``: every head of that level (high: CCS = m; low: CCS <= 1).
     - ``random``: per seed 0..seeds-1, as many heads as ``high``, drawn (``random.Random(seed).sample``
       over the pool in head order) from ``random_pool`` (default: the heads of the ccs table) minus the
       high heads.
@@ -244,14 +250,20 @@ def prune_strategies(
     - ``concept``: per family in ``concepts``, the heads whose normalised label is one of its words
       (:data:`CONCEPT_FAMILIES`, extended by ``synonyms``).
     - ``explicit``: the named head lists as given.
-    - ``sweep``: for k = 0..sweep_k, the top-k heads by CCS (ties in head order).
+    - ``sweep``: three series over k heads removed: ``sweep:k<k>`` for k = 0..sweep_k, the top-k heads by CCS
+      (ties in head order); ``sweep-low:k<k>`` for k = 1..sweep_k, the bottom k (ties in head order); and per
+      seed, ``sweep-random:k<k>:s<seed>`` for k = 1..sweep_k, the first k of ``random.Random(seed).sample``
+      of sweep_k heads from ``random_pool`` (nested sets, so the series share forward-pass prefixes).
+      ``sweep:k0`` is every series' k = 0.
     - ``paper-high`` / ``paper-low``: the published sets of ``reference``; ``paper-concept:<name>``: its
       concept set ``name`` (any spelling, :func:`ccs_ray.scores.paper_concept`); ``paper-random``: per seed,
       as many heads as ``paper-high``, drawn like ``random`` from ``paper_random_pool`` minus the published
       high heads. They read no ``ccs`` rows (``ccs_rows`` may be empty when only they are asked for).
 
-    Strategies that select no head (e.g. no high heads, a concept the paper has no set for) yield no
-    configuration.
+    ``m``: the number of spans a CCS counts (``spans.m``; a high head has CCS = m), for the reasons.
+    A strategy that selects no head (e.g. no high heads, a concept the paper has no set for) yields one
+    configuration without heads whose ``reason`` says why, named as its configuration would be
+    (``random`` and ``paper-random`` without a seed).
     """
     unknown = sorted(s for s in strategies if s not in STRATEGIES and not is_paper_strategy(s))
     if unknown:
@@ -264,25 +276,31 @@ def prune_strategies(
     scored = [r for r in rows if r.get("ccs") is not None]
     high = [_label_of(r) for r in scored if _level(r) == "high"]
     low = [_label_of(r) for r in sorted(scored, key=lambda r: r["ccs"]) if _level(r) == "low"]
+    no_high, no_low = f"no head with CCS = {m}", "no head with CCS ≤ 1"
+    pool = random_pool if random_pool is not None else [_label_of(r) for r in rows]
     out = [Ablation("none", "none", k=0)]
 
-    def add(ablation_id, strategy, heads, **kw):
+    def add(ablation_id, strategy, heads, reason, **kw):
         if heads:
             out.append(Ablation(ablation_id, strategy, k=len(heads), heads=sorted(heads, key=parse_head_name), **kw))
+        else:
+            out.append(Ablation(ablation_id, strategy, k=0, reason=reason, **kw))
 
     for strategy in strategies:
         if strategy == "high":
-            add("high", "high", high)
+            add("high", "high", high, no_high)
         elif strategy == "low":
-            add("low", "low", low)
-        elif strategy == "random" and high:
-            pool = random_pool if random_pool is not None else [_label_of(r) for r in rows]
+            add("low", "low", low, no_low)
+        elif strategy == "random" and not high:
+            add("random", "random", [], f"{no_high} to match in number")
+        elif strategy == "random":
             for seed in range(seeds):
-                add(f"random:s{seed}", "random", _draw(pool, high, len(high), seed, strategy), seed=seed)
+                add(f"random:s{seed}", "random", _draw(pool, high, len(high), seed, strategy), None, seed=seed)
         elif strategy == "equal":
             n = min(len(high), len(low))
-            add("equal:high", "equal", high[:n], concept="high")
-            add("equal:low", "equal", low[:n], concept="low")
+            why = f"{no_high if not high else no_low} (equal removes as many high as low heads)"
+            add("equal:high", "equal", high[:n], why, concept="high")
+            add("equal:low", "equal", low[:n], why, concept="low")
         elif strategy == "concept":
             families = concept_families(synonyms)
             missing = [c for c in concepts if c not in families]
@@ -292,27 +310,46 @@ def prune_strategies(
             for concept in concepts:
                 add(f"concept:{concept}", "concept",
                     [_label_of(r) for r in rows if normalize_label(r.get("label")) in families[concept]],
-                    concept=concept)
+                    f"no head's label is one of the {concept} words", concept=concept)
         elif strategy == "explicit":
             for name, heads in (explicit or {}).items():
-                add(f"explicit:{name}", "explicit", [head_name(*parse_head_name(h)) for h in heads], concept=name)
+                add(f"explicit:{name}", "explicit", [head_name(*parse_head_name(h)) for h in heads],
+                    "the list names no head", concept=name)
         elif strategy == "sweep":
-            ranked = [_label_of(r) for r in sorted(scored, key=lambda r: -r["ccs"])]
-            if sweep_k > len(ranked):
-                raise ValueError(f"sweep_k = {sweep_k} but only {len(ranked)} heads have a CCS")
-            out.extend(Ablation(f"sweep:k{k}", "sweep", k=k, heads=sorted(ranked[:k], key=parse_head_name))
-                       for k in range(sweep_k + 1))
+            out.extend(_sweep(scored, pool, sweep_k, seeds))
         elif strategy in ("paper-high", "paper-low"):
-            add(strategy, strategy, reference.high if strategy == "paper-high" else reference.low)
+            which = strategy.removeprefix("paper-")
+            add(strategy, strategy, getattr(reference, which),
+                f"the paper published no {which} set for {reference.model}")
+        elif strategy == "paper-random" and not reference.high:
+            add(strategy, strategy, [], f"the paper published no high set for {reference.model} to match in number")
         elif strategy == "paper-random":
             for seed in range(seeds):
                 add(f"paper-random:s{seed}", strategy, _draw(paper_random_pool or [], reference.high,
-                                                              len(reference.high), seed, strategy), seed=seed)
+                                                              len(reference.high), seed, strategy), None, seed=seed)
         elif strategy.startswith("paper-concept:"):
             name = paper_concept(strategy.split(":", 1)[1])
             if name is None:
                 raise ValueError(f"{strategy}: the paper's concept sets are {', '.join(PAPER_CONCEPTS)}")
-            add(f"paper-concept:{name}", "paper-concept", reference.concepts.get(name, []), concept=name)
+            add(f"paper-concept:{name}", "paper-concept", reference.concepts.get(name, []),
+                f"the paper published no {name} set for {reference.model}", concept=name)
+    return out
+
+
+def _sweep(scored: list[Mapping], pool: Sequence[str], sweep_k: int, seeds: int) -> list[Ablation]:
+    """The sweep's three series (see :func:`prune_strategies`): top-k, bottom-k and, per seed, k random heads."""
+    if sweep_k > len(scored):
+        raise ValueError(f"sweep_k = {sweep_k} but only {len(scored)} heads have a CCS")
+    high = [_label_of(r) for r in sorted(scored, key=lambda r: -r["ccs"])]
+    low = [_label_of(r) for r in sorted(scored, key=lambda r: r["ccs"])]
+    out = [Ablation(f"sweep:k{k}", "sweep", k=k, heads=sorted(high[:k], key=parse_head_name))
+           for k in range(sweep_k + 1)]
+    out += [Ablation(f"sweep-low:k{k}", "sweep-low", k=k, heads=sorted(low[:k], key=parse_head_name))
+            for k in range(1, sweep_k + 1)]
+    for seed in range(seeds):
+        order = _draw(pool, (), sweep_k, seed, "sweep")
+        out += [Ablation(f"sweep-random:k{k}:s{seed}", "sweep-random", seed=seed, k=k,
+                         heads=sorted(order[:k], key=parse_head_name)) for k in range(1, sweep_k + 1)]
     return out
 
 

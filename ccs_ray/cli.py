@@ -81,7 +81,14 @@ def _cmd_sql(args) -> int:
 def _cmd_report(args) -> int:
     from .report import build_report
 
-    print(build_report(args.results, args.output))
+    print(build_report(args.results, args.output, heads=args.heads))
+    return 0
+
+
+def _cmd_head(args) -> int:
+    from .report import show_head
+
+    print(show_head(args.results, args.model, args.head, run_id=args.run_id, open_=args.open, out=args.output))
     return 0
 
 
@@ -145,7 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the self-contained HTML report")
     p.add_argument("--results", required=True, help="results root")
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
+    p.add_argument("--head", dest="heads", action="append", metavar="HEAD",
+                   help="show only this head (e.g. L11.H5) in the head explorer and cards (repeatable)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("head", help="print one head's card: label, CCS per judge, spans with verdicts, top images")
+    p.add_argument("model", help="model key as in the results, e.g. ViT-B-32/openai")
+    p.add_argument("head", help="head name, e.g. L11.H5")
+    p.add_argument("--results", required=True, help="results root")
+    p.add_argument("--run-id", help="the run (default: the latest run with the head)")
+    p.add_argument("--open", action="store_true", help="also write the head's HTML card and open it in the browser")
+    p.add_argument("-o", "--output", help="HTML card to write with --open (default ccs-head-<model>-<head>.html)")
+    p.set_defaults(func=_cmd_head)
 
     p = sub.add_parser("compare-paper", help="compare the results with the paper's published figures and head sets")
     p.add_argument("--results", required=True, help="results root")

@@ -1,19 +1,26 @@
 """A realistic synthetic results root, written through ``ccs_ray.tables.write_table``.
 
 Two models (last 4 layers x 12 heads), three judges plus their majority vote, TextSpan spans for
-"all" and two folds, ablations named as ``ccs_ray.ablate`` names them (none, high, low, equal:high/low, random:s0..4,
-concept:location/animals), zero-shot and
-retrieval evals and per-occupation MaxSkew rows, one row per configuration (random seeds apart) as the prune
-stage writes them (no summary rows: the SQL views summarise), judge calls and errors. Some texts are HTML, to
-test escaping.
+"all" (ranks 1..10) and two folds, the top images of every head (overall and per span, top and bottom, with
+photo-like JPEG thumbnails), ablations named as ``ccs_ray.ablate`` names them (none, high, low, equal:high/low,
+random:s0..4, concept:location/animals, the sweep's three series, and concept:vehicles, which selected no head
+and says why), zero-shot and retrieval evals and per-occupation MaxSkew rows, one row per configuration (random
+seeds apart) as the prune stage writes them (no summary rows: the SQL views summarise), judge calls and errors.
+Some texts, labels, image URIs and shard names are HTML, to test escaping. :func:`write_failed_run` adds a
+failed run.
 :func:`write_results` returns every row written (with ``run_id`` and ``model``), so tests can
 compute the expected answers independently of DuckDB.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import random
 from datetime import datetime, timedelta, timezone
+
+import numpy as np
+from PIL import Image
 
 from ccs_ray.ablate import Ablation
 from ccs_ray.heads import head_name
@@ -26,10 +33,22 @@ N_HEADS = 12
 JUDGES = ("claude-sonnet", "gemini-pro", "gpt-4o")
 SEEDS = 5
 CONCEPTS = ("location", "animals")
-DATASETS = (("cifar10", "top1"), ("cifar100", "top1"), ("msrvtt", "R@1"))
+DATASETS = (("cifar10", "top1"), ("cifar100", "top1"), ("msrvtt", "R@1"), ("msrvtt", "R@5"), ("msrvtt", "R@10"),
+            ("msrvtt", "MedR"))
 OCCUPATIONS = ("doctor", "nurse", "pilot", "chef", "teacher", "lawyer")
 HOSTILE_TEXT = "<script>alert(1)</script>"
 HOSTILE_LABEL = 'tags<b>&"quotes\''
+HOSTILE_URI = '"><img src=x onerror="document.title=\'pwned\'">.jpg'  # an image URI (model 0, L8.H0, span 1, top 1)
+HOSTILE_SHARD = "shard-'><script>document.title='pwned'</script>.tar"  # the shard of model 0, L8.H1's images
+HOSTILE_ERROR = "RuntimeError: unit <b>failed</b> <script>document.title='pwned'</script>"
+M_SPANS = 5  # spans a CCS counts
+K_IMAGES = 8  # top images per span and overall
+THUMB_PX = 96  # the thumbnails' side, as the explain stage writes them
+N_THUMBS = 64  # distinct photo-like thumbnails the top images draw from
+SWEEP_K = 3
+SWEEP_SEEDS = 2
+EMPTY_CONCEPT = ("concept:vehicles", "no head's label is one of the vehicles words")  # selected no head
+FAILED_RUN_ID = "run-20250102"
 POOL = [f"a photo of {w}" for w in (
     "a beach", "a dog", "a cat", "snow", "a red car", "Paris", "a forest", "three birds", "a crowd",
     "a kitchen", "a violin", "a map of Asia", "stripes", "a bridge", "a desert", "a blue sky",
@@ -38,9 +57,50 @@ LABELS = ("location", "animals", "colors", "objects", "counting", "texture")
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
-def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = ()) -> dict[str, list[dict]]:
-    """Write the synthetic results under ``root``; returns table -> rows written. The judges of the models
-    in ``heuristic`` are flagged as the offline heuristic judge (labels, judgments, ccs)."""
+@functools.cache
+def thumbnails() -> tuple[bytes, ...]:
+    """``N_THUMBS`` deterministic photo-like JPEGs (THUMB_PX square; every fourth 3:4 landscape): a smooth colour
+    field, a grain texture and sensor noise, which compress like downscaled photographs, not like flat colours."""
+    out = []
+    for i in range(N_THUMBS):
+        rng = np.random.default_rng(1000 + i)
+        size = (THUMB_PX, THUMB_PX * 3 // 4) if i % 4 == 3 else (THUMB_PX, THUMB_PX)
+        field = Image.fromarray(np.uint8(np.clip(128 + 50 * rng.normal(0, 1, (6, 6, 3)), 0, 255)))
+        grain = Image.fromarray(np.uint8(np.clip(128 + 60 * rng.normal(0, 1, (24, 24)), 0, 255)))
+        field, grain = field.resize(size, Image.BICUBIC), grain.resize(size, Image.BICUBIC)
+        pixels = (np.asarray(field, float) + (np.asarray(grain, float)[..., None] - 128) * 0.5
+                  + rng.normal(0, 6, (size[1], size[0], 3)))
+        buf = io.BytesIO()
+        Image.fromarray(np.uint8(np.clip(pixels, 0, 255))).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return tuple(out)
+
+
+def _top_images(rng, m: int, name: str, layer: int, head: int, texts: list[str], k: int) -> list[dict]:
+    """A head's top_images rows: per span rank 1..M_SPANS k top and k bottom images, and k overall top images."""
+    rows = []
+    for span_rank, direction in [(None, "top")] + [(r, d) for r in range(1, M_SPANS + 1) for d in ("top", "bottom")]:
+        scores = sorted((rng.uniform(0.05, 2.0) for _ in range(k)), reverse=direction == "top")
+        for position, score in enumerate(scores, 1):
+            image = rng.randrange(100_000)
+            shard = HOSTILE_SHARD if (m, name) == (0, "L8.H1") else f"laion-part-{image % 97:05d}.tar"
+            uri = f"s3://images/laion/{shard}/{image:09d}.jpg"
+            if (m, name, span_rank, direction, position) == (0, "L8.H0", 1, "top", 1):
+                uri = HOSTILE_URI
+            rows.append(dict(layer=layer, head=head, head_label=name, span_rank=span_rank,
+                             text=None if span_rank is None else texts[span_rank - 1], direction=direction,
+                             position=position, image_uri=uri, shard=shard,
+                             score=score if direction == "top" else -score,
+                             thumbnail=thumbnails()[image % N_THUMBS]))
+    return rows
+
+
+def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), models: tuple[str, ...] = MODELS,
+                  layers: tuple[int, ...] = LAYERS, n_heads: int = N_HEADS, k_images: int = K_IMAGES
+                  ) -> dict[str, list[dict]]:
+    """Write the synthetic results of ``models`` (``layers`` x ``n_heads`` heads, ``k_images`` top images per
+    span and overall) under ``root``; returns table -> rows written. The judges of the models in ``heuristic``
+    are flagged as the offline heuristic judge (labels, judgments, ccs)."""
     rng = random.Random(seed)
     written: dict[str, list[dict]] = {}
 
@@ -48,8 +108,8 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = ()) -> 
         write_table(root, table, rows, RUN_ID, model, name=name)
         written.setdefault(table, []).extend({**r, "run_id": RUN_ID, "model": model} for r in rows)
 
-    for m, model in enumerate(MODELS):
-        heads = [(l, h, head_name(l, h)) for l in LAYERS for h in range(N_HEADS)]
+    for m, model in enumerate(models):
+        heads = [(l, h, head_name(l, h)) for l in layers for h in range(n_heads)]
         put("runs", [dict(spec_name="synthetic", stage="report", status="done", started_at=T0,
                           finished_at=T0 + timedelta(minutes=5), n_images=1536, n_errors=2, version="0.1.0")], model)
         put("shards", [dict(shard_id=f"s{i:03d}", source="probe://", fingerprint=f"f{i}", fold=i % 2,
@@ -59,7 +119,7 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = ()) -> 
                              embed_dim=512, folds=2, n_shards=6)], model)
         put("errors", [dict(stage="scan", source="probe://", item=f"img{i}.jpg", reason="decode",
                             detail="truncated JPEG", at=T0) for i in range(2)], model)
-        spans, labels, judgments, ccs, calls = [], [], [], [], []
+        spans, labels, judgments, ccs, calls, top_images = [], [], [], [], [], []
         for l, h, name in heads:
             texts = rng.sample(POOL, 10)
             if (m, l, h) == (0, 8, 0):
@@ -70,8 +130,9 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = ()) -> 
             rng.shuffle(fold1)
             for subset, chosen in (("all", texts), ("fold0", fold0), ("fold1", fold1)):
                 spans += [dict(layer=l, head=h, head_label=name, subset=subset, rank=r, text=t,
-                               variance=1.0 / (r + 1), variance_explained=0.1 / (r + 1), pool="synthetic",
-                               svd_rank=80, convention="centered") for r, t in enumerate(chosen)]
+                               variance=1.0 / r, variance_explained=0.1 / r, pool="synthetic",
+                               svd_rank=80, convention="centered") for r, t in enumerate(chosen, 1)]
+            top_images += _top_images(rng, m, name, l, h, texts, k_images)
             truth = [int(rng.random() < rng.choice((0.1, 0.5, 0.95))) for _ in range(10)]
             votes = {}
             for judge in JUDGES:
@@ -80,15 +141,15 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = ()) -> 
                                    label_normalized=label.lower(), heuristic=False, error=None))
                 aligned = [t if rng.random() > 0.15 else 1 - t for t in truth]
                 failed = (m, l, h, judge) == (1, 10, 2, "gemini-pro")
-                for r in range(5):
+                for r in range(M_SPANS):
                     judgments.append(dict(layer=l, head=h, head_label=name, judge=judge, variant="paper",
-                                          span_rank=r, text=texts[r], label=label,
+                                          span_rank=r + 1, text=texts[r], label=label,
                                           aligned=None if failed and r == 0 else aligned[r], heuristic=False,
                                           error="timeout" if failed and r == 0 else None))
                 votes[judge] = aligned
                 ccs.append(dict(layer=l, head=h, head_label=name, judge=judge, label=label,
                                 ccs=sum(aligned[:5]), ccs_heldout=sum(aligned[5:]), heuristic=False))
-                for r in (None, 0, 1, 2, 3, 4):
+                for r in (None, 1, 2, 3, 4, 5):
                     cached = rng.random() < 0.2
                     p_tok, c_tok = rng.randint(200, 400), rng.randint(1, 20)
                     latency = 0.0 if cached else rng.uniform(0.2, 3.0)
@@ -105,13 +166,17 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = ()) -> 
             majority = [int(sum(votes[j][r] for j in JUDGES) * 2 > len(JUDGES)) for r in range(10)]
             ccs.append(dict(layer=l, head=h, head_label=name, judge="combined", label=labels[-1]["label"],
                             ccs=sum(majority[:5]), ccs_heldout=sum(majority[5:]), heuristic=False))
+            judgments += [dict(layer=l, head=h, head_label=name, judge="combined", variant="paper", span_rank=r + 1,
+                               text=texts[r], label=labels[-1]["label"], aligned=majority[r], heuristic=False,
+                               error=None) for r in range(M_SPANS)]
         for row in ccs:
             row["level"] = "high" if row["ccs"] == 5 else "low" if row["ccs"] <= 1 else "medium"
         for row in (*labels, *judgments, *ccs):
             row["heuristic"] = model in heuristic
         put("spans", spans, model)
+        put("top_images", top_images, model)
         put("labels", labels, model)
-        for judge in JUDGES:  # one file per judge, as a judge pool would write them
+        for judge in (*JUDGES, "combined"):  # one file per judge, as a judge pool would write them
             put("judgments", [j for j in judgments if j["judge"] == judge], model, name=judge)
             put("judge_calls", [c for c in calls if c["judge"] == judge], model)
         put("ccs", ccs, model)
@@ -128,17 +193,29 @@ def _write_ablations(put, rng, model, m, combined, heads) -> None:
                ("equal:high", "equal", None, "high", high[:n_equal]), ("equal:low", "equal", None, "low", low[:n_equal])]
     configs += [(f"random:s{s}", "random", s, None, rng.sample(others, len(high))) for s in range(SEEDS)]
     configs += [(f"concept:{c}", "concept", None, c, rng.sample(others, 3)) for c in CONCEPTS]
+    by_ccs = [c["head_label"] for c in sorted(combined, key=lambda c: -c["ccs"])]
+    configs += [(f"sweep:k{k}", "sweep", None, None, by_ccs[:k]) for k in range(SWEEP_K + 1)]
+    configs += [(f"sweep-low:k{k}", "sweep-low", None, None, by_ccs[::-1][:k]) for k in range(1, SWEEP_K + 1)]
+    for s in range(SWEEP_SEEDS):
+        order = rng.sample(by_ccs, SWEEP_K)
+        configs += [(f"sweep-random:k{k}:s{s}", "sweep-random", s, None, order[:k]) for k in range(1, SWEEP_K + 1)]
     ablations, evals, bias = [], [], []
+    ablations.append(dict(ablation_id=EMPTY_CONCEPT[0], strategy="concept", seed=None, mode="zero", k=0,
+                          concept=EMPTY_CONCEPT[0].split(":")[1], heads=[], n_heads=0, judge="combined",
+                          reference_model=model, paper_strategy=None, reason=EMPTY_CONCEPT[1]))
     for ablation_id, strategy, seed, concept, pruned in configs:
         key = dict(ablation_id=ablation_id, strategy=strategy, seed=seed)
         ablations.append(dict(key, mode="zero", k=len(pruned), concept=concept, heads=pruned, n_heads=len(pruned),
                               judge=None if strategy == "none" else "combined", reference_model=model,
                               paper_strategy=Ablation(ablation_id, strategy, concept=concept).paper_strategy))
-        hurt = {"none": 0, "high": 14, "low": 2, "random": 6, "concept": 4, "equal": 5}[strategy] * (1 + 0.3 * m)
+        per_head = {"sweep": 4, "sweep-low": 0.5, "sweep-random": 2}.get(strategy, 0) * len(pruned)
+        hurt = ({"none": 0, "high": 14, "low": 2, "random": 6, "concept": 4, "equal": 5}.get(strategy, 0) + per_head
+                ) * (1 + 0.3 * m)
         for d, (dataset, metric) in enumerate(DATASETS):
             extra = 9.0 if (concept, dataset) == ("location", "cifar100") else 0.0
+            value = 80 - 10 * min(d, 2) + 8 * max(d - 2, 0) - hurt - extra + rng.gauss(0, 1.5 if seed is not None else 0.3)
             evals.append(dict(key, dataset=dataset, metric=metric, n=1000,
-                              value=80 - 10 * d - hurt - extra + rng.gauss(0, 1.5 if strategy == "random" else 0.3)))
+                              value=2 + hurt / 4 + rng.random() if metric == "MedR" else value))
         for attribute, groups in (("race", 6), ("gender", 2)):
             for occupation in OCCUPATIONS:
                 bias.append(dict(key, dataset="fairface", attribute=attribute, occupation=occupation, k=10,
@@ -146,6 +223,15 @@ def _write_ablations(put, rng, model, m, combined, heads) -> None:
     put("ablations", ablations, model)
     put("evals", evals, model)
     put("bias", bias, model)
+
+
+def write_failed_run(root: str, model: str = MODELS[0]) -> dict:
+    """A later run of ``model`` that failed in the prune stage (its error holds HTML); returns its runs row."""
+    row = dict(spec_name="synthetic", stage="prune", status="failed", started_at=T0 + timedelta(days=1),
+               finished_at=T0 + timedelta(days=1, minutes=2), n_images=1536, n_errors=0, version="0.1.0",
+               error=HOSTILE_ERROR)
+    write_table(root, "runs", [row], FAILED_RUN_ID, model)
+    return {**row, "run_id": FAILED_RUN_ID, "model": model}
 
 
 def write_paper_figures(root: str, shift: float = 0.0, run_id: str = "run-paper") -> list[dict]:

@@ -58,8 +58,9 @@ def check_tables_and_views(root, run_id, model, ids, occupations, n_seeds):
     bias = read_table(root, "bias", run_id, model).to_pylist()
     for rows, keys in ((evals, ("dataset", "metric")), (bias, ("dataset", "attribute", "occupation"))):
         assert {r["ablation_id"] for r in rows} == set(ids)  # no random:mean / random:std
-        assert all((r["seed"] is not None) == (r["strategy"] == "random") for r in rows)
+        assert all((r["seed"] is not None) == (r["strategy"] in ("random", "sweep-random")) for r in rows)
         assert all(r["ablation_id"] == f"random:s{r['seed']}" for r in rows if r["strategy"] == "random")
+        assert all(r["ablation_id"].endswith(f":s{r['seed']}") for r in rows if r["strategy"] == "sweep-random")
         assert len({(r["ablation_id"], *(r[k] for k in keys)) for r in rows}) == len(rows)  # one row per key
     assert {r["occupation"] for r in bias} == set(occupations)  # no __sum__ / __mean__
     assert all(r["max_group"] is not None and math.isfinite(r["maxskew"]) for r in bias)
@@ -119,7 +120,8 @@ def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
     root = str(tmp_path)
     summary = run_stage("prune", spec, root, RUN, MODEL)
     ids = ["none", "high", "low", "random:s0", "random:s1", "equal:high", "equal:low", "concept:colors",
-           "explicit:two", "sweep:k0", "sweep:k1", "sweep:k2"]
+           "explicit:two", "sweep:k0", "sweep:k1", "sweep:k2", "sweep-low:k1", "sweep-low:k2", "sweep-random:k1:s0",
+           "sweep-random:k2:s0", "sweep-random:k1:s1", "sweep-random:k2:s1"]
     assert summary["ablation_ids"] == ids and summary["units_run"] == 3 + 2 + 3 and summary["units_skipped"] == 0
 
     abl = {r["ablation_id"]: r for r in read_table(root, "ablations", RUN, MODEL).to_pylist()}
@@ -287,5 +289,6 @@ def test_smoke_job_whole_chain(ray_cluster, tmp_path):
         values = [skew[(aid, o)] for o in bias_spec.occupations]
         # 12 colors x 2 images: a color's share is at most (2 / k) / (2 / 24) = 4 of its overall share
         assert all(-1e-12 <= v <= math.log(4) + 1e-12 for v in values)
-    check_tables_and_views(root, summary["run_id"], model, set(ablations), bias_spec.occupations, n_seeds=2)
+    evaluated = {a for a, r in ablations.items() if r["reason"] is None}  # the others selected no head
+    check_tables_and_views(root, summary["run_id"], model, evaluated, bias_spec.occupations, n_seeds=2)
     assert Path(summary["stages"]["report"]["path"]).is_file()

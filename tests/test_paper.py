@@ -90,8 +90,9 @@ def test_paper_strategies_select_exactly_the_published_sets(model):
         if concept in ref.concepts:
             assert set(got[f"paper-concept:{concept}"].heads) == set(ref.concepts[concept])
             assert got[f"paper-concept:{concept}"].paper_strategy == f"concept:{concept}"
-        else:  # the paper has no such set for this model: no configuration
-            assert f"paper-concept:{concept}" not in got
+        else:  # the paper has no such set for this model: a configuration without heads, and why
+            assert got[f"paper-concept:{concept}"].heads == []
+            assert got[f"paper-concept:{concept}"].reason == f"the paper published no {concept} set for {model}"
     assert got["none"].heads == [] and got["none"].paper_strategy == "none"
     assert got["paper-high"].paper_strategy == "high" and got["paper-random:s0"].paper_strategy == "random"
 
@@ -361,8 +362,11 @@ def test_prune_and_report_with_the_published_heads(ray_cluster, tmp_path):
     root, model = str(tmp_path / "res"), "ViT-B-32/none"
     ref = paper_reference().heads["ViT-B-32/openai"]
     ablations = {r["ablation_id"]: r for r in read_table(root, "ablations", summary["run_id"], model).to_pylist()}
+    empty = ablations.pop("paper-concept:animals")  # none published: recorded with the reason, not evaluated
+    assert (empty["n_heads"], empty["reason"]) == (0, "the paper published no animals set for ViT-B-32/openai")
     assert set(ablations) == {"none", "paper-high", "paper-low", "paper-random:s0", "paper-random:s1",
                               "paper-concept:objects"}
+    assert all(r["reason"] is None for r in ablations.values())
     assert set(ablations["paper-high"]["heads"]) == set(ref.high)
     assert set(ablations["paper-low"]["heads"]) == set(ref.low)
     assert set(ablations["paper-concept:objects"]["heads"]) == set(ref.concepts["objects"])

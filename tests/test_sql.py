@@ -21,7 +21,7 @@ from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connec
 from ccs_ray.scores import fleiss_kappa
 from ccs_ray.reference import reference_tables
 from ccs_ray.tables import REFERENCE_TABLES, SCHEMAS, write_table
-from synthetic_results import JUDGES, MODELS, OCCUPATIONS, SEEDS, write_results
+from synthetic_results import DATASETS, JUDGES, MODELS, OCCUPATIONS, SEEDS, SWEEP_K, write_results
 
 # the views sql/macros.sql derives from evals and bias, with their columns
 DERIVED = {
@@ -172,7 +172,7 @@ def _check_random_view(got, want, keys):
 def test_evals_random_is_mean_and_sample_std_over_seeds(conn, results):
     keys = ("run_id", "model", "dataset", "metric")
     want = _groups(results[1]["evals"], keys, "value", lambda r: r["strategy"] == "random")
-    assert len(want) == len(MODELS) * 3
+    assert len(want) == len(MODELS) * len(DATASETS)
     _check_random_view(rows_of(conn, "SELECT * FROM evals_random"), want, keys)
 
 
@@ -278,6 +278,9 @@ def test_high_low_heads(conn, results):
 
 
 def _config(ablation):
+    """The configuration an ablation's rows pool into (seeds apart): as ablation_config names it."""
+    if ablation["strategy"].startswith("sweep"):
+        return f"{ablation['strategy']}:k={ablation['k']}"
     return "random" if ablation["strategy"] == "random" else ablation["ablation_id"]
 
 
@@ -301,8 +304,9 @@ def test_accuracy_drop_vs_random(conn, results):
         assert r["drop"] == pytest.approx(base - statistics.mean(vals))
         assert r["random_mean"] == pytest.approx(np.mean(rnd)) and r["random_std"] == pytest.approx(np.std(rnd, ddof=1))
         assert r["drop_vs_random"] == pytest.approx(statistics.mean(rnd) - statistics.mean(vals))
+    sweep = {f"{s}:k={k}" for s in ("sweep", "sweep-low", "sweep-random") for k in range(1, SWEEP_K + 1)}
     assert {r["config"] for r in got} == {"none", "high", "low", "random", "equal:high", "equal:low",
-                                          "concept:location", "concept:animals"}
+                                          "concept:location", "concept:animals", "sweep:k=0", *sweep}
 
 
 def test_concept_effects(conn, results):

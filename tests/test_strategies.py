@@ -1,4 +1,5 @@
-"""Pruning strategies from ccs rows: high, low, random, equal, concept, explicit, sweep."""
+"""Pruning strategies from ccs rows: high, low, random, equal, concept, explicit, sweep; strategies that select
+no head, with their reasons."""
 
 import random
 
@@ -105,13 +106,48 @@ def test_concepts_match_the_labels_tables_normalised_label():
 
 
 def test_explicit_and_sweep():
-    got = by_id(prune_strategies(rows(), ["explicit", "sweep"], explicit={"paper": ["L11.H5", "L10.H8"]}, sweep_k=4))
+    got = by_id(prune_strategies(rows(), ["explicit", "sweep"], explicit={"paper": ["L11.H5", "L10.H8"]}, sweep_k=4,
+                                 seeds=2))
     assert got["explicit:paper"].heads == ["L10.H8", "L11.H5"]
     assert [got[f"sweep:k{k}"].k for k in range(5)] == [0, 1, 2, 3, 4]
     # top-k by CCS, ties in head order: 5,5,5 (L2.H0, L3.H0, L3.H1) then 3 (L2.H2)
     assert got["sweep:k2"].heads == ["L2.H0", "L3.H0"]
     assert got["sweep:k4"].heads == ["L2.H0", "L2.H2", "L3.H0", "L3.H1"]
+    # bottom-k by CCS, ties in head order: 0 (L2.H1), then 1,1 (L2.H3, L3.H2), then 3 (L2.H2); k = 0 is sweep:k0
+    assert "sweep-low:k0" not in got and got["sweep-low:k1"].heads == ["L2.H1"]
+    assert got["sweep-low:k3"].heads == ["L2.H1", "L2.H3", "L3.H2"]
+    assert got["sweep-low:k4"].heads == ["L2.H1", "L2.H2", "L2.H3", "L3.H2"]
+    assert {got[f"sweep-low:k{k}"].strategy for k in range(1, 5)} == {"sweep-low"}
+    # random: per seed, the first k of one seeded draw of sweep_k heads from the ccs table's heads (nested)
+    pool = sorted(CCS, key=lambda n: (int(n[1]), int(n[-1])))
+    for seed in (0, 1):
+        order = random.Random(seed).sample(pool, 4)
+        for k in range(1, 5):
+            a = got[f"sweep-random:k{k}:s{seed}"]
+            assert (a.strategy, a.seed, a.k) == ("sweep-random", seed, k)
+            assert a.heads == sorted(order[:k], key=lambda n: (int(n[1]), int(n[-1])))
+    assert "sweep-random:k1:s2" not in got and not any(a.reason for a in got.values())
     with pytest.raises(ValueError, match="only 7 heads"):
         prune_strategies(rows(), ["sweep"], sweep_k=8)
     with pytest.raises(ValueError, match="L<layer>.H<head>"):
         prune_strategies(rows(), ["explicit"], explicit={"bad": ["head5"]})
+
+
+def test_strategies_that_select_no_head_say_why():
+    medium = [dict(layer=0, head=h, head_label=head_name(0, h), judge="combined", ccs=3, level="medium", label="food")
+              for h in range(4)]
+    got = by_id(prune_strategies(medium, ["high", "low", "random", "equal", "concept", "explicit"], seeds=3,
+                                 concepts=["animals"], explicit={"nothing": []}, m=5))
+    assert {k: v.reason for k, v in got.items()} == {
+        "none": None, "high": "no head with CCS = 5", "low": "no head with CCS ≤ 1",
+        "random": "no head with CCS = 5 to match in number",
+        "equal:high": "no head with CCS = 5 (equal removes as many high as low heads)",
+        "equal:low": "no head with CCS = 5 (equal removes as many high as low heads)",
+        "concept:animals": "no head's label is one of the animals words", "explicit:nothing": "the list names no head"}
+    assert all(a.heads == [] and a.k == 0 and a.seed is None for a in got.values())
+    assert got["concept:animals"].concept == "animals" and got["equal:low"].concept == "low"
+    assert by_id(prune_strategies(medium, ["high"], m=3))["high"].reason == "no head with CCS = 3"
+    some_high = [dict(r, ccs=5, level="high") if r["head"] == 0 else r for r in medium]
+    got = by_id(prune_strategies(some_high, ["equal"]))
+    why = "no head with CCS ≤ 1 (equal removes as many high as low heads)"
+    assert got["equal:high"].reason == got["equal:low"].reason == why

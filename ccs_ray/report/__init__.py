@@ -1,15 +1,29 @@
-"""The HTML report: one self-contained page (inline CSS and SVG, no script, no CDN) over a results root.
+"""The HTML report: one self-contained page (inline CSS, SVG and thumbnails, no CDN) over a results root.
 
 Every figure comes from a canned query of ``sql/queries`` run through :func:`ccs_ray.analytics.connect`;
 the page is rendered by ``report.html.j2`` with autoescaping on, and the SVG plots escape their texts
-(:mod:`ccs_ray.report.plots`), so spans, labels and names from the data are shown, never interpreted.
+(:mod:`ccs_ray.report.plots`), so spans, labels, image URIs and names from the data are shown, never
+interpreted. Per model: the CCS heatmap (each cell links to the head's card), accuracy per strategy, the sweep
+curves (accuracy against heads removed: high, low, random), video retrieval (R@1/5/10, MedR), MaxSkew@k,
+CCS against accuracy drop per pruned head group, the accuracy-bias trade-off, the strategies that selected no
+head and why, the head explorer (a table of every head) and one card per head (:mod:`ccs_ray.report.heads`;
+id ``<model>.<head>``, e.g. ``ViT-B-32/openai.L11.H5``). Banners flag random-init models (``/none``), the
+offline heuristic judge and failed runs. One small inline script sorts and filters the head tables; the page is
+complete without it, and in print.
+
+:func:`build_report` writes the report (optionally of chosen heads only), :func:`build_card` one head's card
+page, :func:`show_head` is ``ccs-ray head``.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import re
+import webbrowser
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
+from urllib.parse import quote
 
 import fsspec
 import jinja2
@@ -17,22 +31,14 @@ import jinja2
 from ccs_ray.analytics import canned_rows, canned_subquery, connect, query
 from ccs_ray.compare import paper_comparison
 from ccs_ray.report import plots
+from ccs_ray.report.heads import (VERDICT_MARKS, VERDICT_WORDS, _by, card_order, find_card, format_card, head_cards,
+                                  judge_of, where)
 
-TEMPLATE = "report.html.j2"
+TEMPLATES = Path(__file__).parent
 STRATEGY_ORDER = ("none", "high", "low", "random")
-
-
-def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[tuple(r[k] for k in keys)].append(r)
-    return dict(groups)
-
-
-def _judge_of(rows: list[dict]) -> str:
-    """The judge whose CCS the report shows: the majority vote when present, else the first judge by name."""
-    judges = {r["judge"] for r in rows}
-    return "combined" if "combined" in judges else min(judges)
+VIDEO_RECALLS = ("R@1", "R@5", "R@10")
+SWEEP_SERIES = {"sweep": "high", "sweep-low": "low", "sweep-random": "random"}  # strategy -> curve
+PLOT_WIDTH = 520  # SVG units of a model's plots: two side by side on a wide page
 
 
 def _tooltip(r: dict) -> str:
@@ -45,44 +51,153 @@ def _config_order(config: str) -> tuple:
     return (STRATEGY_ORDER.index(config) if config in STRATEGY_ORDER else len(STRATEGY_ORDER), config)
 
 
-def _model_sections(conn) -> list[dict]:
-    """Per (run, model): heatmap, accuracy bars and the accuracy-bias scatter."""
+def _href(anchor: str) -> str:
+    """The link to an element id (a card's anchor) within the page."""
+    return "#" + quote(anchor, safe="/")
+
+
+def _is_sweep(config: str) -> bool:
+    return config.startswith("sweep")
+
+
+def _seeds_note(rows: list[dict]) -> str:
+    """Which configurations' bars carry error bars (several seeds) and which are one seed each."""
+    seeds = {r["config"]: r["n_seeds"] for r in rows}
+    several = [f"{c} ({n} seeds)" for c, n in sorted(seeds.items(), key=lambda kv: _config_order(kv[0])) if n > 1]
+    single = [c for c in sorted(seeds, key=_config_order) if seeds[c] == 1]
+    return " ".join(filter(None, [f"Error bars: ± sample std over the seeds of {', '.join(several)}." if several else "",
+                                  f"1 seed (no error bar): {', '.join(single)}." if single else ""]))
+
+
+def _bars(rows: list[dict], category: str, value: str, err: str, title: str, y_label: str, colors: dict,
+          categories: Sequence[str] | None = None) -> dict:
+    """A figure of grouped bars (one per configuration, sweeps left out) per ``category`` from canned query rows
+    with ``config``, ``n_seeds`` and the ``value`` and ``err`` columns; its caption names the seeds."""
+    rows = [r for r in rows if not _is_sweep(r["config"])]
+    categories = list(categories or dict.fromkeys(r[category] for r in rows))
+    configs = sorted({r["config"] for r in rows}, key=_config_order)
+    cell = {(r["config"], r[category]): (r[value], r[err]) for r in rows}
+    series = {c: [cell.get((c, k), (None, None)) for k in categories] for c in configs}
+    return dict(svg=plots.grouped_bars(categories, series, title, y_label, width=PLOT_WIDTH, colors=colors),
+                note=_seeds_note(rows))
+
+
+def _sweep(rows: list[dict], dataset: str, model: str, colors: dict) -> dict | None:
+    """Accuracy on ``dataset`` against the number of heads removed: the sweep's high, low and random series,
+    each starting at sweep:k0 (random: mean ± std over seeds)."""
+    rows = _by([r for r in rows if r["dataset"] == dataset], "strategy")
+    start = [(0, r["mean"], None) for r in rows.get(("sweep",), []) if r["n_heads"] == 0]
+    series = {}
+    for strategy, name in SWEEP_SERIES.items():
+        points = sorted((r["n_heads"], r["mean"], r["std"]) for r in rows.get((strategy,), []) if r["n_heads"] > 0)
+        if points:
+            series[name] = start + points
+    if not series:
+        return None
+    seeds = max((r["n_seeds"] for r in rows.get(("sweep-random",), [])), default=0)
+    return dict(svg=plots.lines(series, f"Sweep on {dataset}: accuracy of {model} against heads removed",
+                                "heads removed (k)", "top-1 accuracy (%)", width=PLOT_WIDTH, colors=colors),
+                note="high: the top-k heads by CCS; low: the bottom k; random: k random heads"
+                     + (f", mean ± sample std over {seeds} seeds." if seeds > 1 else ", 1 seed (no error bar)."))
+
+
+def _colors(names) -> dict[str, str]:
+    """One palette colour per name, in configuration order after none, high, low and random, which keep the
+    same colours in every plot and report."""
+    return {c: plots.PALETTE[i % len(plots.PALETTE)]
+            for i, c in enumerate(sorted({*STRATEGY_ORDER, *names}, key=_config_order))}
+
+
+def _model_sections(conn, condition: str) -> list[dict]:
+    """Per (run, model): its plots, the strategies that selected no head, and its head cards (those meeting
+    ``condition``, :func:`ccs_ray.report.heads.where`)."""
     heads = _by(canned_rows(conn, "head_details"), "run_id", "model")
-    accuracy = _by(canned_rows(conn, "accuracy_drop_vs_random", "is_accuracy(metric)"), "run_id", "model")
+    metrics = _by(canned_rows(conn, "accuracy_drop_vs_random"), "run_id", "model")
+    skew = _by(canned_rows(conn, "maxskew_by_strategy"), "run_id", "model")
     bias = _by(canned_rows(conn, "bias_vs_accuracy", "NOT is_baseline(strategy)"), "run_id", "model")
-    configs = sorted({r["config"] for rows in (*accuracy.values(), *bias.values()) for r in rows}, key=_config_order)
-    colors = {c: plots.PALETTE[i % len(plots.PALETTE)] for i, c in enumerate(configs)}
+    groups = _by(canned_rows(conn, "head_groups"), "run_id", "model")
+    empty = _by(canned_rows(conn, "strategies_without_heads"), "run_id", "model")
+    spans = {(r["run_id"], r["model"]) for r in query(conn, "SELECT DISTINCT run_id, model FROM spans").to_pylist()}
+    keys = {*heads, *metrics, *skew, *bias, *empty, *spans}
+    runs_per_model = Counter(model for _, model in keys)
+    several = len(runs_per_model) > 1  # models: card ids name the model too (and the run, for several runs of one)
+    cards = head_cards(conn, condition, {k: (k[1] if several or runs_per_model[k[1]] > 1 else None,
+                                             k[0] if runs_per_model[k[1]] > 1 else None) for k in keys})
+    colors = _colors({r["config"] for rows in (*metrics.values(), *skew.values()) for r in rows
+                      if not _is_sweep(r["config"])})  # configurations: bars, sweep curves, trade-off points
+    strategy_colors = _colors({r["strategy"] for rows in groups.values() for r in rows})  # CCS against drop
     sections = []
-    for run_id, model in sorted(set(heads) | set(accuracy) | set(bias), key=lambda k: (k[1], k[0])):
-        section = {"run_id": run_id, "model": model, "heatmap": None, "accuracy": None, "tradeoff": None,
-                   "heuristic": False}
-        if (run_id, model) in heads:
-            judge = _judge_of(heads[(run_id, model)])
-            cells = [dict(r, tooltip=_tooltip(r)) for r in heads[(run_id, model)] if r["judge"] == judge]
+    for run_id, model in sorted(keys, key=lambda k: (k[1], k[0])):
+        key = (run_id, model)
+        mine = cards.get(key, [])
+        section = {"run_id": run_id, "model": model, "random_init": model.endswith("/none"), "heuristic": False,
+                   "judge": None, "heatmap": None, "figures": [], "empty": empty.get(key, []), "heads": mine,
+                   "cards": card_order(mine), "judges": mine[0]["judges"] if mine else [],
+                   "top_images": any(c["images"] or any(sp["images"] for sp in c["spans"]) for c in mine)}
+        if key in heads:
+            judge = judge_of(heads[key])
+            linked = {c["head_label"]: _href(c["anchor"]) for c in mine}
+            cells = [dict(r, tooltip=_tooltip(r), href=linked.get(r["head_label"])) for r in heads[key]
+                     if r["judge"] == judge]
             section["judge"] = judge
             section["heuristic"] = any(c["heuristic"] for c in cells)
             kind = ", offline heuristic judge" if section["heuristic"] else ""
             section["heatmap"] = plots.heatmap(cells, f"CCS per head of {model} ({judge}{kind})")
             section["levels"] = {lvl: sum(c["level"] == lvl for c in cells) for lvl in ("high", "medium", "low")}
-        if (run_id, model) in accuracy:
-            rows = accuracy[(run_id, model)]
-            datasets = sorted({r["dataset"] for r in rows})
-            configs = sorted({r["config"] for r in rows}, key=_config_order)
-            cell = {(r["config"], r["dataset"]): (r["mean"], r["std"]) for r in rows}
-            series = {c: [cell.get((c, d), (None, None)) for d in datasets] for c in configs}
-            section["accuracy"] = plots.grouped_bars(datasets, series, f"Zero-shot accuracy of {model} under pruning",
-                                                     "top-1 accuracy (%)", colors=colors)
-        if (run_id, model) in bias:
-            rows = sorted(bias[(run_id, model)], key=lambda r: _config_order(r["config"]))
-            points = [dict(x=r["delta_accuracy"], y=r["delta_maxskew_sum"], series=r["config"],
-                           tooltip=f"{r['config']} on {r['dataset']} / {r['attribute']}: Δ accuracy "
-                                   f"{r['delta_accuracy']:+.3g} pts, Δ MaxSkew (sum) {r['delta_maxskew_sum']:+.3g}")
-                      for r in rows
-                      if r["delta_accuracy"] is not None and r["delta_maxskew_sum"] is not None]
-            if points:
-                section["tradeoff"] = plots.scatter(points, f"Accuracy-bias trade-off of {model}",
-                                                    "Δ accuracy (points, pruned - unpruned)",
-                                                    "Δ MaxSkew@k, summed over occupations", colors=colors)
+        figures = section["figures"]
+        rows = metrics.get(key, [])
+        accuracy = [r for r in rows if r["metric"] == "top1"]
+        if accuracy:
+            figures.append(dict(_bars(accuracy, "dataset", "mean", "std", f"Zero-shot accuracy of {model} under pruning",
+                                      "top-1 accuracy (%)", colors), kind="accuracy",
+                                caption="Zero-shot top-1 accuracy, unpruned (none) and under each pruning strategy."))
+        for dataset in dict.fromkeys(r["dataset"] for r in accuracy):
+            sweep = _sweep(accuracy, dataset, model, colors)
+            if sweep:
+                figures.append(dict(sweep, kind="sweep", caption="Accuracy as more heads are removed."))
+        recalls = [r for r in rows if r["metric"] in VIDEO_RECALLS]
+        for dataset in dict.fromkeys(r["dataset"] for r in recalls):
+            mine = [r for r in recalls if r["dataset"] == dataset]
+            figures.append(dict(_bars(mine, "metric", "mean", "std", f"Text-to-video retrieval on {dataset}: {model}",
+                                      "recall (%)", colors, [m for m in VIDEO_RECALLS if m in {r["metric"] for r in mine}]),
+                                kind="video",
+                                caption=f"Recall at 1, 5 and 10 on {dataset}: the share of captions whose video "
+                                        "ranks in the top 1, 5, 10."))
+        medr = [r for r in rows if r["metric"] == "MedR"]
+        if medr:
+            figures.append(dict(_bars(medr, "dataset", "mean", "std", f"Median rank of the right video: {model}",
+                                      "median rank (lower is better)", colors), kind="video",
+                                caption="Median rank (MedR) of each caption's video among all videos."))
+        if skew.get(key):
+            figures.append(dict(_bars([dict(r, category=f"{r['dataset']} / {r['attribute']}") for r in skew[key]],
+                                      "category", "maxskew_sum", "maxskew_sum_std", f"MaxSkew@k of {model}",
+                                      "MaxSkew@k, summed over occupations", colors), kind="maxskew",
+                                caption="Social bias per strategy: MaxSkew@k summed over occupations (the paper's "
+                                        "figure), per bias dataset and attribute; lower is fairer."))
+        points = [dict(x=g["mean_ccs"], y=-g["delta_accuracy"], series=g["strategy"],
+                       tooltip=f"{g['config']}: {g['n_heads']} heads, mean CCS {g['mean_ccs']:.2f}, accuracy drop "
+                               f"{-g['delta_accuracy']:+.3g} pts")
+                  for g in groups.get(key, []) if g["mean_ccs"] is not None and g["delta_accuracy"] is not None]
+        if points:
+            figures.append(dict(svg=plots.scatter(points, f"CCS against accuracy drop per head group of {model}",
+                                                  "mean CCS of the pruned heads", "top-1 accuracy drop (points)",
+                                                  width=PLOT_WIDTH, colors=strategy_colors), kind="ccs-drop", note="",
+                                caption="Each point: one pruned configuration (seeds pooled). Right = the removed "
+                                        "heads encode clearer concepts; up = removing them costs more accuracy."))
+        tradeoff = [dict(x=r["delta_accuracy"], y=r["delta_maxskew_sum"], series=r["config"],
+                         tooltip=f"{r['config']} on {r['dataset']} / {r['attribute']}: Δ accuracy "
+                                 f"{r['delta_accuracy']:+.3g} pts, Δ MaxSkew (sum) {r['delta_maxskew_sum']:+.3g}")
+                    for r in sorted(bias.get(key, []), key=lambda r: _config_order(r["config"]))
+                    if not _is_sweep(r["config"]) and r["delta_accuracy"] is not None
+                    and r["delta_maxskew_sum"] is not None]
+        if tradeoff:
+            figures.append(dict(svg=plots.scatter(tradeoff, f"Accuracy-bias trade-off of {model}",
+                                                  "Δ accuracy (points, pruned - unpruned)",
+                                                  "Δ MaxSkew@k, summed over occupations", width=PLOT_WIDTH,
+                                                  colors=colors), kind="tradeoff", note="",
+                                caption="Each point: one strategy on one bias dataset and attribute. Right = accuracy "
+                                        "gained, up = bias increased, both against the unpruned model. Bias is "
+                                        "MaxSkew@k summed over occupations, as the paper reports it."))
         sections.append(section)
     return sections
 
@@ -92,7 +207,7 @@ def _ccs_at_k_plot(conn):
     runs_per_model = Counter(model for _, model in groups)
     series = {}
     for (run_id, model), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        judge = _judge_of(rows)
+        judge = judge_of(rows)
         rows = [r for r in rows if r["judge"] == judge]
         at_k = {r["k"]: r["ccs_at_k"] for r in rows}
         name = model if runs_per_model[model] == 1 else f"{model} ({run_id})"
@@ -103,20 +218,44 @@ def _ccs_at_k_plot(conn):
                               "fraction of all analysed heads", y_max=1.0)
 
 
-def build_report(root: str, out_path: str) -> str:
-    """Render the report of the results under ``root`` to ``out_path`` (any fsspec URI); returns ``out_path``."""
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["num"] = lambda v, digits=3: "–" if v is None else f"{v:.{digits}g}" if isinstance(v, float) else v
+    env.filters["href"] = _href
+    env.globals.update(verdict_words=VERDICT_WORDS, verdict_marks=VERDICT_MARKS)
+    return env
+
+
+def _write(template: str, context: dict, out_path: str) -> str:
+    html = _environment().get_template(template).render(**context)
+    with fsspec.open(str(out_path), "w", encoding="utf-8") as f:
+        f.write(html)
+    return str(out_path)
+
+
+def _banners(sections: list[dict], runs: list[dict]) -> dict:
+    return dict(heuristic=[s for s in sections if s["heuristic"]], random_init=[s for s in sections if s["random_init"]],
+                failed=[r for r in runs if r["status"] == "failed"])
+
+
+def build_report(root: str, out_path: str, heads: Sequence[str] | None = None) -> str:
+    """Render the report of the results under ``root`` to ``out_path`` (any fsspec URI); returns ``out_path``.
+    ``heads`` (``["L11.H5", ...]``): the head explorer and cards show only these heads of every model."""
     with connect(root) as conn:
         stability = query(conn, "SELECT model, run_id, fold_a, fold_b, count(*) AS heads, avg(n_shared) AS "
                                 "mean_shared_texts, avg(jaccard) AS mean_jaccard, avg(same_top::INTEGER) AS "
                                 f"same_top_text FROM {canned_subquery('span_stability')} GROUP BY ALL ORDER BY ALL"
                           ).to_pylist()
-        sections = _model_sections(conn)
+        sections = _model_sections(conn, where(heads))
+        runs = canned_rows(conn, "run_summary")
         context = dict(
             root=str(root),
             generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            runs=canned_rows(conn, "run_summary"),
+            chosen_heads=list(heads) if heads else None,
+            runs=runs,
             sections=sections,
-            heuristic=[s for s in sections if s["heuristic"]],
+            **_banners(sections, runs),
             ccs_at_k=_ccs_at_k_plot(conn),
             agreement=canned_rows(conn, "judge_agreement"),
             fleiss=canned_rows(conn, "fleiss_kappa"),
@@ -125,10 +264,35 @@ def build_report(root: str, out_path: str) -> str:
             errors=canned_rows(conn, "errors_by_reason"),
             paper=paper_comparison(conn),
         )
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters["num"] = lambda v, digits=3: "–" if v is None else f"{v:.{digits}g}" if isinstance(v, float) else v
-    html = env.get_template(TEMPLATE).render(**context)
-    with fsspec.open(str(out_path), "w", encoding="utf-8") as f:
-        f.write(html)
-    return str(out_path)
+    return _write("report.html.j2", context, out_path)
+
+
+def build_card(root: str, model: str, head: str, out_path: str, run_id: str | None = None) -> str:
+    """Render the card of ``head`` of ``model`` (run ``run_id``, default the latest) as a page of its own, with
+    the banners that apply to it, to ``out_path``; returns ``out_path``."""
+    with connect(root) as conn:
+        card = find_card(conn, model, head, run_id)
+        runs = canned_rows(conn, "run_summary", where(model=model, run_id=card["run_id"]))
+    section = dict(model=card["model"], run_id=card["run_id"], heuristic=card["heuristic"],
+                   random_init=card["model"].endswith("/none"))
+    return _write("card.html.j2", dict(root=str(root), card=card, **_banners([section], runs)), out_path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
+
+
+def show_head(root: str, model: str, head: str, run_id: str | None = None, open_: bool = False,
+              out: str | None = None) -> str:
+    """``ccs-ray head``: the card of ``head`` of ``model`` as text; with ``open_``, also write its HTML card
+    (to ``out``, default ``ccs-head-<model>-<head>.html`` in the working folder), open it in the browser and
+    name the file."""
+    with connect(root) as conn:
+        card = find_card(conn, model, head, run_id)
+    text = format_card(card)
+    if open_:
+        path = Path(out or f"ccs-head-{_slug(card['model'])}-{card['head_label']}.html").resolve()
+        build_card(root, card["model"], card["head_label"], str(path), card["run_id"])
+        webbrowser.open(path.as_uri())
+        text += f"\nHTML card: {path}"
+    return text

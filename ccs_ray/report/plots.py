@@ -53,7 +53,8 @@ def ccs_color(ccs: int | None, top: int = 5) -> str:
 
 
 def heatmap(cells: Sequence[dict], title: str, cell: int = 30) -> Markup:
-    """Layer x head grid of CCS; ``cells``: dicts with layer, head, ccs (or None) and tooltip (str)."""
+    """Layer x head grid of CCS; ``cells``: dicts with layer, head, ccs (or None), tooltip (str) and href (the
+    link of the cell, e.g. ``#anchor`` of the head's card; None: no link)."""
     layers = sorted({c["layer"] for c in cells})
     heads = sorted({c["head"] for c in cells})
     left, top = 44, 30
@@ -64,7 +65,8 @@ def heatmap(cells: Sequence[dict], title: str, cell: int = 30) -> Markup:
         _text(svg, left - 6, top + cell * (i + 0.5) + 4, f"L{l}", anchor="end")
     for c in cells:
         x, y = left + cell * heads.index(c["head"]), top + cell * layers.index(c["layer"])
-        g = ET.SubElement(svg, "g", {"class": "cell"})
+        parent = ET.SubElement(svg, "a", {"href": c["href"]}) if c["href"] else svg
+        g = ET.SubElement(parent, "g", {"class": "cell"})
         ET.SubElement(g, "title").text = c["tooltip"]
         _rect(g, x, y, cell - 1, cell - 1, ccs_color(c["ccs"]))
         dark = c["ccs"] is not None and c["ccs"] >= 3
@@ -90,6 +92,23 @@ def _legend(svg, x, y, names: Sequence[str], colors: dict[str, str] | None) -> N
         _text(svg, x + 14, y + 16 * i + 9, name, anchor="start")
 
 
+def _errorbar(svg, cx: float, y1: float, y2: float) -> None:
+    """A vertical error bar at ``cx`` from ``y1`` to ``y2`` (SVG units) with 6-unit caps."""
+    for x1, x2, ya, yb in ((cx, cx, y1, y2), (cx - 3, cx + 3, y1, y1), (cx - 3, cx + 3, y2, y2)):
+        ET.SubElement(svg, "line", {"x1": f"{x1:.1f}", "x2": f"{x2:.1f}", "y1": f"{ya:.1f}", "y2": f"{yb:.1f}",
+                                    "stroke": "#222222", "class": "errorbar"})
+
+
+def _y_grid(svg, left: float, top: float, plot_w: float, plot_h: float, y_max: float, y_label: str) -> None:
+    """Horizontal grid lines with their values at 0, 1/5 .. 5/5 of ``y_max``, and the rotated y-axis label."""
+    for t in range(6):
+        y = top + plot_h - plot_h * t / 5
+        ET.SubElement(svg, "line", {"x1": str(left), "x2": f"{left + plot_w:.1f}", "y1": f"{y:.1f}", "y2": f"{y:.1f}",
+                                    "stroke": "#e5e5e5"})
+        _text(svg, left - 4, y + 4, f"{y_max * t / 5:.3g}", anchor="end")
+    _text(svg, 12, top + plot_h / 2, y_label, transform=f"rotate(-90 12 {top + plot_h / 2:.1f})")
+
+
 def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[tuple[float | None, float | None]]],
                  title: str, y_label: str, y_max: float | None = None, width: int = 640,
                  colors: dict[str, str] | None = None) -> Markup:
@@ -106,12 +125,7 @@ def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[tuple[flo
     plot_w, plot_h = width - left - right, height - top - bottom
     svg = _svg(width, height, title)
     scale = plot_h / y_max
-    for t in range(6):
-        y = top + plot_h - plot_h * t / 5
-        ET.SubElement(svg, "line", {"x1": str(left), "x2": str(left + plot_w), "y1": f"{y:.1f}", "y2": f"{y:.1f}",
-                                    "stroke": "#e5e5e5"})
-        _text(svg, left - 4, y + 4, f"{y_max * t / 5:.3g}", anchor="end")
-    _text(svg, 12, top + plot_h / 2, y_label, transform=f"rotate(-90 12 {top + plot_h / 2:.1f})")
+    _y_grid(svg, left, top, plot_w, plot_h, y_max, y_label)
     group_w = plot_w / max(len(categories), 1)
     bar_w = group_w * 0.8 / max(len(names), 1)
     for i, cat in enumerate(categories):
@@ -125,10 +139,7 @@ def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[tuple[flo
             tip = f"{name} · {cat}: {value:.4g}" + (f" ± {err:.3g}" if err else "")
             _rect(svg, x, top + plot_h - h, bar_w - 1, h, _color(names, name, colors), tooltip=tip, **{"class": "bar"})
             if err:
-                cx, y1, y2 = x + bar_w / 2, top + plot_h - (value - err) * scale, top + plot_h - (value + err) * scale
-                for x1, x2, ya, yb in ((cx, cx, y1, y2), (cx - 3, cx + 3, y1, y1), (cx - 3, cx + 3, y2, y2)):
-                    ET.SubElement(svg, "line", {"x1": f"{x1:.1f}", "x2": f"{x2:.1f}", "y1": f"{ya:.1f}",
-                                                "y2": f"{yb:.1f}", "stroke": "#222222", "class": "errorbar"})
+                _errorbar(svg, x + bar_w / 2, top + plot_h - (value - err) * scale, top + plot_h - (value + err) * scale)
     ET.SubElement(svg, "line", {"x1": str(left), "x2": str(left + plot_w), "y1": str(top + plot_h),
                                 "y2": str(top + plot_h), "stroke": "#444444"})
     _legend(svg, left + plot_w + 12, top, names, colors)
@@ -171,5 +182,44 @@ def scatter(points: Sequence[dict], title: str, x_label: str, y_label: str, widt
                                             "fill": _color(names, p["series"], colors),
                                             "fill-opacity": "0.85", "class": "point"})
         ET.SubElement(dot, "title").text = p["tooltip"]
+    _legend(svg, left + plot_w + 12, top, names, colors)
+    return _markup(svg)
+
+
+def lines(series: dict[str, Sequence[tuple[float, float, float | None]]], title: str, x_label: str, y_label: str,
+          width: int = 640, colors: dict[str, str] | None = None) -> Markup:
+    """One polyline with markers per series over a linear x axis from 0; ``series``: name -> (x, y, err) points
+    in x order (err: half the error bar, None for none); ``colors`` as in :func:`grouped_bars`."""
+    names = list(series)
+    left, right, top, bottom = 50, 170, 20, 44
+    height = 280
+    plot_w, plot_h = width - left - right, height - top - bottom
+    points = [p for s in series.values() for p in s]
+    x_max = max((x for x, _, _ in points), default=1) or 1
+    y_max = _nice_max(max((y + (e or 0) for _, y, e in points), default=1.0))
+    svg = _svg(width, height, title)
+    _y_grid(svg, left, top, plot_w, plot_h, y_max, y_label)
+
+    def px(x):
+        return left + plot_w * x / x_max
+
+    def py(y):
+        return top + plot_h - plot_h * max(y, 0) / y_max
+
+    for x in sorted({x for x, _, _ in points}):
+        _text(svg, px(x), top + plot_h + 14, f"{x:g}")
+    _text(svg, left + plot_w / 2, height - 6, x_label)
+    ET.SubElement(svg, "line", {"x1": str(left), "x2": f"{left + plot_w:.1f}", "y1": f"{top + plot_h:.1f}",
+                                "y2": f"{top + plot_h:.1f}", "stroke": "#444444"})
+    for name in names:
+        color = _color(names, name, colors)
+        ET.SubElement(svg, "polyline", {"points": " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in series[name]),
+                                        "fill": "none", "stroke": color, "stroke-width": "2"})
+        for x, y, err in series[name]:
+            if err:
+                _errorbar(svg, px(x), py(y - err), py(y + err))
+            dot = ET.SubElement(svg, "circle", {"cx": f"{px(x):.1f}", "cy": f"{py(y):.1f}", "r": "4", "fill": color,
+                                                "class": "marker"})
+            ET.SubElement(dot, "title").text = f"{name} · {x:g}: {y:.4g}" + (f" ± {err:.3g}" if err else "")
     _legend(svg, left + plot_w + 12, top, names, colors)
     return _markup(svg)

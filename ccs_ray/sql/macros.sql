@@ -19,9 +19,10 @@ CREATE MACRO kappa(p_observed, p_expected) AS
 CREATE MACRO jaccard(a, b) AS
     len(list_intersect(list_distinct(a), list_distinct(b))) / len(list_distinct(list_concat(a, b)));
 
--- A readable name for an ablation configuration; rows that differ only in seed share it.
+-- A readable name for an ablation configuration; rows that differ only in seed share it (sweep series:
+-- sweep:k=2, sweep-low:k=2, sweep-random:k=2).
 CREATE MACRO ablation_config(strategy, k, concept) AS
-    strategy || coalesce(':' || concept, '') || CASE WHEN strategy = 'sweep' THEN ':k=' || k ELSE '' END;
+    strategy || coalesce(':' || concept, '') || CASE WHEN strategy LIKE 'sweep%' THEN ':k=' || k ELSE '' END;
 
 -- Rows of evals, bias or a view over them with run_id, model and ablation_id (tbl: its name, e.g. 'evals',
 -- 'bias', 'bias_totals'), with their ablation's config, concept, k and head count (from ablations).

@@ -1,11 +1,13 @@
 """Stage ``explain``: a second pass over the images that keeps, per head and span, the images that drive it.
 
-Section: ``[explain]`` (k, thumb_px) with ``[data]``, ``[scan]`` and ``spans.m`` (:class:`ExplainSection`);
+Section: ``[explain]`` (k, thumb_px) with ``[data]``, ``[scan]`` and the spans' section (:class:`ExplainSection`);
 per run (all models at once, sharing decoding as the scan does); needs ``spans``. Writes ``top_images``.
 
 For every head of every model and each of its spans 1..``spans.m`` (subset ``all``), the k images with the
 largest and the k with the smallest projection of the head's contribution onto the span's direction
-(``spans.direction``, stored by the stage spans: TextSpan is not run again), and the k images with the largest
+(``spans.direction``, stored by the stage spans: TextSpan is not run again, except for spans written by an
+earlier version without directions, which are computed again: the same texts, now with their directions), and
+the k images with the largest
 contribution norm (:mod:`ccs_ray.explain`). It is a pass over the shards (:mod:`ccs_ray.passes`) on the scan's
 actors, decode path, layout and checkpoint settings, with :class:`~ccs_ray.explain.TopImages` as the
 accumulator: resumable by shard, bad images skipped as in the scan (they are already in its ``errors``), and
@@ -27,21 +29,23 @@ from ..passes import PassKind, covered_shards, merge_partials, run_pass
 from ..sources import plan_shards
 from ..spec import DataConfig, ExplainConfig, ScanConfig, Spec
 from .base import Context, Stage
+from .spans import SpansSection, run_spans
+from .spans import section as spans_section
 
 
 @dataclass(frozen=True)
 class ExplainSection:
     """What the stage reads: ``[explain]``, the images (``[data]``), how to pass over them (``[scan]``) and
-    how many spans per head it explains (``spans.m``)."""
+    the spans (it explains spans 1..``spans.spans.m``)."""
 
     explain: ExplainConfig
     data: DataConfig
     scan: ScanConfig
-    m: int
+    spans: SpansSection
 
 
 def section(spec: Spec) -> ExplainSection:
-    return ExplainSection(spec.explain, spec.data, spec.scan, spec.spans.m)
+    return ExplainSection(spec.explain, spec.data, spec.scan, spans_section(spec))
 
 
 @dataclass(frozen=True)
@@ -74,16 +78,17 @@ class TopImagesPass(PassKind):
         return TopImages.load(uri)
 
 
-def span_directions(ctx: Context, model: str, m: int) -> tuple[dict[str, np.ndarray], dict[tuple[str, int], str]]:
+def span_directions(ctx: Context, model: str, spans: SpansSection) -> tuple[dict[str, np.ndarray],
+                                                                            dict[tuple[str, int], str]]:
     """From the ``spans`` table (subset ``all``, ranks 1..m): head -> directions [m, D] (NaN rows for missing
-    spans) and (head, rank) -> text."""
+    spans) and (head, rank) -> text. Spans without directions (an earlier version's) are computed again."""
+    m = spans.spans.m
     rows = [r for r in tables.read_table(ctx.root, "spans", ctx.run_id, model).to_pylist()
             if r["subset"] == "all" and r["rank"] <= m]
     if not rows:
         raise ValueError(f"no spans of {model} in run {ctx.run_id} under {ctx.root}: run the spans stage first")
     if any(r["direction"] is None for r in rows):
-        raise ValueError(f"the spans of {model} in run {ctx.run_id} have no directions (written by an earlier "
-                         f"version): run the spans stage again in a new run")
+        rows = [r for r in run_spans(ctx.for_model(model), spans) if r["subset"] == "all" and r["rank"] <= m]
     dim = len(rows[0]["direction"])
     directions: dict[str, np.ndarray] = {}
     for r in rows:
@@ -94,7 +99,7 @@ def span_directions(ctx: Context, model: str, m: int) -> tuple[dict[str, np.ndar
 def run(ctx: Context, section: ExplainSection) -> dict:
     data = section.data
     models = list(ctx.models.keys)
-    spans = {key: span_directions(ctx, key, section.m) for key in models}
+    spans = {key: span_directions(ctx, key, section.spans) for key in models}
     kind = TopImagesPass({key: d for key, (d, _) in spans.items()}, section.explain.k, section.explain.thumb_px)
     shards = plan_shards(data)
     plan = {s.shard_id: s for s in shards}

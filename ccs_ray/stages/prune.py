@@ -17,7 +17,8 @@ tables, and each unit's ``errors`` rows to a file named after the unit (stable f
 replaces them).
 
 The tables hold one row per configuration (each random seed its own ``ablation_id``, ``random:s<seed>``)
-and, in ``bias``, per occupation: no summary rows. Statistics over them are SQL views (``sql/macros.sql``):
+and, in ``bias``, per occupation: no summary rows. A strategy that selected no head is an ``ablations`` row
+without heads whose ``reason`` says why (e.g. "no head with CCS = 5"), and has no ``evals`` or ``bias`` rows. Statistics over them are SQL views (``sql/macros.sql``):
 ``evals_random`` / ``bias_random`` (the random strategy's mean and sample std over seeds) and
 ``bias_totals`` (MaxSkew summed, as in the paper, and averaged over occupations).
 """
@@ -67,14 +68,16 @@ def _encode(model, images: torch.Tensor, ablations, batch_size: int) -> torch.Te
 
 @dataclass(frozen=True)
 class PruneSection:
-    """``prune``: which heads to ablate and how; ``evals``: the datasets and actors that evaluate them."""
+    """``prune``: which heads to ablate and how; ``evals``: the datasets and actors that evaluate them;
+    ``m``: the spans a CCS counts (``spans.m``), which names the reason a strategy selected no head."""
 
     prune: PruneConfig
     evals: EvalsConfig
+    m: int
 
 
 def section(spec: Spec) -> PruneSection:
-    return PruneSection(spec.prune, spec.evals)
+    return PruneSection(spec.prune, spec.evals, spec.spans.m)
 
 
 def _save_npz(uri: str, **arrays) -> None:
@@ -243,11 +246,12 @@ def run(ctx: Context, section: PruneSection) -> dict:
         reference = paper_reference().heads_of(reference_model)
         paper_pool = all_heads(model, paper_random_layers(prune.paper_random_pool, reference_model, layers,
                                                           len(model.visual.transformer.resblocks)))
-    ablations = prune_strategies(
+    chosen = prune_strategies(
         ccs_rows, prune.strategies, judge=prune.judge, seeds=prune.seeds,
         random_pool=all_heads(model) if prune.random_pool == "all" else None, concepts=prune.concepts,
         synonyms=prune.synonyms, explicit=prune.heads, sweep_k=prune.sweep_k, reference=reference,
-        paper_random_pool=paper_pool)
+        paper_random_pool=paper_pool, m=section.m)
+    ablations = [a for a in chosen if a.reason is None]  # the configurations evaluated
     mean_z = _mean_z(ctx) if prune.mode == "mean" else None
     for a in ablations:  # validate every head list against the model before starting actors
         if a.heads:
@@ -255,8 +259,9 @@ def run(ctx: Context, section: PruneSection) -> dict:
     ids = [a.ablation_id for a in ablations]
     write_table(root, "ablations", [{**_ablation_keys(a), "mode": prune.mode, "k": a.k, "concept": a.concept,
                                      "heads": a.heads, "n_heads": len(a.heads), "reference_model": reference_model,
-                                     "judge": prune.judge if a.by_ccs else None, "paper_strategy": a.paper_strategy}
-                                    for a in ablations],
+                                     "judge": prune.judge if a.by_ccs else None, "paper_strategy": a.paper_strategy,
+                                     "reason": a.reason}
+                                    for a in chosen],
                 run_id, model_key, name="prune")
 
     # the text side, once per model
@@ -307,9 +312,8 @@ def run(ctx: Context, section: PruneSection) -> dict:
     if failed:
         raise RuntimeError(f"{len(failed)} pruning units failed (first: {sorted(failed.items())[0]}); finished units are "
                            f"kept: re-run with resume to redo only the failed ones")
-    chosen = {a.strategy for a in ablations} | {f"{a.strategy}:{a.concept}" for a in ablations}
     return {"model": model_key, "configurations": len(ablations), "ablation_ids": ids, "layers": layers,
-            "empty_strategies": [s for s in prune.strategies if s not in chosen],
+            "empty_strategies": [a.ablation_id for a in chosen if a.reason is not None],
             "units_run": len(units), "units_skipped": skipped, "evals_rows": len(evals_rows),
             "bias_rows": len(bias_rows), "errors": len(errors), "seconds": time.perf_counter() - t0}
 

@@ -1,4 +1,5 @@
--- How did each run go, per model? Status, images scanned, shards done or failed, and errors by stage.
+-- How did each run go, per model? Status (and, for a failed run, the error that stopped it), images scanned,
+-- shards done or failed, and errors by stage.
 WITH sh AS (
     SELECT run_id, model, count(*) AS shards, count(*) FILTER (WHERE status = 'done') AS shards_done,
            sum(n_images) AS shard_images, sum(seconds) AS shard_seconds
@@ -7,7 +8,7 @@ WITH sh AS (
     SELECT run_id, model, count(*) AS errors, list(DISTINCT stage ORDER BY stage) AS error_stages
     FROM errors GROUP BY ALL
 )
-SELECT r.run_id, r.model, r.spec_name, r.stage, r.status, r.started_at, r.finished_at, r.n_images,
+SELECT r.run_id, r.model, r.spec_name, r.stage, r.status, r.error, r.started_at, r.finished_at, r.n_images,
        coalesce(sh.shards, 0) AS shards, coalesce(sh.shards_done, 0) AS shards_done, sh.shard_seconds,
        coalesce(er.errors, 0) AS errors, er.error_stages
 FROM runs r
