@@ -16,6 +16,7 @@ import io
 import json
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import TextIO
 
@@ -47,10 +48,52 @@ class ResultsRootError(UserError, ValueError):
     """A results root that cannot be opened: missing, or holding several specs' results."""
 
 
+class _SharedReader:
+    """A file opened for reading whose position belongs to each thread: DuckDB may read one handle from several
+    threads (seek, then read, as two calls), so each read seeks and reads under one lock at the calling
+    thread's own position."""
+
+    def __init__(self, f):
+        self._f, self._lock, self._at = f, threading.Lock(), threading.local()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 2:
+            with self._lock:
+                base = self._f.seek(0, 2)
+        else:
+            base = self.tell() if whence == 1 else 0
+        self._at.pos = base + offset
+        return self._at.pos
+
+    def tell(self) -> int:
+        return getattr(self._at, "pos", 0)
+
+    def read(self, size: int = -1) -> bytes:
+        with self._lock:
+            self._f.seek(self.tell())
+            data = self._f.read(size)
+        self._at.pos = self.tell() + len(data)
+        return data
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 class ResultsFileSystem(DirFileSystem):
-    """The results root as an fsspec filesystem (paths relative to the root), for DuckDB's ``ccsresults://``."""
+    """The results root as an fsspec filesystem (paths relative to the root), for DuckDB's ``ccsresults://``;
+    files opened for reading are :class:`_SharedReader`."""
 
     protocol = PROTOCOL
+
+    def open(self, path, mode="rb", *args, **kwargs):
+        f = super().open(path, mode, *args, **kwargs)
+        return _SharedReader(f) if mode == "rb" else f
 
 
 class ReadOnlyResults(ResultsFileSystem):

@@ -7,10 +7,12 @@ import itertools
 import json
 import math
 import statistics
+import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import duckdb
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -584,3 +586,33 @@ def test_interactive_honours_format(results, monkeypatch, capsys):
     assert out.startswith('[\n {\n  "seven": 7\n }\n]\n') and "eight\n-----\n8\n(1 row)" in out
     assert main_sql(None, results[0], "parquet", None, None) == 2
     assert "interactive mode prints table, csv, json" in capsys.readouterr().err
+
+
+def test_a_results_file_read_from_two_threads_keeps_each_threads_position(tmp_path):
+    """DuckDB may seek and read one handle from several threads: each thread reads at its own position."""
+    from ccs_ray.analytics import ResultsFileSystem
+
+    data = bytes(range(256)) * 4
+    (tmp_path / "part.parquet").write_bytes(data)
+    fs = ResultsFileSystem(path=str(tmp_path), fs=fsspec.filesystem("file"))
+    got, a_sought, b_done = {}, threading.Event(), threading.Event()
+    with fs.open("part.parquet", "rb") as f:
+        def a():
+            f.seek(100)
+            a_sought.set()
+            b_done.wait(10)  # the other thread seeks and reads in between
+            got["a"] = f.read(10)
+
+        def b():
+            a_sought.wait(10)
+            f.seek(0)
+            got["b"] = f.read(10)
+            b_done.set()
+
+        threads = [threading.Thread(target=t) for t in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert f.seek(-4, 2) == len(data) - 4 and f.read() == data[-4:]
+    assert got == {"a": data[100:110], "b": data[:10]}

@@ -70,6 +70,7 @@ TIMEOUT_S = 1.0  # the client's timeout; slow-beyond-timeout answers take BEYOND
 BEYOND_S = 1.6
 JUDGE_COUNTS = ("calls", "cached", "merged", "retried_after_timeout")  # of a run's judge stage summary
 MOMENTS_RTOL = 1e-9  # moments summed in another order differ by float64 rounding only
+FLOAT32_RTOL = 1e-6  # ... which can move a value stored as float32 by one rounding step (2^-24 relative)
 
 
 def ray_processes(titles: tuple[str, ...] = ("ray::",)) -> dict[int, str]:
@@ -149,15 +150,18 @@ def _rows(root: Path, table: str, run_id: str, model: str) -> list[dict]:
     from ..tables import read_table
 
     rows = [{k: v for k, v in r.items() if k != "at"} for r in read_table(str(root), table, run_id, model).to_pylist()]
-    return sorted(rows, key=lambda r: json.dumps({k: v for k, v in r.items() if not isinstance(v, float)},
+    return sorted(rows, key=lambda r: json.dumps({k: v for k, v in r.items() if not isinstance(v, (float, list))},
                                                  sort_keys=True, default=str))
 
 
 def _same_rows(a: list[dict], b: list[dict]) -> bool:
-    """Equal rows, floats (variances computed from moments summed in another order) to :data:`MOMENTS_RTOL`."""
-    def same(x, y):
+    """Equal rows, floats (variances computed from moments summed in another order) to :data:`MOMENTS_RTOL`,
+    float vectors (span directions, stored as float32) to :data:`FLOAT32_RTOL`."""
+    def same(x, y, rtol=MOMENTS_RTOL):
         if isinstance(x, float) and isinstance(y, float):
-            return math.isclose(x, y, rel_tol=MOMENTS_RTOL, abs_tol=MOMENTS_RTOL)
+            return math.isclose(x, y, rel_tol=rtol, abs_tol=rtol)
+        if isinstance(x, list) and isinstance(y, list):
+            return len(x) == len(y) and all(same(u, v, FLOAT32_RTOL) for u, v in zip(x, y))
         return x == y
 
     return len(a) == len(b) and all(r.keys() == q.keys() and all(same(r[k], q[k]) for k in r) for r, q in zip(a, b))
