@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ccs_ray.bench import scan as bench_scan
 from ccs_ray.cli import main
 
@@ -17,8 +19,8 @@ def test_bench_scan_figures(ray_cluster):
     f = bench_scan.run(model="ccs-tiny/none", images=32, batch_size=8, shard_size=8, image_px=64,
                        memory_scale=2, memory_images=16)
     bound = min(f["decode_only_images_per_s"], f["model_only_images_per_s"])
-    assert abs(f["ratio_end_to_end_vs_min"] - f["end_to_end_images_per_s"] / bound) < 0.01
-    assert abs(f["ratio_explain_vs_scan"] - f["explain_images_per_s"] / f["end_to_end_images_per_s"]) < 0.01
+    assert f["ratio_end_to_end_vs_min"] == pytest.approx(f["end_to_end_images_per_s"] / bound, rel=0.01)
+    assert f["ratio_explain_vs_scan"] == pytest.approx(f["explain_images_per_s"] / f["end_to_end_images_per_s"], rel=0.01)
     assert f["memory_1x"]["images"] == 16 and f["memory_2x"]["images"] == 32
     assert f["memory_2x"]["actor_peak_rss_mb"] > 0 and f["gpus"] == 0
 
