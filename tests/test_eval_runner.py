@@ -263,7 +263,8 @@ def test_smoke_job_whole_chain(ray_cluster, tmp_path):
     spec = load_spec(str(job), [f"results.root={tmp_path / 'res'}", "data.source=probe://?n=32&seed=0&size=32",
                                 'evals.classification=[{name = "shapes", source = "probe://shapes?n=16&seed=1&size=32"}]',
                                 'judge.vocabulary={thing = ["a", "an", "the"]}',
-                                'prune.strategies=["high", "low", "random", "sweep"]', "prune.sweep_k=2"])
+                                'prune.strategies=["high", "low", "random", "sweep"]', "prune.sweep_k=2",
+                                'stages=["scan", "spans", "judge", "prune", "report"]'])  # explain: tests/test_explain.py
     assert spec.evals.video and spec.evals.bias  # the smoke job's own generated sets
     summary = run(spec, progress=False)
     root, model = str(tmp_path / "res"), "ccs-tiny/none"

@@ -7,7 +7,8 @@ interpreted. Per model: the CCS heatmap (each cell links to the head's card), ac
 curves (accuracy against heads removed: high, low, random), video retrieval (R@1/5/10, MedR), MaxSkew@k,
 CCS against accuracy drop per pruned head group, the accuracy-bias trade-off, the strategies that selected no
 head and why, the head explorer (a table of every head) and one card per head (:mod:`ccs_ray.report.heads`;
-id ``<model>.<head>``, e.g. ``ViT-B-32/openai.L11.H5``). Banners flag random-init models (``/none``), the
+id ``L11.H5`` on a page of one model, ``<model>.L11.H5`` on a page of several, :func:`~ccs_ray.report.heads.anchor`).
+Banners flag random-init models (``/none``), the
 offline heuristic judge and failed runs. One small inline script sorts and filters the head tables; the page is
 complete without it, and in print.
 
@@ -31,7 +32,7 @@ import jinja2
 from ccs_ray.analytics import canned_rows, canned_subquery, connect, query
 from ccs_ray.compare import paper_comparison
 from ccs_ray.report import plots
-from ccs_ray.report.heads import (VERDICT_MARKS, VERDICT_WORDS, _by, card_order, find_card, format_card, head_cards,
+from ccs_ray.report.heads import (VERDICT_MARKS, VERDICT_WORDS, group_by, card_order, find_card, format_card, head_cards,
                                   judge_of, where)
 
 TEMPLATES = Path(__file__).parent
@@ -85,7 +86,7 @@ def _bars(rows: list[dict], category: str, value: str, err: str, title: str, y_l
 def _sweep(rows: list[dict], dataset: str, model: str, colors: dict) -> dict | None:
     """Accuracy on ``dataset`` against the number of heads removed: the sweep's high, low and random series,
     each starting at sweep:k0 (random: mean ± std over seeds)."""
-    rows = _by([r for r in rows if r["dataset"] == dataset], "strategy")
+    rows = group_by([r for r in rows if r["dataset"] == dataset], "strategy")
     start = [(0, r["mean"], None) for r in rows.get(("sweep",), []) if r["n_heads"] == 0]
     series = {}
     for strategy, name in SWEEP_SERIES.items():
@@ -111,12 +112,12 @@ def _colors(names) -> dict[str, str]:
 def _model_sections(conn, condition: str) -> list[dict]:
     """Per (run, model): its plots, the strategies that selected no head, and its head cards (those meeting
     ``condition``, :func:`ccs_ray.report.heads.where`)."""
-    heads = _by(canned_rows(conn, "head_details"), "run_id", "model")
-    metrics = _by(canned_rows(conn, "accuracy_drop_vs_random"), "run_id", "model")
-    skew = _by(canned_rows(conn, "maxskew_by_strategy"), "run_id", "model")
-    bias = _by(canned_rows(conn, "bias_vs_accuracy", "NOT is_baseline(strategy)"), "run_id", "model")
-    groups = _by(canned_rows(conn, "head_groups"), "run_id", "model")
-    empty = _by(canned_rows(conn, "strategies_without_heads"), "run_id", "model")
+    heads = group_by(canned_rows(conn, "head_details"), "run_id", "model")
+    metrics = group_by(canned_rows(conn, "accuracy_drop_vs_random"), "run_id", "model")
+    skew = group_by(canned_rows(conn, "maxskew_by_strategy"), "run_id", "model")
+    bias = group_by(canned_rows(conn, "bias_vs_accuracy", "NOT is_baseline(strategy)"), "run_id", "model")
+    groups = group_by(canned_rows(conn, "head_groups"), "run_id", "model")
+    empty = group_by(canned_rows(conn, "strategies_without_heads"), "run_id", "model")
     spans = {(r["run_id"], r["model"]) for r in query(conn, "SELECT DISTINCT run_id, model FROM spans").to_pylist()}
     keys = {*heads, *metrics, *skew, *bias, *empty, *spans}
     runs_per_model = Counter(model for _, model in keys)
@@ -203,7 +204,7 @@ def _model_sections(conn, condition: str) -> list[dict]:
 
 
 def _ccs_at_k_plot(conn):
-    groups = _by(canned_rows(conn, "ccs_at_k"), "run_id", "model")
+    groups = group_by(canned_rows(conn, "ccs_at_k"), "run_id", "model")
     runs_per_model = Counter(model for _, model in groups)
     series = {}
     for (run_id, model), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):

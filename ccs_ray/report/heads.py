@@ -33,7 +33,7 @@ VERDICT_WORDS = {1: "aligned", 0: "not aligned", None: "no answer"}
 VERDICT_MARKS = {1: "✓", 0: "✗", None: "?"}
 
 
-def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+def group_by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     """Rows grouped by the values of ``keys`` (a tuple), in first-seen order."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
@@ -106,9 +106,9 @@ def head_cards(conn, condition: str = "true", anchors: dict | None = None) -> di
     ``anchors``: (run_id, model) -> (model or None, run_id or None), what card ids carry besides the head
     (:func:`anchor`); default: the head alone.
     """
-    details = _by(canned_rows(conn, "head_details", condition), "run_id", "model", "head_label")
-    verdicts = _by(canned_rows(conn, "span_verdicts", condition), "run_id", "model", "head_label")
-    images = _by(query(conn, f"""
+    details = group_by(canned_rows(conn, "head_details", condition), "run_id", "model", "head_label")
+    verdicts = group_by(canned_rows(conn, "span_verdicts", condition), "run_id", "model", "head_label")
+    images = group_by(query(conn, f"""
         SELECT * FROM (
             SELECT q.*, t.thumbnail FROM {canned_subquery('head_top_images')} q
             JOIN top_images t ON t.run_id = q.run_id AND t.model = q.model AND t.layer = q.layer AND t.head = q.head
@@ -119,7 +119,7 @@ def head_cards(conn, condition: str = "true", anchors: dict | None = None) -> di
         SELECT run_id, model, head_label, count(*) AS pairs, avg(jaccard) AS jaccard,
                avg(same_top::INTEGER) AS same_top
         FROM {canned_subquery('span_stability')} WHERE {condition} GROUP BY ALL""").to_pylist()}
-    groups = _by(canned_rows(conn, "head_groups"), "run_id", "model")
+    groups = group_by(canned_rows(conn, "head_groups"), "run_id", "model")
     keys = sorted({*details, *verdicts, *images}, key=lambda k: (k[1], k[0], parse_head_name(k[2])))
     cards: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for run_id, model, head in keys:
@@ -130,8 +130,8 @@ def head_cards(conn, condition: str = "true", anchors: dict | None = None) -> di
         judges = [r["judge"] for r in ordered] or sorted({v["judge"] for v in verdicts.get(key, []) if v["judge"]})
         mine = ordered[0] if ordered else {}
         spans = []
-        head_images = _by(images.get(key, []), "span_rank")
-        for (rank,), span_rows in _by(verdicts.get(key, []), "span_rank").items():
+        head_images = group_by(images.get(key, []), "span_rank")
+        for (rank,), span_rows in group_by(verdicts.get(key, []), "span_rank").items():
             by_judge = {v["judge"]: v["aligned"] for v in span_rows}
             spans.append(dict(rank=rank, text=span_rows[0]["text"],
                               variance_explained=span_rows[0]["variance_explained"],
