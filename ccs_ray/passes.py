@@ -149,10 +149,12 @@ class _Worker:
 @dataclass
 class PassStats:
     """What a pass did: decode tasks finished (once per shard and preprocessing, not per model), shards
-    passed over (per model), images added, seconds."""
+    passed over and shards skipped because saved partials held them (both counted per model), images added,
+    seconds."""
 
     shards_decoded: int = 0
     shards_scanned: int = 0
+    shards_skipped: int = 0
     images: int = 0
     seconds: float = 0.0
 
@@ -203,13 +205,14 @@ def merge_partials(ctx, kind: PassKind, model: str, plan: dict[str, Shard]):
     return merged
 
 
-def run_pass(ctx, kind: PassKind, cfg: ScanConfig, shards: list[Shard], todo: dict[str, set[str]],
+def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo: dict[str, set[str]],
              folds: int) -> PassStats:
-    """Pass every model of ``todo`` over its shards (``todo[model]``: shard ids) on the connected Ray cluster,
-    saving each actor's accumulator as committed checkpoints (module docstring)."""
+    """Pass every model of ``todo`` over its shards (``todo[model]``: ids of ``plan``'s shards, the rest being
+    held by saved partials) on the connected Ray cluster, saving each actor's accumulator as committed
+    checkpoints (module docstring)."""
     t0 = time.perf_counter()
-    stats = PassStats()
-    plan = {s.shard_id: s for s in shards}
+    stats = PassStats(shards_skipped=sum(len(plan) - len(t) for t in todo.values()))
+    shards = list(plan.values())
     models = [key for key in ctx.models.keys if key in todo]
     resources = ctx.cluster_resources()
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, keep_cpus=1, key="scan")

@@ -29,7 +29,7 @@ from .files import sweep_tmp, use_storage
 from .preflight import Plan, preflight
 from .reference import write_reference_tables
 from .spec import Spec
-from .stages import STAGES, Context, RunState
+from .stages import BY_NAME, STAGES, Context, RunState
 
 # Spec keys whose change makes a run's finished work invalid; others (batch sizes, actors, ...) may change on resume.
 _RESULT_KEYS = ("data", "models", "spans", "scan.convention", "explain")
@@ -200,7 +200,7 @@ def describe(summary: dict) -> str:
         if stage == "report":
             lines.append(f"  {stage:<7}{seconds}  {out.get('path')}")
             continue
-        if stage in ("scan", "explain"):  # per run, counts per model
+        if not BY_NAME[stage].per_model:  # a per-run stage's counts are per model: {count: {model: value}}
             first = next(iter(_COUNTS[stage]))
             out = {m: {k: out.get(k, {}).get(m) for k in _COUNTS[stage]} for m in out.get(first, {})}
         words = _COUNTS.get(stage, {})

@@ -7,8 +7,7 @@ For every head of every model and each of its spans 1..``spans.m`` (subset ``all
 largest and the k with the smallest projection of the head's contribution onto the span's direction
 (``spans.direction``, stored by the stage spans: TextSpan is not run again, except for spans written by an
 earlier version without directions, which are computed again: the same texts, now with their directions), and
-the k images with the largest
-contribution norm (:mod:`ccs_ray.explain`). It is a pass over the shards (:mod:`ccs_ray.passes`) on the scan's
+the k images with the largest contribution norm (:mod:`ccs_ray.explain`). It is a pass over the shards (:mod:`ccs_ray.passes`) on the scan's
 actors, decode path, layout and checkpoint settings, with :class:`~ccs_ray.explain.TopImages` as the
 accumulator: resumable by shard, bad images skipped as in the scan (they are already in its ``errors``), and
 merged at the end into exactly the top k of a single pass. Partials:
@@ -101,10 +100,9 @@ def run(ctx: Context, section: ExplainSection) -> dict:
     models = list(ctx.models.keys)
     spans = {key: span_directions(ctx, key, section.spans) for key in models}
     kind = TopImagesPass({key: d for key, (d, _) in spans.items()}, section.explain.k, section.explain.thumb_px)
-    shards = plan_shards(data)
-    plan = {s.shard_id: s for s in shards}
+    plan = {s.shard_id: s for s in plan_shards(data)}
     todo = {key: set(plan) - set(covered_shards(ctx, kind, key, plan)) for key in models}
-    stats = run_pass(ctx, kind, section.scan, shards, todo, data.folds)
+    stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds)
     rows = {}
     for key in models:
         top = merge_partials(ctx, kind, key, plan)
@@ -112,7 +110,7 @@ def run(ctx: Context, section: ExplainSection) -> dict:
         tables.write_table(ctx.root, "top_images", written, ctx.run_id, key, name="explain")
         rows[key] = len(written)
     return {"rows": rows, "shards_scanned": stats.shards_scanned, "images": stats.images,
-            "shards_skipped": sum(len(shards) - len(t) for t in todo.values()), "seconds": round(stats.seconds, 2)}
+            "shards_skipped": stats.shards_skipped, "seconds": round(stats.seconds, 2)}
 
 
 STAGE = Stage("explain", needs=("spans",), per_model=False, section=section, run=run)

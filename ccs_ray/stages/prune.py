@@ -18,7 +18,8 @@ replaces them).
 
 The tables hold one row per configuration (each random seed its own ``ablation_id``, ``random:s<seed>``)
 and, in ``bias``, per occupation: no summary rows. A strategy that selected no head is an ``ablations`` row
-without heads whose ``reason`` says why (e.g. "no head with CCS = 5"), and has no ``evals`` or ``bias`` rows. Statistics over them are SQL views (``sql/macros.sql``):
+without heads whose ``reason`` says why (e.g. "no head with CCS = 5"), and has no ``evals`` or ``bias`` rows.
+Statistics over them are SQL views (``sql/macros.sql``):
 ``evals_random`` / ``bias_random`` (the random strategy's mean and sample std over seeds) and
 ``bias_totals`` (MaxSkew summed, as in the paper, and averaged over occupations).
 """

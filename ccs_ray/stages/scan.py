@@ -95,16 +95,15 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     from the run's partials."""
     data = section.data
     kind = MomentsPass(data.folds, section.scan.convention)
-    shards = plan_shards(data)
-    plan = {s.shard_id: s for s in shards}
+    plan = {s.shard_id: s for s in plan_shards(data)}
     models = list(ctx.models.keys)
     covered = {key: covered_shards(ctx, kind, key, plan) for key in models}
     todo = {key: set(plan) - set(covered[key]) for key in models}
     for key in models:  # the manifest first, so that an interrupted run still shows its plan
         _write_shards(ctx, key, plan, covered[key], data.folds)
-    stats = run_pass(ctx, kind, section.scan, shards, todo, data.folds)
+    stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds)
     summary = ScanSummary(shards_decoded=stats.shards_decoded, shards_scanned=stats.shards_scanned,
-                          shards_skipped=sum(len(shards) - len(t) for t in todo.values()))
+                          shards_skipped=stats.shards_skipped)
     for key in models:
         _finish_model(ctx, kind, key, plan, data.folds, summary)
     summary.seconds = stats.seconds
