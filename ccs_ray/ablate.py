@@ -7,8 +7,9 @@
 - :func:`encode_ablations` encodes one batch under many configurations, running every forward-pass
   prefix the configurations share only once (a trie over their per-layer head sets).
 - :func:`prune_strategies` turns ``ccs`` table rows into :class:`Ablation` configurations: the baseline
-  ``none``, ``high``, ``low``, ``random`` (per seed), ``equal``, ``concept``, ``explicit`` and ``sweep`` (the
-  high, low and random series); and the paper's published head sets (:mod:`ccs_ray.reference`) into
+  ``none``, ``high``, ``low``, ``random`` (per seed), ``equal``, ``concept``, ``explicit``, ``sweep`` (the
+  high, low and random series) and ``single`` (each analysed head alone, per ablation mode); and the paper's
+  published head sets (:mod:`ccs_ray.reference`) into
   ``paper-high``, ``paper-low``, ``paper-random`` (per seed) and ``paper-concept:<name>``, which need no CCS.
   A strategy that selects no head is one configuration without heads whose ``reason`` says why.
 
@@ -25,24 +26,11 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .decompose import HeadAblation, decomposed_forward, tower_shape
+from .decompose import HeadAblation, block_forward, decomposed_forward, head_outputs, tower_shape
 from .heads import head_name, parse_head_name
 from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES
 from .reference import PaperHeads
-from .scores import level, normalize_label, paper_concept
-
-
-#: Concept families: a head belongs to one when its normalised label (:func:`ccs_ray.scores.normalize_label`,
-#: as in the labels table's ``label_normalized``) is one of the family's words.
-CONCEPT_FAMILIES: dict[str, tuple[str, ...]] = {
-    "location": ("location", "geography", "geolocation", "country", "city", "place", "region", "landmark",
-                 "continent", "nation", "locale", "area", "travel"),
-    "animals": ("animal", "wildlife", "pet", "species", "fauna", "mammal", "bird", "dog", "cat", "insect",
-                "fish", "reptile", "creature"),
-    "objects": ("object", "item", "thing", "tool", "artifact", "artefact", "device", "equipment", "furniture",
-                "appliance", "gadget", "household item"),
-    "colors": ("color", "colour", "hue", "palette", "coloring", "colouring", "tint", "shade"),
-}
+from .scores import concept_families, level, normalize_label, paper_concept
 
 
 # --- ablation in the forward pass -------------------------------------------------------------------------
@@ -110,10 +98,14 @@ def encode_ablations(model, images: torch.Tensor, ablations: Sequence[HeadAblati
 
     Configurations that agree on layers < l share the forward pass up to l: the pass branches only at
     layers where their head sets differ, so e.g. 15 configurations over the last 4 of 12 layers run the
-    first 8 layers once. Identical configurations are computed once. Each embedding equals
-    ``encode_images(model, images, ablation)``.
+    first 8 layers once. At a branching layer the branches that ablate heads there share the layer's
+    attention (q, k, v and the per-head outputs, :func:`ccs_ray.decompose.head_outputs`) and each runs only its
+    output projection and MLP; a branch that ablates nothing there runs the stock block. Identical
+    configurations are computed once. Each embedding equals ``encode_images(model, images, ablation)``
+    (the same operations on the same inputs).
     """
-    n_layers = len(model.visual.transformer.resblocks)
+    blocks = model.visual.transformer.resblocks
+    n_layers = len(blocks)
     out: list[torch.Tensor | None] = [None] * len(ablations)
 
     def branch(x, start: int, members: list[int]) -> None:
@@ -131,13 +123,18 @@ def encode_ablations(model, images: torch.Tensor, ablations: Sequence[HeadAblati
         groups: dict = {}
         for i in members:
             groups.setdefault(_layer_key(ablations[i], split), []).append(i)
-        for group in groups.values():
-            y = decomposed_forward(model, None, layers=[], ablation=ablations[group[0]], start=(split, x),
-                                   stop_at=split + 1)
+        z = None  # the layer's head outputs for x, computed once for the branches that ablate heads here
+        for key, group in groups.items():
+            if key is None:
+                y = blocks[split](x)
+            else:
+                z = head_outputs(blocks[split], x) if z is None else z
+                y, _ = block_forward(blocks[split], x, ablations[group[0]], split, z)
             branch(y, split + 1, group)
 
     if ablations:
-        branch(images, 0, list(range(len(ablations))))
+        with torch.no_grad():  # as in decomposed_forward: inference only (and the stock blocks' no-grad fast path)
+            branch(images, 0, list(range(len(ablations))))
     return torch.stack(out) if ablations else torch.zeros(0, images.shape[0], model.visual.proj.shape[1])
 
 
@@ -150,10 +147,13 @@ class Ablation:
 
     ``ablation_id`` is unique in a run: ``none``, ``high``, ``low``, ``random:s<seed>``, ``equal:high``,
     ``equal:low``, ``concept:<family>``, ``explicit:<name>``, ``sweep:k<k>`` (the top-k heads by CCS),
-    ``sweep-low:k<k>`` (the bottom k), ``sweep-random:k<k>:s<seed>`` (k random heads), ``paper-high``,
-    ``paper-low``, ``paper-random:s<seed>``, ``paper-concept:<name>``. ``k`` is the number of heads.
-    ``reason``: why the strategy selected no head (e.g. "no head with CCS = 5"); such a configuration has no
-    heads and is recorded, not evaluated.
+    ``sweep-low:k<k>`` (the bottom k), ``sweep-random:k<k>:s<seed>`` (k random heads),
+    ``single:<mode>:<head>`` (one head alone, e.g. ``single:zero:L11.H5``), ``paper-high``, ``paper-low``,
+    ``paper-random:s<seed>``, ``paper-concept:<name>``. ``k`` is the number of heads. ``concept``: the part of
+    the id after the strategy where there is one (a concept family, an explicit list's name, ``high``/``low``
+    of equal, ``<mode>:<head>`` of single). ``mode``: how this configuration ablates its heads (``zero`` or
+    ``mean``); None means the stage's ``prune.mode``. ``reason``: why the strategy selected no head (e.g. "no
+    head with CCS = 5"); such a configuration has no heads and is recorded, not evaluated.
     """
 
     ablation_id: str
@@ -163,6 +163,7 @@ class Ablation:
     concept: str | None = None
     heads: list[str] = field(default_factory=list)
     reason: str | None = None
+    mode: str | None = None
 
     @property
     def by_ccs(self) -> bool:
@@ -215,14 +216,6 @@ def _level(row: Mapping) -> str | None:
     return row.get("level") or level(row.get("ccs"))
 
 
-def concept_families(synonyms: Mapping[str, Sequence[str]] | None = None) -> dict[str, set[str]]:
-    """The default families, each extended by (or, for a new name, defined by) ``synonyms``."""
-    families = {name: set(words) for name, words in CONCEPT_FAMILIES.items()}
-    for name, words in (synonyms or {}).items():
-        families.setdefault(name, set()).update(words)
-    return {name: {normalize_label(w) for w in (*words, name)} - {None} | {name} for name, words in families.items()}
-
-
 def prune_strategies(
     ccs_rows: Iterable[Mapping],
     strategies: Sequence[str] = ("high", "low", "random", "equal"),
@@ -237,6 +230,7 @@ def prune_strategies(
     reference: PaperHeads | None = None,
     paper_random_pool: Sequence[str] | None = None,
     m: int = 5,
+    single_modes: Sequence[str] = ("zero",),
 ) -> list[Ablation]:
     """Ablation configurations from the ``ccs`` table's rows (dicts with head_label/layer/head, judge, ccs,
     level, label), always starting with the baseline ``none``.
@@ -248,13 +242,16 @@ def prune_strategies(
     - ``equal``: n = min(#high, #low) of each: ``equal:high`` and ``equal:low`` (low heads by CCS
       ascending, ties in head order).
     - ``concept``: per family in ``concepts``, the heads whose normalised label is one of its words
-      (:data:`CONCEPT_FAMILIES`, extended by ``synonyms``).
+      (:data:`ccs_ray.scores.CONCEPT_FAMILIES`, extended by ``synonyms``).
     - ``explicit``: the named head lists as given.
     - ``sweep``: three series over k heads removed: ``sweep:k<k>`` for k = 0..sweep_k, the top-k heads by CCS
       (ties in head order); ``sweep-low:k<k>`` for k = 1..sweep_k, the bottom k (ties in head order); and per
       seed, ``sweep-random:k<k>:s<seed>`` for k = 1..sweep_k, the first k of ``random.Random(seed).sample``
       of sweep_k heads from ``random_pool`` (nested sets, so the series share forward-pass prefixes).
       ``sweep:k0`` is every series' k = 0.
+    - ``single``: per mode in ``single_modes`` (``zero``, ``mean``) and per head of the ccs rows of ``judge``
+      (head order, scored or not), that head alone: ``single:<mode>:<head>``, k = 1, with its own ``mode``, so
+      zero and mean ablations of the same head are evaluated in one run.
     - ``paper-high`` / ``paper-low``: the published sets of ``reference``; ``paper-concept:<name>``: its
       concept set ``name`` (any spelling, :func:`ccs_ray.scores.paper_concept`); ``paper-random``: per seed,
       as many heads as ``paper-high``, drawn like ``random`` from ``paper_random_pool`` minus the published
@@ -317,6 +314,8 @@ def prune_strategies(
                     "the list names no head", concept=name)
         elif strategy == "sweep":
             out.extend(_sweep(scored, pool, sweep_k, seeds))
+        elif strategy == "single":
+            out.extend(_single(rows, single_modes))
         elif strategy in ("paper-high", "paper-low"):
             which = strategy.removeprefix("paper-")
             add(strategy, strategy, getattr(reference, which),
@@ -351,6 +350,16 @@ def _sweep(scored: list[Mapping], pool: Sequence[str], sweep_k: int, seeds: int)
         out += [Ablation(f"sweep-random:k{k}:s{seed}", "sweep-random", seed=seed, k=k,
                          heads=sorted(order[:k], key=parse_head_name)) for k in range(1, sweep_k + 1)]
     return out
+
+
+def _single(rows: list[Mapping], modes: Sequence[str]) -> list[Ablation]:
+    """The single strategy (see :func:`prune_strategies`): each head of ``rows`` alone, per mode."""
+    unknown = sorted(set(modes) - set(ABLATION_MODES))
+    if unknown:
+        raise ValueError(f"prune.single_modes: {unknown} are not ablation modes; allowed: {', '.join(ABLATION_MODES)}")
+    heads = list(dict.fromkeys(_label_of(r) for r in rows))
+    return [Ablation(f"single:{mode}:{head}", "single", k=1, concept=f"{mode}:{head}", heads=[head], mode=mode)
+            for mode in dict.fromkeys(modes) for head in heads]
 
 
 def all_heads(model, layers: Sequence[int] | None = None) -> list[str]:

@@ -30,6 +30,8 @@ from .choices import SQL_FORMATS
 from .errors import UserError
 from .files import read_parquet
 from .reference import reference_tables
+from .scores import concept_families
+from . import stats
 from .tables import REFERENCE_TABLES, SCHEMAS, TABLES
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
@@ -190,6 +192,8 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
                 raise
         else:
             conn.execute(f"CREATE VIEW {table} AS SELECT {_null_columns(conn, SCHEMAS[table])} LIMIT 0")
+    stats.register(conn)  # interval functions the macros and canned queries call
+    _register_concept_families(conn)
     conn.execute(_read_sql("macros.sql"))
     if read_only:
         conn.execute(f"SET disabled_filesystems = '{','.join(_DUCKDB_FILESYSTEMS)}'")
@@ -197,6 +201,18 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         conn.execute("SET autoload_known_extensions = false")
         conn.execute("SET lock_configuration = true")
     return conn
+
+
+def _register_concept_families(conn) -> None:
+    """The table ``concept_families(family, word)``: one row per concept family and normalised word
+    (:func:`ccs_ray.scores.concept_families`, the default families; a head's label family is the family whose
+    words hold its normalised label)."""
+    families = concept_families()
+    data = pa.table({"family": [f for f, words in families.items() for _ in words],
+                     "word": [w for words in families.values() for w in sorted(words)]})
+    conn.register("_families", data)
+    conn.execute("CREATE TABLE concept_families AS SELECT * FROM _families ORDER BY family, word")
+    conn.unregister("_families")
 
 
 def _null_columns(conn, schema: pa.Schema, names: list[str] | None = None) -> str:

@@ -7,9 +7,10 @@ its arguments against them, so a name allowed in one place is allowed in all.
 STAGES = ("scan", "spans", "explain", "judge", "prune", "report")  # in run order (ccs_ray.stages.STAGES)
 PRECISIONS = ("fp32", "fp16", "bf16")  # model parameters' dtype (ccs_ray.models.DTYPES)
 CONVENTIONS = ("centered", "textspan")  # decomposition conventions (ccs_ray.decompose)
+SPAN_METHODS = ("data", "weights", "both")  # where spans come from (ccs_ray.stages.spans, ccs_ray.circuits)
 SOURCE_KINDS = ("folder", "tar", "parquet", "manifest", "probe")  # data source kinds (ccs_ray.sources.READERS)
 ABLATION_MODES = ("zero", "mean")  # what an ablated head outputs (ccs_ray.decompose.HeadAblation)
-STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep")  # ccs_ray.ablate.prune_strategies
+STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep", "single")  # ccs_ray.ablate.prune_strategies
 # the paper's published head sets (ccs_ray.reference); "paper-concept" is written paper-concept:<name>
 PAPER_STRATEGIES = ("paper-high", "paper-low", "paper-random", "paper-concept")
 PAPER_CONCEPTS = ("locations", "objects", "colors", "animals")  # the paper's concept sets, by its names

@@ -142,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("sql", help="query the results with DuckDB (no QUERY: interactive)")
-    p.add_argument("query", nargs="?", help="SQL over the views (see .views in interactive mode)")
+    p.add_argument("query", nargs="?", help="SQL over the views (see .views in interactive mode); interval functions "
+                   "(sql/macros.sql): wilson_interval, mean_interval, paired_difference, spearman_interval, "
+                   "share_interval, cohen_kappa_se, fleiss_kappa_se")
     p.add_argument("--results", default="./results", help="results root (default ./results)")
     p.add_argument("--format", default="table", choices=SQL_FORMATS, help="output format (default table)")
     p.add_argument("-o", "--output", help="write the result to this file")

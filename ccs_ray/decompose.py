@@ -149,18 +149,29 @@ def _layer_scale(module: torch.nn.Module) -> torch.Tensor | None:
     return module.gamma if isinstance(module, LayerScale) else None
 
 
-def _attention(block, x: torch.Tensor, ablation: HeadAblation | None, layer: int):
-    """Self-attention of one ``ResidualAttentionBlock`` computed per head. Returns (out [B,T,W], z [B,H,T,d])."""
+def head_outputs(block, x: torch.Tensor) -> torch.Tensor:
+    """Per-head attention outputs z [B, H, T, d] of one ``ResidualAttentionBlock`` for its input ``x`` [B, T, W]."""
     attn = block.attn
     B, T, W = x.shape
     H = attn.num_heads
     qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
     q, k, v = qkv.view(B, T, 3, H, W // H).permute(2, 0, 3, 1, 4).unbind(0)
-    z = F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def block_forward(block, x: torch.Tensor, ablation: HeadAblation | None, layer: int,
+                  z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``ResidualAttentionBlock`` (block ``layer``) through the per-head attention path, with ``ablation``
+    applied to its heads. ``z``: :func:`head_outputs` of ``x`` when already computed (left unchanged: the ablation
+    works on a copy), so that configurations that differ only in this layer's heads share it.
+    Returns (the residual stream after the block [B, T, W], the head outputs after the ablation [B, H, T, d])."""
+    z = head_outputs(block, x) if z is None else z
     if ablation is not None:
         z = ablation.apply(layer, z)
-    out = F.linear(z.transpose(1, 2).reshape(B, T, W), attn.out_proj.weight, attn.out_proj.bias)
-    return out, z
+    B, T, W = x.shape
+    out = F.linear(z.transpose(1, 2).reshape(B, T, W), block.attn.out_proj.weight, block.attn.out_proj.bias)
+    x = x + block.ls_1(out)
+    return x + block.ls_2(block.mlp(block.ln_2(x))), z
 
 
 def decomposed_forward(
@@ -212,9 +223,7 @@ def decomposed_forward(
             if l not in custom:
                 x = block(x)
                 continue
-            out, z = _attention(block, x, ablation, l)
-            x = x + block.ls_1(out)
-            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            x, z = block_forward(block, x, ablation, l)
             if l in layers:
                 H, d = z.shape[1], z.shape[3]
                 w_o = block.attn.out_proj.weight.to(acc).view(-1, H, d)  # [W, H, d]

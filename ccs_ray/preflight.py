@@ -10,9 +10,12 @@ one line each, naming the key, the value and the fix:
   exist and are readable; ``models.layers`` are layers of the tower;
 - ``data.source`` and every ``[[evals.*]]`` source exist and are listable (the plan counts their images
   and shards); ``spans.pool`` loads or, for ``textspan-general``, is cached or downloadable;
+- ``spans.method``: 'data' and 'both' have the scan in the run (or ``--resume``); 'weights' (no scan, no images)
+  has no explain stage;
 - every LLM judge has ``base_url`` and ``model`` and, unless planning only, its ``api_key_env`` is set;
 - ``prune.strategies``: the paper-* ones have published head sets for each model's reference model, inside
-  its tower; the CCS ones have the judge stage (and mean ablation the scan) in the run;
+  its tower; the CCS ones have the judge stage (and mean ablation, ``prune.mode`` or the single strategy's
+  ``prune.single_modes``, the scan) in the run;
 - the results root is writable (a probe file is created and removed) and, for ``--resume``, holds the run;
 - the cluster has the CPUs and GPUs the scan's and the evals' actor layouts need.
 
@@ -269,10 +272,15 @@ def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:
     prune = spec.prune
     paper = [s for s in prune.strategies if is_paper_strategy(s)]
     ccs = [s for s in prune.strategies if s != "explicit" and not is_paper_strategy(s)]
-    for stage, needs, what in (("judge", ccs, f"strategies {ccs} rank heads by CCS"),
-                               ("scan", prune.mode == "mean", "prune.mode = 'mean' uses the scan's mean head outputs")):
+    single_mean = "single" in prune.strategies and "mean" in prune.single_modes
+    for stage, needs, what, fix in (
+            ("judge", ccs, f"strategies {ccs} rank heads by CCS", "or use only paper-* / explicit strategies"),
+            ("scan", prune.mode == "mean", "prune.mode = 'mean' uses the scan's mean head outputs",
+             "or prune.mode = 'zero'"),
+            ("scan", single_mean and prune.mode != "mean",
+             f"prune.single_modes = {prune.single_modes} ablates heads by the scan's mean head outputs",
+             "or prune.single_modes = ['zero']")):
         if needs and stage not in spec.stages and not resume:
-            fix = "or use only paper-* / explicit strategies" if stage == "judge" else "or prune.mode = 'zero'"
             checks.problems.append(f"prune: {what}, but stages {spec.stages} do not include {stage!r}: add it {fix}")
     if not paper:
         return
@@ -444,6 +452,14 @@ def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_r
     if "explain" in spec.stages and "spans" not in spec.stages and not resume:
         checks.problems.append(f"explain: ranks images along each head's span directions, but stages {spec.stages} "
                                f"do not include 'spans': add it (or --resume a run whose spans are done)")
+    method = spec.spans.method
+    if "spans" in spec.stages and method != "weights" and "scan" not in spec.stages and not resume:
+        checks.problems.append(f"spans.method = {method!r} finds spans from the scan's moments, but stages "
+                               f"{spec.stages} do not include 'scan': add it, or set spans.method = 'weights' (no "
+                               f"images needed), or --resume a run whose scan is done")
+    if "explain" in spec.stages and method == "weights":
+        checks.problems.append("spans.method = 'weights': explain ranks images along the data spans' directions, and "
+                               "this run finds none: set spans.method = 'both' (or 'data'), or drop 'explain'")
     if "judge" in spec.stages:
         _check_judges(checks, spec, plan, dry_run, pool_ok)
     if "prune" in spec.stages:

@@ -6,14 +6,15 @@ any judgment is missing (never scored 0 silently). Levels (docs/architecture.md,
 CCS@K = fraction of the analysed heads (the paper's H) with CCS = K; the heads without a score (a judgment
 missing) are the fraction ``unscored``, so CCS@0..m plus unscored add to 1. :func:`normalize_label` and
 :func:`level` are defined here only: the judge stage, human ratings and the pruning strategies all use these;
-:func:`paper_concept` names a concept as the paper's published sets do (torch- and pyarrow-free, for the spec).
+:func:`paper_concept` names a concept as the paper's published sets do, and :func:`concept_families` gives the
+concept families' words (torch- and pyarrow-free, for the spec and the SQL table ``concept_families``).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .choices import PAPER_CONCEPTS
 
@@ -76,6 +77,29 @@ def paper_concept(name: str | None) -> str | None:
         return None
     key = normalize_label(name.removeprefix("concept:"))
     return next((c for c in PAPER_CONCEPTS if normalize_label(c) == key), None)
+
+
+#: Concept families: a head belongs to one when its normalised label (:func:`normalize_label`, as in the labels
+#: table's ``label_normalized`` and the combined judge's label) is one of the family's words
+#: (:func:`concept_families`); the prune strategy ``concept`` and the report's label families use them.
+CONCEPT_FAMILIES: dict[str, tuple[str, ...]] = {
+    "location": ("location", "geography", "geolocation", "country", "city", "place", "region", "landmark",
+                 "continent", "nation", "locale", "area", "travel"),
+    "animals": ("animal", "wildlife", "pet", "species", "fauna", "mammal", "bird", "dog", "cat", "insect",
+                "fish", "reptile", "creature"),
+    "objects": ("object", "item", "thing", "tool", "artifact", "artefact", "device", "equipment", "furniture",
+                "appliance", "gadget", "household item"),
+    "colors": ("color", "colour", "hue", "palette", "coloring", "colouring", "tint", "shade"),
+}
+
+
+def concept_families(synonyms: Mapping[str, Sequence[str]] | None = None) -> dict[str, set[str]]:
+    """Family -> its normalised words: the default families (:data:`CONCEPT_FAMILIES`, each with its own name),
+    each extended by (or, for a new name, defined by) ``synonyms``."""
+    families = {name: set(words) for name, words in CONCEPT_FAMILIES.items()}
+    for name, words in (synonyms or {}).items():
+        families.setdefault(name, set()).update(words)
+    return {name: {normalize_label(w) for w in (*words, name)} - {None} | {name} for name, words in families.items()}
 
 
 def most_common_label(labels: Sequence[str | None]) -> str | None:

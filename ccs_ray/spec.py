@@ -19,7 +19,8 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .choices import (ABLATION_MODES, BIAS_COMBINES, CONVENTIONS, JUDGE_KINDS, JUDGE_MODES, PAPER_CONCEPTS,
-                      PAPER_RANDOM_POOLS, PAPER_STRATEGIES, PRECISIONS, RANDOM_POOLS, SOURCE_KINDS, STAGES, STRATEGIES)
+                      PAPER_RANDOM_POOLS, PAPER_STRATEGIES, PRECISIONS, RANDOM_POOLS, SOURCE_KINDS, SPAN_METHODS,
+                      STAGES, STRATEGIES)
 from .errors import UserError
 from .scores import paper_concept
 
@@ -102,6 +103,10 @@ class SpansConfig(_Section):
     rank: int = Field(80, ge=1)
     template: str = "{}"
     normalize: bool = True
+    method: Literal[SPAN_METHODS] = Field(
+        "data", description="where each head's spans come from: 'data' (the scan's moments of its outputs over the "
+                            "images), 'weights' (its output covariance under isotropic inputs, from the weights alone, "
+                            "no scan: ccs_ray.circuits) or 'both' (and the span_agreement table)")
 
     @field_validator("template")
     @classmethod
@@ -211,6 +216,10 @@ class PruneConfig(_Section):
     synonyms: dict[str, list[str]] = Field(default_factory=dict, description="extra words per concept family")
     heads: dict[str, list[str]] = Field(default_factory=dict, description="explicit head lists by name")
     sweep_k: int = Field(0, ge=0, description="prune the top-k heads by CCS for k = 0..sweep_k")
+    single_modes: list[Literal[ABLATION_MODES]] = Field(
+        default_factory=lambda: ["zero"], min_length=1,
+        description="the single strategy ablates each analysed head alone once per mode listed here (mean: "
+                    "needs the scan's moments)")
     judge: str = Field("combined", description="which judge's CCS drives the strategies")
 
     @field_validator("strategies")

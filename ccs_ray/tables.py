@@ -55,11 +55,19 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
     # TextSpan output: per head and data subset ("all", "fold0", ...), the chosen texts in order. direction: the
     # unit vector [embed_dim] of the text as TextSpan chose it at that step (projected onto the data span and
-    # deflated by the earlier choices), along which the stage explain ranks images.
+    # deflated by the earlier choices), along which the stage explain ranks images. method: 'data' (from the scan's
+    # moments) or 'weights' (from the head's weights alone, ccs_ray.circuits: subset 'all' only, variance in units
+    # of an input variance of 1); null in files of earlier versions means 'data'.
     "spans": _schema(_KEY, _HEAD, [
         ("subset", pa.string()), ("rank", pa.int32()), ("text", pa.string()), ("variance", pa.float64()),
         ("variance_explained", pa.float64()), ("pool", pa.string()), ("svd_rank", pa.int32()),
-        ("convention", pa.string()), ("direction", pa.list_(pa.float32())),
+        ("convention", pa.string()), ("direction", pa.list_(pa.float32())), ("method", pa.string()),
+    ]),
+    # One row per head whose data and weights spans were both computed (spans.method = 'both'; subset 'all'):
+    # m texts compared from each (the top spans.m, fewer where either found fewer), jaccard of those texts (0..1),
+    # mean_cosine of the m principal angles between the spans of their directions (0..1; 1: the same subspace).
+    "span_agreement": _schema(_KEY, _HEAD, [
+        ("m", pa.int32()), ("jaccard", pa.float64()), ("mean_cosine", pa.float64()),
     ]),
     # Top images per head (stage explain, over all data): for span_rank r (1..spans.m), the k images whose
     # contribution has the largest (direction top) or smallest (bottom) projection onto the span's direction
@@ -82,9 +90,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("label", pa.string()), ("aligned", pa.int8()), ("heuristic", pa.bool_()), ("error", pa.string()),
     ]),
     # CCS per head, per judge and "combined" (majority vote); ccs_heldout judges spans 6..10.
+    # label fidelity (ccs_ray.fidelity, no LLM; null without a label or head statistics): label_variance =
+    # Var(X l) / tr C, the share (0..1) of the head's variance along its label l (the label's text embedding
+    # projected onto the head's span, unit length); label_percentile (0..100): percent of pool texts whose share
+    # is <= the label's (100: no pool text explains more).
     "ccs": _schema(_KEY, _HEAD, [
         ("judge", pa.string()), ("label", pa.string()), ("ccs", pa.int8()), ("ccs_heldout", pa.int8()),
         ("level", pa.string()), ("heuristic", pa.bool_()),
+        ("label_variance", pa.float64()), ("label_percentile", pa.float64()),
     ]),
     # Which heads each ablation configuration removes. judge: whose CCS chose them (null: not chosen by CCS);
     # reference_model: the paper's model key the run is compared with (prune.reference_model, default the
@@ -107,6 +120,19 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("dataset", pa.string()), ("attribute", pa.string()), ("occupation", pa.string()), ("k", pa.int32()),
         ("maxskew", pa.float64()), ("max_group", pa.string()),
         ("combine", pa.string()), ("templates", pa.list_(pa.string())),
+    ]),
+    # One row per single-head configuration (strategy single, ablation_id single:<mode>:L11.H5), dataset and
+    # metric of evals: value, the unpruned model's value (baseline, ablation 'none') and change = value - baseline,
+    # in the metric's units (percent points for accuracy and recall, ranks for MedR/MeanR); n: images or videos.
+    "head_effects": _schema(_KEY, _HEAD, [
+        ("ablation_id", pa.string()), ("mode", pa.string()), ("dataset", pa.string()), ("metric", pa.string()),
+        ("value", pa.float64()), ("baseline", pa.float64()), ("change", pa.float64()), ("n", pa.int64()),
+    ]),
+    # Per-image correctness of each configuration on each classification dataset: metric top1 or top5, n images,
+    # bits = numpy.packbits(hits, bitorder='little') of the [n] hit vector (1 = correct; images in the same
+    # order for every configuration of a run, model and dataset), for paired comparisons between configurations.
+    "correctness": _schema(_KEY, _ABLATION, [
+        ("dataset", pa.string()), ("metric", pa.string()), ("n", pa.int64()), ("bits", pa.binary()),
     ]),
     # One row per call sent to a judge endpoint (attempt 0, 1, ... of a request), and one per request answered
     # without a call (attempt null): via = hit (answer cache), merged (an identical request in flight) or sent.

@@ -9,7 +9,8 @@ Given a head's contributions X [N, D] and a pool of text embeddings [M, D]:
 :func:`textspan` does this on the raw matrix (as clip_text_span does). :func:`textspan_from_moments`
 does the same from (n, sum x, sum x x^T) alone: V are the top eigenvectors of S = X^T X, the centred
 covariance is C = S / n - mu mu^T, Var(X t) = t^T C t, and removing t maps C -> Q C Q with
-Q = I - t t^T / |t|^2. Both compute in float64.
+Q = I - t t^T / |t|^2. Both compute in float64. :func:`span_basis` is the moments form's step 1 on its own
+(:mod:`ccs_ray.fidelity` projects labels onto the same span).
 
 Rules, shared by both so that they agree exactly:
 
@@ -102,6 +103,21 @@ def textspan(data, text_embeddings, texts: list[str], m: int = 5, rank: int = 80
     return spans
 
 
+def span_basis(outer, rank: int) -> tuple[torch.Tensor, int]:
+    """The data span TextSpan projects texts onto, from ``outer`` = S = sum_i x_i x_i^T [D, D].
+
+    Returns ``(basis [D, r] float64, r)``: the top r eigenvectors of S (the top right singular vectors of the
+    uncentred data, largest first), r = min(``rank``, number of eigenvalues above ``RANK_RTOL``^2 x the largest,
+    i.e. singular values above ``RANK_RTOL`` x the largest); r = 0 when S = 0.
+    """
+    S = _f64(outer)
+    lam, vec = torch.linalg.eigh(S)
+    lam, vec = lam.flip(0), vec.flip(1)
+    top = float(lam[0]) if len(lam) else 0.0
+    r = min(rank, int((lam > top * RANK_RTOL**2).sum())) if top > 0 else 0
+    return vec[:, :r], r
+
+
 def textspan_from_moments(n: int, total, outer, text_embeddings, texts: list[str], m: int = 5, rank: int = 80) -> list[Span]:
     """TextSpan from moments: n images, ``total`` = sum_i x_i [D], ``outer`` = sum_i x_i x_i^T [D, D].
 
@@ -111,11 +127,8 @@ def textspan_from_moments(n: int, total, outer, text_embeddings, texts: list[str
     mu = _f64(total, S.device) / n
     T = _f64(text_embeddings, S.device)
     _check(S.shape[0], T, texts)
-    lam, vec = torch.linalg.eigh(S)
-    lam, vec = lam.flip(0), vec.flip(1)
-    top = float(lam[0]) if len(lam) else 0.0
-    r = min(rank, int((lam > top * RANK_RTOL**2).sum())) if top > 0 else 0
-    T = _project_texts(T, vec[:, :r])
+    basis, r = span_basis(S, rank)
+    T = _project_texts(T, basis)
     C = S / n - torch.outer(mu, mu)
     C = (C + C.T) / 2
     total_var = float(torch.trace(C))

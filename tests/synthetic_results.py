@@ -6,8 +6,17 @@ photo-like JPEG thumbnails), ablations named as ``ccs_ray.ablate`` names them (n
 random:s0..4, concept:location/animals, the sweep's three series, and concept:vehicles, which selected no head
 and says why), zero-shot and retrieval evals and per-occupation MaxSkew rows, one row per configuration (random
 seeds apart) as the prune stage writes them (no summary rows: the SQL views summarise), judge calls and errors.
+Labels are normalised as the judge stage does (``label_normalized``; the combined judge's label is the most common
+normalised label), and several are concept family words (location, animals, colors, objects), so every model's
+layers have label families. The tables and columns of later versions are written where ``ccs_ray.tables.SCHEMAS``
+has them: ``ccs.label_variance`` / ``label_percentile`` (random), ``spans.method`` ('data'), ``span_agreement``
+(per head: Jaccard of the data top-m texts with a random weights top-m, a random mean cosine), ``head_effects``
+(per head, ablation ``single:zero:<head>``, per top-1 dataset: a change that grows with the head's CCS; no evals
+rows of the single strategy) and ``correctness`` (per configuration and top-1 dataset: the packed hit vector of
+:data:`N_IMAGES` images whose mean is the evals top-1 value exactly; each configuration's hits are the unpruned
+model's with a few hits and misses exchanged, so paired differences are realistic).
 Some texts, labels, image URIs and shard names are HTML, to test escaping. :func:`write_failed_run` adds a
-failed run.
+failed run. Several calls with the same ``root`` and other ``models`` (and ``layers``) write one multi-model run.
 :func:`write_results` returns every row written (with ``run_id`` and ``model``), so tests can
 compute the expected answers independently of DuckDB.
 """
@@ -24,7 +33,8 @@ from PIL import Image
 
 from ccs_ray.ablate import Ablation
 from ccs_ray.heads import head_name
-from ccs_ray.tables import write_table
+from ccs_ray.scores import most_common_label, normalize_label
+from ccs_ray.tables import SCHEMAS, write_table
 
 MODELS = ("ViT-B-32/openai", "ViT-B-16/laion2b_s34b_b88k")
 RUN_ID = "run-20250101"
@@ -55,6 +65,14 @@ POOL = [f"a photo of {w}" for w in (
     "two horses", "a clock", "a market in Tokyo", "a wooden table", "a surfer", "a mountain lake")]
 LABELS = ("location", "animals", "colors", "objects", "counting", "texture")
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+N_IMAGES = 1000  # images of every evals row (evals.n, correctness.n)
+SWAPS = 30  # hits exchanged for misses (and back) between a configuration's hit vector and the unpruned model's
+
+
+def _columns(table: str, **values) -> dict:
+    """The ``values`` whose column ``table`` has in this version's schema (none for a table it lacks)."""
+    names = SCHEMAS[table].names if table in SCHEMAS else ()
+    return {k: v for k, v in values.items() if k in names}
 
 
 @functools.cache
@@ -102,9 +120,12 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), mod
     span and overall) under ``root``; returns table -> rows written. The judges of the models in ``heuristic``
     are flagged as the offline heuristic judge (labels, judgments, ccs)."""
     rng = random.Random(seed)
+    extra = random.Random(seed + 7919)  # the later versions' columns and tables: the other rows stay as they were
     written: dict[str, list[dict]] = {}
 
     def put(table: str, rows: list[dict], model: str, name: str | None = None) -> None:
+        if table not in SCHEMAS or not rows:
+            return
         write_table(root, table, rows, RUN_ID, model, name=name)
         written.setdefault(table, []).extend({**r, "run_id": RUN_ID, "model": model} for r in rows)
 
@@ -119,7 +140,7 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), mod
                              embed_dim=512, folds=2, n_shards=6)], model)
         put("errors", [dict(stage="scan", source="probe://", item=f"img{i}.jpg", reason="decode",
                             detail="truncated JPEG", at=T0) for i in range(2)], model)
-        spans, labels, judgments, ccs, calls, top_images = [], [], [], [], [], []
+        spans, labels, judgments, ccs, calls, top_images, agreement = [], [], [], [], [], [], []
         for l, h, name in heads:
             texts = rng.sample(POOL, 10)
             if (m, l, h) == (0, 8, 0):
@@ -131,14 +152,19 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), mod
             for subset, chosen in (("all", texts), ("fold0", fold0), ("fold1", fold1)):
                 spans += [dict(layer=l, head=h, head_label=name, subset=subset, rank=r, text=t,
                                variance=1.0 / r, variance_explained=0.1 / r, pool="synthetic",
-                               svd_rank=80, convention="centered") for r, t in enumerate(chosen, 1)]
+                               svd_rank=80, convention="centered", **_columns("spans", method="data"))
+                          for r, t in enumerate(chosen, 1)]
+            weights = extra.sample(POOL, M_SPANS)
+            agreement.append(dict(layer=l, head=h, head_label=name, m=M_SPANS,
+                                  jaccard=len({*texts[:M_SPANS]} & {*weights}) / len({*texts[:M_SPANS], *weights}),
+                                  mean_cosine=extra.uniform(0.3, 1.0)))
             top_images += _top_images(rng, m, name, l, h, texts, k_images)
             truth = [int(rng.random() < rng.choice((0.1, 0.5, 0.95))) for _ in range(10)]
             votes = {}
             for judge in JUDGES:
                 label = HOSTILE_LABEL if (m, l, h, judge) == (0, 9, 1, "gpt-4o") else rng.choice(LABELS)
                 labels.append(dict(layer=l, head=h, head_label=name, judge=judge, variant="paper", label=label,
-                                   label_normalized=label.lower(), heuristic=False, error=None))
+                                   label_normalized=normalize_label(label), heuristic=False, error=None))
                 aligned = [t if rng.random() > 0.15 else 1 - t for t in truth]
                 failed = (m, l, h, judge) == (1, 10, 2, "gemini-pro")
                 for r in range(M_SPANS):
@@ -164,27 +190,48 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), mod
                                           completion_tokens=c_tok if final else 0, latency_s=latency,
                                           cost_usd=(p_tok * 2.5 + c_tok * 10) / 1e6 if final and not cached else 0.0))
             majority = [int(sum(votes[j][r] for j in JUDGES) * 2 > len(JUDGES)) for r in range(10)]
-            ccs.append(dict(layer=l, head=h, head_label=name, judge="combined", label=labels[-1]["label"],
+            label = most_common_label([x["label"] for x in labels[-len(JUDGES):]])
+            ccs.append(dict(layer=l, head=h, head_label=name, judge="combined", label=label,
                             ccs=sum(majority[:5]), ccs_heldout=sum(majority[5:]), heuristic=False))
             judgments += [dict(layer=l, head=h, head_label=name, judge="combined", variant="paper", span_rank=r + 1,
-                               text=texts[r], label=labels[-1]["label"], aligned=majority[r], heuristic=False,
+                               text=texts[r], label=label, aligned=majority[r], heuristic=False,
                                error=None) for r in range(M_SPANS)]
         for row in ccs:
             row["level"] = "high" if row["ccs"] == 5 else "low" if row["ccs"] <= 1 else "medium"
+            row.update(_columns("ccs", label_variance=extra.uniform(0.001, 0.2), label_percentile=extra.uniform(0, 100)))
         for row in (*labels, *judgments, *ccs):
             row["heuristic"] = model in heuristic
         put("spans", spans, model)
+        put("span_agreement", agreement, model)
         put("top_images", top_images, model)
         put("labels", labels, model)
         for judge in (*JUDGES, "combined"):  # one file per judge, as a judge pool would write them
             put("judgments", [j for j in judgments if j["judge"] == judge], model, name=judge)
             put("judge_calls", [c for c in calls if c["judge"] == judge], model)
         put("ccs", ccs, model)
-        _write_ablations(put, rng, model, m, [c for c in ccs if c["judge"] == "combined"], heads)
+        _write_ablations(put, rng, model, m, [c for c in ccs if c["judge"] == "combined"], heads,
+                         extra, np.random.default_rng([seed, m]))
     return written
 
 
-def _write_ablations(put, rng, model, m, combined, heads) -> None:
+def _hits(gen: np.random.Generator, base: np.ndarray | None, k: int) -> np.ndarray:
+    """A hit vector of N_IMAGES images with exactly ``k`` hits: random for the unpruned model (``base`` None), else
+    ``base`` with SWAPS hits and misses exchanged, then hits added or removed at random to make ``k``."""
+    if base is None:
+        hits = np.zeros(N_IMAGES, bool)
+        hits[gen.choice(N_IMAGES, k, replace=False)] = True
+        return hits
+    hits = base.copy()
+    ones, zeros = np.flatnonzero(hits), np.flatnonzero(~hits)
+    swaps = min(SWAPS, len(ones), len(zeros))
+    hits[gen.choice(ones, swaps, replace=False)] = False
+    hits[gen.choice(zeros, swaps, replace=False)] = True
+    more = k - int(hits.sum())
+    hits[gen.choice(np.flatnonzero(hits != (more > 0)), abs(more), replace=False)] = more > 0
+    return hits
+
+
+def _write_ablations(put, rng, model, m, combined, heads, extra_rng, gen) -> None:
     high = [c["head_label"] for c in combined if c["ccs"] == 5]
     low = [c["head_label"] for c in combined if c["ccs"] <= 1]
     others = [n for _, _, n in heads if n not in high]
@@ -199,7 +246,7 @@ def _write_ablations(put, rng, model, m, combined, heads) -> None:
     for s in range(SWEEP_SEEDS):
         order = rng.sample(by_ccs, SWEEP_K)
         configs += [(f"sweep-random:k{k}:s{s}", "sweep-random", s, None, order[:k]) for k in range(1, SWEEP_K + 1)]
-    ablations, evals, bias = [], [], []
+    ablations, evals, bias, correctness, unpruned = [], [], [], [], {}
     ablations.append(dict(ablation_id=EMPTY_CONCEPT[0], strategy="concept", seed=None, mode="zero", k=0,
                           concept=EMPTY_CONCEPT[0].split(":")[1], heads=[], n_heads=0, judge="combined",
                           reference_model=model, paper_strategy=None, reason=EMPTY_CONCEPT[1]))
@@ -214,7 +261,13 @@ def _write_ablations(put, rng, model, m, combined, heads) -> None:
         for d, (dataset, metric) in enumerate(DATASETS):
             extra = 9.0 if (concept, dataset) == ("location", "cifar100") else 0.0
             value = 80 - 10 * min(d, 2) + 8 * max(d - 2, 0) - hurt - extra + rng.gauss(0, 1.5 if seed is not None else 0.3)
-            evals.append(dict(key, dataset=dataset, metric=metric, n=1000,
+            if metric == "top1":  # a share of N_IMAGES hits, which correctness holds image by image
+                hits = _hits(gen, unpruned.get(dataset), min(max(round(value * N_IMAGES / 100), 0), N_IMAGES))
+                unpruned.setdefault(dataset, hits)
+                value = 100 * int(hits.sum()) / N_IMAGES
+                correctness.append(dict(key, dataset=dataset, metric=metric, n=N_IMAGES,
+                                        bits=np.packbits(hits, bitorder="little").tobytes()))
+            evals.append(dict(key, dataset=dataset, metric=metric, n=N_IMAGES,
                               value=2 + hurt / 4 + rng.random() if metric == "MedR" else value))
         for attribute, groups in (("race", 6), ("gender", 2)):
             for occupation in OCCUPATIONS:
@@ -223,6 +276,16 @@ def _write_ablations(put, rng, model, m, combined, heads) -> None:
     put("ablations", ablations, model)
     put("evals", evals, model)
     put("bias", bias, model)
+    put("correctness", correctness, model)
+    baseline = {e["dataset"]: e["value"] for e in evals if e["ablation_id"] == "none" and e["metric"] == "top1"}
+    effects = []
+    for c in combined:  # each head alone: removing a higher-CCS head costs more accuracy, with noise
+        for dataset, value in baseline.items():
+            change = -(0.3 * c["ccs"] + extra_rng.gauss(0, 0.5)) * (1 + 0.3 * m)
+            effects.append(dict(layer=c["layer"], head=c["head"], head_label=c["head_label"],
+                                ablation_id=f"single:zero:{c['head_label']}", mode="zero", dataset=dataset,
+                                metric="top1", value=value + change, baseline=value, change=change, n=N_IMAGES))
+    put("head_effects", effects, model)
 
 
 def write_failed_run(root: str, model: str = MODELS[0]) -> dict:

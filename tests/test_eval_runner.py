@@ -1,15 +1,17 @@
 """The pruning stage on Ray: tables, metrics checked against direct computation, resume, the smoke chain."""
 
 import math
+import warnings
 from collections import defaultdict
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from PIL import Image
 
 from ccs_ray import ablated, load_model, max_skew_at_k
-from ccs_ray.analytics import connect, query
+from ccs_ray.analytics import canned_rows, connect, query
 from ccs_ray.heads import head_name
 from ccs_ray.evals.datasets import classification_data, load_classification, plan_classification
 from ccs_ray.stages import run_stage
@@ -101,8 +103,9 @@ def spec(tmp_path):
     write_videos(tmp_path)
     return load_spec({
         "name": "t", "models": {"keys": [MODEL]},
-        "prune": {"strategies": ["high", "low", "random", "equal", "concept", "explicit", "sweep"], "seeds": 2,
-                  "sweep_k": 2, "heads": {"two": ["L3.H0", "L2.H1"]}, "concepts": ["colors"]},
+        "prune": {"strategies": ["high", "low", "random", "equal", "concept", "explicit", "sweep", "single"],
+                  "seeds": 2, "sweep_k": 2, "heads": {"two": ["L3.H0", "L2.H1"]}, "concepts": ["colors"],
+                  "single_modes": ["zero", "mean"]},
         "evals": {"batch_size": 8,
                   "classification": [{"name": "shapes", "source": "probe://shapes?n=20&seed=1&size=32", "shard_size": 8}],
                   "video": [{"name": "toy", "source": str(tmp_path / "vid"), "captions": "caps.json", "frames": 2,
@@ -116,23 +119,73 @@ def spec(tmp_path):
 PUBLISHED_TEMPLATES = ["A {}", "A photo of {}", "A picture of {}", "An image of {}"]  # the paper's, no article
 
 
+def check_head_effects_and_correctness(root, evals, singles, model, images, labels, weights, mean_z):
+    """head_effects holds every evals row of each single configuration beside the baseline's, and its change
+    equals a direct computation (open_clip's encode_image inside ablated(), one head, its mode); correctness
+    bits unpack to per-image hits whose mean is the evals value, and equal the direct per-image hits."""
+    value = {(r["ablation_id"], r["dataset"], r["metric"]): r for r in evals}
+    effects = read_table(root, "head_effects", RUN, MODEL).to_pylist()
+    assert sorted((r["ablation_id"], r["dataset"], r["metric"]) for r in effects) == sorted(
+        k for k in value if k[0] in singles)  # classification and video metrics alike
+    assert {r["dataset"] for r in effects} == {"shapes", "toy"}
+    for r in effects:
+        mine, base = value[(r["ablation_id"], r["dataset"], r["metric"])], value[("none", r["dataset"], r["metric"])]
+        assert r["ablation_id"] == f"single:{r['mode']}:{r['head_label']}"
+        assert r["head_label"] == f"L{r['layer']}.H{r['head']}"
+        assert (r["value"], r["baseline"], r["n"]) == (mine["value"], base["value"], mine["n"])
+        assert r["change"] == r["value"] - r["baseline"]
+
+    def hits(heads, mode):  # independent: per-image top-1 / top-5 hits of the ablated model
+        with torch.no_grad(), ablated(model, heads, mode, mean_z):
+            emb = model.encode_image(images, normalize=True)
+        top = (emb @ weights).topk(min(5, weights.shape[1]), dim=1).indices
+        return {"top1": (top[:, 0] == labels).numpy(), "top5": (top == labels[:, None]).any(1).numpy()}
+
+    change = {(r["ablation_id"], r["metric"]): r["change"] for r in effects if r["dataset"] == "shapes"}
+    direct = {"none": hits([], "zero")}
+    for head, mode in (("L0.H1", "zero"), ("L2.H3", "mean"), ("L3.H0", "zero")):
+        aid = f"single:{mode}:{head}"
+        direct[aid] = hits([head], mode)
+        for metric in ("top1", "top5"):
+            want = 100 * (direct[aid][metric].astype(float).mean() - direct["none"][metric].astype(float).mean())
+            assert change[(aid, metric)] == pytest.approx(want, abs=1e-9)
+
+    correctness = read_table(root, "correctness", RUN, MODEL).to_pylist()
+    ids = {k[0] for k in value}
+    assert sorted((r["ablation_id"], r["dataset"], r["metric"]) for r in correctness) == sorted(
+        (a, "shapes", m) for a in ids for m in ("top1", "top5"))
+    for r in correctness:
+        bits = np.unpackbits(np.frombuffer(r["bits"], dtype=np.uint8), bitorder="little")
+        assert r["n"] == len(labels) and len(bits) == 8 * math.ceil(r["n"] / 8) and not bits[r["n"]:].any()
+        assert 100 * bits[:r["n"]].mean() == pytest.approx(value[(r["ablation_id"], "shapes", r["metric"])]["value"],
+                                                           abs=1e-9)
+        if r["ablation_id"] in direct:  # the same images in the same order as the direct computation
+            assert np.array_equal(bits[:r["n"]].astype(bool), direct[r["ablation_id"]][r["metric"]])
+    return effects, correctness
+
+
 def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
     root = str(tmp_path)
+    model, preprocess = load_model(MODEL, device="cpu")
+    mean_z = write_moments(tmp_path, model, preprocess)  # the single strategy's mean ablations use them
     summary = run_stage("prune", spec, root, RUN, MODEL)
+    singles = [f"single:{mode}:{head_name(layer, head)}" for mode in ("zero", "mean") for layer in range(4)
+               for head in range(4)]
     ids = ["none", "high", "low", "random:s0", "random:s1", "equal:high", "equal:low", "concept:colors",
            "explicit:two", "sweep:k0", "sweep:k1", "sweep:k2", "sweep-low:k1", "sweep-low:k2", "sweep-random:k1:s0",
-           "sweep-random:k2:s0", "sweep-random:k1:s1", "sweep-random:k2:s1"]
+           "sweep-random:k2:s0", "sweep-random:k1:s1", "sweep-random:k2:s1", *singles]
     assert summary["ablation_ids"] == ids and summary["units_run"] == 3 + 2 + 3 and summary["units_skipped"] == 0
 
     abl = {r["ablation_id"]: r for r in read_table(root, "ablations", RUN, MODEL).to_pylist()}
     assert abl["high"]["heads"] == ["L0.H0", "L0.H1", "L2.H0"] and abl["high"]["n_heads"] == 3
     assert abl["concept:colors"]["heads"] == ["L0.H2", "L2.H1"]
     assert set(abl["random:s1"]["heads"]).isdisjoint(abl["high"]["heads"]) and abl["random:s1"]["mode"] == "zero"
+    assert [(abl[a]["mode"], abl[a]["k"], abl[a]["strategy"], abl[a]["heads"]) for a in singles] == [
+        (a.split(":")[1], 1, "single", [a.split(":")[2]]) for a in singles]
 
     evals = read_table(root, "evals", RUN, MODEL).to_pylist()
     value = {(r["ablation_id"], r["dataset"], r["metric"]): r["value"] for r in evals}
     # independent computation: plain open_clip encode_image (inside ablated() for a pruned configuration)
-    model, preprocess = load_model(MODEL, device="cpu")
     data = classification_data(spec.evals.classification[0])
     parts = [load_classification(data, s, preprocess) for s in plan_classification(data)]
     images, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -146,6 +199,29 @@ def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
         assert any(k[2] == m for k in value), m
     assert value[("none", "toy", "R@50")] == 100  # 4 videos
     assert value[("sweep:k0", "shapes", "top1")] == value[("none", "shapes", "top1")]
+    effects, correctness = check_head_effects_and_correctness(root, evals, singles, model, images, labels, weights,
+                                                              mean_z)
+    with connect(root) as conn:
+        importance = query(conn, "SELECT * FROM head_importance").to_pylist()
+        rho = canned_rows(conn, "ccs_vs_importance")
+    assert sorted((r["head_label"], r["dataset"], r["metric"], r["mode"], r["judge"], r["ccs"], r["change"])
+                  for r in importance) == sorted((r["head_label"], r["dataset"], r["metric"], r["mode"], "combined",
+                                                  CCS[4 * r["layer"] + r["head"]], r["change"]) for r in effects)
+    # does CCS predict importance: Spearman's rho of CCS and -change over the 16 heads, as scipy computes it
+    assert sorted((r["dataset"], r["metric"], r["mode"], r["judge"]) for r in rho) == [
+        (d, m, mode, "combined") for d, m in (("shapes", "top1"), ("toy", "R@1")) for mode in ("mean", "zero")]
+    for r in rho:
+        cost = {e["head_label"]: -e["change"] for e in effects
+                if (e["dataset"], e["metric"], e["mode"]) == (r["dataset"], r["metric"], r["mode"])}
+        heads = [head_name(layer, head) for layer in range(4) for head in range(4)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.stats.ConstantInputWarning)
+            want = scipy.stats.spearmanr(CCS, [cost[h] for h in heads]).statistic
+        assert r["n_heads"] == 16
+        if np.isnan(want):  # every head costs the same (4 videos: R@1 moves little): no rank correlation
+            assert r["rho"] is None and r["dataset"] == "toy", r
+        else:
+            assert r["rho"] == pytest.approx(want, abs=1e-9) and r["low"] <= r["rho"] <= r["high"]
 
     bias = read_table(root, "bias", RUN, MODEL).to_pylist()
     skew = {(r["ablation_id"], r["attribute"], r["occupation"]): r["maxskew"] for r in bias}
@@ -171,11 +247,17 @@ def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
     again = run_stage("prune", spec, root, RUN, MODEL, resume=True)
     assert again["units_run"] == 0 and again["units_skipped"] == 8
     assert sorted(map(str, read_table(root, "evals", RUN, MODEL).to_pylist())) == sorted(map(str, evals))
+    for table, rows in (("head_effects", effects), ("correctness", correctness)):  # replaced, not duplicated
+        assert sorted(map(str, read_table(root, table, RUN, MODEL).to_pylist())) == sorted(map(str, rows))
 
 
 def test_mean_mode_needs_moments_and_missing_ccs_is_clear(ray_cluster, spec, tmp_path):
     spec.prune.mode = "mean"
     with pytest.raises(ValueError, match="run the scan stage"):
+        run_stage("prune", spec, str(tmp_path), RUN, MODEL)
+    spec.prune.mode = "zero"  # the single strategy's mean ablations need the moments too
+    with pytest.raises(ValueError, match=r"prune.single_modes = \['zero', 'mean'\] needs the scan's moments .*"
+                                         r"run the scan stage.*or use prune.single_modes = \['zero'\]"):
         run_stage("prune", spec, str(tmp_path), RUN, MODEL)
     with pytest.raises(ValueError, match="run the judge stage"):
         run_stage("prune", spec, str(tmp_path), "other-run", MODEL)

@@ -6,7 +6,9 @@ import random
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from ccs_ray import scores
 from ccs_ray.bench.judge import max_in_window
@@ -292,10 +294,52 @@ def test_offline_stage_writes_every_table(tmp_path):
     labels = read_table(str(tmp_path), "labels", "r1").to_pylist()
     assert {r["variant"] for r in labels} == {"paper", "heldout"} and all(r["heuristic"] for r in labels)
     assert summary["ccs_at_k"]["offline-heuristic"][5] == pytest.approx(2 / 3)
+    assert summary["label_fidelity"].startswith("not computed: no moments")  # spans written here, no scan
+    assert all(r["label_variance"] is None and r["label_percentile"] is None for r in ccs.values())
 
     run_stage("judge", spec, str(tmp_path), "r1", MODEL)  # a re-run replaces, never duplicates
     assert read_table(str(tmp_path), "judgments", "r1").num_rows == len(judgments)
     assert read_table(str(tmp_path), "ccs", "r1").num_rows == 6
+
+
+@pytest.mark.parametrize("method", ["data", "weights"])
+def test_stage_writes_label_fidelity_of_every_label(tmp_path, tiny_model, method):
+    from ccs_ray.circuits import head_covariances
+    from ccs_ray.fidelity import label_fidelity
+    from ccs_ray.moments import HeadMoments
+    from ccs_ray.textspan import text_embeddings
+
+    model, _ = tiny_model
+    write_spans(tmp_path, {"L3.H0": COLORS, "L2.H1": ANIMALS})
+    (tmp_path / "pool.txt").write_text("\n".join(COLORS + ANIMALS + ["a red dog", "the color blue"]) + "\n")
+    if method == "data":
+        moments = HeadMoments.for_model(MODEL, model, [2, 3], folds=2)
+        g = np.random.default_rng(0)
+        x = torch.as_tensor(g.normal(size=(40, 2, 4, 6)) @ g.normal(size=(6, moments.embed_dim)))  # rank 6 < D
+        moments.update(x[:25], 0)
+        moments.update(x[25:], 1)
+        moments.save(str(tmp_path / "moments.safetensors"))
+        write_table(str(tmp_path), "moments", [{"uri": str(tmp_path / "moments.safetensors")}], "r1", MODEL)
+        stats = {h: moments.head(h) for h in ("L3.H0", "L2.H1")}
+    else:  # no scan: the weights' covariances under the scan's convention
+        stats = {h: (1, torch.zeros(len(c)), c) for h, c in head_covariances(model, [2, 3], "textspan").items()}
+    spec = load_spec({"name": "t", "scan": {"convention": "textspan"},
+                      "spans": {"template": "a photo of {}", "rank": 4, "pool": str(tmp_path / "pool.txt"), "method": method},
+                      "judge": {"vocabulary": {"color": ["red", "blue"], "animal": ["dog", "cat"]}}})
+    summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
+    assert summary["label_fidelity"] == method
+
+    pool = text_embeddings(model, (tmp_path / "pool.txt").read_text().split("\n")[:-1], "a photo of {}")
+    rows = read_table(str(tmp_path), "ccs", "r1").to_pylist()
+    assert {r["judge"] for r in rows} == {"offline-heuristic", "combined"} and len(rows) == 4
+    for r in rows:
+        variance, percentile = label_fidelity(*stats[r["head_label"]],
+                                              text_embeddings(model, [r["label"]], "a photo of {}"), pool, 4)
+        assert r["label_variance"] == pytest.approx(variance[0], rel=1e-5)
+        assert r["label_percentile"] == pytest.approx(percentile[0])
+    for judge in ("offline-heuristic", "combined"):
+        assert summary["label_percentile_median"][judge] == pytest.approx(
+            np.median([r["label_percentile"] for r in rows if r["judge"] == judge]))
 
 
 def test_stage_errors_are_clear(tmp_path):

@@ -461,7 +461,10 @@ def test_report_in_headless_chromium(report, chromium, tmp_path):
     path, html, rows = report
     dom, count = open_in_chromium(chromium, tmp_path, path, "report.png", (1280, 4200))
     n_svg = html.count("<svg")
-    assert dom.count("<svg") == n_svg == (1 + 8) * len(MODELS) + 1  # heatmap, 8 plots per model, CCS@K
+    # per model: heatmap, 8 plots, CCS against single-head importance per accuracy dataset (2) and its panel side
+    # by side; the 2 pruning effects side by side; CCS@K
+    assert dom.count("<svg") == n_svg == (1 + 8 + 2 + 1) * len(MODELS) + 2 + 1
+    assert html.count("Spearman&#39;s rho = ") == 2 * len(MODELS)
     assert dom.count('class="cell"') == 48 * len(MODELS)
     assert all(count(c) > 200 for c in PALETTE[:4])  # the bars of none/high/low/random are painted
     first = sorted(MODELS)[0]  # the first model's heatmap is on the screenshot: a cell of every score painted

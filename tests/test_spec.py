@@ -11,7 +11,7 @@ from ccs_ray.spec import SpecError, load_spec
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
-@pytest.mark.parametrize("name", ["quickstart", "smoke", "paper"])
+@pytest.mark.parametrize("name", ["quickstart", "smoke", "paper", "weights-only"])
 def test_shipped_specs_validate(name):
     spec = load_spec(JOBS / f"{name}.toml")
     assert spec.name == name and spec.results_root == f"./results/{name}"

@@ -33,10 +33,13 @@ DERIVED = {
                     "maxskew_sum", "maxskew_mean", "n_occupations"],
     "vs_paper": ["model", "dataset", "metric", "strategy", "theirs", "approx", "source", "run_id", "our_model",
                  "heads_from", "our_strategy", "n_seeds", "ours", "difference", "tolerance", "within_tolerance",
-                 "comparable", "caveat"],
+                 "comparable", "caveat", "ours_low", "ours_high"],
     "paper_agreement": ["run_id", "model", "reference_model", "judge", "head_set", "n_ours", "n_published", "n_shared",
                         "jaccard", "precision", "recall", "published_heads", "our_ccs", "mean_our_ccs", "spearman_rho",
                         "heuristic"],
+    "judged_spans": SCHEMAS["spans"].names,  # the spans rows of the judged method, every column of spans
+    "head_importance": ["run_id", "model", "judge", "layer", "head", "head_label", "dataset", "metric", "mode", "ccs",
+                        "level", "label", "value", "baseline", "change", "n"],
 }
 # the reference tables: the installed package's data in every root, whatever the root holds
 REFERENCE_ROWS = {name: data.num_rows for name, data in reference_tables().items()}

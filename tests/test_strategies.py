@@ -151,3 +151,43 @@ def test_strategies_that_select_no_head_say_why():
     got = by_id(prune_strategies(some_high, ["equal"]))
     why = "no head with CCS ≤ 1 (equal removes as many high as low heads)"
     assert got["equal:high"].reason == got["equal:low"].reason == why
+
+
+def test_single_one_configuration_per_head_and_mode():
+    got = prune_strategies(rows(), ["single", "high"], single_modes=["zero", "mean"])
+    heads = sorted(CCS, key=lambda n: (int(n[1]), int(n[-1])))  # every head of the judge's rows, CCS or not
+    singles = [a for a in got if a.strategy == "single"]
+    assert [a.ablation_id for a in singles] == [f"single:{m}:{h}" for m in ("zero", "mean") for h in heads]
+    assert [(a.heads, a.k, a.mode, a.concept, a.seed, a.reason) for a in singles] == [
+        ([h], 1, m, f"{m}:{h}", None, None) for m in ("zero", "mean") for h in heads]
+    assert got[0].ablation_id == "none" and by_id(got)["high"].mode is None  # the others: the stage's prune.mode
+    assert all(a.by_ccs and a.paper_strategy is None for a in singles)
+    # the judge's rows only; a mode listed twice counts once
+    assert [a.ablation_id for a in prune_strategies(rows(), ["single"], judge="gpt", single_modes=["mean", "mean"])] \
+        == ["none", "single:mean:L2.H0"]
+    with pytest.raises(ValueError, match="single_modes"):
+        prune_strategies(rows(), ["single"], single_modes=["half"])
+    with pytest.raises(ValueError, match="no rows of judge 'combined'; judges present: none"):  # no heads to ablate
+        prune_strategies([], ["single"])
+
+
+def test_preflight_says_single_mean_needs_the_scan(tmp_path):
+    from ccs_ray.preflight import PreflightError, preflight
+    from ccs_ray.spec import load_spec
+
+    def problems(**prune):
+        spec = load_spec({"name": "p", "stages": ["judge", "prune"], "models": {"keys": ["ccs-tiny/none"]},
+                          "prune": {"strategies": ["single"], **prune}, "results": {"root": str(tmp_path / "res")},
+                          "evals": {"classification": [{"name": "s", "source": "probe://shapes?n=4&seed=1&size=32"}]}})
+        try:
+            preflight(spec, dry_run=True)
+        except PreflightError as e:
+            return e.problems
+        return []
+
+    assert problems() == [] and problems(single_modes=["zero"]) == []
+    assert problems(single_modes=["zero", "mean"]) == [
+        "prune: prune.single_modes = ['zero', 'mean'] ablates heads by the scan's mean head outputs, but stages "
+        "['judge', 'prune'] do not include 'scan': add it or prune.single_modes = ['zero']"]
+    assert [p.split(",")[0] for p in problems(single_modes=["mean"], mode="mean")] == [
+        "prune: prune.mode = 'mean' uses the scan's mean head outputs"]  # one line for one cause

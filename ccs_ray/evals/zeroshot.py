@@ -33,15 +33,23 @@ def top_predictions(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
     return logits.topk(min(k, logits.shape[-1]), dim=-1).indices
 
 
-def accuracy_metrics(top: torch.Tensor, labels: torch.Tensor, classnames: list[str]) -> dict[str, float]:
-    """``top1``, ``top5`` (over the first min(5, C) ranks) and ``acc:<class>`` (top-1 per class; classes
-    without images are left out) from predictions ``top`` [N, K] and true class indices ``labels`` [N]."""
+def top_hits(top: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image hits [N] bool: ``top1`` (the first prediction is the true class) and ``top5`` (one of the first
+    min(5, K) is), from predictions ``top`` [N, K] and true class indices ``labels`` [N]."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     if top.shape[0] != labels.shape[0] or top.shape[0] == 0:
         raise ValueError(f"need predictions for every image: {top.shape[0]} predictions, {labels.shape[0]} labels")
-    hit1 = top[:, 0] == labels
-    hit5 = (top[:, :5] == labels[:, None]).any(1)
-    out = {"top1": 100 * hit1.double().mean().item(), "top5": 100 * hit5.double().mean().item()}
+    return {"top1": top[:, 0] == labels, "top5": (top[:, :5] == labels[:, None]).any(1)}
+
+
+def accuracy_metrics(top: torch.Tensor, labels: torch.Tensor, classnames: list[str]) -> dict[str, float]:
+    """``top1``, ``top5`` (over the first min(5, C) ranks) and ``acc:<class>`` (top-1 per class; classes
+    without images are left out) from predictions ``top`` [N, K] and true class indices ``labels`` [N]:
+    percent of the images :func:`top_hits` counts."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    hits = top_hits(top, labels)
+    hit1 = hits["top1"]
+    out = {name: 100 * hit.double().mean().item() for name, hit in hits.items()}
     for c, name in enumerate(classnames):
         mask = labels == c
         if mask.any():

@@ -39,14 +39,24 @@ class Verdict:
     calls: list[dict] = field(default_factory=list)  # judge_calls fields: kind, span_rank and an Answer's
 
 
+def judged_spans(spans: pa.Table) -> pa.Table:
+    """The rows of one run and model's spans table that the judge labels: those of method ``data`` (null: spans
+    of an earlier version, all from data) when there are any, else those of method ``weights``."""
+    method = pc.fill_null(spans["method"], "data")
+    judged = "data" if pc.any(pc.equal(method, "data")).as_py() else "weights"
+    return spans.filter(pc.equal(method, judged))
+
+
 def heads_from_spans(spans: pa.Table, m: int, heldout: bool) -> tuple[list[HeadSpans], list[dict]]:
-    """Group the ``subset == "all"`` rows of a spans table by head: ranks 1..m (paper), m+1..2m (heldout).
+    """Group the ``subset == "all"`` rows of a spans table (one run and model; the method :func:`judged_spans`
+    picks) by head: ranks 1..m (paper), m+1..2m (heldout).
 
     Returns one :class:`HeadSpans` per head (sorted by layer, head) and error rows (reason, item, detail)
     for heads with fewer spans than needed; such a head keeps the spans it has.
     """
     need = 2 * m if heldout else m
     by_head: dict[tuple[int, int, str], dict[int, str]] = {}
+    spans = judged_spans(spans)
     for row in spans.filter(pc.equal(spans["subset"], "all")).to_pylist():
         by_head.setdefault((row["layer"], row["head"], row["head_label"]), {})[row["rank"]] = row["text"]
     head_spans, errors = [], []

@@ -16,7 +16,7 @@ import fsspec
 from .. import scores
 from ..heads import parse_head_name
 from ..tables import read_table, write_table
-from .heads import VARIANTS, file_safe
+from .heads import VARIANTS, file_safe, judged_spans
 
 REQUIRED = ("model", "head_label", "span_rank", "aligned")
 OPTIONAL = ("rater", "variant", "label")
@@ -63,7 +63,8 @@ def import_human_ratings(csv_uri: str, root: str, run_id: str, m: int = 5) -> di
     for (model, rater), rows in sorted(by_model_rater.items()):
         judge = f"human:{rater}"
         texts = {(s["head_label"], s["rank"]): s["text"]
-                 for s in read_table(root, "spans", run_id=run_id, model=model).to_pylist() if s["subset"] == "all"}
+                 for s in judged_spans(read_table(root, "spans", run_id=run_id, model=model)).to_pylist()
+                 if s["subset"] == "all"}
         judgments = [{"layer": r["layer"], "head": r["head"], "head_label": r["head_label"], "judge": judge,
                       "variant": r["variant"], "span_rank": r["span_rank"], "label": r["label"], "aligned": r["aligned"],
                       "heuristic": False, "text": texts.get((r["head_label"], r["span_rank"]))} for r in rows]

@@ -8,6 +8,7 @@ curves (accuracy against heads removed: high, low, random), video retrieval (R@1
 CCS against accuracy drop per pruned head group, the accuracy-bias trade-off, the strategies that selected no
 head and why, the head explorer (a table of every head) and one card per head (:mod:`ccs_ray.report.heads`;
 id ``L11.H5`` on a page of one model, ``<model>.L11.H5`` on a page of several, :func:`~ccs_ray.report.heads.anchor`).
+With several models, a section lines them up side by side (:mod:`ccs_ray.report.side_by_side`).
 Banners flag random-init models (``/none``), the
 offline heuristic judge and failed runs. One small inline script sorts and filters the head tables; the page is
 complete without it, and in print.
@@ -32,6 +33,7 @@ import jinja2
 from ccs_ray.analytics import canned_rows, canned_subquery, connect, query
 from ccs_ray.compare import paper_comparison
 from ccs_ray.report import plots
+from ccs_ray.report.side_by_side import side_by_side
 from ccs_ray.report.heads import (VERDICT_MARKS, VERDICT_WORDS, group_by, card_order, find_card, format_card, head_cards,
                                   judge_of, where)
 
@@ -39,6 +41,7 @@ TEMPLATES = Path(__file__).parent
 STRATEGY_ORDER = ("none", "high", "low", "random")
 VIDEO_RECALLS = ("R@1", "R@5", "R@10")
 SWEEP_SERIES = {"sweep": "high", "sweep-low": "low", "sweep-random": "random"}  # strategy -> curve
+SINGLE = "single"  # the strategy that ablates each analysed head alone (ccs_ray.ablate)
 PLOT_WIDTH = 520  # SVG units of a model's plots: two side by side on a wide page
 
 
@@ -113,12 +116,17 @@ def _model_sections(conn, condition: str) -> list[dict]:
     """Per (run, model): its plots, the strategies that selected no head, and its head cards (those meeting
     ``condition``, :func:`ccs_ray.report.heads.where`)."""
     heads = group_by(canned_rows(conn, "head_details"), "run_id", "model")
-    metrics = group_by(canned_rows(conn, "accuracy_drop_vs_random"), "run_id", "model")
-    skew = group_by(canned_rows(conn, "maxskew_by_strategy"), "run_id", "model")
-    bias = group_by(canned_rows(conn, "bias_vs_accuracy", "NOT is_baseline(strategy)"), "run_id", "model")
-    groups = group_by(canned_rows(conn, "head_groups"), "run_id", "model")
+    # heads ablated alone (strategy single) have their own plot (_importance), not one bar each
+    grouped = f"strategy IS DISTINCT FROM '{SINGLE}'"
+    metrics = group_by(canned_rows(conn, "accuracy_drop_vs_random", grouped), "run_id", "model")
+    skew = group_by(canned_rows(conn, "maxskew_by_strategy", grouped), "run_id", "model")
+    bias = group_by(canned_rows(conn, "bias_vs_accuracy", f"NOT is_baseline(strategy) AND {grouped}"), "run_id", "model")
+    groups = group_by(canned_rows(conn, "head_groups", grouped), "run_id", "model")
+    importance = group_by(canned_rows(conn, "ccs_vs_importance"), "run_id", "model")
+    effects = group_by(query(conn, "SELECT * FROM head_importance WHERE ccs IS NOT NULL").to_pylist(),
+                       "run_id", "model", "dataset", "metric", "mode", "judge")
     empty = group_by(canned_rows(conn, "strategies_without_heads"), "run_id", "model")
-    spans = {(r["run_id"], r["model"]) for r in query(conn, "SELECT DISTINCT run_id, model FROM spans").to_pylist()}
+    spans = {(r["run_id"], r["model"]) for r in query(conn, "SELECT DISTINCT run_id, model FROM judged_spans").to_pylist()}
     keys = {*heads, *metrics, *skew, *bias, *empty, *spans}
     runs_per_model = Counter(model for _, model in keys)
     several = len(runs_per_model) > 1  # models: card ids name the model too (and the run, for several runs of one)
@@ -185,6 +193,7 @@ def _model_sections(conn, condition: str) -> list[dict]:
                                                   width=PLOT_WIDTH, colors=strategy_colors), kind="ccs-drop", note="",
                                 caption="Each point: one pruned configuration (seeds pooled). Right = the removed "
                                         "heads encode clearer concepts; up = removing them costs more accuracy."))
+        figures += _importance(importance.get(key, []), effects, model)
         tradeoff = [dict(x=r["delta_accuracy"], y=r["delta_maxskew_sum"], series=r["config"],
                          tooltip=f"{r['config']} on {r['dataset']} / {r['attribute']}: Δ accuracy "
                                  f"{r['delta_accuracy']:+.3g} pts, Δ MaxSkew (sum) {r['delta_maxskew_sum']:+.3g}")
@@ -201,6 +210,30 @@ def _model_sections(conn, condition: str) -> list[dict]:
                                         "MaxSkew@k summed over occupations, as the paper reports it."))
         sections.append(section)
     return sections
+
+
+def _importance(stats: list[dict], effects: dict, model: str) -> list[dict]:
+    """Per dataset, metric, mode and judge of the heads ablated alone: CCS against the accuracy each head costs,
+    with Spearman's rho and its 95% bootstrap interval over heads (canned query ccs_vs_importance)."""
+    figures = []
+    judge = judge_of(stats) if stats else None
+    for s in [s for s in stats if s["judge"] == judge]:
+        rows = effects.get((s["run_id"], s["model"], s["dataset"], s["metric"], s["mode"], s["judge"]), [])
+        points = [dict(x=float(r["ccs"]), y=-r["change"], series=r["level"] or "unscored",
+                       tooltip=f"{r['head_label']}: CCS {r['ccs']}, label {r['label'] or '–'}, {s['metric']} "
+                               f"{r['change']:+.3g} when removed alone") for r in rows]
+        if not points:
+            continue
+        rho = "–" if s["rho"] is None else f"{s['rho']:+.2f}"
+        interval = (f"95% bootstrap interval over heads [{s['low']:+.2f}, {s['high']:+.2f}]"
+                    if s["low"] is not None else "too few heads for an interval")
+        figures.append(dict(
+            svg=plots.scatter(points, f"Does CCS predict importance? {model} on {s['dataset']} ({s['mode']} ablation)",
+                              f"CCS (judge {s['judge']})", f"{s['metric']} lost when removed alone (points)",
+                              width=PLOT_WIDTH), kind="importance", note="",
+            caption=f"Each point: one head ablated alone. Spearman's rho = {rho} over {s['n_heads']} heads, {interval}; "
+                    "positive: heads with a higher CCS cost more when removed."))
+    return figures
 
 
 def _ccs_at_k_plot(conn):
@@ -258,6 +291,7 @@ def build_report(root: str, out_path: str, heads: Sequence[str] | None = None) -
             sections=sections,
             **_banners(sections, runs),
             ccs_at_k=_ccs_at_k_plot(conn),
+            side_by_side=side_by_side(conn, _colors(())),
             agreement=canned_rows(conn, "judge_agreement"),
             fleiss=canned_rows(conn, "fleiss_kappa"),
             stability=stability,

@@ -201,7 +201,7 @@ def format_card(card: dict) -> str:
 def find_card(conn, model: str, head: str, run_id: str | None = None) -> dict:
     """The card of ``head`` of ``model`` in ``run_id`` (default: the latest run that has it)."""
     condition = where([head], model, run_id)
-    models = sorted(r["model"] for r in query(conn, "SELECT model FROM spans UNION SELECT model FROM ccs").to_pylist())
+    models = sorted(r["model"] for r in query(conn, "SELECT model FROM judged_spans UNION SELECT model FROM ccs").to_pylist())
     if model not in models:
         raise HeadError(f"no results for model {model!r}; models: {', '.join(models) or 'none'}")
     cards = head_cards(conn, condition)

@@ -223,3 +223,82 @@ def lines(series: dict[str, Sequence[tuple[float, float, float | None]]], title:
             ET.SubElement(dot, "title").text = f"{name} · {x:g}: {y:.4g}" + (f" ± {err:.3g}" if err else "")
     _legend(svg, left + plot_w + 12, top, names, colors)
     return _markup(svg)
+
+
+def layer_panel(layers: Sequence[dict], title: str, colors: dict[str, str], family_colors: dict[str, str],
+                max_width: int = 440) -> Markup:
+    """One model's small multiple, over its analysed layers (x, in order): above, bars of the share (0..1, the same
+    scale in every panel) of the layer's heads with high and with low CCS (``colors`` of ``high`` and ``low``);
+    below, a bar per layer stacked by label family, each segment the family's share of the layer's heads
+    (``family_colors``: family -> colour, in stacking order). ``layers``: dicts with layer, n_heads, n_high, n_low,
+    share_high, share_low and families (dicts with family and n_heads), as canned query model_layers gives them."""
+    left, top, chart_h, gap, bottom = 34, 8, 80, 26, 18
+    step = min(48.0, (max_width - left - 8) / max(len(layers), 1))
+    width = left + step * len(layers) + 8
+    svg = _svg(width, top + 2 * chart_h + gap + bottom, title)
+    for i, (y0, label) in enumerate(((top, "high / low"), (top + chart_h + gap, "families"))):
+        for t in (0.0, 0.5, 1.0):
+            y = y0 + chart_h * (1 - t)
+            ET.SubElement(svg, "line", {"x1": str(left), "x2": f"{width - 8:.1f}", "y1": f"{y:.1f}", "y2": f"{y:.1f}",
+                                        "stroke": "#444444" if t == 0 else "#e5e5e5"})
+            _text(svg, left - 3, y + 4, f"{t:g}", anchor="end")
+        for j, r in enumerate(layers):
+            _text(svg, left + step * (j + 0.5), y0 + chart_h + 12, f"L{r['layer']}")
+        _text(svg, 9, y0 + chart_h / 2, label, transform=f"rotate(-90 9 {y0 + chart_h / 2:.1f})", **{"font-size": "9"})
+    bar = step * 0.38
+    for j, r in enumerate(layers):
+        x = left + step * j + step * 0.12
+        for k, level in enumerate(("high", "low")):
+            share = r[f"share_{level}"]
+            _rect(svg, x + bar * k, top + chart_h * (1 - share), bar - 1, chart_h * share, colors[level],
+                  tooltip=f"L{r['layer']} · {level} CCS: {r[f'n_{level}']} of {r['n_heads']} heads ({share:.0%})",
+                  **{"class": f"bar {level}"})
+        y = top + 2 * chart_h + gap
+        counts = {f["family"]: f["n_heads"] for f in r["families"]}
+        for family in [f for f in family_colors if f in counts] + sorted(set(counts) - set(family_colors)):
+            h = chart_h * counts[family] / r["n_heads"]
+            y -= h
+            _rect(svg, x, y, 2 * bar - 1, h, family_colors.get(family, "#bab0ac"),
+                  tooltip=f"L{r['layer']} · {family}: {counts[family]} of {r['n_heads']} heads",
+                  **{"class": "bar family"})
+    return _markup(svg)
+
+
+def diverging_bars(categories: Sequence[str], series: dict[str, Sequence[float | None]], title: str, x_label: str,
+                   width: int = 640, colors: dict[str, str] | None = None, fmt: str = "+.3g") -> Markup:
+    """Horizontal bars from a zero line, left for negative and right for positive values: per category (a row
+    group, its name above its bars) one bar per series, its value written beside it (``fmt``); None: no bar,
+    the words "not evaluated". The x axis is symmetric about 0."""
+    names = list(series)
+    left, right, top, bar_h, label_h, gap = 12, 12, 8, 13, 15, 8
+    values = [abs(v) for s in series.values() for v in s if v is not None]
+    x_max = _nice_max(max(values, default=1.0))
+    group_h = label_h + bar_h * len(names) + gap
+    plot_w = width - left - right
+    height = top + group_h * len(categories) + 44
+    svg = _svg(width, height, title)
+    zero = left + plot_w / 2
+
+    def px(v):
+        return zero + v / x_max * (plot_w / 2 - 50)  # 50 units each side for the value text
+
+    axis_y = top + group_h * len(categories)
+    for t in (-1, -0.5, 0, 0.5, 1):
+        ET.SubElement(svg, "line", {"x1": f"{px(t * x_max):.1f}", "x2": f"{px(t * x_max):.1f}", "y1": str(top),
+                                    "y2": f"{axis_y:.1f}", "stroke": "#444444" if t == 0 else "#e5e5e5"})
+        _text(svg, px(t * x_max), axis_y + 13, f"{t * x_max:+.3g}" if t else "0")
+    _text(svg, zero, axis_y + 30, x_label)
+    for i, cat in enumerate(categories):
+        y = top + group_h * i
+        _text(svg, left, y + 11, cat, anchor="start", **{"font-weight": "bold"})
+        for j, name in enumerate(names):
+            value, by = series[name][i], y + label_h + bar_h * j
+            if value is None:
+                _text(svg, zero + 4, by + bar_h - 3, f"{name}: not evaluated", anchor="start", fill="#777777")
+                continue
+            x0, x1 = sorted((zero, px(value)))
+            _rect(svg, x0, by, x1 - x0, bar_h - 2, _color(names, name, colors), tooltip=f"{cat} · {name}: {value:{fmt}}",
+                  **{"class": "bar"})
+            _text(svg, x1 + 3 if value >= 0 else x0 - 3, by + bar_h - 3, f"{name} {value:{fmt}}",
+                  anchor="start" if value >= 0 else "end")
+    return _markup(svg)

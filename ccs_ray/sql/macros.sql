@@ -1,5 +1,18 @@
 -- Macros and derived views (summaries of evals / bias) shared by the canned queries (sql/queries/*.sql)
 -- and handy at the `ccs-ray sql` prompt. Loaded after views.sql.
+--
+-- Interval functions (Python, ccs_ray/stats.py; registered by ccs_ray.analytics.connect, so they exist in
+-- `ccs-ray sql` connections and the report, not in a plain duckdb shell). 95% intervals; NULL in gives NULL
+-- out, and input too small for an interval gives NULL fields:
+--   wilson_interval(p DOUBLE /*percent*/, n BIGINT) -> STRUCT(low, high)       Wilson score, percent; k = round(p n / 100)
+--   mean_interval(values DOUBLE[]) -> STRUCT(mean, low, high, n)               Student t; NULL low/high for n < 2
+--   paired_difference(bits_a BLOB, bits_b BLOB, n BIGINT) -> STRUCT(diff, low, high)
+--       a - b in percent points over the same n items (correctness.bits), Newcombe's paired hybrid score interval
+--   spearman_interval(x DOUBLE[], y DOUBLE[]) -> STRUCT(rho, low, high, n)     percentile bootstrap over pairs
+--   share_interval(values INTEGER[], k INTEGER) -> STRUCT(share, low, high)    share = k; bootstrap over items
+--   cohen_kappa_se(a DOUBLE[], b DOUBLE[]) -> DOUBLE                           Fleiss, Cohen & Everitt (1969)
+--   fleiss_kappa_se(counts BIGINT[][]) -> DOUBLE                               per item the raters per category
+-- Bootstraps use 2000 resamples and a fixed seed (the same data give the same interval), none under 5 items.
 
 -- CCS level of a head (docs/architecture.md, "CCS and its levels"): high = 5, low <= 1, medium in between.
 CREATE MACRO ccs_level(ccs) AS CASE WHEN ccs >= 5 THEN 'high' WHEN ccs <= 1 THEN 'low' ELSE 'medium' END;
@@ -9,6 +22,19 @@ CREATE MACRO is_baseline(strategy) AS strategy = 'none';
 
 -- Metrics that are a zero-shot top-1 accuracy (percent; ccs_ray.evals.zeroshot.accuracy_metrics).
 CREATE MACRO is_accuracy(metric) AS metric = 'top1';
+
+-- Metrics that are a percentage of the evals row's n items (top1, top5, video recall R@k), so that a Wilson
+-- interval applies; acc:<class> is a percentage of the class's images, whose count evals does not hold.
+CREATE MACRO is_proportion(metric) AS metric IN ('top1', 'top5') OR metric LIKE 'R@%';
+
+-- Wilson 95% interval (percent) of a metric value over n items; NULL for metrics that are no such percentage.
+CREATE MACRO metric_interval(metric, value, n) AS CASE WHEN is_proportion(metric) THEN wilson_interval(value, n) END;
+
+-- Why a metric value has no Wilson interval (NULL where it has one).
+CREATE MACRO metric_interval_note(metric, n) AS CASE
+    WHEN metric LIKE 'acc:%' THEN 'per-class accuracy: evals.n counts the dataset''s images, not the class''s'
+    WHEN NOT is_proportion(metric) THEN metric || ' is not a percentage of the items'
+    WHEN coalesce(n, 0) < 1 THEN 'no item count (n)' END;
 
 -- Cohen's or Fleiss' kappa from the observed and the chance agreement; NULL when chance agreement is 1
 -- (every rater always gave the same answer: kappa is undefined).
@@ -64,6 +90,14 @@ CREATE MACRO baseline_evals() AS TABLE
     SELECT run_id, model, dataset, metric, avg(value) AS baseline
     FROM evals WHERE is_baseline(strategy) GROUP BY ALL;
 
+-- judged_spans: the spans rows the judge labels, per run and model: its data spans (method 'data'; NULL in files
+-- of earlier versions) where it has any, else its weights spans (spans.method = 'weights'). A run with
+-- spans.method = 'both' has both in spans; this view keeps one set, so joins on (head, rank) never double rows.
+CREATE VIEW judged_spans AS
+    SELECT * FROM spans
+    QUALIFY coalesce(method, 'data') = CASE WHEN bool_or(coalesce(method, 'data') = 'data')
+                                                 OVER (PARTITION BY run_id, model) THEN 'data' ELSE 'weights' END;
+
 -- CCS rows of one judge ('combined' is the majority vote).
 CREATE MACRO ccs_of(judge_name) AS TABLE SELECT * FROM ccs WHERE judge = judge_name;
 
@@ -95,14 +129,16 @@ CREATE MACRO heuristic_judges() AS TABLE
 -- tolerance. comparable is false where the figures cannot agree by construction (random-init weights;
 -- MaxSkew over other occupations or template combination than the paper's 104 and embedding mean); caveat
 -- says why, and also names other weights than the reference model's and heads chosen by the offline
--- heuristic judge.
+-- heuristic judge. ours_low / ours_high: the Wilson 95% interval of ours over the evaluated items (accuracies and
+-- recalls; NULL for MaxSkew).
 CREATE VIEW vs_paper AS
 WITH ours AS (
-    SELECT run_id, model, ablation_id, dataset, metric, value, NULL::BIGINT AS n_occupations, NULL::VARCHAR AS combine
+    SELECT run_id, model, ablation_id, dataset, metric, value, NULL::BIGINT AS n_occupations, NULL::VARCHAR AS combine,
+           n
     FROM evals
     UNION ALL
     SELECT run_id, model, ablation_id, dataset, 'maxskew_sum@' || k || ':' || attribute, sum(maxskew), count(*),
-           combine
+           combine, NULL
     FROM bias GROUP BY run_id, model, ablation_id, dataset, k, attribute, combine
 ),
 matched AS (
@@ -111,7 +147,8 @@ matched AS (
            CASE WHEN a.strategy LIKE 'paper-%' THEN 'paper' WHEN a.strategy = 'none' THEN 'none' ELSE 'ccs' END
                AS heads_from,
            a.strategy AS our_strategy, count(*) AS n_seeds, avg(o.value) AS ours,
-           max(o.n_occupations) AS n_occupations, max(o.combine) AS combine, bool_or(h.heuristic) AS heuristic
+           max(o.n_occupations) AS n_occupations, max(o.combine) AS combine, bool_or(h.heuristic) AS heuristic,
+           max(o.n) AS n
     FROM ours o
     JOIN ablations a USING (run_id, model, ablation_id)
     LEFT JOIN heuristic_judges() h ON h.run_id = o.run_id AND h.model = o.model AND h.judge = a.judge
@@ -133,7 +170,8 @@ judged AS (
 SELECT p.model, p.dataset, p.metric, p.strategy, p.value AS theirs, p.approx, p.source,
        j.run_id, j.our_model, j.heads_from, j.our_strategy, j.n_seeds, j.ours, j.ours - p.value AS difference,
        paper_tolerance(p.approx) AS tolerance, abs(j.ours - p.value) <= paper_tolerance(p.approx) AS within_tolerance,
-       j.comparable, nullif(j.caveat, '') AS caveat
+       j.comparable, nullif(j.caveat, '') AS caveat, metric_interval(p.metric, j.ours, j.n).low AS ours_low,
+       metric_interval(p.metric, j.ours, j.n).high AS ours_high
 FROM paper_results p
 LEFT JOIN judged j USING (model, dataset, metric, strategy);
 
@@ -216,3 +254,13 @@ FROM sets s
 LEFT JOIN published_ccs pc USING (run_id, model, judge, head_set)
 LEFT JOIN rho r USING (run_id, model, judge)
 LEFT JOIN heuristic_judges() h USING (run_id, model, judge);
+
+-- head_importance: each head ablated alone (the single strategy, table head_effects) beside its CCS, one row
+-- per run, model, judge, head, dataset, metric and ablation mode: the judge's ccs, level and label (from ccs;
+-- judge 'combined' is the majority vote: filter on judge), value, baseline (the unpruned model's value) and
+-- change = value - baseline in the metric's units (top1: percent points; < 0: removing the head costs accuracy).
+CREATE VIEW head_importance AS
+    SELECT e.run_id, e.model, c.judge, e.layer, e.head, e.head_label, e.dataset, e.metric, e.mode,
+           c.ccs, c.level, c.label, e.value, e.baseline, e.change, e.n
+    FROM head_effects e
+    JOIN ccs c ON c.run_id = e.run_id AND c.model = e.model AND c.head_label = e.head_label;

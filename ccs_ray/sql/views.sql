@@ -9,6 +9,7 @@ CREATE VIEW runs AS SELECT * FROM read_parquet('${ROOT}/runs/**/*.parquet', hive
 CREATE VIEW shards AS SELECT * FROM read_parquet('${ROOT}/shards/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW moments AS SELECT * FROM read_parquet('${ROOT}/moments/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW spans AS SELECT * FROM read_parquet('${ROOT}/spans/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW span_agreement AS SELECT * FROM read_parquet('${ROOT}/span_agreement/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW top_images AS SELECT * FROM read_parquet('${ROOT}/top_images/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW labels AS SELECT * FROM read_parquet('${ROOT}/labels/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW judgments AS SELECT * FROM read_parquet('${ROOT}/judgments/**/*.parquet', hive_partitioning = true, union_by_name = true);
@@ -19,6 +20,8 @@ CREATE VIEW ablations AS SELECT * FROM read_parquet('${ROOT}/ablations/**/*.parq
 -- '__sum__' / '__mean__'): left out here, so results written by that version read like today's.
 CREATE VIEW evals AS SELECT * FROM read_parquet('${ROOT}/evals/**/*.parquet', hive_partitioning = true, union_by_name = true) WHERE ablation_id NOT IN ('random:mean', 'random:std');
 CREATE VIEW bias AS SELECT * FROM read_parquet('${ROOT}/bias/**/*.parquet', hive_partitioning = true, union_by_name = true) WHERE ablation_id NOT IN ('random:mean', 'random:std') AND occupation NOT IN ('__sum__', '__mean__');
+CREATE VIEW head_effects AS SELECT * FROM read_parquet('${ROOT}/head_effects/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW correctness AS SELECT * FROM read_parquet('${ROOT}/correctness/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW judge_calls AS SELECT * FROM read_parquet('${ROOT}/judge_calls/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW errors AS SELECT * FROM read_parquet('${ROOT}/errors/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW conversions AS SELECT * FROM read_parquet('${ROOT}/conversions/**/*.parquet', hive_partitioning = true, union_by_name = true);

@@ -3,7 +3,7 @@
 Section: ``[explain]`` (k, thumb_px) with ``[data]``, ``[scan]`` and the spans' section (:class:`ExplainSection`);
 per run (all models at once, sharing decoding as the scan does); needs ``spans``. Writes ``top_images``.
 
-For every head of every model and each of its spans 1..``spans.m`` (subset ``all``), the k images with the
+For every head of every model and each of its data spans 1..``spans.m`` (subset ``all``), the k images with the
 largest and the k with the smallest projection of the head's contribution onto the span's direction
 (``spans.direction``, stored by the stage spans: TextSpan is not run again, except for spans written by an
 earlier version without directions, which are computed again: the same texts, now with their directions), and
@@ -79,15 +79,20 @@ class TopImagesPass(PassKind):
 
 def span_directions(ctx: Context, model: str, spans: SpansSection) -> tuple[dict[str, np.ndarray],
                                                                             dict[tuple[str, int], str]]:
-    """From the ``spans`` table (subset ``all``, ranks 1..m): head -> directions [m, D] (NaN rows for missing
-    spans) and (head, rank) -> text. Spans without directions (an earlier version's) are computed again."""
+    """From the ``spans`` table (data spans: method ``data`` or null; subset ``all``, ranks 1..m): head -> directions
+    [m, D] (NaN rows for missing spans) and (head, rank) -> text. Spans without directions (an earlier version's)
+    are computed again."""
     m = spans.spans.m
-    rows = [r for r in tables.read_table(ctx.root, "spans", ctx.run_id, model).to_pylist()
-            if r["subset"] == "all" and r["rank"] <= m]
+
+    def explained(r: dict) -> bool:
+        return r["subset"] == "all" and r["rank"] <= m and (r["method"] or "data") == "data"
+
+    rows = [r for r in tables.read_table(ctx.root, "spans", ctx.run_id, model).to_pylist() if explained(r)]
     if not rows:
-        raise ValueError(f"no spans of {model} in run {ctx.run_id} under {ctx.root}: run the spans stage first")
+        raise ValueError(f"no data spans of {model} in run {ctx.run_id} under {ctx.root}: run the spans stage first "
+                         f"(spans.method 'data' or 'both')")
     if any(r["direction"] is None for r in rows):
-        rows = [r for r in run_spans(ctx.for_model(model), spans) if r["subset"] == "all" and r["rank"] <= m]
+        rows = [r for r in run_spans(ctx.for_model(model), spans) if explained(r)]
     dim = len(rows[0]["direction"])
     directions: dict[str, np.ndarray] = {}
     for r in rows:

@@ -1,30 +1,43 @@
 """Stage ``judge``: the spans table -> labels, judgments, ccs, judge_calls and errors tables of one model.
 
-Section: ``[judge]`` and ``spans.m`` (:class:`JudgeSection`). Per model; needs ``spans``. Every judge of
-the section labels each head from its spans 1..m and judges each span 1/0 (and spans m+1..2m against the
-same label when ``judge.heldout``); ``combined`` is their majority vote. LLM judges run through the Ray
-pool of :mod:`ccs_ray.judges.pool` (one global rate limiter, an answer cache that makes re-runs free);
+Section: ``[judge]``, ``[spans]`` and ``scan.convention`` (:class:`JudgeSection`). Per model; needs ``spans``.
+Every judge of the section labels each head from its spans 1..m and judges each span 1/0 (and spans m+1..2m
+against the same label when ``judge.heldout``); ``combined`` is their majority vote. LLM judges run through the
+Ray pool of :mod:`ccs_ray.judges.pool` (one global rate limiter, an answer cache that makes re-runs free);
 the offline judge is a deterministic heuristic and says so in every row (``heuristic``).
+
+Every ccs row with a label also gets its label fidelity (:mod:`ccs_ray.fidelity`, no LLM): the label encoded
+as the spans' pool is (``spans.template``, ``spans.normalize``) against the pool ``spans.pool``, over the head's
+statistics: the scan's merged moments (``spans.method`` data or both) or its weights' covariance (weights).
+Without moments in the run (spans written by other means) the two columns stay null and the summary says so.
 """
 
 from __future__ import annotations
 
 import itertools
+import statistics
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .. import scores
+import numpy as np
+
+from .. import scores, stats
+from ..fidelity import label_fidelity
 from ..judges.client import HIT, SENT
 from ..judges.flights import MERGED
 from ..judges.heads import VARIANTS, Verdict, file_safe, heads_from_spans
 from ..judges.offline import NAME as OFFLINE_NAME, OfflineJudge, vocabulary_from
 from ..judges.pool import endpoint_of, run_pool
 from ..files import sweep_tmp
+from ..heads import parse_head_name
+from ..moments import HeadMoments
+from ..pools import load_pool
 from ..progress import Progress
-from ..spec import EndpointConfig, JudgeConfig, Spec
+from ..spec import EndpointConfig, JudgeConfig, Spec, SpansConfig
 from ..tables import read_table, replace_file, write_table
 from .base import Context, Stage
+from .scan import moments_uri
 
 COMBINED = "combined"
 STALE_TMP_S = 10.0  # an answer cache entry (< 1 KB) still half written after this long has lost its writer
@@ -32,14 +45,18 @@ STALE_TMP_S = 10.0  # an answer cache entry (< 1 KB) still half written after th
 
 @dataclass(frozen=True)
 class JudgeSection:
-    """``judge``: the judges and how to call them; ``m``: spans per head that CCS counts (``spans.m``)."""
+    """``judge``: the judges and how to call them; ``m``: spans per head that CCS counts (``spans.m``);
+    ``spans``: the TextSpan settings label fidelity follows (pool, template, normalize, rank, method);
+    ``convention``: the decomposition convention of the weights-only head covariances (``scan.convention``)."""
 
     judge: JudgeConfig
     m: int
+    spans: SpansConfig
+    convention: str
 
 
 def section(spec: Spec) -> JudgeSection:
-    return JudgeSection(spec.judge, spec.spans.m)
+    return JudgeSection(spec.judge, spec.spans.m, spec.spans, spec.scan.convention)
 
 
 def judges_of(cfg: JudgeConfig) -> list[tuple[str, EndpointConfig]]:
@@ -108,11 +125,16 @@ def combined_rows(by_judge: dict[str, list[Verdict]], heuristic: bool, m: int) -
 
 
 def agreement(by_judge: dict[str, list[Verdict]]) -> dict:
-    """Pairwise Cohen's kappa and Fleiss' kappa of the judges over every (head, variant, span) judgment."""
+    """Pairwise Cohen's kappa and Fleiss' kappa of the judges over every (head, variant, span) judgment, and
+    their standard errors (:mod:`ccs_ray.stats`: ``cohen_se``, ``fleiss_se``; None where kappa is undefined)."""
     names = list(by_judge)
     votes = {n: [a for v in by_judge[n] for variant in VARIANTS for a in v.aligned.get(variant, [])] for n in names}
-    return {"cohen": {f"{a}|{b}": scores.cohen_kappa(votes[a], votes[b]) for a, b in itertools.combinations(names, 2)},
-            "fleiss": scores.fleiss_kappa(list(zip(*votes.values()))) if len(names) > 1 else None}
+    pairs = list(itertools.combinations(names, 2))
+    ratings = list(zip(*votes.values()))
+    return {"cohen": {f"{a}|{b}": scores.cohen_kappa(votes[a], votes[b]) for a, b in pairs},
+            "cohen_se": {f"{a}|{b}": stats.cohen_kappa_se(votes[a], votes[b]) for a, b in pairs},
+            "fleiss": scores.fleiss_kappa(ratings) if len(names) > 1 else None,
+            "fleiss_se": stats.fleiss_kappa_se(ratings) if len(names) > 1 else None}
 
 
 def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
@@ -121,10 +143,12 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
     ``text_encoder``: ``list[str] -> [N, D]`` L2-normalised CLIP text embeddings for the offline judge
     (default: the model's text tower, loaded on first use).
     Returns a summary: heads judged, calls sent, requests answered from the cache or merged into an identical
-    one in flight, calls sent after a timeout, errors, cost.
+    one in flight, calls sent after a timeout, errors, cost, how label fidelity was computed and the median
+    label_percentile per judge.
     """
     m, cfg, root, run_id, model = section.m, section.judge, ctx.root, ctx.run_id, ctx.model
-    text_encoder = text_encoder or LazyTextEncoder(model, ctx.models.precision)
+    encoder = LazyTextEncoder(model, ctx.models.precision)
+    text_encoder = text_encoder or encoder
     spans = read_table(root, "spans", run_id=run_id, model=model)
     head_spans, problems = heads_from_spans(spans, m, cfg.heldout)
     if not head_spans:
@@ -147,6 +171,7 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
             calls += [call_row(name, JudgeConfig.public_url(judge.base_url), c) for v in by_judge[name] for c in v.calls]
         tables[name] = verdict_rows(name, by_judge[name], heuristic[name], m)
     tables[COMBINED] = combined_rows(by_judge, any(heuristic.values()), m)
+    fidelity = add_label_fidelity(ctx, section, encoder, [r for rows in tables.values() for r in rows["ccs"]])
     for name, rows in tables.items():
         for table, table_rows in rows.items():
             replace_file(root, table, table_rows, run_id, model, f"judge-{file_safe(name)}")
@@ -167,7 +192,56 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
         "heuristic": any(heuristic.values()),
         "ccs_at_k": {n: scores.ccs_at_k([r["ccs"] for r in rows["ccs"]], m) for n, rows in tables.items()},
         "agreement": agreement(by_judge),
+        "label_fidelity": fidelity,
+        "label_percentile_median": {n: _median([r["label_percentile"] for r in rows["ccs"]]) for n, rows in tables.items()},
     }
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: "LazyTextEncoder", rows: list[dict]) -> str:
+    """Fill ``label_variance`` and ``label_percentile`` of the ccs ``rows`` of ``ctx.model`` in place
+    (:func:`ccs_ray.fidelity.label_fidelity`; null for a row without a label or a head without variance).
+
+    Returns how they were computed: the head statistics used (``spans.method``), or why they were not (no
+    moments in this run for the data method).
+    """
+    for r in rows:
+        r["label_variance"] = r["label_percentile"] = None
+    labelled = [r for r in rows if r["label"] is not None]
+    if not labelled:
+        return "no labels"
+    method = section.spans.method
+    heads = sorted({r["head_label"] for r in labelled})
+    if method == "weights":
+        from ..circuits import head_covariances
+
+        covariances = head_covariances(encoder.load(), sorted({parse_head_name(h)[0] for h in heads}), section.convention)
+        stats = {h: (1, np.zeros(len(covariances[h])), covariances[h]) for h in heads}
+    else:
+        try:
+            uri = moments_uri(ctx, ctx.model)
+        except ValueError as e:
+            return f"not computed: {e}"
+        moments = HeadMoments.load(uri)
+        stats = {h: moments.head(h, None) for h in heads}
+    texts = encoder.formatted(section.spans.template, section.spans.normalize)
+    pool = texts(load_pool(section.spans.pool))
+    labels = sorted({r["label"] for r in labelled})
+    label_rows, embedded = {n: i for i, n in enumerate(labels)}, texts(labels)
+    for head in heads:
+        mine = [r for r in labelled if r["head_label"] == head]
+        names = sorted({r["label"] for r in mine})
+        variance, percentile = label_fidelity(*stats[head], embedded[[label_rows[n] for n in names]], pool,
+                                              section.spans.rank)
+        found = {n: (v, p) for n, v, p in zip(names, variance.tolist(), percentile.tolist())}
+        for r in mine:
+            v, p = found[r["label"]]
+            r["label_variance"], r["label_percentile"] = (None, None) if np.isnan(v) else (v, p)
+    return method
 
 
 def call_row(judge: str, endpoint: str, call: dict) -> dict:
@@ -176,18 +250,30 @@ def call_row(judge: str, endpoint: str, call: dict) -> dict:
 
 
 class LazyTextEncoder:
-    """``texts -> [N, D]`` normalised CLIP text embeddings of a model, loaded on first use."""
+    """``texts -> [N, D]`` CLIP text embeddings of a model (:func:`ccs_ray.textspan.text_embeddings`: each text
+    through ``template``, L2-normalised when ``normalize``), the model loaded on the CPU on first use."""
 
-    def __init__(self, model_key: str, precision: str):
-        self.key, self.precision, self.model = model_key, precision, None
+    def __init__(self, model_key: str, precision: str, template: str = "{}", normalize: bool = True,
+                 _loaded: dict | None = None):
+        self.key, self.precision, self.template, self.normalize = model_key, precision, template, normalize
+        self._loaded = _loaded if _loaded is not None else {}  # shared by the encoders of one model
+
+    def load(self):
+        """The model (loaded once per encoder and the encoders :meth:`formatted` made from it)."""
+        from ..models import load_model
+
+        if "model" not in self._loaded:
+            self._loaded["model"], _ = load_model(self.key, self.precision, "cpu")
+        return self._loaded["model"]
+
+    def formatted(self, template: str, normalize: bool) -> "LazyTextEncoder":
+        """An encoder of the same model with another template and normalisation."""
+        return LazyTextEncoder(self.key, self.precision, template, normalize, self._loaded)
 
     def __call__(self, texts: list[str]):
-        from ..models import load_model
         from ..textspan import text_embeddings
 
-        if self.model is None:
-            self.model, _ = load_model(self.key, self.precision, "cpu")
-        return text_embeddings(self.model, texts)
+        return text_embeddings(self.load(), texts, self.template, self.normalize)
 
 
 STAGE = Stage("judge", needs=("spans",), per_model=True, section=section, run=run)

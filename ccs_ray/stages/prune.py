@@ -2,7 +2,8 @@
 
 Section: ``[prune]`` and ``[evals]`` (:class:`PruneSection`). Per model; needs ``judge`` (the ``ccs``
 table; ``explicit`` head lists and the ``paper-*`` strategies, which prune the paper's published heads of
-``prune.reference_model``, need none) and, for ``prune.mode = "mean"``, ``scan`` (the moments).
+``prune.reference_model``, need none) and, for ``prune.mode = "mean"`` or ``"mean"`` in ``prune.single_modes``
+with the ``single`` strategy, ``scan`` (the moments).
 :func:`run` reads the ``ccs`` table, builds the ablation configurations
 (:func:`ccs_ray.ablate.prune_strategies`, baseline ``none`` included), computes the text side once on
 the driver (classifier weights, caption and occupation-prompt embeddings: the text tower is never
@@ -12,9 +13,16 @@ CPU). An actor encodes the shard's images under all configurations at once with
 ``ROOT/_units/prune/...`` (classification: top-5 predictions; video and bias: embeddings) with a
 fingerprint of every configuration (id, mode, heads, the mean head outputs it uses, precision, the
 classifier weights). With ``ctx.resume`` a unit is skipped only when its saved fingerprints equal the
-current ones. The driver then computes the metrics and writes the ``ablations``, ``evals`` and ``bias``
-tables, and each unit's ``errors`` rows to a file named after the unit (stable file names: re-running
-replaces them).
+current ones. The driver then computes the metrics and writes the ``ablations``, ``evals``, ``bias``,
+``head_effects`` and ``correctness`` tables, and each unit's ``errors`` rows to a file named after the unit
+(stable file names: re-running replaces them).
+
+Each configuration ablates in its own mode (``Ablation.mode``; the single strategy's ``single:zero:L11.H5`` and
+``single:mean:L11.H5`` in one run) or, without one, in ``prune.mode``. ``head_effects``: every ``evals`` row of a
+single configuration next to the baseline ``none`` row of the same dataset and metric (change = value -
+baseline). ``correctness``: per classification configuration and dataset, the per-image top-1 and top-5 hits
+as bits (images in the same order for every configuration), from which paired differences between
+configurations follow.
 
 The tables hold one row per configuration (each random seed its own ``ablation_id``, ``random:s<seed>``)
 and, in ``bias``, per occupation: no summary rows. A strategy that selected no head is an ``ablations`` row
@@ -45,7 +53,7 @@ from ..heads import parse_head_name
 from ..evals import datasets as ds
 from ..evals.bias import occupation_max_skew
 from ..evals.video import pool_frames, retrieval_metrics
-from ..evals.zeroshot import accuracy_metrics, classifier_weights, top_predictions, zeroshot_logits
+from ..evals.zeroshot import accuracy_metrics, classifier_weights, top_hits, top_predictions, zeroshot_logits
 from ..files import atomic_write
 from ..models import load_model
 from ..moments import HeadMoments
@@ -151,16 +159,18 @@ def config_fingerprints(ablations: list[Ablation], mode: str, mean_z, precision:
                         weights: torch.Tensor | None = None) -> list[str]:
     """One fingerprint per configuration of a unit: what its saved result depends on besides the shard.
 
-    Covers the ablation id, its heads, the mode, for mean ablation the mean head outputs (``mean_z``) of
-    the layers it touches, the model precision and, for classification, the classifier weights.
+    Covers the ablation id, its heads, its mode (its own ``Ablation.mode``, else ``mode``, the stage's
+    ``prune.mode``), for mean ablation the mean head outputs (``mean_z``) of the layers it touches, the
+    model precision and, for classification, the classifier weights.
     """
     common = (precision, _digest(weights) if weights is not None else None)
-    layer_digest = {l: _digest(z) for l, z in (mean_z or {}).items()} if mode == "mean" else {}
+    layer_digest = {l: _digest(z) for l, z in (mean_z or {}).items()}
     out = []
     for a in ablations:
+        own = a.mode or mode
         layers = sorted({parse_head_name(h)[0] for h in a.heads})
-        means = [layer_digest.get(l) for l in layers] if mode == "mean" else None
-        out.append(fingerprint(a.ablation_id, a.heads, mode if a.heads else None, means, common))
+        means = [layer_digest.get(l) for l in layers] if own == "mean" else None
+        out.append(fingerprint(a.ablation_id, a.heads, own if a.heads else None, means, common))
     return out
 
 
@@ -178,16 +188,39 @@ def _ablation_keys(a: Ablation) -> dict:
     return {"ablation_id": a.ablation_id, "strategy": a.strategy, "seed": a.seed}
 
 
-def _classification_rows(ablations, data, results) -> list[dict]:
+def _classification_rows(ablations, data, results) -> tuple[list[dict], list[dict]]:
+    """(evals rows, correctness rows) of a classification dataset; the images in shard order."""
     top = np.concatenate([r["top"] for r in results], 1)
     labels = torch.from_numpy(np.concatenate([r["labels"] for r in results]))
     if labels.numel() == 0:
         raise ds.DatasetError(f"classification dataset {data.name!r}: no image could be used (see the errors table)")
-    rows = []
+    rows, bits = [], []
+    n = int(labels.numel())
     for c, a in enumerate(ablations):
-        for metric, value in accuracy_metrics(torch.from_numpy(top[c]).long(), labels, data.classnames).items():
-            rows.append({**_ablation_keys(a), "dataset": data.name, "metric": metric, "value": value,
-                         "n": int(labels.numel())})
+        predictions = torch.from_numpy(top[c]).long()
+        for metric, value in accuracy_metrics(predictions, labels, data.classnames).items():
+            rows.append({**_ablation_keys(a), "dataset": data.name, "metric": metric, "value": value, "n": n})
+        for metric, hits in top_hits(predictions, labels).items():
+            bits.append({**_ablation_keys(a), "dataset": data.name, "metric": metric, "n": n,
+                         "bits": np.packbits(hits.numpy().astype(bool), bitorder="little").tobytes()})
+    return rows, bits
+
+
+def _head_effects(ablations: list[Ablation], evals_rows: list[dict]) -> list[dict]:
+    """``head_effects`` rows: each single configuration's evals rows with the baseline ``none`` value of the
+    same dataset and metric (change = value - baseline, in the metric's units)."""
+    baseline = {(r["dataset"], r["metric"]): r["value"] for r in evals_rows if r["ablation_id"] == "none"}
+    single = {a.ablation_id: a for a in ablations if a.strategy == "single"}
+    rows = []
+    for r in evals_rows:
+        a, key = single.get(r["ablation_id"]), (r["dataset"], r["metric"])
+        if a is None or key not in baseline:
+            continue
+        (head_label,) = a.heads
+        layer, head = parse_head_name(head_label)
+        rows.append(dict(layer=layer, head=head, head_label=head_label, ablation_id=a.ablation_id, mode=a.mode,
+                         dataset=r["dataset"], metric=r["metric"], value=r["value"], baseline=baseline[key],
+                         change=r["value"] - baseline[key], n=r["n"]))
     return rows
 
 
@@ -220,11 +253,13 @@ def _bias_rows(ablations, data, results, attributes: dict, prompts: torch.Tensor
     return rows
 
 
-def _mean_z(ctx: Context):
+def _mean_z(ctx: Context, setting: str, fix: str):
+    """The scan's mean head outputs; ``setting`` (the spec key asking for mean ablation) and ``fix`` name the
+    way out in the error when there are none."""
     try:
         return HeadMoments.load(moments_uri(ctx, ctx.model)).mean_z()
     except ValueError as e:
-        raise ValueError(f"prune.mode = 'mean' needs the scan's moments ({e}); or use prune.mode = 'zero'") from None
+        raise ValueError(f"{setting} needs the scan's moments ({e}); or use {fix}") from None
 
 
 def run(ctx: Context, section: PruneSection) -> dict:
@@ -251,14 +286,18 @@ def run(ctx: Context, section: PruneSection) -> dict:
         ccs_rows, prune.strategies, judge=prune.judge, seeds=prune.seeds,
         random_pool=all_heads(model) if prune.random_pool == "all" else None, concepts=prune.concepts,
         synonyms=prune.synonyms, explicit=prune.heads, sweep_k=prune.sweep_k, reference=reference,
-        paper_random_pool=paper_pool, m=section.m)
+        paper_random_pool=paper_pool, m=section.m, single_modes=prune.single_modes)
     ablations = [a for a in chosen if a.reason is None]  # the configurations evaluated
-    mean_z = _mean_z(ctx) if prune.mode == "mean" else None
+    mean_z = None
+    if prune.mode == "mean":
+        mean_z = _mean_z(ctx, "prune.mode = 'mean'", "prune.mode = 'zero'")
+    elif any(a.mode == "mean" for a in ablations):
+        mean_z = _mean_z(ctx, f"prune.single_modes = {prune.single_modes}", "prune.single_modes = ['zero']")
     for a in ablations:  # validate every head list against the model before starting actors
         if a.heads:
-            head_ablation(model, a.heads, prune.mode, mean_z)
+            head_ablation(model, a.heads, a.mode or prune.mode, mean_z)
     ids = [a.ablation_id for a in ablations]
-    write_table(root, "ablations", [{**_ablation_keys(a), "mode": prune.mode, "k": a.k, "concept": a.concept,
+    write_table(root, "ablations", [{**_ablation_keys(a), "mode": a.mode or prune.mode, "k": a.k, "concept": a.concept,
                                      "heads": a.heads, "n_heads": len(a.heads), "reference_model": reference_model,
                                      "judge": prune.judge if a.by_ccs else None, "paper_strategy": a.paper_strategy,
                                      "reason": a.reason}
@@ -296,27 +335,33 @@ def run(ctx: Context, section: PruneSection) -> dict:
         replace_file(root, "errors", rows, run_id, model_key, _unit_name(unit))
     errors = [row for rows in unit_errors for row in rows]
 
-    evals_rows, bias_rows = [], []
+    evals_rows, bias_rows, correctness_rows = [], [], []
     for kind, data, shards, extra in plans:
         results = [_load_npz(_unit_uri(root, run_id, model_key, kind, data.name, s)) for s in shards
                    if (kind, data.name, s.shard_id) not in failed]
         if len(results) < len(shards):
             continue
         if kind == "classification":
-            evals_rows += _classification_rows(ablations, data, results)
+            rows, bits = _classification_rows(ablations, data, results)
+            evals_rows += rows
+            correctness_rows += bits
         elif kind == "video":
             evals_rows += _video_rows(ablations, data, results, extra["captions"])
         else:
             bias_rows += _bias_rows(ablations, data, results, extra["attributes"], extra["prompts"])
     write_table(root, "evals", evals_rows, run_id, model_key, name="prune")
     write_table(root, "bias", bias_rows, run_id, model_key, name="prune")
+    head_effects = _head_effects(ablations, evals_rows)
+    replace_file(root, "head_effects", head_effects, run_id, model_key, "prune")
+    replace_file(root, "correctness", correctness_rows, run_id, model_key, "prune")
     if failed:
         raise RuntimeError(f"{len(failed)} pruning units failed (first: {sorted(failed.items())[0]}); finished units are "
                            f"kept: re-run with resume to redo only the failed ones")
     return {"model": model_key, "configurations": len(ablations), "ablation_ids": ids, "layers": layers,
             "empty_strategies": [a.ablation_id for a in chosen if a.reason is not None],
             "units_run": len(units), "units_skipped": skipped, "evals_rows": len(evals_rows),
-            "bias_rows": len(bias_rows), "errors": len(errors), "seconds": time.perf_counter() - t0}
+            "bias_rows": len(bias_rows), "head_effects_rows": len(head_effects),
+            "correctness_rows": len(correctness_rows), "errors": len(errors), "seconds": time.perf_counter() - t0}
 
 
 def _run_units(ctx: Context, section: PruneSection, ablations: list[Ablation], mean_z, units: list[dict]):
@@ -327,7 +372,7 @@ def _run_units(ctx: Context, section: PruneSection, ablations: list[Ablation], m
     layout = actor_layout(section.evals, 1, ctx.cluster_resources(), keep_cpus=0, key="evals")
     n_actors = min(layout.actors, len(units))
     worker = ray.remote(num_cpus=layout.cpus_per_actor, num_gpus=layout.gpus_per_actor)(EvalWorker)
-    args = (ctx.model, ctx.models.precision, [(a.heads, section.prune.mode) for a in ablations], mean_z,
+    args = (ctx.model, ctx.models.precision, [(a.heads, a.mode or section.prune.mode) for a in ablations], mean_z,
             section.evals.batch_size)
     actors = [worker.remote(*args) for _ in range(n_actors)]
     pending = {actors[i % n_actors].run.remote(unit): i for i, unit in enumerate(units)}

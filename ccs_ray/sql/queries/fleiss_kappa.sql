@@ -1,6 +1,7 @@
 -- How far do all the judges agree at once? Fleiss' kappa per model and variant, and over every variant
 -- (variant '(all)', as in the judge stage's summary), over the spans that every judge of the model judged
--- (aligned 1/0), from the judgments view. NULL when every answer was the same (kappa is undefined).
+-- (aligned 1/0), from the judgments view. NULL when every answer was the same (kappa is undefined). kappa_se: its
+-- standard error over the spans (delta method, Gwet 2008; kappa +- 1.96 kappa_se is a 95% interval).
 WITH j AS (
     SELECT run_id, model, variant, head_label, span_rank, judge, aligned
     FROM judgments WHERE judge <> 'combined'
@@ -16,12 +17,13 @@ WITH j AS (
 ), stats AS (
     SELECT run_id, model, CASE WHEN grouping(variant) = 1 THEN '(all)' ELSE variant END AS variant,
            max(n) AS n_judges, count(*) AS n_spans,
-           avg((n1 * n1 + n0 * n0 - n) / (n * (n - 1))) AS p_observed, sum(n1) / sum(n) AS p_aligned
+           avg((n1 * n1 + n0 * n0 - n) / (n * (n - 1))) AS p_observed, sum(n1) / sum(n) AS p_aligned,
+           fleiss_kappa_se(list([n0, n1])) AS kappa_se
     FROM items
     GROUP BY GROUPING SETS ((run_id, model, variant), (run_id, model))
 )
 SELECT run_id, model, variant, n_judges, n_spans, p_observed,
        p_aligned * p_aligned + (1 - p_aligned) * (1 - p_aligned) AS p_expected,
-       kappa(p_observed, p_aligned * p_aligned + (1 - p_aligned) * (1 - p_aligned)) AS kappa
+       kappa(p_observed, p_aligned * p_aligned + (1 - p_aligned) * (1 - p_aligned)) AS kappa, kappa_se
 FROM stats
 ORDER BY model, run_id, variant = '(all)', variant;

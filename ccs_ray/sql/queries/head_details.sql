@@ -1,9 +1,9 @@
 -- What does each head do? Per model, judge and head: CCS, level, the judge's label and the head's
--- top TextSpan texts (subset 'all', in rank order) — the data behind the report's heatmap. heuristic:
--- the scores come from the offline heuristic judge (keyword matching), not from an LLM.
+-- top TextSpan texts (the judged method's, judged_spans; subset 'all', in rank order) — the data behind the
+-- report's heatmap. heuristic: the scores come from the offline heuristic judge (keyword matching), not from an LLM.
 WITH top AS (
     SELECT run_id, model, layer, head, list(text ORDER BY rank) AS spans
-    FROM spans WHERE subset = 'all'
+    FROM judged_spans WHERE subset = 'all'
     GROUP BY ALL
 )
 SELECT c.run_id, c.model, c.judge, c.layer, c.head, c.head_label, c.ccs, ccs_level(c.ccs) AS level, c.label,

@@ -3,7 +3,8 @@
 -- removes; mean_ccs: the mean CCS of the removed heads by the judge that chose them (combined where no judge
 -- did); delta_accuracy: top-1 accuracy (mean over the accuracy datasets and seeds), pruned - unpruned, in points;
 -- delta_maxskew_sum: MaxSkew@k summed over occupations (mean over bias datasets, attributes and seeds), pruned -
--- unpruned. NULL where the configuration has no such evals or bias rows.
+-- unpruned. NULL where the configuration has no such evals or bias rows. 95% intervals on each dataset's
+-- difference: strategy_differences.
 WITH removed AS (
     SELECT run_id, model, ablation_id, coalesce(judge, 'combined') AS judge, unnest(heads) AS head_label
     FROM ablations WHERE n_heads > 0

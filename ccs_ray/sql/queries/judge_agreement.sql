@@ -1,5 +1,6 @@
 -- How far do two judges agree on whether a span fits the head's label? Cohen's kappa per model,
--- variant and judge pair, over the spans both judged (1/0), from the judgments view.
+-- variant and judge pair, over the spans both judged (1/0), from the judgments view. kappa_se: its large-sample
+-- standard error (Fleiss, Cohen & Everitt 1969; kappa +- 1.96 kappa_se is a 95% interval), NULL where kappa is.
 WITH j AS (
     SELECT run_id, model, variant, head_label, span_rank, judge, aligned::DOUBLE AS aligned
     FROM judgments WHERE aligned IS NOT NULL AND judge <> 'combined'
@@ -9,11 +10,12 @@ WITH j AS (
         AND a.head_label = b.head_label AND a.span_rank = b.span_rank AND a.judge < b.judge
 ), stats AS (
     SELECT run_id, model, variant, judge_a, judge_b, count(*) AS n_spans,
-           avg(CASE WHEN x = y THEN 1 ELSE 0 END) AS p_observed, avg(x) AS p_a, avg(y) AS p_b
+           avg(CASE WHEN x = y THEN 1 ELSE 0 END) AS p_observed, avg(x) AS p_a, avg(y) AS p_b,
+           cohen_kappa_se(list(x), list(y)) AS kappa_se
     FROM pairs GROUP BY ALL
 )
 SELECT run_id, model, variant, judge_a, judge_b, n_spans, p_observed,
        p_a * p_b + (1 - p_a) * (1 - p_b) AS p_expected,
-       kappa(p_observed, p_a * p_b + (1 - p_a) * (1 - p_b)) AS kappa
+       kappa(p_observed, p_a * p_b + (1 - p_a) * (1 - p_b)) AS kappa, kappa_se
 FROM stats
 ORDER BY model, run_id, variant, judge_a, judge_b;

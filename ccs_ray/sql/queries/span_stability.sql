@@ -2,7 +2,7 @@
 -- how many texts both folds chose, their Jaccard overlap, and whether the top text is the same.
 WITH folds AS (
     SELECT run_id, model, layer, head, head_label, subset, list(text ORDER BY rank) AS texts
-    FROM spans WHERE subset LIKE 'fold%'
+    FROM judged_spans WHERE subset LIKE 'fold%'
     GROUP BY ALL
 )
 SELECT a.run_id, a.model, a.layer, a.head, a.head_label, a.subset AS fold_a, b.subset AS fold_b,
