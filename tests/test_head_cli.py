@@ -27,7 +27,10 @@ def test_head_prints_its_card(results, capsys):
     ccs = {r["judge"]: r for r in rows["ccs"] if (r["model"], r["head_label"]) == (MODELS[0], "L8.H0")}
     for judge in ("combined", *JUDGES):
         c = ccs[judge]
-        line = rf"^  {judge} +CCS {c['ccs']}  held-out {c['ccs_heldout']}  label: {re.escape(c['label'])}$"
+        fidelity = (f" (label fidelity: {100 * c['label_variance']:.1f} % of the variance, percentile "
+                    f"{c['label_percentile']:.0f} of the pool)")
+        line = (rf"^  {judge} +CCS {c['ccs']}  held-out {c['ccs_heldout']}  label: {re.escape(c['label'])}"
+                rf"{re.escape(fidelity)}$")
         assert re.search(line, out, re.M), judge
     words = {1: "aligned", 0: "not aligned", None: "no answer"}
     judged = {(j["span_rank"], j["judge"]): j for j in rows["judgments"]

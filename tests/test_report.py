@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from markupsafe import escape
 
-from ccs_ray.analytics import canned_queries, run_canned
+from ccs_ray.analytics import canned_queries, canned_rows, connect, run_canned
 from ccs_ray.report import build_report
 from ccs_ray.report.plots import PALETTE, ccs_color
 from synthetic_results import (EMPTY_CONCEPT, HOSTILE_ERROR, HOSTILE_LABEL, HOSTILE_SHARD, HOSTILE_TEXT, HOSTILE_URI,
@@ -288,7 +288,7 @@ def test_tradeoff_and_tables(report):
     section = html.split('id="agreement"')[1].split('id="stability"')[0]
     for r in fleiss:
         assert f"<td>{r['variant']}</td><td class=\"num\">3</td><td class=\"num\">{r['n_spans']}</td>" in section
-        assert f"<td class=\"num\">{r['kappa']:.3g}</td></tr>" in section
+        assert f"<td class=\"num\">{r['kappa']:.3g}</td><td class=\"num\">{r['kappa_se']:.3g}</td></tr>" in section
     total = sum(c["cost_usd"] for c in rows["judge_calls"] if c["model"] == MODELS[0])
     assert f"<td class=\"num\">{total:.3g}</td>" in html
 
@@ -355,6 +355,8 @@ def test_head_explorer_lists_every_head_with_labels_ccs_spans_and_verdicts(repor
                 text = verdicts[(head, rank, JUDGES[0])]["text"]
                 mark = " ".join(marks[verdicts[(head, rank, j)]["aligned"]] for j in ("combined", *sorted(JUDGES)))
                 assert f'<span class="span">{esc(text)}</span> <span class="marks">{mark}</span>' in visible
+            fidelity = f'{100 * mine["label_variance"]:.1f} % · p{mine["label_percentile"]:.0f}</td>'
+            assert fidelity in visible, head  # the label's share of the head's variance and its pool percentile
             group = delta.get(mine["level"])  # high and low heads: what pruning their level's group changes
             cells = (group, skew.get(mine["level"]))
             want = [f'<td class="num">{"–" if v is None else format(v, ".3g")}</td>' for v in cells]
@@ -561,3 +563,23 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster,
 
     text = print_to_pdf(chromium, tmp_path, path, "smoke-report.pdf")
     assert all(re.sub(r"\s+", "", t) in text for t in spans.values())  # every span, printed
+
+
+def test_differences_ccs_at_k_and_kappas_are_shown_with_their_intervals(report):
+    """Each model's changes against the unpruned model carry their 95% interval (over images for one seed, over
+    seeds for random) as the canned query strategy_differences gives them; CCS@K shows its bootstrap interval
+    and the kappas their standard errors."""
+    path, html, _ = report
+    root = str(path.parent / "results")
+    with connect(root) as conn:
+        diffs = canned_rows(conn, "strategy_differences", "metric = 'top1' AND strategy IS DISTINCT FROM 'single'")
+        at_k = canned_rows(conn, "ccs_at_k", "judge = 'combined'")
+        kappas = canned_rows(conn, "judge_agreement")
+    assert {d["interval_over"] for d in diffs} == {"images", "seeds"}
+    for d in diffs:
+        cells = "".join(f'<td class="num">{format(v, ".3g")}</td>' for v in (d["difference"], d["low"], d["high"]))
+        assert cells in html, d["config"]
+        assert d["low"] <= d["difference"] <= d["high"]
+    for r in at_k:
+        assert f'<td class="num">{format(r["ccs_at_k"], ".3g")}</td><td class="num">' in html
+    assert kappas and all(f'<td class="num">{format(k["kappa_se"], ".3g")}</td>' in html for k in kappas)

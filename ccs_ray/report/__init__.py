@@ -123,6 +123,8 @@ def _model_sections(conn, condition: str) -> list[dict]:
     bias = group_by(canned_rows(conn, "bias_vs_accuracy", f"NOT is_baseline(strategy) AND {grouped}"), "run_id", "model")
     groups = group_by(canned_rows(conn, "head_groups", grouped), "run_id", "model")
     importance = group_by(canned_rows(conn, "ccs_vs_importance"), "run_id", "model")
+    differences = group_by(canned_rows(conn, "strategy_differences", f"{grouped} AND metric IN ('top1', 'R@1')"),
+                           "run_id", "model")
     effects = group_by(query(conn, "SELECT * FROM head_importance WHERE ccs IS NOT NULL").to_pylist(),
                        "run_id", "model", "dataset", "metric", "mode", "judge")
     empty = group_by(canned_rows(conn, "strategies_without_heads"), "run_id", "model")
@@ -142,6 +144,7 @@ def _model_sections(conn, condition: str) -> list[dict]:
         section = {"run_id": run_id, "model": model, "random_init": model.endswith("/none"), "heuristic": False,
                    "judge": None, "heatmap": None, "figures": [], "empty": empty.get(key, []), "heads": mine,
                    "cards": card_order(mine), "judges": mine[0]["judges"] if mine else [],
+                   "differences": differences.get(key, []),
                    "top_images": any(c["images"] or any(sp["images"] for sp in c["spans"]) for c in mine)}
         if key in heads:
             judge = judge_of(heads[key])
@@ -236,6 +239,12 @@ def _importance(stats: list[dict], effects: dict, model: str) -> list[dict]:
     return figures
 
 
+def _ccs_at_k_intervals(conn) -> list[dict]:
+    """CCS@K rows of each (run, model) for the report's judge, with their bootstrap intervals over heads."""
+    groups = group_by(canned_rows(conn, "ccs_at_k"), "run_id", "model")
+    return [r for rows in groups.values() for r in rows if r["judge"] == judge_of(rows)]
+
+
 def _ccs_at_k_plot(conn):
     groups = group_by(canned_rows(conn, "ccs_at_k"), "run_id", "model")
     runs_per_model = Counter(model for _, model in groups)
@@ -291,6 +300,7 @@ def build_report(root: str, out_path: str, heads: Sequence[str] | None = None) -
             sections=sections,
             **_banners(sections, runs),
             ccs_at_k=_ccs_at_k_plot(conn),
+            ccs_at_k_rows=_ccs_at_k_intervals(conn),
             side_by_side=side_by_side(conn, _colors(())),
             agreement=canned_rows(conn, "judge_agreement"),
             fleiss=canned_rows(conn, "fleiss_kappa"),

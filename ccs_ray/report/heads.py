@@ -145,7 +145,9 @@ def head_cards(conn, condition: str = "true", anchors: dict | None = None) -> di
             anchor=anchor(head, *(anchors or {}).get((run_id, model), (None, None))),
             judge=judge, judges=judges, ccs=mine.get("ccs"), ccs_heldout=mine.get("ccs_heldout"),
             level=mine.get("level"), label=mine.get("label"), heuristic=any(r["heuristic"] for r in rows),
-            labels=[dict(judge=r["judge"], label=r["label"], ccs=r["ccs"], ccs_heldout=r["ccs_heldout"])
+            label_variance=mine.get("label_variance"), label_percentile=mine.get("label_percentile"),
+            labels=[dict(judge=r["judge"], label=r["label"], ccs=r["ccs"], ccs_heldout=r["ccs_heldout"],
+                         label_variance=r["label_variance"], label_percentile=r["label_percentile"])
                     for r in ordered],
             spans=spans, variance_explained=sum(explained) if explained else None,
             images=[_image(r) for r in head_images.get((None,), [])], stability=stability.get(key),
@@ -160,6 +162,14 @@ def card_order(cards: list[dict]) -> list[dict]:
 
 def _num(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
+
+
+def _fidelity_text(j: dict) -> str:
+    """The label's fidelity: its share of the head's variance and its percentile among the pool texts."""
+    if j["label_variance"] is None:
+        return ""
+    return (f" (label fidelity: {100 * j['label_variance']:.1f} % of the variance, percentile "
+            f"{_num(j['label_percentile'], '.0f')} of the pool)")
 
 
 def _group_text(g: dict) -> str:
@@ -177,7 +187,7 @@ def format_card(card: dict) -> str:
                      + (" (offline heuristic judge: tests the pipeline, no finding)" if card["heuristic"] else ""))
         width = max(len(j["judge"]) for j in card["labels"])
         lines += [f"  {j['judge']:<{width}}  CCS {_num(j['ccs'], 'd'):>1}  held-out {_num(j['ccs_heldout'], 'd'):>1}  "
-                  f"label: {j['label'] or '–'}" for j in card["labels"]]
+                  f"label: {j['label'] or '–'}{_fidelity_text(j)}" for j in card["labels"]]
     else:
         lines.append("not judged")
     lines.append(f"spans (verdicts: {', '.join(card['judges']) or 'none'}):" if card["spans"] else "no spans")
