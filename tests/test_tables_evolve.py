@@ -31,7 +31,7 @@ def old_root(tmp_path):
 def newer_schema(monkeypatch):
     """Two columns that a later version adds: a float in ``ccs``, a list in ``spans``."""
     schemas = dict(tables.SCHEMAS)
-    schemas["ccs"] = schemas["ccs"].append(pa.field("label_variance", pa.float64()))
+    schemas["ccs"] = schemas["ccs"].append(pa.field("later_score", pa.float64()))
     schemas["spans"] = schemas["spans"].append(pa.field("principal_angles", pa.list_(pa.float32())))
     monkeypatch.setattr(tables, "SCHEMAS", schemas)
     monkeypatch.setattr(analytics, "SCHEMAS", schemas)
@@ -57,17 +57,17 @@ def test_old_files_read_with_new_columns_as_nulls(old_root, newer_schema):
 def test_sql_views_have_every_column_of_old_and_mixed_roots(old_root, newer_schema):
     old_rows = _raw(old_root, "ccs").num_rows
     with analytics.connect(str(old_root)) as conn:
-        n, labelled = conn.execute("SELECT count(*), count(label_variance) FROM ccs").fetchone()
+        n, labelled = conn.execute("SELECT count(*), count(later_score) FROM ccs").fetchone()
         assert n == old_rows and labelled == 0
-        assert {r[0]: r[1] for r in conn.execute("DESCRIBE ccs").fetchall()}["label_variance"] == "DOUBLE"
+        assert {r[0]: r[1] for r in conn.execute("DESCRIBE ccs").fetchall()}["later_score"] == "DOUBLE"
     # A newer run beside the old one: its values show, the old rows read null.
     rows = [dict(layer=3, head=1, head_label="L3.H1", judge="combined", label="color", ccs=5, level="high",
-                 label_variance=0.25)]
+                 later_score=0.25)]
     tables.write_table(str(old_root), "ccs", rows, "new-run", "ccs-tiny/none")
     with analytics.connect(str(old_root)) as conn:
-        got = conn.execute("SELECT run_id, label_variance FROM ccs WHERE label_variance IS NOT NULL").fetchall()
+        got = conn.execute("SELECT run_id, later_score FROM ccs WHERE later_score IS NOT NULL").fetchall()
         assert got == [("new-run", 0.25)]
-        assert conn.execute("SELECT count(*) FROM ccs WHERE run_id = ? AND label_variance IS NULL",
+        assert conn.execute("SELECT count(*) FROM ccs WHERE run_id = ? AND later_score IS NULL",
                             [RUN]).fetchone()[0] == old_rows
 
 
