@@ -220,22 +220,22 @@ def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: "LazyTextEn
         from ..circuits import head_covariances
 
         covariances = head_covariances(encoder.load(), sorted({parse_head_name(h)[0] for h in heads}), section.convention)
-        stats = {h: (1, np.zeros(len(covariances[h])), covariances[h]) for h in heads}
+        head_stats = {h: (1, np.zeros(len(covariances[h])), covariances[h]) for h in heads}
     else:
         try:
             uri = moments_uri(ctx, ctx.model)
         except ValueError as e:
             return f"not computed: {e}"
         moments = HeadMoments.load(uri)
-        stats = {h: moments.head(h, None) for h in heads}
-    texts = encoder.formatted(section.spans.template, section.spans.normalize)
-    pool = texts(load_pool(section.spans.pool))
+        head_stats = {h: moments.head(h, None) for h in heads}
+    template, normalize = section.spans.template, section.spans.normalize
+    pool = encoder(load_pool(section.spans.pool), template, normalize)
     labels = sorted({r["label"] for r in labelled})
-    label_rows, embedded = {n: i for i, n in enumerate(labels)}, texts(labels)
+    label_rows, embedded = {n: i for i, n in enumerate(labels)}, encoder(labels, template, normalize)
     for head in heads:
         mine = [r for r in labelled if r["head_label"] == head]
         names = sorted({r["label"] for r in mine})
-        variance, percentile = label_fidelity(*stats[head], embedded[[label_rows[n] for n in names]], pool,
+        variance, percentile = label_fidelity(*head_stats[head], embedded[[label_rows[n] for n in names]], pool,
                                               section.spans.rank)
         found = {n: (v, p) for n, v, p in zip(names, variance.tolist(), percentile.tolist())}
         for r in mine:
@@ -253,27 +253,21 @@ class LazyTextEncoder:
     """``texts -> [N, D]`` CLIP text embeddings of a model (:func:`ccs_ray.textspan.text_embeddings`: each text
     through ``template``, L2-normalised when ``normalize``), the model loaded on the CPU on first use."""
 
-    def __init__(self, model_key: str, precision: str, template: str = "{}", normalize: bool = True,
-                 _loaded: dict | None = None):
-        self.key, self.precision, self.template, self.normalize = model_key, precision, template, normalize
-        self._loaded = _loaded if _loaded is not None else {}  # shared by the encoders of one model
+    def __init__(self, model_key: str, precision: str):
+        self.key, self.precision, self.model = model_key, precision, None
 
     def load(self):
-        """The model (loaded once per encoder and the encoders :meth:`formatted` made from it)."""
+        """The model, loaded once."""
         from ..models import load_model
 
-        if "model" not in self._loaded:
-            self._loaded["model"], _ = load_model(self.key, self.precision, "cpu")
-        return self._loaded["model"]
+        if self.model is None:
+            self.model, _ = load_model(self.key, self.precision, "cpu")
+        return self.model
 
-    def formatted(self, template: str, normalize: bool) -> "LazyTextEncoder":
-        """An encoder of the same model with another template and normalisation."""
-        return LazyTextEncoder(self.key, self.precision, template, normalize, self._loaded)
-
-    def __call__(self, texts: list[str]):
+    def __call__(self, texts: list[str], template: str = "{}", normalize: bool = True):
         from ..textspan import text_embeddings
 
-        return text_embeddings(self.load(), texts, self.template, self.normalize)
+        return text_embeddings(self.load(), texts, template, normalize)
 
 
 STAGE = Stage("judge", needs=("spans",), per_model=True, section=section, run=run)
