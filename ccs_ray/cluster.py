@@ -3,11 +3,17 @@
 Both the scan and the pruning stage run long-lived model actors; :func:`actor_layout` is the one rule
 that sizes them from a stage's section (``actors``, ``gpus_per_actor``, ``cpus_per_actor``) and the
 cluster's resources, and refuses a layout that could never be scheduled instead of waiting forever.
+
+On CPU-only clusters model actors get every core that decoding does not need: with a measured decode share
+f (the fraction of a core's time decoding takes per image, next to the model's, :mod:`ccs_ray.passes`), an actor
+holds (1 - f) x the smallest node's CPUs / actors per node, fractional CPUs included, and runs that many torch
+threads (:func:`use_held_cpus`, rounded, at least 1); the scan's decode tasks share the rest.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from typing import Iterator, NamedTuple
 
@@ -66,17 +72,43 @@ def node_cycle(gpus: float, cpus: float) -> Iterator:
     return (NodeAffinitySchedulingStrategy(node, soft=True) for node in itertools.cycle(nodes))
 
 
-def actor_layout(section, n_models: int, resources: dict | None = None, keep_cpus: int = 1,
-                 key: str = "scan") -> ActorLayout:
+MIN_DECODE_SHARE = 0.02  # share of a CPU-only node the scan leaves to decoding however cheap it measured
+CPU_STEP = 0.01  # fractional CPUs are held in steps of this
+
+
+def node_cpus() -> list[float]:
+    """CPUs of each alive node of the connected cluster."""
+    return [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
+
+
+def use_held_cpus() -> int:
+    """Set torch's intra-op threads to the CPUs this Ray worker holds (rounded, at least 1); returns the count."""
+    import torch
+
+    threads = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def actor_layout(section, n_models: int, resources: dict | None = None, decode_share: float | None = None,
+                 key: str = "scan", nodes: list[float] | None = None) -> ActorLayout:
     """The layout of ``n_models`` models' actors on a cluster with ``resources`` (default: Ray's).
 
     ``section`` has ``actors``, ``gpus_per_actor`` and ``cpus_per_actor`` (None: the defaults below);
-    ``keep_cpus`` CPUs stay free for other tasks (the scan's decoding); ``key`` names the section in errors.
-    Defaults: one actor per GPU and model, sharing GPUs fractionally when models outnumber GPUs; one
-    actor per model without GPUs; one CPU per actor, none where that would take the kept CPUs.
+    ``decode_share``: the share of CPU time the stage's separate decode tasks need (the scan's, measured; None:
+    not measured yet, :data:`MIN_DECODE_SHARE`); 0 for a stage whose actors decode themselves (prune);
+    ``key`` names the section in errors; ``nodes``: each node's CPUs (default: Ray's when ``resources`` is
+    None, else one node with all of them).
+    Defaults: one actor per GPU and model, sharing GPUs fractionally when models outnumber GPUs; one actor per
+    model without GPUs. GPU actors hold one CPU each (none where that would leave decoding no whole CPU);
+    CPU-only actors hold the CPUs decoding does not need (module docstring).
     """
-    resources = ray.cluster_resources() if resources is None else resources
+    if resources is None:
+        resources, nodes = ray.cluster_resources(), nodes or node_cpus()
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+    nodes = [n for n in (nodes or [cpus]) if n > 0] or [0.0]
+    decodes = decode_share != 0
+    share = max(MIN_DECODE_SHARE, decode_share or 0.0) if decodes else 0.0
     per_actor = section.gpus_per_actor
     if per_actor is None:
         per_actor = min(1.0, gpus / n_models) if gpus else 0.0
@@ -87,9 +119,14 @@ def actor_layout(section, n_models: int, resources: dict | None = None, keep_cpu
                           f"need {held * per_actor:g} GPUs but the cluster has {gpus:g}; lower {key}.actors or "
                           f"{key}.gpus_per_actor (fractions share a GPU)")
     cpus_per_actor = section.cpus_per_actor
-    if cpus_per_actor is None:
-        cpus_per_actor = 1.0 if cpus - held >= keep_cpus else 0.0
-    elif cpus - held * cpus_per_actor < keep_cpus:
-        raise LayoutError(f"{key}.cpus_per_actor={cpus_per_actor} x {held} actors leaves fewer than {keep_cpus} "
-                          f"CPU for other tasks (the cluster has {cpus:g}); lower it or {key}.actors")
+    keep = (1.0 if per_actor else share * cpus) if decodes else 0.0  # CPUs decoding keeps
+    if cpus_per_actor is None and per_actor:
+        cpus_per_actor = 1.0 if cpus - held >= keep else 0.0
+    elif cpus_per_actor is None:
+        per_node = math.ceil(held / len(nodes))
+        cpus_per_actor = max(CPU_STEP, math.floor(min(nodes) * (1 - share) / per_node / CPU_STEP + 1e-9) * CPU_STEP)
+        cpus_per_actor = round(cpus_per_actor, 2)
+    elif cpus - held * cpus_per_actor < keep - 1e-9:
+        raise LayoutError(f"{key}.cpus_per_actor={cpus_per_actor} x {held} actors leaves {cpus - held * cpus_per_actor:g} "
+                          f"CPUs for decoding, which needs {keep:g} (the cluster has {cpus:g}); lower it or {key}.actors")
     return ActorLayout(per_actor, cpus_per_actor, n_actors)

@@ -12,6 +12,11 @@ A :class:`PassKind` says what a pass accumulates: how an actor starts its accumu
 a saved one is read, and where its checkpoints go. Accumulators have ``shards`` (shard id -> record),
 ``mark_covered``, ``to_bytes`` and ``merge`` (in place; disjoint shards only).
 
+Cores. On a CPU-only cluster with the default layout, the pass first measures what decoding costs next to
+each model (:func:`decode_share`: one :func:`cost_task` per model on the first shard, at one thread); the actors
+then hold every CPU decoding does not need and run that many torch threads
+(:func:`~ccs_ray.cluster.actor_layout`), and the decode tasks share the rest.
+
 Checkpoints and resume. Every ``scan.checkpoint_s`` seconds (or ``scan.checkpoint_every`` shards) an
 actor with new shards writes its accumulator, with the records of the shards it covers, as the next
 numbered checkpoint of its own folder (:func:`~ccs_ray.files.commit_write`: the data file, then a small
@@ -30,6 +35,8 @@ with its marker ``NNNNNNNN.commit`` (one folder per actor; NNNNNNNN: the actor's
 
 from __future__ import annotations
 
+import json
+import math
 import resource
 import socket
 import time
@@ -41,7 +48,7 @@ from datetime import datetime, timezone
 import fsspec
 import ray
 
-from .cluster import actor_layout, node_cycle
+from .cluster import CPU_STEP, actor_layout, node_cpus, node_cycle, use_held_cpus
 from .decompose import Decomposition, decomposed_forward, select_layers
 from .errors import UserError
 from .files import commit_write, fs_uri, latest_committed, sweep_commits, sweep_tmp
@@ -84,9 +91,65 @@ class PassKind:
 @ray.remote(num_cpus=1)
 def decode_task(shard: Shard, preprocess: dict):
     """Read, decode and preprocess one shard on a CPU worker."""
+    return load_shard(shard, _transform(preprocess))
+
+
+def _transform(preprocess: dict):
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    return load_shard(shard, image_transform_v2(PreprocessCfg(**preprocess), is_train=False))
+    return image_transform_v2(PreprocessCfg(**preprocess), is_train=False)
+
+
+COST_IMAGES = 8  # images of the first shard one model's pass is timed on
+
+
+@ray.remote(num_cpus=1)
+def cost_task(shard: Shard, preprocess: dict, model_key: str, models: ModelsConfig, convention: str,
+              keep_z_sum: bool) -> dict:
+    """CPU seconds per image, at one thread, of decoding ``shard`` and of one model's decomposed forward on up to
+    :data:`COST_IMAGES` of its images (after a one-image warm-up): ``{"decode_s", "model_s"}``."""
+    import torch
+
+    torch.set_num_threads(1)
+    loaded = load_shard(shard, _transform(preprocess))
+    decode_s = loaded.seconds / max(1, len(loaded.images) + loaded.n_failed)
+    model, _ = load_model(model_key, models.precision, "cpu")
+    layers = select_layers(model, models.layers, models.last_layers)
+    images = loaded.images[:COST_IMAGES] if len(loaded.images) else torch.zeros(COST_IMAGES, 3,
+                                                                                 *_pair(preprocess["size"]))
+    forward = lambda x: decomposed_forward(model, x, layers=layers, convention=convention,  # noqa: E731
+                                           keep_z_sum=keep_z_sum)
+    forward(images[:1])
+    t0 = time.perf_counter()
+    forward(images)
+    return {"decode_s": decode_s, "model_s": (time.perf_counter() - t0) / len(images)}
+
+
+def _pair(size) -> tuple[int, int]:
+    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+
+
+def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], models: list[str]) -> float:
+    """The share of CPU time decoding needs next to the models' passes: sum over preprocessing groups of decode
+    seconds per image / (that + the sum over models of model seconds per image), measured once per run and model
+    (:func:`cost_task` on the first shard; kept as ``_state/<run>/<model>/costs.json`` for later passes)."""
+    first = next(iter(plan.values()))
+    costs, refs = {}, {}
+    for key in models:
+        uri = f"{ctx.state.model_dir(key)}/costs.json"
+        fs, path = fsspec.core.url_to_fs(uri)
+        if fs.exists(path):
+            costs[key] = json.loads(fs.cat_file(path))
+        else:
+            refs[key] = cost_task.remote(first, preprocess_config(key), key, ctx.models, cfg.convention,
+                                         kind.keep_z_sum)
+    for key, ref in refs.items():
+        costs[key] = ray.get(ref)
+        with fsspec.open(f"{ctx.state.model_dir(key)}/costs.json", "w") as f:
+            json.dump(costs[key], f)
+    decode = {repr(sorted(preprocess_config(k).items())): costs[k]["decode_s"] for k in models}
+    total_decode = sum(decode.values())
+    return total_decode / (total_decode + sum(costs[k]["model_s"] for k in models))
 
 
 @ray.remote
@@ -95,6 +158,7 @@ class ScanActor:
 
     def __init__(self, model_key: str, models: ModelsConfig, scan: ScanConfig, kind: PassKind, folder: str):
         device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.threads = use_held_cpus()
         self.model, _ = load_model(model_key, models.precision, device)
         self.layers = select_layers(self.model, models.layers, models.last_layers)
         self.batch_size, self.convention, self.kind = scan.batch_size, scan.convention, kind
@@ -116,11 +180,11 @@ class ScanActor:
             "n_images": len(loaded.images), "n_errors": loaded.n_failed, "n_converted": loaded.n_converted,
             "seconds": loaded.seconds + time.perf_counter() - t0, "node": self.node, "worker": self.worker,
             "finished_at": datetime.now(timezone.utc).isoformat(),
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": self.threads,
             "errors": _to_json(loaded.errors), "conversions": _to_json(loaded.conversions),
         }
         self.acc.mark_covered(shard.shard_id, record)
-        return {k: record[k] for k in ("shard_id", "n_images", "n_errors", "node")}
+        return {k: record[k] for k in ("shard_id", "n_images", "n_errors", "node", "threads")}
 
     def checkpoint(self) -> list[str]:
         """Commit the accumulator so far as this actor's next checkpoint; returns the shards it covers."""
@@ -157,6 +221,8 @@ class PassStats:
     shards_skipped: int = 0
     images: int = 0
     seconds: float = 0.0
+    decode_share: float | None = None  # measured share of CPU time decoding needs (CPU-only default layouts)
+    cpus_per_actor: float = 0.0  # CPUs (and torch threads, rounded) each actor held
 
 
 def worker_folders(state, kind: PassKind, model: str) -> list[str]:
@@ -215,7 +281,11 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
     shards = list(plan.values())
     models = [key for key in ctx.models.keys if key in todo]
     resources = ctx.cluster_resources()
-    per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, keep_cpus=1, key="scan")
+    measure = not resources.get("GPU") and cfg.gpus_per_actor is None and cfg.cpus_per_actor is None and any(todo.values())
+    stats.decode_share = decode_share(ctx, kind, cfg, plan, models) if measure else None
+    per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, stats.decode_share, "scan",
+                                                       node_cpus())
+    stats.cpus_per_actor = cpus_per_actor
     placements = node_cycle(per_actor, cpus_per_actor)  # actors over the nodes in turn
 
     def new_worker(model: str) -> _Worker:
@@ -268,10 +338,12 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
         workers[dead.model][workers[dead.model].index(dead)] = new_worker(dead.model)
         bar.update(-len(dead.unsaved - saved))
 
-    # Decodes in flight: enough to keep every actor fed, and every CPU the actors leave free busy.
+    # Decodes in flight: enough to keep every actor fed, and every CPU the actors leave free busy; each decode
+    # task holds an equal part of those CPUs (at most one: decoding is single-threaded).
     n_workers = max(1, sum(len(w) for w in workers.values()))
-    free_cpus = int(resources.get("CPU", 0) - cpus_per_actor * n_workers)
-    limit = max(2, free_cpus, cfg.decode_workers * n_workers)
+    free_cpus = resources.get("CPU", 0) - cpus_per_actor * n_workers
+    limit = max(2, math.ceil(free_cpus), cfg.decode_workers * n_workers)
+    decode = decode_task.options(num_cpus=round(max(CPU_STEP, math.floor(min(1.0, free_cpus / limit) / CPU_STEP + 1e-9) * CPU_STEP), 2))
     while True:
         if not (queue or decodes or calls):  # all done: save what is unsaved, then stop
             for w in (w for ws in workers.values() for w in ws if w.unsaved):
@@ -281,7 +353,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
         # Decoded shards waiting at the actors stay at two per actor, so memory does not grow with the queue.
         while queue and len(decodes) < limit and sum(w.inflight for ws in workers.values() for w in ws) < 2 * n_workers:
             shard, need = queue.popleft()
-            decodes[decode_task.remote(shard, preprocess_config(need[0]))] = (shard, need)
+            decodes[decode.remote(shard, preprocess_config(need[0]))] = (shard, need)
         ready, _ = ray.wait(list(decodes) + list(calls), num_returns=1)
         ref = ready[0]
         if ref in decodes:

@@ -6,8 +6,8 @@ a stage (for each model, when it is per model) runs unless its marker exists, an
 summary when it returns. ``resume=True`` continues the latest run (or ``run_id``) when the settings its
 finished work depends on are unchanged; the scan, the judge and the prune stage also resume inside a
 stage (partials, answer cache, unit files). The ``runs`` table has one row per model: ``running`` while
-the stages run, ``done`` before a stage that shows the run (the report), ``failed`` with the stage that
-failed.
+the stages run, ``done`` before a stage that shows the run (the report) and again at the end, ``failed`` with
+the stage that failed; ``stage_seconds`` holds the wall seconds of every stage run so far and the total.
 """
 
 from __future__ import annotations
@@ -83,13 +83,15 @@ def _resolve_run(spec: Spec, root: str, resume: bool, run_id: str | None) -> Run
 
 
 def _write_runs(spec: Spec, ctx: Context, status: str, stage: str, started: datetime, scan: dict | None = None,
-                error: str | None = None) -> None:
-    """One ``runs`` row per model: the run's status, the stage it reached and, when it failed, why."""
+                error: str | None = None, seconds: dict | None = None) -> None:
+    """One ``runs`` row per model: the run's status, the stage it reached, the seconds of the stages run so far
+    and, when it failed, why."""
     for model in spec.models.keys:
         row = dict(spec_name=spec.name, spec_json=spec.to_json(), stage=stage, status=status, started_at=started,
                    finished_at=datetime.now(timezone.utc) if status != "running" else None,
                    n_images=(scan or {}).get("n_images", {}).get(model),
-                   n_errors=(scan or {}).get("n_errors", {}).get(model), version=version("ccs-ray"), error=error)
+                   n_errors=(scan or {}).get("n_errors", {}).get(model), version=version("ccs-ray"), error=error,
+                   stage_seconds=seconds or None)
         tables.write_table(ctx.root, "runs", [row], ctx.run_id, model, name="run")
 
 
@@ -140,7 +142,8 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
         for s in stages:
             stage, t_stage = s.name, time.perf_counter()
             if s.shows_run and not recorded:
-                _write_runs(spec, ctx, "done", stages[-1].name, started, summary["stages"].get("scan"))
+                _write_runs(spec, ctx, "done", stages[-1].name, started, summary["stages"].get("scan"),
+                            seconds=summary["seconds"])
                 recorded = True
             section = s.section(spec)
             out = {}
@@ -152,20 +155,19 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
                 out[c.model] = s.summary(c)
             summary["stages"][s.name] = out if s.per_model else out[None]
             summary["seconds"][s.name] = round(time.perf_counter() - t_stage, 2)
-        if not recorded:
-            _write_runs(spec, ctx, "done", stage, started, summary["stages"].get("scan"))
+        summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
+        _write_runs(spec, ctx, "done", stage, started, summary["stages"].get("scan"), seconds=summary["seconds"])
         _sweep(state, spec.models.keys)
     except BaseException as e:  # an interrupt too is recorded, then raised as it is
         why = _reason(e) if isinstance(e, Exception) else f"interrupted ({type(e).__name__})"
         try:
             if state.exists():  # a vanished root is not recreated to record it
-                _write_runs(spec, ctx, "failed", stage, started, error=why)
+                _write_runs(spec, ctx, "failed", stage, started, error=why, seconds=summary["seconds"])
         except Exception:  # noqa: BLE001 - the storage refuses the record too; the reason above says why
             pass
         if not isinstance(e, Exception):
             raise
         raise RunFailed(stage, why, state.run_id, root) from e
-    summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
     return summary
 
 

@@ -415,14 +415,19 @@ def _resources() -> dict:
 
 
 def _check_layouts(checks: _Checks, spec: Spec, plan: Plan) -> None:
-    from .cluster import actor_layout
+    import ray
+
+    from .cluster import actor_layout, node_cpus
 
     n = len(spec.models.keys)
+    nodes = node_cpus() if ray.is_initialized() else None
     uses = {"scan": {"scan", "explain"}, "prune": {"prune"}}  # explain runs on the scan's actors
-    for stage, section, n_models, keep in (("scan", spec.scan, n, 1), ("prune", spec.evals, 1, 0)):
+    # the scan decodes in separate tasks (its share measured when it starts); prune's actors decode themselves
+    for stage, section, n_models, share in (("scan", spec.scan, n, None), ("prune", spec.evals, 1, 0.0)):
         if uses[stage] & set(spec.stages):
             key = "evals" if stage == "prune" else stage
-            layout = checks.run(f"{key}.actors", lambda: actor_layout(section, n_models, plan.resources, keep, key))
+            layout = checks.run(f"{key}.actors",
+                                lambda: actor_layout(section, n_models, plan.resources, share, key, nodes))
             if layout is not None:
                 plan.layouts[stage] = layout._asdict()
 

@@ -80,8 +80,10 @@ class _ActorsSection(_Section):
     actors: int | None = Field(None, ge=1, description="model actors per model; default one per GPU, else 1")
     gpus_per_actor: float | None = Field(None, ge=0, description="default 1, or an equal share of a GPU when models "
                                          "outnumber GPUs; 0 without GPUs")
-    cpus_per_actor: float | None = Field(None, ge=0, description="CPUs each model actor holds; default 1, or 0 "
-                                         "where that would leave none for other tasks (the scan's decoding)")
+    cpus_per_actor: float | None = Field(None, ge=0, description="CPUs each model actor holds (and its torch threads, "
+                                         "rounded); default: with GPUs 1, or 0 where that would leave the scan's "
+                                         "decoding no CPU; without GPUs every CPU decoding does not need "
+                                         "(ccs_ray.cluster.actor_layout)")
 
 
 class ScanConfig(_ActorsSection):

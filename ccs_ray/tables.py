@@ -41,6 +41,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("finished_at", pa.timestamp("us", tz="UTC")), ("n_images", pa.int64()), ("n_errors", pa.int64()),
         ("version", pa.string()),
         ("error", pa.string()),  # why the run failed (status 'failed'), else null
+        # wall seconds of each stage this invocation ran (stage name -> s; a stage already done on --resume: ~0)
+        # and 'total' (the whole invocation, with start-up); null in files of earlier versions
+        ("stage_seconds", pa.map_(pa.string(), pa.float64())),
     ]),
     # One row per (run, model, shard) scanned: fingerprint, counts, where and how long.
     "shards": _schema(_KEY, [

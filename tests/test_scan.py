@@ -67,6 +67,13 @@ def test_scan_equals_single_process(ray_cluster, tmp_path):
     merged = HeadMoments.load(summary.moments[key])
     _assert_same_moments(merged, _reference(spec))
     assert summary.n_images[key] == 64 and summary.shards_scanned == 8
+    # The layout came from the measured decode share: the actor held the CPUs decoding did not need (the most
+    # the smallest node leaves) and ran that many torch threads.
+    costs = json.loads((tmp_path / "_state" / "r1" / key.replace("/", "%2F") / "costs.json").read_text())
+    assert summary.decode_share == pytest.approx(costs["decode_s"] / (costs["decode_s"] + costs["model_s"]))
+    assert summary.cpus_per_actor == actor_layout(spec.scan, 1, {"CPU": 2}, summary.decode_share)[1]
+    records = HeadMoments.read_meta(summary.moments[key])["shards"].values()
+    assert {r["threads"] for r in records} == {max(1, round(summary.cpus_per_actor))}
     shards = read_table(str(tmp_path), "shards", "r1").to_pylist()
     assert sorted(r["shard_id"] for r in shards) == [f"s{i:06d}" for i in range(8)]
     assert sum(r["n_images"] for r in shards) == 64
@@ -249,8 +256,12 @@ def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
 def test_actor_layout_fits_the_cluster():
     spec = _spec("/tmp/unused")
     six = _spec("/tmp/unused", extra=['models.keys=["a/none","b/none","c/none","d/none","e/none","f/none"]'])
-    assert actor_layout(spec.scan, 1, {"CPU": 2}) == (0.0, 1.0, 1)
-    assert actor_layout(_spec("/tmp/unused", extra=["scan.actors=2"]).scan, 1, {"CPU": 2}) == (0.0, 0.0, 2)
+    # CPU-only: the actors hold every CPU decoding does not need (at least MIN_DECODE_SHARE stays with it).
+    assert actor_layout(spec.scan, 1, {"CPU": 2}) == (0.0, 1.96, 1)
+    assert actor_layout(spec.scan, 1, {"CPU": 2}, decode_share=0.25) == (0.0, 1.5, 1)
+    assert actor_layout(_spec("/tmp/unused", extra=["scan.actors=2"]).scan, 1, {"CPU": 2}) == (0.0, 0.98, 2)
+    # ... and fit the smallest node: two nodes of 2 and 4 CPUs, three actors -> two per node
+    assert actor_layout(spec.scan, 3, {"CPU": 6}, decode_share=0.1, nodes=[2, 4]) == (0.0, 0.9, 1)
     assert actor_layout(spec.scan, 1, {"CPU": 16, "GPU": 4}) == (1.0, 1.0, 4)
     gpus, _, n = actor_layout(six.scan, 6, {"CPU": 16, "GPU": 1})  # six models share one GPU
     assert n == 1 and 6 * gpus <= 1 and gpus > 0
@@ -258,9 +269,10 @@ def test_actor_layout_fits_the_cluster():
         actor_layout(_spec("/tmp/unused", extra=["scan.gpus_per_actor=1"]).scan, 6, {"CPU": 16, "GPU": 1})
     with pytest.raises(LayoutError, match="scan.cpus_per_actor"):
         actor_layout(_spec("/tmp/unused", extra=["scan.actors=2", "scan.cpus_per_actor=1"]).scan, 1, {"CPU": 2})
-    # The prune stage's actors keep no CPU for decoding, and name their own section.
+    # The prune stage's actors decode themselves: they hold every CPU, and name their own section.
     evals = _spec("/tmp/unused", extra=["evals.actors=3"]).evals
-    assert actor_layout(evals, 1, {"CPU": 2}, keep_cpus=0, key="evals") == (0.0, 0.0, 3)
-    assert actor_layout(spec.evals, 1, {"CPU": 2}, keep_cpus=0, key="evals") == (0.0, 1.0, 1)
+    assert actor_layout(evals, 1, {"CPU": 2}, decode_share=0.0, key="evals") == (0.0, 0.66, 3)
+    assert actor_layout(spec.evals, 1, {"CPU": 2}, decode_share=0.0, key="evals") == (0.0, 2.0, 1)
     with pytest.raises(LayoutError, match="evals.gpus_per_actor"):
-        actor_layout(_spec("/tmp/unused", extra=["evals.gpus_per_actor=1"]).evals, 1, {"CPU": 2}, keep_cpus=0, key="evals")
+        actor_layout(_spec("/tmp/unused", extra=["evals.gpus_per_actor=1"]).evals, 1, {"CPU": 2}, decode_share=0.0,
+                     key="evals")

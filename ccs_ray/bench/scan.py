@@ -3,6 +3,8 @@
 All three run in one process on the same Ray cluster over the same JPEGs:
 
 - decode-only: the scan's decode tasks (read, decode, preprocess) over every shard, nothing else;
+- plain: stock ``encode_image`` of the same model, precision and batch size on the same decoded images, in one
+  Ray task holding every core of the node (or its GPU), as fast as the model itself runs here;
 - model-only: one scan actor fed already-decoded images (decomposition + moments);
 - end-to-end: ``run_scan`` over the folder;
 - explain: the stage ``explain`` over the same folder after the spans (the same actors and decode path, ranking
@@ -27,7 +29,7 @@ import ray
 import torch
 from PIL import Image
 
-from ..cluster import actor_layout, ensure_ray
+from ..cluster import actor_layout, ensure_ray, node_cpus
 from ..models import preprocess_config
 from ..moments import HeadMoments
 from ..sources import plan_shards
@@ -54,6 +56,33 @@ def _steady_ips(records: list[dict]) -> float:
     ends = sorted((datetime.fromisoformat(r["finished_at"]), r["n_images"]) for r in records)
     span = (ends[-1][0] - ends[0][0]).total_seconds()
     return sum(n for _, n in ends[1:]) / span if span > 0 else float("nan")
+
+
+def _plain_ips(model_key: str, precision: str, batches: list, gpus: float) -> float:
+    """Images/s of stock ``encode_image`` over ``batches`` of decoded images (after one warm-up batch), in a Ray
+    task holding the GPU (``gpus``) or every CPU of the largest node."""
+    @ray.remote
+    def plain(batches):
+        from ..cluster import use_held_cpus
+        from ..models import load_model
+
+        use_held_cpus()
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        model, _ = load_model(model_key, precision, device)
+        dtype = next(model.parameters()).dtype
+        with torch.no_grad():
+            model.encode_image(batches[0].to(device, dtype))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for x in batches:
+                model.encode_image(x.to(device, dtype))
+            if device == "cuda":
+                torch.cuda.synchronize()
+        return sum(len(x) for x in batches) / (time.perf_counter() - t0)
+
+    cpus = 1 if gpus else max(node_cpus())
+    return ray.get(plain.options(num_cpus=cpus, num_gpus=1 if gpus else 0).remote(batches))
 
 
 def _explain_ips(spec, root: str) -> float:
@@ -91,10 +120,12 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         ray.get(actor.checkpoint.remote())  # model loaded
         refs = [ray.put(d) for d in decoded]
         t0 = time.perf_counter()
-        ray.get([actor.process.remote(s, r, 0) for s, r in zip(shards, refs)])
+        threads = ray.get([actor.process.remote(s, r, 0) for s, r in zip(shards, refs)])[0]["threads"]
         model_ips = images / (time.perf_counter() - t0)
         ray.kill(actor)
-        del decoded, refs
+        all_images = torch.cat([d.images for d in decoded])
+        plain_ips = _plain_ips(model, spec.models.precision, list(all_images.split(batch_size)), gpus)
+        del decoded, refs, all_images
 
         t0 = time.perf_counter()
         summary = run_scan(Context.of(spec, "bench", f"{tmp}/results", progress=False), section(spec))
@@ -120,8 +151,11 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
     return {
         "bench": "scan", "model": model, "images": images, "image_px": image_px, "batch_size": batch_size,
         "cpus": ray.cluster_resources().get("CPU"), "gpus": ray.cluster_resources().get("GPU", 0),
-        "torch_threads": torch.get_num_threads(),
+        "actor_cpus": cpus, "actor_torch_threads": threads, "decode_share": summary.decode_share,
+        "end_to_end_cpus_per_actor": summary.cpus_per_actor,
         "decode_only_images_per_s": round(decode_ips, 2), "model_only_images_per_s": round(model_ips, 2),
+        "plain_encode_images_per_s": round(plain_ips, 2), "ratio_end_to_end_vs_plain": round(e2e_ips / plain_ips, 4),
+        "ratio_model_only_vs_plain": round(model_ips / plain_ips, 4),
         "end_to_end_images_per_s": round(e2e_ips, 2), "end_to_end_wall_s": round(wall, 2),
         "end_to_end_images_per_s_with_startup": round(images / wall, 2),
         "ratio_end_to_end_vs_min": round(e2e_ips / bound, 4),

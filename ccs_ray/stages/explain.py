@@ -115,7 +115,8 @@ def run(ctx: Context, section: ExplainSection) -> dict:
         tables.write_table(ctx.root, "top_images", written, ctx.run_id, key, name="explain")
         rows[key] = len(written)
     return {"rows": rows, "shards_scanned": stats.shards_scanned, "images": stats.images,
-            "shards_skipped": stats.shards_skipped, "seconds": round(stats.seconds, 2)}
+            "shards_skipped": stats.shards_skipped, "seconds": round(stats.seconds, 2),
+            "decode_share": stats.decode_share, "cpus_per_actor": stats.cpus_per_actor}
 
 
 STAGE = Stage("explain", needs=("spans",), per_model=False, section=section, run=run)

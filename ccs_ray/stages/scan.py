@@ -73,6 +73,8 @@ class ScanSummary:
     shards_skipped: int = 0
     nodes: set = field(default_factory=set)
     seconds: float = 0.0
+    decode_share: float | None = None  # measured share of CPU time decoding needs (CPU-only default layouts)
+    cpus_per_actor: float = 0.0  # CPUs (and torch threads, rounded) each scan actor held
 
 
 def _write_shards(ctx: Context, model: str, plan: dict[str, Shard], records: dict[str, dict], folds: int) -> None:
@@ -103,7 +105,8 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
         _write_shards(ctx, key, plan, covered[key], data.folds)
     stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds)
     summary = ScanSummary(shards_decoded=stats.shards_decoded, shards_scanned=stats.shards_scanned,
-                          shards_skipped=stats.shards_skipped)
+                          shards_skipped=stats.shards_skipped, decode_share=stats.decode_share,
+                          cpus_per_actor=stats.cpus_per_actor)
     for key in models:
         _finish_model(ctx, kind, key, plan, data.folds, summary)
     summary.seconds = stats.seconds
