@@ -2,10 +2,11 @@
 
 For one head with moments n, ``total`` = sum_i x_i [D] and ``outer`` = S = sum_i x_i x_i^T [D, D] (its
 contributions x_i to N = n images' embeddings, :mod:`ccs_ray.moments`), and a text embedded as the pool is
-(same template and normalisation, :func:`ccs_ray.textspan.text_embeddings`), t [D]:
+(same template and normalisation, :func:`ccs_ray.texts.text_embeddings`), t [D]:
 
 1. project t onto the head's data span, the span TextSpan projects its pool onto:
-   p = V V^T t with V = :func:`ccs_ray.textspan.span_basis` (S, rank) (same rank and cut-off);
+   p = V V^T t with V = :func:`ccs_ray.textspan.span_basis` (S, rank) (same rank and cut-off; callers that
+   batch heads pass V from :func:`ccs_ray.textspan.span_bases`);
 2. normalise: l = p / |p|; a text with no projection (|p| <= ``ZERO_PROJECTION_RTOL`` x |t|) has value 0;
 3. value(t) = l^T C l / tr C with C = S / n - mu mu^T, mu = total / n: the share of the head's total variance
    (tr C = sum over embedding dimensions of Var x_d) that lies along l, i.e. Var_i(x_i . l) / tr C, in [0, 1]
@@ -29,17 +30,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .textspan import TIE_RTOL, _f64, span_basis
+from .textspan import TIE_RTOL, _as_basis, _f64, span_basis
 
 ZERO_PROJECTION_RTOL = 1e-9  # |p| / |t| at or below this: the text has no component in the head's span
 
 
-def text_values(n: int, total, outer, text_embeddings, rank: int) -> torch.Tensor:
+def text_values(n: int, total, outer, text_embeddings, rank: int, *, basis=None) -> torch.Tensor:
     """value(t) [K] float64 (module docstring) of each of K texts ``text_embeddings`` [K, D] for one head.
 
     Args:
         n: images the moments count (1 for the weights-only form); ``total`` [D]; ``outer`` [D, D].
         rank: the TextSpan rank (``spans.rank``).
+        basis: V [D, r] as :func:`ccs_ray.textspan.span_bases` gives it for ``outer`` and ``rank`` (computed
+            here when None).
     """
     if n <= 0:
         raise ValueError(f"label fidelity needs moments of at least one image, got n = {n}")
@@ -53,7 +56,7 @@ def text_values(n: int, total, outer, text_embeddings, rank: int) -> torch.Tenso
     trace = float(torch.trace(C))
     if trace <= 0:
         return torch.full((T.shape[0],), float("nan"), dtype=torch.float64, device=S.device)
-    basis, _ = span_basis(S, rank)
+    basis = span_basis(S, rank)[0] if basis is None else _as_basis(basis, S)
     coords = T @ basis  # [K, r]: p = basis @ coords, |p|^2 = |coords|^2 (orthonormal columns)
     norm2 = (coords * coords).sum(1)
     quad = ((coords @ (basis.T @ C @ basis)) * coords).sum(1)  # p^T C p
@@ -71,15 +74,16 @@ def percentile_weak(pool_values: torch.Tensor, values: torch.Tensor) -> torch.Te
     return torch.where(values.isnan(), float("nan"), count.to(values.dtype) * (100.0 / len(ordered)))
 
 
-def label_fidelity(n: int, total, outer, label_embeddings, pool_embeddings, rank: int) -> tuple[np.ndarray, np.ndarray]:
+def label_fidelity(n: int, total, outer, label_embeddings, pool_embeddings, rank: int, *,
+                   basis=None) -> tuple[np.ndarray, np.ndarray]:
     """``(label_variance [L], label_percentile [L])`` float64 of L labels of one head against a pool of M texts.
 
     Args:
         n, total [D], outer [D, D]: the head's moments (module docstring).
         label_embeddings [L, D], pool_embeddings [M, D]: encoded alike (template and normalisation of the spans).
-        rank: the TextSpan rank (``spans.rank``).
+        rank: the TextSpan rank (``spans.rank``); basis: the head's V [D, r], as for :func:`text_values`.
     """
     labels, pool = _f64(label_embeddings), _f64(pool_embeddings)
-    values = text_values(n, total, outer, torch.cat([labels, pool.to(labels.device)]), rank)
+    values = text_values(n, total, outer, torch.cat([labels, pool.to(labels.device)]), rank, basis=basis)
     variance, pool_values = values[:len(labels)], values[len(labels):]
     return variance.cpu().numpy(), percentile_weak(pool_values, variance).cpu().numpy()

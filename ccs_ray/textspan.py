@@ -1,6 +1,6 @@
 """TextSpan (Gandelsman et al., ICLR 2024): the texts that best span a head's outputs.
 
-Given a head's contributions X [N, D] and a pool of text embeddings [M, D]:
+Given a head's contributions X [N, D] and a pool of text embeddings [M, D] (:mod:`ccs_ray.texts`):
 
 1. keep the top ``rank`` right singular vectors V of the *uncentred* X and project every text onto span(V);
 2. centre X; ``m`` times: pick the text t whose projection X t has the largest variance over images,
@@ -9,8 +9,13 @@ Given a head's contributions X [N, D] and a pool of text embeddings [M, D]:
 :func:`textspan` does this on the raw matrix (as clip_text_span does). :func:`textspan_from_moments`
 does the same from (n, sum x, sum x x^T) alone: V are the top eigenvectors of S = X^T X, the centred
 covariance is C = S / n - mu mu^T, Var(X t) = t^T C t, and removing t maps C -> Q C Q with
-Q = I - t t^T / |t|^2. Both compute in float64. :func:`span_basis` is the moments form's step 1 on its own
-(:mod:`ccs_ray.fidelity` projects labels onto the same span).
+Q = I - t t^T / |t|^2. It works in the span's coordinates: with B = V [D, r] orthonormal, a projected text is
+t = B t_r (t_r = B^T t), so t^T C t = t_r^T C_r t_r with C_r = B^T C B [r, r]; every chosen t lies in span(B), so
+deflation stays there: T Q = (T_r Q_r) B^T and B^T (Q C Q) B = Q_r C_r Q_r (Q_r = I - t_r t_r^T / |t_r|^2).
+Each step costs M r^2 instead of M D^2; the total variance is still tr C over all D dimensions and the direction
+is B t_r / |t_r|. Both forms compute in float64. :func:`span_basis` is the moments form's step 1 on its own and
+:func:`span_bases` the same for a stack of heads in one batched eigh (:mod:`ccs_ray.fidelity` projects labels
+onto the same span); :func:`textspan_from_moments` takes a precomputed basis.
 
 Rules, shared by both so that they agree exactly:
 
@@ -77,7 +82,7 @@ def textspan(data, text_embeddings, texts: list[str], m: int = 5, rank: int = 80
 
     Args:
         data: [N, D] a head's contributions over N images.
-        text_embeddings: [M, D] embeddings of the pool (see :func:`text_embeddings`).
+        text_embeddings: [M, D] embeddings of the pool (see :func:`ccs_ray.texts.text_embeddings`).
         texts: the M pool lines.
         m: how many texts to choose; rank: SVD rank of the data span.
     """
@@ -103,35 +108,52 @@ def textspan(data, text_embeddings, texts: list[str], m: int = 5, rank: int = 80
     return spans
 
 
-def span_basis(outer, rank: int) -> tuple[torch.Tensor, int]:
-    """The data span TextSpan projects texts onto, from ``outer`` = S = sum_i x_i x_i^T [D, D].
+def span_bases(outers, rank: int) -> list[tuple[torch.Tensor, int]]:
+    """The data spans TextSpan projects texts onto, of H heads at once (one batched eigh), from ``outers`` =
+    S_h = sum_i x_i x_i^T [H, D, D].
 
-    Returns ``(basis [D, r] float64, r)``: the top r eigenvectors of S (the top right singular vectors of the
-    uncentred data, largest first), r = min(``rank``, number of eigenvalues above ``RANK_RTOL``^2 x the largest,
-    i.e. singular values above ``RANK_RTOL`` x the largest); r = 0 when S = 0.
+    Returns per head ``(basis [D, r] float64, r)``: the top r eigenvectors of S_h (the top right singular vectors
+    of the uncentred data, largest first), r = min(``rank``, number of eigenvalues above ``RANK_RTOL``^2 x the
+    largest, i.e. singular values above ``RANK_RTOL`` x the largest); r = 0 when S_h = 0.
     """
-    S = _f64(outer)
-    lam, vec = torch.linalg.eigh(S)
-    lam, vec = lam.flip(0), vec.flip(1)
-    top = float(lam[0]) if len(lam) else 0.0
-    r = min(rank, int((lam > top * RANK_RTOL**2).sum())) if top > 0 else 0
-    return vec[:, :r], r
+    S = _f64(outers)
+    if S.ndim != 3 or S.shape[1] != S.shape[2]:
+        raise ValueError(f"outers have shape {tuple(S.shape)}, expected [H, D, D]")
+    if len(S) == 0:
+        return []
+    lam, vec = torch.linalg.eigh(S)  # ascending
+    D, top = S.shape[1], lam[:, -1]
+    above = (lam > top[:, None] * RANK_RTOL**2).sum(1)
+    bases = []
+    for h, (largest, count) in enumerate(zip(top.tolist(), above.tolist())):
+        r = min(rank, count) if largest > 0 else 0
+        bases.append((vec[h, :, D - r:].flip(1), r))  # flip copies: the stack is not kept alive
+    return bases
 
 
-def textspan_from_moments(n: int, total, outer, text_embeddings, texts: list[str], m: int = 5, rank: int = 80) -> list[Span]:
+def span_basis(outer, rank: int) -> tuple[torch.Tensor, int]:
+    """:func:`span_bases` of one head: ``(basis [D, r] float64, r)`` from ``outer`` = S [D, D]."""
+    return span_bases(_f64(outer)[None], rank)[0]
+
+
+def textspan_from_moments(n: int, total, outer, text_embeddings, texts: list[str], m: int = 5, rank: int = 80, *,
+                          basis=None) -> list[Span]:
     """TextSpan from moments: n images, ``total`` = sum_i x_i [D], ``outer`` = sum_i x_i x_i^T [D, D].
 
-    Returns the same texts in the same order as :func:`textspan` on the matrix the moments came from.
+    ``basis``: the head's span [D, r] as :func:`span_bases` gives it for ``outer`` and ``rank`` (computed here when
+    None). Returns the same texts in the same order as :func:`textspan` on the matrix the moments came from.
     """
     S = _f64(outer)
     mu = _f64(total, S.device) / n
     T = _f64(text_embeddings, S.device)
     _check(S.shape[0], T, texts)
-    basis, r = span_basis(S, rank)
-    T = _project_texts(T, basis)
+    B = span_basis(S, rank)[0] if basis is None else _as_basis(basis, S)
+    r = B.shape[1]
     C = S / n - torch.outer(mu, mu)
-    C = (C + C.T) / 2
     total_var = float(torch.trace(C))
+    T = T @ B  # [M, r]: the texts' coordinates in the span (module docstring)
+    C = B.T @ C @ B  # [r, r]
+    C = (C + C.T) / 2
     spans = []
     for step in range(m):
         var = ((T @ C) * T).sum(1)
@@ -140,12 +162,20 @@ def textspan_from_moments(n: int, total, outer, text_embeddings, texts: list[str
             break
         t = T[i]
         tt = t @ t
-        spans.append(_span(step, i, texts, var, tt, total_var, r, t))
+        spans.append(_span(step, i, texts, var, tt, total_var, r, B @ t))
         Ct = C @ t
-        # Q C Q with Q = I - t t^T / tt, expanded to avoid forming Q.
+        # Q_r C_r Q_r with Q_r = I - t_r t_r^T / tt, expanded to avoid forming Q_r.
         C = C - (torch.outer(t, Ct) + torch.outer(Ct, t)) / tt + torch.outer(t, t) * (t @ Ct) / tt**2
         T = T - torch.outer(T @ t / tt, t)
     return spans
+
+
+def _as_basis(basis, outer: torch.Tensor) -> torch.Tensor:
+    """A given span basis as float64 [D, r] on the device of ``outer`` [D, D] (its shape checked)."""
+    B = _f64(basis, outer.device)
+    if B.ndim != 2 or B.shape[0] != outer.shape[0]:
+        raise ValueError(f"basis has shape {tuple(B.shape)}, expected [{outer.shape[0]}, r]")
+    return B
 
 
 def _span(step: int, i: int, texts: list[str], var: torch.Tensor, tt: torch.Tensor, total: float, r: int,
@@ -160,22 +190,3 @@ def _check(dim: int, T: torch.Tensor, texts: list[str]) -> None:
         raise ValueError(f"text embeddings have shape {tuple(T.shape)}, expected [M, {dim}]")
     if T.shape[0] != len(texts):
         raise ValueError(f"{T.shape[0]} text embeddings but {len(texts)} texts")
-
-
-def text_embeddings(model, texts: list[str], template: str = "{}", normalize: bool = True,
-                    batch_size: int = 256) -> torch.Tensor:
-    """[M, D] float32 text embeddings of a pool: each line through ``template``, then L2-normalised.
-
-    The defaults follow clip_text_span: lines encoded as they are, normalised.
-    """
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise ValueError("model has no tokenizer: load it with ccs_ray.load_model")
-    device = next(model.parameters()).device
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            tokens = tokenizer([template.format(t) for t in texts[i:i + batch_size]]).to(device)
-            out.append(model.encode_text(tokens, normalize=normalize).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.visual.proj.shape[1])
-

@@ -23,6 +23,10 @@ def test_bench_scan_figures(ray_cluster):
     assert f["ratio_explain_vs_scan"] == pytest.approx(f["explain_images_per_s"] / f["end_to_end_images_per_s"], rel=0.01)
     assert f["memory_1x"]["images"] == 16 and f["memory_2x"]["images"] == 32
     assert f["memory_2x"]["actor_peak_rss_mb"] > 0 and f["gpus"] == 0
+    assert f["ratio_end_to_end_vs_plain"] == pytest.approx(f["end_to_end_images_per_s"] / f["plain_encode_images_per_s"],
+                                                           rel=0.01)
+    # every core: the model-only actor held all but the decode share of the 2 CPUs and ran 2 torch threads
+    assert f["actor_cpus"] > 1 and f["actor_torch_threads"] == 2 and 0 < f["decode_share"] < 1
 
 
 def test_bench_preflight_times_each_case_to_its_one_line_error(monkeypatch):

@@ -187,7 +187,7 @@ def test_weights_only_run_labels_every_head_without_a_scan(ray_cluster, tmp_path
     from ccs_ray.pools import load_pool
     from ccs_ray.stages import run_stage
     from ccs_ray.tables import write_table
-    from ccs_ray.textspan import text_embeddings
+    from ccs_ray.texts import text_embeddings
 
     spec = _weights_only_spec(tmp_path, ['data.source="/no/such/images"', "judge.heldout=false",  # images never read
                                          'judge.vocabulary=["colors", "animals", "objects"]'])  # a quick offline judge

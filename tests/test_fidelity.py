@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import percentileofscore
 
 from ccs_ray import scores
 from ccs_ray.fidelity import ZERO_PROJECTION_RTOL, label_fidelity
-from ccs_ray.textspan import RANK_RTOL, textspan_from_moments
+from ccs_ray.textspan import RANK_RTOL, span_bases, textspan_from_moments
 
 
 def _reference(X, texts, rank):
@@ -51,6 +52,24 @@ def test_label_fidelity_equals_direct_computation_on_raw_data(n, d, k, rank):
     assert variance.dtype == percentile.dtype == np.float64 and np.all((variance >= 0) & (variance <= 1))
     if k + 1 < d:
         assert variance[1] == 0 and percentile[1] == percentileofscore(pool_values, 0.0, kind="weak")
+
+
+@pytest.mark.parametrize("rank", [80, 4])
+def test_label_fidelity_with_batched_bases_equals_direct_computation(rank):
+    """Bases of several heads from one span_bases call, passed in, give each head its direct values."""
+    g = np.random.default_rng(rank)
+    n, d = 200, 24
+    heads = [_low_rank_data(g, n, d, k) for k in (9, 15, 23)]
+    pool = g.normal(size=(100, d))
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    labels = g.normal(size=(5, d))
+    bases = span_bases(torch.stack([torch.as_tensor(X.T @ X) for X in heads]), rank)
+    for X, (basis, _) in zip(heads, bases):
+        variance, percentile = label_fidelity(n, X.sum(0), X.T @ X, labels, pool, rank, basis=basis)
+        pool_values, label_values = _reference(X, pool, rank), _reference(X, labels, rank)
+        np.testing.assert_allclose(variance, label_values, rtol=1e-7, atol=1e-12)
+        expected = [percentileofscore(pool_values, v, kind="weak") for v in label_values]
+        np.testing.assert_array_equal(percentile, expected)
 
 
 def test_head_without_variance_has_no_fidelity():

@@ -233,7 +233,7 @@ def test_offline_judge_words():
 
 
 def test_offline_judge_with_clip_text_encoder_is_deterministic(tiny_model):
-    from ccs_ray.textspan import text_embeddings
+    from ccs_ray.texts import text_embeddings
 
     model, _ = tiny_model
     encoder = lambda texts: text_embeddings(model, texts)  # noqa: E731
@@ -307,7 +307,7 @@ def test_stage_writes_label_fidelity_of_every_label(tmp_path, tiny_model, method
     from ccs_ray.circuits import head_covariances
     from ccs_ray.fidelity import label_fidelity
     from ccs_ray.moments import HeadMoments
-    from ccs_ray.textspan import text_embeddings
+    from ccs_ray.texts import text_embeddings
 
     model, _ = tiny_model
     write_spans(tmp_path, {"L3.H0": COLORS, "L2.H1": ANIMALS})

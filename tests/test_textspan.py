@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ccs_ray import HeadMoments, head_contributions, textspan, textspan_from_moments
-from ccs_ray.textspan import text_embeddings
+from ccs_ray.textspan import EXHAUSTED_RTOL, RANK_RTOL, TIE_RTOL, span_basis, span_bases
+from ccs_ray.texts import text_embeddings
 
 
 def _reference_textspan(X, T, m, rank):
@@ -100,3 +101,85 @@ def test_text_embeddings_template_and_normalisation(tiny_model):
         torch.testing.assert_close(templated, model.encode_text(tokens))
     with pytest.raises(ValueError, match="expected"):
         textspan(np.zeros((3, 4)), np.zeros((2, 5)), ["a", "b"])
+
+
+def _full_d_textspan_from_moments(n, total, outer, T, m, rank):
+    """The moments form's greedy loop written out in all D dimensions (numpy): texts projected onto the top
+    eigenvectors of S, C = S / n - mu mu^T deflated as Q C Q with Q formed explicitly, the first text within
+    TIE_RTOL of the largest variance wins, stop once no variance above EXHAUSTED_RTOL x tr C is left.
+    Returns (index, variance, variance_explained, svd_rank, direction) per chosen text."""
+    lam, vec = np.linalg.eigh(outer)
+    lam, vec = lam[::-1], vec[:, ::-1]
+    r = min(rank, int((lam > lam[0] * RANK_RTOL**2).sum())) if lam[0] > 0 else 0
+    T = T @ vec[:, :r] @ vec[:, :r].T
+    mu = total / n
+    C = outer / n - np.outer(mu, mu)
+    total_var = np.trace(C)
+    chosen = []
+    for _ in range(m):
+        var = np.einsum("md,de,me->m", T, C, T)
+        if var.max() <= EXHAUSTED_RTOL * total_var:
+            break
+        i = int(np.flatnonzero(var >= var.max() * (1 - TIE_RTOL))[0])
+        t = T[i]
+        tt = t @ t
+        chosen.append((i, var[i], var[i] / tt / total_var, r, t / np.sqrt(tt)))
+        Q = np.eye(len(t)) - np.outer(t, t) / tt
+        C, T = Q @ C @ Q, T @ Q
+    return chosen
+
+
+@pytest.mark.parametrize("rank,m,r,chosen", [(80, 12, 7, 7), (4, 3, 4, 3), (4, 10, 4, 4)])
+def test_span_coordinates_equal_full_d_loop_with_ties_and_exhaustion(rank, m, r, chosen):
+    """Rank cut inactive (data span of dim 7 < rank) and active (rank 4); exhausted after r texts when m > r; a
+    near-twin of the best text placed first in the pool wins the tie although its variance is slightly smaller."""
+    g = np.random.default_rng(rank + m)
+    n, d, k = 200, 32, 6
+    X = (g.normal(size=(n, k)) * np.geomspace(10.0, 0.1, k)) @ np.linalg.qr(g.normal(size=(d, k)))[0].T
+    X += g.normal(size=d)  # uncentred span: dim k + 1 = 7
+    total, outer = X.sum(0), X.T @ X
+    T = g.normal(size=(60, d))
+    best = _full_d_textspan_from_moments(n, total, outer, T, 1, rank)[0][0]
+    T = np.vstack([T[best] * (1 - 1e-11), T])  # variance 2e-11 (relative) below the best's: within TIE_RTOL
+    names = [f"text {i}" for i in range(len(T))]
+    want = _full_d_textspan_from_moments(n, total, outer, T, m, rank)
+    assert want[0][0] == 0 and len(want) == chosen
+    bases = span_bases(torch.as_tensor(outer)[None], rank)
+    for basis in (None, bases[0][0]):
+        got = textspan_from_moments(n, total, outer, T, names, m=m, rank=rank, basis=basis)
+        assert [s.index for s in got] == [w[0] for w in want]
+        assert [s.text for s in got] == [names[w[0]] for w in want]
+        assert [s.svd_rank for s in got] == [w[3] for w in want] == [r] * chosen
+        np.testing.assert_allclose([s.variance for s in got], [w[1] for w in want], rtol=1e-9)
+        np.testing.assert_allclose([s.variance_explained for s in got], [w[2] for w in want], rtol=1e-9)
+        np.testing.assert_allclose(np.stack([s.direction for s in got]), np.stack([w[4] for w in want]), atol=1e-9)
+        assert all(s.direction.dtype == np.float64 and s.direction.shape == (d,) for s in got)
+
+
+def test_span_bases_equal_per_head_eigh():
+    """One batched eigh gives each head the span a per-head torch.linalg.eigh gives (same r, same projector),
+    including an all-zero S (r = 0)."""
+    g = np.random.default_rng(11)
+    d = 24
+    outers = []
+    for k in (24, 9, 3, 0):  # full, low rank, very low rank, all zero
+        A = g.normal(size=(k, d)) * g.uniform(0.5, 5.0, size=(k, 1))
+        outers.append(A.T @ A)
+    stack = torch.as_tensor(np.stack(outers))
+    for rank, rs in ((80, [24, 9, 3, 0]), (5, [5, 5, 3, 0])):
+        got = span_bases(stack, rank)
+        assert [r for _, r in got] == rs
+        for S, (basis, r) in zip(outers, got):
+            lam, vec = torch.linalg.eigh(torch.as_tensor(S))
+            lam, vec = lam.flip(0).numpy(), vec.flip(1).numpy()
+            assert r == (min(rank, int((lam > lam[0] * RANK_RTOL**2).sum())) if lam[0] > 0 else 0)
+            assert basis.dtype == torch.float64 and basis.shape == (d, r)
+            B = basis.numpy()
+            np.testing.assert_allclose(B @ B.T, vec[:, :r] @ vec[:, :r].T, atol=1e-10)
+            np.testing.assert_allclose(B.T @ B, np.eye(r), atol=1e-10)
+            single, single_r = span_basis(S, rank)
+            assert single_r == r
+            np.testing.assert_allclose(single.numpy() @ single.numpy().T, B @ B.T, atol=1e-10)
+    assert span_bases(torch.zeros(0, d, d), 80) == []
+    with pytest.raises(ValueError, match="H, D, D"):
+        span_bases(torch.zeros(d, d), 80)

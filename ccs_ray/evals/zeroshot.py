@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import torch
 
-from ..textspan import text_embeddings
+from ..texts import text_embeddings
 
 
-def classifier_weights(model, class_texts: list[str], templates: list[str]) -> torch.Tensor:
-    """[D, C] float32: per class, the mean of its normalised template embeddings, renormalised (CLIP)."""
+def classifier_weights(model, class_texts: list[str], templates: list[str], encoder=None) -> torch.Tensor:
+    """[D, C] float32: per class, the mean of its normalised template embeddings, renormalised (CLIP).
+
+    ``encoder``: a :class:`ccs_ray.texts.TextEncoder` of ``model`` to encode the prompts through (its cache);
+    default: :func:`ccs_ray.texts.text_embeddings` of ``model``.
+    """
     if not class_texts or not templates:
         raise ValueError("a zero-shot classifier needs at least one class name and one template")
     bad = [t for t in templates if t.count("{}") != 1]
     if bad:
         raise ValueError(f"templates must contain exactly one '{{}}' for the class name: {bad}")
-    per_template = torch.stack([text_embeddings(model, class_texts, template=t) for t in templates])  # [T, C, D]
+    prompts = [t.format(c) for t in templates for c in class_texts]
+    emb = encoder(prompts) if encoder is not None else text_embeddings(model, prompts)
+    per_template = emb.reshape(len(templates), len(class_texts), -1)  # [T, C, D]
     mean = per_template.mean(0)
     return (mean / mean.norm(dim=-1, keepdim=True)).T
 

@@ -120,7 +120,8 @@ class OfflineJudge:
 
     def _calibrate(self) -> None:
         """Prototypes and the cosine threshold that best separates own from other concepts' keywords."""
-        embs = [self.encoder(self.vocabulary[c]).double() for c in self.concepts]
+        keywords = [self.vocabulary[c] for c in self.concepts]
+        embs = list(self.encoder([k for ks in keywords for k in ks]).double().split([len(ks) for ks in keywords]))
         sums = [e.sum(0) for e in embs]
         self.prototypes = torch.nn.functional.normalize(torch.stack(sums), dim=1)
         own, other = [], []

@@ -24,7 +24,8 @@ RUN_SCOPE = "*"  # the marker key of a per-run stage
 
 class RunState:
     """``ROOT/_state/<run_id>/``: ``run.json`` (the spec), one ``done/<stage>.<model>`` marker per finished
-    stage (and model), and per model a folder for a stage's working files (the scan's partials, moments)."""
+    stage (and model), and per model a folder for a stage's working files (the scan's partials, moments,
+    the text-embedding cache)."""
 
     def __init__(self, root: str, run_id: str):
         self.root, self.run_id = root, run_id
@@ -95,6 +96,12 @@ class Context:
     def cluster_resources(self) -> dict:
         """The cluster's resources (``{"CPU": .., "GPU": ..}``): the run's reading, else Ray's now."""
         return self.resources if self.resources is not None else ray.cluster_resources()
+
+
+def text_cache_dir(ctx: Context) -> str:
+    """The run's CLIP text-embedding cache of ``ctx.model`` (:class:`ccs_ray.texts.TextEncoder`), which its spans,
+    judge and prune stages share: ``ROOT/_state/<run_id>/<model>/texts``."""
+    return f"{ctx.state.model_dir(ctx.model)}/texts"
 
 
 @dataclass(frozen=True)

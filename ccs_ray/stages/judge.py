@@ -10,6 +10,8 @@ Every ccs row with a label also gets its label fidelity (:mod:`ccs_ray.fidelity`
 as the spans' pool is (``spans.template``, ``spans.normalize``) against the pool ``spans.pool``, over the head's
 statistics: the scan's merged moments (``spans.method`` data or both) or its weights' covariance (weights).
 Without moments in the run (spans written by other means) the two columns stay null and the summary says so.
+CLIP text embeddings (the offline judge's, label fidelity's) come from the run's text cache
+(:func:`~ccs_ray.stages.base.text_cache_dir`), where the spans stage left the pool's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
+import torch
 
 from .. import scores, stats
 from ..fidelity import label_fidelity
@@ -36,7 +39,9 @@ from ..pools import load_pool
 from ..progress import Progress
 from ..spec import EndpointConfig, JudgeConfig, Spec, SpansConfig
 from ..tables import read_table, replace_file, write_table
-from .base import Context, Stage
+from ..textspan import span_bases
+from ..texts import TextEncoder
+from .base import Context, Stage, text_cache_dir
 from .scan import moments_uri
 
 COMBINED = "combined"
@@ -141,13 +146,14 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
     """Label and judge every head of ``ctx.model`` with every judge; write the tables.
 
     ``text_encoder``: ``list[str] -> [N, D]`` L2-normalised CLIP text embeddings for the offline judge
-    (default: the model's text tower, loaded on first use).
+    (default: the model's text tower through the run's text cache, :func:`~ccs_ray.stages.base.text_cache_dir`;
+    the model is loaded on the CPU for the first text not in it).
     Returns a summary: heads judged, calls sent, requests answered from the cache or merged into an identical
     one in flight, calls sent after a timeout, errors, cost, how label fidelity was computed and the median
     label_percentile per judge.
     """
     m, cfg, root, run_id, model = section.m, section.judge, ctx.root, ctx.run_id, ctx.model
-    encoder = LazyTextEncoder(model, ctx.models.precision)
+    encoder = TextEncoder(model, ctx.models.precision, cache_dir=text_cache_dir(ctx))
     text_encoder = text_encoder or encoder
     spans = read_table(root, "spans", run_id=run_id, model=model)
     head_spans, problems = heads_from_spans(spans, m, cfg.heldout)
@@ -202,7 +208,7 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: "LazyTextEncoder", rows: list[dict]) -> str:
+def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: TextEncoder, rows: list[dict]) -> str:
     """Fill ``label_variance`` and ``label_percentile`` of the ccs ``rows`` of ``ctx.model`` in place
     (:func:`ccs_ray.fidelity.label_fidelity`; null for a row without a label or a head without variance).
 
@@ -232,11 +238,16 @@ def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: "LazyTextEn
     pool = encoder(load_pool(section.spans.pool), template, normalize)
     labels = sorted({r["label"] for r in labelled})
     label_rows, embedded = {n: i for i, n in enumerate(labels)}, encoder(labels, template, normalize)
+    bases = {}
+    for layer in sorted({parse_head_name(h)[0] for h in heads}):  # one batched eigh per layer bounds the memory
+        group = [h for h in heads if parse_head_name(h)[0] == layer]
+        outers = torch.stack([torch.as_tensor(head_stats[h][2], dtype=torch.float64) for h in group])
+        bases |= {h: basis for h, (basis, _) in zip(group, span_bases(outers, section.spans.rank))}
     for head in heads:
         mine = [r for r in labelled if r["head_label"] == head]
         names = sorted({r["label"] for r in mine})
         variance, percentile = label_fidelity(*head_stats[head], embedded[[label_rows[n] for n in names]], pool,
-                                              section.spans.rank)
+                                              section.spans.rank, basis=bases[head])
         found = {n: (v, p) for n, v, p in zip(names, variance.tolist(), percentile.tolist())}
         for r in mine:
             v, p = found[r["label"]]
@@ -247,27 +258,6 @@ def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: "LazyTextEn
 def call_row(judge: str, endpoint: str, call: dict) -> dict:
     """A judge_calls row from one of a verdict's call records."""
     return {**call, "judge": judge, "endpoint": endpoint, "at": _now()}
-
-
-class LazyTextEncoder:
-    """``texts -> [N, D]`` CLIP text embeddings of a model (:func:`ccs_ray.textspan.text_embeddings`: each text
-    through ``template``, L2-normalised when ``normalize``), the model loaded on the CPU on first use."""
-
-    def __init__(self, model_key: str, precision: str):
-        self.key, self.precision, self.model = model_key, precision, None
-
-    def load(self):
-        """The model, loaded once."""
-        from ..models import load_model
-
-        if self.model is None:
-            self.model, _ = load_model(self.key, self.precision, "cpu")
-        return self.model
-
-    def __call__(self, texts: list[str], template: str = "{}", normalize: bool = True):
-        from ..textspan import text_embeddings
-
-        return text_embeddings(self.load(), texts, template, normalize)
 
 
 STAGE = Stage("judge", needs=("spans",), per_model=True, section=section, run=run)

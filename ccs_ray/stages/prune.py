@@ -15,7 +15,8 @@ fingerprint of every configuration (id, mode, heads, the mean head outputs it us
 classifier weights). With ``ctx.resume`` a unit is skipped only when its saved fingerprints equal the
 current ones. The driver then computes the metrics and writes the ``ablations``, ``evals``, ``bias``,
 ``head_effects`` and ``correctness`` tables, and each unit's ``errors`` rows to a file named after the unit
-(stable file names: re-running replaces them).
+(stable file names: re-running replaces them). The text side is encoded through the run's text cache
+(:func:`~ccs_ray.stages.base.text_cache_dir`), which the spans and judge stages share.
 
 Each configuration ablates in its own mode (``Ablation.mode``; the single strategy's ``single:zero:L11.H5`` and
 ``single:mean:L11.H5`` in one run) or, without one, in ``prune.mode``. ``head_effects``: every ``evals`` row of a
@@ -47,7 +48,7 @@ import ray
 import torch
 
 from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, is_paper_strategy, prune_strategies
-from ..cluster import actor_layout
+from ..cluster import actor_layout, node_cpus, use_held_cpus
 from ..decompose import select_layers
 from ..heads import parse_head_name
 from ..evals import datasets as ds
@@ -62,8 +63,8 @@ from ..progress import Progress
 from ..reference import paper_random_layers, paper_reference, reference_key
 from ..spec import EvalsConfig, PruneConfig, Spec
 from ..tables import read_table, replace_file, write_table
-from ..textspan import text_embeddings
-from .base import Context, Stage
+from ..texts import TextEncoder
+from .base import Context, Stage, text_cache_dir
 from .scan import moments_uri
 
 
@@ -104,6 +105,7 @@ class EvalWorker:
     """Holds one model and the ablation configurations; runs units (a dataset shard each)."""
 
     def __init__(self, model_key: str, precision: str, ablations: list[tuple[list[str], str]], mean_z, batch_size: int):
+        use_held_cpus()
         self.model, self.preprocess = load_model(model_key, precision)
         self.ablations = [head_ablation(self.model, heads, mode, mean_z) if heads else None for heads, mode in ablations]
         self.batch_size = batch_size
@@ -304,20 +306,22 @@ def run(ctx: Context, section: PruneSection) -> dict:
                                     for a in chosen],
                 run_id, model_key, name="prune")
 
-    # the text side, once per model
+    # the text side, once per model, through the run's text cache
     units, plans = [], []
+    encoder = TextEncoder(model_key, precision, cache_dir=text_cache_dir(ctx), model=model)
     with torch.no_grad():
         for kind in ds.KINDS:
             for entry in getattr(evals, kind):
                 data, shards, inputs = ds.plan_dataset(kind, entry)
                 if kind == "classification":
-                    extra = {"weights": classifier_weights(model, data.class_texts, data.templates)}
+                    extra = {"weights": classifier_weights(model, data.class_texts, data.templates, encoder)}
                 elif kind == "video":
                     videos, captions = zip(*inputs["captions"])
-                    extra = {"captions": dict(zip(videos, text_embeddings(model, list(captions))))}
+                    extra = {"captions": dict(zip(videos, encoder(list(captions))))}
                 else:
-                    extra = {"prompts": torch.stack([text_embeddings(model, data.occupations, template=t)
-                                                     for t in data.templates], 1), **inputs}
+                    prompts = encoder([t.format(o) for t in data.templates for o in data.occupations])
+                    extra = {"prompts": prompts.reshape(len(data.templates), len(data.occupations), -1).transpose(0, 1),
+                             **inputs}
                 plans.append((kind, data, shards, extra))
     skipped = 0
     for kind, data, shards, extra in plans:
@@ -369,7 +373,7 @@ def _run_units(ctx: Context, section: PruneSection, ablations: list[Ablation], m
     {(kind, dataset, shard_id): reason} of failed units)."""
     if not units:
         return [], {}
-    layout = actor_layout(section.evals, 1, ctx.cluster_resources(), keep_cpus=0, key="evals")
+    layout = actor_layout(section.evals, 1, ctx.cluster_resources(), decode_share=0.0, key="evals", nodes=node_cpus())
     n_actors = min(layout.actors, len(units))
     worker = ray.remote(num_cpus=layout.cpus_per_actor, num_gpus=layout.gpus_per_actor)(EvalWorker)
     args = (ctx.model, ctx.models.precision, [(a.heads, a.mode or section.prune.mode) for a in ablations], mean_z,

@@ -2,7 +2,9 @@
 
 Section: ``[spans]`` plus how many spans to choose per head and the weights' convention (:class:`SpansSection`:
 ``spans.m``, twice that when the judge scores held-out spans; ``scan.convention``). Per model, in one Ray task
-(on a GPU when the cluster has one). ``spans.method`` says where a head's statistics come from:
+(on a GPU when the cluster has one, else holding a whole node's CPUs as torch threads); the pool is encoded through
+the run's text cache (:class:`ccs_ray.texts.TextEncoder`), which the judge then reads. ``spans.method`` says where
+a head's statistics come from:
 
 - ``data``: the scan's merged moments (so it needs ``scan``); for every head and data subset (``all``, and
   ``fold<i>`` when the moments keep folds) :func:`ccs_ray.textspan.textspan_from_moments`; rows ``method = 'data'``;
@@ -21,6 +23,7 @@ import ray
 import torch
 
 from .. import tables
+from ..cluster import node_cpus, use_held_cpus
 from ..circuits import head_covariances, span_agreement
 from ..decompose import select_layers, tower_shape
 from ..heads import parse_head_name
@@ -29,8 +32,9 @@ from ..moments import HeadMoments
 from ..pools import load_pool
 from ..progress import Progress
 from ..spec import ModelsConfig, Spec, SpansConfig
-from ..textspan import text_embeddings, textspan_from_moments
-from .base import Context, Stage
+from ..texts import TextEncoder
+from ..textspan import span_bases, textspan_from_moments
+from .base import Context, Stage, text_cache_dir
 from .scan import moments_uri
 
 
@@ -54,8 +58,10 @@ def run_spans(ctx: Context, section: SpansSection) -> list[dict]:
     """TextSpan rows for every head of ``ctx.model`` (``spans.method``: from data over all data and each fold,
     from the weights, or both; with both, the span_agreement rows are written too)."""
     gpus = 1 if ctx.cluster_resources().get("GPU", 0) else 0
+    cpus = 1 if gpus else max(node_cpus())  # without a GPU: one whole node's cores, as torch threads
     uri = moments_uri(ctx, ctx.model) if section.spans.method != "weights" else None
-    stream = _spans_task.options(num_gpus=gpus).remote(ctx.models, section, uri, ctx.model)
+    stream = _spans_task.options(num_gpus=gpus, num_cpus=cpus).remote(ctx.models, section, uri, ctx.model,
+                                                                      text_cache_dir(ctx))
     n_heads = ray.get(next(stream))
     rows, agreement = [], []
     with Progress(f"spans {ctx.model}", n_heads, "heads", ctx.progress) as progress:
@@ -71,11 +77,13 @@ def run_spans(ctx: Context, section: SpansSection) -> list[dict]:
 
 
 @ray.remote(num_returns="streaming")
-def _spans_task(models: ModelsConfig, section: SpansSection, uri: str | None, model_key: str):
+def _spans_task(models: ModelsConfig, section: SpansSection, uri: str | None, model_key: str, text_cache: str):
     """Yields the number of heads, then each head's (spans rows, span_agreement rows) as it finishes (the driver
-    shows progress). ``uri``: the merged moments (None: spans from the weights alone)."""
+    shows progress). ``uri``: the merged moments (None: spans from the weights alone); ``text_cache``: the run's
+    text-embedding cache of the model (:func:`~ccs_ray.stages.base.text_cache_dir`)."""
     cfg = section.spans
     device = "cuda" if ray.get_gpu_ids() else "cpu"
+    use_held_cpus()
     moments = HeadMoments.load(uri, device) if uri is not None else None
     model, _ = load_model(model_key, models.precision, device)
     weights_layers = select_layers(model, models.layers, models.last_layers) if cfg.method != "data" else []
@@ -83,27 +91,30 @@ def _spans_task(models: ModelsConfig, section: SpansSection, uri: str | None, mo
     heads = sorted(set(data_heads) | set(tower_shape(model).head_names(weights_layers)), key=parse_head_name)
     yield len(heads)
     texts = load_pool(cfg.pool)
-    emb = text_embeddings(model, texts, cfg.template, cfg.normalize).to(device)
+    emb = TextEncoder(model_key, models.precision, cache_dir=text_cache, model=model)(texts, cfg.template,
+                                                                                 cfg.normalize).to(device)
     subsets = ({"all": None} | ({f"fold{f}": [f] for f in range(moments.folds)} if moments.folds > 1 else {})
                if moments is not None else {})
-    covariances: dict[str, torch.Tensor] = {}
+    stats, bases, stats_layer = {}, {}, None
     for name in heads:
         layer, head = parse_head_name(name)
-        if layer in weights_layers and name not in covariances:
-            covariances = head_covariances(model, [layer], section.convention)  # one layer's heads at a time
+        if layer != stats_layer:  # one layer's heads at a time, their span bases in one batched eigh
+            covariances = head_covariances(model, [layer], section.convention) if layer in weights_layers else {}
+            layer_heads = [h for h in data_heads if parse_head_name(h)[0] == layer]
+            stats, bases = _layer_stats(moments, subsets, layer_heads, covariances, cfg.rank, device)
+            stats_layer = layer
         key = dict(layer=layer, head=head, head_label=name)
         rows, found = [], {}
-        for subset, folds in (subsets if name in data_heads else {}).items():
-            n, total, outer = moments.head(name, folds)
-            if n == 0:
+        for subset in subsets:
+            if (name, "data", subset) not in stats:  # not a data head, or no images in this subset
                 continue
-            spans = textspan_from_moments(n, total, outer, emb, texts, m=section.n_spans, rank=cfg.rank)
+            spans = textspan_from_moments(*stats.pop((name, "data", subset)), emb, texts, m=section.n_spans,
+                                          rank=cfg.rank, basis=bases.pop((name, "data", subset)))
             rows += _rows(key, spans, subset, "data", moments.convention, cfg.pool)
             found["data", subset] = spans
         if layer in weights_layers:
-            C_w = covariances.pop(name).to(device)
-            spans = textspan_from_moments(1, torch.zeros(len(C_w), dtype=C_w.dtype, device=device), C_w, emb, texts,
-                                          m=section.n_spans, rank=cfg.rank)
+            spans = textspan_from_moments(*stats.pop((name, "weights", "all")), emb, texts, m=section.n_spans,
+                                          rank=cfg.rank, basis=bases.pop((name, "weights", "all")))
             rows += _rows(key, spans, "all", "weights", section.convention, cfg.pool)
             found["weights", "all"] = spans
         agreement = []
@@ -113,6 +124,23 @@ def _spans_task(models: ModelsConfig, section: SpansSection, uri: str | None, mo
                                                           [s.text for s in b], [s.direction for s in b],
                                                           cfg.m)._asdict()))
         yield rows, agreement
+
+
+def _layer_stats(moments: HeadMoments | None, subsets: dict, names: list[str], covariances: dict[str, torch.Tensor],
+                 rank: int, device) -> tuple[dict, dict]:
+    """One layer's TextSpan inputs: ``stats`` maps (head, "data", subset) to the moments (n, total, outer) of each
+    data head in ``names`` over each subset with images, and (head, "weights", "all") to (1, 0, C_w) of each head
+    in ``covariances``; ``bases`` maps the same keys to the span basis [D, r] (:func:`span_bases`, one batched
+    eigh over the layer)."""
+    stats = {(h, "data", s): moments.head(h, folds) for h in names for s, folds in subsets.items()}
+    stats = {k: v for k, v in stats.items() if v[0] > 0}
+    for h, C_w in covariances.items():
+        C_w = C_w.to(device)
+        stats[h, "weights", "all"] = (1, torch.zeros(len(C_w), dtype=C_w.dtype, device=device), C_w)
+    if not stats:
+        return {}, {}
+    bases = span_bases(torch.stack([outer.to(torch.float64) for _, _, outer in stats.values()]), rank)
+    return stats, {k: basis for k, (basis, _) in zip(stats, bases)}
 
 
 def _rows(key: dict, spans, subset: str, method: str, convention: str, pool: str) -> list[dict]:
