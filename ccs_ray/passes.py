@@ -1,7 +1,7 @@
 """A pass over a data source's shards on model actors: what the stages ``scan`` and ``explain`` share.
 
 Topology. The source is planned into shards (``sources.plan_shards``). Models that share image
-preprocessing share decoding: each shard is decoded once by a CPU task (:func:`decode_task`) and its images
+preprocessing share decoding: each shard is decoded once by a CPU :class:`Decoder` and its images
 go, through the object store, to one :class:`ScanActor` of every model that still needs the shard. An actor
 loads its model once (on its GPU when the cluster has GPUs, else on CPU), runs the one-pass decomposition
 (:func:`~ccs_ray.decompose.decomposed_forward`) and adds each batch to its *accumulator*: the
@@ -92,6 +92,21 @@ class PassKind:
 def decode_task(shard: Shard, preprocess: dict):
     """Read, decode and preprocess one shard on a CPU worker."""
     return load_shard(shard, _transform(preprocess))
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3)
+class Decoder:
+    """A long-lived decode worker of a pass: :func:`decode_task`'s work in one process that stays up (Ray would
+    otherwise start and stop task workers beside actors that hold fractional CPUs, each start paying torch's
+    import); restarted and the call retried when its process dies."""
+
+    def __init__(self):
+        import torch
+
+        torch.set_num_threads(1)
+
+    def decode(self, shard: Shard, preprocess: dict):
+        return load_shard(shard, _transform(preprocess))
 
 
 def _transform(preprocess: dict):
@@ -338,12 +353,21 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
         workers[dead.model][workers[dead.model].index(dead)] = new_worker(dead.model)
         bar.update(-len(dead.unsaved - saved))
 
-    # Decodes in flight: enough to keep every actor fed, and every CPU the actors leave free busy; each decode
-    # task holds an equal part of those CPUs (at most one: decoding is single-threaded).
+    # Decodes in flight: enough to keep every actor fed, and every CPU the actors leave free busy, on one decoder
+    # per free CPU (at least one), each holding an equal part of those CPUs (decoding is single-threaded).
     n_workers = max(1, sum(len(w) for w in workers.values()))
     free_cpus = resources.get("CPU", 0) - cpus_per_actor * n_workers
     limit = max(2, math.ceil(free_cpus), cfg.decode_workers * n_workers)
-    decode = decode_task.options(num_cpus=round(max(CPU_STEP, math.floor(min(1.0, free_cpus / limit) / CPU_STEP + 1e-9) * CPU_STEP), 2))
+    n_decoders = max(1, math.ceil(free_cpus - 1e-9))
+    per_decoder = round(max(CPU_STEP, math.floor(free_cpus / n_decoders / CPU_STEP + 1e-9) * CPU_STEP), 2)
+    decoders = {d: 0 for d in (Decoder.options(num_cpus=per_decoder).remote() for _ in range(n_decoders))}
+
+    def decode(shard, need):
+        d = min(decoders, key=decoders.get)  # the decoder with the fewest shards queued
+        decoders[d] += 1
+        ref = d.decode.remote(shard, preprocess_config(need[0]))
+        decodes[ref] = (shard, need, d)
+
     while True:
         if not (queue or decodes or calls):  # all done: save what is unsaved, then stop
             for w in (w for ws in workers.values() for w in ws if w.unsaved):
@@ -352,13 +376,14 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
                 break
         # Decoded shards waiting at the actors stay at two per actor, so memory does not grow with the queue.
         while queue and len(decodes) < limit and sum(w.inflight for ws in workers.values() for w in ws) < 2 * n_workers:
-            shard, need = queue.popleft()
-            decodes[decode.remote(shard, preprocess_config(need[0]))] = (shard, need)
+            decode(*queue.popleft())
         ready, _ = ray.wait(list(decodes) + list(calls), num_returns=1)
         ref = ready[0]
         if ref in decodes:
             stats.shards_decoded += 1
-            dispatch(*decodes.pop(ref), ref)
+            shard, need, d = decodes.pop(ref)
+            decoders[d] -= 1
+            dispatch(shard, need, ref)
             continue
         w, shard = calls.pop(ref)
         try:
@@ -379,8 +404,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
         if due and not any(v == (w, None) for v in calls.values()):
             checkpoint(w)
     bar.close()
-    for ws in workers.values():
-        for w in ws:
-            ray.kill(w.actor)
+    for actor in [w.actor for ws in workers.values() for w in ws] + list(decoders):
+        ray.kill(actor)
     stats.seconds = time.perf_counter() - t0
     return stats
