@@ -200,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--images", type=int, help="images generated and scanned")
     b.add_argument("--seed", type=int, help="seed of the faults and of which actors are killed")
     benches.add_parser("preflight", help="seconds from `ccs-ray run` to the error, per kind of mistake; --help time")
+    b = benches.add_parser("plan", help="checkpoint bytes as the shards covered grow (constant: records in a shard log)")
+    b.add_argument("--model", help="model key of the checkpointed moments (default ccs-tiny/none)")
+    b.add_argument("--small", type=int, help="shards of the small case (default 10)")
+    b.add_argument("--large", type=int, help="shards of the large case (default 10000)")
+    b.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, help="shards per checkpoint (default 10)")
     for b in benches.choices.values():
         b.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_bench)

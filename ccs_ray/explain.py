@@ -169,12 +169,14 @@ class TopImages:
         return {"format": FORMAT_VERSION, "heads": self.heads, "m": self.m, "k": self.k, "thumb_px": self.thumb_px,
                 "mean": self.mean, "std": self.std, "shards": self.shards}
 
-    def to_bytes(self) -> bytes:
-        """The file's bytes (module docstring)."""
+    def to_bytes(self, shards: bool = True) -> bytes:
+        """The file's bytes (module docstring); ``shards=False``: without the shard records (a checkpoint keeps them
+        in its shard log, :mod:`ccs_ray.checkpoints`)."""
         e = self.entries()
         table = pa.table([[self.heads[x[4]] for x in e], [x[5] for x in e], [x[0] for x in e], [x[1] for x in e],
                           [x[2] for x in e], [x[3] for x in e]], schema=_FILE_SCHEMA)
-        table = table.replace_schema_metadata({"ccs_ray": json.dumps(self.meta)})
+        meta = self.meta if shards else {k: v for k, v in self.meta.items() if k != "shards"}
+        table = table.replace_schema_metadata({"ccs_ray": json.dumps(meta)})
         out = io.BytesIO()
         pq.write_table(table, out)
         return out.getvalue()
@@ -200,5 +202,5 @@ class TopImages:
         cols = table.to_pydict()
         top._set_entries([(key, uri_, shard, thumb, index[h], s) for h, s, key, uri_, shard, thumb in zip(
             cols["head"], cols["slot"], cols["key"], cols["image_uri"], cols["shard"], cols["thumbnail"])])
-        top.shards = meta["shards"]
+        top.shards = meta.get("shards", {})  # none in a checkpoint: they are in its shard log
         return top

@@ -102,7 +102,7 @@ def fs_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
 
 
-def _files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
+def folder_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
     """File name -> size in bytes of the files directly in folder ``path`` (none when it does not exist),
     listed afresh (a cached listing of an object store would miss a newer checkpoint)."""
     fs.invalidate_cache(path)
@@ -140,7 +140,7 @@ def commit_write(folder: str, seq: int, data: bytes, suffix: str) -> str:
     """
     fs, path = fsspec.core.url_to_fs(folder)
     path, folder = path.rstrip("/"), folder.rstrip("/")
-    older = _files(fs, path)
+    older = folder_files(fs, path)
     taken = sorted(n for n in older if (m := _SEQ.match(n)) and int(m[1]) >= seq)
     if taken:
         raise ValueError(f"{folder}: already holds {taken[0]}; checkpoint {seq} must be numbered above "
@@ -162,7 +162,7 @@ def latest_committed(folder: str, suffix: str) -> str | None:
     None when it holds none: a torn marker, data without a marker and data of the wrong size are ignored."""
     fs, path = fsspec.core.url_to_fs(folder)
     path = path.rstrip("/")
-    newest = _newest_commit(fs, path, _files(fs, path), suffix)
+    newest = _newest_commit(fs, path, folder_files(fs, path), suffix)
     return f"{folder.rstrip('/')}/{newest[1]}" if newest else None
 
 
@@ -172,7 +172,7 @@ def sweep_commits(folder: str) -> int:
     Returns how many files were removed."""
     fs, path = fsspec.core.url_to_fs(folder)
     path = path.rstrip("/")
-    files = _files(fs, path)
+    files = folder_files(fs, path)
     keep = set(_newest_commit(fs, path, files) or ())
     stale = sorted(set(files) - keep, key=lambda n: not n.endswith(COMMIT_SUFFIX))  # markers first
     for name in stale:

@@ -188,3 +188,16 @@ def load_model(key: str, precision: str = "fp32", device: str | torch.device | N
     model = model.to(device=device, dtype=DTYPES[precision]).eval()
     model.tokenizer = open_clip.get_tokenizer(parsed.name)
     return model, preprocess
+
+
+_SHARED: dict[tuple[str, str], object] = {}
+
+
+def shared_model(key: str, precision: str = "fp32"):
+    """The model of ``key`` for read-only use in this process (text encoding, head names, weights' covariances),
+    loaded once (:func:`load_model`, default device) and kept: the driver's stages (judge, prune) share it
+    instead of loading it per stage. The last model only is kept; callers must not change it."""
+    if (key, precision) not in _SHARED:
+        _SHARED.clear()
+        _SHARED[key, precision] = load_model(key, precision)[0]
+    return _SHARED[key, precision]

@@ -171,11 +171,13 @@ class HeadMoments:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.n, self.total, self.outer, self.z_sum))
 
-    def to_bytes(self) -> bytes:
-        """The file's bytes (module docstring), for :meth:`save` or a checkpoint (:func:`~ccs_ray.files.commit_write`)."""
+    def to_bytes(self, shards: bool = True) -> bytes:
+        """The file's bytes (module docstring), for :meth:`save` or a checkpoint (:func:`~ccs_ray.files.commit_write`);
+        ``shards=False``: without the shard records (a checkpoint keeps them in its shard log, :mod:`ccs_ray.checkpoints`)."""
+        meta = self.meta if shards else {k: v for k, v in self.meta.items() if k != "shards"}
         return st_save(
             {"n": self.n.cpu(), "total": self.total.cpu(), "outer": self.outer.cpu(), "z_sum": self.z_sum.cpu()},
-            metadata={"ccs_ray": json.dumps(self.meta)},
+            metadata={"ccs_ray": json.dumps(meta)},
         )
 
     def save(self, uri: str) -> None:
@@ -205,6 +207,6 @@ class HeadMoments:
                       convention=meta["convention"], device=device)
         moments.n, moments.total, moments.outer, moments.z_sum = (
             tensors[k].to(device) for k in ("n", "total", "outer", "z_sum"))
-        moments.shards = meta["shards"]
+        moments.shards = meta.get("shards", {})  # none in a checkpoint: they are in its shard log
         return moments
 

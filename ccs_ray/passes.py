@@ -18,19 +18,22 @@ then hold every CPU decoding does not need and run that many torch threads
 (:func:`~ccs_ray.cluster.actor_layout`), and the decode tasks share the rest.
 
 Checkpoints and resume. Every ``scan.checkpoint_s`` seconds (or ``scan.checkpoint_every`` shards) an
-actor with new shards writes its accumulator, with the records of the shards it covers, as the next
-numbered checkpoint of its own folder (:func:`~ccs_ray.files.commit_write`: the data file, then a small
-marker that commits it, then the older checkpoint is removed). A checkpoint is never half visible, on local
+actor with new shards writes the records of the shards added since its last checkpoint to its shard log, then
+its accumulator (without records, so of constant size) as the next numbered checkpoint of its own folder
+(:mod:`ccs_ray.checkpoints`; :func:`~ccs_ray.files.commit_write`: the data file, then a small marker that
+commits it, then the older checkpoint is removed). A checkpoint is never half visible, on local
 disk or on an object store: readers take each folder's newest committed checkpoint (its *partial*) and
 ignore a data file whose marker is missing, torn or records another size. A shard counts as done only once a
 committed checkpoint holds it. When an actor dies its unsaved shards are queued again for a fresh actor (in
 a new folder); when the driver dies, ``run --resume`` reads the partials and passes only over the shards none
-covers. :func:`merge_partials` adds a model's partials and checks that the covered shards are exactly the
-planned ones, so every good image counts once; it then removes every superseded or uncommitted checkpoint
-and every temporary file of the pass, leaving one committed partial per actor that saved any shard.
+covers (:func:`partial_shards`: a partial's shards, from its shard log). :func:`merge_partials` adds a model's
+partials and checks that the covered shards are exactly the planned ones, so every good image counts once; it
+then removes every superseded or uncommitted checkpoint, every log part off a partial's chain and every
+temporary file of the pass, leaving one committed partial (and its log) per actor that saved any shard.
 
 State under the results root: ``_state/<run_id>/<model>/<kind.folder>/<12 hex>/NNNNNNNN<kind.suffix>``
-with its marker ``NNNNNNNN.commit`` (one folder per actor; NNNNNNNN: the actor's checkpoint number).
+with its marker ``NNNNNNNN.commit`` and its log part ``shards/NNNNNNNN.jsonl`` (one folder per actor; NNNNNNNN:
+the actor's checkpoint number).
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ from datetime import datetime, timezone
 import fsspec
 import ray
 
+from .checkpoints import Checkpointer, read_log, sweep_log
 from .cluster import CPU_STEP, actor_layout, node_cpus, node_cycle, use_held_cpus
 from .decompose import Decomposition, decomposed_forward, select_layers
 from .errors import UserError
-from .files import commit_write, fs_uri, latest_committed, sweep_commits, sweep_tmp
+from .files import fs_uri, latest_committed, sweep_commits, sweep_tmp
 from .models import load_model, preprocess_config
 from .progress import Progress
 from .sources import LoadedShard, Shard, load_shard
@@ -178,7 +182,7 @@ class ScanActor:
         self.layers = select_layers(self.model, models.layers, models.last_layers)
         self.batch_size, self.convention, self.kind = scan.batch_size, scan.convention, kind
         self.acc = kind.start(model_key, self.model, self.layers, device)
-        self.folder, self.checkpoints = folder, 0  # its commit folder; checkpoints written to it
+        self.checkpointer = Checkpointer(folder, kind.suffix)  # its commit folder and shard log
         self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
         self.node = ray.get_runtime_context().get_node_id()
 
@@ -198,15 +202,16 @@ class ScanActor:
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": self.threads,
             "errors": _to_json(loaded.errors), "conversions": _to_json(loaded.conversions),
         }
-        self.acc.mark_covered(shard.shard_id, record)
+        self.acc.mark_covered(shard.shard_id)  # the record goes to the shard log, not into the accumulator
+        self.checkpointer.add(record)
         return {k: record[k] for k in ("shard_id", "n_images", "n_errors", "node", "threads")}
 
     def checkpoint(self) -> list[str]:
-        """Commit the accumulator so far as this actor's next checkpoint; returns the shards it covers."""
-        if self.acc.shards:
-            self.checkpoints += 1  # counted first: a failed write's number is never used again
-            commit_write(self.folder, self.checkpoints, self.acc.to_bytes(), self.kind.suffix)
-        return list(self.acc.shards)
+        """Commit the accumulator so far as this actor's next checkpoint, the records of the shards added since the
+        last one in its shard log (:mod:`ccs_ray.checkpoints`); returns those shards."""
+        if not self.checkpointer.pending:
+            return []
+        return self.checkpointer.commit(self.acc.to_bytes(shards=False))
 
 
 def _to_json(rows: list[dict]) -> list[dict]:
@@ -252,11 +257,18 @@ def partials(state, kind: PassKind, model: str) -> list[str]:
     return [uri for uri in (latest_committed(f, kind.suffix) for f in worker_folders(state, kind, model)) if uri]
 
 
+def partial_shards(kind: PassKind, uri: str) -> dict[str, dict]:
+    """Shard id -> record of every shard the partial ``uri`` covers: from its shard log, or from the file itself
+    for a partial written by an earlier version."""
+    records = read_log(uri)
+    return kind.read_shards(uri) if records is None else records
+
+
 def covered_shards(ctx, kind: PassKind, model: str, plan: dict[str, Shard]) -> dict[str, dict]:
     """Shards already held by saved partials of this run, checked against the current plan."""
     covered = {}
     for uri in partials(ctx.state, kind, model):
-        for shard_id, record in kind.read_shards(uri).items():
+        for shard_id, record in partial_shards(kind, uri).items():
             shard = plan.get(shard_id)
             if shard is None or shard.fingerprint != record.get("fingerprint"):
                 raise PassError(f"run {ctx.run_id}: shard {shard_id} in {uri} no longer matches the data source "
@@ -271,6 +283,7 @@ def merge_partials(ctx, kind: PassKind, model: str, plan: dict[str, Shard]):
     merged = None
     for uri in partials(ctx.state, kind, model):
         part = kind.load(uri)
+        part.shards = partial_shards(kind, uri)
         try:
             merged = part if merged is None else merged.merge(part)
         except ValueError as e:
@@ -282,6 +295,9 @@ def merge_partials(ctx, kind: PassKind, model: str, plan: dict[str, Shard]):
                         f"unknown {extra[:5]})")
     for folder in worker_folders(ctx.state, kind, model):
         sweep_commits(folder)
+        newest = latest_committed(folder, kind.suffix)
+        if newest:
+            sweep_log(newest)
     sweep_tmp(f"{ctx.state.model_dir(model)}/{kind.folder}")
     return merged
 
@@ -347,7 +363,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
                 if shard is not None:
                     failed.add(shard.shard_id)
         uri = latest_committed(dead.folder, kind.suffix)  # a checkpoint may land just before the actor dies
-        saved = set(kind.read_shards(uri)) if uri else set()
+        saved = set(partial_shards(kind, uri)) if uri else set()
         for shard_id in sorted((dead.unsaved | failed) - saved):
             queue.appendleft((plan[shard_id], (dead.model,)))
         workers[dead.model][workers[dead.model].index(dead)] = new_worker(dead.model)

@@ -40,7 +40,7 @@ import fsspec
 import numpy as np
 import torch
 
-from .files import _files, atomic_write
+from .files import atomic_write, folder_files
 
 #: Texts per forward pass of the text tower.
 BATCH_SIZE = 256
@@ -106,8 +106,8 @@ class TextEncoder:
     (template, normalize, text) encoded once: memoised here and, with ``cache_dir`` (an fsspec URI), persisted
     there (module docstring) for every later encoder on the same folder.
 
-    The model is ``model`` when given (on its device), else ``load_model(model_key, precision, "cpu")``
-    loaded on the first text not found. ``encoded``: how many texts went through the model.
+    The model is ``model`` when given, else this process's :func:`~ccs_ray.models.shared_model`, taken on the
+    first text not found. ``encoded``: how many texts went through the model.
     """
 
     def __init__(self, model_key: str, precision: str, cache_dir: str | None = None, model=None):
@@ -119,9 +119,9 @@ class TextEncoder:
     def load(self):
         """The model, loaded once."""
         if self.model is None:
-            from .models import load_model
+            from .models import shared_model
 
-            self.model, _ = load_model(self.model_key, self.precision, "cpu")
+            self.model = shared_model(self.model_key, self.precision)
         return self.model
 
     def __call__(self, texts: list[str], template: str = "{}", normalize: bool = True) -> torch.Tensor:
@@ -158,7 +158,7 @@ class TextEncoder:
         want = self._meta(key)
         fs, path = fsspec.core.url_to_fs(self._folder(key))
         found: dict[str, torch.Tensor] = {}
-        for name in sorted(n for n in _files(fs, path) if _PART.match(n)):
+        for name in sorted(n for n in folder_files(fs, path) if _PART.match(n)):
             try:
                 with fs.open(f"{path}/{name}", "rb") as f:
                     blob = f.read()

@@ -253,6 +253,19 @@ def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
         _scan(spec, str(tmp_path), "r1")
 
 
+def test_workers_run_as_many_torch_threads_as_the_cpus_they_hold(ray_cluster):
+    import ray
+
+    from ccs_ray.cluster import use_held_cpus
+
+    @ray.remote
+    def threads():
+        use_held_cpus()
+        return torch.get_num_threads()
+
+    assert ray.get([threads.options(num_cpus=c).remote() for c in (2, 1.6, 1, 0.3)]) == [2, 2, 1, 1]
+
+
 def test_actor_layout_fits_the_cluster():
     spec = _spec("/tmp/unused")
     six = _spec("/tmp/unused", extra=['models.keys=["a/none","b/none","c/none","d/none","e/none","f/none"]'])

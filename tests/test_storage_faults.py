@@ -22,6 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 from ccs_ray import analytics
 from ccs_ray.decompose import TowerShape
 from ccs_ray.errors import UserError
+from ccs_ray.checkpoints import Checkpointer
 from ccs_ray.files import (IncompleteFileError, commit_write, latest_committed, sweep_commits, sweep_tmp)
 from ccs_ray.moments import HeadMoments
 from ccs_ray.sources.base import Shard
@@ -105,7 +106,7 @@ def _read(uri: str) -> bytes:
         return f.read()
 
 
-def _files(folder: Path) -> list[str]:
+def folder_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
@@ -144,7 +145,7 @@ def test_a_failure_at_any_write_leaves_the_previous_or_the_new_checkpoint(tmp_pa
     with pytest.raises(ValueError, match="ckpt: already holds 00000009.bin; checkpoint 9 must be numbered above"):
         commit_write(folder, 9, b"again", ".bin")
     sweep_commits(folder)
-    assert _files(tmp_path / "ckpt") == ["00000009.bin", "00000009.commit"]
+    assert folder_files(tmp_path / "ckpt") == ["00000009.bin", "00000009.commit"]
 
 
 def test_torn_markers_uncommitted_and_short_data_are_ignored(tmp_path):
@@ -160,7 +161,7 @@ def test_torn_markers_uncommitted_and_short_data_are_ignored(tmp_path):
     assert latest_committed(str(folder), ".other") is None
     assert latest_committed(str(tmp_path / "none"), ".bin") is None
     assert sweep_commits(str(folder)) == 6
-    assert _files(folder) == ["00000001.bin", "00000001.commit"]
+    assert folder_files(folder) == ["00000001.bin", "00000001.commit"]
 
 
 # A scan's checkpoints on faulty storage, written in this process the way ScanActor.checkpoint writes them.
@@ -175,33 +176,36 @@ def _moments() -> HeadMoments:
     return HeadMoments(MODEL, [0, 1], SHAPE, folds=FOLDS)
 
 
-def _add(moments: HeadMoments, shard_id: str) -> None:
-    """Scan one shard (random contributions fixed by the shard) into ``moments`` with its record."""
+def _add(moments: HeadMoments, shard_id: str) -> dict:
+    """Scan one shard (random contributions fixed by the shard) into ``moments``; returns its record."""
     shard = PLAN[shard_id]
     g = torch.Generator().manual_seed(shard.index)
     moments.update(torch.randn(4, 2, 2, 6, generator=g, dtype=torch.float64), shard.fold(FOLDS),
                    torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64))
-    moments.mark_covered(shard_id, {
-        "shard_id": shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": shard.fold(FOLDS),
-        "n_images": 4, "n_errors": 0, "n_converted": 0, "seconds": 0.1, "node": "n1", "worker": "w",
-        "finished_at": datetime.now(timezone.utc).isoformat(), "errors": [], "conversions": []})
+    record = {"shard_id": shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": shard.fold(FOLDS),
+              "n_images": 4, "n_errors": 0, "n_converted": 0, "seconds": 0.1, "node": "n1", "worker": "w",
+              "finished_at": datetime.now(timezone.utc).isoformat(), "errors": [], "conversions": []}
+    moments.mark_covered(shard_id, record)
+    return record
 
 
 class _Actor:
-    """What a ScanActor keeps and writes: its moments, its commit folder and checkpoint count."""
+    """What a ScanActor keeps and writes: its moments and its checkpoints (data files and shard log)."""
 
     def __init__(self, state: RunState, name: str):
-        self.moments, self.checkpoints = _moments(), 0
-        self.folder = f"{state.model_dir(MODEL)}/partials/{name * 12}"
+        self.moments = _moments()
+        self.checkpointer = Checkpointer(f"{state.model_dir(MODEL)}/partials/{name * 12}", SCAN.suffix)
 
     def scan(self, *shard_ids: str) -> None:
         for shard_id in shard_ids:
-            _add(self.moments, shard_id)
-        self.checkpoints += 1
-        commit_write(self.folder, self.checkpoints, self.moments.to_bytes(), SCAN.suffix)
+            self.checkpointer.add(_add(self.moments, shard_id))
+        self.checkpointer.commit(self.moments.to_bytes(shards=False))
 
 
-@pytest.mark.parametrize("n", range(1, WRITES_PER_COMMIT + 2))
+CHECKPOINT_WRITES = WRITES_PER_COMMIT + 2  # the shard log's part (temporary file, copy into place) first
+
+
+@pytest.mark.parametrize("n", range(1, CHECKPOINT_WRITES + 2))
 def test_a_resumed_scan_reads_only_committed_checkpoints(tmp_path, faulty, n):
     root = f"faulty://{tmp_path}/root"
     state = RunState(root, "r1")
@@ -216,7 +220,7 @@ def test_a_resumed_scan_reads_only_committed_checkpoints(tmp_path, faulty, n):
         pass
     heal()
     covered = passes.covered_shards(ctx, SCAN, MODEL, PLAN)
-    saved = {"s000000", "s000001", "s000002", "s000003"} | ({"s000004"} if n > WRITES_PER_COMMIT else set())
+    saved = {"s000000", "s000001", "s000002", "s000003"} | ({"s000004"} if n > CHECKPOINT_WRITES else set())
     assert set(covered) == saved
     assert len(passes.partials(state, SCAN, MODEL)) == 2 and all(p.startswith("faulty://") for p in passes.partials(state, SCAN, MODEL))
 
@@ -234,11 +238,13 @@ def test_a_resumed_scan_reads_only_committed_checkpoints(tmp_path, faulty, n):
         torch.testing.assert_close(getattr(merged, name), getattr(clean, name), rtol=1e-12, atol=1e-12)
     assert summary.n_images[MODEL] == 24
 
-    # The finished scan leaves one committed pair per actor and no temporary file.
+    # The finished scan leaves one committed pair per actor, the log parts of its chain, and no temporary file.
     partials = tmp_path / "root" / "_state" / "r1" / "tiny%2Ffaulty" / "partials"
-    expected = {"a" * 12: 2 if n > WRITES_PER_COMMIT else 1, "b" * 12: 1, "c" * 12: 1}
-    assert {f.name: _files(f) for f in partials.iterdir()} == {
-        name: [f"{seq:08d}.commit", f"{seq:08d}.safetensors"] for name, seq in expected.items()}
+    expected = {"a" * 12: 2 if n > CHECKPOINT_WRITES else 1, "b" * 12: 1, "c" * 12: 1}
+    assert {f.name: folder_files(f) for f in partials.iterdir()} == {
+        name: [f"{seq:08d}.commit", f"{seq:08d}.safetensors", "shards"] for name, seq in expected.items()}
+    assert {f.name: folder_files(f / "shards") for f in partials.iterdir()} == {
+        name: [f"{s:08d}.jsonl" for s in range(1, seq + 1)] for name, seq in expected.items()}
     assert not list((tmp_path / "root").rglob("*.tmp"))
 
 
@@ -249,10 +255,10 @@ def test_a_finished_scan_leaves_one_committed_partial_per_actor(ray_cluster, tmp
     partials = Path(state.model_dir(spec.models.keys[0])) / "partials"
 
     def committed_pairs() -> dict[str, list[str]]:
-        return {f.name: _files(f) for f in partials.iterdir()}
+        return {f.name: folder_files(f) for f in partials.iterdir()}
 
     pairs = committed_pairs()
-    assert pairs and all(p == [p[0][:8] + ".commit", p[0][:8] + ".safetensors"] for p in pairs.values())
+    assert pairs and all(p == [p[0][:8] + ".commit", p[0][:8] + ".safetensors", "shards"] for p in pairs.values())
     assert max(int(p[0][:8]) for p in pairs.values()) >= 2  # checkpoints were superseded, and their files removed
     assert len(passes.partials(state, SCAN, spec.models.keys[0])) == len(pairs)
     assert not list(tmp_path.rglob("*.tmp"))
@@ -268,6 +274,27 @@ def test_a_finished_scan_leaves_one_committed_partial_per_actor(ray_cluster, tmp
     assert again.shards_scanned == 0
     assert committed_pairs() == {**pairs, "cccccccccccc": []}
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_partials_of_an_earlier_version_keep_their_records_in_the_file(tmp_path):
+    """A partial written before the shard log existed (records in its header, no log part) still resumes and merges."""
+    state = RunState(str(tmp_path / "root"), "r1")
+    ctx = SimpleNamespace(run_id="r1", root=str(tmp_path / "root"), state=state)
+    old = _moments()
+    for shard_id in ("s000000", "s000001"):
+        _add(old, shard_id)
+    commit_write(f"{state.model_dir(MODEL)}/partials/{'0' * 12}", 1, old.to_bytes(), SCAN.suffix)
+    new = _Actor(state, "n")
+    new.scan(*sorted(set(PLAN) - {"s000000", "s000001"}))
+    assert set(passes.covered_shards(ctx, SCAN, MODEL, PLAN)) == set(PLAN)
+    summary = ScanSummary()
+    _finish_model(ctx, SCAN, MODEL, PLAN, FOLDS, summary)
+    clean = _moments()
+    for shard_id in PLAN:
+        _add(clean, shard_id)
+    merged = HeadMoments.load(summary.moments[MODEL])
+    assert set(merged.shards) == set(PLAN) and merged.shards["s000000"]["n_images"] == 4
+    torch.testing.assert_close(merged.outer, clean.outer, rtol=1e-12, atol=1e-12)
 
 
 def test_a_truncated_parquet_part_is_named(tmp_path):

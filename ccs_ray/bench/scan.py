@@ -33,7 +33,7 @@ from ..cluster import actor_layout, ensure_ray, node_cpus
 from ..models import preprocess_config
 from ..moments import HeadMoments
 from ..sources import plan_shards
-from ..passes import ScanActor, decode_task, partials
+from ..passes import ScanActor, decode_task, partial_shards, partials
 from ..spec import load_spec
 from ..stages import Context, RunState, run_stage
 from ..stages.explain import TopImagesPass
@@ -92,7 +92,7 @@ def _explain_ips(spec, root: str) -> float:
     run_stage("explain", spec, root, "bench", progress=False)
     kind = TopImagesPass({}, spec.explain.k, spec.explain.thumb_px)
     return _steady_ips([r for uri in partials(RunState(root, "bench"), kind, model)
-                        for r in kind.read_shards(uri).values()])
+                        for r in partial_shards(kind, uri).values()])
 
 
 def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, shard_size: int = 32,

@@ -56,7 +56,7 @@ from ..evals.bias import occupation_max_skew
 from ..evals.video import pool_frames, retrieval_metrics
 from ..evals.zeroshot import accuracy_metrics, classifier_weights, top_hits, top_predictions, zeroshot_logits
 from ..files import atomic_write
-from ..models import load_model
+from ..models import load_model, shared_model
 from ..moments import HeadMoments
 from ..sources.base import fingerprint
 from ..progress import Progress
@@ -272,7 +272,7 @@ def run(ctx: Context, section: PruneSection) -> dict:
     t0 = time.perf_counter()
     prune, evals = section.prune, section.evals
     root, run_id, model_key, precision = ctx.root, ctx.run_id, ctx.model, ctx.models.precision
-    model, _ = load_model(model_key, precision)
+    model = shared_model(model_key, precision)  # the text side and head checks (the judge's too)
     layers = select_layers(model, ctx.models.layers, ctx.models.last_layers)
     ccs_rows = read_table(root, "ccs", run_id, model_key).to_pylist()
     if not ccs_rows and [s for s in prune.strategies if s != "explicit" and not is_paper_strategy(s)]:
