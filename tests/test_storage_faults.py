@@ -202,6 +202,20 @@ class _Actor:
         self.checkpointer.commit(self.moments.to_bytes(shards=False))
 
 
+def _finish_equals_clean_run(ctx) -> ScanSummary:
+    """Merge the model's partials (``_finish_model``) and check the moments equal a clean run's over PLAN."""
+    summary = ScanSummary()
+    _finish_model(ctx, SCAN, MODEL, PLAN, FOLDS, summary)
+    clean = _moments()
+    for shard_id in PLAN:
+        _add(clean, shard_id)
+    merged = HeadMoments.load(summary.moments[MODEL])
+    assert torch.equal(merged.n, clean.n) and set(merged.shards) == set(PLAN)
+    for name in ("total", "outer", "z_sum"):
+        torch.testing.assert_close(getattr(merged, name), getattr(clean, name), rtol=1e-12, atol=1e-12)
+    return summary
+
+
 CHECKPOINT_WRITES = WRITES_PER_COMMIT + 2  # the shard log's part (temporary file, copy into place) first
 
 
@@ -227,15 +241,7 @@ def test_a_resumed_scan_reads_only_committed_checkpoints(tmp_path, faulty, n):
     # Resume: a fresh actor scans what no committed checkpoint holds; the merge equals a clean run's.
     c = _Actor(state, "c")
     c.scan(*sorted(set(PLAN) - saved))
-    summary = ScanSummary()
-    _finish_model(ctx, SCAN, MODEL, PLAN, FOLDS, summary)
-    clean = _moments()
-    for shard_id in PLAN:
-        _add(clean, shard_id)
-    merged = HeadMoments.load(summary.moments[MODEL])
-    assert torch.equal(merged.n, clean.n) and set(merged.shards) == set(PLAN)
-    for name in ("total", "outer", "z_sum"):
-        torch.testing.assert_close(getattr(merged, name), getattr(clean, name), rtol=1e-12, atol=1e-12)
+    summary = _finish_equals_clean_run(ctx)
     assert summary.n_images[MODEL] == 24
 
     # The finished scan leaves one committed pair per actor, the log parts of its chain, and no temporary file.
@@ -287,14 +293,8 @@ def test_partials_of_an_earlier_version_keep_their_records_in_the_file(tmp_path)
     new = _Actor(state, "n")
     new.scan(*sorted(set(PLAN) - {"s000000", "s000001"}))
     assert set(passes.covered_shards(ctx, SCAN, MODEL, PLAN)) == set(PLAN)
-    summary = ScanSummary()
-    _finish_model(ctx, SCAN, MODEL, PLAN, FOLDS, summary)
-    clean = _moments()
-    for shard_id in PLAN:
-        _add(clean, shard_id)
-    merged = HeadMoments.load(summary.moments[MODEL])
-    assert set(merged.shards) == set(PLAN) and merged.shards["s000000"]["n_images"] == 4
-    torch.testing.assert_close(merged.outer, clean.outer, rtol=1e-12, atol=1e-12)
+    summary = _finish_equals_clean_run(ctx)
+    assert HeadMoments.load(summary.moments[MODEL]).shards["s000000"]["n_images"] == 4
 
 
 def test_a_truncated_parquet_part_is_named(tmp_path):
