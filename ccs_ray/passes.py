@@ -84,7 +84,8 @@ class PassKind:
         raise NotImplementedError
 
     def read_shards(self, uri: str) -> dict[str, dict]:
-        """The shard records a saved accumulator covers, without reading the rest of it."""
+        """The shard records a saved accumulator holds in its own file, without reading the rest of it: a partial of
+        an earlier version (checkpoints now keep them in their shard log, :func:`partial_shards`)."""
         raise NotImplementedError
 
     def load(self, uri: str):
