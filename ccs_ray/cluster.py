@@ -7,7 +7,8 @@ cluster's resources, and refuses a layout that could never be scheduled instead 
 On CPU-only clusters model actors get every core that decoding does not need: with a measured decode share
 f (the fraction of a core's time decoding takes per image, next to the model's, :mod:`ccs_ray.passes`), an actor
 holds (1 - f) x the smallest node's CPUs / actors per node, fractional CPUs included, and runs that many torch
-threads (:func:`use_held_cpus`, rounded, at least 1); the scan's decode tasks share the rest.
+threads (:func:`use_held_cpus`, rounded, at least 1); the pass's decoders share the rest, one per CPU the actors
+leave free on each node (:func:`decoder_layout`), so a cluster's CPU-only nodes decode for its GPU nodes.
 """
 
 from __future__ import annotations
@@ -59,17 +60,47 @@ def named_actor(cls: type, name: str, *args, **options):
     return _NAMED[key]
 
 
+def alive_nodes() -> dict[str, dict]:
+    """Node id -> resources (``CPU``, ``GPU``, ...) of each alive node of the connected cluster."""
+    return {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+
+
+def actor_nodes(nodes: dict[str, dict], gpus: float, cpus: float) -> list[str]:
+    """The nodes that can hold one actor (``gpus``, ``cpus``), in the order :func:`node_cycle` fills them."""
+    return sorted(n for n, r in nodes.items() if r.get("GPU", 0) >= gpus and r.get("CPU", 0) >= cpus)
+
+
 def node_cycle(gpus: float, cpus: float) -> Iterator:
     """Scheduling strategies that place successive actors on the cluster's alive nodes in turn, among the nodes
     that can hold one actor (``gpus``, ``cpus``); soft, so that Ray places an actor elsewhere when its node is
     full. Ray's own SPREAD is best effort and may put every actor on one node; on one node it is used as is."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) >= gpus
-                   and n["Resources"].get("CPU", 0) >= cpus)
+    nodes = actor_nodes(alive_nodes(), gpus, cpus)
     if len(nodes) < 2:
         return itertools.repeat("SPREAD")
     return (NodeAffinitySchedulingStrategy(node, soft=True) for node in itertools.cycle(nodes))
+
+
+def decoder_layout(nodes: dict[str, dict], gpus: float, cpus: float, n_actors: int, first: str | None,
+                   ) -> list[tuple[str, float]]:
+    """(node id, CPUs held) of each decoder a pass adds to its first one (which holds :data:`CPU_STEP` on node
+    ``first``), given ``n_actors`` actors of (``gpus``, ``cpus``) placed by :func:`node_cycle`: on every node,
+    one decoder per CPU the actors (and the first decoder) leave free, each holding an equal part of a whole
+    decoder's share of that node's free CPUs. So CPU-only nodes of a cluster whose actors hold its GPUs decode, and
+    no decoder asks a node for more than it has."""
+    order = actor_nodes(nodes, gpus, cpus)
+    free = {n: r.get("CPU", 0.0) for n, r in nodes.items()}
+    for i in range(n_actors):
+        if order:
+            free[order[i % len(order)]] -= cpus
+    out = []
+    for node in sorted(free):
+        left = free[node] - (CPU_STEP if node == first else 0.0)
+        count = math.ceil(left - 1e-9) if left >= CPU_STEP - 1e-9 else 0
+        each = round(math.floor(left / max(1, count) / CPU_STEP + 1e-9) * CPU_STEP, 2)
+        out += [(node, each)] * ((count - (node == first)) if each >= CPU_STEP else 0)
+    return out
 
 
 MIN_DECODE_SHARE = 0.02  # share of a CPU-only node the scan leaves to decoding however cheap it measured
@@ -78,7 +109,7 @@ CPU_STEP = 0.01  # fractional CPUs are held in steps of this
 
 def node_cpus() -> list[float]:
     """CPUs of each alive node of the connected cluster."""
-    return [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
+    return [r.get("CPU", 0.0) for r in alive_nodes().values()]
 
 
 def use_held_cpus() -> int:

@@ -1,6 +1,7 @@
 """A pass over a data source's shards on model actors: what the stages ``scan`` and ``explain`` share.
 
-Topology. The source is planned into shards (``sources.plan_shards``). Models that share image
+Topology. The source's shards are streamed (:class:`~ccs_ray.shard_plan.ShardPlan`: the driver keeps each shard's
+id and fingerprint, and a shard's items only while it waits to be dispatched or saved). Models that share image
 preprocessing share decoding: each shard is decoded once by a CPU :class:`Decoder` and its images
 go, through the object store, to one :class:`ScanActor` of every model that still needs the shard. An actor
 loads its model once (on its GPU when the cluster has GPUs, else on CPU), runs the one-pass decomposition
@@ -13,9 +14,11 @@ a saved one is read, and where its checkpoints go. Accumulators have ``shards`` 
 ``mark_covered``, ``to_bytes`` and ``merge`` (in place; disjoint shards only).
 
 Cores. On a CPU-only cluster with the default layout, the pass first measures what decoding costs next to
-each model (:func:`decode_share`: one :func:`cost_task` per model on the first shard, at one thread); the actors
+each model (:func:`decode_share`: :meth:`Decoder.costs` per model on the first shard, at one thread, by the pass's first
+decoder, which starts before the actors); the actors
 then hold every CPU decoding does not need and run that many torch threads
-(:func:`~ccs_ray.cluster.actor_layout`), and the decode tasks share the rest.
+(:func:`~ccs_ray.cluster.actor_layout`), and decoders, one per CPU left free on each node, share the rest
+(:func:`~ccs_ray.cluster.decoder_layout`).
 
 Checkpoints and resume. Every ``scan.checkpoint_s`` seconds (or ``scan.checkpoint_every`` shards) an
 actor with new shards writes the records of the shards added since its last checkpoint to its shard log, then
@@ -47,16 +50,19 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import islice
+from typing import Callable
 
 import fsspec
 import ray
 
 from .checkpoints import Checkpointer, read_log, sweep_log
-from .cluster import CPU_STEP, actor_layout, node_cpus, node_cycle, use_held_cpus
+from .cluster import CPU_STEP, actor_layout, alive_nodes, decoder_layout, node_cpus, node_cycle, use_held_cpus
 from .decompose import Decomposition, decomposed_forward, select_layers
 from .errors import UserError
 from .files import fs_uri, latest_committed, sweep_commits, sweep_tmp
 from .models import load_model, preprocess_config
+from .shard_plan import ShardPlan
 from .progress import Progress
 from .sources import LoadedShard, Shard, load_shard
 from .spec import ModelsConfig, ScanConfig
@@ -103,7 +109,8 @@ def decode_task(shard: Shard, preprocess: dict):
 class Decoder:
     """A long-lived decode worker of a pass: :func:`decode_task`'s work in one process that stays up (Ray would
     otherwise start and stop task workers beside actors that hold fractional CPUs, each start paying torch's
-    import); restarted and the call retried when its process dies."""
+    import); restarted and the call retried when its process dies. The pass's first decoder starts before the
+    actors and measures what decoding and each model cost (:meth:`costs`)."""
 
     def __init__(self):
         import torch
@@ -112,6 +119,25 @@ class Decoder:
 
     def decode(self, shard: Shard, preprocess: dict):
         return load_shard(shard, _transform(preprocess))
+
+    def costs(self, shard: Shard, preprocess: dict, model_key: str, models: ModelsConfig, convention: str,
+              keep_z_sum: bool) -> dict:
+        """CPU seconds per image, at one thread, of decoding ``shard`` and of one model's decomposed forward on up to
+        :data:`COST_IMAGES` of its images (after a one-image warm-up): ``{"decode_s", "model_s"}``."""
+        import torch
+
+        loaded = load_shard(shard, _transform(preprocess))
+        decode_s = loaded.seconds / max(1, len(loaded.images) + loaded.n_failed)
+        model, _ = load_model(model_key, models.precision, "cpu")
+        layers = select_layers(model, models.layers, models.last_layers)
+        images = loaded.images[:COST_IMAGES] if len(loaded.images) else torch.zeros(COST_IMAGES, 3,
+                                                                                     *_pair(preprocess["size"]))
+        forward = lambda x: decomposed_forward(model, x, layers=layers, convention=convention,  # noqa: E731
+                                               keep_z_sum=keep_z_sum)
+        forward(images[:1])
+        t0 = time.perf_counter()
+        forward(images)
+        return {"decode_s": decode_s, "model_s": (time.perf_counter() - t0) / len(images)}
 
 
 def _transform(preprocess: dict):
@@ -123,37 +149,16 @@ def _transform(preprocess: dict):
 COST_IMAGES = 8  # images of the first shard one model's pass is timed on
 
 
-@ray.remote(num_cpus=1)
-def cost_task(shard: Shard, preprocess: dict, model_key: str, models: ModelsConfig, convention: str,
-              keep_z_sum: bool) -> dict:
-    """CPU seconds per image, at one thread, of decoding ``shard`` and of one model's decomposed forward on up to
-    :data:`COST_IMAGES` of its images (after a one-image warm-up): ``{"decode_s", "model_s"}``."""
-    import torch
-
-    torch.set_num_threads(1)
-    loaded = load_shard(shard, _transform(preprocess))
-    decode_s = loaded.seconds / max(1, len(loaded.images) + loaded.n_failed)
-    model, _ = load_model(model_key, models.precision, "cpu")
-    layers = select_layers(model, models.layers, models.last_layers)
-    images = loaded.images[:COST_IMAGES] if len(loaded.images) else torch.zeros(COST_IMAGES, 3,
-                                                                                 *_pair(preprocess["size"]))
-    forward = lambda x: decomposed_forward(model, x, layers=layers, convention=convention,  # noqa: E731
-                                           keep_z_sum=keep_z_sum)
-    forward(images[:1])
-    t0 = time.perf_counter()
-    forward(images)
-    return {"decode_s": decode_s, "model_s": (time.perf_counter() - t0) / len(images)}
-
-
 def _pair(size) -> tuple[int, int]:
     return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
 
-def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], models: list[str]) -> float:
+def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, models: list[str], decoder) -> float:
     """The share of CPU time decoding needs next to the models' passes: sum over preprocessing groups of decode
     seconds per image / (that + the sum over models of model seconds per image), measured once per run and model
-    (:func:`cost_task` on the first shard; kept as ``_state/<run>/<model>/costs.json`` for later passes)."""
-    first = next(iter(plan.values()))
+    (:meth:`Decoder.costs` on the first shard, by ``decoder``; kept as ``_state/<run>/<model>/costs.json`` for
+    later passes)."""
+    first = plan.first()
     costs, refs = {}, {}
     for key in models:
         uri = f"{ctx.state.model_dir(key)}/costs.json"
@@ -161,8 +166,8 @@ def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], m
         if fs.exists(path):
             costs[key] = json.loads(fs.cat_file(path))
         else:
-            refs[key] = cost_task.remote(first, preprocess_config(key), key, ctx.models, cfg.convention,
-                                         kind.keep_z_sum)
+            refs[key] = decoder.costs.remote(first, preprocess_config(key), key, ctx.models, cfg.convention,
+                                             kind.keep_z_sum)
     for key, ref in refs.items():
         costs[key] = ray.get(ref)
         with fsspec.open(f"{ctx.state.model_dir(key)}/costs.json", "w") as f:
@@ -207,12 +212,22 @@ class ScanActor:
         self.checkpointer.add(record)
         return {k: record[k] for k in ("shard_id", "n_images", "n_errors", "node", "threads")}
 
-    def checkpoint(self) -> list[str]:
+    def checkpoint(self) -> list[dict]:
         """Commit the accumulator so far as this actor's next checkpoint, the records of the shards added since the
-        last one in its shard log (:mod:`ccs_ray.checkpoints`); returns those shards."""
-        if not self.checkpointer.pending:
-            return []
-        return self.checkpointer.commit(self.acc.to_bytes(shards=False))
+        last one in its shard log (:mod:`ccs_ray.checkpoints`); returns those records without their error and
+        conversion lists."""
+        saved = [{k: v for k, v in r.items() if k not in ("errors", "conversions")}
+                 for r in self.checkpointer.pending.values()]
+        if saved:
+            self.checkpointer.commit(self.acc.to_bytes(shards=False))
+        return saved
+
+
+def _on(node: str):
+    """Place on ``node`` when it has room (else where Ray finds some)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node, soft=True)
 
 
 def _to_json(rows: list[dict]) -> list[dict]:
@@ -227,7 +242,7 @@ class _Worker:
     folder: str  # the actor's commit folder
     inflight: int = 0
     assigned: int = 0
-    unsaved: set = field(default_factory=set)
+    unsaved: dict = field(default_factory=dict)  # shard id -> Shard, passed over but not yet in a checkpoint
     saved_at: float = field(default_factory=time.monotonic)  # when its last checkpoint was asked for
 
 
@@ -265,20 +280,19 @@ def partial_shards(kind: PassKind, uri: str) -> dict[str, dict]:
     return kind.read_shards(uri) if records is None else records
 
 
-def covered_shards(ctx, kind: PassKind, model: str, plan: dict[str, Shard]) -> dict[str, dict]:
-    """Shards already held by saved partials of this run, checked against the current plan."""
+def covered_shards(ctx, kind: PassKind, model: str, plan: ShardPlan) -> dict[str, dict]:
+    """Shards already held by saved partials of this run, checked against the current (indexed) plan."""
     covered = {}
     for uri in partials(ctx.state, kind, model):
         for shard_id, record in partial_shards(kind, uri).items():
-            shard = plan.get(shard_id)
-            if shard is None or shard.fingerprint != record.get("fingerprint"):
+            if plan.fingerprints.get(shard_id) != record.get("fingerprint"):
                 raise PassError(f"run {ctx.run_id}: shard {shard_id} in {uri} no longer matches the data source "
                                 f"(the data changed since the run started); start a new run instead of --resume")
             covered[shard_id] = record
     return covered
 
 
-def merge_partials(ctx, kind: PassKind, model: str, plan: dict[str, Shard]):
+def merge_partials(ctx, kind: PassKind, model: str, plan: ShardPlan):
     """A model's partials merged into one accumulator, checked to partition ``plan``; then the model's
     superseded or uncommitted checkpoints and the pass's temporary files are removed."""
     merged = None
@@ -290,8 +304,9 @@ def merge_partials(ctx, kind: PassKind, model: str, plan: dict[str, Shard]):
         except ValueError as e:
             raise PassError(f"{model}: partial {uri} does not merge with the others: {e}") from e
     covered = set(merged.shards) if merged else set()
-    if covered != set(plan):
-        missing, extra = sorted(set(plan) - covered), sorted(covered - set(plan))
+    planned = plan.ids()
+    if covered != planned:
+        missing, extra = sorted(planned - covered), sorted(covered - planned)
         raise PassError(f"{model}: {kind.name} partials do not partition the shard plan (missing {missing[:5]}, "
                         f"unknown {extra[:5]})")
     for folder in worker_folders(ctx.state, kind, model):
@@ -303,18 +318,23 @@ def merge_partials(ctx, kind: PassKind, model: str, plan: dict[str, Shard]):
     return merged
 
 
-def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo: dict[str, set[str]],
-             folds: int) -> PassStats:
-    """Pass every model of ``todo`` over its shards (``todo[model]``: ids of ``plan``'s shards, the rest being
-    held by saved partials) on the connected Ray cluster, saving each actor's accumulator as committed
-    checkpoints (module docstring)."""
+def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[str, set[str]], folds: int,
+             on_saved: Callable[[str, list[dict]], None] | None = None, actor_class=None, decoder_class=None
+             ) -> PassStats:
+    """Pass every model of ``todo`` over its shards (``todo[model]``: ids of the indexed ``plan``'s shards, the rest
+    being held by saved partials) on the connected Ray cluster, saving each actor's accumulator as committed
+    checkpoints (module docstring). ``on_saved(model, records)`` is told of each checkpoint's shards
+    (:meth:`ScanActor.checkpoint`'s records). ``actor_class`` and ``decoder_class`` replace :class:`ScanActor` and
+    :class:`Decoder` (``ccs-ray bench plan`` times the driver with no-op ones)."""
     t0 = time.perf_counter()
+    actor_class, decoder_class = actor_class or ScanActor, decoder_class or Decoder
     stats = PassStats(shards_skipped=sum(len(plan) - len(t) for t in todo.values()))
-    shards = list(plan.values())
     models = [key for key in ctx.models.keys if key in todo]
     resources = ctx.cluster_resources()
+    here = ray.get_runtime_context().get_node_id()
+    first_decoder = decoder_class.options(num_cpus=CPU_STEP, scheduling_strategy=_on(here)).remote()  # starts now
     measure = not resources.get("GPU") and cfg.gpus_per_actor is None and cfg.cpus_per_actor is None and any(todo.values())
-    stats.decode_share = decode_share(ctx, kind, cfg, plan, models) if measure else None
+    stats.decode_share = decode_share(ctx, kind, cfg, plan, models, first_decoder) if measure else None
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, stats.decode_share, "scan",
                                                        node_cpus())
     stats.cpus_per_actor = cpus_per_actor
@@ -322,7 +342,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
 
     def new_worker(model: str) -> _Worker:
         folder = f"{ctx.state.model_dir(model)}/{kind.folder}/{uuid.uuid4().hex[:12]}"
-        actor = ScanActor.options(num_gpus=per_actor, num_cpus=cpus_per_actor, scheduling_strategy=next(placements)
+        actor = actor_class.options(num_gpus=per_actor, num_cpus=cpus_per_actor, scheduling_strategy=next(placements)
                                   ).remote(model, ctx.models, cfg, kind, folder)
         return _Worker(model, actor, folder)
 
@@ -330,13 +350,17 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
     for key in models:
         groups.setdefault(repr(sorted(preprocess_config(key).items())), []).append(key)
     workers = {key: [new_worker(key) for _ in range(n_actors)] for key in models if todo[key]}
-    # Queue of (shard, models that still need it), grouped by preprocessing.
-    queue = deque()
-    for group in groups.values():
-        for s in shards:
-            need = tuple(key for key in group if s.shard_id in todo[key])
-            if need:
-                queue.append((s, need))
+
+    def pending():
+        """(shard, models of one preprocessing group that still need it), streamed from the plan."""
+        for s in plan if any(todo.values()) else ():
+            for group in groups.values():
+                need = tuple(key for key in group if s.shard_id in todo[key])
+                if need:
+                    yield s, need
+
+    fresh = pending()
+    queue = deque(islice(fresh, 1))  # shards queued again after an actor died, then the next one of the stream
     restarts, max_restarts = 0, 3 * max(1, sum(len(w) for w in workers.values()))
     decodes, calls = {}, {}  # ref -> (shard, models) ; ref -> (worker, shard or None for checkpoints)
     bar = Progress(kind.name, sum(len(t) for t in todo.values()), "shards", ctx.progress)
@@ -352,7 +376,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
         w.saved_at = time.monotonic()
         calls[w.actor.checkpoint.remote()] = (w, None)
 
-    def replace(dead: _Worker, error: Exception, failed: set[str]):
+    def replace(dead: _Worker, error: Exception, failed: dict[str, Shard]):
         """Queue again what a dead actor held but never saved, and start a fresh actor in its place."""
         nonlocal restarts
         restarts += 1
@@ -362,22 +386,22 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
             if w is dead:
                 del calls[ref]
                 if shard is not None:
-                    failed.add(shard.shard_id)
+                    failed[shard.shard_id] = shard
         uri = latest_committed(dead.folder, kind.suffix)  # a checkpoint may land just before the actor dies
         saved = set(partial_shards(kind, uri)) if uri else set()
-        for shard_id in sorted((dead.unsaved | failed) - saved):
-            queue.appendleft((plan[shard_id], (dead.model,)))
+        lost = {**dead.unsaved, **failed}
+        for shard_id in sorted(set(lost) - saved, reverse=True):
+            queue.appendleft((lost[shard_id], (dead.model,)))
         workers[dead.model][workers[dead.model].index(dead)] = new_worker(dead.model)
-        bar.update(-len(dead.unsaved - saved))
+        bar.update(-len(set(dead.unsaved) - saved))
 
     # Decodes in flight: enough to keep every actor fed, and every CPU the actors leave free busy, on one decoder
-    # per free CPU (at least one), each holding an equal part of those CPUs (decoding is single-threaded).
+    # per free CPU of each node (decoding is single-threaded; cluster.decoder_layout) beside the first one.
     n_workers = max(1, sum(len(w) for w in workers.values()))
-    free_cpus = resources.get("CPU", 0) - cpus_per_actor * n_workers
-    limit = max(2, math.ceil(free_cpus), cfg.decode_workers * n_workers)
-    n_decoders = max(1, math.ceil(free_cpus - 1e-9))
-    per_decoder = round(max(CPU_STEP, math.floor(free_cpus / n_decoders / CPU_STEP + 1e-9) * CPU_STEP), 2)
-    decoders = {d: 0 for d in (Decoder.options(num_cpus=per_decoder).remote() for _ in range(n_decoders))}
+    limit = max(2, math.ceil(resources.get("CPU", 0) - cpus_per_actor * n_workers), cfg.decode_workers * n_workers)
+    more = decoder_layout(alive_nodes(), per_actor, cpus_per_actor, n_workers, here)
+    decoders = {d: 0 for d in [first_decoder] + [decoder_class.options(num_cpus=cpus, scheduling_strategy=_on(node)
+                                                                       ).remote() for node, cpus in more]}
 
     def decode(shard, need):
         d = min(decoders, key=decoders.get)  # the decoder with the fewest shards queued
@@ -394,6 +418,8 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
         # Decoded shards waiting at the actors stay at two per actor, so memory does not grow with the queue.
         while queue and len(decodes) < limit and sum(w.inflight for ws in workers.values() for w in ws) < 2 * n_workers:
             decode(*queue.popleft())
+            if not queue:
+                queue.extend(islice(fresh, 1))
         ready, _ = ray.wait(list(decodes) + list(calls), num_returns=1)
         ref = ready[0]
         if ref in decodes:
@@ -406,13 +432,16 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: dict[str, Shard], todo:
         try:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as e:
-            replace(w, e, {shard.shard_id} if shard is not None else set())
+            replace(w, e, {shard.shard_id: shard} if shard is not None else {})
             continue
         if shard is None:  # a checkpoint: what it lists is now safe
-            w.unsaved -= set(result)
+            for record in result:
+                w.unsaved.pop(record["shard_id"], None)
+            if on_saved is not None and result:
+                on_saved(w.model, result)
             continue
         w.inflight -= 1
-        w.unsaved.add(shard.shard_id)
+        w.unsaved[shard.shard_id] = shard
         stats.images += result["n_images"]
         stats.shards_scanned += 1
         bar.update(1, images_per_s=round(stats.images / max(1e-9, time.perf_counter() - t0), 1))

@@ -32,7 +32,7 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import fsspec
 
@@ -236,18 +236,22 @@ def _readable(uri: str, what: str) -> None:
         f.read(1)
 
 
-def _source(key: str, uri: str, kind: str, shards: list) -> SourcePlan:
-    sizes = [s.size for s in shards]
-    return SourcePlan(key, uri, kind, None if None in sizes else sum(sizes), len(shards))
+def _source(key: str, uri: str, shards: Iterable) -> SourcePlan | None:
+    """What a source holds, its shards counted as they stream (None when it has none)."""
+    kind, images, n = None, 0, 0
+    for n, shard in enumerate(shards, 1):
+        kind = shard.kind
+        images = None if images is None or shard.size is None else images + shard.size
+    return SourcePlan(key, uri, kind, images, n) if n else None
 
 
 def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
-    from .sources import plan_shards
+    from .sources import iter_shards
 
     if {"scan", "explain"} & set(spec.stages):
-        shards = checks.run("data.source", lambda: plan_shards(spec.data))
-        if shards:
-            plan.sources.append(_source("data.source", spec.data.source, shards[0].kind, shards))
+        source = checks.run("data.source", lambda: _source("data.source", spec.data.source, iter_shards(spec.data)))
+        if source:
+            plan.sources.append(source)
     if "prune" not in spec.stages:
         return
     from .evals import datasets as ds
@@ -258,7 +262,7 @@ def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
             planned = checks.run(key, lambda: ds.plan_dataset(kind, entry))
             if planned and planned[1]:
                 shards = planned[1]
-                plan.sources.append(_source(key, entry.source or shards[0].uri, shards[0].kind, shards))
+                plan.sources.append(_source(key, entry.source or shards[0].uri, shards))
 
 
 def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:

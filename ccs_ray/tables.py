@@ -45,7 +45,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         # and 'total' (the whole invocation, with start-up); null in files of earlier versions
         ("stage_seconds", pa.map_(pa.string(), pa.float64())),
     ]),
-    # One row per (run, model, shard) scanned: fingerprint, counts, where and how long.
+    # One row per (run, model, shard) of the scan's plan: fingerprint, fold, status 'planned' or 'done', and for a
+    # done shard its counts, where (node, worker) and how long (seconds: read, decode and model). While a scan runs
+    # a shard may have a 'planned' and a 'done' row in different parts; the view shards keeps the newest.
     "shards": _schema(_KEY, [
         ("shard_id", pa.string()), ("source", pa.string()), ("fingerprint", pa.string()), ("fold", pa.int32()),
         ("n_images", pa.int64()), ("n_errors", pa.int64()), ("status", pa.string()), ("node", pa.string()),
@@ -238,6 +240,17 @@ def replace_file(root: str, table: str, rows, run_id: str, model: str, name: str
     a stage that re-runs replaces its own rows and never duplicates them."""
     if write_table(root, table, rows, run_id, model, name=name) is None:
         remove(f"{partition_path(root, table, run_id, model)}/{name}.parquet")
+
+
+def remove_parts(root: str, table: str, run_id: str, model: str, prefixes: tuple[str, ...]) -> int:
+    """Remove the files of a (table, run, model) partition whose names start with one of ``prefixes`` (a stage's
+    parts, once one file replaces them); returns how many."""
+    fs, path = fsspec.core.url_to_fs(partition_path(root, table, run_id, model))
+    parts = [p for p in (fs.glob(f"{path}/*.parquet") if fs.exists(path) else [])
+             if p.rsplit("/", 1)[-1].startswith(prefixes)]
+    for p in parts:
+        fs.rm(p)
+    return len(parts)
 
 
 def read_table(root: str, table: str, run_id: str | None = None, model: str | None = None) -> pa.Table:

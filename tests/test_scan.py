@@ -18,7 +18,7 @@ from ccs_ray import HeadMoments, analytics, load_model
 from ccs_ray.decompose import decomposed_forward
 from ccs_ray.cluster import LayoutError, actor_layout
 from ccs_ray.stages import Context, RunState, run_stage
-from ccs_ray.passes import PassError, partials
+from ccs_ray.passes import PassError, partial_shards, partials
 from ccs_ray.stages.scan import MomentsPass, run_scan, section
 from ccs_ray.tables import write_table
 from ccs_ray.sources import load_shard, plan_shards
@@ -174,7 +174,7 @@ def test_killed_driver_resumes_without_rescanning(tmp_path):
     """`ccs-ray run` killed (with its whole local Ray) mid-scan; `--resume` finishes with the moments of a
     single-process scan."""
     args = [sys.executable, "-m", "ccs_ray.cli", "run", str(REPO / "jobs" / "smoke.toml"), "--no-progress",
-            "--set", 'stages=["scan","spans"]', "--set", 'data.source="probe://?n=240&seed=4&size=48"',
+            "--set", 'stages=["scan","spans"]', "--set", 'data.source="probe://?n=128&seed=4&size=48"',
             "--set", "data.shard_size=4", "--set", "scan.checkpoint_every=2", "--set", "scan.batch_size=4"]
     env = dict(os.environ, RAY_ADDRESS="")
     env.pop("RAY_ADDRESS")
@@ -187,10 +187,15 @@ def test_killed_driver_resumes_without_rescanning(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(1)
+    # The shards table of the killed scan: its plan and the shards its checkpoints saved, one row per shard.
+    covered = {s for uri in partials(RunState(str(tmp_path / "a"), "r1"), SCAN, "ccs-tiny/none")
+               for s in partial_shards(SCAN, uri)}
+    rows = analytics.connect(str(tmp_path / "a")).execute("SELECT shard_id, status FROM shards").fetchall()
+    assert len(rows) == 32 and {s for s, status in rows if status == "done"} <= covered
     done = subprocess.run(args + ["--results", str(tmp_path / "a"), "--resume", "--json"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     scan = json.loads(done.stdout)["stages"]["scan"]
-    assert scan["shards_skipped"] > 0 and scan["shards_scanned"] + scan["shards_skipped"] == 60
+    assert scan["shards_skipped"] > 0 and scan["shards_scanned"] + scan["shards_skipped"] == 32
     spec = load_spec(REPO / "jobs" / "smoke.toml", [a for a, flag in zip(args[1:], args) if flag == "--set"])
     moments = read_table(str(tmp_path / "a"), "moments", "r1").to_pylist()[-1]["uri"]
     _assert_same_moments(HeadMoments.load(moments), _reference(spec))  # every image once, as in one process
@@ -242,6 +247,8 @@ def test_shards_table_is_the_plan_then_the_record(ray_cluster, tmp_path):
     rows = read_table(str(tmp_path), "shards", "r1").to_pylist()
     assert sorted(r["shard_id"] for r in rows) == sorted(s.shard_id for s in plan_shards(spec.data))
     assert {r["status"] for r in rows} == {"done"} and sum(r["n_images"] for r in rows) == 32
+    partition = tmp_path / "shards" / "run_id=r1" / "model=ccs-tiny%2Fnone"
+    assert [p.name for p in partition.iterdir()] == ["scan.parquet"]  # the parts written while it ran are gone
 
 
 def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
@@ -289,3 +296,28 @@ def test_actor_layout_fits_the_cluster():
     with pytest.raises(LayoutError, match="evals.gpus_per_actor"):
         actor_layout(_spec("/tmp/unused", extra=["evals.gpus_per_actor=1"]).evals, 1, {"CPU": 2}, decode_share=0.0,
                      key="evals")
+
+
+def _held(layout, node):
+    return round(sum(c for n, c in layout if n == node), 2)
+
+
+def test_decoders_use_the_cpus_the_actors_leave_on_every_node():
+    from ccs_ray.cluster import decoder_layout
+
+    # One node of 2 CPUs, one actor of 0.4: the first decoder (0.01) and one more, one per free CPU.
+    assert decoder_layout({"a": {"CPU": 2}}, 0, 0.4, 1, "a") == [("a", 0.79)]
+    # Two nodes, an actor on each: two decoders per node, the first one counted on the driver's node.
+    two = {"a": {"CPU": 2}, "b": {"CPU": 2}}
+    assert decoder_layout(two, 0, 0.4, 2, "a") == [("a", 0.79), ("b", 0.8), ("b", 0.8)]
+    # Heterogeneous: GPU nodes hold the model actors (1 GPU, 1 CPU each); the CPU-only nodes decode with every CPU.
+    shape = {"g1": {"CPU": 8, "GPU": 1}, "g2": {"CPU": 8, "GPU": 1}, "c1": {"CPU": 16}, "c2": {"CPU": 4}}
+    layout = decoder_layout(shape, 1, 1.0, 2, "g1")
+    assert [n for n, _ in layout].count("c1") == 16 and _held(layout, "c1") == 16
+    assert [n for n, _ in layout].count("c2") == 4 and [n for n, _ in layout].count("g2") == 7
+    assert [n for n, _ in layout].count("g1") == 6  # with the first decoder: 7, one per CPU the actor leaves
+    for node, res in shape.items():  # no node is asked for more than it has
+        actors = 1.0 if "GPU" in res else 0.0
+        assert _held(layout, node) + actors + (0.01 if node == "g1" else 0) <= res["CPU"] + 1e-9
+    # A node the actors fill leaves nothing to ask for.
+    assert decoder_layout({"a": {"CPU": 1}}, 0, 1.0, 1, "a") == []

@@ -619,3 +619,27 @@ def test_a_results_file_read_from_two_threads_keeps_each_threads_position(tmp_pa
             t.join(10)
         assert f.seek(-4, 2) == len(data) - 4 and f.read() == data[-4:]
     assert got == {"a": data[100:110], "b": data[:10]}
+
+
+def test_node_throughput_is_images_over_each_nodes_busy_time(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows, expect = [], {}
+    for node, shards in (("a", [(0, 4.0, 100), (5, 5.0, 100), (9, 2.0, 50)]), ("b", [(3, 10.0, 100)])):
+        for i, (end, seconds, n) in enumerate(shards):
+            rows.append(dict(shard_id=f"{node}{i}", source="x", fingerprint="f", fold=0, n_images=n, n_errors=0,
+                             status="done", node=node, worker="w", seconds=seconds,
+                             finished_at=t0 + timedelta(seconds=end)))
+        busy = max(e for e, _, _ in shards) - min(e - s for e, s, _ in shards)
+        expect[node] = (len(shards), sum(n for *_, n in shards), busy)
+    rows.append(dict(shard_id="p", source="x", fingerprint="f", fold=0, status="planned"))  # not done: not counted
+    write_table(str(tmp_path), "shards", rows, "r1", "m")
+    got = rows_of(connect(str(tmp_path)), canned_queries()["node_throughput"])
+    total = sum(n for _, n, _ in expect.values())
+    assert [r["node"] for r in got] == ["a", "b"]
+    for r in got:
+        shards, images, busy = expect[r["node"]]
+        assert (r["shards"], r["images"], r["busy_s"]) == (shards, images, busy)
+        assert r["images_per_s"] == pytest.approx(images / busy, abs=0.005)
+        assert r["image_share_pct"] == pytest.approx(100 * images / total, abs=0.05)

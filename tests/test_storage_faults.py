@@ -25,7 +25,8 @@ from ccs_ray.errors import UserError
 from ccs_ray.checkpoints import Checkpointer
 from ccs_ray.files import (IncompleteFileError, commit_write, latest_committed, sweep_commits, sweep_tmp)
 from ccs_ray.moments import HeadMoments
-from ccs_ray.sources.base import Shard
+from ccs_ray.shard_plan import ShardPlan
+from ccs_ray.spec import DataConfig
 from ccs_ray.stages import RunState
 from ccs_ray import passes
 from ccs_ray.stages.scan import MomentsPass, ScanSummary, _finish_model
@@ -169,7 +170,8 @@ def test_torn_markers_uncommitted_and_short_data_are_ignored(tmp_path):
 SHAPE = TowerShape(layers=2, n_heads=2, width=8, head_dim=4, embed_dim=6, tokens=3)
 MODEL, FOLDS = "tiny/faulty", 2
 SCAN = MomentsPass(FOLDS, "centered")
-PLAN = {f"s{i:06d}": Shard(f"s{i:06d}", i, "probe", "probe://?n=24", (4 * i, 4 * i + 4), f"fp{i}") for i in range(6)}
+PLAN = ShardPlan(DataConfig(source="probe://?n=24", shard_size=4)).index()  # six shards of four images
+SHARDS = {s.shard_id: s for s in PLAN}
 
 
 def _moments() -> HeadMoments:
@@ -178,7 +180,7 @@ def _moments() -> HeadMoments:
 
 def _add(moments: HeadMoments, shard_id: str) -> dict:
     """Scan one shard (random contributions fixed by the shard) into ``moments``; returns its record."""
-    shard = PLAN[shard_id]
+    shard = SHARDS[shard_id]
     g = torch.Generator().manual_seed(shard.index)
     moments.update(torch.randn(4, 2, 2, 6, generator=g, dtype=torch.float64), shard.fold(FOLDS),
                    torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64))
@@ -205,12 +207,12 @@ class _Actor:
 def _finish_equals_clean_run(ctx) -> ScanSummary:
     """Merge the model's partials (``_finish_model``) and check the moments equal a clean run's over PLAN."""
     summary = ScanSummary()
-    _finish_model(ctx, SCAN, MODEL, PLAN, FOLDS, summary)
+    _finish_model(ctx, SCAN, MODEL, PLAN, summary)
     clean = _moments()
-    for shard_id in PLAN:
+    for shard_id in SHARDS:
         _add(clean, shard_id)
     merged = HeadMoments.load(summary.moments[MODEL])
-    assert torch.equal(merged.n, clean.n) and set(merged.shards) == set(PLAN)
+    assert torch.equal(merged.n, clean.n) and set(merged.shards) == PLAN.ids()
     for name in ("total", "outer", "z_sum"):
         torch.testing.assert_close(getattr(merged, name), getattr(clean, name), rtol=1e-12, atol=1e-12)
     return summary
@@ -240,7 +242,7 @@ def test_a_resumed_scan_reads_only_committed_checkpoints(tmp_path, faulty, n):
 
     # Resume: a fresh actor scans what no committed checkpoint holds; the merge equals a clean run's.
     c = _Actor(state, "c")
-    c.scan(*sorted(set(PLAN) - saved))
+    c.scan(*sorted(PLAN.ids() - saved))
     summary = _finish_equals_clean_run(ctx)
     assert summary.n_images[MODEL] == 24
 
@@ -291,8 +293,8 @@ def test_partials_of_an_earlier_version_keep_their_records_in_the_file(tmp_path)
         _add(old, shard_id)
     commit_write(f"{state.model_dir(MODEL)}/partials/{'0' * 12}", 1, old.to_bytes(), SCAN.suffix)
     new = _Actor(state, "n")
-    new.scan(*sorted(set(PLAN) - {"s000000", "s000001"}))
-    assert set(passes.covered_shards(ctx, SCAN, MODEL, PLAN)) == set(PLAN)
+    new.scan(*sorted(PLAN.ids() - {"s000000", "s000001"}))
+    assert set(passes.covered_shards(ctx, SCAN, MODEL, PLAN)) == PLAN.ids()
     summary = _finish_equals_clean_run(ctx)
     assert HeadMoments.load(summary.moments[MODEL]).shards["s000000"]["n_images"] == 4
 

@@ -197,7 +197,8 @@ import sys
 from ccs_ray.spec import load_spec
 from ccs_ray.submit import submit
 spec_path, results = sys.argv[1:]
-sys.exit(submit(load_spec(spec_path, [f'results.root="{results}"']), spec_path, [], follow=True))
+stages = ['stages=["scan", "spans", "judge", "report"]']  # what a job needs to show it ran; prune is tested elsewhere
+sys.exit(submit(load_spec(spec_path, [f'results.root="{results}"', *stages]), spec_path, stages, follow=True))
 """
 
 

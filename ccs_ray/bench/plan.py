@@ -1,4 +1,5 @@
-"""``ccs-ray bench plan``: what a pass's bookkeeping costs as the shards it covers grow.
+"""``ccs-ray bench plan``: what a pass's bookkeeping costs as the shards it covers grow, and what planning and
+dispatching a large source costs the driver.
 
 Checkpoints: one actor's accumulator (the moments of ``model``) checkpointed every ``checkpoint_every`` shards,
 the way a scan actor writes them (:class:`ccs_ray.checkpoints.Checkpointer`: data file without records, then the
@@ -6,14 +7,26 @@ shard log's part), once over ``small`` shards and once over ``large``. The bytes
 marker and log part) are compared, next to what one checkpoint with every record in its data file (as earlier
 versions wrote them) weighs at ``large`` shards; reading the large chain back (:func:`ccs_ray.checkpoints.read_log`,
 what resume and the partition check do) is timed.
+
+Streaming (``images``): a generated Parquet manifest of ``images`` rows is planned in ``shard_size`` shards and
+dispatched to no-op actors by the scan's own driver loop (:func:`ccs_ray.passes.run_pass`, with decoders that read
+nothing and actors that only write their shard logs and checkpoints), in a fresh driver process on the connected
+cluster: planning seconds (:meth:`~ccs_ray.shard_plan.ShardPlan.index`), shards dispatched per second and the
+driver's peak RSS. The shard logs are read back to check that every shard was covered exactly once.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+
+import ray
 
 from ..checkpoints import Checkpointer, read_log
 from ..decompose import select_layers
@@ -46,9 +59,11 @@ def _checkpoints(folder: str, acc: HeadMoments, shards: int, every: int) -> tupl
                                                                   f"shards/{seq}.jsonl")), uri
 
 
-def run(model: str = "ccs-tiny/none", small: int = 10, large: int = 10_000, checkpoint_every: int = 10) -> dict:
+def run(model: str = "ccs-tiny/none", small: int = 10, large: int = 10_000, checkpoint_every: int = 10,
+        images: int | None = None, shard_size: int = 1000) -> dict:
     """Checkpoint bytes at ``small`` and ``large`` shards (and their ratio), the bytes one checkpoint with every
-    record inside would take at ``large``, and the seconds to read the large log back."""
+    record inside would take at ``large``, and the seconds to read the large log back; with ``images``, the
+    streaming figures (module docstring)."""
     net, _ = load_model(model, "fp32", "cpu")
     layers = select_layers(net, None, 4)
     sizes = {}
@@ -63,10 +78,114 @@ def run(model: str = "ccs-tiny/none", small: int = 10, large: int = 10_000, chec
         for shard_id, record in records.items():
             inside.mark_covered(shard_id, record)
         legacy = len(inside.to_bytes())
-    return {
-        "bench": "plan", "model": model, "checkpoint_every": checkpoint_every,
-        f"checkpoint_bytes_{small}_shards": sizes[small], f"checkpoint_bytes_{large}_shards": sizes[large],
-        f"ratio_checkpoint_bytes_{large}_vs_{small}": round(sizes[large] / sizes[small], 4),
-        f"records_in_file_checkpoint_bytes_{large}_shards": legacy,
-        f"log_read_{large}_shards_s": round(read_s, 3), "log_records_read": len(records),
+        out = {
+            "bench": "plan", "model": model, "checkpoint_every": checkpoint_every,
+            f"checkpoint_bytes_{small}_shards": sizes[small], f"checkpoint_bytes_{large}_shards": sizes[large],
+            f"ratio_checkpoint_bytes_{large}_vs_{small}": round(sizes[large] / sizes[small], 4),
+            f"records_in_file_checkpoint_bytes_{large}_shards": legacy,
+            f"log_read_{large}_shards_s": round(read_s, 3), "log_records_read": len(records),
+        }
+        if images:
+            out.update(_streaming(tmp, images, shard_size))
+    return out
+
+
+def _streaming(tmp: str, images: int, shard_size: int) -> dict:
+    """The streaming figures, from a driver process of their own (its peak RSS is the driver's alone)."""
+    manifest = f"{tmp}/manifest.parquet"
+    t0 = time.perf_counter()
+    write_manifest(manifest, images)
+    made_s = time.perf_counter() - t0
+    out = f"{tmp}/streaming.json"
+    env = dict(os.environ)
+    if ray.is_initialized():  # the cluster this process is connected to
+        env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    subprocess.run([sys.executable, "-c", f"from ccs_ray.bench.plan import drive; drive({manifest!r}, {shard_size}, "
+                    f"{tmp + '/results'!r}, {out!r})"], check=True, env=env)
+    with open(out) as f:
+        return {"images": images, "shard_size": shard_size, "manifest_write_s": round(made_s, 2), **json.load(f)}
+
+
+MANIFEST_ROWS = 1 << 20  # rows per row group of the generated manifest
+
+
+def write_manifest(uri: str, images: int) -> None:
+    """A Parquet manifest of ``images`` rows (``uri``: ``img/<class>/<n>.jpg``, ``label``), a row group at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("uri", pa.string()), ("label", pa.string())])
+    with pq.ParquetWriter(uri, schema) as writer:
+        for start in range(0, images, MANIFEST_ROWS):
+            n = range(start, min(images, start + MANIFEST_ROWS))
+            writer.write_table(pa.table({"uri": [f"img/c{i % 1000:03d}/{i:09d}.jpg" for i in n],
+                                         "label": [f"c{i % 1000:03d}" for i in n]}, schema))
+
+
+@ray.remote
+class NoopDecoder:
+    """A decoder that reads nothing: the shard's image count stands for its decoded images."""
+
+    def decode(self, shard, preprocess):
+        return shard.size
+
+
+@ray.remote
+class NoopActor:
+    """A scan actor without a model: it records each shard and checkpoints like :class:`~ccs_ray.passes.ScanActor`."""
+
+    def __init__(self, model_key, models, scan, kind, folder):
+        self.checkpointer = Checkpointer(folder, kind.suffix)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def process(self, shard, n_images, fold):
+        now = datetime.now(timezone.utc).isoformat()
+        self.checkpointer.add({"shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint,
+                               "fold": fold, "n_images": n_images, "n_errors": 0, "n_converted": 0, "seconds": 0.0,
+                               "node": self.node, "worker": "noop", "finished_at": now, "threads": 1,
+                               "errors": [], "conversions": []})
+        return {"shard_id": shard.shard_id, "n_images": n_images, "n_errors": 0, "node": self.node, "threads": 1}
+
+    def checkpoint(self):
+        saved = list(self.checkpointer.pending.values())
+        if saved:
+            self.checkpointer.commit(b"noop")
+        return saved
+
+
+def drive(manifest: str, shard_size: int, root: str, out: str) -> None:
+    """Plan ``manifest`` and dispatch it to no-op actors with the scan's driver loop; write the figures to ``out``."""
+    from ..cluster import ensure_ray
+    from ..passes import PassKind, partial_shards, partials, run_pass
+    from ..shard_plan import ShardPlan
+    from ..spec import load_spec
+    from ..stages.base import Context
+
+    class NoopPass(PassKind):
+        name, folder, suffix = "bench-plan", "partials", ".bin"
+
+    ensure_ray()
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    spec = load_spec({"name": "bench-plan", "models": {"keys": ["ccs-tiny/none"]},
+                      "data": {"source": manifest, "kind": "manifest", "shard_size": shard_size},
+                      "scan": {"cpus_per_actor": 0.25, "checkpoint_s": 2.0}})
+    t0 = time.perf_counter()
+    plan = ShardPlan(spec.data).index()
+    planning_s = time.perf_counter() - t0
+    ctx = Context.of(spec, "bench", root, progress=False)
+    kind = NoopPass()
+    stats = run_pass(ctx, kind, spec.scan, plan, {"ccs-tiny/none": plan.ids()}, spec.data.folds,
+                     actor_class=NoopActor, decoder_class=NoopDecoder)
+    covered: list[str] = []
+    for uri in partials(ctx.state, kind, "ccs-tiny/none"):
+        covered += list(partial_shards(kind, uri))
+    figures = {
+        "shards": len(plan), "planning_s": round(planning_s, 2), "dispatch_s": round(stats.seconds, 2),
+        "shards_per_s_dispatched": round(stats.shards_scanned / stats.seconds, 1),
+        "images_per_s_dispatched": round(stats.images / stats.seconds, 1),
+        "covered_exactly_once": sorted(covered) == sorted(plan.ids()),
+        "driver_rss_at_start_mb": round(rss_start, 1),
+        "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    with open(out, "w") as f:
+        json.dump(figures, f)

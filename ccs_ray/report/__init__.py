@@ -297,6 +297,7 @@ def build_report(root: str, out_path: str, heads: Sequence[str] | None = None) -
             generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             chosen_heads=list(heads) if heads else None,
             runs=runs,
+            nodes=canned_rows(conn, "node_throughput"),
             sections=sections,
             **_banners(sections, runs),
             ccs_at_k=_ccs_at_k_plot(conn),

@@ -5,6 +5,7 @@ files), ``tar`` (WebDataset tar shards), ``parquet`` (an image-bytes column), ``
 of image URIs) and ``probe`` (the generated probe set, ``probe://...``). Every URI is an fsspec URI.
 
     shards = plan_shards(cfg)                      # deterministic; one Shard per unit of scan work
+    for shard in iter_shards(cfg): ...             # the same shards, streamed (sources of any size)
     loaded = load_shard(shards[0], preprocess)     # images [n, 3, S, S], labels, error and conversion rows
 """
 
@@ -89,15 +90,27 @@ def _parquet_kind(source: str, image_column: str, uri_column: str) -> str:
                       f"(set data.image_column or data.uri_column); columns: {names}")
 
 
-def plan_shards(cfg) -> list[Shard]:
-    """The source of a :class:`~ccs_ray.spec.DataConfig` as a deterministic list of shards."""
+def iter_shards(cfg) -> Iterator[Shard]:
+    """The shards of a :class:`~ccs_ray.spec.DataConfig`'s source, in their deterministic order, planned as they
+    are read: a listing, a tar's keys or a batch of manifest rows at a time, never the whole source in memory.
+    The kind is checked when called; the source is read as the shards are taken."""
     kind = detect_kind(cfg.source, cfg.image_column, cfg.uri_column) if cfg.kind == "auto" else cfg.kind
     if kind not in READERS:
         raise SourceError(f"unknown source kind {kind!r}; kinds: auto, {', '.join(READERS)}")
-    planned = READERS[kind].plan(cfg)
-    if not planned:
-        raise SourceError(f"data source {cfg.source!r} holds no images")
-    return [Shard(f"s{i:06d}", i, kind, uri, items, fp) for i, (uri, items, fp) in enumerate(planned)]
+    return _shards(kind, READERS[kind].plan(cfg), cfg.source)
+
+
+def _shards(kind: str, planned: Iterator[tuple], source: str) -> Iterator[Shard]:
+    i = -1
+    for i, (uri, items, fp) in enumerate(planned):
+        yield Shard(f"s{i:06d}", i, kind, uri, items, fp)
+    if i < 0:
+        raise SourceError(f"data source {source!r} holds no images")
+
+
+def plan_shards(cfg) -> list[Shard]:
+    """Every shard of :func:`iter_shards`, in a list."""
+    return list(iter_shards(cfg))
 
 
 def read_shard(shard: Shard) -> Iterator[Record]:
@@ -149,5 +162,5 @@ def load_shard(shard: Shard, preprocess) -> LoadedShard:
 
 __all__ = [
     "READERS", "DecodeError", "LoadedShard", "Record", "Shard", "SourceError", "decode_image", "detect_kind",
-    "load_shard", "plan_shards", "probe_class_texts", "probe_classes", "read_shard",
+    "iter_shards", "load_shard", "plan_shards", "probe_class_texts", "probe_classes", "read_shard",
 ]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from itertools import islice
+from typing import Iterable, Iterator
 
 import fsspec
 
@@ -104,9 +106,39 @@ def source_files(source: str, extensions: tuple[str, ...], what: str) -> dict[st
     return files
 
 
-def chunks(seq: list, size: int) -> list[list]:
-    """``seq`` cut into consecutive pieces of ``size`` (the last may be shorter)."""
-    return [seq[i:i + size] for i in range(0, len(seq), size)]
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """``items`` cut into consecutive lists of ``size`` (the last may be shorter), read lazily."""
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def row_ranges(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive row ranges of ``size`` over ``n`` rows (the last may be shorter)."""
+    return ((start, min(n, start + size)) for start in range(0, n, size))
+
+
+def walk_files(uri: str, extensions: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
+    """What :func:`list_files` gives, ``(uri, info)`` sorted by URI, one folder listing at a time: a folder is
+    walked depth first with each folder's entries in the order their paths sort (a sub-folder ``b`` sorts as
+    ``b/``), so memory holds one listing per level, not every file. A glob or a single file is listed whole."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not (fs.exists(path) and fs.isdir(path)):
+        yield from list_files(uri, extensions).items()
+        return
+
+    def walk(folder: str) -> Iterator[tuple[str, dict]]:
+        entries = fs.ls(folder, detail=True)
+        key = lambda e: e["name"].rstrip("/") + ("/" if e["type"] == "directory" else "")  # noqa: E731
+        for entry in sorted(entries, key=key):
+            name = entry["name"].rstrip("/")
+            if entry["type"] == "directory":
+                if name != folder.rstrip("/"):
+                    yield from walk(name)
+            elif name.lower().endswith(extensions):
+                yield full_uri(fs, name), entry
+
+    yield from walk(path.rstrip("/"))
 
 
 def read_bytes(uri: str) -> Record:

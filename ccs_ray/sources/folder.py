@@ -4,21 +4,25 @@ glob, have no label."""
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Iterator
 
 import fsspec
 
-from .base import IMAGE_EXTENSIONS, Record, Shard, chunks, file_version, fingerprint, read_bytes, source_files
+from .base import IMAGE_EXTENSIONS, Record, Shard, SourceError, chunks, file_version, fingerprint, read_bytes, walk_files
 
 
-def plan(cfg) -> list[tuple[str, tuple, str]]:
-    """(uri, items, fingerprint) per shard; items are ``(file uri, label)`` pairs."""
-    files = source_files(cfg.source, IMAGE_EXTENSIONS, "image files")
-    uris = list(files)[: cfg.limit]
+def plan(cfg) -> Iterator[tuple[str, tuple, str]]:
+    """(uri, items, fingerprint) per shard, streamed from the listing; items are ``(file uri, label)`` pairs."""
     root = _root(cfg.source)
-    items = [(u, _label(u, root)) for u in uris]
-    return [(cfg.source, tuple(chunk), fingerprint(chunk, [file_version(files[u]) for u, _ in chunk]))
-            for chunk in chunks(items, cfg.shard_size)]
+    files = islice(walk_files(cfg.source, IMAGE_EXTENSIONS), cfg.limit)
+    empty = True
+    for chunk in chunks(files, cfg.shard_size):
+        empty = False
+        items = [(u, _label(u, root)) for u, _ in chunk]
+        yield cfg.source, tuple(items), fingerprint(items, [file_version(info) for _, info in chunk])
+    if empty:
+        raise SourceError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {cfg.source!r}")
 
 
 def read(shard: Shard) -> Iterator[Record]:

@@ -10,14 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..files import PARQUET_EXTENSIONS
-from .base import Record, SourceError, Shard, chunks, file_version, fingerprint, source_files
+from .base import Record, SourceError, Shard, file_version, fingerprint, row_ranges, source_files
 
 
-def plan(cfg) -> list[tuple[str, tuple, str]]:
+def plan(cfg) -> Iterator[tuple[str, tuple, str]]:
     """(file uri, (start, stop, image column, label column or None), fingerprint) per shard."""
-    files = source_files(cfg.source, PARQUET_EXTENSIONS, "parquet files")
-    out, left = [], cfg.limit
-    for uri, info in files.items():
+    left = cfg.limit
+    for uri, info in source_files(cfg.source, PARQUET_EXTENSIONS, "parquet files").items():
         meta = read_metadata(uri)
         schema = meta.schema.to_arrow_schema()
         if cfg.image_column not in schema.names:
@@ -26,14 +25,13 @@ def plan(cfg) -> list[tuple[str, tuple, str]]:
         _check_image_type(uri, schema.field(cfg.image_column).type)
         label = cfg.label_column if cfg.label_column in schema.names else None
         rows = meta.num_rows if left is None else min(meta.num_rows, left)
-        for r in chunks(range(rows), cfg.shard_size):
-            items = (r.start, r.stop, cfg.image_column, label)
-            out.append((uri, items, fingerprint(uri, items, file_version(info))))
+        for start, stop in row_ranges(rows, cfg.shard_size):
+            items = (start, stop, cfg.image_column, label)
+            yield uri, items, fingerprint(uri, items, file_version(info))
         if left is not None:
             left -= rows
             if left == 0:
-                break
-    return out
+                return
 
 
 def read(shard: Shard) -> Iterator[Record]:

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .base import Record, SourceError, Shard, chunks, fingerprint
+from .base import Record, SourceError, Shard, fingerprint, row_ranges
 
 GENERATOR_VERSION = 1  # bump when drawing changes: it is part of every probe shard's fingerprint
 
@@ -108,12 +108,12 @@ def _class_text(task: str, cls: str) -> str:
     return cls
 
 
-def plan(cfg) -> list[tuple[str, tuple, str]]:
+def plan(cfg) -> Iterator[tuple[str, tuple, str]]:
     """(canonical uri, (start, stop), fingerprint) per shard of ``shard_size`` images."""
     spec = parse_probe_uri(cfg.source)
     n = spec.n if cfg.limit is None else min(spec.n, cfg.limit)
-    return [(spec.uri, (r.start, r.stop), fingerprint(spec.uri, r.start, r.stop, GENERATOR_VERSION))
-            for r in chunks(range(n), cfg.shard_size)]
+    return ((spec.uri, (start, stop), fingerprint(spec.uri, start, stop, GENERATOR_VERSION))
+            for start, stop in row_ranges(n, cfg.shard_size))
 
 
 def read(shard: Shard) -> Iterator[Record]:

@@ -16,19 +16,17 @@ _IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 _LABEL_EXTS = ("cls", "txt")
 
 
-def plan(cfg) -> list[tuple[str, tuple, str]]:
+def plan(cfg) -> Iterator[tuple[str, tuple, str]]:
     """One (tar uri, keys, fingerprint) per tar; keys is () for the whole tar, or the first keys under ``limit``."""
-    tars = source_files(cfg.source, TAR_EXTENSIONS, "tar files")
-    out, left = [], cfg.limit
-    for uri, info in tars.items():
+    left = cfg.limit
+    for uri, info in source_files(cfg.source, TAR_EXTENSIONS, "tar files").items():
         keys: tuple = ()
         if left is not None:
             all_keys = _keys(uri)
             keys, left = tuple(all_keys[:left]), left - min(left, len(all_keys))
-        out.append((uri, keys, fingerprint(uri, keys, file_version(info))))
+        yield uri, keys, fingerprint(uri, keys, file_version(info))
         if left == 0:
-            break
-    return out
+            return
 
 
 def read(shard: Shard) -> Iterator[Record]:

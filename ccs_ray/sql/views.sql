@@ -6,7 +6,9 @@
 -- Outside ccs-ray: replace ${ROOT} with a local path and run this file in the duckdb shell (every table of a
 -- root written by `ccs-ray run` has at least a zero-row part, so every view opens).
 CREATE VIEW runs AS SELECT * FROM read_parquet('${ROOT}/runs/**/*.parquet', hive_partitioning = true, union_by_name = true);
-CREATE VIEW shards AS SELECT * FROM read_parquet('${ROOT}/shards/**/*.parquet', hive_partitioning = true, union_by_name = true);
+-- shards: while a scan runs its plan ('planned' parts) and its checkpoints ('done' parts) are separate files; one row
+-- per shard, the newest state.
+CREATE VIEW shards AS SELECT * FROM read_parquet('${ROOT}/shards/**/*.parquet', hive_partitioning = true, union_by_name = true) QUALIFY row_number() OVER (PARTITION BY run_id, model, shard_id ORDER BY status = 'done' DESC, finished_at DESC NULLS LAST) = 1;
 CREATE VIEW moments AS SELECT * FROM read_parquet('${ROOT}/moments/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW spans AS SELECT * FROM read_parquet('${ROOT}/spans/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW span_agreement AS SELECT * FROM read_parquet('${ROOT}/span_agreement/**/*.parquet', hive_partitioning = true, union_by_name = true);

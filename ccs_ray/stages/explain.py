@@ -25,7 +25,7 @@ from ..decompose import tower_shape
 from ..explain import TopImages
 from ..models import preprocess_config
 from ..passes import PassKind, covered_shards, merge_partials, run_pass
-from ..sources import plan_shards
+from ..shard_plan import ShardPlan
 from ..spec import DataConfig, ExplainConfig, ScanConfig, Spec
 from .base import Context, Stage
 from .spans import SpansSection, run_spans
@@ -105,8 +105,8 @@ def run(ctx: Context, section: ExplainSection) -> dict:
     models = list(ctx.models.keys)
     spans = {key: span_directions(ctx, key, section.spans) for key in models}
     kind = TopImagesPass({key: d for key, (d, _) in spans.items()}, section.explain.k, section.explain.thumb_px)
-    plan = {s.shard_id: s for s in plan_shards(data)}
-    todo = {key: set(plan) - set(covered_shards(ctx, kind, key, plan)) for key in models}
+    plan = ShardPlan(data).index()
+    todo = {key: plan.ids() - set(covered_shards(ctx, kind, key, plan)) for key in models}
     stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds)
     rows = {}
     for key in models:

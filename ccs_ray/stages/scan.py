@@ -12,13 +12,15 @@ moments are ``_state/<run_id>/<model>/moments.safetensors`` (listed in the ``mom
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from .. import tables
 from ..moments import HeadMoments
 from ..passes import PassKind, covered_shards, merge_partials, run_pass
-from ..sources import Shard, plan_shards
+from ..shard_plan import ShardPlan
+from ..sources import Shard
 from ..spec import DataConfig, ScanConfig, Spec
 from .base import Context, Stage
 
@@ -77,55 +79,67 @@ class ScanSummary:
     cpus_per_actor: float = 0.0  # CPUs (and torch threads, rounded) each scan actor held
 
 
-def _write_shards(ctx: Context, model: str, plan: dict[str, Shard], records: dict[str, dict], folds: int) -> None:
-    """The shards table of a model: the whole plan, ``done`` rows from the scan records, ``planned`` for the rest."""
-    done_keys = ("n_images", "n_errors", "node", "worker", "seconds")
-    rows = []
-    for shard_id, shard in plan.items():
-        r = records.get(shard_id)
-        row = dict(shard_id=shard_id, source=shard.uri, fingerprint=shard.fingerprint, fold=shard.fold(folds))
-        if r is None:
-            rows.append(dict(row, status="planned"))
-        else:
-            rows.append(dict(row, **{k: r[k] for k in done_keys}, status="done",
-                             finished_at=datetime.fromisoformat(r["finished_at"])))
-    tables.write_table(ctx.root, "shards", rows, ctx.run_id, model, name="scan")
+DONE_COLUMNS = ("shard_id", "source", "fingerprint", "fold", "n_images", "n_errors", "node", "worker", "seconds")
+
+
+def _planned_rows(shards: list[Shard], folds: int) -> list[dict]:
+    return [dict(shard_id=s.shard_id, source=s.uri, fingerprint=s.fingerprint, fold=s.fold(folds), status="planned")
+            for s in shards]
+
+
+def _done_rows(records) -> list[dict]:
+    """Shard rows of scan records (:meth:`~ccs_ray.passes.ScanActor.process`)."""
+    return [dict({k: r[k] for k in DONE_COLUMNS}, status="done", finished_at=datetime.fromisoformat(r["finished_at"]))
+            for r in records]
 
 
 def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     """Scan every model of ``ctx.models`` over the section's data on the connected Ray cluster; resumes
-    from the run's partials."""
+    from the run's partials.
+
+    The shards table is written in parts while the scan runs (``planned-NNNNNN`` parts as the plan is indexed,
+    a ``done-<uuid>`` part per actor checkpoint; the view ``shards`` shows each shard's newest state), then as one
+    file ``scan`` from the merged records, which replaces the parts."""
     data = section.data
     kind = MomentsPass(data.folds, section.scan.convention)
-    plan = {s.shard_id: s for s in plan_shards(data)}
     models = list(ctx.models.keys)
+
+    def planned(shards: list[Shard], part: int) -> None:  # the plan first, so that an interrupted run shows it
+        for key in models:
+            tables.write_table(ctx.root, "shards", _planned_rows(shards, data.folds), ctx.run_id, key,
+                               name=f"planned-{part:06d}")
+
+    plan = ShardPlan(data).index(planned)
     covered = {key: covered_shards(ctx, kind, key, plan) for key in models}
-    todo = {key: set(plan) - set(covered[key]) for key in models}
-    for key in models:  # the manifest first, so that an interrupted run still shows its plan
-        _write_shards(ctx, key, plan, covered[key], data.folds)
-    stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds)
+    todo = {key: plan.ids() - set(covered[key]) for key in models}
+
+    def saved(model: str, records: list[dict]) -> None:
+        tables.write_table(ctx.root, "shards", _done_rows(records), ctx.run_id, model,
+                           name=f"done-{uuid.uuid4().hex}")
+
+    stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds, on_saved=saved)
     summary = ScanSummary(shards_decoded=stats.shards_decoded, shards_scanned=stats.shards_scanned,
                           shards_skipped=stats.shards_skipped, decode_share=stats.decode_share,
                           cpus_per_actor=stats.cpus_per_actor)
     for key in models:
-        _finish_model(ctx, kind, key, plan, data.folds, summary)
+        _finish_model(ctx, kind, key, plan, summary)
     summary.seconds = stats.seconds
     return summary
 
 
-def _finish_model(ctx: Context, kind: MomentsPass, model: str, plan: dict[str, Shard], folds: int,
-                  summary: ScanSummary) -> None:
+def _finish_model(ctx: Context, kind: MomentsPass, model: str, plan: ShardPlan, summary: ScanSummary) -> None:
     """Merge a model's partials (checked to partition the plan) and write its moments, shards, errors and
     conversions tables."""
     merged = merge_partials(ctx, kind, model, plan)
     uri = f"{ctx.state.model_dir(model)}/moments.safetensors"
     merged.save(uri)
-    records = [merged.shards[s] for s in sorted(merged.shards)]
+    records = [merged.shards[s] for s in plan.fingerprints]  # in plan order
     n_images = int(merged.n.sum())
     tables.write_table(ctx.root, "moments", [dict(
         uri=uri, convention=merged.convention, n_images=n_images, n_heads=len(merged.heads),
         embed_dim=merged.embed_dim, folds=merged.folds, n_shards=len(records))], ctx.run_id, model, name="scan")
-    _write_shards(ctx, model, plan, merged.shards, folds)
+    tables.write_table(ctx.root, "shards", _done_rows(records), ctx.run_id, model, name="scan")
+    tables.remove_parts(ctx.root, "shards", ctx.run_id, model, ("planned-", "done-"))
     for table in ("errors", "conversions"):  # records of an earlier version hold no conversions
         rows = [dict(row, at=datetime.fromisoformat(row["at"])) for r in records for row in r.get(table, ())]
         tables.write_table(ctx.root, table, rows, ctx.run_id, model, name="scan")

@@ -1,0 +1,107 @@
+"""Streamed plans: the shards a source streams equal the ones planned from the whole source read at once, and
+the shards table written in parts reads as one row per shard."""
+
+import os
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from ccs_ray import shard_plan
+from ccs_ray.analytics import connect
+from ccs_ray.files import read_table_file, resolve_uri
+from ccs_ray.shard_plan import PlanChanged, ShardPlan
+from ccs_ray.sources import manifest, plan_shards
+from ccs_ray.sources.base import file_version, fingerprint, list_files, walk_files
+from ccs_ray.spec import DataConfig
+from ccs_ray.tables import write_table
+
+# Names whose order by full path differs from a naive walk (files before sub-folders): 'b' < 'b-c' < 'b.jpg'
+# < 'b/' < 'b0', and case.
+NAMES = ["a.jpg", "b-c.jpg", "b.jpg", "b/x.jpg", "b/a/z.png", "b0.jpg", "b0/y.JPG", "B.jpg", "c/d/e/f.webp",
+         "c/note.txt", "c d.jpg"]
+
+
+def _tree(root) -> None:
+    for name in NAMES:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(name.encode())
+
+
+def test_walked_folder_lists_files_in_the_order_of_the_whole_listing(tmp_path):
+    _tree(tmp_path)
+    exts = (".jpg", ".png", ".webp")
+    walked = list(walk_files(str(tmp_path), exts))
+    whole = list_files(str(tmp_path), exts)  # fs.find of the whole tree, sorted
+    assert [u for u, _ in walked] == list(whole) and len(walked) == 10
+    assert [file_version(i) for _, i in walked] == [file_version(i) for i in whole.values()]
+
+
+def _eager_manifest_shards(uri, cfg):
+    """Shards planned from the manifest read whole (files.read_table_file), the way earlier versions planned it."""
+    table = read_table_file(uri)
+    base = os.path.dirname(uri)
+    rows = [(resolve_uri(str(u), base), None if lab is None else str(lab))
+            for u, lab in zip(table.column("uri").to_pylist(), table.column("label").to_pylist()) if u]
+    rows = rows[:cfg.limit]
+    info = list_files(uri, None)[uri]
+    return [(uri, tuple(rows[i:i + cfg.shard_size]), fingerprint(uri, rows[i:i + cfg.shard_size], file_version(info)))
+            for i in range(0, len(rows), cfg.shard_size)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("limit", [None, 23])
+def test_streamed_manifest_equals_the_manifest_read_whole(tmp_path, monkeypatch, fmt, limit):
+    monkeypatch.setattr(manifest, "BATCH_ROWS", 7)  # many batches, none aligned with the shards
+    n = 40
+    uris = [None if i % 9 == 4 else (f"img/{i}.jpg" if i % 2 else f"/abs/{i}.jpg") for i in range(n)]
+    labels = [None if i % 5 == 0 else f"c{i % 3}" for i in range(n)]
+    table = pa.table({"uri": pa.array(uris, pa.string()), "label": pa.array(labels, pa.string()),
+                      "extra": list(range(n))})
+    uri = str(tmp_path / f"m.{fmt}")
+    pq.write_table(table, uri) if fmt == "parquet" else pcsv.write_csv(table, uri)
+    cfg = DataConfig(source=uri, kind="manifest", shard_size=5, limit=limit)
+    shards = plan_shards(cfg)
+    assert [(s.uri, s.items, s.fingerprint) for s in shards] == _eager_manifest_shards(uri, cfg)
+    assert [s.shard_id for s in shards] == [f"s{i:06d}" for i in range(len(shards))]
+    assert sum(len(s.items) for s in shards) == (limit or sum(u is not None for u in uris))
+
+
+def test_indexed_plan_streams_the_eager_plan_and_notices_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(shard_plan, "PART_SHARDS", 3)
+    _tree(tmp_path / "src")
+    cfg = DataConfig(source=str(tmp_path / "src"), shard_size=2)
+    eager = plan_shards(cfg)
+    parts = []
+    plan = ShardPlan(cfg).index(lambda shards, part: parts.append((part, [s.shard_id for s in shards])))
+    assert list(plan) == eager and len(plan) == len(eager) == 5
+    assert parts == [(0, ["s000000", "s000001", "s000002"]), (1, ["s000003", "s000004"])]
+    assert plan.first() == eager[0] and plan.ids() == {s.shard_id for s in eager}
+    (tmp_path / "src" / "b0.jpg").write_bytes(b"rewritten, longer than before")
+    with pytest.raises(PlanChanged, match="changed during the run"):
+        list(plan)
+    (tmp_path / "src" / "b0.jpg").unlink()
+    with pytest.raises(PlanChanged, match="changed during the run"):
+        list(plan)
+
+
+def test_shards_view_keeps_each_shards_newest_row(tmp_path):
+    root = str(tmp_path)
+    planned = [dict(shard_id=f"s{i:06d}", source="x", fingerprint=f"{i}", fold=0, status="planned") for i in range(4)]
+    write_table(root, "shards", planned, "r1", "m", name="planned-000000")
+    done = [dict(p, status="done", n_images=3, seconds=1.0) for p in planned[1:3]]
+    write_table(root, "shards", done, "r1", "m", name="done-a")
+    rows = connect(root).execute("SELECT shard_id, status FROM shards ORDER BY shard_id").fetchall()
+    assert rows == [("s000000", "planned"), ("s000001", "done"), ("s000002", "done"), ("s000003", "planned")]
+
+
+def test_bench_plan_dispatches_a_streamed_manifest_exactly_once(ray_cluster):
+    from ccs_ray.bench import plan as bench_plan
+
+    f = bench_plan.run(small=2, large=4, checkpoint_every=2, images=20_000, shard_size=500)
+    assert f["shards"] == 40 and f["covered_exactly_once"] is True
+    assert f["planning_s"] > 0 and f["shards_per_s_dispatched"] > 0
+    assert f["images_per_s_dispatched"] == pytest.approx(f["shards_per_s_dispatched"] * 500, rel=0.01)
+    assert f["driver_peak_rss_mb"] >= f["driver_rss_at_start_mb"] > 0
