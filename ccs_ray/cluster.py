@@ -70,16 +70,21 @@ def actor_nodes(nodes: dict[str, dict], gpus: float, cpus: float) -> list[str]:
     return sorted(n for n, r in nodes.items() if r.get("GPU", 0) >= gpus and r.get("CPU", 0) >= cpus)
 
 
+def on_node(node: str):
+    """A scheduling strategy that places on ``node`` when it has room, else where Ray finds some (soft)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node, soft=True)
+
+
 def node_cycle(gpus: float, cpus: float) -> Iterator:
     """Scheduling strategies that place successive actors on the cluster's alive nodes in turn, among the nodes
     that can hold one actor (``gpus``, ``cpus``); soft, so that Ray places an actor elsewhere when its node is
     full. Ray's own SPREAD is best effort and may put every actor on one node; on one node it is used as is."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     nodes = actor_nodes(alive_nodes(), gpus, cpus)
     if len(nodes) < 2:
         return itertools.repeat("SPREAD")
-    return (NodeAffinitySchedulingStrategy(node, soft=True) for node in itertools.cycle(nodes))
+    return (on_node(node) for node in itertools.cycle(nodes))
 
 
 def decoder_layout(nodes: dict[str, dict], gpus: float, cpus: float, n_actors: int, first: str | None,

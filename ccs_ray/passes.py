@@ -14,11 +14,10 @@ a saved one is read, and where its checkpoints go. Accumulators have ``shards`` 
 ``mark_covered``, ``to_bytes`` and ``merge`` (in place; disjoint shards only).
 
 Cores. On a CPU-only cluster with the default layout, the pass first measures what decoding costs next to
-each model (:func:`decode_share`: :meth:`Decoder.costs` per model on the first shard, at one thread, by the pass's first
-decoder, which starts before the actors); the actors
-then hold every CPU decoding does not need and run that many torch threads
-(:func:`~ccs_ray.cluster.actor_layout`), and decoders, one per CPU left free on each node, share the rest
-(:func:`~ccs_ray.cluster.decoder_layout`).
+each model (:func:`decode_share`: :meth:`Decoder.costs` per model on the first shard, at one thread, by the pass's
+first decoder, which starts before the actors); the actors then hold every CPU decoding does not need and run that
+many torch threads (:func:`~ccs_ray.cluster.actor_layout`), and decoders, one per CPU left free on each node, share
+the rest (:func:`~ccs_ray.cluster.decoder_layout`).
 
 Checkpoints and resume. Every ``scan.checkpoint_s`` seconds (or ``scan.checkpoint_every`` shards) an
 actor with new shards writes the records of the shards added since its last checkpoint to its shard log, then
@@ -57,7 +56,8 @@ import fsspec
 import ray
 
 from .checkpoints import Checkpointer, read_log, sweep_log
-from .cluster import CPU_STEP, actor_layout, alive_nodes, decoder_layout, node_cpus, node_cycle, use_held_cpus
+from .cluster import (CPU_STEP, actor_layout, alive_nodes, decoder_layout, node_cpus, node_cycle, on_node,
+                      use_held_cpus)
 from .decompose import Decomposition, decomposed_forward, select_layers
 from .errors import UserError
 from .files import fs_uri, latest_committed, sweep_commits, sweep_tmp
@@ -158,14 +158,14 @@ def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, models: 
     seconds per image / (that + the sum over models of model seconds per image), measured once per run and model
     (:meth:`Decoder.costs` on the first shard, by ``decoder``; kept as ``_state/<run>/<model>/costs.json`` for
     later passes)."""
-    first = plan.first()
-    costs, refs = {}, {}
+    costs, refs, first = {}, {}, None
     for key in models:
         uri = f"{ctx.state.model_dir(key)}/costs.json"
         fs, path = fsspec.core.url_to_fs(uri)
         if fs.exists(path):
             costs[key] = json.loads(fs.cat_file(path))
         else:
+            first = first or plan.first()  # read from the source only when a cost is still to measure
             refs[key] = decoder.costs.remote(first, preprocess_config(key), key, ctx.models, cfg.convention,
                                              kind.keep_z_sum)
     for key, ref in refs.items():
@@ -221,13 +221,6 @@ class ScanActor:
         if saved:
             self.checkpointer.commit(self.acc.to_bytes(shards=False))
         return saved
-
-
-def _on(node: str):
-    """Place on ``node`` when it has room (else where Ray finds some)."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return NodeAffinitySchedulingStrategy(node, soft=True)
 
 
 def _to_json(rows: list[dict]) -> list[dict]:
@@ -332,7 +325,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
     models = [key for key in ctx.models.keys if key in todo]
     resources = ctx.cluster_resources()
     here = ray.get_runtime_context().get_node_id()
-    first_decoder = decoder_class.options(num_cpus=CPU_STEP, scheduling_strategy=_on(here)).remote()  # starts now
+    first_decoder = decoder_class.options(num_cpus=CPU_STEP, scheduling_strategy=on_node(here)).remote()  # starts now
     measure = not resources.get("GPU") and cfg.gpus_per_actor is None and cfg.cpus_per_actor is None and any(todo.values())
     stats.decode_share = decode_share(ctx, kind, cfg, plan, models, first_decoder) if measure else None
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, stats.decode_share, "scan",
@@ -400,7 +393,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
     n_workers = max(1, sum(len(w) for w in workers.values()))
     limit = max(2, math.ceil(resources.get("CPU", 0) - cpus_per_actor * n_workers), cfg.decode_workers * n_workers)
     more = decoder_layout(alive_nodes(), per_actor, cpus_per_actor, n_workers, here)
-    decoders = {d: 0 for d in [first_decoder] + [decoder_class.options(num_cpus=cpus, scheduling_strategy=_on(node)
+    decoders = {d: 0 for d in [first_decoder] + [decoder_class.options(num_cpus=cpus, scheduling_strategy=on_node(node)
                                                                        ).remote() for node, cpus in more]}
 
     def decode(shard, need):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from .errors import UserError
-from .sources import Shard, iter_shards
+from .sources import Shard, detect_kind, iter_shards
 from .sources.base import chunks
 
 PART_SHARDS = 10_000  # shards per part handed to ShardPlan.index's callback
@@ -31,7 +31,8 @@ class ShardPlan:
     """The shards of a :class:`~ccs_ray.spec.DataConfig`'s source (module docstring)."""
 
     def __init__(self, data):
-        self.data = data
+        kind = detect_kind(data.source, data.image_column, data.uri_column) if data.kind == "auto" else data.kind
+        self.data = data.model_copy(update={"kind": kind})  # detected once, not again at every read of the source
         self.fingerprints: dict[str, str] = {}  # shard id -> fingerprint, in plan order, after index()
 
     def index(self, on_part: Callable[[list[Shard], int], None] | None = None) -> "ShardPlan":
