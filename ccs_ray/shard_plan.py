@@ -2,18 +2,21 @@
 
 A :class:`ShardPlan` reads its source twice, each time as a stream (:func:`~ccs_ray.sources.iter_shards`: one
 listing, tar or batch of manifest rows at a time). :meth:`ShardPlan.index` keeps each shard's id and fingerprint
-(about 150 bytes per shard, whatever the shard holds) and hands the shards to a callback in parts, which is how
-the scan writes its ``planned`` shard rows; iterating the plan reads the source again for dispatch and checks that
+(about 150 bytes per shard, whatever the shard holds) and hands the shards, without their items, to a callback in
+parts, which is how the scan writes its ``planned`` shard rows; iterating the plan reads the source again for dispatch and checks that
 every shard still has the fingerprint it was indexed with. A shard's items (file names, manifest rows) are in
 the driver's memory only while it waits to be dispatched or to be saved by an actor.
 
     plan = ShardPlan(data)              # DataConfig
-    plan.index(on_part)                 # ids and fingerprints; on_part(shards, part) per PART_SHARDS shards
+    plan.index(on_part)                 # ids and fingerprints; on_part(shards, part) per PART_SHARDS shards,
+                                        # each shard with items=() (a part of 10,000 shards of 1,000 images
+                                        # would otherwise hold 10 M items)
     for shard in plan: ...              # the same shards, in the same order, with their items
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Iterator
 
 from .errors import UserError
@@ -37,9 +40,9 @@ class ShardPlan:
 
     def index(self, on_part: Callable[[list[Shard], int], None] | None = None) -> "ShardPlan":
         """Read the source once, keeping each shard's id and fingerprint; ``on_part(shards, part)`` gets them
-        :data:`PART_SHARDS` at a time (part 0, 1, ...). Returns the plan."""
+        :data:`PART_SHARDS` at a time (part 0, 1, ...), each without its items. Returns the plan."""
         self.fingerprints = {}
-        for part, shards in enumerate(chunks(iter_shards(self.data), PART_SHARDS)):
+        for part, shards in enumerate(chunks((replace(s, items=()) for s in iter_shards(self.data)), PART_SHARDS)):
             self.fingerprints.update((s.shard_id, s.fingerprint) for s in shards)
             if on_part is not None:
                 on_part(shards, part)

@@ -2,6 +2,7 @@
 the shards table written in parts reads as one row per shard."""
 
 import os
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -75,9 +76,12 @@ def test_indexed_plan_streams_the_eager_plan_and_notices_changes(tmp_path, monke
     cfg = DataConfig(source=str(tmp_path / "src"), shard_size=2)
     eager = plan_shards(cfg)
     parts = []
-    plan = ShardPlan(cfg).index(lambda shards, part: parts.append((part, [s.shard_id for s in shards])))
+    plan = ShardPlan(cfg).index(lambda shards, part: parts.append((part, shards)))
     assert list(plan) == eager and len(plan) == len(eager) == 5
-    assert parts == [(0, ["s000000", "s000001", "s000002"]), (1, ["s000003", "s000004"])]
+    assert [(part, [s.shard_id for s in shards]) for part, shards in parts] == [
+        (0, ["s000000", "s000001", "s000002"]), (1, ["s000003", "s000004"])]
+    # a part holds each shard's id, place and fingerprint, not its items
+    assert [s for _, shards in parts for s in shards] == [replace(s, items=()) for s in eager]
     assert plan.first() == eager[0] and plan.ids() == {s.shard_id for s in eager}
     (tmp_path / "src" / "b0.jpg").write_bytes(b"rewritten, longer than before")
     with pytest.raises(PlanChanged, match="changed during the run"):
