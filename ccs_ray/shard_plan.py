@@ -3,14 +3,13 @@
 A :class:`ShardPlan` reads its source twice, each time as a stream (:func:`~ccs_ray.sources.iter_shards`: one
 listing, tar or batch of manifest rows at a time). :meth:`ShardPlan.index` keeps each shard's id and fingerprint
 (about 150 bytes per shard, whatever the shard holds) and hands the shards, without their items, to a callback in
-parts, which is how the scan writes its ``planned`` shard rows; iterating the plan reads the source again for dispatch and checks that
-every shard still has the fingerprint it was indexed with. A shard's items (file names, manifest rows) are in
-the driver's memory only while it waits to be dispatched or to be saved by an actor.
+parts, which is how the scan writes its ``planned`` shard rows; iterating the plan reads the source again for
+dispatch and checks that every shard still has the fingerprint it was indexed with. A shard's items (file names,
+manifest rows) are in the driver's memory only while it waits to be dispatched or to be saved by an actor.
 
     plan = ShardPlan(data)              # DataConfig
     plan.index(on_part)                 # ids and fingerprints; on_part(shards, part) per PART_SHARDS shards,
-                                        # each shard with items=() (a part of 10,000 shards of 1,000 images
-                                        # would otherwise hold 10 M items)
+                                        # each with items=(), so that a part never holds the source's rows
     for shard in plan: ...              # the same shards, in the same order, with their items
 """
 
