@@ -107,5 +107,6 @@ def test_bench_plan_dispatches_a_streamed_manifest_exactly_once(ray_cluster):
     f = bench_plan.run(small=2, large=4, checkpoint_every=2, images=20_000, shard_size=500)
     assert f["shards"] == 40 and f["covered_exactly_once"] is True
     assert f["planning_s"] > 0 and f["shards_per_s_dispatched"] > 0
-    assert f["images_per_s_dispatched"] == pytest.approx(f["shards_per_s_dispatched"] * 500, rel=0.01)
+    # Every shard holds 500 images; shards/s is rounded to 0.1, images/s to 0.1.
+    assert abs(f["images_per_s_dispatched"] / 500 - f["shards_per_s_dispatched"]) <= 0.05 + 0.1 / 500
     assert f["driver_peak_rss_mb"] >= f["driver_rss_at_start_mb"] > 0
