@@ -236,7 +236,23 @@ class _Worker:
     inflight: int = 0
     assigned: int = 0
     unsaved: dict = field(default_factory=dict)  # shard id -> Shard, passed over but not yet in a checkpoint
+    saved_early: set = field(default_factory=set)  # shard ids a checkpoint listed before their own result came
     saved_at: float = field(default_factory=time.monotonic)  # when its last checkpoint was asked for
+
+    def passed(self, shard: Shard) -> None:
+        """The actor's result for ``shard`` came: it is unsaved unless a checkpoint already listed it."""
+        self.inflight -= 1
+        if shard.shard_id in self.saved_early:
+            self.saved_early.remove(shard.shard_id)
+        else:
+            self.unsaved[shard.shard_id] = shard
+
+    def saved(self, shard_ids) -> None:
+        """A checkpoint holds ``shard_ids``. An actor runs its calls in order, but their results reach the driver in
+        any order: a checkpoint may list a shard whose own result has not come yet."""
+        for shard_id in shard_ids:
+            if self.unsaved.pop(shard_id, None) is None:
+                self.saved_early.add(shard_id)
 
 
 @dataclass
@@ -428,13 +444,11 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
             replace(w, e, {shard.shard_id: shard} if shard is not None else {})
             continue
         if shard is None:  # a checkpoint: what it lists is now safe
-            for record in result:
-                w.unsaved.pop(record["shard_id"], None)
+            w.saved(record["shard_id"] for record in result)
             if on_saved is not None and result:
                 on_saved(w.model, result)
             continue
-        w.inflight -= 1
-        w.unsaved[shard.shard_id] = shard
+        w.passed(shard)
         stats.images += result["n_images"]
         stats.shards_scanned += 1
         bar.update(1, images_per_s=round(stats.images / max(1e-9, time.perf_counter() - t0), 1))

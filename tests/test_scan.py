@@ -18,7 +18,7 @@ from ccs_ray import HeadMoments, analytics, load_model
 from ccs_ray.decompose import decomposed_forward
 from ccs_ray.cluster import LayoutError, actor_layout
 from ccs_ray.stages import Context, RunState, run_stage
-from ccs_ray.passes import PassError, partial_shards, partials
+from ccs_ray.passes import PassError, _Worker, partial_shards, partials
 from ccs_ray.stages.scan import MomentsPass, run_scan, section
 from ccs_ray.tables import write_table
 from ccs_ray.sources import load_shard, plan_shards
@@ -258,6 +258,21 @@ def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
     shutil.copytree(first, first.with_name("c0de" * 3))  # an actor folder committed twice
     with pytest.raises(PassError, match="counted twice"):
         _scan(spec, str(tmp_path), "r1")
+
+
+def test_a_checkpoint_may_report_a_shard_before_its_own_result():
+    """Results of one actor's calls reach the driver in any order; whichever order they come in, a shard a
+    checkpoint holds is not left unsaved (else the pass, ending, asks for checkpoints forever)."""
+    a, b = plan_shards(_spec("/tmp", n=16).data)[:2]
+    in_order, reversed_ = _Worker("m", None, "f", inflight=2), _Worker("m", None, "f", inflight=2)
+    in_order.passed(a), in_order.passed(b), in_order.saved([a.shard_id, b.shard_id])
+    reversed_.passed(a), reversed_.saved([a.shard_id, b.shard_id]), reversed_.passed(b)
+    for w in (in_order, reversed_):
+        assert (w.unsaved, w.saved_early, w.inflight) == ({}, set(), 0)
+    late = _Worker("m", None, "f", inflight=1)
+    late.saved([a.shard_id])  # a shard of a dead actor's call, saved before the actor died
+    late.passed(b)
+    assert set(late.unsaved) == {b.shard_id} and late.saved_early == {a.shard_id}
 
 
 def test_workers_run_as_many_torch_threads_as_the_cpus_they_hold(ray_cluster):
