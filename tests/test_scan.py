@@ -19,7 +19,7 @@ from ccs_ray.decompose import decomposed_forward
 from ccs_ray.cluster import LayoutError, actor_layout
 from ccs_ray.stages import Context, RunState, run_stage
 from ccs_ray.passes import PassError, _Worker, partial_shards, partials
-from ccs_ray.stages.scan import MomentsPass, run_scan, section
+from ccs_ray.stages.scan import MomentsPass, moments_uri, run_scan, section
 from ccs_ray.tables import write_table
 from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.spec import load_spec
@@ -82,14 +82,21 @@ def test_scan_equals_single_process(ray_cluster, tmp_path):
 
     # Spans from the distributed moments equal spans from the reference moments.
     run_stage("spans", spec, str(tmp_path), "r1", key)
-    ref_uri = str(tmp_path / "ref.safetensors")
-    _reference(spec).save(ref_uri)
-    write_table(str(tmp_path / "ref"), "moments", [{"uri": ref_uri}], "r1", key)
-    run_stage("spans", spec, str(tmp_path / "ref"), "r1", key)
+    ref_root = str(tmp_path / "ref")
+    write_table(ref_root, "moments", [{"uri": "elsewhere"}], "r1", key)
+    _reference(spec).save(moments_uri(Context.of(spec, "r1", ref_root, progress=False), key))
+    run_stage("spans", spec, ref_root, "r1", key)
     rows, ref_rows = (read_table(root, "spans", "r1", key).to_pylist() for root in (str(tmp_path), str(tmp_path / "ref")))
     assert [(r["head_label"], r["subset"], r["text"]) for r in rows] == [(r["head_label"], r["subset"], r["text"]) for r in ref_rows]
     assert max(r["rank"] for r in rows) == 10  # smoke judges held-out spans too: 2 x spans.m per head
     assert {r["subset"] for r in rows} == {"all", "fold0", "fold1"}
+
+    # A results root copied elsewhere finds its moments in its own state folder, not where the scan wrote them.
+    moved = tmp_path.with_name(tmp_path.name + "-moved")
+    shutil.copytree(tmp_path, moved)
+    uri = moments_uri(Context.of(spec, "r1", str(moved), progress=False), key)
+    assert uri.startswith(str(moved)) and read_table(str(moved), "moments", "r1")["uri"][0].as_py() != uri
+    _assert_same_moments(HeadMoments.load(uri), merged)
 
     # A second scan of the same run finds every shard covered and redoes nothing.
     again = _scan(spec, str(tmp_path), "r1")
