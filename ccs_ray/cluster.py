@@ -14,6 +14,7 @@ leave free on each node (:func:`decoder_layout`), so a cluster's CPU-only nodes 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 from typing import Iterator, NamedTuple
@@ -124,6 +125,20 @@ def use_held_cpus() -> int:
     threads = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)))
     torch.set_num_threads(threads)
     return threads
+
+
+def held_device() -> str:
+    """``"cuda"`` in a Ray worker that holds a GPU on a node where CUDA works, else ``"cpu"``: a node that advertises
+    GPUs it cannot use (a misconfigured or simulated one) runs its actors on CPU, with a warning, instead of failing."""
+    import torch
+
+    if not ray.get_gpu_ids():
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    logging.getLogger(__name__).warning("this worker holds GPUs %s but CUDA is not available here: running on CPU",
+                                        ray.get_gpu_ids())
+    return "cpu"
 
 
 def actor_layout(section, n_models: int, resources: dict | None = None, decode_share: float | None = None,

@@ -56,7 +56,7 @@ import fsspec
 import ray
 
 from .checkpoints import Checkpointer, read_log, sweep_log
-from .cluster import (CPU_STEP, actor_layout, alive_nodes, decoder_layout, node_cpus, node_cycle, on_node,
+from .cluster import (CPU_STEP, actor_layout, alive_nodes, decoder_layout, held_device, node_cpus, node_cycle, on_node,
                       use_held_cpus)
 from .decompose import Decomposition, decomposed_forward, select_layers
 from .errors import UserError
@@ -182,7 +182,7 @@ class ScanActor:
     """Holds one model and the accumulator of the shards it has passed over since it started."""
 
     def __init__(self, model_key: str, models: ModelsConfig, scan: ScanConfig, kind: PassKind, folder: str):
-        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        device = held_device()
         self.threads = use_held_cpus()
         self.model, _ = load_model(model_key, models.precision, device)
         self.layers = select_layers(self.model, models.layers, models.last_layers)

@@ -209,15 +209,18 @@ def test_killed_driver_resumes_without_rescanning(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_node_cluster_spreads_shards(tmp_path):
-    """A two-node Ray cluster (ray.cluster_utils.Cluster, in a subprocess) gives the single-process moments."""
+def test_heterogeneous_cluster_scans_on_gpu_nodes_and_decodes_on_every_node(tmp_path):
+    """A simulated cluster (ray.cluster_utils.Cluster, in a subprocess) of two GPU nodes and one CPU-only node:
+    one scan actor per GPU, on the GPU nodes (their shards spread over both); decoders on the CPUs the actors
+    leave, the CPU-only node's included; the moments equal the single-process ones."""
     script = REPO / "tests" / "multinode_scan.py"
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["nodes"] == 2 and result["shard_nodes"] == 2
-    spec = _spec(tmp_path, extra=["scan.actors=2"])
-    _assert_same_moments(HeadMoments.load(result["moments"]), _reference(spec))
+    assert result["nodes"] == 3 and len(result["gpu_nodes"]) == 2 and result["gpu_node"] in result["gpu_nodes"]
+    assert result["shard_nodes"] == result["gpu_nodes"]
+    assert result["cpu_node"] in result["decoder_nodes"]
+    _assert_same_moments(HeadMoments.load(result["moments"]), _reference(_spec(tmp_path)))
 
 
 def test_resume_refuses_changed_data(ray_cluster, tmp_path):

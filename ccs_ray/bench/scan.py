@@ -63,11 +63,11 @@ def _plain_ips(model_key: str, precision: str, batches: list, gpus: float) -> fl
     task holding the GPU (``gpus``) or every CPU of the largest node."""
     @ray.remote
     def plain(batches):
-        from ..cluster import use_held_cpus
+        from ..cluster import held_device, use_held_cpus
         from ..models import load_model
 
         use_held_cpus()
-        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        device = held_device()
         model, _ = load_model(model_key, precision, device)
         dtype = next(model.parameters()).dtype
         with torch.no_grad():

@@ -23,7 +23,7 @@ import ray
 import torch
 
 from .. import tables
-from ..cluster import node_cpus, use_held_cpus
+from ..cluster import held_device, node_cpus, use_held_cpus
 from ..circuits import head_covariances, span_agreement
 from ..decompose import select_layers, tower_shape
 from ..heads import parse_head_name
@@ -82,7 +82,7 @@ def _spans_task(models: ModelsConfig, section: SpansSection, uri: str | None, mo
     shows progress). ``uri``: the merged moments (None: spans from the weights alone); ``text_cache``: the run's
     text-embedding cache of the model (:func:`~ccs_ray.stages.base.text_cache_dir`)."""
     cfg = section.spans
-    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    device = held_device()
     use_held_cpus()
     moments = HeadMoments.load(uri, device) if uri is not None else None
     model, _ = load_model(model_key, models.precision, device)
