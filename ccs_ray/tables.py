@@ -53,8 +53,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("n_images", pa.int64()), ("n_errors", pa.int64()), ("status", pa.string()), ("node", pa.string()),
         ("worker", pa.string()), ("seconds", pa.float64()), ("finished_at", pa.timestamp("us", tz="UTC")),
     ]),
-    # The merged HeadMoments of a model: where the scan wrote them (later stages read them from the run's state
-    # folder under the root as it is now: stages.scan.moments_uri), and over how many images.
+    # Where the merged HeadMoments of a model live (a URI inside the run's state folder is read under the results
+    # root as it is now: stages.scan.moments_uri), and over how many images.
     "moments": _schema(_KEY, [
         ("uri", pa.string()), ("convention", pa.string()), ("n_images", pa.int64()), ("n_heads", pa.int32()),
         ("embed_dim", pa.int32()), ("folds", pa.int32()), ("n_shards", pa.int32()),

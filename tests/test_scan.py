@@ -82,10 +82,10 @@ def test_scan_equals_single_process(ray_cluster, tmp_path):
 
     # Spans from the distributed moments equal spans from the reference moments.
     run_stage("spans", spec, str(tmp_path), "r1", key)
-    ref_root = str(tmp_path / "ref")
-    write_table(ref_root, "moments", [{"uri": "elsewhere"}], "r1", key)
-    _reference(spec).save(moments_uri(Context.of(spec, "r1", ref_root, progress=False), key))
-    run_stage("spans", spec, ref_root, "r1", key)
+    ref_uri = str(tmp_path / "ref.safetensors")
+    _reference(spec).save(ref_uri)
+    write_table(str(tmp_path / "ref"), "moments", [{"uri": ref_uri}], "r1", key)
+    run_stage("spans", spec, str(tmp_path / "ref"), "r1", key)
     rows, ref_rows = (read_table(root, "spans", "r1", key).to_pylist() for root in (str(tmp_path), str(tmp_path / "ref")))
     assert [(r["head_label"], r["subset"], r["text"]) for r in rows] == [(r["head_label"], r["subset"], r["text"]) for r in ref_rows]
     assert max(r["rank"] for r in rows) == 10  # smoke judges held-out spans too: 2 x spans.m per head

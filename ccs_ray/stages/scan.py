@@ -131,7 +131,7 @@ def _finish_model(ctx: Context, kind: MomentsPass, model: str, plan: ShardPlan, 
     """Merge a model's partials (checked to partition the plan) and write its moments, shards, errors and
     conversions tables."""
     merged = merge_partials(ctx, kind, model, plan)
-    uri = _moments_path(ctx, model)
+    uri = f"{ctx.state.model_dir(model)}/moments.safetensors"
     merged.save(uri)
     records = [merged.shards[s] for s in plan.fingerprints]  # in plan order
     n_images = int(merged.n.sum())
@@ -150,17 +150,15 @@ def _finish_model(ctx: Context, kind: MomentsPass, model: str, plan: ShardPlan, 
     summary.nodes |= {r["node"] for r in records}
 
 
-def _moments_path(ctx: Context, model: str) -> str:
-    return f"{ctx.state.model_dir(model)}/moments.safetensors"
-
-
 def moments_uri(ctx: Context, model: str) -> str:
-    """The merged moments of ``model`` in ``ctx``'s run, once the ``moments`` table lists them: in the run's state
-    folder under its results root as it is now (the table's ``uri`` says where the scan wrote them, which a moved or
-    copied root no longer is)."""
-    if not tables.read_table(ctx.root, "moments", ctx.run_id, model).num_rows:
+    """The merged moments of ``model`` in ``ctx``'s run, from the ``moments`` table. A URI inside the run's state
+    folder is read under the results root as it is now, so that a moved or copied root still finds its moments;
+    any other URI is used as it is."""
+    rows = tables.read_table(ctx.root, "moments", ctx.run_id, model).to_pylist()
+    if not rows:
         raise ValueError(f"no moments of {model} in run {ctx.run_id} under {ctx.root}: run the scan stage first")
-    return _moments_path(ctx, model)
+    uri, state = rows[-1]["uri"], ctx.state.dir[len(ctx.root.rstrip("/")):] + "/"  # state: "/_state/<run>/"
+    return f"{ctx.state.dir}/{uri.split(state, 1)[1]}" if state in uri else uri
 
 
 def run(ctx: Context, section: ScanSection) -> dict:
