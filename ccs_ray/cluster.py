@@ -132,12 +132,13 @@ def held_device() -> str:
     GPUs it cannot use (a misconfigured or simulated one) runs its actors on CPU, with a warning, instead of failing."""
     import torch
 
-    if not ray.get_gpu_ids():
+    gpus = ray.get_gpu_ids()
+    if not gpus:
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"
     logging.getLogger(__name__).warning("this worker holds GPUs %s but CUDA is not available here: running on CPU",
-                                        ray.get_gpu_ids())
+                                        gpus)
     return "cpu"
 
 

@@ -39,7 +39,7 @@ def main(root: str) -> None:
     deadline = time.monotonic() + 60
     while len(set(ray.get([_node.options(scheduling_strategy="SPREAD").remote() for _ in range(6)]))) < 3:
         if time.monotonic() > deadline:
-            raise RuntimeError("the scheduler never placed work on both nodes")
+            raise RuntimeError("the scheduler never placed work on every node")
         time.sleep(0.2)
     spec = load_spec(REPO / "jobs" / "smoke.toml", [
         f'results.root="{root}"', 'data.source="probe://?n=64&seed=3&size=48"', "data.shard_size=8",

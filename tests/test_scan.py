@@ -275,8 +275,12 @@ def test_a_checkpoint_may_report_a_shard_before_its_own_result():
     checkpoint holds is not left unsaved (else the pass, ending, asks for checkpoints forever)."""
     a, b = plan_shards(_spec("/tmp", n=16).data)[:2]
     in_order, reversed_ = _Worker("m", None, "f", inflight=2), _Worker("m", None, "f", inflight=2)
-    in_order.passed(a), in_order.passed(b), in_order.saved([a.shard_id, b.shard_id])
-    reversed_.passed(a), reversed_.saved([a.shard_id, b.shard_id]), reversed_.passed(b)
+    in_order.passed(a)
+    in_order.passed(b)
+    in_order.saved([a.shard_id, b.shard_id])
+    reversed_.passed(a)
+    reversed_.saved([a.shard_id, b.shard_id])  # the checkpoint's result came before b's own
+    reversed_.passed(b)
     for w in (in_order, reversed_):
         assert (w.unsaved, w.saved_early, w.inflight) == ({}, set(), 0)
     late = _Worker("m", None, "f", inflight=1)
