@@ -20,7 +20,7 @@ from importlib import import_module
 _HOMES = {
     "ablated": "ablate", "head_contributions": "decompose", "head_name": "heads", "parse_head_name": "heads",
     "max_skew_at_k": "evals.bias", "max_skew_over_templates": "evals.bias",
-    "PAPER_MODELS": "models", "UnsupportedModelError": "models", "load_model": "models",
+    "PAPER_MODELS": "model_keys", "UnsupportedModelError": "model_keys", "load_model": "models",
     "HeadMoments": "moments", "textspan": "textspan", "textspan_from_moments": "textspan", "preflight": "preflight",
     "paper_reference": "reference",
 }

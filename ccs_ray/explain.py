@@ -13,8 +13,9 @@ the score, or minus the score for ``bottom``), with each listed image's URI, sha
 O(heads x m x k) whatever the image count. Merging two lists and keeping the k best is the same as taking the
 k best of everything (top-k is mergeable); ties are ordered by image URI, the rule :func:`best_k` applies.
 
-Thumbnails show the image as the model saw it: the preprocessed tensor, de-normalised, resized so that its
-longest side is ``thumb_px`` and JPEG-encoded (:func:`thumbnail`), made only for images that enter a list.
+Thumbnails show the image as the model saw it: its pixels after resizing and cropping (uint8 [3, H, W],
+:class:`~ccs_ray.preprocess.Pixels`, before normalisation), downscaled so that the longest side is ``thumb_px`` and
+JPEG-encoded (:func:`thumbnail`), made only for images that enter a list.
 
 File format (``to_bytes`` / ``load``): one Parquet table, one row per listed image (``head``, ``slot``, ``key``,
 ``image_uri``, ``shard``, ``thumbnail``), with the JSON metadata (``format``, ``heads``, ``m``, ``k``,
@@ -42,10 +43,9 @@ _FILE_SCHEMA = pa.schema([("head", pa.string()), ("slot", pa.int32()), ("key", p
                           ("image_uri", pa.string()), ("shard", pa.string()), ("thumbnail", pa.binary())])
 
 
-def thumbnail(image: torch.Tensor, mean, std, px: int) -> bytes:
-    """JPEG bytes of a preprocessed image [3, S, S] (normalised with ``mean``/``std``), longest side ``px``."""
-    x = image.detach().float().cpu() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
-    pil = Image.fromarray((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+def thumbnail(pixels: np.ndarray, px: int) -> bytes:
+    """JPEG bytes of an image's pixels (uint8 [3, H, W]), downscaled to longest side ``px``."""
+    pil = Image.fromarray(np.ascontiguousarray(np.asarray(pixels).transpose(1, 2, 0)))
     pil.thumbnail((px, px), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     pil.save(out, format="JPEG", quality=JPEG_QUALITY)
@@ -63,12 +63,11 @@ class TopImages:
     Args:
         heads: the NH head names, in the order of ``Decomposition.heads`` (contributions flattened [B, NH, D]).
         directions: [NH, m, D] unit span directions; a head with fewer than m spans has NaN rows there.
-        k: images per list; thumb_px, mean, std: thumbnails (the model's preprocessing mean/std).
+        k: images per list; thumb_px: the thumbnails' longest side (pixels).
     """
 
-    def __init__(self, heads: list[str], directions, k: int, thumb_px: int, mean=(0.0,) * 3, std=(1.0,) * 3):
+    def __init__(self, heads: list[str], directions, k: int, thumb_px: int):
         self.heads, self.k, self.thumb_px = list(heads), k, thumb_px
-        self.mean, self.std = tuple(mean), tuple(std)
         d = torch.as_tensor(np.asarray(directions), dtype=torch.float64)
         self.valid = ~torch.isnan(d).any(-1)  # [NH, m]
         self.directions = torch.nan_to_num(d)
@@ -80,8 +79,8 @@ class TopImages:
         self.next_id = 0
         self.shards: dict[str, dict] = {}
 
-    def update(self, contributions: torch.Tensor, uris: list[str], shard: str, images: torch.Tensor) -> None:
-        """Add a batch: contributions [B, NH, D], the images' URIs, their shard, the preprocessed images [B, 3, S, S]."""
+    def update(self, contributions: torch.Tensor, uris: list[str], shard: str, pixels: np.ndarray) -> None:
+        """Add a batch: contributions [B, NH, D], the images' URIs, their shard, their pixels (uint8 [B, 3, H, W])."""
         x = contributions.to(dtype=torch.float64, device="cpu")
         if x.shape[0] != len(uris):
             raise ValueError(f"{x.shape[0]} contributions but {len(uris)} image URIs")
@@ -95,7 +94,7 @@ class TopImages:
         self.ids[torch.isinf(self.keys)] = -1
         for i in set(self.ids[self.ids >= self.next_id].tolist()):
             b = i - self.next_id
-            self.images[i] = (uris[b], shard, thumbnail(images[b], self.mean, self.std, self.thumb_px))
+            self.images[i] = (uris[b], shard, thumbnail(pixels[b], self.thumb_px))
         self.next_id += len(uris)
         if len(self.images) > 2 * self.ids.numel():
             self._forget_unlisted()
@@ -167,7 +166,7 @@ class TopImages:
     @property
     def meta(self) -> dict:
         return {"format": FORMAT_VERSION, "heads": self.heads, "m": self.m, "k": self.k, "thumb_px": self.thumb_px,
-                "mean": self.mean, "std": self.std, "shards": self.shards}
+                "shards": self.shards}
 
     def to_bytes(self, shards: bool = True) -> bytes:
         """The file's bytes (module docstring); ``shards=False``: without the shard records (a checkpoint keeps them
@@ -196,8 +195,7 @@ class TopImages:
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{uri}: top images format {meta.get('format')} is not {FORMAT_VERSION}")
         heads = meta["heads"]
-        top = cls(heads, np.full((len(heads), meta["m"], 1), np.nan), meta["k"], meta["thumb_px"], meta["mean"],
-                  meta["std"])
+        top = cls(heads, np.full((len(heads), meta["m"], 1), np.nan), meta["k"], meta["thumb_px"])
         index = {name: i for i, name in enumerate(heads)}
         cols = table.to_pydict()
         top._set_entries([(key, uri_, shard, thumb, index[h], s) for h, s, key, uri_, shard, thumb in zip(

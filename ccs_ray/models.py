@@ -1,11 +1,4 @@
-"""Model loading: `load_model(key)` and the paper presets.
-
-A model key names an open_clip ViT and its weights:
-
-- ``"ViT-B-16/openai"``: an open_clip model name and a pretrained tag;
-- ``"ViT-B-16/none"``: random initialisation (what the tests use);
-- ``"ViT-B-16@/path/or/uri/to/checkpoint.pt"``: weights from a local file or any fsspec URI;
-- ``"hf-hub:org/repo"`` or ``"local-dir:/path"``: open_clip's own schemas.
+"""Model loading: `load_model(key)` for a model key (:mod:`ccs_ray.model_keys`).
 
 Only the image tower is analysed. Supported towers are open_clip ``VisionTransformer`` s that pool the
 class token and use the stock ``nn.MultiheadAttention`` blocks (OpenAI CLIP, LAION, DataComp ViTs).
@@ -14,18 +7,17 @@ class token and use the stock ``nn.MultiheadAttention`` blocks (OpenAI CLIP, LAI
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import fsspec
 import open_clip
 import torch
-from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from .choices import PRECISIONS
-from .errors import UserError
 from .files import cache_dir
+from .model_keys import ModelKey, UnsupportedModelError
+from .preprocess import CONFIG_DIRS
 
 #: Seed of random initialisation (``NAME/none``), so that all actors of a cluster hold the same weights.
 RANDOM_INIT_SEED = 0
@@ -33,49 +25,8 @@ RANDOM_INIT_SEED = 0
 #: The torch dtype of each precision name.
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 
-#: The six models of the paper (docs/architecture.md, "Models"), by short preset name.
-PAPER_MODELS = {
-    "b32-openai": "ViT-B-32/openai",
-    "b32-datacomp": "ViT-B-32/datacomp_m_s128m_b4k",
-    "b16-openai": "ViT-B-16/openai",
-    "b16-laion": "ViT-B-16/laion2b_s34b_b88k",
-    "l14-openai": "ViT-L-14/openai",
-    "l14-laion": "ViT-L-14/laion2b_s32b_b82k",
-}
-
-_CONFIG_DIR = Path(__file__).parent / "model_configs"
-for _cfg in sorted(_CONFIG_DIR.glob("*.json")):
+for _cfg in sorted(CONFIG_DIRS[0].glob("*.json")):  # our configs (ccs-tiny), next to open_clip's
     open_clip.add_model_config(_cfg)
-
-
-class UnsupportedModelError(UserError, ValueError):
-    """The key names no model we can load, or a tower the decomposition cannot handle."""
-
-
-@dataclass(frozen=True)
-class ModelKey:
-    """A parsed model key. ``weights`` is a pretrained tag, ``None`` (random init), or a checkpoint URI."""
-
-    key: str
-    name: str
-    weights: str | None
-    checkpoint: bool = False
-
-    @classmethod
-    def parse(cls, key: str) -> "ModelKey":
-        key = PAPER_MODELS.get(key, key)
-        if key.startswith(("hf-hub:", "local-dir:")):
-            return cls(key, key, None)
-        if "@" in key:
-            name, uri = key.split("@", 1)
-            return cls(key, name, uri, checkpoint=True)
-        if "/" not in key:
-            raise UnsupportedModelError(
-                f"model key {key!r} has no weights part: use 'NAME/TAG' (e.g. 'ViT-B-16/openai'), "
-                f"'NAME/none' for random init, 'NAME@CHECKPOINT', or a preset: {', '.join(PAPER_MODELS)}"
-            )
-        name, tag = key.split("/", 1)
-        return cls(key, name, None if tag == "none" else tag)
 
 
 def supported_models() -> list[str]:
@@ -138,25 +89,11 @@ def _fetch_checkpoint(uri: str) -> str:
     return str(local)
 
 
-def preprocess_config(key: str) -> dict:
-    """open_clip's image preprocessing settings for a key (size, mean, std, interpolation, resize mode),
-    from configs alone (no weights): models with equal settings can share decoded images."""
-    parsed = ModelKey.parse(key)
-    cfg = asdict(PreprocessCfg())
-    model_cfg = open_clip.get_model_config(parsed.name) or {}
-    cfg = merge_preprocess_dict(cfg, model_cfg.get("preprocess_cfg", {}))
-    if parsed.weights and not parsed.checkpoint:
-        cfg = merge_preprocess_dict(cfg, open_clip.get_pretrained_cfg(parsed.name, parsed.weights))
-    if "vision_cfg" in model_cfg:
-        cfg["size"] = model_cfg["vision_cfg"]["image_size"]
-    return cfg
-
-
 def load_model(key: str, precision: str = "fp32", device: str | torch.device | None = None):
     """Load an open_clip model and its image preprocessing.
 
     Args:
-        key: a model key (module docstring) or a preset name from ``PAPER_MODELS``.
+        key: a model key or a preset name from ``PAPER_MODELS`` (:mod:`ccs_ray.model_keys`).
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``; every parameter is cast to it.
         device: ``None`` picks CUDA when present, else CPU.
 

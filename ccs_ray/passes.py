@@ -48,9 +48,10 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from itertools import islice
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import fsspec
 import ray
@@ -58,14 +59,16 @@ import ray
 from .checkpoints import Checkpointer, read_log, sweep_log
 from .cluster import (CPU_STEP, actor_layout, alive_nodes, decoder_layout, held_device, node_cpus, node_cycle, on_node,
                       use_held_cpus)
-from .decompose import Decomposition, decomposed_forward, select_layers
 from .errors import UserError
 from .files import fs_uri, latest_committed, sweep_commits, sweep_tmp
-from .models import load_model, preprocess_config
+from .preprocess import Pixels, model_input, preprocess_config
 from .shard_plan import ShardPlan
 from .progress import Progress
 from .sources import LoadedShard, Shard, load_shard
 from .spec import ModelsConfig, ScanConfig
+
+if TYPE_CHECKING:
+    from .decompose import Decomposition
 
 
 class PassError(UserError, RuntimeError):
@@ -101,37 +104,40 @@ class PassKind:
 
 @ray.remote(num_cpus=1)
 def decode_task(shard: Shard, preprocess: dict):
-    """Read, decode and preprocess one shard on a CPU worker."""
-    return load_shard(shard, _transform(preprocess))
+    """Read and decode one shard on a CPU worker: its images as uint8 pixels (:class:`~ccs_ray.preprocess.Pixels`
+    of the settings ``preprocess``)."""
+    return load_shard(shard, Pixels(preprocess))
 
 
 @ray.remote(max_restarts=-1, max_task_retries=3)
 class Decoder:
     """A long-lived decode worker of a pass: :func:`decode_task`'s work in one process that stays up (Ray would
-    otherwise start and stop task workers beside actors that hold fractional CPUs, each start paying torch's
-    import); restarted and the call retried when its process dies. The pass's first decoder starts before the
-    actors and measures what decoding and each model cost (:meth:`costs`)."""
-
-    def __init__(self):
-        import torch
-
-        torch.set_num_threads(1)
+    otherwise start and stop task workers beside actors that hold fractional CPUs); restarted and the call retried
+    when its process dies. Decoding needs neither torch nor open_clip (:mod:`ccs_ray.preprocess`), so a decoder
+    starts fast. The pass's first decoder starts before the actors and measures what decoding and each model cost
+    (:meth:`costs`, which loads the model and torch with it)."""
 
     def decode(self, shard: Shard, preprocess: dict):
-        return load_shard(shard, _transform(preprocess))
+        return load_shard(shard, Pixels(preprocess))
 
     def costs(self, shard: Shard, preprocess: dict, model_key: str, models: ModelsConfig, convention: str,
               keep_z_sum: bool) -> dict:
         """CPU seconds per image, at one thread, of decoding ``shard`` and of one model's decomposed forward on up to
         :data:`COST_IMAGES` of its images (after a one-image warm-up): ``{"decode_s", "model_s"}``."""
+        import numpy as np
         import torch
 
-        loaded = load_shard(shard, _transform(preprocess))
+        from .decompose import decomposed_forward, select_layers
+        from .models import load_model
+
+        torch.set_num_threads(1)
+        pixels = Pixels(preprocess)
+        loaded = load_shard(shard, pixels)
         decode_s = loaded.seconds / max(1, len(loaded.images) + loaded.n_failed)
         model, _ = load_model(model_key, models.precision, "cpu")
         layers = select_layers(model, models.layers, models.last_layers)
-        images = loaded.images[:COST_IMAGES] if len(loaded.images) else torch.zeros(COST_IMAGES, 3,
-                                                                                     *_pair(preprocess["size"]))
+        blank = np.zeros((COST_IMAGES, 3, *pixels.size), np.uint8)
+        images = model_input(loaded.images[:COST_IMAGES] if len(loaded.images) else blank, preprocess)
         forward = lambda x: decomposed_forward(model, x, layers=layers, convention=convention,  # noqa: E731
                                                keep_z_sum=keep_z_sum)
         forward(images[:1])
@@ -140,17 +146,7 @@ class Decoder:
         return {"decode_s": decode_s, "model_s": (time.perf_counter() - t0) / len(images)}
 
 
-def _transform(preprocess: dict):
-    from open_clip.transform import PreprocessCfg, image_transform_v2
-
-    return image_transform_v2(PreprocessCfg(**preprocess), is_train=False)
-
-
 COST_IMAGES = 8  # images of the first shard one model's pass is timed on
-
-
-def _pair(size) -> tuple[int, int]:
-    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
 
 def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, models: list[str], decoder) -> float:
@@ -182,12 +178,17 @@ class ScanActor:
     """Holds one model and the accumulator of the shards it has passed over since it started."""
 
     def __init__(self, model_key: str, models: ModelsConfig, scan: ScanConfig, kind: PassKind, folder: str):
-        device = held_device()
+        from .decompose import decomposed_forward, select_layers
+        from .models import load_model
+
+        self.device = held_device()
         self.threads = use_held_cpus()
-        self.model, _ = load_model(model_key, models.precision, device)
-        self.layers = select_layers(self.model, models.layers, models.last_layers)
-        self.batch_size, self.convention, self.kind = scan.batch_size, scan.convention, kind
-        self.acc = kind.start(model_key, self.model, self.layers, device)
+        model, _ = load_model(model_key, models.precision, self.device)
+        layers = select_layers(model, models.layers, models.last_layers)
+        self.forward = partial(decomposed_forward, model, layers=layers, convention=scan.convention,
+                               keep_z_sum=kind.keep_z_sum)  # [B, 3, H, W] float32 -> Decomposition
+        self.preprocess, self.batch_size, self.kind = preprocess_config(model_key), scan.batch_size, kind
+        self.acc = kind.start(model_key, model, layers, self.device)
         self.checkpointer = Checkpointer(folder, kind.suffix)  # its commit folder and shard log
         self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
         self.node = ray.get_runtime_context().get_node_id()
@@ -197,8 +198,7 @@ class ScanActor:
         t0 = time.perf_counter()
         for i in range(0, len(loaded.images), self.batch_size):
             batch = slice(i, i + self.batch_size)
-            d = decomposed_forward(self.model, loaded.images[batch], layers=self.layers, convention=self.convention,
-                                   keep_z_sum=self.kind.keep_z_sum)
+            d = self.forward(model_input(loaded.images[batch], self.preprocess, self.device))
             self.kind.add(self.acc, d, loaded, batch, fold)
         record = {
             "shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": fold,

@@ -182,7 +182,8 @@ def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layer
     import open_clip
 
     from .decompose import choose_layers
-    from .models import ModelKey, supported_models
+    from .model_keys import ModelKey
+    from .models import supported_models
 
     where = f"models.keys: {key!r}"
     parsed = checks.run(where, lambda: ModelKey.parse(key))

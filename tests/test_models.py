@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ccs_ray import PAPER_MODELS, UnsupportedModelError, load_model
-from ccs_ray.models import ModelKey, supported_models
+from ccs_ray.model_keys import ModelKey
+from ccs_ray.models import supported_models
 
 
 def test_keys_parse():

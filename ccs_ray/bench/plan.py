@@ -29,10 +29,7 @@ from datetime import datetime, timezone
 import ray
 
 from ..checkpoints import Checkpointer, read_log
-from ..decompose import select_layers
 from ..files import latest_committed
-from ..models import load_model
-from ..moments import HeadMoments
 
 
 def _record(i: int) -> dict:
@@ -45,7 +42,7 @@ def _record(i: int) -> dict:
             "conversions": []}
 
 
-def _checkpoints(folder: str, acc: HeadMoments, shards: int, every: int) -> tuple[int, str]:
+def _checkpoints(folder: str, acc, shards: int, every: int) -> tuple[int, str]:
     """Cover ``shards`` shards, checkpointing every ``every``; (bytes of the last checkpoint, its data file URI)."""
     writer = Checkpointer(folder, ".safetensors")
     for i in range(shards):
@@ -64,6 +61,10 @@ def run(model: str = "ccs-tiny/none", small: int = 10, large: int = 10_000, chec
     """Checkpoint bytes at ``small`` and ``large`` shards (and their ratio), the bytes one checkpoint with every
     record inside would take at ``large``, and the seconds to read the large log back; with ``images``, the
     streaming figures (module docstring)."""
+    from ..decompose import select_layers  # here, not at the top: the streaming driver (drive) runs without torch
+    from ..models import load_model
+    from ..moments import HeadMoments
+
     net, _ = load_model(model, "fp32", "cpu")
     layers = select_layers(net, None, 4)
     sizes = {}

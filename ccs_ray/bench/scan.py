@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 
 from ..cluster import actor_layout, ensure_ray, node_cpus
-from ..models import preprocess_config
 from ..moments import HeadMoments
 from ..sources import plan_shards
 from ..passes import ScanActor, decode_task, partial_shards, partials
+from ..preprocess import model_input, preprocess_config
 from ..spec import load_spec
 from ..stages import Context, RunState, run_stage
 from ..stages.explain import TopImagesPass
@@ -123,7 +123,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         threads = ray.get([actor.process.remote(s, r, 0) for s, r in zip(shards, refs)])[0]["threads"]
         model_ips = images / (time.perf_counter() - t0)
         ray.kill(actor)
-        all_images = torch.cat([d.images for d in decoded])
+        all_images = model_input(np.concatenate([d.images for d in decoded]), pp)  # as a DataLoader gives them
         plain_ips = _plain_ips(model, spec.models.precision, list(all_images.split(batch_size)), gpus)
         del decoded, refs, all_images
 

@@ -70,7 +70,7 @@ class PaperReference:
 
 def reference_key(model: str) -> str:
     """``model`` with a preset alias (``b32-openai``) resolved to its open_clip key."""
-    from ..models import PAPER_MODELS
+    from ..model_keys import PAPER_MODELS
 
     return PAPER_MODELS.get(model, model)
 

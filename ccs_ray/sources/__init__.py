@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 import fsspec
-import torch
+import numpy as np
 from PIL import Image
 
 from ..choices import SOURCE_KINDS
@@ -36,7 +36,8 @@ class LoadedShard:
     to RGB from another mode."""
 
     shard: Shard
-    images: torch.Tensor  # [n, 3, S, S] float32, n = good images
+    images: object  # [n, 3, H, W], n = good images, stacked as the preprocess gives them: uint8 numpy from
+    # ccs_ray.preprocess.Pixels (the passes' decoders), float32 torch from an open_clip transform
     items: list[str] = field(default_factory=list)
     labels: list[str | None] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
@@ -126,7 +127,7 @@ def load_shard(shard: Shard, preprocess) -> LoadedShard:
     records read before it are kept.
     """
     t0 = time.perf_counter()
-    out = LoadedShard(shard, torch.empty(0))
+    out = LoadedShard(shard, None)
     images = []
 
     def error(item: str, reason: str, detail: str) -> None:
@@ -155,9 +156,18 @@ def load_shard(shard: Shard, preprocess) -> LoadedShard:
             out.labels.append(rec.label)
     except Exception as e:  # noqa: BLE001 - a whole-shard failure is data, not a crash
         error("*", "unreadable", f"{type(e).__name__}: {e}")
-    out.images = torch.stack(images) if images else preprocess(Image.new("RGB", (8, 8)))[None][:0]
+    out.images = _stack(images) if images else preprocess(Image.new("RGB", (8, 8)))[None][:0]
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _stack(images: list):
+    """[n, 3, H, W] from n preprocessed images: numpy arrays stack with numpy, tensors with torch."""
+    if isinstance(images[0], np.ndarray):
+        return np.stack(images)
+    import torch
+
+    return torch.stack(images)
 
 
 __all__ = [

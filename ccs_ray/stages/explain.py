@@ -23,7 +23,6 @@ import numpy as np
 from .. import tables
 from ..decompose import tower_shape
 from ..explain import TopImages
-from ..models import preprocess_config
 from ..passes import PassKind, covered_shards, merge_partials, run_pass
 from ..shard_plan import ShardPlan
 from ..spec import DataConfig, ExplainConfig, ScanConfig, Spec
@@ -64,8 +63,7 @@ class TopImagesPass(PassKind):
         mine = self.directions[model_key]
         m, dim = next(iter(mine.values())).shape
         directions = np.stack([mine.get(h, np.full((m, dim), np.nan)) for h in heads])
-        pp = preprocess_config(model_key)
-        return TopImages(heads, directions, self.k, self.thumb_px, pp["mean"], pp["std"])
+        return TopImages(heads, directions, self.k, self.thumb_px)
 
     def add(self, acc, d, loaded, batch, fold):
         acc.update(d.contributions.flatten(1, 2), loaded.items[batch], loaded.shard.shard_id, loaded.images[batch])

@@ -1,0 +1,115 @@
+"""The decoders' preprocessing against open_clip's own: settings from configs and pixels then model input, bit for
+bit; and the processes that plan and decode run without torch."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from dataclasses import asdict
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+from PIL import Image
+
+from ccs_ray.model_keys import ModelKey
+from ccs_ray.preprocess import DEFAULTS, Pixels, model_input, preprocess_config
+
+SIZES = [(64, 64), (97, 41), (41, 97), (300, 200), (200, 301), (17, 23), (23, 17), (10, 10), (224, 224), (225, 224)]
+
+
+def _image(w: int, h: int, seed: int, mode: str = "RGB") -> Image.Image:
+    g = np.random.default_rng(seed)
+    smooth = np.linspace(0, 255, w)[None, :, None] * np.linspace(0.2, 1, h)[:, None, None]
+    rgb = np.clip(smooth + g.normal(0, 40, size=(h, w, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(rgb).convert(mode)
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "squash", "longest"])
+@pytest.mark.parametrize("size", [32, (32, 48), (40, 24)])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_pixels_then_model_input_equal_open_clips_transform_bit_for_bit(resize_mode, size, interpolation):
+    cfg = {**DEFAULTS, "size": size, "resize_mode": resize_mode, "interpolation": interpolation, "fill_color": 7,
+           "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.3, 0.25)}
+    theirs = image_transform_v2(PreprocessCfg(**cfg), is_train=False)
+    pixels = Pixels(cfg)
+    for i, (w, h) in enumerate(SIZES):
+        for mode in ("RGB", "L") if i < 3 else ("RGB",):
+            image = _image(w, h, i, mode)
+            mine = pixels(image)
+            assert mine.dtype == np.uint8 and mine.shape == (3, *pixels.size)
+            expected = theirs(image)
+            got = model_input(mine[None], cfg)[0]
+            assert got.dtype == torch.float32 and torch.equal(got, expected), (resize_mode, size, (w, h), mode)
+
+
+def test_model_input_takes_numpy_or_torch_batches():
+    cfg = preprocess_config("ccs-tiny/none")
+    batch = np.random.default_rng(0).integers(0, 256, size=(4, 3, 32, 32), dtype=np.uint8)
+    assert torch.equal(model_input(batch, cfg), model_input(torch.from_numpy(batch), cfg))
+
+
+def _open_clip_preprocess_config(key: str) -> dict:
+    """The settings as open_clip computes them (its PreprocessCfg, model config and pretrained config)."""
+    parsed = ModelKey.parse(key)
+    cfg = asdict(PreprocessCfg())
+    model_cfg = open_clip.get_model_config(parsed.name) or {}
+    cfg = merge_preprocess_dict(cfg, model_cfg.get("preprocess_cfg", {}))
+    if parsed.weights and not parsed.checkpoint:
+        cfg = merge_preprocess_dict(cfg, open_clip.get_pretrained_cfg(parsed.name, parsed.weights))
+    if "vision_cfg" in model_cfg:
+        cfg["size"] = model_cfg["vision_cfg"]["image_size"]
+    return cfg
+
+
+def test_defaults_are_open_clips():
+    assert DEFAULTS == asdict(PreprocessCfg())
+
+
+def test_preprocess_config_reads_every_model_as_open_clip_does(tmp_path):
+    importlib.import_module("ccs_ray.models")  # registers our configs (ccs-tiny) with open_clip
+
+    (tmp_path / "open_clip_config.json").write_text('{"model_cfg": {"embed_dim": 16, "vision_cfg": {"image_size": 48}, '
+                                                    '"preprocess_cfg": {"mean": [0.5, 0.5, 0.5]}}}')
+    keys = [f"{name}/none" for name in open_clip.list_models()]
+    keys += [f"{name}/{tag}" for name, tag in open_clip.list_pretrained()]
+    keys += ["ViT-B-16@/tmp/some.pt", f"local-dir:{tmp_path}", "b16-laion"]
+    assert len(keys) > 200
+    for key in keys:
+        assert preprocess_config(key) == _open_clip_preprocess_config(key), key
+    assert preprocess_config("ccs-tiny/none")["size"] == 32
+    assert preprocess_config(f"local-dir:{tmp_path}")["size"] == 48
+
+
+LEAN = """
+import sys
+from ccs_ray.bench.plan import drive
+from ccs_ray.passes import Decoder, run_pass
+from ccs_ray.preprocess import Pixels, preprocess_config
+from ccs_ray.shard_plan import ShardPlan
+from ccs_ray.sources import load_shard
+from ccs_ray.spec import load_spec
+from ccs_ray.stages.base import Context
+
+spec = load_spec({"name": "lean", "models": {"keys": ["ccs-tiny/none", "ViT-B-32@/nowhere.pt"]},
+                  "data": {"source": sys.argv[1], "shard_size": 2}})
+plan = ShardPlan(spec.data).index()
+settings = [preprocess_config(k) for k in spec.models.keys]
+loaded = load_shard(plan.first(), Pixels(settings[0]))
+assert loaded.images.shape == (2, 3, 32, 32) and loaded.images.dtype == "uint8", loaded.images.shape
+heavy = sorted(m for m in ("torch", "torchvision", "open_clip") if m in sys.modules)
+print("heavy:", heavy)
+"""
+
+
+def test_planning_and_decoding_run_without_torch(tmp_path):
+    """A pass's driver (plan, settings, the bench's streaming driver) and its decoders import no torch, torchvision
+    or open_clip: the driver's memory is the plan's, and a decoder starts fast."""
+    for i in range(4):
+        _image(40, 30, i).save(tmp_path / f"{i}.jpg")
+    out = subprocess.run([sys.executable, "-c", LEAN, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("heavy: []"), out.stdout
