@@ -142,6 +142,19 @@ def held_device() -> str:
     return "cpu"
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, in MB: ``VmHWM`` of ``/proc/self/status``, which starts afresh at exec
+    (``ru_maxrss`` keeps the peak of the process it was forked from, such as a large parent that started a driver
+    subprocess); ``ru_maxrss`` where ``/proc`` is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def actor_layout(section, n_models: int, resources: dict | None = None, decode_share: float | None = None,
                  key: str = "scan", nodes: list[float] | None = None) -> ActorLayout:
     """The layout of ``n_models`` models' actors on a cluster with ``resources`` (default: Ray's).

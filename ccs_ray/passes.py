@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import socket
 import time
 import uuid
@@ -58,7 +57,7 @@ import ray
 
 from .checkpoints import Checkpointer, read_log, sweep_log
 from .cluster import (CPU_STEP, actor_layout, alive_nodes, decoder_layout, held_device, node_cpus, node_cycle, on_node,
-                      use_held_cpus)
+                      peak_rss_mb, use_held_cpus)
 from .errors import UserError
 from .files import fs_uri, latest_committed, sweep_commits, sweep_tmp
 from .preprocess import Pixels, model_input, preprocess_config
@@ -205,7 +204,7 @@ class ScanActor:
             "n_images": len(loaded.images), "n_errors": loaded.n_failed, "n_converted": loaded.n_converted,
             "seconds": loaded.seconds + time.perf_counter() - t0, "node": self.node, "worker": self.worker,
             "finished_at": datetime.now(timezone.utc).isoformat(),
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": self.threads,
+            "max_rss_mb": peak_rss_mb(), "threads": self.threads,
             "errors": _to_json(loaded.errors), "conversions": _to_json(loaded.conversions),
         }
         self.acc.mark_covered(shard.shard_id)  # the record goes to the shard log, not into the accumulator

@@ -110,3 +110,16 @@ def test_bench_plan_dispatches_a_streamed_manifest_exactly_once(ray_cluster):
     # Every shard holds 500 images; shards/s is rounded to 0.1, images/s to 0.1.
     assert abs(f["images_per_s_dispatched"] / 500 - f["shards_per_s_dispatched"]) <= 0.05 + 0.1 / 500
     assert f["driver_peak_rss_mb"] >= f["driver_rss_at_start_mb"] > 0
+
+
+def test_peak_rss_is_the_processs_own_not_its_parents():
+    """A driver started by a large parent reports its own peak memory (``ru_maxrss`` would give the parent's)."""
+    import subprocess
+    import sys
+
+    held = bytearray(512 * 2**20)
+    held[::4096] = b"x" * len(held[::4096])  # resident, not only reserved
+    out = subprocess.run([sys.executable, "-c", "from ccs_ray.cluster import peak_rss_mb; print(peak_rss_mb())"],
+                         capture_output=True, text=True, check=True)
+    assert 0 < float(out.stdout) < 400 and len(held) == 512 * 2**20
+

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -156,7 +155,7 @@ class NoopActor:
 
 def drive(manifest: str, shard_size: int, root: str, out: str) -> None:
     """Plan ``manifest`` and dispatch it to no-op actors with the scan's driver loop; write the figures to ``out``."""
-    from ..cluster import ensure_ray
+    from ..cluster import ensure_ray, peak_rss_mb
     from ..passes import PassKind, partial_shards, partials, run_pass
     from ..shard_plan import ShardPlan
     from ..spec import load_spec
@@ -166,7 +165,7 @@ def drive(manifest: str, shard_size: int, root: str, out: str) -> None:
         name, folder, suffix = "bench-plan", "partials", ".bin"
 
     ensure_ray()
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_start = peak_rss_mb()
     spec = load_spec({"name": "bench-plan", "models": {"keys": ["ccs-tiny/none"]},
                       "data": {"source": manifest, "kind": "manifest", "shard_size": shard_size},
                       "scan": {"cpus_per_actor": 0.25, "checkpoint_s": 2.0}})
@@ -186,7 +185,7 @@ def drive(manifest: str, shard_size: int, root: str, out: str) -> None:
         "images_per_s_dispatched": round(stats.images / stats.seconds, 1),
         "covered_exactly_once": sorted(covered) == sorted(plan.ids()),
         "driver_rss_at_start_mb": round(rss_start, 1),
-        "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "driver_peak_rss_mb": round(peak_rss_mb(), 1),
     }
     with open(out, "w") as f:
         json.dump(figures, f)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-import resource
 import tempfile
 import time
 from datetime import datetime
@@ -29,7 +28,7 @@ import ray
 import torch
 from PIL import Image
 
-from ..cluster import actor_layout, ensure_ray, node_cpus
+from ..cluster import actor_layout, ensure_ray, node_cpus, peak_rss_mb
 from ..moments import HeadMoments
 from ..sources import plan_shards
 from ..passes import ScanActor, decode_task, partial_shards, partials
@@ -146,7 +145,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
             s = run_scan(Context.of(mspec, "bench", f"{tmp}/mem-results{scale}", progress=False), section(mspec))
             recs = HeadMoments.read_meta(s.moments[memory_model])["shards"].values()
             memory[scale] = {"images": n, "actor_peak_rss_mb": round(max(r["max_rss_mb"] for r in recs), 1),
-                             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+                             "driver_peak_rss_mb": round(peak_rss_mb(), 1)}
     bound = min(decode_ips, model_ips)
     return {
         "bench": "scan", "model": model, "images": images, "image_px": image_px, "batch_size": batch_size,
