@@ -9,6 +9,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")  # model parameters' dtype (ccs_ray.models
 CONVENTIONS = ("centered", "textspan")  # decomposition conventions (ccs_ray.decompose)
 SPAN_METHODS = ("data", "weights", "both")  # where spans come from (ccs_ray.stages.spans, ccs_ray.circuits)
 SOURCE_KINDS = ("folder", "tar", "parquet", "manifest", "probe")  # data source kinds (ccs_ray.sources.READERS)
+DECODE_PLACES = ("auto", "decoders", "actors")  # where a pass decodes JPEGs (ccs_ray.passes.decode_on_actors)
 ABLATION_MODES = ("zero", "mean")  # what an ablated head outputs (ccs_ray.decompose.HeadAblation)
 STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep", "single")  # ccs_ray.ablate.prune_strategies
 # the paper's published head sets (ccs_ray.reference); "paper-concept" is written paper-concept:<name>

@@ -43,9 +43,10 @@ _FILE_SCHEMA = pa.schema([("head", pa.string()), ("slot", pa.int32()), ("key", p
                           ("image_uri", pa.string()), ("shard", pa.string()), ("thumbnail", pa.binary())])
 
 
-def thumbnail(pixels: np.ndarray, px: int) -> bytes:
-    """JPEG bytes of an image's pixels (uint8 [3, H, W]), downscaled to longest side ``px``."""
-    pil = Image.fromarray(np.ascontiguousarray(np.asarray(pixels).transpose(1, 2, 0)))
+def thumbnail(pixels, px: int) -> bytes:
+    """JPEG bytes of an image's pixels (uint8 [3, H, W], numpy or torch), downscaled to longest side ``px``."""
+    pixels = pixels.cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)  # decoded on a GPU
+    pil = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))
     pil.thumbnail((px, px), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     pil.save(out, format="JPEG", quality=JPEG_QUALITY)
@@ -79,7 +80,7 @@ class TopImages:
         self.next_id = 0
         self.shards: dict[str, dict] = {}
 
-    def update(self, contributions: torch.Tensor, uris: list[str], shard: str, pixels: np.ndarray) -> None:
+    def update(self, contributions: torch.Tensor, uris: list[str], shard: str, pixels) -> None:
         """Add a batch: contributions [B, NH, D], the images' URIs, their shard, their pixels (uint8 [B, 3, H, W])."""
         x = contributions.to(dtype=torch.float64, device="cpu")
         if x.shape[0] != len(uris):

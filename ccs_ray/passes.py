@@ -2,9 +2,11 @@
 
 Topology. The source's shards are streamed (:class:`~ccs_ray.shard_plan.ShardPlan`: the driver keeps each shard's
 id and fingerprint, and a shard's items only while it waits to be dispatched or saved). Models that share image
-preprocessing share decoding: each shard is decoded once by a CPU :class:`Decoder` and its images
-go, through the object store, to one :class:`ScanActor` of every model that still needs the shard. An actor
-loads its model once (on its GPU when the cluster has GPUs, else on CPU), runs the one-pass decomposition
+preprocessing share decoding: each shard is decoded once by a CPU :class:`Decoder` into uint8 pixels
+(:class:`~ccs_ray.preprocess.Pixels`) that go, through the object store, to one :class:`ScanActor` of every model
+that still needs the shard (:func:`decode_on_actors`: actors holding a GPU decode the JPEGs themselves, the decoder
+only reading them). An actor loads its model once (on its GPU when the cluster has GPUs, else on CPU), turns
+the pixels into its model's input (:func:`~ccs_ray.preprocess.model_input`), runs the one-pass decomposition
 (:func:`~ccs_ray.decompose.decomposed_forward`) and adds each batch to its *accumulator*: the
 :class:`~ccs_ray.moments.HeadMoments` of the scan, the :class:`~ccs_ray.explain.TopImages` of explain.
 Accumulators stay in the actor's memory; they never travel through the object store.
@@ -63,7 +65,7 @@ from .files import fs_uri, latest_committed, sweep_commits, sweep_tmp
 from .preprocess import Pixels, model_input, preprocess_config
 from .shard_plan import ShardPlan
 from .progress import Progress
-from .sources import LoadedShard, Shard, load_shard
+from .sources import LoadedShard, Shard, decode_deferred, load_shard
 from .spec import ModelsConfig, ScanConfig
 
 if TYPE_CHECKING:
@@ -102,10 +104,17 @@ class PassKind:
 
 
 @ray.remote(num_cpus=1)
-def decode_task(shard: Shard, preprocess: dict):
+def decode_task(shard: Shard, preprocess: dict, defer_jpeg: bool = False):
     """Read and decode one shard on a CPU worker: its images as uint8 pixels (:class:`~ccs_ray.preprocess.Pixels`
-    of the settings ``preprocess``)."""
-    return load_shard(shard, Pixels(preprocess))
+    of the settings ``preprocess``); ``defer_jpeg``: JPEGs left for the actor's device
+    (:func:`~ccs_ray.sources.load_shard`)."""
+    return load_shard(shard, Pixels(preprocess), defer_jpeg)
+
+
+def decode_on_actors(cfg: ScanConfig, gpus_per_actor: float) -> bool:
+    """Whether a pass leaves JPEGs for its actors to decode on their device (``scan.decode``: ``"actors"``, or
+    ``"auto"`` with actors that hold a GPU), the decoders only reading them and checking their headers."""
+    return cfg.decode == "actors" or (cfg.decode == "auto" and gpus_per_actor > 0)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=3)
@@ -116,8 +125,8 @@ class Decoder:
     starts fast. The pass's first decoder starts before the actors and measures what decoding and each model cost
     (:meth:`costs`, which loads the model and torch with it)."""
 
-    def decode(self, shard: Shard, preprocess: dict):
-        return load_shard(shard, Pixels(preprocess))
+    def decode(self, shard: Shard, preprocess: dict, defer_jpeg: bool = False):
+        return load_shard(shard, Pixels(preprocess), defer_jpeg)
 
     def costs(self, shard: Shard, preprocess: dict, model_key: str, models: ModelsConfig, convention: str,
               keep_z_sum: bool) -> dict:
@@ -187,6 +196,7 @@ class ScanActor:
         self.forward = partial(decomposed_forward, model, layers=layers, convention=scan.convention,
                                keep_z_sum=kind.keep_z_sum)  # [B, 3, H, W] float32 -> Decomposition
         self.preprocess, self.batch_size, self.kind = preprocess_config(model_key), scan.batch_size, kind
+        self.pixels = Pixels(self.preprocess)  # for JPEGs left to this actor's device (scan.decode)
         self.acc = kind.start(model_key, model, layers, self.device)
         self.checkpointer = Checkpointer(folder, kind.suffix)  # its commit folder and shard log
         self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
@@ -195,6 +205,8 @@ class ScanActor:
     def process(self, shard: Shard, loaded: LoadedShard, fold: int) -> dict:
         """Add every good image of a decoded shard to the accumulator; returns the shard's record."""
         t0 = time.perf_counter()
+        if loaded.encoded:
+            loaded = decode_deferred(loaded, self.pixels, self.device)
         for i in range(0, len(loaded.images), self.batch_size):
             batch = slice(i, i + self.batch_size)
             d = self.forward(model_input(loaded.images[batch], self.preprocess, self.device))
@@ -267,6 +279,7 @@ class PassStats:
     seconds: float = 0.0
     decode_share: float | None = None  # measured share of CPU time decoding needs (CPU-only default layouts)
     cpus_per_actor: float = 0.0  # CPUs (and torch threads, rounded) each actor held
+    decode_on_actors: bool = False  # JPEGs decoded on the actors' device (decode_on_actors)
 
 
 def worker_folders(state, kind: PassKind, model: str) -> list[str]:
@@ -346,6 +359,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, stats.decode_share, "scan",
                                                        node_cpus())
     stats.cpus_per_actor = cpus_per_actor
+    defer_jpeg = stats.decode_on_actors = decode_on_actors(cfg, per_actor)
     placements = node_cycle(per_actor, cpus_per_actor)  # actors over the nodes in turn
 
     def new_worker(model: str) -> _Worker:
@@ -414,7 +428,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
     def decode(shard, need):
         d = min(decoders, key=decoders.get)  # the decoder with the fewest shards queued
         decoders[d] += 1
-        ref = d.decode.remote(shard, preprocess_config(need[0]))
+        ref = d.decode.remote(shard, preprocess_config(need[0]), defer_jpeg)
         decodes[ref] = (shard, need, d)
 
     while True:

@@ -18,11 +18,15 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from .model_keys import ModelKey
+
+if TYPE_CHECKING:
+    import torch
 
 #: open_clip's ``PreprocessCfg()`` defaults (OpenAI CLIP's normalisation).
 DEFAULTS = {"size": 224, "mode": "RGB", "mean": (0.48145466, 0.4578275, 0.40821073),
@@ -32,9 +36,6 @@ DEFAULTS = {"size": 224, "mode": "RGB", "mean": (0.48145466, 0.4578275, 0.408210
 #: Folders of open_clip model configs, searched in order: ours (``ccs_ray/model_configs``), then open_clip's.
 CONFIG_DIRS = (Path(__file__).parent / "model_configs",
                Path(importlib.util.find_spec("open_clip").submodule_search_locations[0]) / "model_configs")
-
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR}  # open_clip: anything else ("bicubic", "random") is bicubic
-
 
 def model_config(name: str) -> dict:
     """The open_clip model config ``name`` (``{}`` for a name without one, as ``open_clip.get_model_config``)."""
@@ -78,52 +79,81 @@ def _pair(size) -> tuple[int, int]:
 
 class Pixels:
     """The decoder's half of open_clip's eval transform for settings ``cfg`` (:func:`preprocess_config`):
-    ``Pixels(cfg)(image)`` -> uint8 [3, H, W] with (H, W) the model's input size."""
+    ``Pixels(cfg)(image)`` -> uint8 [3, H, W] with (H, W) the model's input size. :meth:`on_device` does the same
+    to images decoded on a model's device, in torch."""
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
         self.size = _pair(cfg["size"])
-        self.resample = _RESAMPLE.get(cfg.get("interpolation"), Image.Resampling.BICUBIC)
+        self.bilinear = cfg.get("interpolation") == "bilinear"  # open_clip: anything else is bicubic
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
+    def resize_of(self, w: int, h: int) -> tuple[int, int, bool, int]:
+        """For an image w x h: the size it is resized to (h, w), whether bilinearly (else bicubic), and the fill of
+        the padding when that size is smaller than the model's (the centre crop that follows,
+        :func:`_crop_box`)."""
         mode, (th, tw) = self.cfg.get("resize_mode", "shortest"), self.size
-        w, h = image.size
         if mode == "squash":
-            image = _resize(image, th, tw, self.resample)
-        elif mode == "longest" or th != tw:  # open_clip's ResizeKeepRatio, then a centre crop (or pad)
+            return th, tw, self.bilinear, 0
+        if mode == "longest" or th != tw:  # open_clip's ResizeKeepRatio (bicubic for "shortest"), then crop or pad
             longest = mode == "longest"
             ratio = max(h / th, w / tw) if longest else min(h / th, w / tw)
-            image = _resize(image, round(h / ratio), round(w / ratio),
-                            self.resample if longest else Image.Resampling.BICUBIC)
-            image = _crop_or_pad(image, th, tw, self.cfg.get("fill_color", 0) if longest else 0)
-        else:  # torchvision's Resize(size): the shorter side to size, the longer one truncated
-            short, long = min(w, h), max(w, h)
-            new_short, new_long = th, int(th * long / short)
-            image = _resize(image, *((new_long, new_short) if w <= h else (new_short, new_long)), self.resample)
-            image = _crop_or_pad(image, th, tw, 0)
+            return round(h / ratio), round(w / ratio), self.bilinear and longest, \
+                self.cfg.get("fill_color", 0) if longest else 0
+        new_short, new_long = th, int(th * max(w, h) / min(w, h))  # torchvision's Resize(size): the longer truncated
+        return (new_long, new_short, self.bilinear, 0) if w <= h else (new_short, new_long, self.bilinear, 0)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        h, w, bilinear, fill = self.resize_of(*image.size)
+        if image.size != (w, h):  # torchvision leaves an image of the target size as it is
+            image = image.resize((w, h), Image.Resampling.BILINEAR if bilinear else Image.Resampling.BICUBIC)
+        pad_left, pad_top, canvas, top, left = _crop_box(h, w, *self.size)
+        if canvas:
+            padded = Image.new(image.mode, canvas, (fill,) * len(image.getbands()))
+            padded.paste(image, (pad_left, pad_top))
+            image = padded
+        image = image.crop((left, top, left + self.size[1], top + self.size[0]))
         if image.mode != "RGB":
             image = image.convert("RGB")
         return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
 
+    def on_device(self, images: list) -> torch.Tensor:
+        """:meth:`__call__` of RGB images decoded on a device (uint8 [3, h, w] tensors), batched per size: uint8
+        [n, 3, H, W] on their device. Resizing is torch's antialiased bicubic (or bilinear), PIL's filters within
+        a few levels (:data:`DEVICE_TOLERANCE`), not bit for bit."""
+        import torch
+        import torch.nn.functional as F
 
-def _resize(image: Image.Image, h: int, w: int, resample) -> Image.Image:
-    """torchvision's ``resize`` of a PIL image: unchanged when already (h, w)."""
-    return image if image.size == (w, h) else image.resize((w, h), resample)
+        th, tw = self.size
+        out = []
+        for x in images:
+            h, w, bilinear, fill = self.resize_of(x.shape[2], x.shape[1])
+            if x.shape[1:] != (h, w):
+                x = F.interpolate(x[None].float(), size=(h, w), mode="bilinear" if bilinear else "bicubic",
+                                  antialias=True, align_corners=False)[0].round_().clamp_(0, 255).to(torch.uint8)
+            pad_left, pad_top, canvas, top, left = _crop_box(h, w, th, tw)
+            if canvas:
+                padded = torch.full((3, canvas[1], canvas[0]), fill, dtype=torch.uint8, device=x.device)
+                padded[:, pad_top:pad_top + h, pad_left:pad_left + w] = x
+                x = padded
+            out.append(x[:, top:top + th, left:left + tw])
+        return torch.stack(out) if out else torch.zeros((0, 3, th, tw), dtype=torch.uint8)
 
 
-def _crop_or_pad(image: Image.Image, h: int, w: int, fill: int) -> Image.Image:
-    """torchvision's ``center_crop`` (open_clip's ``center_crop_or_pad`` with ``fill``): pad a side shorter than
-    the target with ``fill``, then crop the centre, its offset rounded half to even."""
-    iw, ih = image.size
-    if w > iw or h > ih:
-        left, top = (w - iw) // 2 if w > iw else 0, (h - ih) // 2 if h > ih else 0
-        canvas = Image.new(image.mode, (max(w, iw), max(h, ih)), (fill,) * len(image.getbands()))
-        canvas.paste(image, (left, top))
-        image, (iw, ih) = canvas, canvas.size
-        if (iw, ih) == (w, h):
-            return image
-    top, left = int(round((ih - h) / 2.0)), int(round((iw - w) / 2.0))
-    return image.crop((left, top, left + w, top + h))
+#: How far the device path (:meth:`Pixels.on_device`, after decoding on the device) may be from the decoders' (PIL):
+#: the mean and the largest absolute difference of a pixel value (0..255).
+DEVICE_TOLERANCE = {"mean": 1.0, "max": 24}
+
+
+def _crop_box(h: int, w: int, th: int, tw: int) -> tuple[int, int, tuple[int, int] | None, int, int]:
+    """torchvision's ``center_crop`` (open_clip's ``center_crop_or_pad``) of an h x w image to th x tw: where it is
+    placed on a padded canvas (left, top, canvas (w, h); canvas None: no padding) and the crop's (top, left) on
+    it, rounded half to even."""
+    pad_left, pad_top, canvas = 0, 0, None
+    if tw > w or th > h:
+        pad_left, pad_top = (tw - w) // 2 if tw > w else 0, (th - h) // 2 if th > h else 0
+        w, h = max(tw, w), max(th, h)
+        canvas = (w, h)
+    return pad_left, pad_top, canvas, int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
 
 
 def model_input(pixels, cfg: dict, device="cpu"):

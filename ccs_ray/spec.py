@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-from .choices import (ABLATION_MODES, BIAS_COMBINES, CONVENTIONS, JUDGE_KINDS, JUDGE_MODES, PAPER_CONCEPTS,
+from .choices import (ABLATION_MODES, BIAS_COMBINES, CONVENTIONS, DECODE_PLACES, JUDGE_KINDS, JUDGE_MODES, PAPER_CONCEPTS,
                       PAPER_RANDOM_POOLS, PAPER_STRATEGIES, PRECISIONS, RANDOM_POOLS, SOURCE_KINDS, SPAN_METHODS,
                       STAGES, STRATEGIES)
 from .errors import UserError
@@ -93,6 +93,11 @@ class ScanConfig(_ActorsSection):
     decode_workers: int = Field(2, ge=1, description="CPU decode tasks in flight per actor "
                                                    "(at least one per CPU the actors leave free)")
     convention: Literal[CONVENTIONS] = "centered"
+    decode: Literal[DECODE_PLACES] = Field(
+        "auto", description="where JPEGs are decoded and resized: 'decoders' (CPU decoders, equal to open_clip's "
+                            "preprocessing bit for bit), 'actors' (on the model actors' device, batched: nvJPEG on a "
+                            "GPU; within preprocess.DEVICE_TOLERANCE of the decoders) or 'auto' (actors that hold a "
+                            "GPU, else decoders)")
     checkpoint_every: int | None = Field(None, ge=1, description="checkpoint an actor after this many new shards")
     checkpoint_s: float = Field(120.0, gt=0, description="and at least this often (seconds) while it has new shards")
 

@@ -23,10 +23,22 @@ def test_bench_scan_figures(ray_cluster):
     assert f["ratio_explain_vs_scan"] == pytest.approx(f["explain_images_per_s"] / f["end_to_end_images_per_s"], rel=0.01)
     assert f["memory_1x"]["images"] == 16 and f["memory_2x"]["images"] == 32
     assert f["memory_2x"]["actor_peak_rss_mb"] > 0 and f["gpus"] == 0
+    assert f["decode_gpu_images_per_s"] is None and f["end_to_end_decode_on_actors"] is False  # no GPU: decoders
     assert f["ratio_end_to_end_vs_plain"] == pytest.approx(f["end_to_end_images_per_s"] / f["plain_encode_images_per_s"],
                                                            rel=0.01)
     # every core: the model-only actor held all but the decode share of the 2 CPUs and ran 2 torch threads
     assert f["actor_cpus"] > 1 and f["actor_torch_threads"] == 2 and 0 < f["decode_share"] < 1
+
+
+def test_bench_scan_times_decoding_on_a_device(ray_cluster, tmp_path):
+    """The figure ``decode_gpu_images_per_s`` is measured where a GPU exists; its measurement, on the CPU here."""
+    from ccs_ray.preprocess import preprocess_config
+    from ccs_ray.sources import plan_shards
+    from ccs_ray.spec import DataConfig
+
+    bench_scan._write_jpegs(str(tmp_path), 12, 64)
+    shards = plan_shards(DataConfig(source=str(tmp_path), shard_size=4))
+    assert bench_scan._device_decode_ips(shards, preprocess_config("ccs-tiny/none"), "cpu") > 0
 
 
 def test_bench_preflight_times_each_case_to_its_one_line_error(monkeypatch):

@@ -1,5 +1,6 @@
 """The decoders' preprocessing against open_clip's own: settings from configs and pixels then model input, bit for
-bit; and the processes that plan and decode run without torch."""
+bit; JPEGs decoded and resized on a model's device against the decoders; and the processes that plan and decode
+run without torch."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preproc
 from PIL import Image
 
 from ccs_ray.model_keys import ModelKey
-from ccs_ray.preprocess import DEFAULTS, Pixels, model_input, preprocess_config
+from ccs_ray.preprocess import DEFAULTS, DEVICE_TOLERANCE, Pixels, model_input, preprocess_config
+from ccs_ray.sources import decode_deferred, load_shard, plan_shards
+from ccs_ray.spec import DataConfig
 
 SIZES = [(64, 64), (97, 41), (41, 97), (300, 200), (200, 301), (17, 23), (23, 17), (10, 10), (224, 224), (225, 224)]
 
@@ -113,3 +116,51 @@ def test_planning_and_decoding_run_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", LEAN, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("heavy: []"), out.stdout
+
+
+def _jpeg(image: Image.Image, **options) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    image.save(out, "JPEG", **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "longest"])
+def test_jpegs_decoded_on_the_device_match_the_decoders(tmp_path, resize_mode):
+    """A shard decoded with its JPEGs left to the device (here the CPU, as on a GPU without one) keeps the same images,
+    errors and conversions as the decoders' path, each image within DEVICE_TOLERANCE of its pixels."""
+    for i, (w, h) in enumerate([(80, 60), (33, 97), (224, 160), (31, 31), (500, 375)]):
+        _image(w, h, i).save(tmp_path / f"rgb{i}.jpg", quality=85 + i)
+    (tmp_path / "gray.jpg").write_bytes(_jpeg(_image(64, 48, 7, "L")))
+    (tmp_path / "cmyk.jpg").write_bytes(_jpeg(_image(64, 48, 8, "CMYK")))
+    _image(50, 40, 9).save(tmp_path / "plain.png")
+    good = (tmp_path / "rgb0.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(good[: len(good) * 2 // 3])
+    corrupt = bytearray(good)
+    corrupt[len(good) // 2:len(good) // 2 + 200] = b"\xff\xc4" * 100  # markers inside the entropy-coded data
+    (tmp_path / "corrupt.jpg").write_bytes(bytes(corrupt))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    cfg = {**DEFAULTS, "size": 40, "resize_mode": resize_mode}
+    pixels = Pixels(cfg)
+    (shard,) = plan_shards(DataConfig(source=str(tmp_path), shard_size=100))
+    cpu = load_shard(shard, pixels)
+    deferred = load_shard(shard, pixels, defer_jpeg=True)
+    assert sorted(e[0].rsplit("/", 1)[-1] for e in deferred.encoded) == ["corrupt.jpg", "gray.jpg"] + [
+        f"rgb{i}.jpg" for i in range(5)]  # complete RGB or grayscale JPEGs only
+    device = decode_deferred(deferred, pixels, "cpu")
+    assert device.encoded == [] and isinstance(device.images, torch.Tensor) and device.images.dtype == torch.uint8
+
+    def rows(loaded, key):
+        return sorted((r["item"], r[key]) for r in getattr(loaded, "errors" if key == "reason" else "conversions"))
+
+    assert rows(device, "reason") == rows(cpu, "reason")  # the corrupt JPEG failed on the device, then on CPU
+    assert {item.rsplit("/", 1)[-1]: reason for item, reason in rows(cpu, "reason")} == {
+        "truncated.jpg": "truncated", "corrupt.jpg": "corrupt", "empty.jpg": "empty"}
+    assert rows(device, "from_mode") == rows(cpu, "from_mode") and len(rows(cpu, "from_mode")) == 2  # L, CMYK
+    assert sorted(device.items) == sorted(cpu.items) and len(cpu.items) == 8
+    assert dict(zip(device.items, device.labels)) == dict(zip(cpu.items, cpu.labels))
+    mine = dict(zip(device.items, device.images.numpy().astype(int)))
+    for item, expected in zip(cpu.items, cpu.images.astype(int)):
+        diff = np.abs(mine[item] - expected)
+        assert diff.mean() <= DEVICE_TOLERANCE["mean"] and diff.max() <= DEVICE_TOLERANCE["max"], item

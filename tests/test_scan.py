@@ -133,6 +133,42 @@ def test_bad_inputs_are_counted_and_the_scan_goes_on(ray_cluster, tmp_path):
         assert conn.execute("SELECT from_mode, count(*) FROM conversions GROUP BY ALL").fetchall() == [("L", 1)]
 
 
+def test_jpegs_decoded_on_the_actors_match_the_decoders(ray_cluster, tmp_path):
+    """``scan.decode = "actors"`` (what actors holding a GPU do by default; here on their CPU): the decoders only check
+    the JPEGs' headers, and the scan keeps the same images, errors and conversions as with ``"decoders"``, its moments
+    as close as the pixels are (preprocess.DEVICE_TOLERANCE)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(10):
+        w, h = 40 + 7 * i, 70 - 3 * i
+        ramp = np.linspace(0, 255, w)[None, :, None] * np.linspace(0.3, 1, h)[:, None, None] * (1 + i % 3) / 3
+        Image.fromarray(np.clip(ramp + g.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg")
+    Image.open(folder / "0.jpg").convert("L").save(folder / "gray.jpg")
+    (folder / "truncated.jpg").write_bytes((folder / "1.jpg").read_bytes()[:300])
+    Image.new("RGB", (30, 30), (10, 200, 30)).save(folder / "green.png")
+    out = {}
+    for place in ("decoders", "actors"):
+        spec = _spec(tmp_path / place, extra=[f'data.source="{folder}"', "data.shard_size=4", f'scan.decode="{place}"'])
+        out[place] = _scan(spec, str(tmp_path / place), "r1")
+        errors = read_table(str(tmp_path / place), "errors", "r1").to_pylist()
+        conversions = read_table(str(tmp_path / place), "conversions", "r1").to_pylist()
+        out[place + "_rows"] = (sorted((Path(e["item"]).name, e["reason"]) for e in errors),
+                                sorted((Path(c["item"]).name, c["from_mode"]) for c in conversions))
+    key = spec.models.keys[0]
+    assert (out["decoders"].decode_on_actors, out["actors"].decode_on_actors) == (False, True)
+    assert out["actors_rows"] == out["decoders_rows"] == ([("truncated.jpg", "truncated")], [("gray.jpg", "L")])
+    assert out["actors"].n_images[key] == out["decoders"].n_images[key] == 12
+    cpu, device = (HeadMoments.load(out[p].moments[key]) for p in ("decoders", "actors"))
+    assert torch.equal(cpu.n, device.n)
+    for name in ("total", "outer"):
+        a, b = getattr(cpu, name), getattr(device, name)
+        assert 0 < float((a - b).norm() / a.norm()) < 0.02, name  # close, and not bit-equal: resized apart
+
+
 def test_missing_source_is_a_clear_error(tmp_path):
     spec = _spec(tmp_path, extra=[f'data.source="{tmp_path}/nope"'])
     from ccs_ray.sources import SourceError

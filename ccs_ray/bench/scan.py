@@ -3,6 +3,8 @@
 All three run in one process on the same Ray cluster over the same JPEGs:
 
 - decode-only: the scan's decode tasks (read, decode, preprocess) over every shard, nothing else;
+- decode on the GPU, where there is one: the JPEGs of every shard decoded and resized on it
+  (:func:`~ccs_ray.sources.decode_deferred`, what scan actors holding a GPU do with ``scan.decode = "auto"``);
 - plain: stock ``encode_image`` of the same model, precision and batch size on the same decoded images, in one
   Ray task holding every core of the node (or its GPU), as fast as the model itself runs here;
 - model-only: one scan actor fed already-decoded images (decomposition + moments);
@@ -30,9 +32,9 @@ from PIL import Image
 
 from ..cluster import actor_layout, ensure_ray, node_cpus, peak_rss_mb
 from ..moments import HeadMoments
-from ..sources import plan_shards
 from ..passes import ScanActor, decode_task, partial_shards, partials
-from ..preprocess import model_input, preprocess_config
+from ..preprocess import Pixels, model_input, preprocess_config
+from ..sources import decode_deferred, plan_shards
 from ..spec import load_spec
 from ..stages import Context, RunState, run_stage
 from ..stages.explain import TopImagesPass
@@ -84,6 +86,26 @@ def _plain_ips(model_key: str, precision: str, batches: list, gpus: float) -> fl
     return ray.get(plain.options(num_cpus=cpus, num_gpus=1 if gpus else 0).remote(batches))
 
 
+def _device_decode_ips(shards, preprocess: dict, device: str = "cuda") -> float:
+    """Images/s of decoding and resizing the shards' JPEGs on ``device`` (read and header-checked by the decode tasks
+    first), after one warm-up shard, in a Ray task holding the GPU when ``device`` is ``"cuda"``."""
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    @ray.remote(num_gpus=int(device == "cuda"))
+    def decode(loaded):
+        pixels = Pixels(preprocess)
+        decode_deferred(loaded[0], pixels, device)
+        sync()
+        t0 = time.perf_counter()
+        n = sum(len(decode_deferred(x, pixels, device).images) for x in loaded[1:])
+        sync()
+        return n / (time.perf_counter() - t0)
+
+    return ray.get(decode.remote(ray.get([decode_task.remote(s, preprocess, True) for s in shards])))
+
+
 def _explain_ips(spec, root: str) -> float:
     """Steady-state throughput of the stage explain over the scanned run ``bench`` under ``root``."""
     model = spec.models.keys[0]
@@ -111,6 +133,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         t0 = time.perf_counter()
         decoded = ray.get([decode_task.remote(s, pp) for s in shards])
         decode_ips = images / (time.perf_counter() - t0)
+        decode_gpu_ips = _device_decode_ips(shards, pp) if ray.cluster_resources().get("GPU") else None
 
         gpus, cpus, _ = actor_layout(spec.scan, 1)  # the scan's own actor placement: on the GPU when there is one
         kind = MomentsPass(spec.data.folds, spec.scan.convention)
@@ -153,6 +176,8 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         "actor_cpus": cpus, "actor_torch_threads": threads, "decode_share": summary.decode_share,
         "end_to_end_cpus_per_actor": summary.cpus_per_actor,
         "decode_only_images_per_s": round(decode_ips, 2), "model_only_images_per_s": round(model_ips, 2),
+        "decode_gpu_images_per_s": decode_gpu_ips and round(decode_gpu_ips, 2),
+        "end_to_end_decode_on_actors": summary.decode_on_actors,
         "plain_encode_images_per_s": round(plain_ips, 2), "ratio_end_to_end_vs_plain": round(e2e_ips / plain_ips, 4),
         "ratio_model_only_vs_plain": round(model_ips / plain_ips, 4),
         "end_to_end_images_per_s": round(e2e_ips, 2), "end_to_end_wall_s": round(wall, 2),

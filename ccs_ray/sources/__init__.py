@@ -23,7 +23,7 @@ from PIL import Image
 from ..choices import SOURCE_KINDS
 from . import folder, manifest, parquet, probe, tar
 from .base import IMAGE_EXTENSIONS, Record, Shard, SourceError, list_files
-from .decode import DecodeError, decode_image
+from .decode import DecodeError, decode_image, decode_jpegs, deferrable_jpeg
 from .probe import probe_class_texts, probe_classes
 
 READERS = dict(zip(SOURCE_KINDS, (folder, tar, parquet, manifest, probe)))
@@ -33,7 +33,8 @@ READERS = dict(zip(SOURCE_KINDS, (folder, tar, parquet, manifest, probe)))
 class LoadedShard:
     """A decoded, preprocessed shard. ``errors`` are rows for the ``errors`` table (stage ``"decode"``), one
     per input lost; ``conversions`` are rows for the ``conversions`` table, one per image kept but converted
-    to RGB from another mode."""
+    to RGB from another mode. ``encoded``: JPEGs left for a model's device to decode (:func:`load_shard` with
+    ``defer_jpeg``; :func:`decode_deferred` adds them to the images)."""
 
     shard: Shard
     images: object  # [n, 3, H, W], n = good images, stacked as the preprocess gives them: uint8 numpy from
@@ -43,6 +44,7 @@ class LoadedShard:
     errors: list[dict] = field(default_factory=list)
     conversions: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # wall time to read, decode and preprocess
+    encoded: list[tuple[str, str | None, bytes, str]] = field(default_factory=list)  # (item, label, JPEG, mode)
 
     @property
     def n_failed(self) -> int:
@@ -53,6 +55,29 @@ class LoadedShard:
     def n_converted(self) -> int:
         """Images kept but converted to RGB."""
         return len(self.conversions)
+
+    def error(self, item: str, reason: str, detail: str) -> None:
+        """An input lost: an ``errors`` row."""
+        self.errors.append(dict(stage="decode", source=self.shard.uri, item=item, reason=reason, detail=detail[:2000],
+                                at=datetime.now(timezone.utc)))
+
+    def converted(self, item: str, from_mode: str) -> None:
+        """An image kept but converted to RGB from ``from_mode``: a ``conversions`` row."""
+        self.conversions.append(dict(source=self.shard.uri, item=item, from_mode=from_mode,
+                                     at=datetime.now(timezone.utc)))
+
+    def preprocessed(self, item: str, data: bytes, preprocess):
+        """``preprocess`` of the image ``data`` decoded on CPU (:func:`decode_image`), or None with an error row."""
+        try:
+            image, converted = decode_image(data)
+            out = preprocess(image)
+        except DecodeError as e:
+            return self.error(item, e.reason, e.detail)
+        except Exception as e:  # noqa: BLE001 - preprocess of an odd but decodable image: the scan goes on
+            return self.error(item, "corrupt", f"preprocess failed: {type(e).__name__}: {e}")
+        if converted:
+            self.converted(item, converted)
+        return out
 
 
 def detect_kind(source: str, image_column: str = "image", uri_column: str = "uri") -> str:
@@ -119,46 +144,63 @@ def read_shard(shard: Shard) -> Iterator[Record]:
     return READERS[shard.kind].read(shard)
 
 
-def load_shard(shard: Shard, preprocess) -> LoadedShard:
+def load_shard(shard: Shard, preprocess, defer_jpeg: bool = False) -> LoadedShard:
     """Read, decode and preprocess a shard; never raises for bad inputs, which become error rows (images
     converted to RGB become conversion rows).
 
     A failure of the whole shard (e.g. a tar that cannot be opened) is one row with item ``"*"``;
-    records read before it are kept.
+    records read before it are kept. ``defer_jpeg``: complete RGB or grayscale JPEGs are left encoded
+    (``LoadedShard.encoded``, :func:`~ccs_ray.sources.decode.deferrable_jpeg`) for :func:`decode_deferred`.
     """
     t0 = time.perf_counter()
     out = LoadedShard(shard, None)
     images = []
-
-    def error(item: str, reason: str, detail: str) -> None:
-        out.errors.append(dict(stage="decode", source=shard.uri, item=item, reason=reason, detail=detail[:2000],
-                               at=datetime.now(timezone.utc)))
-
     try:
         for rec in read_shard(shard):
             if rec.data is None:
-                error(rec.item, "unreadable", rec.error or "no data")
+                out.error(rec.item, "unreadable", rec.error or "no data")
                 continue
-            try:
-                image, converted = decode_image(rec.data)
-                tensor = preprocess(image)
-            except DecodeError as e:
-                error(rec.item, e.reason, e.detail)
+            mode = deferrable_jpeg(rec.data) if defer_jpeg else None
+            if mode:
+                out.encoded.append((rec.item, rec.label, rec.data, mode))
                 continue
-            except Exception as e:  # noqa: BLE001 - preprocess of an odd but decodable image: the scan goes on
-                error(rec.item, "corrupt", f"preprocess failed: {type(e).__name__}: {e}")
-                continue
-            if converted:
-                out.conversions.append(dict(source=shard.uri, item=rec.item, from_mode=converted,
-                                            at=datetime.now(timezone.utc)))
-            images.append(tensor)
-            out.items.append(rec.item)
-            out.labels.append(rec.label)
+            image = out.preprocessed(rec.item, rec.data, preprocess)
+            if image is not None:
+                images.append(image)
+                out.items.append(rec.item)
+                out.labels.append(rec.label)
     except Exception as e:  # noqa: BLE001 - a whole-shard failure is data, not a crash
-        error("*", "unreadable", f"{type(e).__name__}: {e}")
+        out.error("*", "unreadable", f"{type(e).__name__}: {e}")
     out.images = _stack(images) if images else preprocess(Image.new("RGB", (8, 8)))[None][:0]
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def decode_deferred(loaded: LoadedShard, pixels, device) -> LoadedShard:
+    """``loaded`` with the JPEGs it left encoded decoded on ``device`` in one batch
+    (:func:`~ccs_ray.sources.decode.decode_jpegs`) and preprocessed there (``pixels``: a
+    :class:`~ccs_ray.preprocess.Pixels`, :meth:`~ccs_ray.preprocess.Pixels.on_device`): images uint8
+    [n, 3, H, W] on ``device``, the CPU-decoded ones first. A JPEG the device cannot decode is decoded on CPU and
+    kept or classified as :func:`load_shard` does; a grayscale one is a conversion row, as on CPU."""
+    import torch
+
+    t0 = time.perf_counter()
+    encoded, loaded.encoded = loaded.encoded, []
+    kept = []  # (item, label, pixels [3, H, W] on device)
+    for (item, label, data, mode), x in zip(encoded, decode_jpegs([e[2] for e in encoded], device)):
+        if x is None:
+            x = loaded.preprocessed(item, data, pixels)
+            if x is not None:
+                kept.append((item, label, torch.from_numpy(x).to(device)))
+            continue
+        if mode != "RGB":
+            loaded.converted(item, mode)
+        kept.append((item, label, pixels.on_device([x])[0]))
+    loaded.images = torch.cat([torch.as_tensor(loaded.images).to(device), *(x[None] for _, _, x in kept)])
+    loaded.items += [item for item, _, _ in kept]
+    loaded.labels += [label for _, label, _ in kept]
+    loaded.seconds += time.perf_counter() - t0
+    return loaded
 
 
 def _stack(images: list):
@@ -171,6 +213,6 @@ def _stack(images: list):
 
 
 __all__ = [
-    "READERS", "DecodeError", "LoadedShard", "Record", "Shard", "SourceError", "decode_image", "detect_kind",
-    "iter_shards", "load_shard", "plan_shards", "probe_class_texts", "probe_classes", "read_shard",
+    "READERS", "DecodeError", "LoadedShard", "Record", "Shard", "SourceError", "decode_deferred", "decode_image",
+    "detect_kind", "iter_shards", "load_shard", "plan_shards", "probe_class_texts", "probe_classes", "read_shard",
 ]

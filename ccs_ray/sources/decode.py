@@ -100,3 +100,42 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I;16"):  # 16-bit grayscale: keep the top 8 bits
         image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
     return image.convert("RGB")
+
+
+def deferrable_jpeg(data: bytes) -> str | None:
+    """The mode (``"RGB"`` or ``"L"``) of a complete JPEG that a model's device can decode (:func:`decode_jpegs`),
+    read from its header alone; None for anything else (other formats, CMYK, no end marker, more pixels than
+    ``PIL.Image.MAX_IMAGE_PIXELS``), which :func:`decode_image` decodes on CPU and classifies."""
+    if not data.startswith(b"\xff\xd8\xff") or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return None
+    try:
+        image = Image.open(io.BytesIO(data))  # the header only: nothing is decoded
+    except Exception:  # noqa: BLE001 - decode_image classifies it
+        return None
+    limit = Image.MAX_IMAGE_PIXELS
+    if image.format != "JPEG" or image.mode not in ("RGB", "L") or (limit and image.width * image.height > limit):
+        return None
+    return image.mode
+
+
+def decode_jpegs(datas: list[bytes], device) -> list:
+    """JPEGs decoded on ``device`` in one batch (torchvision's ``decode_jpeg``; nvJPEG on CUDA): RGB uint8
+    [3, h, w] tensors there, None for each one it cannot decode (the caller decodes those on CPU, so that they are
+    classified as :func:`decode_image` does)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    if not tensors:
+        return []
+    try:
+        return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:  # one bad image fails the batch: decode them one at a time
+        out = []
+        for t in tensors:
+            try:
+                out.append(decode_jpeg(t, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                out.append(None)
+        return out
+

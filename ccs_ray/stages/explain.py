@@ -114,7 +114,8 @@ def run(ctx: Context, section: ExplainSection) -> dict:
         rows[key] = len(written)
     return {"rows": rows, "shards_scanned": stats.shards_scanned, "images": stats.images,
             "shards_skipped": stats.shards_skipped, "seconds": round(stats.seconds, 2),
-            "decode_share": stats.decode_share, "cpus_per_actor": stats.cpus_per_actor}
+            "decode_share": stats.decode_share, "cpus_per_actor": stats.cpus_per_actor,
+            "decode_on_actors": stats.decode_on_actors}
 
 
 STAGE = Stage("explain", needs=("spans",), per_model=False, section=section, run=run)

@@ -77,6 +77,7 @@ class ScanSummary:
     seconds: float = 0.0
     decode_share: float | None = None  # measured share of CPU time decoding needs (CPU-only default layouts)
     cpus_per_actor: float = 0.0  # CPUs (and torch threads, rounded) each scan actor held
+    decode_on_actors: bool = False  # JPEGs decoded on the actors' device (scan.decode)
 
 
 DONE_COLUMNS = ("shard_id", "source", "fingerprint", "fold", "n_images", "n_errors", "node", "worker", "seconds")
@@ -120,7 +121,7 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds, on_saved=saved)
     summary = ScanSummary(shards_decoded=stats.shards_decoded, shards_scanned=stats.shards_scanned,
                           shards_skipped=stats.shards_skipped, decode_share=stats.decode_share,
-                          cpus_per_actor=stats.cpus_per_actor)
+                          cpus_per_actor=stats.cpus_per_actor, decode_on_actors=stats.decode_on_actors)
     for key in models:
         _finish_model(ctx, kind, key, plan, summary)
     summary.seconds = stats.seconds
