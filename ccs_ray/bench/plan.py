@@ -126,7 +126,7 @@ def write_manifest(uri: str, images: int) -> None:
 class NoopDecoder:
     """A decoder that reads nothing: the shard's image count stands for its decoded images."""
 
-    def decode(self, shard, preprocess):
+    def decode(self, shard, preprocess, defer_jpeg=False):
         return shard.size
 
 
