@@ -195,8 +195,8 @@ class ScanActor:
         layers = select_layers(model, models.layers, models.last_layers)
         self.forward = partial(decomposed_forward, model, layers=layers, convention=scan.convention,
                                keep_z_sum=kind.keep_z_sum)  # [B, 3, H, W] float32 -> Decomposition
-        self.preprocess, self.batch_size, self.kind = preprocess_config(model_key), scan.batch_size, kind
-        self.pixels = Pixels(self.preprocess)  # for JPEGs left to this actor's device (scan.decode)
+        self.pixels = Pixels(preprocess_config(model_key))  # its settings; for JPEGs left to it (scan.decode)
+        self.batch_size, self.kind = scan.batch_size, kind
         self.acc = kind.start(model_key, model, layers, self.device)
         self.checkpointer = Checkpointer(folder, kind.suffix)  # its commit folder and shard log
         self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
@@ -209,7 +209,7 @@ class ScanActor:
             loaded = decode_deferred(loaded, self.pixels, self.device)
         for i in range(0, len(loaded.images), self.batch_size):
             batch = slice(i, i + self.batch_size)
-            d = self.forward(model_input(loaded.images[batch], self.preprocess, self.device))
+            d = self.forward(model_input(loaded.images[batch], self.pixels.cfg, self.device))
             self.kind.add(self.acc, d, loaded, batch, fold)
         record = {
             "shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": fold,

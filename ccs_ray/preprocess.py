@@ -117,8 +117,8 @@ class Pixels:
         return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
 
     def on_device(self, images: list) -> torch.Tensor:
-        """:meth:`__call__` of RGB images decoded on a device (uint8 [3, h, w] tensors), batched per size: uint8
-        [n, 3, H, W] on their device. Resizing is torch's antialiased bicubic (or bilinear), PIL's filters within
+        """:meth:`__call__` of RGB images decoded on a device (uint8 [3, h, w] tensors), each resized there, then
+        stacked: uint8 [n, 3, H, W] on their device. Resizing is torch's antialiased bicubic (or bilinear), PIL's filters within
         a few levels (:data:`DEVICE_TOLERANCE`), not bit for bit."""
         import torch
         import torch.nn.functional as F

@@ -138,4 +138,3 @@ def decode_jpegs(datas: list[bytes], device) -> list:
             except RuntimeError:
                 out.append(None)
         return out
-
