@@ -26,7 +26,8 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .decompose import HeadAblation, block_forward, decomposed_forward, head_outputs, tower_shape
+from .decompose import (HeadAblation, block_forward, decomposed_forward, head_outputs, last_block_cls_only,
+                        tower_shape)
 from .heads import head_name, parse_head_name
 from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES
 from .reference import PaperHeads
@@ -100,7 +101,8 @@ def encode_ablations(model, images: torch.Tensor, ablations: Sequence[HeadAblati
     layers where their head sets differ, so e.g. 15 configurations over the last 4 of 12 layers run the
     first 8 layers once. At a branching layer the branches that ablate heads there share the layer's
     attention (q, k, v and the per-head outputs, :func:`ccs_ray.decompose.head_outputs`) and each runs only its
-    output projection and MLP; a branch that ablates nothing there runs the stock block. Identical
+    output projection and MLP; a branch that ablates nothing there runs the stock block (the last block: the class
+    token's row alone, as in :func:`~ccs_ray.decompose.decomposed_forward`). Identical
     configurations are computed once. Each embedding equals ``encode_images(model, images, ablation)``
     (the same operations on the same inputs).
     """
@@ -124,12 +126,13 @@ def encode_ablations(model, images: torch.Tensor, ablations: Sequence[HeadAblati
         for i in members:
             groups.setdefault(_layer_key(ablations[i], split), []).append(i)
         z = None  # the layer's head outputs for x, computed once for the branches that ablate heads here
+        cls_only = last_block_cls_only(blocks, split, None)
         for key, group in groups.items():
-            if key is None:
+            if key is None and not cls_only:
                 y = blocks[split](x)
             else:
-                z = head_outputs(blocks[split], x) if z is None else z
-                y, _ = block_forward(blocks[split], x, ablations[group[0]], split, z)
+                z = head_outputs(blocks[split], x, cls_only) if z is None else z
+                y, _ = block_forward(blocks[split], x, ablations[group[0]] if key else None, split, z)
             branch(y, split + 1, group)
 
     if ablations:

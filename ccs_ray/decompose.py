@@ -106,7 +106,7 @@ class HeadAblation:
     mean_z: dict[int, torch.Tensor] | None = None
 
     def apply(self, layer: int, z: torch.Tensor) -> torch.Tensor:
-        """z: [B, H, T, d] -> the same with this layer's ablated heads replaced."""
+        """z: [B, H, T, d] (or the class token's alone, T = 1) -> the same with this layer's ablated heads replaced."""
         idx = self.by_layer.get(layer)
         if not idx:
             return z
@@ -116,7 +116,7 @@ class HeadAblation:
         elif self.mode == "mean":
             if self.mean_z is None or layer not in self.mean_z:
                 raise ValueError(f"mean ablation of layer {layer} needs that layer's mean head outputs (mean_z)")
-            z[:, idx] = self.mean_z[layer][idx].to(z)
+            z[:, idx] = self.mean_z[layer][idx, :z.shape[2]].to(z)
         else:
             raise ValueError(f"ablation mode {self.mode!r} is not 'zero' or 'mean'")
         return z
@@ -149,29 +149,48 @@ def _layer_scale(module: torch.nn.Module) -> torch.Tensor | None:
     return module.gamma if isinstance(module, LayerScale) else None
 
 
-def head_outputs(block, x: torch.Tensor) -> torch.Tensor:
-    """Per-head attention outputs z [B, H, T, d] of one ``ResidualAttentionBlock`` for its input ``x`` [B, T, W]."""
+def head_outputs(block, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+    """Per-head attention outputs z [B, H, T, d] of one ``ResidualAttentionBlock`` for its input ``x`` [B, T, W];
+    ``cls_only``: the class token's alone, z [B, H, 1, d] (its query against every token's key and value)."""
     attn = block.attn
     B, T, W = x.shape
     H = attn.num_heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(B, T, 3, H, W // H).permute(2, 0, 3, 1, 4).unbind(0)
+    h = block.ln_1(x)
+    if not cls_only:
+        qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
+        q, k, v = qkv.view(B, T, 3, H, W // H).permute(2, 0, 3, 1, 4).unbind(0)
+        return F.scaled_dot_product_attention(q, k, v)
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    q = F.linear(h[:, :1], weight[:W], bias[:W] if bias is not None else None).view(B, 1, H, W // H).transpose(1, 2)
+    kv = F.linear(h, weight[W:], bias[W:] if bias is not None else None)
+    k, v = kv.view(B, T, 2, H, W // H).permute(2, 0, 3, 1, 4).unbind(0)
     return F.scaled_dot_product_attention(q, k, v)
 
 
 def block_forward(block, x: torch.Tensor, ablation: HeadAblation | None, layer: int,
-                  z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  z: torch.Tensor | None = None, cls_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One ``ResidualAttentionBlock`` (block ``layer``) through the per-head attention path, with ``ablation``
     applied to its heads. ``z``: :func:`head_outputs` of ``x`` when already computed (left unchanged: the ablation
-    works on a copy), so that configurations that differ only in this layer's heads share it.
-    Returns (the residual stream after the block [B, T, W], the head outputs after the ablation [B, H, T, d])."""
-    z = head_outputs(block, x) if z is None else z
+    works on a copy), so that configurations that differ only in this layer's heads share it. ``cls_only``: the
+    class token's row alone after the attention (a last block, whose other rows nothing reads; ``z`` may still
+    hold every token's).
+    Returns (the residual stream after the block [B, T, W] (T = 1 with ``cls_only``), the head outputs after the
+    ablation [B, H, T, d] (as computed or given))."""
+    z = head_outputs(block, x, cls_only) if z is None else z
     if ablation is not None:
         z = ablation.apply(layer, z)
-    B, T, W = x.shape
-    out = F.linear(z.transpose(1, 2).reshape(B, T, W), block.attn.out_proj.weight, block.attn.out_proj.bias)
-    x = x + block.ls_1(out)
+    rows = z[:, :, :1] if cls_only else z
+    B, T, W = rows.shape[0], rows.shape[2], x.shape[2]
+    out = F.linear(rows.transpose(1, 2).reshape(B, T, W), block.attn.out_proj.weight, block.attn.out_proj.bias)
+    x = x[:, :T] + block.ls_1(out)
     return x + block.ls_2(block.mlp(block.ln_2(x))), z
+
+
+def last_block_cls_only(blocks, layer: int, stop_at: int | None) -> bool:
+    """Whether block ``layer`` is the tower's last in a pass that runs to the embedding (``stop_at`` None): the
+    embedding reads only the class token (``pool_type == "tok"``, :func:`ccs_ray.models.check_supported`), so that
+    block needs the class token's query alone; its keys and values still come from every token."""
+    return stop_at is None and layer == len(blocks) - 1
 
 
 def decomposed_forward(
@@ -198,7 +217,9 @@ def decomposed_forward(
             (``images`` is then ignored); used to share a prefix between ablation configurations.
         stop_at: return the residual stream [B, T, W] entering layer ``stop_at`` instead.
 
-    Only the class token's per-head outputs are kept: no [B, H, T, W] tensor is ever formed.
+    Only the class token's per-head outputs are kept: no [B, H, T, W] tensor is ever formed. After its attention,
+    the last block computes the class token's row alone (:func:`last_block_cls_only`); its attention too, unless
+    its outputs are summed (``keep_z_sum``, which sums every token's).
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention {convention!r} is not one of {CONVENTIONS}")
@@ -220,10 +241,12 @@ def decomposed_forward(
         head_res, z_sums = {}, {}
         for l in range(first, len(blocks) if stop_at is None else stop_at):
             block = blocks[l]
-            if l not in custom:
+            last = last_block_cls_only(blocks, l, stop_at)
+            if l not in custom and not last:
                 x = block(x)
                 continue
-            x, z = block_forward(block, x, ablation, l)
+            z = head_outputs(block, x, cls_only=last and not (keep_z_sum and l in layers))
+            x, z = block_forward(block, x, ablation, l, z, cls_only=last)
             if l in layers:
                 H, d = z.shape[1], z.shape[3]
                 w_o = block.attn.out_proj.weight.to(acc).view(-1, H, d)  # [W, H, d]

@@ -16,9 +16,9 @@ a saved one is read, and where its checkpoints go. Accumulators have ``shards`` 
 ``mark_covered``, ``to_bytes`` and ``merge`` (in place; disjoint shards only).
 
 Cores. On a CPU-only cluster with the default layout, the pass first measures what decoding costs next to
-each model (:func:`decode_share`: :meth:`Decoder.costs` per model on the first shard, at one thread, by the pass's
-first decoder, which starts before the actors); the actors then hold every CPU decoding does not need and run that
-many torch threads (:func:`~ccs_ray.cluster.actor_layout`), and decoders, one per CPU left free on each node, share
+each model (:func:`decode_share`: :func:`measure_costs` per model on the first shard, at one thread, in the driver,
+while the pass's first decoder starts on the same node); the actors then hold every CPU decoding does not need and
+run that many torch threads (:func:`~ccs_ray.cluster.actor_layout`), and decoders, one per CPU left free on each node, share
 the rest (:func:`~ccs_ray.cluster.decoder_layout`).
 
 Checkpoints and resume. Every ``scan.checkpoint_s`` seconds (or ``scan.checkpoint_every`` shards) an
@@ -122,59 +122,62 @@ class Decoder:
     """A long-lived decode worker of a pass: :func:`decode_task`'s work in one process that stays up (Ray would
     otherwise start and stop task workers beside actors that hold fractional CPUs); restarted and the call retried
     when its process dies. Decoding needs neither torch nor open_clip (:mod:`ccs_ray.preprocess`), so a decoder
-    starts fast. The pass's first decoder starts before the actors and measures what decoding and each model cost
-    (:meth:`costs`, which loads the model and torch with it)."""
+    starts fast. The pass's first decoder starts on the driver's node before anything else, so that it starts while
+    the driver measures what decoding and each model cost (:func:`decode_share`)."""
 
     def decode(self, shard: Shard, preprocess: dict, defer_jpeg: bool = False):
         return load_shard(shard, Pixels(preprocess), defer_jpeg)
-
-    def costs(self, shard: Shard, preprocess: dict, model_key: str, models: ModelsConfig, convention: str,
-              keep_z_sum: bool) -> dict:
-        """CPU seconds per image, at one thread, of decoding ``shard`` and of one model's decomposed forward on up to
-        :data:`COST_IMAGES` of its images (after a one-image warm-up): ``{"decode_s", "model_s"}``."""
-        import numpy as np
-        import torch
-
-        from .decompose import decomposed_forward, select_layers
-        from .models import load_model
-
-        torch.set_num_threads(1)
-        pixels = Pixels(preprocess)
-        loaded = load_shard(shard, pixels)
-        decode_s = loaded.seconds / max(1, len(loaded.images) + loaded.n_failed)
-        model, _ = load_model(model_key, models.precision, "cpu")
-        layers = select_layers(model, models.layers, models.last_layers)
-        blank = np.zeros((COST_IMAGES, 3, *pixels.size), np.uint8)
-        images = model_input(loaded.images[:COST_IMAGES] if len(loaded.images) else blank, preprocess)
-        forward = lambda x: decomposed_forward(model, x, layers=layers, convention=convention,  # noqa: E731
-                                               keep_z_sum=keep_z_sum)
-        forward(images[:1])
-        t0 = time.perf_counter()
-        forward(images)
-        return {"decode_s": decode_s, "model_s": (time.perf_counter() - t0) / len(images)}
 
 
 COST_IMAGES = 8  # images of the first shard one model's pass is timed on
 
 
-def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, models: list[str], decoder) -> float:
+def measure_costs(shard: Shard, preprocess: dict, model_key: str, models: ModelsConfig, convention: str,
+                  keep_z_sum: bool) -> dict:
+    """CPU seconds per image, at one thread, of decoding ``shard`` and of one model's decomposed forward on up to
+    :data:`COST_IMAGES` of its images (after a one-image warm-up): ``{"decode_s", "model_s"}``. Runs in the
+    calling process (the pass's driver), which loads the model on its CPU for it and restores its torch threads."""
+    import numpy as np
+    import torch
+
+    from .decompose import decomposed_forward, select_layers
+    from .models import load_model
+
+    pixels = Pixels(preprocess)
+    loaded = load_shard(shard, pixels)
+    decode_s = loaded.seconds / max(1, len(loaded.images) + loaded.n_failed)
+    model, _ = load_model(model_key, models.precision, "cpu")
+    layers = select_layers(model, models.layers, models.last_layers)
+    blank = np.zeros((COST_IMAGES, 3, *pixels.size), np.uint8)
+    images = model_input(loaded.images[:COST_IMAGES] if len(loaded.images) else blank, preprocess)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        forward = partial(decomposed_forward, model, layers=layers, convention=convention, keep_z_sum=keep_z_sum)
+        forward(images[:1])
+        t0 = time.perf_counter()
+        forward(images)
+        model_s = (time.perf_counter() - t0) / len(images)
+    finally:
+        torch.set_num_threads(threads)
+    return {"decode_s": decode_s, "model_s": model_s}
+
+
+def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, models: list[str]) -> float:
     """The share of CPU time decoding needs next to the models' passes: sum over preprocessing groups of decode
     seconds per image / (that + the sum over models of model seconds per image), measured once per run and model
-    (:meth:`Decoder.costs` on the first shard, by ``decoder``; kept as ``_state/<run>/<model>/costs.json`` for
-    later passes)."""
-    costs, refs, first = {}, {}, None
+    (:func:`measure_costs` on the first shard, in the driver, whose node also runs the pass's first decoder; kept as
+    ``_state/<run>/<model>/costs.json`` for later passes)."""
+    costs, first = {}, None
     for key in models:
         uri = f"{ctx.state.model_dir(key)}/costs.json"
         fs, path = fsspec.core.url_to_fs(uri)
         if fs.exists(path):
             costs[key] = json.loads(fs.cat_file(path))
-        else:
-            first = first or plan.first()  # read from the source only when a cost is still to measure
-            refs[key] = decoder.costs.remote(first, preprocess_config(key), key, ctx.models, cfg.convention,
-                                             kind.keep_z_sum)
-    for key, ref in refs.items():
-        costs[key] = ray.get(ref)
-        with fsspec.open(f"{ctx.state.model_dir(key)}/costs.json", "w") as f:
+            continue
+        first = first or plan.first()  # read from the source only when a cost is still to measure
+        costs[key] = measure_costs(first, preprocess_config(key), key, ctx.models, cfg.convention, kind.keep_z_sum)
+        with fsspec.open(uri, "w") as f:
             json.dump(costs[key], f)
     decode = {repr(sorted(preprocess_config(k).items())): costs[k]["decode_s"] for k in models}
     total_decode = sum(decode.values())
@@ -355,7 +358,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
     here = ray.get_runtime_context().get_node_id()
     first_decoder = decoder_class.options(num_cpus=CPU_STEP, scheduling_strategy=on_node(here)).remote()  # starts now
     measure = not resources.get("GPU") and cfg.gpus_per_actor is None and cfg.cpus_per_actor is None and any(todo.values())
-    stats.decode_share = decode_share(ctx, kind, cfg, plan, models, first_decoder) if measure else None
+    stats.decode_share = decode_share(ctx, kind, cfg, plan, models) if measure else None
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, stats.decode_share, "scan",
                                                        node_cpus())
     stats.cpus_per_actor = cpus_per_actor

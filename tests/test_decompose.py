@@ -172,3 +172,41 @@ def test_tower_shape_and_keyword_only_forward():
     d = decomposed_forward(model, images, layers=[1, 3])
     assert d.contributions.shape == (2, 2, 4, 32) and d.layers == [1, 3]
     assert d.heads == shape.head_names([1, 3])
+
+
+@pytest.mark.parametrize("mode", [None, "zero", "mean"])
+def test_last_block_on_the_class_token_alone_equals_its_full_row(mode):
+    """The last block computes only the class token's row (its query against every key and value): the same
+    attention outputs and residual row as the full block, with or without heads ablated there, in float64."""
+    from ccs_ray.decompose import HeadAblation, block_forward, head_outputs
+
+    model = _model("ViT-B-32/none")
+    block = model.visual.transformer.resblocks[11]
+    x = torch.randn(3, 50, 768, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    mean_z = {11: torch.randn(12, 50, 64, generator=torch.Generator().manual_seed(5), dtype=torch.float64)}
+    ablation = HeadAblation({11: [2, 7]}, mode, mean_z) if mode else None
+    with torch.no_grad():
+        z_full, z_cls = head_outputs(block, x), head_outputs(block, x, cls_only=True)
+        (full, _), (cls, z) = block_forward(block, x, ablation, 11), block_forward(block, x, ablation, 11, cls_only=True)
+        from_whole, _ = block_forward(block, x, ablation, 11, z_full, cls_only=True)  # every token's z given
+        stock = block(x)
+    assert z_cls.shape == (3, 12, 1, 64) and cls.shape == (3, 1, 768)
+    torch.testing.assert_close(z_cls, z_full[:, :, :1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cls, full[:, :1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(from_whole, full[:, :1], rtol=1e-12, atol=1e-12)
+    if mode is None:
+        torch.testing.assert_close(cls, stock[:, :1], rtol=1e-10, atol=1e-10)
+    elif mode == "mean":
+        torch.testing.assert_close(z[:, [2, 7], 0], mean_z[11][[2, 7], :1].squeeze(-2).expand(3, -1, -1))
+
+
+def test_keeping_the_last_layers_z_sum_runs_its_attention_whole_with_the_same_results():
+    """With ``keep_z_sum`` the last block's attention runs over every token (its z sum covers them all); the
+    embedding and the contributions equal those of the class-token-only pass."""
+    model = _model("ViT-B-32/none")
+    images, _ = _images_and_reference("ViT-B-32/none", 1, seed=1)
+    whole = decomposed_forward(model, images, keep_z_sum=True)
+    cls = decomposed_forward(model, images)
+    assert whole.z_sum.shape == (4, 12, 50, 64)
+    torch.testing.assert_close(cls.embedding, whole.embedding, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cls.contributions, whole.contributions, rtol=1e-12, atol=1e-12)

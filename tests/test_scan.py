@@ -338,6 +338,27 @@ def test_workers_run_as_many_torch_threads_as_the_cpus_they_hold(ray_cluster):
     assert ray.get([threads.options(num_cpus=c).remote() for c in (2, 1.6, 1, 0.3)]) == [2, 2, 1, 1]
 
 
+def test_costs_are_measured_at_one_thread_in_the_driver_which_keeps_its_threads(tmp_path):
+    """The decode share's costs come from the calling process: decoding the first shard and the model's pass at one
+    torch thread; the caller's thread count is restored afterwards."""
+    from ccs_ray.passes import measure_costs
+    from ccs_ray.preprocess import preprocess_config
+
+    spec = _spec(tmp_path)
+    key = spec.models.keys[0]
+    threads = torch.get_num_threads()
+    seen = []
+    original = torch.set_num_threads
+    try:
+        torch.set_num_threads = lambda n: (seen.append(n), original(n))
+        costs = measure_costs(next(iter(plan_shards(spec.data))), preprocess_config(key), key, spec.models,
+                              spec.scan.convention, keep_z_sum=True)
+    finally:
+        torch.set_num_threads = original
+    assert seen == [1, threads] and torch.get_num_threads() == threads
+    assert costs["decode_s"] > 0 and costs["model_s"] > 0
+
+
 def test_actor_layout_fits_the_cluster():
     spec = _spec("/tmp/unused")
     six = _spec("/tmp/unused", extra=['models.keys=["a/none","b/none","c/none","d/none","e/none","f/none"]'])
