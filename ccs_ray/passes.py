@@ -186,24 +186,44 @@ def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, models: 
 
 @ray.remote
 class ScanActor:
-    """Holds one model and the accumulator of the shards it has passed over since it started."""
+    """Holds one model and the accumulator of the shards it has passed over since its pass began. A run keeps it
+    between its passes and lends it to the spans stage (:class:`ModelActors`), so the model is loaded once."""
 
     def __init__(self, model_key: str, models: ModelsConfig, scan: ScanConfig, kind: PassKind, folder: str):
-        from .decompose import decomposed_forward, select_layers
+        from .decompose import select_layers
         from .models import load_model
 
+        self.model_key, self.models = model_key, models
         self.device = held_device()
         self.threads = use_held_cpus()
-        model, _ = load_model(model_key, models.precision, self.device)
-        layers = select_layers(model, models.layers, models.last_layers)
-        self.forward = partial(decomposed_forward, model, layers=layers, convention=scan.convention,
-                               keep_z_sum=kind.keep_z_sum)  # [B, 3, H, W] float32 -> Decomposition
+        self.model, _ = load_model(model_key, models.precision, self.device)
+        self.layers = select_layers(self.model, models.layers, models.last_layers)
         self.pixels = Pixels(preprocess_config(model_key))  # its settings; for JPEGs left to it (scan.decode)
-        self.batch_size, self.kind = scan.batch_size, kind
-        self.acc = kind.start(model_key, model, layers, self.device)
-        self.checkpointer = Checkpointer(folder, kind.suffix)  # its commit folder and shard log
         self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
         self.node = ray.get_runtime_context().get_node_id()
+        self.begin(scan, kind, folder)
+
+    def begin(self, scan: ScanConfig, kind: PassKind, folder: str) -> None:
+        """Start a pass: a fresh accumulator of ``kind``, its checkpoints in ``folder`` (its commit folder and shard
+        log)."""
+        from .decompose import decomposed_forward
+
+        self.forward = partial(decomposed_forward, self.model, layers=self.layers, convention=scan.convention,
+                               keep_z_sum=kind.keep_z_sum)  # [B, 3, H, W] float32 -> Decomposition
+        self.batch_size, self.kind = scan.batch_size, kind
+        self.acc = kind.start(self.model_key, self.model, self.layers, self.device)
+        self.checkpointer = Checkpointer(folder, kind.suffix)
+
+    def end(self) -> None:
+        """The pass is saved: drop its accumulator (the actor waits, model loaded, for the next pass)."""
+        self.acc = self.checkpointer = None
+
+    def spans(self, section, moments_uri: str | None, text_cache: str):
+        """The spans stage's work on this actor's model and device: what :func:`ccs_ray.stages.spans.spans_of`
+        yields."""
+        from .stages.spans import spans_of
+
+        yield from spans_of(self.model, self.device, self.models, section, moments_uri, self.model_key, text_cache)
 
     def process(self, shard: Shard, loaded: LoadedShard, fold: int) -> dict:
         """Add every good image of a decoded shard to the accumulator; returns the shard's record."""
@@ -283,6 +303,35 @@ class PassStats:
     decode_share: float | None = None  # measured share of CPU time decoding needs (CPU-only default layouts)
     cpus_per_actor: float = 0.0  # CPUs (and torch threads, rounded) each actor held
     decode_on_actors: bool = False  # JPEGs decoded on the actors' device (decode_on_actors)
+
+
+class ModelActors:
+    """The :class:`ScanActor` s a run keeps between the stages that use them (scan, spans, explain: see
+    :attr:`ccs_ray.stages.Stage.uses_model_actors`), idle, by model and the resources they hold, so that each keeps
+    its model loaded instead of a new process importing and loading it again. The pipeline releases them (kills
+    them) before a stage that uses none and when the run ends."""
+
+    def __init__(self):
+        self.idle: dict[str, list[tuple[float, float, object]]] = {}  # model -> (GPUs, CPUs, actor)
+
+    def keep(self, model: str, gpus: float, cpus: float, actor) -> None:
+        self.idle.setdefault(model, []).append((gpus, cpus, actor))
+
+    def take(self, model: str, gpus: float, cpus: float) -> list:
+        """The idle actors of ``model`` that hold ``gpus`` and ``cpus``, no longer kept."""
+        mine = self.idle.get(model, [])
+        self.idle[model] = [x for x in mine if (x[0], x[1]) != (gpus, cpus)]
+        return [a for g, c, a in mine if (g, c) == (gpus, cpus)]
+
+    def one(self, model: str):
+        """An idle actor of ``model``, still kept (stages run one at a time), or None."""
+        return self.idle[model][0][2] if self.idle.get(model) else None
+
+    def release(self) -> None:
+        """Kill every idle actor (their CPUs and GPUs go back to the cluster)."""
+        for actor in (a for kept in self.idle.values() for _, _, a in kept):
+            ray.kill(actor)
+        self.idle.clear()
 
 
 def worker_folders(state, kind: PassKind, model: str) -> list[str]:
@@ -365,10 +414,18 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
     defer_jpeg = stats.decode_on_actors = decode_on_actors(cfg, per_actor)
     placements = node_cycle(per_actor, cpus_per_actor)  # actors over the nodes in turn
 
+    kept = {key: ctx.actors.take(key, per_actor, cpus_per_actor) for key in models} if ctx.actors else {}
+    if ctx.actors:
+        ctx.actors.release()  # kept actors of another layout would hold the CPUs the new ones need
+
     def new_worker(model: str) -> _Worker:
         folder = f"{ctx.state.model_dir(model)}/{kind.folder}/{uuid.uuid4().hex[:12]}"
-        actor = actor_class.options(num_gpus=per_actor, num_cpus=cpus_per_actor, scheduling_strategy=next(placements)
-                                  ).remote(model, ctx.models, cfg, kind, folder)
+        if kept.get(model):  # a kept actor: its calls run in order, so the pass begins before any shard comes
+            actor = kept[model].pop()
+            actor.begin.remote(cfg, kind, folder)
+        else:
+            actor = actor_class.options(num_gpus=per_actor, num_cpus=cpus_per_actor,
+                                        scheduling_strategy=next(placements)).remote(model, ctx.models, cfg, kind, folder)
         return _Worker(model, actor, folder)
 
     groups: dict[str, list[str]] = {}
@@ -473,7 +530,16 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
         if due and not any(v == (w, None) for v in calls.values()):
             checkpoint(w)
     bar.close()
-    for actor in [w.actor for ws in workers.values() for w in ws] + list(decoders):
+    for w in (w for ws in workers.values() for w in ws):
+        if ctx.actors is not None:  # kept, model loaded, for the run's next pass or its spans
+            w.actor.end.remote()
+            ctx.actors.keep(w.model, per_actor, cpus_per_actor, w.actor)
+        else:
+            ray.kill(w.actor)
+    for model, left in kept.items():  # kept actors this pass did not need (their model had no shard to pass over)
+        for actor in left:
+            ctx.actors.keep(model, per_actor, cpus_per_actor, actor)
+    for actor in decoders:
         ray.kill(actor)
     stats.seconds = time.perf_counter() - t0
     return stats

@@ -8,6 +8,8 @@ finished work depends on are unchanged; the scan, the judge and the prune stage 
 stage (partials, answer cache, unit files). The ``runs`` table has one row per model: ``running`` while
 the stages run, ``done`` before a stage that shows the run (the report) and again at the end, ``failed`` with
 the stage that failed; ``stage_seconds`` holds the wall seconds of every stage run so far and the total.
+The scan's model actors stay up, each with its model loaded, for the spans and explain stages that follow
+(:class:`~ccs_ray.passes.ModelActors`); they are released before any other stage and when the run ends.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from . import tables
 from .cluster import ensure_ray
 from .errors import UserError
 from .files import sweep_tmp, use_storage
+from .passes import ModelActors
 from .preflight import Plan, preflight
 from .reference import write_reference_tables
 from .spec import Spec
@@ -131,7 +134,7 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     t0 = time.perf_counter()
     ensure_ray(env=use_storage(spec.storage))
     ctx = Context(state.run_id, root, spec.models, state, resources=ray.cluster_resources(), resume=resume,
-                  progress=progress)
+                  progress=progress, actors=ModelActors())
     summary = {"run_id": state.run_id, "results": root, "stages": {}, "seconds": {}}
     stages = [s for s in STAGES if s.name in spec.stages]
     stage, recorded = "start", False
@@ -141,6 +144,8 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
         write_reference_tables(root)  # ... the paper_* views too
         for s in stages:
             stage, t_stage = s.name, time.perf_counter()
+            if not s.uses_model_actors:
+                ctx.actors.release()
             if s.shows_run and not recorded:
                 _write_runs(spec, ctx, "done", stages[-1].name, started, summary["stages"].get("scan"),
                             seconds=summary["seconds"])
@@ -168,6 +173,8 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
         if not isinstance(e, Exception):
             raise
         raise RunFailed(stage, why, state.run_id, root) from e
+    finally:
+        ctx.actors.release()
     return summary
 
 

@@ -102,19 +102,20 @@ def _reference(spec, directions: dict[str, np.ndarray], heads: list[str]):
     return np.concatenate(X), uris, np.stack([directions[h] for h in heads])
 
 
-def _directions(root, model: str, m: int) -> dict[str, np.ndarray]:
+def _directions(root, model: str, m: int, run_id: str) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for r in read_table(root, "spans", "r1", model).to_pylist():
+    for r in read_table(root, "spans", run_id, model).to_pylist():
         if r["subset"] == "all" and r["rank"] <= m:
             out.setdefault(r["head_label"], np.full((m, len(r["direction"])), np.nan))[r["rank"] - 1] = r["direction"]
     return out
 
 
-def _check_against_reference(spec, root: str) -> list[dict]:
+def check_against_reference(spec, root: str, run_id: str = "r1") -> list[dict]:
+    """The top_images rows of ``run_id``, checked against every image scored in this process."""
     key = spec.models.keys[0]
-    rows = read_table(root, "top_images", "r1", key).to_pylist()
+    rows = read_table(root, "top_images", run_id, key).to_pylist()
     heads = sorted({r["head_label"] for r in rows}, key=lambda h: tuple(int(x) for x in h[1:].split(".H")))
-    X, uris, directions = _reference(spec, _directions(root, key, spec.spans.m), heads)
+    X, uris, directions = _reference(spec, _directions(root, key, spec.spans.m, run_id), heads)
     _assert_same_lists(_lists(rows, heads), _exact(X, uris, directions, spec.explain.k), rtol=1e-4)
     return rows
 
@@ -133,7 +134,7 @@ def test_explain_stage_equals_a_single_process_top_k_after_an_actor_kill(ray_clu
     # Only what the dead actor had not saved is passed over again: at most checkpoint_every shards plus one in flight.
     assert 24 <= summary["shards_scanned"] <= 24 + 3 + 2 and summary["shards_skipped"] == 0
     assert len(partials(RunState(root, "r1"), EXPLAIN, key)) >= 2  # the dead actor's partial and its replacement's
-    rows = _check_against_reference(spec, root)
+    rows = check_against_reference(spec, root)
     assert summary["rows"][key] == len(rows) == 16 * (2 * spec.spans.m + 1) * 3
     spans = {(r["head_label"], r["rank"]): r["text"] for r in read_table(root, "spans", "r1", key).to_pylist()
              if r["subset"] == "all"}

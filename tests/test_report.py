@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
+import ray
 from markupsafe import escape
 
 from ccs_ray.analytics import canned_queries, canned_rows, connect, run_canned
@@ -513,7 +514,8 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster,
 
     spec_path = Path(__file__).resolve().parent.parent / "jobs" / "smoke.toml"
     root = tmp_path / "results"
-    summary = pipeline.run(load_spec(str(spec_path), [f"results.root={root}"]), progress=False)
+    spec = load_spec(str(spec_path), [f"results.root={root}"])
+    summary = pipeline.run(spec, progress=False)
     out = {name: json.loads(run_canned(name, str(root), "json")) for name in canned_queries()}
     n_heads = 4 * 4  # ccs-tiny: 4 layers x 4 heads, all decomposed
     assert out["ccs_at_k"] and all(r["n_heads"] == n_heads for r in out["ccs_at_k"])
@@ -563,6 +565,41 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster,
 
     text = print_to_pdf(chromium, tmp_path, path, "smoke-report.pdf")
     assert all(re.sub(r"\s+", "", t) in text for t in spans.values())  # every span, printed
+
+    _check_the_kept_actor(spec, str(root), summary)
+
+
+@ray.remote(num_cpus=0)
+class Gone:
+    """An actor that can compute spans, killed before it is asked to."""
+
+    def spans(self, *args):
+        yield 0
+
+
+def _check_the_kept_actor(spec, root: str, summary: dict) -> None:
+    """The scan's actor, kept with its model loaded, computed the spans and the explain pass, with the results of
+    a task of their own (spans) and of one process (explain)."""
+    from ccs_ray.passes import ModelActors
+    from ccs_ray.stages import Context
+    from ccs_ray.stages.spans import run_spans, section
+    from ccs_ray.tables import read_table
+    from test_explain import check_against_reference
+
+    run_id, key = summary["run_id"], spec.models.keys[0]
+    assert summary["stages"]["spans"][key]["ran_on"] == "kept actor"
+    scan_workers = {r["worker"] for r in read_table(root, "shards", run_id, key).to_pylist()}
+    explain_logs = Path(root, "_state", run_id, key.replace("/", "%2F"), "explain").glob("*/shards/*.jsonl")
+    explain_workers = {json.loads(line)["worker"] for log in explain_logs for line in log.read_text().splitlines()[1:]}
+    assert len(scan_workers) == 1 and explain_workers == scan_workers
+    check_against_reference(spec, root, run_id)
+    kept = sorted(read_table(root, "spans", run_id, key).to_pylist(), key=lambda r: (r["head_label"], r["subset"], r["rank"]))
+    ctx = Context.of(spec, run_id, root, progress=False, actors=ModelActors()).for_model(key)
+    ctx.actors.keep(key, 0, 1, Gone.remote())
+    ray.kill(ctx.actors.one(key))
+    rows, ran_on = run_spans(ctx, section(spec))  # the kept actor is dead: in a task of its own, the same rows
+    order = sorted(rows, key=lambda r: (r["head_label"], r["subset"], r["rank"]))
+    assert ran_on == "task" and order == [{k: r[k] for k in rows[0]} for r in kept]
 
 
 def test_differences_ccs_at_k_and_kappas_are_shown_with_their_intervals(report):

@@ -73,6 +73,8 @@ class Context:
         resources: the cluster's resources as the run read them once (None: read them when asked,
             :meth:`cluster_resources`).
         resume, progress: how the run was started.
+        actors: the model actors the run keeps between stages (:class:`~ccs_ray.passes.ModelActors`; the pipeline
+            makes them), or None: each pass kills its actors when it ends.
     """
 
     run_id: str
@@ -83,6 +85,7 @@ class Context:
     resources: dict | None = None
     resume: bool = False
     progress: bool = True
+    actors: Any = None
 
     @classmethod
     def of(cls, spec: Spec, run_id: str, root: str | None = None, **kwargs) -> "Context":
@@ -115,6 +118,8 @@ class Stage:
         section: ``spec -> the part of the spec the stage reads``.
         run: ``(ctx, section) -> summary`` (JSON-able; stored in the stage's done marker).
         shows_run: it reads the ``runs`` table (the report), so the run is recorded done before it runs.
+        uses_model_actors: it runs on the model actors the run keeps (``ctx.actors``); before any other stage the
+            pipeline releases them, so that their CPUs and GPUs are free for it.
     """
 
     name: str
@@ -123,6 +128,7 @@ class Stage:
     section: Callable[[Spec], Any]
     run: Callable[[Context, Any], dict]
     shows_run: bool = False
+    uses_model_actors: bool = False
 
     def done(self, ctx: Context) -> bool:
         """Whether this stage (for ``ctx.model``) already finished in ``ctx``'s run."""

@@ -90,7 +90,7 @@ def span_directions(ctx: Context, model: str, spans: SpansSection) -> tuple[dict
         raise ValueError(f"no data spans of {model} in run {ctx.run_id} under {ctx.root}: run the spans stage first "
                          f"(spans.method 'data' or 'both')")
     if any(r["direction"] is None for r in rows):
-        rows = [r for r in run_spans(ctx.for_model(model), spans) if explained(r)]
+        rows = [r for r in run_spans(ctx.for_model(model), spans)[0] if explained(r)]
     dim = len(rows[0]["direction"])
     directions: dict[str, np.ndarray] = {}
     for r in rows:
@@ -118,4 +118,4 @@ def run(ctx: Context, section: ExplainSection) -> dict:
             "decode_on_actors": stats.decode_on_actors}
 
 
-STAGE = Stage("explain", needs=("spans",), per_model=False, section=section, run=run)
+STAGE = Stage("explain", needs=("spans",), per_model=False, section=section, run=run, uses_model_actors=True)

@@ -167,4 +167,4 @@ def run(ctx: Context, section: ScanSection) -> dict:
     return dict(asdict(summary), nodes=sorted(summary.nodes))
 
 
-STAGE = Stage("scan", needs=(), per_model=False, section=section, run=run)
+STAGE = Stage("scan", needs=(), per_model=False, section=section, run=run, uses_model_actors=True)

@@ -1,8 +1,9 @@
 """Stage ``spans``: TextSpan over each head's statistics and a text pool -> the ``spans`` table.
 
 Section: ``[spans]`` plus how many spans to choose per head and the weights' convention (:class:`SpansSection`:
-``spans.m``, twice that when the judge scores held-out spans; ``scan.convention``). Per model, in one Ray task
-(on a GPU when the cluster has one, else holding a whole node's CPUs as torch threads); the pool is encoded through
+``spans.m``, twice that when the judge scores held-out spans; ``scan.convention``). Per model, on a scan actor the
+run kept, its model loaded (:class:`~ccs_ray.passes.ModelActors`), else in one Ray task (on a GPU when the cluster
+has one, else holding a whole node's CPUs as torch threads); the pool is encoded through
 the run's text cache (:class:`ccs_ray.texts.TextEncoder`), which the judge then reads. ``spans.method`` says where
 a head's statistics come from:
 
@@ -54,14 +55,33 @@ def section(spec: Spec) -> SpansSection:
     return SpansSection(spec.spans, spec.spans.m * (2 if heldout else 1), spec.scan.convention)
 
 
-def run_spans(ctx: Context, section: SpansSection) -> list[dict]:
+def run_spans(ctx: Context, section: SpansSection) -> tuple[list[dict], str]:
     """TextSpan rows for every head of ``ctx.model`` (``spans.method``: from data over all data and each fold,
-    from the weights, or both; with both, the span_agreement rows are written too)."""
-    gpus = 1 if ctx.cluster_resources().get("GPU", 0) else 0
-    cpus = 1 if gpus else max(node_cpus())  # without a GPU: one whole node's cores, as torch threads
+    from the weights, or both; with both, the span_agreement rows are written too), and where they were computed:
+    ``"kept actor"`` (a scan actor of the run, model loaded) or ``"task"``."""
     uri = moments_uri(ctx, ctx.model) if section.spans.method != "weights" else None
-    stream = _spans_task.options(num_gpus=gpus, num_cpus=cpus).remote(ctx.models, section, uri, ctx.model,
-                                                                      text_cache_dir(ctx))
+    actor, kept_died = ctx.actors.one(ctx.model) if ctx.actors else None, False
+    if actor is not None:  # the scan's actor, its model loaded
+        try:
+            rows, agreement = _collect(ctx, actor.spans.options(num_returns="streaming").remote(section, uri,
+                                                                                                text_cache_dir(ctx)))
+        except ray.exceptions.RayActorError:  # it died: the task below instead
+            kept_died = True
+    if actor is None or kept_died:
+        if ctx.actors:
+            ctx.actors.release()  # the task may need a whole node
+        gpus = 1 if ctx.cluster_resources().get("GPU", 0) else 0
+        cpus = 1 if gpus else max(node_cpus())  # without a GPU: one whole node's cores, as torch threads
+        rows, agreement = _collect(ctx, _spans_task.options(num_gpus=gpus, num_cpus=cpus).remote(
+            ctx.models, section, uri, ctx.model, text_cache_dir(ctx)))
+    tables.write_table(ctx.root, "spans", rows, ctx.run_id, ctx.model, name="spans")
+    if section.spans.method == "both":
+        tables.replace_file(ctx.root, "span_agreement", agreement, ctx.run_id, ctx.model, "spans")
+    return rows, "task" if actor is None or kept_died else "kept actor"
+
+
+def _collect(ctx: Context, stream) -> tuple[list[dict], list[dict]]:
+    """The spans and span_agreement rows of a :func:`spans_of` stream of refs, with progress."""
     n_heads = ray.get(next(stream))
     rows, agreement = [], []
     with Progress(f"spans {ctx.model}", n_heads, "heads", ctx.progress) as progress:
@@ -70,22 +90,26 @@ def run_spans(ctx: Context, section: SpansSection) -> list[dict]:
             rows += head_rows
             agreement += head_agreement
             progress.update(1)
-    tables.write_table(ctx.root, "spans", rows, ctx.run_id, ctx.model, name="spans")
-    if section.spans.method == "both":
-        tables.replace_file(ctx.root, "span_agreement", agreement, ctx.run_id, ctx.model, "spans")
-    return rows
+    return rows, agreement
 
 
 @ray.remote(num_returns="streaming")
 def _spans_task(models: ModelsConfig, section: SpansSection, uri: str | None, model_key: str, text_cache: str):
-    """Yields the number of heads, then each head's (spans rows, span_agreement rows) as it finishes (the driver
-    shows progress). ``uri``: the merged moments (None: spans from the weights alone); ``text_cache``: the run's
-    text-embedding cache of the model (:func:`~ccs_ray.stages.base.text_cache_dir`)."""
-    cfg = section.spans
+    """:func:`spans_of` in a task of its own, which loads the model."""
     device = held_device()
     use_held_cpus()
-    moments = HeadMoments.load(uri, device) if uri is not None else None
     model, _ = load_model(model_key, models.precision, device)
+    yield from spans_of(model, device, models, section, uri, model_key, text_cache)
+
+
+def spans_of(model, device: str, models: ModelsConfig, section: SpansSection, uri: str | None, model_key: str,
+             text_cache: str):
+    """Yields the number of heads, then each head's (spans rows, span_agreement rows) as it finishes (the driver
+    shows progress), for ``model`` (of key ``model_key``, on ``device``). ``uri``: the merged moments (None: spans
+    from the weights alone); ``text_cache``: the run's text-embedding cache of the model
+    (:func:`~ccs_ray.stages.base.text_cache_dir`)."""
+    cfg = section.spans
+    moments = HeadMoments.load(uri, device) if uri is not None else None
     weights_layers = select_layers(model, models.layers, models.last_layers) if cfg.method != "data" else []
     data_heads = list(moments.heads) if moments is not None else []
     heads = sorted(set(data_heads) | set(tower_shape(model).head_names(weights_layers)), key=parse_head_name)
@@ -151,8 +175,9 @@ def _rows(key: dict, spans, subset: str, method: str, convention: str, pool: str
 
 
 def run(ctx: Context, section: SpansSection) -> dict:
-    return {"rows": len(run_spans(ctx, section))}
+    rows, ran_on = run_spans(ctx, section)
+    return {"rows": len(rows), "ran_on": ran_on}
 
 
 # needs scan unless spans.method = 'weights' (preflight checks it)
-STAGE = Stage("spans", needs=("scan",), per_model=True, section=section, run=run)
+STAGE = Stage("spans", needs=("scan",), per_model=True, section=section, run=run, uses_model_actors=True)
