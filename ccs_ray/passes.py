@@ -218,12 +218,10 @@ class ScanActor:
         """The pass is saved: drop its accumulator (the actor waits, model loaded, for the next pass)."""
         self.acc = self.checkpointer = None
 
-    def spans(self, section, moments_uri: str | None, text_cache: str):
-        """The spans stage's work on this actor's model and device: what :func:`ccs_ray.stages.spans.spans_of`
-        yields."""
-        from .stages.spans import spans_of
-
-        yield from spans_of(self.model, self.device, self.models, section, moments_uri, self.model_key, text_cache)
+    def call(self, fn: Callable, *args):
+        """Yields what ``fn(model, device, *args)`` yields, on this actor's model and device: a later stage's work
+        that needs the model (the spans stage's :func:`~ccs_ray.stages.spans.spans_of`)."""
+        yield from fn(self.model, self.device, *args)
 
     def process(self, shard: Shard, loaded: LoadedShard, fold: int) -> dict:
         """Add every good image of a decoded shard to the accumulator; returns the shard's record."""

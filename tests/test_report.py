@@ -571,9 +571,9 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster,
 
 @ray.remote(num_cpus=0)
 class Gone:
-    """An actor that can compute spans, killed before it is asked to."""
+    """An actor that can compute spans (as a kept scan actor does), killed before it is asked to."""
 
-    def spans(self, *args):
+    def call(self, fn, *args):
         yield 0
 
 

@@ -63,8 +63,8 @@ def run_spans(ctx: Context, section: SpansSection) -> tuple[list[dict], str]:
     actor, kept_died = ctx.actors.one(ctx.model) if ctx.actors else None, False
     if actor is not None:  # the scan's actor, its model loaded
         try:
-            rows, agreement = _collect(ctx, actor.spans.options(num_returns="streaming").remote(section, uri,
-                                                                                                text_cache_dir(ctx)))
+            rows, agreement = _collect(ctx, actor.call.options(num_returns="streaming").remote(
+                spans_of, ctx.models, section, uri, ctx.model, text_cache_dir(ctx)))
         except ray.exceptions.RayActorError:  # it died: the task below instead
             kept_died = True
     if actor is None or kept_died:
