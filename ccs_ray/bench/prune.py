@@ -13,7 +13,8 @@ included because the prune stage evaluates it in the same pass) / the time of on
 ``decompose.encode_images``; best of ``repeats`` each, in the same run. The target is <= 12 for ViT-B-32: a
 naive loop costs 49, and with shared prefixes the first 12 - last_layers layers run once, then each head's
 ablated layer and the layers after it (12 x (4 + 3 + 2 + 1) layer passes for ViT-B-32, plus the unablated
-branch), about 11 full passes. ``single_head_max_abs_diff``: largest difference of those embeddings from each
+branch), about 11 full passes; about 8, since the last block computes the class token's row alone (a sixth of a
+layer, :func:`~ccs_ray.decompose.last_block_cls_only`). ``single_head_max_abs_diff``: largest difference of those embeddings from each
 configuration encoded alone.
 """
 
