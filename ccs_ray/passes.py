@@ -412,8 +412,8 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
     defer_jpeg = stats.decode_on_actors = decode_on_actors(cfg, per_actor)
     placements = node_cycle(per_actor, cpus_per_actor)  # actors over the nodes in turn
 
-    kept = {key: ctx.actors.take(key, per_actor, cpus_per_actor) for key in models} if ctx.actors else {}
-    if ctx.actors:
+    kept = {key: ctx.actors.take(key, per_actor, cpus_per_actor) for key in models} if ctx.actors is not None else {}
+    if ctx.actors is not None:
         ctx.actors.release()  # kept actors of another layout would hold the CPUs the new ones need
 
     def new_worker(model: str) -> _Worker:

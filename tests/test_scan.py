@@ -338,7 +338,7 @@ def test_workers_run_as_many_torch_threads_as_the_cpus_they_hold(ray_cluster):
     assert ray.get([threads.options(num_cpus=c).remote() for c in (2, 1.6, 1, 0.3)]) == [2, 2, 1, 1]
 
 
-def test_costs_are_measured_at_one_thread_in_the_driver_which_keeps_its_threads(tmp_path):
+def test_costs_are_measured_at_one_thread_in_the_driver_which_keeps_its_threads(tmp_path, monkeypatch):
     """The decode share's costs come from the calling process: decoding the first shard and the model's pass at one
     torch thread; the caller's thread count is restored afterwards."""
     from ccs_ray.passes import measure_costs
@@ -347,14 +347,10 @@ def test_costs_are_measured_at_one_thread_in_the_driver_which_keeps_its_threads(
     spec = _spec(tmp_path)
     key = spec.models.keys[0]
     threads = torch.get_num_threads()
-    seen = []
-    original = torch.set_num_threads
-    try:
-        torch.set_num_threads = lambda n: (seen.append(n), original(n))
-        costs = measure_costs(next(iter(plan_shards(spec.data))), preprocess_config(key), key, spec.models,
-                              spec.scan.convention, keep_z_sum=True)
-    finally:
-        torch.set_num_threads = original
+    seen, original = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), original(n)))
+    costs = measure_costs(next(iter(plan_shards(spec.data))), preprocess_config(key), key, spec.models,
+                          spec.scan.convention, keep_z_sum=True)
     assert seen == [1, threads] and torch.get_num_threads() == threads
     assert costs["decode_s"] > 0 and costs["model_s"] > 0
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import quote
 
 import fsspec
 import ray
 
 from ..spec import ModelsConfig, Spec
+
+if TYPE_CHECKING:
+    from ..passes import ModelActors
 
 RUN_SCOPE = "*"  # the marker key of a per-run stage
 
@@ -85,7 +88,7 @@ class Context:
     resources: dict | None = None
     resume: bool = False
     progress: bool = True
-    actors: Any = None
+    actors: ModelActors | None = None
 
     @classmethod
     def of(cls, spec: Spec, run_id: str, root: str | None = None, **kwargs) -> "Context":

@@ -60,15 +60,16 @@ def run_spans(ctx: Context, section: SpansSection) -> tuple[list[dict], str]:
     from the weights, or both; with both, the span_agreement rows are written too), and where they were computed:
     ``"kept actor"`` (a scan actor of the run, model loaded) or ``"task"``."""
     uri = moments_uri(ctx, ctx.model) if section.spans.method != "weights" else None
-    actor, kept_died = ctx.actors.one(ctx.model) if ctx.actors else None, False
+    rows, actor = None, ctx.actors.one(ctx.model) if ctx.actors is not None else None
     if actor is not None:  # the scan's actor, its model loaded
         try:
             rows, agreement = _collect(ctx, actor.call.options(num_returns="streaming").remote(
                 spans_of, ctx.models, section, uri, ctx.model, text_cache_dir(ctx)))
         except ray.exceptions.RayActorError:  # it died: the task below instead
-            kept_died = True
-    if actor is None or kept_died:
-        if ctx.actors:
+            pass
+    ran_on = "kept actor" if rows is not None else "task"
+    if rows is None:
+        if ctx.actors is not None:
             ctx.actors.release()  # the task may need a whole node
         gpus = 1 if ctx.cluster_resources().get("GPU", 0) else 0
         cpus = 1 if gpus else max(node_cpus())  # without a GPU: one whole node's cores, as torch threads
@@ -77,7 +78,7 @@ def run_spans(ctx: Context, section: SpansSection) -> tuple[list[dict], str]:
     tables.write_table(ctx.root, "spans", rows, ctx.run_id, ctx.model, name="spans")
     if section.spans.method == "both":
         tables.replace_file(ctx.root, "span_agreement", agreement, ctx.run_id, ctx.model, "spans")
-    return rows, "task" if actor is None or kept_died else "kept actor"
+    return rows, ran_on
 
 
 def _collect(ctx: Context, stream) -> tuple[list[dict], list[dict]]:
