@@ -19,20 +19,18 @@ All of it is math: no Ray, no I/O, inference only (no gradients flow through an 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .decompose import (HeadAblation, block_forward, decomposed_forward, head_outputs, last_block_cls_only,
-                        tower_shape)
-from .heads import head_name, parse_head_name
 from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES
+from .decompose import HeadAblation, block_forward, decomposed_forward, head_outputs, last_block_cls_only, tower_shape
+from .heads import head_name, parse_head_name
 from .reference import PaperHeads
 from .scores import concept_families, level, normalize_label, paper_concept
-
 
 # --- ablation in the forward pass -------------------------------------------------------------------------
 

@@ -26,12 +26,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.dirfs import DirFileSystem
 
+from . import stats
 from .choices import SQL_FORMATS
 from .errors import UserError
 from .files import read_parquet
 from .reference import reference_tables
 from .scores import concept_families
-from . import stats
 from .tables import REFERENCE_TABLES, SCHEMAS, TABLES
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"

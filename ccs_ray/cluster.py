@@ -17,7 +17,8 @@ import itertools
 import logging
 import math
 import os
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import ray
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 import fsspec
 import numpy as np
@@ -132,7 +132,7 @@ class TopImages:
                 self.images[self.next_id] = (uri, shard, thumb)
                 self.next_id += 1
 
-    def merge(self, other: "TopImages") -> "TopImages":
+    def merge(self, other: TopImages) -> TopImages:
         """In place: the k best of both, per list; both must list the same heads and spans and cover disjoint shards."""
         if (self.heads, self.m, self.k) != (other.heads, other.m, other.k):
             raise ValueError("cannot merge top images of different heads, span counts or k")
@@ -188,7 +188,7 @@ class TopImages:
             return json.loads(pq.read_schema(f).metadata[b"ccs_ray"])
 
     @classmethod
-    def load(cls, uri: str) -> "TopImages":
+    def load(cls, uri: str) -> TopImages:
         """Read a file written from :meth:`to_bytes`; the directions are not stored (NaN: add nothing more)."""
         with fsspec.open(uri, "rb") as f:
             table = pq.read_table(f)

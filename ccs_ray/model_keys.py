@@ -39,7 +39,7 @@ class ModelKey:
     checkpoint: bool = False
 
     @classmethod
-    def parse(cls, key: str) -> "ModelKey":
+    def parse(cls, key: str) -> ModelKey:
         key = PAPER_MODELS.get(key, key)
         if key.startswith(("hf-hub:", "local-dir:")):
             return cls(key, key, None)

@@ -26,8 +26,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .decompose import TowerShape
-from .heads import parse_head_name
 from .files import atomic_write
+from .heads import parse_head_name
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -90,7 +90,7 @@ class HeadMoments:
 
     @classmethod
     def for_model(cls, model_key: str, model, layers: list[int], *, folds: int = 2, convention: str = "centered",
-                  device="cpu") -> "HeadMoments":
+                  device="cpu") -> HeadMoments:
         """Empty moments of ``layers`` of ``model``'s image tower (its shape from :func:`~ccs_ray.decompose.tower_shape`)."""
         from .decompose import tower_shape
 
@@ -131,7 +131,7 @@ class HeadMoments:
             raise ValueError(f"shard {shard_id!r} is already counted in these moments")
         self.shards[shard_id] = record or {}
 
-    def merge(self, other: "HeadMoments") -> "HeadMoments":
+    def merge(self, other: HeadMoments) -> HeadMoments:
         """In-place sum with ``other``; both must describe the same heads and cover disjoint shards."""
         # The tower's depth follows from the model key (and format-1 files did not record it).
         mine, theirs = (_layout(m.meta) for m in (self, other))
@@ -193,7 +193,7 @@ class HeadMoments:
             return _current_keys(json.loads(json.loads(f.read(size)).get("__metadata__", {})["ccs_ray"]))
 
     @classmethod
-    def load(cls, uri: str, device="cpu") -> "HeadMoments":
+    def load(cls, uri: str, device="cpu") -> HeadMoments:
         """Read moments written by :meth:`save` (of this or an earlier format, see the module docstring)."""
         with fsspec.open(uri, "rb") as f:
             blob = f.read()

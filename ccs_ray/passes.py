@@ -48,23 +48,34 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
-from datetime import datetime, timezone
 from itertools import islice
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import fsspec
 import ray
 
 from .checkpoints import Checkpointer, read_log, sweep_log
-from .cluster import (CPU_STEP, actor_layout, alive_nodes, decoder_layout, held_device, node_cpus, node_cycle, on_node,
-                      peak_rss_mb, use_held_cpus)
+from .cluster import (
+    CPU_STEP,
+    actor_layout,
+    alive_nodes,
+    decoder_layout,
+    held_device,
+    node_cpus,
+    node_cycle,
+    on_node,
+    peak_rss_mb,
+    use_held_cpus,
+)
 from .errors import UserError
 from .files import fs_uri, latest_committed, sweep_commits, sweep_tmp
 from .preprocess import Pixels, model_input, preprocess_config
-from .shard_plan import ShardPlan
 from .progress import Progress
+from .shard_plan import ShardPlan
 from .sources import LoadedShard, Shard, decode_deferred, load_shard
 from .spec import ModelsConfig, ScanConfig
 
@@ -236,7 +247,7 @@ class ScanActor:
             "shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": fold,
             "n_images": len(loaded.images), "n_errors": loaded.n_failed, "n_converted": loaded.n_converted,
             "seconds": loaded.seconds + time.perf_counter() - t0, "node": self.node, "worker": self.worker,
-            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
             "max_rss_mb": peak_rss_mb(), "threads": self.threads,
             "errors": _to_json(loaded.errors), "conversions": _to_json(loaded.conversions),
         }

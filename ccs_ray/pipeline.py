@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from urllib.parse import quote
 
@@ -76,7 +76,7 @@ def resumable_run(spec: Spec, root: str, run_id: str | None) -> str:
 def _resolve_run(spec: Spec, root: str, resume: bool, run_id: str | None) -> RunState:
     if resume:
         return RunState(root, resumable_run(spec, root, run_id))
-    state = RunState(root, run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
+    state = RunState(root, run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
     if state.exists():
         raise RunError(f"run {state.run_id} already exists under {root}; use --resume to continue it")
     state.fs.makedirs(state.path, exist_ok=True)
@@ -91,7 +91,7 @@ def _write_runs(spec: Spec, ctx: Context, status: str, stage: str, started: date
     and, when it failed, why."""
     for model in spec.models.keys:
         row = dict(spec_name=spec.name, spec_json=spec.to_json(), stage=stage, status=status, started_at=started,
-                   finished_at=datetime.now(timezone.utc) if status != "running" else None,
+                   finished_at=datetime.now(UTC) if status != "running" else None,
                    n_images=(scan or {}).get("n_images", {}).get(model),
                    n_errors=(scan or {}).get("n_errors", {}).get(model), version=version("ccs-ray"), error=error,
                    stage_seconds=seconds or None)
@@ -130,7 +130,7 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     plan = plan or preflight(spec, resume=resume, run_id=run_id)
     root = spec.results_root
     state = _resolve_run(spec, root, resume, run_id)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
     ensure_ray(env=use_storage(spec.storage))
     ctx = Context(state.run_id, root, spec.models, state, resources=ray.cluster_resources(), resume=resume,

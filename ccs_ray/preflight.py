@@ -30,9 +30,9 @@ from __future__ import annotations
 import difflib
 import os
 import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
 
 import fsspec
 

@@ -52,7 +52,7 @@ class Progress:
         elif self.enabled:
             self._line()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,8 +15,8 @@ manifest rows) are in the driver's memory only while it waits to be dispatched o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Callable, Iterator
 
 from .errors import UserError
 from .sources import Shard, detect_kind, iter_shards
@@ -37,7 +37,7 @@ class ShardPlan:
         self.data = data.model_copy(update={"kind": kind})  # detected once, not again at every read of the source
         self.fingerprints: dict[str, str] = {}  # shard id -> fingerprint, in plan order, after index()
 
-    def index(self, on_part: Callable[[list[Shard], int], None] | None = None) -> "ShardPlan":
+    def index(self, on_part: Callable[[list[Shard], int], None] | None = None) -> ShardPlan:
         """Read the source once, keeping each shard's id and fingerprint; ``on_part(shards, part)`` gets them
         :data:`PART_SHARDS` at a time (part 0, 1, ...), each without its items. Returns the plan."""
         self.fingerprints = {}

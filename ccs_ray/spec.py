@@ -18,9 +18,23 @@ from urllib.parse import urlsplit, urlunsplit
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-from .choices import (ABLATION_MODES, BIAS_COMBINES, CONVENTIONS, DECODE_PLACES, JUDGE_KINDS, JUDGE_MODES,
-                      PAPER_CONCEPTS, PAPER_RANDOM_POOLS, PAPER_STRATEGIES, PRECISIONS, RANDOM_POOLS, SOURCE_KINDS,
-                      SPAN_METHODS, STAGES, STRATEGIES)
+from .choices import (
+    ABLATION_MODES,
+    BIAS_COMBINES,
+    CONVENTIONS,
+    DECODE_PLACES,
+    JUDGE_KINDS,
+    JUDGE_MODES,
+    PAPER_CONCEPTS,
+    PAPER_RANDOM_POOLS,
+    PAPER_STRATEGIES,
+    PRECISIONS,
+    RANDOM_POOLS,
+    SOURCE_KINDS,
+    SPAN_METHODS,
+    STAGES,
+    STRATEGIES,
+)
 from .errors import UserError
 from .scores import paper_concept
 

@@ -58,10 +58,12 @@ DuckDB functions (:func:`register`; NULL in, NULL out; degenerate input gives NU
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
-from scipy import special, stats as sps
+from scipy import special
+from scipy import stats as sps
 
 from . import scores
 

@@ -16,7 +16,7 @@ every root, and their ``model`` is the paper's model key.
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
 import fsspec

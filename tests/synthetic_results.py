@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import io
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from PIL import Image
@@ -64,7 +64,7 @@ POOL = [f"a photo of {w}" for w in (
     "a kitchen", "a violin", "a map of Asia", "stripes", "a bridge", "a desert", "a blue sky",
     "two horses", "a clock", "a market in Tokyo", "a wooden table", "a surfer", "a mountain lake")]
 LABELS = ("location", "animals", "colors", "objects", "counting", "texture")
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 N_IMAGES = 1000  # images of every evals row (evals.n, correctness.n)
 SWAPS = 30  # hits exchanged for misses (and back) between a configuration's hit vector and the unpruned model's
 

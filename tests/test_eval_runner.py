@@ -12,11 +12,11 @@ from PIL import Image
 
 from ccs_ray import ablated, load_model, max_skew_at_k
 from ccs_ray.analytics import canned_rows, connect, query
-from ccs_ray.heads import head_name
 from ccs_ray.evals.datasets import classification_data, load_classification, plan_classification
-from ccs_ray.stages import run_stage
 from ccs_ray.evals.zeroshot import classifier_weights
+from ccs_ray.heads import head_name
 from ccs_ray.spec import load_spec
+from ccs_ray.stages import run_stage
 from ccs_ray.tables import read_table, write_table
 
 MODEL = "ccs-tiny/none"

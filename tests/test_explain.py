@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_scan import _scan, _spec, run_killing_actors
 
 from ccs_ray import load_model
 from ccs_ray.decompose import decomposed_forward
@@ -16,7 +17,6 @@ from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.stages import RunState, run_stage
 from ccs_ray.stages.explain import TopImagesPass
 from ccs_ray.tables import read_table
-from test_scan import _scan, _spec, run_killing_actors
 
 EXPLAIN = TopImagesPass({}, 8, 96)  # where the explain pass's partials are
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 

@@ -12,15 +12,22 @@ import torch
 
 from ccs_ray import scores
 from ccs_ray.bench.judge import max_in_window
-from ccs_ray.judges.human import import_human_ratings
-from ccs_ray.judges.offline import DEFAULT_VOCABULARY, OfflineJudge
-from ccs_ray.stages import run_stage
 from ccs_ray.judges.cache import AnswerCache, cache_key
+from ccs_ray.judges.human import import_human_ratings
 from ccs_ray.judges.limiter import WINDOW_S, RateLimiter, parse_duration, pause_from_headers
-from ccs_ray.judges.offline import NO_CONCEPT, vocabulary_from
-from ccs_ray.judges.prompts import (UnparseableAnswer, batched_request, judge_request, label_request, parse_aligned,
-                                    parse_batched, parse_label, template)
+from ccs_ray.judges.offline import DEFAULT_VOCABULARY, NO_CONCEPT, OfflineJudge, vocabulary_from
+from ccs_ray.judges.prompts import (
+    UnparseableAnswer,
+    batched_request,
+    judge_request,
+    label_request,
+    parse_aligned,
+    parse_batched,
+    parse_label,
+    template,
+)
 from ccs_ray.spec import SpecError, load_spec
+from ccs_ray.stages import run_stage
 from ccs_ray.tables import read_table, write_table
 
 MODEL = "ccs-tiny/none"

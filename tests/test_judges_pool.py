@@ -4,12 +4,12 @@ import asyncio
 from contextlib import nullcontext
 
 import pytest
-
-from ccs_ray.stages import run_stage
-from ccs_ray.spec import load_spec
-from ccs_ray.tables import read_table
-from ccs_ray.judges.loopback import JudgeServer, fake_answer
 from test_judges import COLORS, MODEL, write_spans
+
+from ccs_ray.judges.loopback import JudgeServer, fake_answer
+from ccs_ray.spec import load_spec
+from ccs_ray.stages import run_stage
+from ccs_ray.tables import read_table
 
 FAST = {"timeout_s": 0.5, "backoff_s": 0.02, "backoff_max_s": 0.2}
 

@@ -12,8 +12,16 @@ import fsspec
 import pytest
 
 from ccs_ray import files
-from ccs_ray.pools import (TEXTSPAN_GENERAL_BYTES, TEXTSPAN_GENERAL_FILE, TEXTSPAN_GENERAL_LINES,
-                           TEXTSPAN_GENERAL_SHA256, PoolError, cache_dir, check_pool, load_pool)
+from ccs_ray.pools import (
+    TEXTSPAN_GENERAL_BYTES,
+    TEXTSPAN_GENERAL_FILE,
+    TEXTSPAN_GENERAL_LINES,
+    TEXTSPAN_GENERAL_SHA256,
+    PoolError,
+    cache_dir,
+    check_pool,
+    load_pool,
+)
 
 # The published file with its license, beside the repository: shared/fixtures/textspan-general.
 PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "textspan-general" / TEXTSPAN_GENERAL_FILE

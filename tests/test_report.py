@@ -23,8 +23,20 @@ from markupsafe import escape
 from ccs_ray.analytics import canned_queries, canned_rows, connect, run_canned
 from ccs_ray.report import build_report
 from ccs_ray.report.plots import PALETTE, ccs_color
-from synthetic_results import (EMPTY_CONCEPT, HOSTILE_ERROR, HOSTILE_LABEL, HOSTILE_SHARD, HOSTILE_TEXT, HOSTILE_URI,
-                               JUDGES, K_IMAGES, M_SPANS, MODELS, write_failed_run, write_results)
+from synthetic_results import (
+    EMPTY_CONCEPT,
+    HOSTILE_ERROR,
+    HOSTILE_LABEL,
+    HOSTILE_SHARD,
+    HOSTILE_TEXT,
+    HOSTILE_URI,
+    JUDGES,
+    K_IMAGES,
+    M_SPANS,
+    MODELS,
+    write_failed_run,
+    write_results,
+)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -580,11 +592,12 @@ class Gone:
 def _check_the_kept_actor(spec, root: str, summary: dict) -> None:
     """The scan's actor, kept with its model loaded, computed the spans and the explain pass, with the results of
     a task of their own (spans) and of one process (explain)."""
+    from test_explain import check_against_reference
+
     from ccs_ray.passes import ModelActors
     from ccs_ray.stages import Context
     from ccs_ray.stages.spans import run_spans, section
     from ccs_ray.tables import read_table
-    from test_explain import check_against_reference
 
     run_id, key = summary["run_id"], spec.models.keys[0]
     assert summary["stages"]["spans"][key]["ran_on"] == "kept actor"

@@ -13,18 +13,17 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from test_sources import planar_tiff
 
 from ccs_ray import HeadMoments, analytics, load_model
-from ccs_ray.decompose import decomposed_forward
 from ccs_ray.cluster import LayoutError, actor_layout
-from ccs_ray.stages import Context, RunState, run_stage
+from ccs_ray.decompose import decomposed_forward
 from ccs_ray.passes import PassError, _Worker, partial_shards, partials
-from ccs_ray.stages.scan import MomentsPass, moments_uri, run_scan, section
-from ccs_ray.tables import write_table
 from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.spec import load_spec
-from ccs_ray.tables import read_table
-from test_sources import planar_tiff
+from ccs_ray.stages import Context, RunState, run_stage
+from ccs_ray.stages.scan import MomentsPass, moments_uri, run_scan, section
+from ccs_ray.tables import read_table, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 SCAN = MomentsPass(folds=2, convention="centered")  # where the scan's partials are

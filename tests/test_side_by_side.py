@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from test_report import esc
 
 from ccs_ray.ablate import prune_strategies
 from ccs_ray.analytics import canned_rows, connect
@@ -17,7 +18,6 @@ from ccs_ray.report import build_report
 from ccs_ray.scores import CONCEPT_FAMILIES, normalize_label
 from ccs_ray.tables import write_table
 from synthetic_results import MODELS, RUN_ID, write_results
-from test_report import esc
 
 DEEP_MODEL = "ViT-L-14/openai"  # 24 layers: its analysed layers are not the others'
 LATER_RUN = "run-20250103"  # a later run of MODELS[0] that judged 4 heads (one unscored) and pruned nothing

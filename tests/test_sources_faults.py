@@ -110,7 +110,7 @@ def test_conversions_to_rgb():
     gray = rgb(3).convert("L")
     image, mode = decode_image(data["j_gray.png"][0])
     assert mode == "L" and (np.asarray(image)[..., 1] == np.asarray(gray)).all()
-    sixteen = Image.fromarray((np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * 40))
+    sixteen = Image.fromarray(np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * 40)
     image, mode = decode_image(encode(sixteen, "PNG"))
     assert mode.startswith("I") and (np.asarray(image)[..., 0] == (np.asarray(sixteen) >> 8)).all()
 

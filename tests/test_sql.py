@@ -9,6 +9,7 @@ import math
 import statistics
 import threading
 from collections import Counter, defaultdict
+from datetime import UTC
 from pathlib import Path
 
 import duckdb
@@ -20,8 +21,8 @@ import pytest
 
 from ccs_ray import analytics, scores
 from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
-from ccs_ray.scores import fleiss_kappa
 from ccs_ray.reference import reference_tables
+from ccs_ray.scores import fleiss_kappa
 from ccs_ray.tables import REFERENCE_TABLES, SCHEMAS, write_table
 from synthetic_results import DATASETS, JUDGES, MODELS, OCCUPATIONS, SEEDS, SWEEP_K, write_results
 
@@ -622,9 +623,9 @@ def test_a_results_file_read_from_two_threads_keeps_each_threads_position(tmp_pa
 
 
 def test_node_throughput_is_images_over_each_nodes_busy_time(tmp_path):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     rows, expect = [], {}
     for node, shards in (("a", [(0, 4.0, 100), (5, 5.0, 100), (9, 2.0, 50)]), ("b", [(3, 10.0, 100)])):
         for i, (end, seconds, n) in enumerate(shards):

@@ -10,7 +10,7 @@ import json
 import os
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,20 +18,19 @@ import fsspec
 import pytest
 import torch
 from fsspec.implementations.local import LocalFileSystem
+from test_scan import _scan, _spec
 
-from ccs_ray import analytics
+from ccs_ray import analytics, passes
+from ccs_ray.checkpoints import Checkpointer
 from ccs_ray.decompose import TowerShape
 from ccs_ray.errors import UserError
-from ccs_ray.checkpoints import Checkpointer
-from ccs_ray.files import (IncompleteFileError, commit_write, latest_committed, sweep_commits, sweep_tmp)
+from ccs_ray.files import IncompleteFileError, commit_write, latest_committed, sweep_commits, sweep_tmp
 from ccs_ray.moments import HeadMoments
 from ccs_ray.shard_plan import ShardPlan
 from ccs_ray.spec import DataConfig
 from ccs_ray.stages import RunState
-from ccs_ray import passes
 from ccs_ray.stages.scan import MomentsPass, ScanSummary, _finish_model
 from ccs_ray.tables import read_table, write_table
-from test_scan import _scan, _spec
 
 
 class _TornWriter:
@@ -186,7 +185,7 @@ def _add(moments: HeadMoments, shard_id: str) -> dict:
                    torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64))
     record = {"shard_id": shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": shard.fold(FOLDS),
               "n_images": 4, "n_errors": 0, "n_converted": 0, "seconds": 0.1, "node": "n1", "worker": "w",
-              "finished_at": datetime.now(timezone.utc).isoformat(), "errors": [], "conversions": []}
+              "finished_at": datetime.now(UTC).isoformat(), "errors": [], "conversions": []}
     moments.mark_covered(shard_id, record)
     return record
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ccs_ray import HeadMoments, head_contributions, textspan, textspan_from_moments
-from ccs_ray.textspan import EXHAUSTED_RTOL, RANK_RTOL, TIE_RTOL, span_basis, span_bases
 from ccs_ray.texts import text_embeddings
+from ccs_ray.textspan import EXHAUSTED_RTOL, RANK_RTOL, TIE_RTOL, span_bases, span_basis
 
 
 def _reference_textspan(X, T, m, rank):

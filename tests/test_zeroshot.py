@@ -6,8 +6,13 @@ import torch
 from PIL import Image
 
 from ccs_ray.evals import classnames as cn
-from ccs_ray.evals.datasets import (CLASSIFICATION_PRESETS, DatasetError, classification_data, load_classification,
-                                    plan_classification)
+from ccs_ray.evals.datasets import (
+    CLASSIFICATION_PRESETS,
+    DatasetError,
+    classification_data,
+    load_classification,
+    plan_classification,
+)
 from ccs_ray.evals.zeroshot import accuracy_metrics, classifier_weights, top_predictions, zeroshot_logits
 
 

@@ -18,8 +18,8 @@ import math
 import tempfile
 import time
 
-from ..judges.loopback import CHAOS_MIX, JudgeServer
 from ..cluster import ensure_ray
+from ..judges.loopback import CHAOS_MIX, JudgeServer
 from ..spec import load_spec
 from ..stages import run_stage
 from ..tables import read_table, write_table

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import ray
 
@@ -33,7 +33,7 @@ from ..files import latest_committed
 
 def _record(i: int) -> dict:
     """A shard record as a scan actor writes it (one decode error, so that the error lists count too)."""
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     return {"shard_id": f"s{i:09d}", "source": f"s3://bucket/images/part-{i:09d}.tar", "fingerprint": f"{i:016x}",
             "fold": i % 2, "n_images": 1000, "n_errors": 1, "n_converted": 0, "seconds": 12.5, "node": "0" * 56,
             "worker": "host:0123abcd", "finished_at": now, "max_rss_mb": 2048.0, "threads": 8,
@@ -139,7 +139,7 @@ class NoopActor:
         self.node = ray.get_runtime_context().get_node_id()
 
     def process(self, shard, n_images, fold):
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         self.checkpointer.add({"shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint,
                                "fold": fold, "n_images": n_images, "n_errors": 0, "n_converted": 0, "seconds": 0.0,
                                "node": self.node, "worker": "noop", "finished_at": now, "threads": 1,

@@ -26,7 +26,7 @@ import time
 import torch
 
 from ..ablate import all_heads, encode_ablations, head_ablation
-from ..decompose import select_layers, encode_images
+from ..decompose import encode_images, select_layers
 from ..models import load_model
 
 

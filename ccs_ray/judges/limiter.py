@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections import deque
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 WINDOW_S = 61.0
 

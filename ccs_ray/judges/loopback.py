@@ -159,7 +159,7 @@ class JudgeServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
-    def __enter__(self) -> "JudgeServer":
+    def __enter__(self) -> JudgeServer:
         self.thread.start()
         return self
 
@@ -167,7 +167,7 @@ class JudgeServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def reset(self, **settings) -> "JudgeServer":
+    def reset(self, **settings) -> JudgeServer:
         """Clear the logs, the faults, the stored idempotent answers and the in-flight peak; the constructor's
         settings, but for those given."""
         unknown = set(settings) - set(self.settings)

@@ -13,7 +13,7 @@ order); ``NO_CONCEPT`` when no span matches any. A span is aligned when it match
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

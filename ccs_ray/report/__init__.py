@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 import webbrowser
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime, timezone
 from pathlib import Path
-from typing import Sequence
 from urllib.parse import quote
 
 import fsspec
@@ -33,9 +33,18 @@ import jinja2
 from ccs_ray.analytics import canned_rows, canned_subquery, connect, query
 from ccs_ray.compare import paper_comparison
 from ccs_ray.report import plots
+from ccs_ray.report.heads import (
+    VERDICT_MARKS,
+    VERDICT_WORDS,
+    card_order,
+    find_card,
+    format_card,
+    group_by,
+    head_cards,
+    judge_of,
+    where,
+)
 from ccs_ray.report.side_by_side import side_by_side
-from ccs_ray.report.heads import (VERDICT_MARKS, VERDICT_WORDS, group_by, card_order, find_card, format_card, head_cards,
-                                  judge_of, where)
 
 TEMPLATES = Path(__file__).parent
 STRATEGY_ORDER = ("none", "high", "low", "random")
@@ -294,7 +303,7 @@ def build_report(root: str, out_path: str, heads: Sequence[str] | None = None) -
         runs = canned_rows(conn, "run_summary")
         context = dict(
             root=str(root),
-            generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             chosen_heads=list(heads) if heads else None,
             runs=runs,
             nodes=canned_rows(conn, "node_throughput"),

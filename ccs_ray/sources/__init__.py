@@ -12,9 +12,9 @@ of image URIs) and ``probe`` (the generated probe set, ``probe://...``). Every U
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterator
+from datetime import UTC, datetime, timezone
 
 import fsspec
 import numpy as np
@@ -59,12 +59,12 @@ class LoadedShard:
     def error(self, item: str, reason: str, detail: str) -> None:
         """An input lost: an ``errors`` row."""
         self.errors.append(dict(stage="decode", source=self.shard.uri, item=item, reason=reason, detail=detail[:2000],
-                                at=datetime.now(timezone.utc)))
+                                at=datetime.now(UTC)))
 
     def converted(self, item: str, from_mode: str) -> None:
         """An image kept but converted to RGB from ``from_mode``: a ``conversions`` row."""
         self.conversions.append(dict(source=self.shard.uri, item=item, from_mode=from_mode,
-                                     at=datetime.now(timezone.utc)))
+                                     at=datetime.now(UTC)))
 
     def preprocessed(self, item: str, data: bytes, preprocess):
         """``preprocess`` of the image ``data`` decoded on CPU (:func:`decode_image`), or None with an error row."""

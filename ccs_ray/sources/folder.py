@@ -4,12 +4,22 @@ glob, have no label."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import islice
-from typing import Iterator
 
 import fsspec
 
-from .base import IMAGE_EXTENSIONS, Record, Shard, SourceError, chunks, file_version, fingerprint, read_bytes, walk_files
+from .base import (
+    IMAGE_EXTENSIONS,
+    Record,
+    Shard,
+    SourceError,
+    chunks,
+    file_version,
+    fingerprint,
+    read_bytes,
+    walk_files,
+)
 
 
 def plan(cfg) -> Iterator[tuple[str, tuple, str]]:

@@ -7,8 +7,8 @@ requests)."""
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from itertools import islice
-from typing import Iterator
 
 import fsspec
 import pyarrow as pa

@@ -3,14 +3,14 @@ datasets write it) and an optional label column. Each file is cut into row range
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..files import PARQUET_EXTENSIONS
-from .base import Record, SourceError, Shard, file_version, fingerprint, row_ranges, source_files
+from .base import Record, Shard, SourceError, file_version, fingerprint, row_ranges, source_files
 
 
 def plan(cfg) -> Iterator[tuple[str, tuple, str]]:

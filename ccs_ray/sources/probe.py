@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .base import Record, SourceError, Shard, fingerprint, row_ranges
+from .base import Record, Shard, SourceError, fingerprint, row_ranges
 
 GENERATOR_VERSION = 1  # bump when drawing changes: it is part of every probe shard's fingerprint
 

@@ -5,7 +5,7 @@ its file name) form one sample; its image is the member with an image extension,
 from __future__ import annotations
 
 import tarfile
-from typing import Iterator
+from collections.abc import Iterator
 
 import fsspec
 

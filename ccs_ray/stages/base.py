@@ -10,8 +10,9 @@ tables under the results root and returns a JSON-able summary, which the pipelin
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import fsspec
@@ -91,12 +92,12 @@ class Context:
     actors: ModelActors | None = None
 
     @classmethod
-    def of(cls, spec: Spec, run_id: str, root: str | None = None, **kwargs) -> "Context":
+    def of(cls, spec: Spec, run_id: str, root: str | None = None, **kwargs) -> Context:
         """A context for ``spec``'s run ``run_id`` under ``root`` (default: the spec's results root)."""
         root = root or spec.results_root
         return cls(run_id, root, spec.models, RunState(root, run_id), **kwargs)
 
-    def for_model(self, model: str) -> "Context":
+    def for_model(self, model: str) -> Context:
         return replace(self, model=model)
 
     def cluster_resources(self) -> dict:

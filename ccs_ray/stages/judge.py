@@ -20,27 +20,28 @@ import itertools
 import statistics
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import torch
 
 from .. import scores, stats
 from ..fidelity import label_fidelity
+from ..files import sweep_tmp
+from ..heads import parse_head_name
 from ..judges.client import HIT, SENT
 from ..judges.flights import MERGED
 from ..judges.heads import VARIANTS, Verdict, file_safe, heads_from_spans
-from ..judges.offline import NAME as OFFLINE_NAME, OfflineJudge, vocabulary_from
+from ..judges.offline import NAME as OFFLINE_NAME
+from ..judges.offline import OfflineJudge, vocabulary_from
 from ..judges.pool import endpoint_of, run_pool
-from ..files import sweep_tmp
-from ..heads import parse_head_name
 from ..moments import HeadMoments
 from ..pools import load_pool
 from ..progress import Progress
-from ..spec import EndpointConfig, JudgeConfig, Spec, SpansConfig
+from ..spec import EndpointConfig, JudgeConfig, SpansConfig, Spec
 from ..tables import read_table, replace_file, write_table
-from ..textspan import span_bases
 from ..texts import TextEncoder
+from ..textspan import span_bases
 from .base import Context, Stage, text_cache_dir
 from .scan import moments_uri
 
@@ -86,7 +87,7 @@ def cache_root_of(cfg: JudgeConfig, root: str) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def verdict_rows(judge: str, verdicts: list[Verdict], heuristic: bool, m: int) -> dict[str, list[dict]]:

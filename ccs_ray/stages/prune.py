@@ -39,7 +39,7 @@ import hashlib
 import io
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import fsspec
@@ -50,17 +50,17 @@ import torch
 from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, is_paper_strategy, prune_strategies
 from ..cluster import actor_layout, node_cpus, use_held_cpus
 from ..decompose import select_layers
-from ..heads import parse_head_name
 from ..evals import datasets as ds
 from ..evals.bias import occupation_max_skew
 from ..evals.video import pool_frames, retrieval_metrics
 from ..evals.zeroshot import accuracy_metrics, classifier_weights, top_hits, top_predictions, zeroshot_logits
 from ..files import atomic_write
+from ..heads import parse_head_name
 from ..models import load_model, shared_model
 from ..moments import HeadMoments
-from ..sources.base import fingerprint
 from ..progress import Progress
 from ..reference import paper_random_layers, paper_reference, reference_key
+from ..sources.base import fingerprint
 from ..spec import EvalsConfig, PruneConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from ..texts import TextEncoder
@@ -141,7 +141,7 @@ class EvalWorker:
             payload = dict(embeddings=emb.numpy(), items=np.array(loaded.items, dtype=str))
         _save_npz(unit["uri"], ablations=np.array(unit["ablation_ids"], dtype=str),
                   configs=np.array(unit["configs"], dtype=str), **payload)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         return {"errors": [{**e, "stage": "prune", "at": e.get("at", now)} for e in errors],
                 "seconds": time.perf_counter() - t0}
 
@@ -395,7 +395,7 @@ def _run_units(ctx: Context, section: PruneSection, ablations: list[Ablation], m
             except Exception as e:  # noqa: BLE001 - reported per unit; the others go on
                 failed[key] = f"{type(e).__name__}: {e}"
                 errors[i] = [dict(stage="prune", source=unit["shard"].uri, item=unit["shard"].shard_id,
-                                  reason="unit_failed", detail=failed[key][:2000], at=datetime.now(timezone.utc))]
+                                  reason="unit_failed", detail=failed[key][:2000], at=datetime.now(UTC))]
             progress.update(1, failed=len(failed))
     finally:
         progress.close()

@@ -24,15 +24,15 @@ import ray
 import torch
 
 from .. import tables
-from ..cluster import held_device, node_cpus, use_held_cpus
 from ..circuits import head_covariances, span_agreement
+from ..cluster import held_device, node_cpus, use_held_cpus
 from ..decompose import select_layers, tower_shape
 from ..heads import parse_head_name
 from ..models import load_model
 from ..moments import HeadMoments
 from ..pools import load_pool
 from ..progress import Progress
-from ..spec import ModelsConfig, Spec, SpansConfig
+from ..spec import ModelsConfig, SpansConfig, Spec
 from ..texts import TextEncoder
 from ..textspan import span_bases, textspan_from_moments
 from .base import Context, Stage, text_cache_dir

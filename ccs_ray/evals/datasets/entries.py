@@ -11,9 +11,9 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from ...errors import UserError
-from ...spec import BiasEntry, ClassificationEntry, VideoEntry, describe_errors
 from ...sources import SourceError
 from ...sources.probe import ProbeSpec, parse_probe_uri
+from ...spec import BiasEntry, ClassificationEntry, VideoEntry, describe_errors
 
 
 class DatasetError(UserError, ValueError):
