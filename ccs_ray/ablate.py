@@ -88,7 +88,9 @@ def ablated(model, heads: Iterable[str], mode: str = "zero", mean_z: Mapping[int
 
 
 def _layer_key(ablation: HeadAblation | None, layer: int):
-    idx = ablation.by_layer.get(layer) if ablation else None
+    if ablation is None:
+        return None
+    idx = ablation.by_layer.get(layer)
     return (ablation.mode, tuple(idx)) if idx else None
 
 
@@ -106,7 +108,7 @@ def encode_ablations(model, images: torch.Tensor, ablations: Sequence[HeadAblati
     """
     blocks = model.visual.transformer.resblocks
     n_layers = len(blocks)
-    out: list[torch.Tensor | None] = [None] * len(ablations)
+    out: dict[int, torch.Tensor] = {}  # configuration index -> its embeddings [B, D]
 
     def branch(x, start: int, members: list[int]) -> None:
         # members agree on every layer < start; x enters layer `start` (x is the images when start == 0)
@@ -136,7 +138,9 @@ def encode_ablations(model, images: torch.Tensor, ablations: Sequence[HeadAblati
     if ablations:
         with torch.no_grad():  # as in decomposed_forward: inference only (and the stock blocks' no-grad fast path)
             branch(images, 0, list(range(len(ablations))))
-    return torch.stack(out) if ablations else torch.zeros(0, images.shape[0], model.visual.proj.shape[1])
+    if not ablations:
+        return torch.zeros(0, images.shape[0], model.visual.proj.shape[1])
+    return torch.stack([out[i] for i in range(len(ablations))])
 
 
 # --- strategies -----------------------------------------------------------------------------------------
@@ -317,22 +321,25 @@ def prune_strategies(
             out.extend(_sweep(scored, pool, sweep_k, seeds))
         elif strategy == "single":
             out.extend(_single(rows, single_modes))
-        elif strategy in ("paper-high", "paper-low"):
-            which = strategy.removeprefix("paper-")
-            add(strategy, strategy, getattr(reference, which),
-                f"the paper published no {which} set for {reference.model}")
-        elif strategy == "paper-random" and not reference.high:
-            add(strategy, strategy, [], f"the paper published no high set for {reference.model} to match in number")
-        elif strategy == "paper-random":
-            for seed in range(seeds):
-                add(f"paper-random:s{seed}", strategy, _draw(paper_random_pool or [], reference.high,
-                                                              len(reference.high), seed, strategy), None, seed=seed)
-        elif strategy.startswith("paper-concept:"):
-            name = paper_concept(strategy.split(":", 1)[1])
-            if name is None:
-                raise ValueError(f"{strategy}: the paper's concept sets are {', '.join(PAPER_CONCEPTS)}")
-            add(f"paper-concept:{name}", "paper-concept", reference.concepts.get(name, []),
-                f"the paper published no {name} set for {reference.model}", concept=name)
+        else:
+            assert reference is not None  # a paper strategy: checked above
+            if strategy in ("paper-high", "paper-low"):
+                which = strategy.removeprefix("paper-")
+                add(strategy, strategy, getattr(reference, which),
+                    f"the paper published no {which} set for {reference.model}")
+            elif strategy == "paper-random" and not reference.high:
+                add(strategy, strategy, [],
+                    f"the paper published no high set for {reference.model} to match in number")
+            elif strategy == "paper-random":
+                for seed in range(seeds):
+                    add(f"paper-random:s{seed}", strategy, _draw(paper_random_pool or [], reference.high,
+                                                                  len(reference.high), seed, strategy), None, seed=seed)
+            elif strategy.startswith("paper-concept:"):
+                paper_name = paper_concept(strategy.split(":", 1)[1])
+                if paper_name is None:
+                    raise ValueError(f"{strategy}: the paper's concept sets are {', '.join(PAPER_CONCEPTS)}")
+                add(f"paper-concept:{paper_name}", "paper-concept", reference.concepts.get(paper_name, []),
+                    f"the paper published no {paper_name} set for {reference.model}", concept=paper_name)
     return out
 
 

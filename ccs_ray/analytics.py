@@ -18,7 +18,7 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO, overload
 
 import duckdb
 import fsspec
@@ -217,7 +217,7 @@ def _register_concept_families(conn) -> None:
 
 def _null_columns(conn, schema: pa.Schema, names: list[str] | None = None) -> str:
     """``CAST(NULL AS <type>) AS "<name>", ...`` for the columns ``names`` (default all) of ``schema``."""
-    types = dict(zip(schema.names, conn.from_arrow(schema.empty_table()).types))
+    types = dict(zip(schema.names, conn.from_arrow(schema.empty_table()).types, strict=True))
     return ", ".join(f'CAST(NULL AS {types[n]}) AS "{n}"' for n in (schema.names if names is None else names))
 
 
@@ -269,6 +269,14 @@ def query(conn, sql: str) -> pa.Table:
                        f"{', '.join(canned_queries())}") from None
 
 
+@overload
+def format_table(table: pa.Table, fmt: Literal["table", "csv", "json"] = "table") -> str: ...
+
+
+@overload
+def format_table(table: pa.Table, fmt: str) -> str | bytes: ...
+
+
 def format_table(table: pa.Table, fmt: str = "table") -> str | bytes:
     """Render a result as an aligned text table, CSV, JSON records (str) or Parquet (bytes)."""
     if fmt not in SQL_FORMATS:
@@ -288,7 +296,7 @@ def format_table(table: pa.Table, fmt: str = "table") -> str | bytes:
         return out.getvalue()
     cells = [table.column_names] + [[_cell(v) for v in row.values()] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(table.column_names))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"({table.num_rows} row{'s' * (table.num_rows != 1)})")
     return "\n".join(lines) + "\n"
@@ -352,7 +360,9 @@ def interactive(root: str, stdin: TextIO | None = None, stdout: TextIO | None = 
 
     def run(sql: str) -> None:
         try:
-            stdout.write(format_table(query(conn, sql), fmt))
+            text = format_table(query(conn, sql), fmt)
+            assert isinstance(text, str)  # not parquet: checked above
+            stdout.write(text)
         except SqlError as e:
             stdout.write(f"Error: {e}\n")
 
@@ -404,7 +414,12 @@ def main_sql(query: str | None, root: str, fmt: str = "table", out: str | None =
             raise ValueError("give a QUERY or --query NAME, not both")
         if query is None and canned is None:
             return interactive(root, fmt=fmt)
-        result = run_canned(canned, root, fmt) if canned else run_sql(query, root, fmt)
+        if canned:
+            result = run_canned(canned, root, fmt)
+        elif query is not None:
+            result = run_sql(query, root, fmt)
+        else:  # an empty canned name
+            raise ValueError("give a QUERY or --query NAME")
     except SqlError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

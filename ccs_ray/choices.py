@@ -1,23 +1,39 @@
 """Every closed set of names that the spec, the CLI and the engine accept, defined once.
 
-``spec.py`` builds its ``Literal`` types from these tuples, the CLI its ``choices``, and the engine checks
-its arguments against them, so a name allowed in one place is allowed in all.
+A set that the spec validates is a ``Literal`` type (``spec.py`` annotates its keys with it) and the tuple of
+its names (``get_args`` of the type, in the same order); the CLI takes its ``choices`` from the tuples, and the
+engine checks its arguments against them, so a name allowed in one place is allowed in all.
 """
 
-STAGES = ("scan", "spans", "explain", "judge", "prune", "report")  # in run order (ccs_ray.stages.STAGES)
-PRECISIONS = ("fp32", "fp16", "bf16")  # model parameters' dtype (ccs_ray.models.DTYPES)
-CONVENTIONS = ("centered", "textspan")  # decomposition conventions (ccs_ray.decompose)
-SPAN_METHODS = ("data", "weights", "both")  # where spans come from (ccs_ray.stages.spans, ccs_ray.circuits)
-SOURCE_KINDS = ("folder", "tar", "parquet", "manifest", "probe")  # data source kinds (ccs_ray.sources.READERS)
-DECODE_PLACES = ("auto", "decoders", "actors")  # where a pass decodes JPEGs (ccs_ray.passes.decode_on_actors)
-ABLATION_MODES = ("zero", "mean")  # what an ablated head outputs (ccs_ray.decompose.HeadAblation)
-STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep", "single")  # ccs_ray.ablate.prune_strategies
+from typing import Literal, get_args
+
+StageName = Literal["scan", "spans", "explain", "judge", "prune", "report"]  # in run order (ccs_ray.stages.STAGES)
+STAGES: tuple[StageName, ...] = get_args(StageName)
+Precision = Literal["fp32", "fp16", "bf16"]  # model parameters' dtype (ccs_ray.models.DTYPES)
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+Convention = Literal["centered", "textspan"]  # decomposition conventions (ccs_ray.decompose)
+CONVENTIONS: tuple[Convention, ...] = get_args(Convention)
+SpanMethod = Literal["data", "weights", "both"]  # where spans come from (ccs_ray.stages.spans, ccs_ray.circuits)
+SPAN_METHODS: tuple[SpanMethod, ...] = get_args(SpanMethod)
+SourceKind = Literal["folder", "tar", "parquet", "manifest", "probe"]  # data source kinds (ccs_ray.sources.READERS)
+SOURCE_KINDS: tuple[SourceKind, ...] = get_args(SourceKind)
+DecodePlace = Literal["auto", "decoders", "actors"]  # where a pass decodes JPEGs (ccs_ray.passes.decode_on_actors)
+DECODE_PLACES: tuple[DecodePlace, ...] = get_args(DecodePlace)
+AblationMode = Literal["zero", "mean"]  # what an ablated head outputs (ccs_ray.decompose.HeadAblation)
+ABLATION_MODES: tuple[AblationMode, ...] = get_args(AblationMode)
+# pruning strategies (ccs_ray.ablate.prune_strategies)
+STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep", "single")
 # the paper's published head sets (ccs_ray.reference); "paper-concept" is written paper-concept:<name>
 PAPER_STRATEGIES = ("paper-high", "paper-low", "paper-random", "paper-concept")
 PAPER_CONCEPTS = ("locations", "objects", "colors", "animals")  # the paper's concept sets, by its names
-RANDOM_POOLS = ("decomposed", "all")  # heads the random strategy draws from
-PAPER_RANDOM_POOLS = ("analysed", "published")  # heads paper-random draws from (ccs_ray.ablate.paper_strategies)
-JUDGE_KINDS = ("openai", "offline")
-JUDGE_MODES = ("per_span", "batched")  # one request per span, or one per head
+RandomPool = Literal["decomposed", "all"]  # heads the random strategy draws from
+RANDOM_POOLS: tuple[RandomPool, ...] = get_args(RandomPool)
+PaperRandomPool = Literal["analysed", "published"]  # heads paper-random draws from (ccs_ray.ablate.paper_strategies)
+PAPER_RANDOM_POOLS: tuple[PaperRandomPool, ...] = get_args(PaperRandomPool)
+JudgeKind = Literal["openai", "offline"]
+JUDGE_KINDS: tuple[JudgeKind, ...] = get_args(JudgeKind)
+JudgeMode = Literal["per_span", "batched"]  # one request per span, or one per head
+JUDGE_MODES: tuple[JudgeMode, ...] = get_args(JudgeMode)
 SQL_FORMATS = ("table", "csv", "json", "parquet")  # ccs-ray sql --format
-BIAS_COMBINES = ("embedding_mean", "skew_mean")  # how an occupation's templates combine (ccs_ray.evals.bias)
+BiasCombine = Literal["embedding_mean", "skew_mean"]  # how an occupation's templates combine (ccs_ray.evals.bias)
+BIAS_COMBINES: tuple[BiasCombine, ...] = get_args(BiasCombine)

@@ -50,6 +50,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from open_clip.transformer import VisionTransformer
 
 from .choices import CONVENTIONS
 from .decompose import _layer_scale, tower_shape
@@ -82,7 +83,7 @@ def head_covariances(model: torch.nn.Module, layers: list[int], convention: str)
     def f64(t: torch.Tensor) -> torch.Tensor:
         return t.detach().to(device="cpu", dtype=torch.float64)
 
-    visual = model.visual
+    visual: VisionTransformer = model.visual
     post = f64(visual.ln_post.weight)[:, None] * f64(visual.proj)  # diag(gamma_post) proj [W, D]
     if convention == "centered":
         post = post - post.mean(0, keepdim=True)  # P diag(gamma_post) proj
@@ -98,7 +99,7 @@ def head_covariances(model: torch.nn.Module, layers: list[int], convention: str)
         B = w_o @ post  # [H, d, D]: the head's value -> embedding space
         C = B.transpose(1, 2) @ gram @ B  # [H, D, D]
         C = (C + C.transpose(1, 2)) / 2
-        out.update(zip(head_names([l], H), C.unbind(0)))
+        out.update(zip(head_names([l], H), C.unbind(0), strict=True))
     return out
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import version
 
 from .choices import PRECISIONS, SQL_FORMATS
 from .errors import UserError
+
+__version__ = version("ccs-ray")  # the installed package's (pyproject.toml's) version
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -109,7 +112,8 @@ def _cmd_ratings(args) -> int:
 def _cmd_bench(args) -> int:
     import importlib
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "bench", "json", "func", "debug") and v is not None}
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("command", "bench", "json", "func", "debug") and v is not None}
     figures = importlib.import_module(f"ccs_ray.bench.{args.bench}").run(**options)
     if args.json:
         print(json.dumps(figures))
@@ -124,11 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccs-ray", description="Concept Consistency Scores of CLIP attention heads, "
                                      "at scale on Ray: run a job spec, query its results, read its report.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run every stage a job spec enables")
     _add_spec_args(p)
-    p.add_argument("--resume", action="store_true", help="continue the latest (or --run-id) run, skipping finished work")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the latest (or --run-id) run, skipping finished work")
     p.add_argument("--run-id", help="run id to create or resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=_cmd_run)
@@ -136,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="submit the same run as a Ray job to a cluster")
     _add_spec_args(p)
     p.add_argument("--address", help="Ray dashboard address, e.g. http://head:8265 (default: $RAY_ADDRESS)")
-    p.add_argument("--follow", action="store_true", help="stream the job's logs until it ends; exit 1 unless it succeeded")
+    p.add_argument("--follow", action="store_true",
+                   help="stream the job's logs until it ends; exit 1 unless it succeeded")
     p.add_argument("--pip", action="append", metavar="REQUIREMENT", help="pip requirement for the job (repeatable)")
     p.add_argument("--runtime-env", metavar="FILE", help="JSON/YAML Ray runtime env merged into the job's")
     p.set_defaults(func=_cmd_submit)
@@ -200,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--images", type=int, help="images generated and scanned")
     b.add_argument("--seed", type=int, help="seed of the faults and of which actors are killed")
     benches.add_parser("preflight", help="seconds from `ccs-ray run` to the error, per kind of mistake; --help time")
-    b = benches.add_parser("plan", help="checkpoint bytes as the shards covered grow; planning and dispatching a large source")
+    b = benches.add_parser("plan", help="checkpoint bytes as the shards covered grow; planning and dispatching a "
+                                        "large source")
     b.add_argument("--model", help="model key of the checkpointed moments (default ccs-tiny/none)")
     b.add_argument("--small", type=int, help="shards of the small case (default 10)")
     b.add_argument("--large", type=int, help="shards of the large case (default 10000)")
@@ -211,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_bench)
     for p in [*sub.choices.values(), *benches.choices.values()]:  # also after the command: ccs-ray run SPEC --debug
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of any error")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of any error")
     return parser
 
 

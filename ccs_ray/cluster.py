@@ -193,6 +193,7 @@ def actor_layout(section, n_models: int, resources: dict | None = None, decode_s
         cpus_per_actor = max(CPU_STEP, math.floor(min(nodes) * (1 - share) / per_node / CPU_STEP + 1e-9) * CPU_STEP)
         cpus_per_actor = round(cpus_per_actor, 2)
     elif cpus - held * cpus_per_actor < keep - 1e-9:
-        raise LayoutError(f"{key}.cpus_per_actor={cpus_per_actor} x {held} actors leaves {cpus - held * cpus_per_actor:g} "
-                          f"CPUs for decoding, which needs {keep:g} (the cluster has {cpus:g}); lower it or {key}.actors")
+        raise LayoutError(f"{key}.cpus_per_actor={cpus_per_actor} x {held} actors leaves "
+                          f"{cpus - held * cpus_per_actor:g} CPUs for decoding, which needs {keep:g} (the cluster has "
+                          f"{cpus:g}); lower it or {key}.actors")
     return ActorLayout(per_actor, cpus_per_actor, n_actors)

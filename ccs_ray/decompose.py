@@ -8,7 +8,8 @@ W, d, D, T of a model). Names: ``heads`` is always a list of head names (``["L11
 Head ``L{l}.H{h}`` writes ``r = ls_1 * (z_{l,h} @ W_O[:, h d:(h+1) d].T)`` into the class-token residual,
 where ``z_{l,h}`` (d values) is its attention output at the class token. The image embedding is
 ``e = ln_post(x_cls) @ proj``; ``ln_post`` is linear once its per-image mean mu and std sigma are fixed,
-so each residual component maps into embedding space. Two conventions (docs/architecture.md, "Decomposition conventions"):
+so each residual component maps into embedding space. Two conventions (docs/architecture.md,
+"Decomposition conventions"):
 
 - ``"centered"``: ``c -> (gamma * (c - mean_W(c)) / sigma) @ proj``. All components (embeddings after
   ``ln_pre``, every head, every out_proj bias, every MLP output) plus ``beta @ proj`` sum to ``e``.
@@ -20,10 +21,11 @@ so each residual component maps into embedding space. Two conventions (docs/arch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import LayerScale
+from open_clip.transformer import LayerScale, VisionTransformer
 
 from .choices import CONVENTIONS
 from .heads import head_names
@@ -32,7 +34,8 @@ from .models import check_supported
 
 def select_layers(model: torch.nn.Module, layers: list[int] | None = None, last: int = 4) -> list[int]:
     """:func:`choose_layers` for the image tower of ``model``."""
-    return choose_layers(len(model.visual.transformer.resblocks), layers, last)
+    visual: VisionTransformer = model.visual
+    return choose_layers(len(visual.transformer.resblocks), layers, last)
 
 
 def choose_layers(n: int, layers: list[int] | None = None, last: int = 4) -> list[int]:
@@ -193,6 +196,22 @@ def last_block_cls_only(blocks, layer: int, stop_at: int | None) -> bool:
     return stop_at is None and layer == len(blocks) - 1
 
 
+@overload
+def decomposed_forward(
+    model: torch.nn.Module, images: torch.Tensor | None, *, layers: list[int] | None = None,
+    convention: str = "centered", ablation: HeadAblation | None = None, keep_z_sum: bool = False,
+    start: tuple[int, torch.Tensor] | None = None, stop_at: None = None,
+) -> Decomposition: ...
+
+
+@overload
+def decomposed_forward(
+    model: torch.nn.Module, images: torch.Tensor | None, *, layers: list[int] | None = None,
+    convention: str = "centered", ablation: HeadAblation | None = None, keep_z_sum: bool = False,
+    start: tuple[int, torch.Tensor] | None = None, stop_at: int,
+) -> torch.Tensor: ...
+
+
 def decomposed_forward(
     model: torch.nn.Module,
     images: torch.Tensor | None,
@@ -223,7 +242,7 @@ def decomposed_forward(
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention {convention!r} is not one of {CONVENTIONS}")
-    visual = model.visual
+    visual: VisionTransformer = model.visual
     blocks = visual.transformer.resblocks
     layers = select_layers(model, layers)
     bad = [l for l in layers if not 0 <= l < len(blocks)]
@@ -235,6 +254,8 @@ def decomposed_forward(
 
     with torch.no_grad():
         if start is None:
+            if images is None:
+                raise ValueError("decomposed_forward needs images, or start to resume from")
             first, x = 0, visual._embeds(images.to(device=visual.proj.device, dtype=dtype))
         else:
             first, x = start
@@ -291,7 +312,7 @@ def _to_embedding_space(visual, x_cls, residual, layers, convention, embedding):
     return out / embedding.norm(dim=-1)[:, None, None, None]
 
 
-def head_contributions(model, images, layers=None, convention: str = "centered") -> torch.Tensor:
+def head_contributions(model, images, layers=None, convention: str = "centered") -> torch.Tensor | None:
     """Each head's direct contribution to the image embedding, in the pass that computes the embedding.
 
     Args:
@@ -301,7 +322,8 @@ def head_contributions(model, images, layers=None, convention: str = "centered")
 
     Returns:
         Tensor[batch, len(layers), n_heads, embed_dim] ([B, len(layers), H, D]), on the model's device:
-        float32 (float64 for a float64 model). Head ``L{l}.H{h}`` is ``[:, layers.index(l), h]``.
+        float32 (float64 for a float64 model). Head ``L{l}.H{h}`` is ``[:, layers.index(l), h]``. None for
+        ``layers=[]`` (:attr:`Decomposition.contributions`).
     """
     return decomposed_forward(model, images, layers=layers, convention=convention).contributions
 

@@ -200,6 +200,6 @@ class TopImages:
         index = {name: i for i, name in enumerate(heads)}
         cols = table.to_pydict()
         top._set_entries([(key, uri_, shard, thumb, index[h], s) for h, s, key, uri_, shard, thumb in zip(
-            cols["head"], cols["slot"], cols["key"], cols["image_uri"], cols["shard"], cols["thumbnail"])])
+            cols["head"], cols["slot"], cols["key"], cols["image_uri"], cols["shard"], cols["thumbnail"], strict=True)])
         top.shards = meta.get("shards", {})  # none in a checkpoint: they are in its shard log
         return top

@@ -235,7 +235,8 @@ def read_table_file(uri: str) -> pa.Table:
             return pcsv.read_csv(f, parse_options=pcsv.ParseOptions(delimiter="\t" if low.endswith(".tsv") else ","),
                                  convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
         text = f.read().decode("utf-8")
-    rows = json.loads(text) if low.endswith(".json") else [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = (json.loads(text) if low.endswith(".json")
+            else [json.loads(line) for line in text.splitlines() if line.strip()])
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{uri}: expected a list of objects (one per row)")
     columns = {}

@@ -23,7 +23,7 @@ from .preprocess import CONFIG_DIRS
 RANDOM_INIT_SEED = 0
 
 #: The torch dtype of each precision name.
-DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
+DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 
 for _cfg in sorted(CONFIG_DIRS[0].glob("*.json")):  # our configs (ccs-tiny), next to open_clip's
     open_clip.add_model_config(_cfg)
@@ -41,7 +41,8 @@ def supported_models() -> list[str]:
             and "timm_model_name" not in vision
             and not vision.get("attentional_pool")
             and vision.get("pool_type", "tok") == "tok"
-            and not any(vision.get(k) for k in ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner", "scale_attn", "scale_fc"))
+            and not any(vision.get(k) for k in ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner",
+                                                "scale_attn", "scale_fc"))
             and vision.get("block_type") in (None, "default")
         ):
             names.append(name)
@@ -58,7 +59,8 @@ def check_supported(model: torch.nn.Module, key: str = "model") -> VisionTransfo
         problem = "CoCa models embed images through an attention pooler"
     elif visual.attn_pool is not None or visual.pool_type != "tok":
         problem = "image tower pools with attention or averaging, not the class token"
-    elif not all(isinstance(b, ResidualAttentionBlock) and not hasattr(b, "ln_1_kv") for b in visual.transformer.resblocks):
+    elif not all(isinstance(b, ResidualAttentionBlock) and not hasattr(b, "ln_1_kv")
+                 for b in visual.transformer.resblocks):
         problem = "image tower uses custom attention blocks"
     elif not all(b.attn._qkv_same_embed_dim and b.attn.in_proj_bias is not None for b in visual.transformer.resblocks):
         problem = "attention has separate q/k/v projections or no bias"
@@ -66,7 +68,8 @@ def check_supported(model: torch.nn.Module, key: str = "model") -> VisionTransfo
         problem = "image tower has no output projection"
     if problem:
         examples = ", ".join(n for n in supported_models() if n.startswith("ViT-B") or n.startswith("ViT-L"))
-        raise UnsupportedModelError(f"{key}: {problem}. Supported: open_clip ViTs with class-token pooling, e.g. {examples}")
+        raise UnsupportedModelError(f"{key}: {problem}. Supported: open_clip ViTs with class-token pooling, "
+                                    f"e.g. {examples}")
     return visual
 
 
@@ -109,7 +112,10 @@ def load_model(key: str, precision: str = "fp32", device: str | torch.device | N
             f"unknown model {parsed.name!r} in key {key!r}. Supported ViTs: {', '.join(supported_models())}"
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pretrained = _fetch_checkpoint(parsed.weights) if parsed.checkpoint else parsed.weights
+    pretrained = parsed.weights
+    if parsed.checkpoint:
+        assert pretrained is not None  # a checkpoint key names its URI
+        pretrained = _fetch_checkpoint(pretrained)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # "/none": every worker builds the same random model

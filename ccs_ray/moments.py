@@ -91,7 +91,8 @@ class HeadMoments:
     @classmethod
     def for_model(cls, model_key: str, model, layers: list[int], *, folds: int = 2, convention: str = "centered",
                   device="cpu") -> HeadMoments:
-        """Empty moments of ``layers`` of ``model``'s image tower (its shape from :func:`~ccs_ray.decompose.tower_shape`)."""
+        """Empty moments of ``layers`` of ``model``'s image tower (its shape from
+        :func:`~ccs_ray.decompose.tower_shape`)."""
         from .decompose import tower_shape
 
         return cls(model_key, layers, tower_shape(model), folds=folds, convention=convention, device=device)
@@ -173,7 +174,8 @@ class HeadMoments:
 
     def to_bytes(self, shards: bool = True) -> bytes:
         """The file's bytes (module docstring), for :meth:`save` or a checkpoint (:func:`~ccs_ray.files.commit_write`);
-        ``shards=False``: without the shard records (a checkpoint keeps them in its shard log, :mod:`ccs_ray.checkpoints`)."""
+        ``shards=False``: without the shard records (a checkpoint keeps them in its shard log,
+        :mod:`ccs_ray.checkpoints`)."""
         meta = self.meta if shards else {k: v for k, v in self.meta.items() if k != "shards"}
         return st_save(
             {"n": self.n.cpu(), "total": self.total.cpu(), "outer": self.outer.cpu(), "z_sum": self.z_sum.cpu()},

@@ -18,8 +18,8 @@ a saved one is read, and where its checkpoints go. Accumulators have ``shards`` 
 Cores. On a CPU-only cluster with the default layout, the pass first measures what decoding costs next to
 each model (:func:`decode_share`: :func:`measure_costs` per model on the first shard, at one thread, in the driver,
 while the pass's first decoder starts on the same node); the actors then hold every CPU decoding does not need and
-run that many torch threads (:func:`~ccs_ray.cluster.actor_layout`), and decoders, one per CPU left free on each node, share
-the rest (:func:`~ccs_ray.cluster.decoder_layout`).
+run that many torch threads (:func:`~ccs_ray.cluster.actor_layout`), and decoders, one per CPU left free on each
+node, share the rest (:func:`~ccs_ray.cluster.decoder_layout`).
 
 Checkpoints and resume. Every ``scan.checkpoint_s`` seconds (or ``scan.checkpoint_every`` shards) an
 actor with new shards writes the records of the shards added since its last checkpoint to its shard log, then
@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING
 
 import fsspec
 import ray
+from ray.actor import ActorHandle
 
 from .checkpoints import Checkpointer, read_log, sweep_log
 from .cluster import (
@@ -156,6 +157,7 @@ def measure_costs(shard: Shard, preprocess: dict, model_key: str, models: Models
 
     pixels = Pixels(preprocess)
     loaded = load_shard(shard, pixels)
+    assert isinstance(loaded.images, np.ndarray)  # Pixels decode to uint8 numpy
     decode_s = loaded.seconds / max(1, len(loaded.images) + loaded.n_failed)
     model, _ = load_model(model_key, models.precision, "cpu")
     layers = select_layers(model, models.layers, models.last_layers)
@@ -210,7 +212,9 @@ class ScanActor:
         self.model, _ = load_model(model_key, models.precision, self.device)
         self.layers = select_layers(self.model, models.layers, models.last_layers)
         self.pixels = Pixels(preprocess_config(model_key))  # its settings; for JPEGs left to it (scan.decode)
-        self.worker = f"{socket.gethostname()}:{ray.get_runtime_context().get_actor_id()[:8]}"
+        actor_id = ray.get_runtime_context().get_actor_id()
+        assert actor_id is not None  # this runs in an actor
+        self.worker = f"{socket.gethostname()}:{actor_id[:8]}"
         self.node = ray.get_runtime_context().get_node_id()
         self.begin(scan, kind, folder)
 
@@ -223,7 +227,7 @@ class ScanActor:
                                keep_z_sum=kind.keep_z_sum)  # [B, 3, H, W] float32 -> Decomposition
         self.batch_size, self.kind = scan.batch_size, kind
         self.acc = kind.start(self.model_key, self.model, self.layers, self.device)
-        self.checkpointer = Checkpointer(folder, kind.suffix)
+        self.checkpointer: Checkpointer | None = Checkpointer(folder, kind.suffix)
 
     def end(self) -> None:
         """The pass is saved: drop its accumulator (the actor waits, model loaded, for the next pass)."""
@@ -236,16 +240,25 @@ class ScanActor:
 
     def process(self, shard: Shard, loaded: LoadedShard, fold: int) -> dict:
         """Add every good image of a decoded shard to the accumulator; returns the shard's record."""
+        import numpy as np
+        import torch
+
+        from .decompose import Decomposition
+
+        assert self.checkpointer is not None  # between begin and end
         t0 = time.perf_counter()
         if loaded.encoded:
             loaded = decode_deferred(loaded, self.pixels, self.device)
-        for i in range(0, len(loaded.images), self.batch_size):
+        images = loaded.images
+        assert isinstance(images, (np.ndarray, torch.Tensor))  # Pixels' uint8 numpy, or a tensor on the device
+        for i in range(0, len(images), self.batch_size):
             batch = slice(i, i + self.batch_size)
-            d = self.forward(model_input(loaded.images[batch], self.pixels.cfg, self.device))
+            d = self.forward(model_input(images[batch], self.pixels.cfg, self.device))
+            assert isinstance(d, Decomposition)  # no stop_at: the decomposition, not a residual stream
             self.kind.add(self.acc, d, loaded, batch, fold)
         record = {
             "shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint, "fold": fold,
-            "n_images": len(loaded.images), "n_errors": loaded.n_failed, "n_converted": loaded.n_converted,
+            "n_images": len(images), "n_errors": loaded.n_failed, "n_converted": loaded.n_converted,
             "seconds": loaded.seconds + time.perf_counter() - t0, "node": self.node, "worker": self.worker,
             "finished_at": datetime.now(UTC).isoformat(),
             "max_rss_mb": peak_rss_mb(), "threads": self.threads,
@@ -259,6 +272,7 @@ class ScanActor:
         """Commit the accumulator so far as this actor's next checkpoint, the records of the shards added since the
         last one in its shard log (:mod:`ccs_ray.checkpoints`); returns those records without their error and
         conversion lists."""
+        assert self.checkpointer is not None  # between begin and end
         saved = [{k: v for k, v in r.items() if k not in ("errors", "conversions")}
                  for r in self.checkpointer.pending.values()]
         if saved:
@@ -274,7 +288,7 @@ def _to_json(rows: list[dict]) -> list[dict]:
 @dataclass
 class _Worker:
     model: str
-    actor: object
+    actor: ActorHandle
     folder: str  # the actor's commit folder
     inflight: int = 0
     assigned: int = 0
@@ -321,7 +335,7 @@ class ModelActors:
     them) before a stage that uses none and when the run ends."""
 
     def __init__(self):
-        self.idle: dict[str, list[tuple[float, float, object]]] = {}  # model -> (GPUs, CPUs, actor)
+        self.idle: dict[str, list[tuple[float, float, ActorHandle]]] = {}  # model -> (GPUs, CPUs, actor)
 
     def keep(self, model: str, gpus: float, cpus: float, actor) -> None:
         self.idle.setdefault(model, []).append((gpus, cpus, actor))
@@ -415,7 +429,8 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
     resources = ctx.cluster_resources()
     here = ray.get_runtime_context().get_node_id()
     first_decoder = decoder_class.options(num_cpus=CPU_STEP, scheduling_strategy=on_node(here)).remote()  # starts now
-    measure = not resources.get("GPU") and cfg.gpus_per_actor is None and cfg.cpus_per_actor is None and any(todo.values())
+    measure = (not resources.get("GPU") and cfg.gpus_per_actor is None and cfg.cpus_per_actor is None
+               and any(todo.values()))
     stats.decode_share = decode_share(ctx, kind, cfg, plan, models) if measure else None
     per_actor, cpus_per_actor, n_actors = actor_layout(cfg, len(models), resources, stats.decode_share, "scan",
                                                        node_cpus())
@@ -434,7 +449,8 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
             actor.begin.remote(cfg, kind, folder)
         else:
             actor = actor_class.options(num_gpus=per_actor, num_cpus=cpus_per_actor,
-                                        scheduling_strategy=next(placements)).remote(model, ctx.models, cfg, kind, folder)
+                                        scheduling_strategy=next(placements)).remote(model, ctx.models, cfg, kind,
+                                                                                     folder)
         return _Worker(model, actor, folder)
 
     groups: dict[str, list[str]] = {}
@@ -453,7 +469,9 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
     fresh = pending()
     queue = deque(islice(fresh, 1))  # shards queued again after an actor died, then the next one of the stream
     restarts, max_restarts = 0, 3 * max(1, sum(len(w) for w in workers.values()))
-    decodes, calls = {}, {}  # ref -> (shard, models) ; ref -> (worker, shard or None for checkpoints)
+    # ref -> (shard, models, decoder) ; ref -> (worker, shard or None for checkpoints)
+    decodes: dict[ray.ObjectRef, tuple[Shard, tuple[str, ...], ActorHandle]] = {}
+    calls: dict[ray.ObjectRef, tuple[_Worker, Shard | None]] = {}
     bar = Progress(kind.name, sum(len(t) for t in todo.values()), "shards", ctx.progress)
 
     def dispatch(shard, need, ref):
@@ -495,7 +513,7 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
                                                                        ).remote() for node, cpus in more]}
 
     def decode(shard, need):
-        d = min(decoders, key=decoders.get)  # the decoder with the fewest shards queued
+        d = min(decoders, key=lambda x: decoders[x])  # the decoder with the fewest shards queued
         decoders[d] += 1
         ref = d.decode.remote(shard, preprocess_config(need[0]), defer_jpeg)
         decodes[ref] = (shard, need, d)
@@ -507,7 +525,8 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
             if not calls:
                 break
         # Decoded shards waiting at the actors stay at two per actor, so memory does not grow with the queue.
-        while queue and len(decodes) < limit and sum(w.inflight for ws in workers.values() for w in ws) < 2 * n_workers:
+        while (queue and len(decodes) < limit
+               and sum(w.inflight for ws in workers.values() for w in ws) < 2 * n_workers):
             decode(*queue.popleft())
             if not queue:
                 queue.extend(islice(fresh, 1))
@@ -515,9 +534,9 @@ def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[s
         ref = ready[0]
         if ref in decodes:
             stats.shards_decoded += 1
-            shard, need, d = decodes.pop(ref)
+            decoded, need, d = decodes.pop(ref)
             decoders[d] -= 1
-            dispatch(shard, need, ref)
+            dispatch(decoded, need, ref)
             continue
         w, shard = calls.pop(ref)
         try:

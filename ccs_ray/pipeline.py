@@ -43,9 +43,10 @@ class RunError(UserError, RuntimeError):
 
 
 def _setting(spec_dict: dict, dotted: str):
+    value: object = spec_dict
     for part in dotted.split("."):
-        spec_dict = (spec_dict or {}).get(part)
-    return spec_dict
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def resumable_run(spec: Spec, root: str, run_id: str | None) -> str:
@@ -133,9 +134,12 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     ensure_ray(env=use_storage(spec.storage))
+    actors = ModelActors()
     ctx = Context(state.run_id, root, spec.models, state, resources=ray.cluster_resources(), resume=resume,
-                  progress=progress, actors=ModelActors())
-    summary = {"run_id": state.run_id, "results": root, "stages": {}, "seconds": {}}
+                  progress=progress, actors=actors)
+    summaries: dict[str, dict] = {}  # stage -> its summary (per model: model -> summary)
+    seconds: dict[str, float] = {}  # stage (and "total") -> wall seconds
+    summary = {"run_id": state.run_id, "results": root, "stages": summaries, "seconds": seconds}
     stages = [s for s in STAGES if s.name in spec.stages]
     stage, recorded = "start", False
     try:
@@ -145,36 +149,35 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
         for s in stages:
             stage, t_stage = s.name, time.perf_counter()
             if not s.uses_model_actors:
-                ctx.actors.release()
+                actors.release()
             if s.shows_run and not recorded:
-                _write_runs(spec, ctx, "done", stages[-1].name, started, summary["stages"].get("scan"),
-                            seconds=summary["seconds"])
+                _write_runs(spec, ctx, "done", stages[-1].name, started, summaries.get("scan"), seconds=seconds)
                 recorded = True
             section = s.section(spec)
-            out = {}
+            out: dict[str | None, dict] = {}
             for c in ([ctx.for_model(key) for key in spec.models.keys] if s.per_model else [ctx]):
                 if not s.done(c):
                     result = s.run(c, section)
                     _check_root(state)
                     s.mark(c, result)
                 out[c.model] = s.summary(c)
-            summary["stages"][s.name] = out if s.per_model else out[None]
-            summary["seconds"][s.name] = round(time.perf_counter() - t_stage, 2)
-        summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
-        _write_runs(spec, ctx, "done", stage, started, summary["stages"].get("scan"), seconds=summary["seconds"])
+            summaries[s.name] = out if s.per_model else out[None]
+            seconds[s.name] = round(time.perf_counter() - t_stage, 2)
+        seconds["total"] = round(time.perf_counter() - t0, 2)
+        _write_runs(spec, ctx, "done", stage, started, summaries.get("scan"), seconds=seconds)
         _sweep(state, spec.models.keys)
     except BaseException as e:  # an interrupt too is recorded, then raised as it is
         why = _reason(e) if isinstance(e, Exception) else f"interrupted ({type(e).__name__})"
         try:
             if state.exists():  # a vanished root is not recreated to record it
-                _write_runs(spec, ctx, "failed", stage, started, error=why, seconds=summary["seconds"])
+                _write_runs(spec, ctx, "failed", stage, started, error=why, seconds=seconds)
         except Exception:  # noqa: BLE001 - the storage refuses the record too; the reason above says why
             pass
         if not isinstance(e, Exception):
             raise
         raise RunFailed(stage, why, state.run_id, root) from e
     finally:
-        ctx.actors.release()
+        actors.release()
     return summary
 
 

@@ -33,12 +33,19 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import fsspec
 
 from .errors import UserError
 from .files import unreachable, use_storage
 from .spec import Spec
+
+if TYPE_CHECKING:
+    from .sources.base import Shard
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class PreflightError(UserError, ValueError):
@@ -112,7 +119,8 @@ class Plan:
         lines = [f"plan of {self.spec!r} -> {self.results}", f"  stages: {' -> '.join(self.stages)}",
                  f"  cluster: {self.resources.get('CPU', 0):g} CPUs, {self.resources.get('GPU', 0):g} GPUs"]
         for m in self.models:
-            lines.append(f"  model {m.key}: weights {m.weights}, layers {m.layers} x {m.n_heads} heads = {m.heads} heads")
+            lines.append(f"  model {m.key}: weights {m.weights}, layers {m.layers} x {m.n_heads} heads = "
+                         f"{m.heads} heads")
         for s in self.sources:
             unit = "videos" if s.kind == "video" else "images"
             images = f"{unit} counted while reading" if s.images is None else f"{s.images} {unit}"
@@ -139,10 +147,11 @@ class _Checks:
         self.problems: list[str] = []
         self.probes: list[tuple[Callable[[], str | None], str]] = []
 
-    def run(self, key: str, check: Callable):
-        """``check()``; a user-facing error becomes a problem of ``key`` (returns None then)."""
+    def run(self, key: str, check: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T | None:
+        """``check(*args, **kwargs)``, called at once; a user-facing error becomes a problem of ``key`` (returns
+        None then)."""
         try:
-            return check()
+            return check(*args, **kwargs)
         except (UserError, ValueError, OSError, KeyError) as e:
             text = str(e).replace("\n", " ").strip()
             self.problems.append(text if text.startswith(key) else f"{key}: {text}")
@@ -154,7 +163,7 @@ class _Checks:
 
     def finish(self) -> None:
         with ThreadPoolExecutor(max(1, len(self.probes))) as pool:
-            for (_, problem), why in zip(self.probes, pool.map(lambda p: p[0](), self.probes)):
+            for (_, problem), why in zip(self.probes, pool.map(lambda p: p[0](), self.probes), strict=True):
                 if why:
                     self.problems.append(problem.format(why=why))
         if self.problems:
@@ -196,26 +205,31 @@ def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layer
     supported = supported_models()
     if parsed.name not in supported:
         close = difflib.get_close_matches(parsed.name, supported, n=4, cutoff=0.6)
-        what = "not a ViT whose heads ccs-ray decomposes" if parsed.name in open_clip.list_models() else "unknown model"
+        what = ("not a ViT whose heads ccs-ray decomposes" if parsed.name in open_clip.list_models()
+                else "unknown model")
         checks.problems.append(f"{where}: {what} {parsed.name!r}; closest: {', '.join(close) or 'none'} "
-                               f"(all {len(supported)}: python -c 'import ccs_ray.models as m; print(m.supported_models())')")
+                               f"(all {len(supported)}: python -c 'import ccs_ray.models as m; "
+                               f"print(m.supported_models())')")
         return None
     if parsed.checkpoint:
-        checks.run(where, lambda: _readable(parsed.weights, "checkpoint"))
+        assert parsed.weights is not None  # a checkpoint key's weights are its URI
+        checks.run(where, _readable, parsed.weights, "checkpoint")
     elif parsed.weights is not None:
         tags = open_clip.list_pretrained_tags_by_model(parsed.name)
         if parsed.weights not in tags:
             close = difflib.get_close_matches(parsed.weights, tags, n=3, cutoff=0.3) or tags[:3]
             checks.problems.append(f"{where}: no pretrained weights {parsed.weights!r} for {parsed.name}; e.g. "
-                                   f"{', '.join(close) or 'none'} ({len(tags)} tags: open_clip.list_pretrained_tags_by_model"
-                                   f"({parsed.name!r})), or 'none' for random init")
+                                   f"{', '.join(close) or 'none'} ({len(tags)} tags: "
+                                   f"open_clip.list_pretrained_tags_by_model({parsed.name!r})), or 'none' for "
+                                   f"random init")
         else:
             cached, url = _weights_source(parsed.name, parsed.weights)
             if not cached:
                 offline = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") else None
                 checks.probe(lambda: offline or unreachable(url),
-                             f"{where}: weights are not in the local cache and cannot be downloaded ({{why}}); offline, "
-                             f"use '{parsed.name}/none' (random init) or '{parsed.name}@/path/to/checkpoint.pt'")
+                             f"{where}: weights are not in the local cache and cannot be downloaded ({{why}}); "
+                             f"offline, use '{parsed.name}/none' (random init) or "
+                             f"'{parsed.name}@/path/to/checkpoint.pt'")
     config = open_clip.get_model_config(parsed.name)
     vision = config["vision_cfg"]
     n_layers = vision["layers"]
@@ -237,20 +251,26 @@ def _readable(uri: str, what: str) -> None:
         f.read(1)
 
 
-def _source(key: str, uri: str, shards: Iterable) -> SourcePlan | None:
+def _source(key: str, uri: str, shards: Iterable[Shard]) -> SourcePlan | None:
     """What a source holds, its shards counted as they stream (None when it has none)."""
-    kind, images, n = None, 0, 0
-    for n, shard in enumerate(shards, 1):
+    kind: str | None = None
+    images: int | None = 0
+    n = 0
+    for shard in shards:
+        n += 1
         kind = shard.kind
         images = None if images is None or shard.size is None else images + shard.size
-    return SourcePlan(key, uri, kind, images, n) if n else None
+    if kind is None:  # no shards
+        return None
+    return SourcePlan(key, uri, kind, images, n)
 
 
 def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
     from .sources import iter_shards
 
     if {"scan", "explain"} & set(spec.stages):
-        source = checks.run("data.source", lambda: _source("data.source", spec.data.source, iter_shards(spec.data)))
+        source = checks.run("data.source", lambda: _source("data.source", spec.data.source,
+                                                           iter_shards(spec.data)))
         if source:
             plan.sources.append(source)
     if "prune" not in spec.stages:
@@ -260,10 +280,12 @@ def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
     for kind in ds.KINDS:
         for i, entry in enumerate(getattr(spec.evals, kind)):
             key = f"evals.{kind}[{i}] {entry.name!r}"
-            planned = checks.run(key, lambda: ds.plan_dataset(kind, entry))
+            planned = checks.run(key, ds.plan_dataset, kind, entry)
             if planned and planned[1]:
                 shards = planned[1]
-                plan.sources.append(_source(key, entry.source or shards[0].uri, shards))
+                source = _source(key, entry.source or shards[0].uri, shards)
+                if source:
+                    plan.sources.append(source)
 
 
 def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:
@@ -302,8 +324,8 @@ def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:
             continue
         # the configurations the prune stage will build (one seed shows the pool is large enough)
         pool = head_names(paper_random_layers(prune.paper_random_pool, ref, m.layers, m.tower_layers), m.n_heads)
-        ablations = checks.run(f"prune.paper_random_pool for {m.key}", lambda: prune_strategies(
-            [], paper, seeds=1, reference=published[ref], paper_random_pool=pool))
+        ablations = checks.run(f"prune.paper_random_pool for {m.key}", prune_strategies,
+                               [], paper, seeds=1, reference=published[ref], paper_random_pool=pool)
         heads = {h for a in ablations or [] for h in a.heads}
         heads |= set(published[ref].high) if "paper-random" in paper else set()  # the set it sizes by and avoids
         outside = sorted(heads - set(head_names(range(m.tower_layers), m.n_heads)), key=parse_head_name)
@@ -318,8 +340,8 @@ def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None
     existing = path if fs.exists(path) else next((p for p in _parents(path) if fs.exists(p)), None)
     local = "file" in fs.protocol or fs.protocol == "local"
     if local and (existing is None or not os.access(existing, os.W_OK)):
-        checks.problems.append(f"results.root: {root!r} is not writable ({existing or '/'} refuses writes); pass --results "
-                               f"with a writable folder or URI")
+        checks.problems.append(f"results.root: {root!r} is not writable ({existing or '/'} refuses writes); pass "
+                               f"--results with a writable folder or URI")
     elif not (dry_run and existing != path):  # a plan writes nothing, not even the root
 
         def write_probe():  # create, write and delete a file; folders made for it are removed again
@@ -368,9 +390,9 @@ def _check_judges(checks: _Checks, spec: Spec, plan: Plan, dry_run: bool, pool_o
     for i, judge in enumerate(cfg.judges or [cfg]):
         where = f"judge.judges[{i}]" if cfg.judges else "judge"
         if judge.kind == "openai":
-            endpoints.append(checks.run(where, lambda: endpoint_of(judge, cfg)))
+            endpoints.append(checks.run(where, endpoint_of, judge, cfg))
             if not dry_run:
-                checks.run(where, lambda: api_key_of(judge))
+                checks.run(where, api_key_of, judge)
     judges = checks.run("judge", lambda: judges_of(cfg)) if None not in endpoints else None
     if judges is None:
         return
@@ -431,8 +453,7 @@ def _check_layouts(checks: _Checks, spec: Spec, plan: Plan) -> None:
     for stage, section, n_models, share in (("scan", spec.scan, n, None), ("prune", spec.evals, 1, 0.0)):
         if uses[stage] & set(spec.stages):
             key = "evals" if stage == "prune" else stage
-            layout = checks.run(f"{key}.actors",
-                                lambda: actor_layout(section, n_models, plan.resources, share, key, nodes))
+            layout = checks.run(f"{key}.actors", actor_layout, section, n_models, plan.resources, share, key, nodes)
             if layout is not None:
                 plan.layouts[stage] = layout._asdict()
 
@@ -458,7 +479,11 @@ def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_r
     if "spans" in spec.stages:
         from .pools import check_pool
 
-        pool_ok = checks.run("spans.pool", lambda: check_pool(spec.spans.pool) or True) is not None
+        def pool_loads() -> bool:
+            check_pool(spec.spans.pool)
+            return True
+
+        pool_ok = checks.run("spans.pool", pool_loads) is not None
     if "explain" in spec.stages and "spans" not in spec.stages and not resume:
         checks.problems.append(f"explain: ranks images along each head's span directions, but stages {spec.stages} "
                                f"do not include 'spans': add it (or --resume a run whose spans are done)")

@@ -33,9 +33,17 @@ DEFAULTS = {"size": 224, "mode": "RGB", "mean": (0.48145466, 0.4578275, 0.408210
             "std": (0.26862954, 0.26130258, 0.27577711), "interpolation": "bicubic", "resize_mode": "shortest",
             "fill_color": 0}
 
+
+def _package_dir(name: str) -> Path:
+    """The folder of installed package ``name``, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {name!r} is not installed")
+    return Path(spec.submodule_search_locations[0])
+
+
 #: Folders of open_clip model configs, searched in order: ours (``ccs_ray/model_configs``), then open_clip's.
-CONFIG_DIRS = (Path(__file__).parent / "model_configs",
-               Path(importlib.util.find_spec("open_clip").submodule_search_locations[0]) / "model_configs")
+CONFIG_DIRS = (Path(__file__).parent / "model_configs", _package_dir("open_clip") / "model_configs")
 
 def model_config(name: str) -> dict:
     """The open_clip model config ``name`` (``{}`` for a name without one, as ``open_clip.get_model_config``)."""
@@ -118,8 +126,8 @@ class Pixels:
 
     def on_device(self, images: list) -> torch.Tensor:
         """:meth:`__call__` of RGB images decoded on a device (uint8 [3, h, w] tensors), each resized there, then
-        stacked: uint8 [n, 3, H, W] on their device. Resizing is torch's antialiased bicubic (or bilinear), PIL's filters within
-        a few levels (:data:`DEVICE_TOLERANCE`), not bit for bit."""
+        stacked: uint8 [n, 3, H, W] on their device. Resizing is torch's antialiased bicubic (or bilinear), PIL's
+        filters within a few levels (:data:`DEVICE_TOLERANCE`), not bit for bit."""
         import torch
         import torch.nn.functional as F
 

@@ -24,7 +24,8 @@ class Progress:
 
     def __init__(self, desc: str, total: int, unit: str, enabled: bool = True):
         self.desc, self.total, self.unit, self.enabled = desc, total, unit, enabled
-        self.done, self.figures, self.t0 = 0, {}, time.monotonic()
+        self.done, self.t0 = 0, time.monotonic()
+        self.figures: dict[str, object] = {}
         self.last_line = self.t0
         self.bar = tqdm(total=total, unit=unit, desc=desc) if enabled and sys.stderr.isatty() else None
 

@@ -28,7 +28,7 @@ def ccs(aligned: Sequence[int | None], m: int = 5) -> int | None:
     bad = [a for a in aligned if a not in (0, 1)]
     if bad:
         raise ValueError(f"span judgments must be 0 or 1, got {bad}")
-    return int(sum(aligned))
+    return int(sum(a for a in aligned if a is not None))
 
 
 def level(score: int | None, m: int = 5) -> str | None:
@@ -99,7 +99,8 @@ def concept_families(synonyms: Mapping[str, Sequence[str]] | None = None) -> dic
     families = {name: set(words) for name, words in CONCEPT_FAMILIES.items()}
     for name, words in (synonyms or {}).items():
         families.setdefault(name, set()).update(words)
-    return {name: {normalize_label(w) for w in (*words, name)} - {None} | {name} for name, words in families.items()}
+    return {name: {n for n in map(normalize_label, (*words, name)) if n is not None} | {name}
+            for name, words in families.items()}
 
 
 def most_common_label(labels: Sequence[str | None]) -> str | None:
@@ -117,7 +118,7 @@ def cohen_kappa(a: Sequence[int | None], b: Sequence[int | None]) -> float | Non
     """
     if len(a) != len(b):
         raise ValueError(f"raters rated different numbers of items: {len(a)} vs {len(b)}")
-    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
     if not pairs:
         return None
     n = len(pairs)
@@ -143,7 +144,7 @@ def fleiss_kappa(ratings: Sequence[Sequence[int | None]]) -> float | None:
         raise ValueError("every item must be rated by the same number of raters")
     if n < 2:
         raise ValueError("Fleiss' kappa needs at least 2 raters")
-    cats = sorted({x for r in rows for x in r})
+    cats = sorted({x for r in rows for x in r if x is not None})
     counts = [[r.count(c) for c in cats] for r in rows]
     N = len(rows)
     p_bar = sum((sum(c * c for c in row) - n) / (n * (n - 1)) for row in counts) / N

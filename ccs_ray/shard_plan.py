@@ -64,7 +64,8 @@ class ShardPlan:
     def __iter__(self) -> Iterator[Shard]:
         """The shards again, read from the source; :class:`PlanChanged` when one is not the shard indexed."""
         n = 0
-        for n, shard in enumerate(iter_shards(self.data), 1):
+        for shard in iter_shards(self.data):
+            n += 1
             if self.fingerprints.get(shard.shard_id) != shard.fingerprint:
                 raise PlanChanged(f"data source {self.data.source!r} changed during the run (shard {shard.shard_id} "
                                   f"is not the one planned); start a new run")

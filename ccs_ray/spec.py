@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -19,21 +20,22 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .choices import (
-    ABLATION_MODES,
-    BIAS_COMBINES,
-    CONVENTIONS,
-    DECODE_PLACES,
-    JUDGE_KINDS,
-    JUDGE_MODES,
     PAPER_CONCEPTS,
-    PAPER_RANDOM_POOLS,
     PAPER_STRATEGIES,
-    PRECISIONS,
-    RANDOM_POOLS,
-    SOURCE_KINDS,
-    SPAN_METHODS,
     STAGES,
     STRATEGIES,
+    AblationMode,
+    BiasCombine,
+    Convention,
+    DecodePlace,
+    JudgeKind,
+    JudgeMode,
+    PaperRandomPool,
+    Precision,
+    RandomPool,
+    SourceKind,
+    SpanMethod,
+    StageName,
 )
 from .errors import UserError
 from .scores import paper_concept
@@ -53,7 +55,8 @@ class _Section(BaseModel):
         if not isinstance(data, dict):
             return data
         lists = {name for name, f in cls.model_fields.items()
-                 if any(getattr(a, "__origin__", a) is list for a in (f.annotation, *getattr(f.annotation, "__args__", ())))}
+                 if any(getattr(a, "__origin__", a) is list
+                        for a in (f.annotation, *getattr(f.annotation, "__args__", ())))}
         return {k: [v] if k in lists and isinstance(v, str) else v for k, v in data.items()}
 
 
@@ -61,14 +64,16 @@ class ModelsConfig(_Section):
     """Which models to analyse and how to run them."""
 
     keys: list[str] = Field(default_factory=lambda: ["ViT-B-32/openai"], min_length=1)
-    precision: Literal[PRECISIONS] = "fp32"
-    last_layers: int = Field(4, ge=1, description="decompose the heads of the last N layers")
-    layers: list[int] | None = Field(None, description="explicit 0-based layers; overrides last_layers")
+    precision: Precision = "fp32"
+    last_layers: int = Field(default=4, ge=1, description="decompose the heads of the last N layers")
+    layers: list[int] | None = Field(default=None, description="explicit 0-based layers; overrides last_layers")
 
     @field_validator("layers")
     @classmethod
     def _distinct_layers(cls, v: list[int] | None) -> list[int] | None:
-        repeated, negative = sorted({l for l in v or [] if v.count(l) > 1}), [l for l in v or [] if l < 0]
+        if v is None:
+            return v
+        repeated, negative = sorted({l for l in v if v.count(l) > 1}), [l for l in v if l < 0]
         problems = [f"{what}: {bad}" for what, bad in (("repeated", repeated), ("negative", negative)) if bad]
         if problems:
             raise ValueError(f"layers must be distinct 0-based indices, got {v}; {'; '.join(problems)}")
@@ -78,56 +83,63 @@ class ModelsConfig(_Section):
 class DataConfig(_Section):
     """The image set the heads are scanned over."""
 
-    source: str = Field("probe://?n=512&seed=0", description="fsspec URI of images, tars, parquet, a manifest, or probe://")
-    kind: Literal[("auto", *SOURCE_KINDS)] = "auto"
-    image_column: str = Field("image", description="parquet: the column of image bytes")
-    uri_column: str = Field("uri", description="manifest: the column of image URIs")
-    label_column: str = Field("label", description="parquet/manifest: the label column, used when present")
-    shard_size: int = Field(256, ge=1, description="images per shard (folders, manifests, parquet, probe; a tar is one shard)")
-    folds: int = Field(2, ge=1, description="moments are kept per fold (shard index mod folds)")
-    limit: int | None = Field(None, ge=1, description="use at most this many images")
+    source: str = Field(default="probe://?n=512&seed=0",
+                        description="fsspec URI of images, tars, parquet, a manifest, or probe://")
+    kind: Literal["auto", SourceKind] = "auto"
+    image_column: str = Field(default="image", description="parquet: the column of image bytes")
+    uri_column: str = Field(default="uri", description="manifest: the column of image URIs")
+    label_column: str = Field(default="label", description="parquet/manifest: the label column, used when present")
+    shard_size: int = Field(default=256, ge=1,
+                            description="images per shard (folders, manifests, parquet, probe; a tar is one shard)")
+    folds: int = Field(default=2, ge=1, description="moments are kept per fold (shard index mod folds)")
+    limit: int | None = Field(default=None, ge=1, description="use at most this many images")
 
 
 class _ActorsSection(_Section):
     """Where a stage's model actors run (:func:`ccs_ray.cluster.actor_layout`)."""
 
-    actors: int | None = Field(None, ge=1, description="model actors per model; default one per GPU, else 1")
-    gpus_per_actor: float | None = Field(None, ge=0, description="default 1, or an equal share of a GPU when models "
-                                         "outnumber GPUs; 0 without GPUs")
-    cpus_per_actor: float | None = Field(None, ge=0, description="CPUs each model actor holds (and its torch threads, "
-                                         "rounded); default: with GPUs 1, or 0 where that would leave the scan's "
-                                         "decoding no CPU; without GPUs every CPU decoding does not need "
+    actors: int | None = Field(default=None, ge=1, description="model actors per model; default one per GPU, else 1")
+    gpus_per_actor: float | None = Field(default=None, ge=0, description="default 1, or an equal share of a GPU when "
+                                         "models outnumber GPUs; 0 without GPUs")
+    cpus_per_actor: float | None = Field(default=None, ge=0, description="CPUs each model actor holds (and its torch "
+                                         "threads, rounded); default: with GPUs 1, or 0 where that would leave the "
+                                         "scan's decoding no CPU; without GPUs every CPU decoding does not need "
                                          "(ccs_ray.cluster.actor_layout)")
 
 
 class ScanConfig(_ActorsSection):
     """How the scan runs on Ray."""
 
-    batch_size: int = Field(64, ge=1)
-    decode_workers: int = Field(2, ge=1, description="CPU decode tasks in flight per actor "
-                                                   "(at least one per CPU the actors leave free)")
-    convention: Literal[CONVENTIONS] = "centered"
-    decode: Literal[DECODE_PLACES] = Field(
-        "auto", description="where JPEGs are decoded and resized: 'decoders' (CPU decoders, equal to open_clip's "
-                            "preprocessing bit for bit), 'actors' (on the model actors' device, batched: nvJPEG on a "
-                            "GPU; within preprocess.DEVICE_TOLERANCE of the decoders) or 'auto' (actors that hold a "
-                            "GPU, else decoders)")
-    checkpoint_every: int | None = Field(None, ge=1, description="checkpoint an actor after this many new shards")
-    checkpoint_s: float = Field(120.0, gt=0, description="and at least this often (seconds) while it has new shards")
+    batch_size: int = Field(default=64, ge=1)
+    decode_workers: int = Field(default=2, ge=1, description="CPU decode tasks in flight per actor "
+                                                           "(at least one per CPU the actors leave free)")
+    convention: Convention = "centered"
+    decode: DecodePlace = Field(
+        default="auto",
+        description="where JPEGs are decoded and resized: 'decoders' (CPU decoders, equal to open_clip's "
+                    "preprocessing bit for bit), 'actors' (on the model actors' device, batched: nvJPEG on a "
+                    "GPU; within preprocess.DEVICE_TOLERANCE of the decoders) or 'auto' (actors that hold a "
+                    "GPU, else decoders)")
+    checkpoint_every: int | None = Field(default=None, ge=1,
+                                         description="checkpoint an actor after this many new shards")
+    checkpoint_s: float = Field(default=120.0, gt=0,
+                                description="and at least this often (seconds) while it has new shards")
 
 
 class SpansConfig(_Section):
     """TextSpan settings."""
 
-    pool: str = Field("ccs-basic", description="pool alias (ccs-basic, textspan-general) or a path/URI of a text file")
-    m: int = Field(5, ge=1)
-    rank: int = Field(80, ge=1)
+    pool: str = Field(default="ccs-basic",
+                      description="pool alias (ccs-basic, textspan-general) or a path/URI of a text file")
+    m: int = Field(default=5, ge=1)
+    rank: int = Field(default=80, ge=1)
     template: str = "{}"
     normalize: bool = True
-    method: Literal[SPAN_METHODS] = Field(
-        "data", description="where each head's spans come from: 'data' (the scan's moments of its outputs over the "
-                            "images), 'weights' (its output covariance under isotropic inputs, from the weights alone, "
-                            "no scan: ccs_ray.circuits) or 'both' (and the span_agreement table)")
+    method: SpanMethod = Field(
+        default="data",
+        description="where each head's spans come from: 'data' (the scan's moments of its outputs over the "
+                    "images), 'weights' (its output covariance under isotropic inputs, from the weights alone, "
+                    "no scan: ccs_ray.circuits) or 'both' (and the span_agreement table)")
 
     @field_validator("template")
     @classmethod
@@ -140,45 +152,47 @@ class SpansConfig(_Section):
 class ExplainConfig(_Section):
     """The top images of each head and span (stage ``explain``; it runs on the scan's actors, ``[scan]``)."""
 
-    k: int = Field(8, ge=1, le=100, description="images per head and span, at the top and at the bottom")
-    thumb_px: int = Field(96, ge=16, le=512, description="longest side of each thumbnail (pixels)")
+    k: int = Field(default=8, ge=1, le=100, description="images per head and span, at the top and at the bottom")
+    thumb_px: int = Field(default=96, ge=16, le=512, description="longest side of each thumbnail (pixels)")
 
 
 class EndpointConfig(_Section):
     """One LLM judge: an OpenAI-compatible endpoint and model, or the offline heuristic judge."""
 
     name: str | None = None
-    kind: Literal[JUDGE_KINDS] = "openai"
+    kind: JudgeKind = "openai"
     base_url: str | None = None
     model: str | None = None
-    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
-    rpm: float = Field(60, gt=0, description="requests per minute across the whole cluster")
-    tpm: float | None = Field(None, gt=0, description="tokens per minute across the whole cluster")
-    input_price: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
-    output_price: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
-    structured: bool = Field(True, description="ask for JSON-schema structured output")
-    burst_s: float = Field(1.0, gt=0, description="rate-limit burst: up to this many seconds' worth of requests at once")
+    api_key_env: str | None = Field(default=None, description="name of the environment variable holding the API key")
+    rpm: float = Field(default=60, gt=0, description="requests per minute across the whole cluster")
+    tpm: float | None = Field(default=None, gt=0, description="tokens per minute across the whole cluster")
+    input_price: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens")
+    output_price: float = Field(default=0.0, ge=0, description="USD per 1M completion tokens")
+    structured: bool = Field(default=True, description="ask for JSON-schema structured output")
+    burst_s: float = Field(default=1.0, gt=0,
+                           description="rate-limit burst: up to this many seconds' worth of requests at once")
 
 
 class JudgeConfig(EndpointConfig):
     """The judge stage. The keys of :class:`EndpointConfig` here describe a single judge (default: the
     offline one); ``judges`` lists several, combined by majority vote."""
 
-    kind: Literal[JUDGE_KINDS] = "offline"
+    kind: JudgeKind = "offline"
     judges: list[EndpointConfig] = Field(default_factory=list)
-    mode: Literal[JUDGE_MODES] = "per_span"
-    heldout: bool = Field(True, description="also label from spans 1..m and judge spans m+1..2m")
-    concurrency: int = Field(8, ge=1, description="requests in flight per judge, across the whole pool")
-    actors: int = Field(2, ge=1, description="async Ray actors per judge")
-    timeout_s: float = Field(60, gt=0, description="per-call timeout (s); keep it above the endpoint's slowest "
+    mode: JudgeMode = "per_span"
+    heldout: bool = Field(default=True, description="also label from spans 1..m and judge spans m+1..2m")
+    concurrency: int = Field(default=8, ge=1, description="requests in flight per judge, across the whole pool")
+    actors: int = Field(default=2, ge=1, description="async Ray actors per judge")
+    timeout_s: float = Field(default=60, gt=0, description="per-call timeout (s); keep it above the endpoint's slowest "
                              "answers: a call retried after a timeout may be charged twice by an endpoint that "
                              "ignores Idempotency-Key")
-    max_retries: int = Field(6, ge=0, description="retries of a request (429, 5xx, timeouts, drops, unparseable)")
-    backoff_s: float = Field(1.0, gt=0, description="base of the jittered exponential backoff")
-    backoff_max_s: float = Field(60, gt=0)
-    cache: str | None = Field(None, description="answer cache URI; default <results root>/judge_cache")
+    max_retries: int = Field(default=6, ge=0,
+                             description="retries of a request (429, 5xx, timeouts, drops, unparseable)")
+    backoff_s: float = Field(default=1.0, gt=0, description="base of the jittered exponential backoff")
+    backoff_max_s: float = Field(default=60, gt=0)
+    cache: str | None = Field(default=None, description="answer cache URI; default <results root>/judge_cache")
     vocabulary: list[str] | dict[str, list[str]] | None = Field(
-        None, description="offline judge: candidate labels, or label -> keywords (default: built in)")
+        default=None, description="offline judge: candidate labels, or label -> keywords (default: built in)")
     LLM_KEYS: ClassVar[tuple[str, ...]] = ("base_url", "model", "api_key_env")  # keys only an LLM judge uses
 
     @staticmethod
@@ -199,7 +213,8 @@ class JudgeConfig(EndpointConfig):
             raise ValueError(f"judge.judges lists the judges; judge.{', judge.'.join(llm)} would be ignored: "
                              "set them inside each judges entry")
         for i, entry in enumerate(data.get("judges") or []):
-            bad = [k for k in cls.LLM_KEYS if isinstance(entry, dict) and entry.get("kind") == "offline" and entry.get(k)]
+            bad = [k for k in cls.LLM_KEYS
+                   if isinstance(entry, dict) and entry.get("kind") == "offline" and entry.get(k)]
             if bad:
                 raise ValueError(f"judge.judges[{i}].kind = 'offline' ignores its {', '.join(bad)}: "
                                  f"set judge.judges[{i}].kind = 'openai' or drop them")
@@ -225,23 +240,25 @@ class PruneConfig(_Section):
         default_factory=lambda: ["high", "low", "random", "equal"],
         description=f"from our CCS: {', '.join(STRATEGIES)}; from the paper's published heads (no scan, spans or "
                     f"judge needed): {', '.join(PAPER_STRATEGIES[:-1])}, paper-concept:<{'|'.join(PAPER_CONCEPTS)}>")
-    mode: Literal[ABLATION_MODES] = "zero"
-    seeds: int = Field(5, ge=1, description="random-strategy seeds (random and paper-random)")
-    random_pool: Literal[RANDOM_POOLS] = Field("decomposed", description="heads random draws come from")
-    reference_model: str | None = Field(None, description="the paper model whose published heads paper-* strategies "
-                                        "prune and whose figures the run is compared with; default: the model's key")
-    paper_random_pool: Literal[PAPER_RANDOM_POOLS] = Field(
-        "analysed", description="paper-random draws from the analysed layers, or as published (all layers for "
-                                "ViT-B-32/openai, the last 4 for the others)")
+    mode: AblationMode = "zero"
+    seeds: int = Field(default=5, ge=1, description="random-strategy seeds (random and paper-random)")
+    random_pool: RandomPool = Field(default="decomposed", description="heads random draws come from")
+    reference_model: str | None = Field(default=None, description="the paper model whose published heads paper-* "
+                                        "strategies prune and whose figures the run is compared with; default: the "
+                                        "model's key")
+    paper_random_pool: PaperRandomPool = Field(
+        default="analysed",
+        description="paper-random draws from the analysed layers, or as published (all layers for "
+                    "ViT-B-32/openai, the last 4 for the others)")
     concepts: list[str] = Field(default_factory=lambda: ["location", "animals", "objects", "colors"])
     synonyms: dict[str, list[str]] = Field(default_factory=dict, description="extra words per concept family")
     heads: dict[str, list[str]] = Field(default_factory=dict, description="explicit head lists by name")
-    sweep_k: int = Field(0, ge=0, description="prune the top-k heads by CCS for k = 0..sweep_k")
-    single_modes: list[Literal[ABLATION_MODES]] = Field(
-        default_factory=lambda: ["zero"], min_length=1,
+    sweep_k: int = Field(default=0, ge=0, description="prune the top-k heads by CCS for k = 0..sweep_k")
+    single_modes: list[AblationMode] = Field(
+        default_factory=lambda: list[AblationMode](["zero"]), min_length=1,
         description="the single strategy ablates each analysed head alone once per mode listed here (mean: "
                     "needs the scan's moments)")
-    judge: str = Field("combined", description="which judge's CCS drives the strategies")
+    judge: str = Field(default="combined", description="which judge's CCS drives the strategies")
 
     @field_validator("strategies")
     @classmethod
@@ -269,35 +286,39 @@ class _EvalEntry(_Section):
     """What every ``[[evals.*]]`` dataset entry has (:mod:`ccs_ray.evals.datasets` resolves it)."""
 
     name: str = Field(description="the dataset's name in the evals and bias tables; also a preset's name")
-    source: str = Field("", description="fsspec URI of the data (see the kind's keys); default: the preset's")
-    preset: str | None = Field(None, description="preset of class names, templates, frames or attributes; "
-                                                 "default: the name, when it names one")
-    shard_size: int = Field(256, ge=1, description="items per shard, the pruning stage's unit of work")
-    limit: int | None = Field(None, ge=1, description="use at most this many items")
+    source: str = Field(default="", description="fsspec URI of the data (see the kind's keys); default: the preset's")
+    preset: str | None = Field(default=None, description="preset of class names, templates, frames or attributes; "
+                                                         "default: the name, when it names one")
+    shard_size: int = Field(default=256, ge=1, description="items per shard, the pruning stage's unit of work")
+    limit: int | None = Field(default=None, ge=1, description="use at most this many items")
 
 
 class ClassificationEntry(_EvalEntry):
     """A ``[[evals.classification]]`` zero-shot classification dataset."""
 
-    kind: Literal[("auto", *SOURCE_KINDS)] = "auto"
+    kind: Literal["auto", SourceKind] = "auto"
     classnames: list[str] | None = None
-    templates: list[str] | None = Field(None, description="prompt templates with one '{}'; default: the preset's")
-    subset: list[str] | None = Field(None, description="keep these classes only, renumbered in this order")
+    templates: list[str] | None = Field(default=None,
+                                        description="prompt templates with one '{}'; default: the preset's")
+    subset: list[str] | None = Field(default=None, description="keep these classes only, renumbered in this order")
     uri_column: str = "uri"
     label_column: str = "label"
     image_column: str = "image"
-    root: str | None = Field(None, description="torchvision://: download folder (default $CCS_RAY_CACHE/datasets)")
+    root: str | None = Field(default=None,
+                             description="torchvision://: download folder (default $CCS_RAY_CACHE/datasets)")
     options: dict = Field(default_factory=dict, description="torchvision://: extra constructor arguments")
 
 
 class VideoEntry(_EvalEntry):
     """A ``[[evals.video]]`` text-to-video retrieval dataset (a folder of videos or frame folders)."""
 
-    captions: str | None = Field(None, description="CSV/TSV/Parquet/JSON(L) captions, relative to source unless a URI")
-    frames: int | None = Field(None, ge=1, description="frames sampled per video (default: the preset's, else 12)")
+    captions: str | None = Field(default=None,
+                                 description="CSV/TSV/Parquet/JSON(L) captions, relative to source unless a URI")
+    frames: int | None = Field(default=None, ge=1,
+                               description="frames sampled per video (default: the preset's, else 12)")
     video_column: str = "video"
     caption_column: str = "caption"
-    shard_size: int = Field(16, ge=1, description="videos per shard")
+    shard_size: int = Field(default=16, ge=1, description="videos per shard")
 
 
 class BiasEntry(_EvalEntry):
@@ -306,10 +327,11 @@ class BiasEntry(_EvalEntry):
     uri_column: str = "uri"
     attributes: list[str] = Field(default_factory=lambda: ["race", "gender"])
     groups: dict[str, dict[str, str]] = Field(default_factory=dict, description="attribute -> label -> group")
-    occupations: list[str] | None = Field(None, description="default: the paper's occupations")
-    templates: list[str] | None = Field(None, description="default: the paper's four templates")
-    combine: Literal[BIAS_COMBINES] = Field("embedding_mean", description="how an occupation's templates combine")
-    k: int = Field(10, ge=1, description="MaxSkew@k")
+    occupations: list[str] | None = Field(default=None, description="default: the paper's occupations")
+    templates: list[str] | None = Field(default=None, description="default: the paper's four templates")
+    combine: BiasCombine = Field(default="embedding_mean",
+                                            description="how an occupation's templates combine")
+    k: int = Field(default=10, ge=1, description="MaxSkew@k")
 
 
 class EvalsConfig(_ActorsSection):
@@ -320,7 +342,7 @@ class EvalsConfig(_ActorsSection):
         ClassificationEntry(name="probe-shapes", source="probe://shapes?n=200&seed=1")])
     video: list[VideoEntry] = Field(default_factory=list)
     bias: list[BiasEntry] = Field(default_factory=list)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(default=64, ge=1)
 
 
 #: Storage option names that carry credentials: they come from the environment, never from a spec.
@@ -329,14 +351,14 @@ SECRET_OPTIONS = ("key", "secret", "token", "password", "aws_access_key_id", "aw
 
 
 class ResultsConfig(_Section):
-    root: str | None = Field(None, description="results root URI; default ./results/<spec name>")
+    root: str | None = Field(default=None, description="results root URI; default ./results/<spec name>")
 
 
 class Spec(_Section):
     """A whole job."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    stages: list[Literal[STAGES]] = Field(default_factory=lambda: list(STAGES))
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGES))
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
@@ -414,7 +436,7 @@ def _allowed_keys(loc, model: type[BaseModel]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def load_spec(source: str | dict, overrides: list[str] = ()) -> Spec:
+def load_spec(source: str | dict, overrides: Sequence[str] = ()) -> Spec:
     """Read a spec from a TOML path/URI (or a dict), apply ``section.key=value`` overrides, validate."""
     if isinstance(source, dict):
         data, label = json.loads(json.dumps(source)), "<dict>"

@@ -115,7 +115,8 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
     return Interval(mean, mean - half, mean + half, n)
 
 
-def paired_difference(hits_a: Sequence[int], hits_b: Sequence[int], confidence: float = CONFIDENCE) -> Interval:
+def paired_difference(hits_a: Sequence[int] | np.ndarray, hits_b: Sequence[int] | np.ndarray,
+                      confidence: float = CONFIDENCE) -> Interval:
     """p_a - p_b of two 0/1 vectors over the same items (proportions, -1..1) and Newcombe's hybrid score interval
     for paired proportions (module docstring); None for no items."""
     a_hits, b_hits = np.asarray(hits_a, dtype=bool), np.asarray(hits_b, dtype=bool)
@@ -130,6 +131,8 @@ def paired_difference(hits_a: Sequence[int], hits_b: Sequence[int], confidence: 
     d = n - a - b - c
     p_a, low_a, high_a, _ = wilson_interval(a + b, n, confidence)
     p_b, low_b, high_b, _ = wilson_interval(a + c, n, confidence)
+    assert p_a is not None and low_a is not None and high_a is not None  # n > 0
+    assert p_b is not None and low_b is not None and high_b is not None
     margins = float(a + b) * (c + d) * (a + c) * (b + d)
     phi = (a * d - b * c) / np.sqrt(margins) if margins > 0 else 0.0
     diff = p_a - p_b
@@ -141,10 +144,10 @@ def paired_difference(hits_a: Sequence[int], hits_b: Sequence[int], confidence: 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation of paired ``x`` and ``y`` (average ranks for ties); NaN when a side is
     constant or there are fewer than 2 pairs."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be 1-D and paired: {x.shape} vs {y.shape}")
-    return float(_rank_correlation(x, y)) if len(x) >= 2 else float("nan")
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.shape != ys.shape or xs.ndim != 1:
+        raise ValueError(f"x and y must be 1-D and paired: {xs.shape} vs {ys.shape}")
+    return float(_rank_correlation(xs, ys)) if len(xs) >= 2 else float("nan")
 
 
 def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -156,8 +159,8 @@ def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(denominator > 0, np.sum(rx * ry, -1) / denominator, np.nan)
 
 
-def bootstrap_interval(statistic: Callable[..., float], *samples: Sequence, n_boot: int = N_BOOT, seed: int = SEED,
-                       confidence: float = CONFIDENCE) -> Interval:
+def bootstrap_interval(statistic: Callable[..., np.ndarray | float], *samples: Sequence | np.ndarray,
+                       n_boot: int = N_BOOT, seed: int = SEED, confidence: float = CONFIDENCE) -> Interval:
     """``statistic(*samples)`` and its percentile bootstrap interval over the items (the samples resampled with
     the same indices: paired); None bounds for fewer than :data:`MIN_BOOTSTRAP_N` items or no finite resample.
 
@@ -202,7 +205,7 @@ def cohen_kappa_se(a: Sequence[int | None], b: Sequence[int | None]) -> float | 
     """Large-sample SE of Cohen's kappa of two raters (Fleiss, Cohen & Everitt 1969) over the items both rated;
     None with fewer than 2 such items or where kappa is undefined (chance agreement 1)."""
     kappa = scores.cohen_kappa(a, b)  # checks the lengths
-    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
     n = len(pairs)
     if kappa is None or n < 2:
         return None
@@ -228,7 +231,7 @@ def fleiss_kappa_se(ratings: Sequence[Sequence[int | None]]) -> float | None:
     rows = [list(r) for r in ratings if r and all(x is not None for x in r)]
     if kappa is None or len(rows) < 2:
         return None
-    cats = sorted({x for r in rows for x in r})
+    cats = sorted({x for r in rows for x in r if x is not None})
     counts = np.array([[r.count(c) for c in cats] for r in rows], dtype=np.float64)  # [N items, K categories]
     n_items, raters = counts.shape[0], len(rows[0])
     pi = counts.sum(0) / (n_items * raters)
@@ -252,6 +255,7 @@ def _sql_wilson(p: float, n: int) -> dict:
     if n <= 0 or not 0 <= p <= PERCENT:
         return {"low": None, "high": None}
     _, low, high, _ = wilson_interval(round(p * n / PERCENT), n)
+    assert low is not None and high is not None  # n > 0
     return {"low": low * PERCENT, "high": high * PERCENT}
 
 
@@ -274,13 +278,14 @@ def _sql_paired(bits_a: bytes, bits_b: bytes, n: int) -> dict:
     if hits_a is None or hits_b is None:
         return {"diff": None, "low": None, "high": None}
     diff, low, high, _ = paired_difference(hits_a, hits_b)
+    assert diff is not None and low is not None and high is not None  # n > 0
     return {"diff": diff * PERCENT, "low": low * PERCENT, "high": high * PERCENT}
 
 
 def _sql_spearman(x: list, y: list) -> dict:
     if len(x) != len(y):
         return {"rho": None, "low": None, "high": None, "n": None}
-    pairs = [(u, v) for u, v in zip(x, y) if _finite(u) is not None and _finite(v) is not None]
+    pairs = [(u, v) for u, v in zip(x, y, strict=True) if _finite(u) is not None and _finite(v) is not None]
     rho, low, high, n = spearman_interval([u for u, _ in pairs], [v for _, v in pairs])
     return {"rho": rho, "low": low, "high": high, "n": n}
 
@@ -309,7 +314,7 @@ def register(conn) -> None:
         return duckdb.struct_type({**{name: "DOUBLE" for name in names}, **({"n": "INTEGER"} if n else {})})
 
     doubles, integers = duckdb.list_type("DOUBLE"), duckdb.list_type("INTEGER")
-    functions = [
+    functions: list[tuple[str, Callable[..., object], list, object]] = [
         ("wilson_interval", _sql_wilson, ["DOUBLE", "BIGINT"], struct("low", "high")),
         ("mean_interval", _sql_mean, [doubles], struct("mean", "low", "high", n=True)),
         ("paired_difference", _sql_paired, ["BLOB", "BLOB", "BIGINT"], struct("diff", "low", "high")),

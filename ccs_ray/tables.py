@@ -39,7 +39,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("spec_name", pa.string()), ("spec_json", pa.string()), ("stage", pa.string()),
         ("status", pa.string()), ("started_at", pa.timestamp("us", tz="UTC")),
         ("finished_at", pa.timestamp("us", tz="UTC")), ("n_images", pa.int64()), ("n_errors", pa.int64()),
-        ("version", pa.string()),
+        ("version", pa.string()),  # the ccs-ray version that wrote the row (its installed package metadata)
         ("error", pa.string()),  # why the run failed (status 'failed'), else null
         # wall seconds of each stage this invocation ran (stage name -> s; a stage already done on --resume: ~0)
         # and 'total' (the whole invocation, with start-up); null in files of earlier versions
@@ -195,7 +195,8 @@ def to_arrow(table: str, rows: Iterable[Mapping] | pa.Table) -> pa.Table:
         extra = set(rows.column_names) - set(schema.names)
         if extra:
             raise ValueError(f"table {table!r} has no columns {sorted(extra)}; columns: {schema.names}")
-        cols = {n: rows[n] if n in rows.column_names else pa.nulls(rows.num_rows, schema.field(n).type) for n in schema.names}
+        cols = {n: rows[n] if n in rows.column_names else pa.nulls(rows.num_rows, schema.field(n).type)
+                for n in schema.names}
         return pa.table(cols).cast(schema)
     rows = list(rows)
     for row in rows:
@@ -265,7 +266,9 @@ def read_table(root: str, table: str, run_id: str | None = None, model: str | No
     if table in REFERENCE_TABLES:
         raise ValueError(f"{table} is reference data, the same in every root: ccs_ray.reference.reference_tables()")
     fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/{table}")
-    pattern = f"{path}/run_id={quote(run_id, safe='') if run_id else '*'}/model={quote(model, safe='') if model else '*'}/*.parquet"
+    runs = quote(run_id, safe="") if run_id else "*"
+    models = quote(model, safe="") if model else "*"
+    pattern = f"{path}/run_id={runs}/model={models}/*.parquet"
     parts = []
     for file in sorted(fs.glob(pattern)):
         data = read_parquet(fs, file)

@@ -88,7 +88,7 @@ def text_embeddings(model, texts: list[str], template: str = "{}", normalize: bo
     tokens = tokenizer([template.format(t) for t in texts])
     truncate = _truncatable(model)
     order = torch.argsort(tokens.argmax(dim=-1), stable=True) if truncate else torch.arange(len(texts))
-    out = None
+    out: torch.Tensor | None = None
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
             rows = order[i:i + batch_size]
@@ -98,6 +98,7 @@ def text_embeddings(model, texts: list[str], template: str = "{}", normalize: bo
             if out is None:
                 out = torch.empty(len(texts), emb.shape[1])
             out[rows] = emb
+    assert out is not None  # texts is not empty
     return out
 
 
@@ -133,7 +134,7 @@ class TextEncoder:
         if missing:
             emb = text_embeddings(self.load(), missing, *key)
             self.encoded += len(missing)
-            memo.update(zip(missing, emb))
+            memo.update(zip(missing, emb, strict=True))
             if self.cache_dir:
                 self._write(key, missing, emb)
         if not texts:
@@ -169,7 +170,7 @@ class TextEncoder:
                 continue  # cut short, or removed since the listing
             if meta != want or emb.ndim != 2 or len(texts) != len(emb):
                 continue
-            for t, row in zip(texts, emb):
+            for t, row in zip(texts, emb, strict=True):
                 found.setdefault(t, row)
         return found
 

@@ -125,7 +125,7 @@ def span_bases(outers, rank: int) -> list[tuple[torch.Tensor, int]]:
     D, top = S.shape[1], lam[:, -1]
     above = (lam > top[:, None] * RANK_RTOL**2).sum(1)
     bases = []
-    for h, (largest, count) in enumerate(zip(top.tolist(), above.tolist())):
+    for h, (largest, count) in enumerate(zip(top.tolist(), above.tolist(), strict=True)):
         r = min(rank, count) if largest > 0 else 0
         bases.append((vec[h, :, D - r:].flip(1), r))  # flip copies: the stack is not kept alive
     return bases

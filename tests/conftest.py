@@ -1,6 +1,93 @@
-"""Shared fixtures: one local Ray cluster per test session, tiny random-init models."""
+"""Shared fixtures: one local Ray cluster per test session, tiny random-init models, and the guard that keeps
+session-scoped objects as every test found them.
+
+A session-scoped model is handed to many tests. A test that must change one takes a copy
+(``tiny_model_copy``); the autouse guard fingerprints every guarded session object a test requested before and
+after the test, fails the test that changed one (naming each parameter, buffer or attribute it changed), and puts
+the object back as it was loaded so that the tests after it are not affected.
+"""
+
+import copy
+import hashlib
 
 import pytest
+
+pytest_plugins = ["pytester"]
+
+_GUARDED: dict[str, tuple[object, object]] = {}  # fixture name -> (the object handed out, a pristine deep copy)
+
+
+def guarded(name: str, obj):
+    """Register ``obj``, the value of session fixture ``name``, with the guard; returns ``obj``."""
+    _GUARDED[name] = (obj, copy.deepcopy(obj))
+    return obj
+
+
+def _tensor_print(t) -> tuple:
+    """(shape, dtype, device, requires_grad, a digest of the bytes) of tensor ``t``."""
+    import torch
+
+    data = t.detach().cpu().contiguous().view(-1)
+    digest = hashlib.blake2b(data.view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+    return tuple(t.shape), str(t.dtype), str(t.device), t.requires_grad, digest
+
+
+def _plain(value) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str, bytes, tuple, frozenset))
+
+
+def fingerprint(obj) -> dict[str, object]:
+    """What a test could change in ``obj`` (a torch module, or anything with a ``__dict__``): every parameter's and
+    buffer's shape, dtype, device and bytes, the set of submodules, and every plain attribute, by dotted name."""
+    import torch
+
+    if not isinstance(obj, torch.nn.Module):
+        return {f"attribute {k}": repr(v) for k, v in vars(obj).items()}
+    out: dict[str, object] = {}
+    for prefix, module in obj.named_modules(remove_duplicate=False):
+        at = f"{prefix}." if prefix else ""
+        out[f"submodules of {prefix or 'the model'}"] = tuple(module._modules)
+        for kind, entries in (("parameter", module._parameters), ("buffer", module._buffers)):
+            for key, value in entries.items():
+                out[f"{kind} {at}{key}"] = None if value is None else _tensor_print(value)
+        for key, value in vars(module).items():
+            if not key.startswith("_") and _plain(value):
+                out[f"attribute {at}{key}"] = value
+    return out
+
+
+def _changes(before: dict, after: dict) -> list[str]:
+    lines = [f"{key} removed" for key in before.keys() - after.keys()]
+    lines += [f"{key} added" for key in after.keys() - before.keys()]
+    for key in before.keys() & after.keys():
+        if before[key] != after[key]:
+            was, now = before[key], after[key]
+            if isinstance(was, tuple) and isinstance(now, tuple) and len(was) == len(now) == 5:  # a tensor
+                what = ["shape", "dtype", "device", "requires_grad", "values"]
+                lines.append(f"{key}: {', '.join(w for w, a, b in zip(what, was, now, strict=True) if a != b)} "
+                             "changed")
+            else:
+                lines.append(f"{key}: {was!r} -> {now!r}")
+    return sorted(lines)
+
+
+@pytest.fixture(autouse=True)
+def _session_objects_unchanged(request):
+    """Fails the test that changed a guarded session object it requested, and restores the object."""
+    names = [n for n in request.fixturenames if n in _GUARDED]
+    before = {n: fingerprint(_GUARDED[n][0]) for n in names}
+    yield
+    changed = {}
+    for name in names:
+        obj, pristine = _GUARDED[name]
+        diff = _changes(before[name], fingerprint(obj))
+        if diff:
+            changed[name] = diff
+            obj.__dict__.clear()
+            obj.__dict__.update(copy.deepcopy(pristine).__dict__)
+    if changed:
+        pytest.fail("the test changed session-scoped objects (take a copy, e.g. tiny_model_copy): " + "; ".join(
+            f"{name}: {', '.join(diff)}" for name, diff in changed.items()), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -17,10 +104,18 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    """(model, preprocess) of the 4-layer, 4-head, 32-pixel ``ccs-tiny`` config, random init, fp32, CPU."""
+    """(model, preprocess) of the 4-layer, 4-head, 32-pixel ``ccs-tiny`` config, random init, fp32, CPU. Shared by
+    the session and guarded: a test that changes the model fails; take ``tiny_model_copy`` to change one."""
     import torch
 
     from ccs_ray import load_model
 
     torch.manual_seed(0)
-    return load_model("ccs-tiny/none", device="cpu")
+    model, preprocess = load_model("ccs-tiny/none", device="cpu")
+    return guarded("tiny_model", model), preprocess
+
+
+@pytest.fixture
+def tiny_model_copy(tiny_model):
+    """(a deep copy of the session's tiny model for this test alone, preprocess)."""
+    return copy.deepcopy(tiny_model[0]), tiny_model[1]

@@ -198,7 +198,8 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), mod
                                error=None) for r in range(M_SPANS)]
         for row in ccs:
             row["level"] = "high" if row["ccs"] == 5 else "low" if row["ccs"] <= 1 else "medium"
-            row.update(_columns("ccs", label_variance=extra.uniform(0.001, 0.2), label_percentile=extra.uniform(0, 100)))
+            row.update(_columns("ccs", label_variance=extra.uniform(0.001, 0.2),
+                                label_percentile=extra.uniform(0, 100)))
         for row in (*labels, *judgments, *ccs):
             row["heuristic"] = model in heuristic
         put("spans", spans, model)
@@ -237,7 +238,8 @@ def _write_ablations(put, rng, model, m, combined, heads, extra_rng, gen) -> Non
     others = [n for _, _, n in heads if n not in high]
     n_equal = min(len(high), len(low))
     configs = [("none", "none", None, None, []), ("high", "high", None, None, high), ("low", "low", None, None, low),
-               ("equal:high", "equal", None, "high", high[:n_equal]), ("equal:low", "equal", None, "low", low[:n_equal])]
+               ("equal:high", "equal", None, "high", high[:n_equal]),
+               ("equal:low", "equal", None, "low", low[:n_equal])]
     configs += [(f"random:s{s}", "random", s, None, rng.sample(others, len(high))) for s in range(SEEDS)]
     configs += [(f"concept:{c}", "concept", None, c, rng.sample(others, 3)) for c in CONCEPTS]
     by_ccs = [c["head_label"] for c in sorted(combined, key=lambda c: -c["ccs"])]
@@ -260,7 +262,8 @@ def _write_ablations(put, rng, model, m, combined, heads, extra_rng, gen) -> Non
                 ) * (1 + 0.3 * m)
         for d, (dataset, metric) in enumerate(DATASETS):
             extra = 9.0 if (concept, dataset) == ("location", "cifar100") else 0.0
-            value = 80 - 10 * min(d, 2) + 8 * max(d - 2, 0) - hurt - extra + rng.gauss(0, 1.5 if seed is not None else 0.3)
+            value = (80 - 10 * min(d, 2) + 8 * max(d - 2, 0) - hurt - extra
+                     + rng.gauss(0, 1.5 if seed is not None else 0.3))
             if metric == "top1":  # a share of N_IMAGES hits, which correctness holds image by image
                 hits = _hits(gen, unpruned.get(dataset), min(max(round(value * N_IMAGES / 100), 0), N_IMAGES))
                 unpruned.setdefault(dataset, hits)
@@ -272,7 +275,8 @@ def _write_ablations(put, rng, model, m, combined, heads, extra_rng, gen) -> Non
         for attribute, groups in (("race", 6), ("gender", 2)):
             for occupation in OCCUPATIONS:
                 bias.append(dict(key, dataset="fairface", attribute=attribute, occupation=occupation, k=10,
-                                 maxskew=rng.uniform(0.1, 1.0) + 0.05 * hurt, max_group=f"group{rng.randrange(groups)}"))
+                                 maxskew=rng.uniform(0.1, 1.0) + 0.05 * hurt,
+                                 max_group=f"group{rng.randrange(groups)}"))
     put("ablations", ablations, model)
     put("evals", evals, model)
     put("bias", bias, model)

@@ -1,9 +1,6 @@
 """Ablation in the forward pass: equals the paper's weight zeroing, leaves the model intact, shares prefixes."""
 
 import copy
-import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -75,7 +72,7 @@ def test_mean_ablation_replaces_attention_output_by_its_mean(model64, images):
 def test_restored_after_error_and_bad_input(model64, images):
     with pytest.raises(ZeroDivisionError):
         with ablated(model64, ["L1.H1"]):
-            1 / 0
+            raise ZeroDivisionError
     assert "forward" not in vars(model64.visual.transformer.resblocks[1])
     with pytest.raises(ValueError, match="outside the image tower"):
         head_ablation(model64, ["L9.H0"])
@@ -128,15 +125,3 @@ def test_prune_bench_reports_figures():
     assert out["single_head_configs"] == 16 and out["single_head_max_abs_diff"] == 0.0
     assert out["single_head_cost_vs_unpruned"] == pytest.approx(out["single_head_s"] / out["unpruned_s"])
     assert out["single_head_cost_vs_unpruned"] > 0
-
-
-def test_bench_prune_cli_prints_its_figures_as_one_json_object():
-    """``ccs-ray bench prune --json``: the figures of :func:`ccs_ray.bench.prune.run` on the last line (the speedup
-    target itself is a benchmark figure, measured by the command, not asserted by a timed test)."""
-    done = subprocess.run([sys.executable, "-m", "ccs_ray.cli", "bench", "prune", "--json", "--model", "ccs-tiny/none",
-                           "--configs", "3", "--batch-size", "2"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    assert (figures["model"], figures["configs"], figures["last_layers"]) == ("ccs-tiny/none", 3, 4)
-    assert figures["max_abs_diff"] <= 1e-4 and figures["single_head_max_abs_diff"] <= 1e-4
-    assert figures["speedup"] == pytest.approx(figures["alone_s"] / figures["shared_s"], rel=0.01)

@@ -1,4 +1,6 @@
-"""``ccs-ray bench decompose|scan --json`` print one JSON object whose figures are consistent with each other."""
+"""Each ``ccs-ray bench`` prints one JSON object whose figures are consistent with each other, run in-process at a
+small size. The targets the benchmarks measure (speedups, throughput ratios) are figures of the benchmarks
+themselves, run as commands; tests assert what must hold at any size (exactness, nothing lost or paid twice)."""
 
 import json
 
@@ -15,17 +17,19 @@ def test_bench_decompose_json(capsys):
     assert abs(figures["ratio"] - figures["decomposed_images_per_s"] / figures["plain_images_per_s"]) < 0.01
 
 
+@pytest.mark.slow
 def test_bench_scan_figures(ray_cluster):
     f = bench_scan.run(model="ccs-tiny/none", images=32, batch_size=8, shard_size=8, image_px=64,
                        memory_scale=2, memory_images=16)
     bound = min(f["decode_only_images_per_s"], f["model_only_images_per_s"])
     assert f["ratio_end_to_end_vs_min"] == pytest.approx(f["end_to_end_images_per_s"] / bound, rel=0.01)
-    assert f["ratio_explain_vs_scan"] == pytest.approx(f["explain_images_per_s"] / f["end_to_end_images_per_s"], rel=0.01)
+    assert f["ratio_explain_vs_scan"] == pytest.approx(f["explain_images_per_s"] / f["end_to_end_images_per_s"],
+                                                       rel=0.01)
     assert f["memory_1x"]["images"] == 16 and f["memory_2x"]["images"] == 32
     assert f["memory_2x"]["actor_peak_rss_mb"] > 0 and f["gpus"] == 0
     assert f["decode_gpu_images_per_s"] is None and f["end_to_end_decode_on_actors"] is False  # no GPU: decoders
-    assert f["ratio_end_to_end_vs_plain"] == pytest.approx(f["end_to_end_images_per_s"] / f["plain_encode_images_per_s"],
-                                                           rel=0.01)
+    assert f["ratio_end_to_end_vs_plain"] == pytest.approx(f["end_to_end_images_per_s"]
+                                                           / f["plain_encode_images_per_s"], rel=0.01)
     # every core: the model-only actor held all but the decode share of the 2 CPUs and ran 2 torch threads
     assert f["actor_cpus"] > 1 and f["actor_torch_threads"] == 2 and 0 < f["decode_share"] < 1
 
@@ -41,6 +45,7 @@ def test_bench_scan_times_decoding_on_a_device(ray_cluster, tmp_path):
     assert bench_scan._device_decode_ips(shards, preprocess_config("ccs-tiny/none"), "cpu") > 0
 
 
+@pytest.mark.slow
 def test_bench_preflight_times_each_case_to_its_one_line_error(monkeypatch):
     from ccs_ray.bench import preflight
 
@@ -51,4 +56,16 @@ def test_bench_preflight_times_each_case_to_its_one_line_error(monkeypatch):
                             "help_s", "failed_cases"}
     assert figures["slowest_s"] == max(figures["unknown_model_s"], figures["typo_in_evals_entry_s"],
                                        figures["results_root_not_writable_s"]) > 0
+
+
+
+def test_bench_judge_json_loses_nothing_and_pays_nothing_twice(ray_cluster, capsys):
+    assert main(["bench", "judge", "--json", "--rpm", "120", "--seconds", "3"]) == 0
+    figures = json.loads(capsys.readouterr().out)  # "Extra data" if anything else was printed
+    assert figures["rpm"] == 120 and figures["limit_429"] == 0 and figures["window_ok"]
+    # heads in pairs with the same spans: a label and 5 judgments per pair
+    assert figures["requests"] >= figures["answered"] >= figures["answers_needed"] == 6 * figures["heads_judged"] // 2
+    assert figures["paid_twice"] == 0 and figures["lost_judgments"] == 0 and figures["stage_errors"] == 0
+    assert figures["rerun_requests"] == 0 and figures["rerun_calls"] == 0
+    assert figures["throughput_ratio"] == pytest.approx((figures["requests"] - 1) / figures["traffic_s"] * 60 / 120)
 

@@ -44,7 +44,8 @@ def test_occupation_skew_mean_over_templates():
     expected, winners = [], []
     for p in prompts.numpy():
         top = np.argsort(-np.cos(angles - np.arctan2(p[1], p[0])))[:3]
-        skews = {g: np.log((sum(groups[i] == g for i in top) / 3) / 0.5) for g in "xy" if any(groups[i] == g for i in top)}
+        skews = {g: np.log((sum(groups[i] == g for i in top) / 3) / 0.5)
+                 for g in "xy" if any(groups[i] == g for i in top)}
         best = max(skews.values())
         expected.append(best)
         winners.append(min(g for g in skews if skews[g] == best))
@@ -98,7 +99,8 @@ def test_defaults():
     data = bias_data({"name": "b", "source": "probe://colors?n=20"})
     assert data.templates == BIAS_TEMPLATES and data.combine == "embedding_mean"
     assert bias_data({"name": "b", "source": "probe://colors?n=20", "combine": "skew_mean"}).combine == "skew_mean"
-    with pytest.raises(DatasetError, match="combine: 'average' is not allowed; expected 'embedding_mean' or 'skew_mean'"):
+    with pytest.raises(DatasetError,
+                       match="combine: 'average' is not allowed; expected 'embedding_mean' or 'skew_mean'"):
         bias_data({"name": "b", "source": "probe://colors?n=20", "combine": "average"})
 
 
@@ -139,7 +141,7 @@ def test_generated_bias_set_from_the_probe():
     assert len(items) == 15 and set(items) == set(attrs)  # every image the prune stage reads has its group
     classes = probe_classes("colors")
     for shard in loaded:
-        for item, label, image in zip(shard.items, shard.labels, shard.images):
+        for item, label, image in zip(shard.items, shard.labels, shard.images, strict=True):
             index = int(item.rsplit("#", 1)[1])
             assert attrs[item] == {"colors": label} and label == classes[index % len(classes)]
             assert torch.equal(image, to_tensor(probe_image("colors", index, 3, 16)[0]))

@@ -40,7 +40,8 @@ def write_fairface(root, n=12):
     lines = ["file,age,gender,race"]
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "ff" / f"{i}.png")
-        lines.append(f"{i}.png,30-39,{'Male' if i % 3 else 'Female'},{['White', 'East Asian', 'Southeast Asian'][i % 3]}")
+        lines.append(f"{i}.png,30-39,{'Male' if i % 3 else 'Female'},"
+                     f"{['White', 'East Asian', 'Southeast Asian'][i % 3]}")
     (root / "ff" / "labels.csv").write_text("\n".join(lines) + "\n")
 
 
@@ -49,7 +50,8 @@ def write_videos(root, n=4):
         (root / "vid" / f"v{v}").mkdir(parents=True)
         for f in range(3):
             Image.new("RGB", (16, 16), (v * 60, f * 80, 100)).save(root / "vid" / f"v{v}" / f"{f}.png")
-    (root / "vid" / "caps.json").write_text("[" + ",".join(f'{{"video": "v{v}", "caption": "clip {v}"}}' for v in range(n)) + "]")
+    (root / "vid" / "caps.json").write_text("[" + ",".join(f'{{"video": "v{v}", "caption": "clip {v}"}}'
+                                                           for v in range(n)) + "]")
 
 
 def check_tables_and_views(root, run_id, model, ids, occupations, n_seeds):
@@ -107,7 +109,8 @@ def spec(tmp_path):
                   "seeds": 2, "sweep_k": 2, "heads": {"two": ["L3.H0", "L2.H1"]}, "concepts": ["colors"],
                   "single_modes": ["zero", "mean"]},
         "evals": {"batch_size": 8,
-                  "classification": [{"name": "shapes", "source": "probe://shapes?n=20&seed=1&size=32", "shard_size": 8}],
+                  "classification": [{"name": "shapes", "source": "probe://shapes?n=20&seed=1&size=32",
+                                      "shard_size": 8}],
                   "video": [{"name": "toy", "source": str(tmp_path / "vid"), "captions": "caps.json", "frames": 2,
                              "shard_size": 3}],
                   "bias": [{"name": "fairface", "source": str(tmp_path / "ff" / "labels.csv"), "shard_size": 5,
@@ -236,7 +239,7 @@ def test_prune_stage_tables_metrics_and_resume(ray_cluster, spec, tmp_path):
             t = model.encode_text(model.tokenizer([tpl.format(occ) for tpl in PUBLISHED_TEMPLATES]), normalize=True)
             mean = t.double().mean(0)
             per.append(max_skew_at_k((img.double() @ (mean / mean.norm())).numpy(), race, 4))
-    for occ, v in zip(("doctor", "nurse", "pilot"), per):
+    for occ, v in zip(("doctor", "nurse", "pilot"), per, strict=True):
         assert skew[("none", "race", occ)] == pytest.approx(v, abs=1e-9)
     assert {r["max_group"] for r in bias if r["attribute"] == "gender"} <= {"Male", "Female"}
     assert {(r["combine"], tuple(r["templates"])) for r in bias} == {("embedding_mean", tuple(PUBLISHED_TEMPLATES))}
@@ -279,6 +282,7 @@ def write_moments(root, model, preprocess):
     return moments.mean_z()
 
 
+@pytest.mark.slow
 def test_resume_recomputes_units_whose_configuration_changed(ray_cluster, tmp_path):
     """A resume skips a unit only while mode, heads and mean outputs are unchanged; error rows are not duplicated."""
     write_ccs(str(tmp_path))
@@ -329,7 +333,8 @@ def test_resume_recomputes_units_whose_configuration_changed(ray_cluster, tmp_pa
     assert moved["units_run"] == 2 and len(errors) == 1
     assert value["explicit:two"] == pytest.approx(top1(["L1.H1", "L1.H2"], "mean", mean_z))
     fresh = run(resume=False)[2]  # a fresh run replaces the unit's error file
-    assert [{**r, "at": None} for r in fresh] == [{**r, "at": None} for r in errors] and fresh[0]["at"] > errors[0]["at"]
+    assert ([{**r, "at": None} for r in fresh] == [{**r, "at": None} for r in errors]
+            and fresh[0]["at"] > errors[0]["at"])
 
 
 @pytest.mark.slow
@@ -346,7 +351,8 @@ def test_smoke_job_whole_chain(ray_cluster, tmp_path):
                                 'evals.classification=[{name = "shapes", source = "probe://shapes?n=16&seed=1&size=32"}]',
                                 'judge.vocabulary={thing = ["a", "an", "the"]}',
                                 'prune.strategies=["high", "low", "random", "sweep"]', "prune.sweep_k=2",
-                                'stages=["scan", "spans", "judge", "prune", "report"]'])  # explain: tests/test_explain.py
+                                # explain: tests/test_explain.py
+                                'stages=["scan", "spans", "judge", "prune", "report"]'])
     assert spec.evals.video and spec.evals.bias  # the smoke job's own generated sets
     summary = run(spec, progress=False)
     root, model = str(tmp_path / "res"), "ccs-tiny/none"

@@ -64,7 +64,7 @@ def test_label_fidelity_with_batched_bases_equals_direct_computation(rank):
     pool /= np.linalg.norm(pool, axis=1, keepdims=True)
     labels = g.normal(size=(5, d))
     bases = span_bases(torch.stack([torch.as_tensor(X.T @ X) for X in heads]), rank)
-    for X, (basis, _) in zip(heads, bases):
+    for X, (basis, _) in zip(heads, bases, strict=True):
         variance, percentile = label_fidelity(n, X.sum(0), X.T @ X, labels, pool, rank, basis=basis)
         pool_values, label_values = _reference(X, pool, rank), _reference(X, labels, rank)
         np.testing.assert_allclose(variance, label_values, rtol=1e-7, atol=1e-12)
@@ -105,7 +105,8 @@ def test_label_fidelity_query_lines_labels_up_with_the_judged_first_span(tmp_pat
     write_table(root, "ccs", ccs, "r1", "m")
     spans = [{"layer": 3, "head": h, "head_label": f"L3.H{h}", "subset": s, "rank": r, "text": f"{meth} {s} {r}",
               "variance_explained": ve, "method": meth}
-             for h, s, r, ve, meth in [(0, "all", 1, 0.3, "data"), (0, "all", 2, 0.1, "data"), (0, "fold0", 1, 0.9, "data"),
+             for h, s, r, ve, meth in [(0, "all", 1, 0.3, "data"), (0, "all", 2, 0.1, "data"),
+                                       (0, "fold0", 1, 0.9, "data"),
                                        (0, "all", 1, 0.7, "weights"), (1, "all", 1, 0.2, None)]]
     write_table(root, "spans", spans, "r1", "m")
     conn = connect(root)

@@ -23,7 +23,8 @@ def test_tsv(tmp_path):
 
 def test_parquet(tmp_path):
     pq.write_table(pa.table({"uri": ["a.jpg", "b.jpg"], "n": [1, 2]}), tmp_path / "t.parquet")
-    assert read_table_file(str(tmp_path / "t.parquet")).to_pylist() == [{"uri": "a.jpg", "n": 1}, {"uri": "b.jpg", "n": 2}]
+    assert read_table_file(str(tmp_path / "t.parquet")).to_pylist() == [{"uri": "a.jpg", "n": 1},
+                                                                         {"uri": "b.jpg", "n": 2}]
 
 
 def test_json_list_and_jsonl(tmp_path):

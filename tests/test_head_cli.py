@@ -39,7 +39,8 @@ def test_head_prints_its_card(results, capsys):
         assert f"\n  {rank}. {judged[(rank, 'combined')]['text']} (" in out
         verdicts = ", ".join(f"{j}: {words[judged[(rank, j)]['aligned']]}" for j in ("combined", *sorted(JUDGES)))
         assert f"\n     {verdicts}\n" in out
-    images = [r for r in rows["top_images"] if (r["model"], r["head_label"], r["direction"]) == (MODELS[0], "L8.H0", "top")]
+    images = [r for r in rows["top_images"]
+              if (r["model"], r["head_label"], r["direction"]) == (MODELS[0], "L8.H0", "top")]
     assert len(images) == (M_SPANS + 1) * K_IMAGES and all(r["image_uri"] in out for r in images)
     assert f"top 1: {HOSTILE_URI} (score" in out  # printed as it is: a terminal interprets no markup
     assert "top images overall:\n  1. " in out and "span stability across folds: mean Jaccard" in out
@@ -72,7 +73,8 @@ def test_head_open_with_a_browser_command(results, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["ViT-X/openai", "L8.H0"], f"no results for model 'ViT-X/openai'; models: {', '.join(sorted(MODELS))}"),
     ([MODELS[0], "L9.H0"], f"no head L9.H0 of {MODELS[0]}; runs: {RUN_ID}; heads: 8 heads, L8.H0 .. L11.H3"),
-    ([MODELS[0], "L8.H0", "--run-id", "run-x"], f"no head L8.H0 of {MODELS[0]} in run run-x; runs: {RUN_ID}; heads: none"),
+    ([MODELS[0], "L8.H0", "--run-id", "run-x"],
+     f"no head L8.H0 of {MODELS[0]} in run run-x; runs: {RUN_ID}; heads: none"),
     ([MODELS[0], "head5"], "head 'head5' is not of the form 'L<layer>.H<head>'"),
 ])
 def test_head_names_what_there_is(results, capsys, args, message):

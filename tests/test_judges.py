@@ -262,7 +262,8 @@ def test_offline_embedding_signal_extends_the_words():
         import torch
         out = torch.zeros(len(texts), len(concepts) + 1)
         for i, t in enumerate(texts):
-            hits = [c for c, kws in DEFAULT_VOCABULARY.items() if any(k in t for k in kws)] or (["colors"] if "ish" in t else [])
+            hits = [c for c, kws in DEFAULT_VOCABULARY.items()
+                    if any(k in t for k in kws)] or (["colors"] if "ish" in t else [])
             for c in hits:
                 out[i, concepts.index(c)] = 1
             if not hits:
@@ -331,7 +332,8 @@ def test_stage_writes_label_fidelity_of_every_label(tmp_path, tiny_model, method
     else:  # no scan: the weights' covariances under the scan's convention
         stats = {h: (1, torch.zeros(len(c)), c) for h, c in head_covariances(model, [2, 3], "textspan").items()}
     spec = load_spec({"name": "t", "scan": {"convention": "textspan"},
-                      "spans": {"template": "a photo of {}", "rank": 4, "pool": str(tmp_path / "pool.txt"), "method": method},
+                      "spans": {"template": "a photo of {}", "rank": 4, "pool": str(tmp_path / "pool.txt"),
+                                "method": method},
                       "judge": {"vocabulary": {"color": ["red", "blue"], "animal": ["dog", "cat"]}}})
     summary = run_stage("judge", spec, str(tmp_path), "r1", MODEL)
     assert summary["label_fidelity"] == method
@@ -370,11 +372,13 @@ def test_stage_errors_are_clear(tmp_path):
 def test_import_human_ratings_and_kappa(tmp_path):
     write_spans(tmp_path, {"L3.H0": COLORS, "L3.H1": ANIMALS})
     run_stage("judge", load_spec({"name": "t"}), str(tmp_path), "r1", MODEL)
-    machine = {(j["head_label"], j["span_rank"]): j["aligned"] for j in read_table(str(tmp_path), "judgments", "r1").to_pylist()
+    machine = {(j["head_label"], j["span_rank"]): j["aligned"]
+               for j in read_table(str(tmp_path), "judgments", "r1").to_pylist()
                if j["judge"] == "offline-heuristic" and j["variant"] == "paper"}
     human = dict(machine)
     human[("L3.H1", 4)] = 1 - human[("L3.H1", 4)]  # the rater disagrees once
-    lines = ["model,head_label,span_rank,aligned,rater"] + [f"{MODEL},{h},{r},{a},ann" for (h, r), a in sorted(human.items())]
+    lines = ["model,head_label,span_rank,aligned,rater"] + [f"{MODEL},{h},{r},{a},ann"
+                                                            for (h, r), a in sorted(human.items())]
     (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
     out = import_human_ratings(str(tmp_path / "h.csv"), str(tmp_path), "r1")
     keys = sorted(human)
@@ -420,7 +424,8 @@ def test_an_llm_key_without_kind_selects_the_llm_judge(overrides):
 @pytest.mark.parametrize("judge,message", [
     ({"kind": "offline", "base_url": "http://127.0.0.1:1/v1"}, r"judge.kind = 'offline'.*judge.base_url"),
     ({"kind": "offline", "model": "m"}, r"judge.kind = 'offline'.*judge.model"),
-    ({"judges": [{"model": "a", "base_url": "http://h/v1"}], "base_url": "http://g/v1"}, r"judge.judges lists.*judge.base_url"),
+    ({"judges": [{"model": "a", "base_url": "http://h/v1"}], "base_url": "http://g/v1"},
+     r"judge.judges lists.*judge.base_url"),
     ({"judges": [{"kind": "offline", "model": "m"}]}, r"judge.judges\[0\].kind = 'offline'.*model"),
 ])
 def test_contradictory_judge_keys_are_spec_errors(judge, message):

@@ -27,7 +27,7 @@ def test_checkpoint_the_test_saves_itself(tmp_path):
     torch.save({"state_dict": model.state_dict()}, path)
     torch.manual_seed(2)
     loaded, preprocess = load_model(f"ccs-tiny@{path}")
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     other, _ = load_model("ccs-tiny/none")
     assert not torch.equal(other.visual.proj, model.visual.proj)

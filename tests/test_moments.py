@@ -37,7 +37,8 @@ def test_update_equals_direct_sums():
     torch.testing.assert_close(outer, x.T @ x, rtol=1e-12, atol=1e-12)
     n0, total0, _ = moments.head("L3.H1", folds=[0])
     assert n0 == 16
-    torch.testing.assert_close(total0, torch.cat(xs[0::2]).double().flatten(1, 2)[:, moments.head_index("L3.H1")].sum(0))
+    torch.testing.assert_close(total0,
+                               torch.cat(xs[0::2]).double().flatten(1, 2)[:, moments.head_index("L3.H1")].sum(0))
 
 
 def test_constructor_checks():
@@ -143,8 +144,8 @@ def test_memory_does_not_grow_with_images(tiny_model):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     size = moments.nbytes()
-    run(20)
-    after_1x = run(20)
-    after_10x = run(200)
-    assert moments.nbytes() == size and int(moments.n.sum()) == 64 * 240
+    run(4)
+    after_1x = run(4)
+    after_10x = run(40)
+    assert moments.nbytes() == size and int(moments.n.sum()) == 64 * 48
     assert after_10x - after_1x < 20 * 1024  # KiB: under 20 MiB of growth for 10x the images

@@ -144,7 +144,8 @@ def test_spec_normalises_paper_concepts_and_rejects_unknown_ones():
     spec = load_spec({"name": "t", "prune": {"strategies": ["paper-concept:location", "paper-concept:Animals",
                                                             "paper-high", "concept"]}})
     assert spec.prune.strategies == ["paper-concept:locations", "paper-concept:animals", "paper-high", "concept"]
-    with pytest.raises(SpecError, match=r"prune.strategies: 'paper-concept:food': name one of .*paper-concept:locations"):
+    with pytest.raises(SpecError,
+                       match=r"prune.strategies: 'paper-concept:food': name one of .*paper-concept:locations"):
         load_spec({"name": "t", "prune": {"strategies": ["paper-concept:food"]}})
     with pytest.raises(SpecError, match="unknown strategy 'hihg'"):
         load_spec({"name": "t", "prune": {"strategies": ["hihg"]}})
@@ -193,7 +194,8 @@ def test_vs_paper_joins_on_keys_exactly_as_written(tmp_path):
     for matches nothing; random-init weights and MaxSkew over other occupations are flagged not comparable."""
     root, model = str(tmp_path), "ViT-B-32/openai"
     ablations = [dict(ablation_id=a, strategy=s, seed=None, heads=[], n_heads=0, reference_model=model,
-                      paper_strategy=ps) for a, s, ps in (("none", "none", "none"), ("paper-high", "paper-high", "high"),
+                      paper_strategy=ps) for a, s, ps in (("none", "none", "none"),
+                                                          ("paper-high", "paper-high", "high"),
                                                           ("equal:high", "equal", None))]
     write_table(root, "ablations", ablations, "r", model)
     write_table(root, "ablations", [dict(ablations[0], reference_model="ViT-B-32/openai ")], "r", "other/x")
@@ -214,7 +216,8 @@ def test_vs_paper_joins_on_keys_exactly_as_written(tmp_path):
         ("ViT-B-32/openai", "fairface", "maxskew_sum@10:race", "high")]
     none_init, exact, skew = got
     assert exact["within_tolerance"] and exact["comparable"] and exact["caveat"] is None
-    assert none_init["within_tolerance"] and not none_init["comparable"] and none_init["caveat"] == "random-init weights"
+    assert (none_init["within_tolerance"] and not none_init["comparable"]
+            and none_init["caveat"] == "random-init weights")
     assert skew["ours"] == pytest.approx(60.5) and skew["within_tolerance"] and not skew["comparable"]
     assert skew["caveat"] == "MaxSkew summed over 6 occupations, not 104"
 
@@ -350,6 +353,7 @@ def test_preflight_checks_the_reference_sets(tmp_path):
     assert plan.models[0].tower_layers == 12 and plan.stages == ["prune", "report"]
 
 
+@pytest.mark.slow
 def test_prune_and_report_with_the_published_heads(ray_cluster, tmp_path):
     """stages = ["prune", "report"] with only paper-* strategies: no scan, spans or judge; the ablations are the
     published sets of the reference model; the report says the random-init run cannot match the paper."""

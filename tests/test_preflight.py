@@ -1,7 +1,7 @@
 """Preflight and ``--dry-run``: every mistake knowable before computing is reported at once, through the CLI
-(exit status 2, one line per problem, nothing written; in a process of its own, no Ray started); the plan's
-figures against independent counts; failures during a run (exit status 1, one line, the run recorded
-``failed``)."""
+(exit status 2, one line per problem, nothing written, no Ray started; in this process, or in a process of its
+own where the whole process's output is the point); the plan's figures against independent counts; failures
+during a run (exit status 1, one line, the run recorded ``failed``)."""
 
 import json
 import os
@@ -24,6 +24,24 @@ def ccs_ray(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | (env or {})
     return subprocess.run([sys.executable, "-m", "ccs_ray.cli", *args], capture_output=True, text=True, timeout=300,
                           env=environ)
+
+
+@pytest.fixture
+def cli_run(monkeypatch, capsys):
+    """``ccs-ray ARGS`` in this process, without RAY_ADDRESS: a CompletedProcess of (exit status, stdout, stderr).
+    A command that started Ray where none ran fails the test."""
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        running = ray.is_initialized()
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        assert running or not ray.is_initialized(), f"ccs-ray {' '.join(args)} started Ray"
+        return subprocess.CompletedProcess(["ccs-ray", *args], code, out, err)
+
+    return run
 
 
 def problems(out: subprocess.CompletedProcess) -> list[str]:
@@ -62,38 +80,38 @@ def test_each_mistake_is_one_line_before_anything_runs(tmp_path, monkeypatch, ca
     assert not root.exists()  # nothing written, not even the root
 
 
-def test_every_problem_is_listed_at_once_and_a_typo_in_an_eval_entry_is_a_spec_error(tmp_path):
-    out = ccs_ray("run", SMOKE, "--model", "ViT-B-99/none", "--model", "ccs-tiny/none", "--set", "spans.pool=/nope.txt",
+def test_every_problem_is_listed_at_once_and_a_typo_in_an_eval_entry_is_a_spec_error(tmp_path, cli_run):
+    out = cli_run("run", SMOKE, "--model", "ViT-B-99/none", "--model", "ccs-tiny/none", "--set", "spans.pool=/nope.txt",
                   "--set", "judge.model=gpt-x", "--set", "judge.api_key_env=CCS_TEST_NO_SUCH_KEY",
                   "--results", str(tmp_path / "r"))
     lines = problems(out)
     assert [line.split(":")[0] for line in lines] == ["models.keys", "spans.pool", "judge", "judge 'gpt-x'"]
     assert "CCS_TEST_NO_SUCH_KEY" in lines[3] and "is not set" in lines[3]
-    typo = ccs_ray("run", SMOKE, "--set", 'evals.bias=[{name = "b", source = "probe://colors?n=4", ocupations = []}]')
+    typo = cli_run("run", SMOKE, "--set", 'evals.bias=[{name = "b", source = "probe://colors?n=4", ocupations = []}]')
     assert typo.returncode == 2 and "evals.bias[0].ocupations: unknown key; allowed here: " in typo.stderr
     assert "occupations" in typo.stderr and "Traceback" not in typo.stderr
 
 
-def test_results_root_that_cannot_be_written_and_resume_without_a_run(tmp_path):
+def test_results_root_that_cannot_be_written_and_resume_without_a_run(tmp_path, cli_run):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    lines = problems(ccs_ray("run", SMOKE, "--results", str(blocker / "results")))
+    lines = problems(cli_run("run", SMOKE, "--results", str(blocker / "results")))
     assert len(lines) == 1 and lines[0].startswith(f"results.root: '{blocker / 'results'}' is not writable")
     if os.geteuid() != 0:  # permissions bind everyone but root
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o555)
-        assert problems(ccs_ray("run", SMOKE, "--results", str(locked)))[0].startswith("results.root")
-    lines = problems(ccs_ray("run", SMOKE, "--resume", "--results", str(tmp_path / "empty")))
+        assert problems(cli_run("run", SMOKE, "--results", str(locked)))[0].startswith("results.root")
+    lines = problems(cli_run("run", SMOKE, "--resume", "--results", str(tmp_path / "empty")))
     assert lines == [f"--resume: no run to resume under {tmp_path / 'empty'}"]
 
 
-def test_dry_run_plans_from_configs_without_computing_or_writing(tmp_path, tiny_model):
+def test_dry_run_plans_from_configs_without_computing_or_writing(tmp_path, tiny_model, cli_run):
     from ccs_ray.decompose import select_layers, tower_shape
     from ccs_ray.judges.prompts import judge_request, label_request
     from ccs_ray.pools import load_pool
 
     root = tmp_path / "results"
-    out = ccs_ray("run", SMOKE, "--dry-run", "--json", "--results", str(root), "--set", "judge.base_url=http://127.0.0.1:9/v1",
+    out = cli_run("run", SMOKE, "--dry-run", "--json", "--results", str(root), "--set", "judge.base_url=http://127.0.0.1:9/v1",
                   "--set", "judge.model=m", "--set", "judge.input_price=2.0", "--set", "judge.output_price=8.0",
                   "--set", "judge.api_key_env=CCS_TEST_NO_SUCH_KEY")  # a dry run needs no key
     assert out.returncode == 0, out.stderr[-3000:]
@@ -115,9 +133,10 @@ def test_dry_run_plans_from_configs_without_computing_or_writing(tmp_path, tiny_
     prompt = 16 * sum(r.estimated_tokens()[0] for r in requests)
     completion = 16 * sum(r.estimated_tokens()[1] for r in requests)
     (judge,) = plan["judges"]
-    assert judge["calls"] == 16 * (1 + 2 * m) and (judge["prompt_tokens"], judge["completion_tokens"]) == (prompt, completion)
+    assert (judge["calls"] == 16 * (1 + 2 * m)
+            and (judge["prompt_tokens"], judge["completion_tokens"]) == (prompt, completion))
     assert judge["cost_usd"] == pytest.approx((prompt * 2.0 + completion * 8.0) / 1e6)
-    text = ccs_ray("run", SMOKE, "--dry-run", "--set", "judge.base_url=http://127.0.0.1:9/v1", "--set", "judge.model=m",
+    text = cli_run("run", SMOKE, "--dry-run", "--set", "judge.base_url=http://127.0.0.1:9/v1", "--set", "judge.model=m",
                    "--results", str(root))
     assert text.returncode == 0 and "cost unknown (set judge.input_price/output_price)" in text.stdout
     assert "ccs-tiny/none: weights none, layers [0, 1, 2, 3] x 4 heads = 16 heads" in text.stdout and not root.exists()
@@ -137,7 +156,8 @@ def test_failure_during_a_run_is_one_line_and_recorded(ray_cluster, tmp_path, mo
     runs = tables.read_table(str(root), "runs").to_pylist()
     assert [(r["status"], r["stage"]) for r in runs] == [("failed", "report")]
     assert runs[0]["error"] == "OSError: [Errno 28] No space left on device"
-    assert err == (f"ccs-ray: stage report failed: OSError: [Errno 28] No space left on device; resume with: ccs-ray run "
+    assert err == (f"ccs-ray: stage report failed: OSError: [Errno 28] No space left on device; "
+                   f"resume with: ccs-ray run "
                    f"{SMOKE} --resume --run-id {runs[0]['run_id']} --results {root} (--debug shows the traceback)")
     assert not list(root.rglob("*.tmp"))
 
@@ -231,7 +251,8 @@ def test_describe_shows_each_stage_in_words():
     from ccs_ray.pipeline import describe
 
     summary = {"run_id": "r1", "results": "/res", "seconds": {"scan": 12.34, "judge": 2.0, "total": 15.0},
-               "stages": {"scan": {"n_images": {"m": 96}, "n_errors": {"m": 1}, "n_converted": {"m": 0}, "nodes": ["a"]},
+               "stages": {"scan": {"n_images": {"m": 96}, "n_errors": {"m": 1}, "n_converted": {"m": 0},
+                                   "nodes": ["a"]},
                           "judge": {"m": {"heads_judged": 16, "calls": 3, "cached": 2, "errors": 0, "cost_usd": 0.0125,
                                           "agreement": {}}}}}
     assert describe(summary).splitlines()[:3] == [

@@ -159,8 +159,8 @@ def test_jpegs_decoded_on_the_device_match_the_decoders(tmp_path, resize_mode):
         "truncated.jpg": "truncated", "corrupt.jpg": "corrupt", "empty.jpg": "empty"}
     assert rows(device, "from_mode") == rows(cpu, "from_mode") and len(rows(cpu, "from_mode")) == 2  # L, CMYK
     assert sorted(device.items) == sorted(cpu.items) and len(cpu.items) == 8
-    assert dict(zip(device.items, device.labels)) == dict(zip(cpu.items, cpu.labels))
-    mine = dict(zip(device.items, device.images.numpy().astype(int)))
-    for item, expected in zip(cpu.items, cpu.images.astype(int)):
+    assert dict(zip(device.items, device.labels, strict=True)) == dict(zip(cpu.items, cpu.labels, strict=True))
+    mine = dict(zip(device.items, device.images.numpy().astype(int), strict=True))
+    for item, expected in zip(cpu.items, cpu.images.astype(int), strict=True):
         diff = np.abs(mine[item] - expected)
         assert diff.mean() <= DEVICE_TOLERANCE["mean"] and diff.max() <= DEVICE_TOLERANCE["max"], item

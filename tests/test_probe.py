@@ -19,7 +19,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes():
     a = records("probe://?n=12&seed=3&size=48")
     assert [r.data for r in a] == [r.data for r in records("probe://?n=12&seed=3&size=48")]
     b = records("probe://?n=12&seed=4&size=48")
-    assert all(x.data != y.data for x, y in zip(a, b))
+    assert all(x.data != y.data for x, y in zip(a, b, strict=True))
     assert [r.label for r in a] == [r.label for r in b]  # labels depend on the index only
 
 

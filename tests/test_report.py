@@ -3,6 +3,7 @@ bound, and a real headless Chromium that loads it without console messages, pain
 follows its anchors, sorts its head tables, keeps injected markup inert, prints it to PDF with every span, and
 leaves screenshots in test-artifacts/."""
 
+import fcntl
 import html as html_lib
 import json
 import re
@@ -62,8 +63,15 @@ def report(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def chromium():
-    """Path of Debian's chromium, installed with apt-get when missing (needs root and the package mirror)."""
+def chromium(tmp_path_factory):
+    """Path of Debian's chromium, installed with apt-get when missing (needs root and the package mirror; one
+    install at a time when the tests run in several processes)."""
+    with open(tmp_path_factory.getbasetemp().parent / "chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _installed_chromium()
+
+
+def _installed_chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
         for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
@@ -241,7 +249,8 @@ def test_accuracy_bars_with_error_bars_and_ccs_at_k(report):
     for figure in accuracy:  # error bars for random only (5 seeds): 3 lines x 2 datasets; the others say 1 seed
         assert figure.count('class="errorbar"') == 3 * 2 and "msrvtt" not in figure and "sweep" not in figure
         assert "± sample std over the seeds of random (5 seeds)" in figure
-        assert "1 seed (no error bar): none, high, low, concept:animals, concept:location, equal:high, equal:low" in figure
+        assert ("1 seed (no error bar): none, high, low, concept:animals, concept:location, equal:high, equal:low"
+                in figure)
     for model in MODELS:
         combined = [r["ccs"] for r in rows["ccs"] if r["model"] == model and r["judge"] == "combined"]
         for k, n in Counter(combined).items():
@@ -260,7 +269,8 @@ def test_sweep_video_maxskew_and_ccs_drop_plots(report):
     evals = {(e["model"], e["ablation_id"], e["dataset"], e["metric"]): e["value"] for e in rows["evals"]}
     curve = next(f for f in sweeps if f"Sweep on cifar100: accuracy of {model} " in f)
     for k in (1, 2, 3):
-        high, low = evals[(model, f"sweep:k{k}", "cifar100", "top1")], evals[(model, f"sweep-low:k{k}", "cifar100", "top1")]
+        high, low = (evals[(model, f"sweep:k{k}", "cifar100", "top1")],
+                     evals[(model, f"sweep-low:k{k}", "cifar100", "top1")])
         rand = [evals[(model, f"sweep-random:k{k}:s{s}", "cifar100", "top1")] for s in (0, 1)]
         assert f"high · {k}: {high:.4g}<" in curve and f"low · {k}: {low:.4g}<" in curve
         assert f"random · {k}: {statistics.mean(rand):.4g} ± {statistics.stdev(rand):.3g}<" in curve
@@ -277,17 +287,17 @@ def test_sweep_video_maxskew_and_ccs_drop_plots(report):
     assert f"high · fairface / race: {high:.4g}<" in skew and skew.count('class="errorbar"') == 3 * 2
     drop = next(f for f in figures(html, "ccs-drop") if model in f)
     groups = {a["ablation_id"] for a in rows["ablations"] if a["model"] == model and a["n_heads"] > 0}
-    configs = {re.sub(r":s\d+$", "", g).replace(":k", ":k=") if g.startswith(("random", "sweep")) else g for g in groups}
+    configs = {re.sub(r":s\d+$", "", g).replace(":k", ":k=") if g.startswith(("random", "sweep")) else g
+               for g in groups}
     configs = {"random" if c.startswith("random") else c for c in configs}
     assert drop.count('class="point"') == len(configs)
     ccs = {c["head_label"]: c["ccs"] for c in rows["ccs"] if c["model"] == model and c["judge"] == "combined"}
     high_heads = next(a["heads"] for a in rows["ablations"] if (a["model"], a["ablation_id"]) == (model, "high"))
     high_drop = statistics.mean(evals[(model, "none", d, "top1")] - evals[(model, "high", d, "top1")]
                                 for d in ("cifar10", "cifar100"))
-    assert f"high: {len(high_heads)} heads, mean CCS {statistics.mean(ccs[h] for h in high_heads):.2f}, accuracy drop " \
-           f"{high_drop:+.3g} pts" in drop
-    for m in MODELS:
-        assert f"<li>{EMPTY_CONCEPT[0]}: {esc(EMPTY_CONCEPT[1])}</li>" in html
+    assert f"high: {len(high_heads)} heads, mean CCS {statistics.mean(ccs[h] for h in high_heads):.2f}, " \
+           f"accuracy drop {high_drop:+.3g} pts" in drop
+    assert f"<li>{EMPTY_CONCEPT[0]}: {esc(EMPTY_CONCEPT[1])}</li>" in html
 
 
 def test_tradeoff_and_tables(report):
@@ -355,7 +365,8 @@ def test_head_explorer_lists_every_head_with_labels_ccs_spans_and_verdicts(repor
         for b in rows["bias"]:
             if b["model"] == model:
                 sums[(b["ablation_id"], b["attribute"])] += b["maxskew"]
-        skew = {g: statistics.mean(sums[(g, a)] - sums[("none", a)] for a in ("race", "gender")) for g in ("high", "low")}
+        skew = {g: statistics.mean(sums[(g, a)] - sums[("none", a)] for a in ("race", "gender"))
+                for g in ("high", "low")}
         assert list(got) == heads and len(heads) == 48
         for head in heads:
             row, mine = got[head], ccs[(head, "combined")]
@@ -393,7 +404,7 @@ def test_one_card_per_head_high_and_low_first_with_spans_verdicts_and_thumbnails
             assert card.count("<img ") == M_SPANS * K_IMAGES + K_IMAGES  # every span's top images, and overall
             span_rows = card.split('<table class="spans">')[1].split("</table>")[0].split("<tr>")[2:]
             assert len(span_rows) == M_SPANS
-            for rank, span_row in enumerate(span_rows, 1):
+            for span_row in span_rows:
                 assert span_row.count("<img ") == K_IMAGES
                 assert re.search(r">(aligned|not aligned|no answer)</span>", span_row)  # verdicts in words
             images = [r for r in rows["top_images"] if (r["model"], r["head_label"]) == (model, head)
@@ -465,13 +476,16 @@ def test_report_size_bound_6_models_64_heads_5_spans_8_images(tmp_path):
 
 # --- a real browser ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_console_check_catches_errors(chromium, tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><script>undefinedFunction();</script></body></html>")
     assert any("Uncaught ReferenceError" in m for m in console_messages(run_chromium(chromium, tmp_path,
-                                                                                      bad.as_uri(), "--dump-dom").stderr))
+                                                                                      bad.as_uri(),
+                                                                                      "--dump-dom").stderr))
 
 
+@pytest.mark.slow
 def test_report_in_headless_chromium(report, chromium, tmp_path):
     path, html, rows = report
     dom, count = open_in_chromium(chromium, tmp_path, path, "report.png", (1280, 4200))
@@ -487,6 +501,7 @@ def test_report_in_headless_chromium(report, chromium, tmp_path):
         assert count(ccs_color(score)) > 200, score
 
 
+@pytest.mark.slow
 def test_thumbnails_anchors_sorting_and_injected_markup_in_chromium(report, chromium, tmp_path):
     """After the load, in an 800 px window (about a printed page): every thumbnail decoded (natural width > 0),
     every link leads to an element of the page, the page is no wider than the window, the anchor of a head's card
@@ -507,6 +522,7 @@ def test_thumbnails_anchors_sorting_and_injected_markup_in_chromium(report, chro
     assert got["filtered"] == "1"
 
 
+@pytest.mark.slow
 def test_report_prints_to_pdf_with_every_span(chromium, tmp_path):
     root = tmp_path / "results"
     rows = write_results(str(root), layers=(11,), n_heads=4)
@@ -606,7 +622,8 @@ def _check_the_kept_actor(spec, root: str, summary: dict) -> None:
     explain_workers = {json.loads(line)["worker"] for log in explain_logs for line in log.read_text().splitlines()[1:]}
     assert len(scan_workers) == 1 and explain_workers == scan_workers
     check_against_reference(spec, root, run_id)
-    kept = sorted(read_table(root, "spans", run_id, key).to_pylist(), key=lambda r: (r["head_label"], r["subset"], r["rank"]))
+    kept = sorted(read_table(root, "spans", run_id, key).to_pylist(),
+                  key=lambda r: (r["head_label"], r["subset"], r["rank"]))
     ctx = Context.of(spec, run_id, root, progress=False, actors=ModelActors()).for_model(key)
     ctx.actors.keep(key, 0, 1, Gone.remote())
     ray.kill(ctx.actors.one(key))

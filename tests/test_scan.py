@@ -85,8 +85,10 @@ def test_scan_equals_single_process(ray_cluster, tmp_path):
     _reference(spec).save(ref_uri)
     write_table(str(tmp_path / "ref"), "moments", [{"uri": ref_uri}], "r1", key)
     run_stage("spans", spec, str(tmp_path / "ref"), "r1", key)
-    rows, ref_rows = (read_table(root, "spans", "r1", key).to_pylist() for root in (str(tmp_path), str(tmp_path / "ref")))
-    assert [(r["head_label"], r["subset"], r["text"]) for r in rows] == [(r["head_label"], r["subset"], r["text"]) for r in ref_rows]
+    rows, ref_rows = (read_table(root, "spans", "r1", key).to_pylist()
+                      for root in (str(tmp_path), str(tmp_path / "ref")))
+    assert [(r["head_label"], r["subset"], r["text"]) for r in rows] == [(r["head_label"], r["subset"], r["text"])
+                                                                         for r in ref_rows]
     assert max(r["rank"] for r in rows) == 10  # smoke judges held-out spans too: 2 x spans.m per head
     assert {r["subset"] for r in rows} == {"all", "fold0", "fold1"}
 
@@ -103,6 +105,7 @@ def test_scan_equals_single_process(ray_cluster, tmp_path):
     _assert_same_moments(HeadMoments.load(again.moments[key]), merged)
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_counted_and_the_scan_goes_on(ray_cluster, tmp_path):
     from PIL import Image
 
@@ -132,6 +135,7 @@ def test_bad_inputs_are_counted_and_the_scan_goes_on(ray_cluster, tmp_path):
         assert conn.execute("SELECT from_mode, count(*) FROM conversions GROUP BY ALL").fetchall() == [("L", 1)]
 
 
+@pytest.mark.slow
 def test_jpegs_decoded_on_the_actors_match_the_decoders(ray_cluster, tmp_path):
     """``scan.decode = "actors"`` (what actors holding a GPU do by default; here on their CPU): the decoders only check
     the JPEGs' headers, and the scan keeps the same images, errors and conversions as with ``"decoders"``, its moments
@@ -207,7 +211,8 @@ def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
     key = spec.models.keys[0]
     # Only what the dead actor had not saved is scanned again: at most checkpoint_every shards plus one in flight.
     assert 40 <= summary.shards_scanned <= 40 + 3 + 2
-    assert len(partials(RunState(str(tmp_path), "r1"), SCAN, key)) >= 2  # the dead actor's partial and its replacement's
+    # the dead actor's partial and its replacement's
+    assert len(partials(RunState(str(tmp_path), "r1"), SCAN, key)) >= 2
     _assert_same_moments(HeadMoments.load(summary.moments[key]), _reference(spec))
 
 
@@ -234,11 +239,13 @@ def test_killed_driver_resumes_without_rescanning(tmp_path):
                for s in partial_shards(SCAN, uri)}
     rows = analytics.connect(str(tmp_path / "a")).execute("SELECT shard_id, status FROM shards").fetchall()
     assert len(rows) == 32 and {s for s, status in rows if status == "done"} <= covered
-    done = subprocess.run(args + ["--results", str(tmp_path / "a"), "--resume", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args + ["--results", str(tmp_path / "a"), "--resume", "--json"],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     scan = json.loads(done.stdout)["stages"]["scan"]
     assert scan["shards_skipped"] > 0 and scan["shards_scanned"] + scan["shards_skipped"] == 32
-    spec = load_spec(REPO / "jobs" / "smoke.toml", [a for a, flag in zip(args[1:], args) if flag == "--set"])
+    spec = load_spec(REPO / "jobs" / "smoke.toml",
+                     [a for a, flag in zip(args[1:], args[:-1], strict=True) if flag == "--set"])
     moments = read_table(str(tmp_path / "a"), "moments", "r1").to_pylist()[-1]["uri"]
     _assert_same_moments(HeadMoments.load(moments), _reference(spec))  # every image once, as in one process
 
@@ -266,6 +273,7 @@ def test_resume_refuses_changed_data(ray_cluster, tmp_path):
         _scan(changed, str(tmp_path), "r1")
 
 
+@pytest.mark.slow
 def test_two_models_share_each_decode_and_match_their_own_scans(ray_cluster, tmp_path):
     """Two models with one preprocessing: every shard decoded once, each model's moments as if scanned alone."""
     model, _ = load_model("ccs-tiny/none", device="cpu")

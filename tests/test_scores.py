@@ -15,7 +15,8 @@ def test_ccs_counts_aligned_and_is_none_when_incomplete():
         scores.ccs([1, 2, 0, 0, 0])
 
 
-@pytest.mark.parametrize("score,expected", [(5, "high"), (4, "medium"), (2, "medium"), (1, "low"), (0, "low"), (None, None)])
+@pytest.mark.parametrize("score,expected", [(5, "high"), (4, "medium"), (2, "medium"), (1, "low"), (0, "low"),
+                                            (None, None)])
 def test_levels(score, expected):
     assert scores.level(score) == expected
 
@@ -71,10 +72,10 @@ def test_fleiss_kappa_textbook():
 def test_fleiss_with_two_raters_is_scotts_pi():
     a = [1, 1, 0, 1, 0, 0, 1, 1]
     b = [1, 0, 0, 1, 1, 0, 1, 1]
-    p_o = sum(x == y for x, y in zip(a, b)) / len(a)
+    p_o = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
     p1 = (sum(a) + sum(b)) / (2 * len(a))
     pi = (p_o - (p1 ** 2 + (1 - p1) ** 2)) / (1 - (p1 ** 2 + (1 - p1) ** 2))
-    assert scores.fleiss_kappa(list(zip(a, b))) == pytest.approx(pi)
+    assert scores.fleiss_kappa(list(zip(a, b, strict=True))) == pytest.approx(pi)
     assert scores.fleiss_kappa([(1, None), (1, 1)]) == 1.0  # the item with a missing vote is dropped
     with pytest.raises(ValueError, match="at least 2 raters"):
         scores.fleiss_kappa([(1,), (0,)])

@@ -45,7 +45,7 @@ def _eager_manifest_shards(uri, cfg):
     table = read_table_file(uri)
     base = os.path.dirname(uri)
     rows = [(resolve_uri(str(u), base), None if lab is None else str(lab))
-            for u, lab in zip(table.column("uri").to_pylist(), table.column("label").to_pylist()) if u]
+            for u, lab in zip(table.column("uri").to_pylist(), table.column("label").to_pylist(), strict=True) if u]
     rows = rows[:cfg.limit]
     info = list_files(uri, None)[uri]
     return [(uri, tuple(rows[i:i + cfg.shard_size]), fingerprint(uri, rows[i:i + cfg.shard_size], file_version(info)))

@@ -140,7 +140,7 @@ def test_model_layers_equals_a_direct_computation_and_the_concept_strategy(resul
                                                           dict(family="animals", n_heads=1),
                                                           dict(family="colors", n_heads=1)]
     # a head's label family is the concept the prune stage's concept strategy removes it for
-    for key, heads in combined(rows).items():
+    for heads in combined(rows).values():
         chosen = prune_strategies(heads, ["concept"], concepts=list(CONCEPT_FAMILIES))
         for ablation in chosen[1:]:
             family = ablation.ablation_id.removeprefix("concept:")
@@ -155,7 +155,8 @@ def section(html: str) -> str:
 def test_report_lines_up_every_model_with_its_figures(results):
     _, rows, html = results
     want = expected(rows)
-    names = {(RUN_ID, MODELS[0]): f"{MODELS[0]} (run {RUN_ID})", (LATER_RUN, MODELS[0]): f"{MODELS[0]} (run {LATER_RUN})",
+    names = {(RUN_ID, MODELS[0]): f"{MODELS[0]} (run {RUN_ID})",
+             (LATER_RUN, MODELS[0]): f"{MODELS[0]} (run {LATER_RUN})",
              (RUN_ID, MODELS[1]): MODELS[1], (RUN_ID, DEEP_MODEL): DEEP_MODEL}
     order = sorted(names, key=lambda k: (k[1], k[0]))
     part = section(html)
@@ -184,10 +185,11 @@ def test_report_lines_up_every_model_with_its_figures(results):
         assert lines[f"Δ MaxSkew@k (sum), {strategy} pruned"] == [signed(want[k][f"delta_maxskew_{strategy}"], 3)
                                                                   for k in order]
     # one small multiple per model: per layer its high / low counts and families, in tooltips
-    panels = re.findall(r'<figure class="layer-panel">(<svg.*?</svg>)<figcaption>([^<]*)</figcaption>', part, flags=re.S)
+    panels = re.findall(r'<figure class="layer-panel">(<svg.*?</svg>)<figcaption>([^<]*)</figcaption>', part,
+                        flags=re.S)
     assert [c for _, c in panels] == [esc(names[k]) for k in order]
     ns = "{http://www.w3.org/2000/svg}"
-    for (svg, _), key in zip(panels, order):
+    for (svg, _), key in zip(panels, order, strict=True):
         tips = [r.find(f"{ns}title").text for r in ET.fromstring(svg).iter(f"{ns}rect")]
         for h in combined(rows)[key]:
             layer = [x for x in combined(rows)[key] if x["layer"] == h["layer"]]
@@ -203,7 +205,8 @@ def test_report_lines_up_every_model_with_its_figures(results):
     # pruning effects: a bar per model and strategy evaluated, "not evaluated" for the later run
     effects = re.findall(r'<figure class="pruning-effect">(<svg.*?</svg>)', part, flags=re.S)
     assert len(effects) == 2
-    tips = [r.find(f"{ns}title").text for r in ET.fromstring(effects[0]).iter(f"{ns}rect") if r.find(f"{ns}title") is not None]
+    tips = [r.find(f"{ns}title").text for r in ET.fromstring(effects[0]).iter(f"{ns}rect")
+            if r.find(f"{ns}title") is not None]
     assert tips == [f"{names[k]} · {s}: {want[k][f'delta_top1_{s}']:+.2f}" for k in order for s in ("high", "low")
                     if want[k][f"delta_top1_{s}"] is not None]
     assert ">high: not evaluated<" in effects[0] and ">low: not evaluated<" in effects[1]

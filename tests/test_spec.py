@@ -20,7 +20,8 @@ def test_shipped_specs_validate(name):
 def test_paper_spec_matches_the_paper():
     spec = load_spec(JOBS / "paper.toml")
     assert len(spec.models.keys) == 6 and spec.models.last_layers == 4
-    assert (spec.spans.pool, spec.spans.m, spec.spans.rank, spec.scan.convention) == ("textspan-general", 5, 80, "textspan")
+    assert (spec.spans.pool, spec.spans.m, spec.spans.rank,
+            spec.scan.convention) == ("textspan-general", 5, 80, "textspan")
     assert len(spec.judge.judges) == 3 and spec.prune.seeds == 5
 
 
@@ -54,7 +55,8 @@ def test_cli_reports_bad_spec_and_missing_file(tmp_path):
     bad.write_text('name = "x"\n[scan]\nbatch = 1\n')
     out = subprocess.run([sys.executable, "-m", "ccs_ray.cli", "run", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2 and "scan.batch: unknown key" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "ccs_ray.cli", "run", str(tmp_path / "nope.toml")], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "ccs_ray.cli", "run", str(tmp_path / "nope.toml")],
+                         capture_output=True, text=True)
     assert out.returncode == 2 and "job spec not found" in out.stderr
     broken = tmp_path / "broken.toml"
     broken.write_text("name = \n")

@@ -114,7 +114,7 @@ def test_root_with_only_the_runs_table_reads_every_other_view_empty(tmp_path, co
             assert got == [(r["column_name"], r["column_type"]) for r in rows_of(conn, f"DESCRIBE {view}")], view
             if view not in ("runs", "vs_paper", *REFERENCE_TABLES):
                 assert query(partial, f"SELECT * FROM {view}").num_rows == 0, view
-        for name, sql in canned_queries().items():
+        for sql in canned_queries().values():
             query(partial, sql)  # runs: no missing-file error
     assert json.loads(run_sql("SELECT count(*) AS n FROM runs", root, fmt="json")) == [{"n": 1}]
 
@@ -219,10 +219,11 @@ def test_summary_rows_written_by_0_1_0_are_left_out(tmp_path):
     key = dict(run_id="r", model="m")
     seeds = [dict(ablation_id=f"random:s{s}", strategy="random", seed=s, dataset="d", metric="top1", value=v, n=1)
              for s, v in enumerate((40.0, 42.0, 44.0))]
-    legacy = [dict(seeds[0], ablation_id=a, seed=None, value=v) for a, v in (("random:mean", 42.0), ("random:std", 2.0))]
+    legacy = [dict(seeds[0], ablation_id=a, seed=None, value=v)
+              for a, v in (("random:mean", 42.0), ("random:std", 2.0))]
     ablation = [{k: r[k] for k in ("ablation_id", "strategy", "seed", "dataset")} for r in seeds]
     bias = [dict(a, attribute="race", occupation="doctor", k=4, maxskew=r["value"] / 40, max_group="g")
-            for a, r in zip(ablation, seeds)]
+            for a, r in zip(ablation, seeds, strict=True)]
     bias += [dict(ablation[0], attribute="race", occupation=o, k=4, maxskew=1.0, max_group=None)
              for o in ("__sum__", "__mean__")]
     write_table(str(tmp_path), "evals", seeds + legacy, **key)
@@ -318,7 +319,8 @@ def test_accuracy_drop_vs_random(conn, results):
 def test_concept_effects(conn, results):
     evals = _per_config(results, "evals")
     base = {(r["model"], r["dataset"], r["metric"]): r["value"] for r in evals if r["config"] == "none"}
-    drop = {(r["model"], r["dataset"], r["metric"], r["config"].split(":")[1]): base[(r["model"], r["dataset"], r["metric"])] - r["value"]
+    drop = {(r["model"], r["dataset"], r["metric"], r["config"].split(":")[1]):
+            base[(r["model"], r["dataset"], r["metric"])] - r["value"]
             for r in evals if r["config"].startswith("concept:")}
     got = canned(conn, "concept_effects")
     assert len(got) == len(drop)
@@ -362,7 +364,7 @@ def test_views_and_queries_on_a_hand_computed_case(tmp_path):
     ablations += [dict(ablation_id=f"random:s{s}", strategy="random", seed=s, k=2, heads=["L0.H0", "L0.H1"],
                        n_heads=2) for s in range(3)]
     evals, bias = [], []
-    for a, value in zip(ablations, (50.0, 40.0, 42.0, 44.0)):
+    for a, value in zip(ablations, (50.0, 40.0, 42.0, 44.0), strict=True):
         keys = {k: a[k] for k in ("ablation_id", "strategy", "seed")}
         evals.append(dict(keys, dataset="d", metric="top1", value=value, n=10))
         if a["seed"] == 0:
@@ -396,7 +398,7 @@ def test_views_and_queries_on_a_hand_computed_case(tmp_path):
 
 def _kappa(a, b):
     n = len(a)
-    po = sum(x == y for x, y in zip(a, b)) / n
+    po = sum(x == y for x, y in zip(a, b, strict=True)) / n
     pa, pb = sum(a) / n, sum(b) / n
     pe = pa * pb + (1 - pa) * (1 - pb)
     return (po - pe) / (1 - pe)
@@ -412,7 +414,7 @@ def test_judge_agreement_is_cohens_kappa(conn, results):
     for r in got:
         both = [(v[r["judge_a"]], v[r["judge_b"]]) for (m, *_), v in votes.items()
                 if m == r["model"] and r["judge_a"] in v and r["judge_b"] in v]
-        a, b = zip(*both)
+        a, b = zip(*both, strict=True)
         assert r["n_spans"] == len(both)
         assert r["kappa"] == pytest.approx(_kappa(a, b))
     assert {(r["judge_a"], r["judge_b"]) for r in got} == set(itertools.combinations(sorted(JUDGES), 2))
@@ -511,7 +513,7 @@ def test_formats_agree(results):
     as_parquet = pq.read_table(io.BytesIO(run_sql(SQL, root, "parquet"))).to_pylist()
     for got in (as_json, as_parquet, as_csv):
         assert [(r["model"], r["judge"], int(r["n"])) for r in got] == [w[:3] for w in want]
-        assert all(math.isclose(float(r["mean"]), w[3], rel_tol=1e-5) for r, w in zip(got, want))
+        assert all(math.isclose(float(r["mean"]), w[3], rel_tol=1e-5) for r, w in zip(got, want, strict=True))
     table = run_sql(SQL, root, "table").splitlines()
     assert table[0].split() == ["model", "judge", "n", "mean"] and table[-1] == f"({len(want)} rows)"
     with pytest.raises(ValueError, match="formats: table, csv, json, parquet"):
@@ -644,3 +646,9 @@ def test_node_throughput_is_images_over_each_nodes_busy_time(tmp_path):
         assert (r["shards"], r["images"], r["busy_s"]) == (shards, images, busy)
         assert r["images_per_s"] == pytest.approx(images / busy, abs=0.005)
         assert r["image_share_pct"] == pytest.approx(100 * images / total, abs=0.05)
+
+
+def test_main_sql_empty_canned_name_without_query_is_bad_use(results, capsys):
+    # `ccs-ray sql --query ""`: no SQL to run (not None handed to DuckDB as a query)
+    assert main_sql(None, results[0], "table", None, "") == 2
+    assert "give a QUERY or --query NAME" in capsys.readouterr().err

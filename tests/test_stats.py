@@ -76,7 +76,8 @@ def test_bootstrap_intervals_agree_with_scipys_and_repeat_with_the_seed():
     want = sps.bootstrap((x, y), lambda a, b: sps.spearmanr(a, b).statistic, paired=True, vectorized=False,
                          method="percentile", n_resamples=5000, random_state=1).confidence_interval
     assert got.estimate == pytest.approx(sps.spearmanr(x, y).statistic) and got.n == 60
-    assert got.low == pytest.approx(want.low, abs=BOOTSTRAP_TOL) and got.high == pytest.approx(want.high, abs=BOOTSTRAP_TOL)
+    assert (got.low == pytest.approx(want.low, abs=BOOTSTRAP_TOL)
+            and got.high == pytest.approx(want.high, abs=BOOTSTRAP_TOL))
     assert stats.spearman_interval(x, y) == got  # the fixed seed: the same interval
     assert stats.spearman_interval(x, y, seed=1) != got
 
@@ -85,7 +86,8 @@ def test_bootstrap_intervals_agree_with_scipys_and_repeat_with_the_seed():
     got = stats.share_interval(values, 3)
     want = sps.bootstrap((hits,), np.mean, method="percentile", n_resamples=5000, random_state=1).confidence_interval
     assert got.estimate == pytest.approx(hits.mean()) and got.n == len(values)
-    assert got.low == pytest.approx(want.low, abs=BOOTSTRAP_TOL) and got.high == pytest.approx(want.high, abs=BOOTSTRAP_TOL)
+    assert (got.low == pytest.approx(want.low, abs=BOOTSTRAP_TOL)
+            and got.high == pytest.approx(want.high, abs=BOOTSTRAP_TOL))
     assert stats.share_interval(values, 3) == got
 
 
@@ -112,9 +114,9 @@ def _newcombe_from_table(a, b, c, d, confidence=0.95):
 @pytest.mark.parametrize("table", [(30, 5, 2, 13), (40, 0, 0, 10), (0, 3, 1, 0), (12, 9, 0, 29), (50, 0, 0, 0)])
 def test_paired_difference_is_newcombes_from_the_2x2_table(table):
     cells = [(1, 1), (1, 0), (0, 1), (0, 0)]
-    pairs = [cell for cell, count in zip(cells, table) for _ in range(count)]
+    pairs = [cell for cell, count in zip(cells, table, strict=True) for _ in range(count)]
     np.random.default_rng(5).shuffle(pairs)
-    a_hits, b_hits = zip(*pairs)
+    a_hits, b_hits = zip(*pairs, strict=True)
     diff, low, high, n = stats.paired_difference(a_hits, b_hits)
     want = _newcombe_from_table(*table)
     assert n == sum(table) and (diff, low, high) == tuple(pytest.approx(w, abs=EXACT) for w in want)
@@ -136,7 +138,7 @@ def test_paired_difference_covers_the_true_difference():
 def _cohen_se_transcribed(a, b):
     """Fleiss, Cohen & Everitt (1969), written cell by cell."""
     n, cats = len(a), sorted(set(a) | set(b))
-    p = {(i, j): sum(x == i and y == j for x, y in zip(a, b)) / n for i in cats for j in cats}
+    p = {(i, j): sum(x == i and y == j for x, y in zip(a, b, strict=True)) / n for i in cats for j in cats}
     row = {i: sum(p[i, j] for j in cats) for i in cats}
     col = {j: sum(p[i, j] for i in cats) for j in cats}
     po, pe = sum(p[i, i] for i in cats), sum(row[i] * col[i] for i in cats)
@@ -158,8 +160,8 @@ def test_cohen_kappa_se():
     b = [int(t if rng.random() < 0.6 else 2) for t in truth]  # rater b leans to category 2: asymmetric margins
     se = stats.cohen_kappa_se(a, b)
     assert se == pytest.approx(_cohen_se_transcribed(a, b), rel=EXACT)
-    pairs = list(zip(a, b))
-    jackknife = _jackknife_se(lambda ps: scores.cohen_kappa(*zip(*ps)), pairs)
+    pairs = list(zip(a, b, strict=True))
+    jackknife = _jackknife_se(lambda ps: scores.cohen_kappa(*zip(*ps, strict=True)), pairs)
     assert se == pytest.approx(jackknife, rel=JACKKNIFE_REL)
     assert stats.cohen_kappa_se(a + [None], b + [1]) == se  # pairs with a missing rating are left out
     assert stats.cohen_kappa_se([1, 1, 1], [1, 1, 1]) is None and stats.cohen_kappa_se([1], [0]) is None
@@ -184,7 +186,7 @@ def test_judge_stage_summary_has_the_standard_errors():
     got = agreement(verdicts)
     for x, y in itertools.combinations("abc", 2):
         assert got["cohen_se"][f"{x}|{y}"] == stats.cohen_kappa_se(votes[x], votes[y]) > 0
-    assert got["fleiss_se"] == stats.fleiss_kappa_se(list(zip(*votes.values()))) > 0
+    assert got["fleiss_se"] == stats.fleiss_kappa_se(list(zip(*votes.values(), strict=True))) > 0
 
 
 # --- DuckDB functions ------------------------------------------------------------------------------------
@@ -206,9 +208,9 @@ def test_duckdb_functions_are_the_python_ones(empty):
     assert got["m"] == {"mean": pytest.approx(m.estimate), "low": pytest.approx(m.low), "high": pytest.approx(m.high),
                         "n": 4}
     p = stats.paired_difference(hits_a, hits_b)
-    assert got["p"] == {k: pytest.approx(100 * v) for k, v in zip(("diff", "low", "high"), p[:3])}
-    assert got["s"] == dict(zip(("rho", "low", "high", "n"), stats.spearman_interval(x, y)))
-    assert got["sh"] == dict(zip(("share", "low", "high"), stats.share_interval(scores_, 3)[:3]))
+    assert got["p"] == {k: pytest.approx(100 * v) for k, v in zip(("diff", "low", "high"), p[:3], strict=True)}
+    assert got["s"] == dict(zip(("rho", "low", "high", "n"), stats.spearman_interval(x, y), strict=True))
+    assert got["sh"] == dict(zip(("share", "low", "high"), stats.share_interval(scores_, 3)[:3], strict=True))
     assert got["c"] == pytest.approx(stats.cohen_kappa_se(a, b))
     ratings = [[1] * c1 + [0] * c0 for c0, c1 in counts]
     assert got["f"] == pytest.approx(stats.fleiss_kappa_se(ratings))
@@ -216,13 +218,14 @@ def test_duckdb_functions_are_the_python_ones(empty):
 
 def _functions_on(conn, seeds, x, y, scores_, a, b, counts, bits_a, bits_b):
     """The DuckDB functions on these inputs (blobs as parameters), one row."""
-    sql = """SELECT wilson_interval(73.5, 200) AS w, mean_interval($seeds) AS m, paired_difference($a_bits, $b_bits, 37) AS p,
+    sql = """SELECT wilson_interval(73.5, 200) AS w, mean_interval($seeds) AS m,
+                    paired_difference($a_bits, $b_bits, 37) AS p,
                     spearman_interval($x, $y) AS s, share_interval($scores, 3) AS sh, cohen_kappa_se($a, $b) AS c,
                     fleiss_kappa_se($counts) AS f"""
     params = dict(seeds=seeds, a_bits=bits_a, b_bits=bits_b, x=[float(v) for v in x], y=[float(v) for v in y],
                   scores=scores_, a=[float(v) for v in a], b=[float(v) for v in b], counts=counts)
     [row] = conn.execute(sql, params).fetchall()
-    return dict(zip([d[0] for d in conn.description], row))
+    return dict(zip([d[0] for d in conn.description], row, strict=True))
 
 
 @pytest.mark.parametrize("expression,want", [
@@ -260,9 +263,9 @@ def _write_evals(root, rng):
     ablations = [("none", "none", None), ("high", "high", None), ("low", "low", None)]
     ablations += [(f"random:s{s}", "random", s) for s in range(3)]
     n = 45
-    hits = {a: rng.random(n) < p for (a, *_), p in zip(ablations, (0.8, 0.55, 0.75, 0.7, 0.65, 0.72))}
+    hits = {a: rng.random(n) < p for (a, *_), p in zip(ablations, (0.8, 0.55, 0.75, 0.7, 0.65, 0.72), strict=True)}
     evals, correctness = [], []
-    for (ablation_id, strategy, seed), h in zip(ablations, hits.values()):
+    for (ablation_id, strategy, seed), h in zip(ablations, hits.values(), strict=True):
         key = dict(ablation_id=ablation_id, strategy=strategy, seed=seed)
         evals += [dict(key, dataset="d", metric="top1", value=100 * h.mean(), n=n),
                   dict(key, dataset="d", metric="acc:cat", value=100 * h[:9].mean(), n=n),
@@ -281,7 +284,8 @@ def _write_evals(root, rng):
 def test_strategy_differences_over_seeds_or_images(tmp_path):
     evals, hits = _write_evals(str(tmp_path), np.random.default_rng(11))
     with connect(str(tmp_path)) as c:
-        got = {(r["dataset"], r["metric"], r["config"]): r for r in rows_of(c, canned_queries()["strategy_differences"])}
+        got = {(r["dataset"], r["metric"], r["config"]): r
+               for r in rows_of(c, canned_queries()["strategy_differences"])}
     value = {(e["dataset"], e["metric"], e["ablation_id"]): e["value"] for e in evals}
     assert set(got) == {(d, m, cfg) for d, m in (("d", "top1"), ("d", "acc:cat"), ("v", "R@1"), ("v", "MedR"))
                         for cfg in ("high", "low", "random")}
@@ -291,7 +295,8 @@ def test_strategy_differences_over_seeds_or_images(tmp_path):
             diffs = [value[(dataset, metric, f"random:s{s}")] - base for s in range(3)]
             mean, low, high, _ = stats.t_interval(diffs)
             assert (r["n_seeds"], r["interval_over"], r["note"], r["ablation_id"]) == (3, "seeds", None, None)
-            assert (r["difference"], r["low"], r["high"]) == (pytest.approx(mean), pytest.approx(low), pytest.approx(high))
+            assert (r["difference"], r["low"], r["high"]) == (pytest.approx(mean), pytest.approx(low),
+                                                              pytest.approx(high))
             continue
         assert r["difference"] == pytest.approx(value[(dataset, metric, config)] - base)
         assert (r["n_seeds"], r["ablation_id"]) == (1, config)
@@ -340,7 +345,8 @@ def test_ccs_at_k_and_kappas_show_their_intervals(tmp_path):
     for r in at_k:
         if r["judge"] == "j":
             assert (r["ccs_at_k"], r["low"], r["high"]) == stats.share_interval(values, r["k"])[:3]
-            assert r["note"] == (None if 0 < r["n_at_k"] else "every resample has the same share: the interval is a point")
+            assert r["note"] == (None if 0 < r["n_at_k"]
+                                 else "every resample has the same share: the interval is a point")
         else:
             assert r["low"] is None and r["note"] == "too few heads (3) for a bootstrap interval"
     votes = {j: [x["aligned"] for x in judgments if x["judge"] == j] for j in "abc"}
@@ -349,4 +355,4 @@ def test_ccs_at_k_and_kappas_show_their_intervals(tmp_path):
         assert r["kappa_se"] == pytest.approx(stats.cohen_kappa_se(votes[r["judge_a"]], votes[r["judge_b"]]))
     assert {r["variant"] for r in fleiss} == {"paper", "(all)"}
     for r in fleiss:
-        assert r["kappa_se"] == pytest.approx(stats.fleiss_kappa_se(list(zip(*votes.values()))))
+        assert r["kappa_se"] == pytest.approx(stats.fleiss_kappa_se(list(zip(*votes.values(), strict=True))))

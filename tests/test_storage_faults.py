@@ -237,7 +237,8 @@ def test_a_resumed_scan_reads_only_committed_checkpoints(tmp_path, faulty, n):
     covered = passes.covered_shards(ctx, SCAN, MODEL, PLAN)
     saved = {"s000000", "s000001", "s000002", "s000003"} | ({"s000004"} if n > CHECKPOINT_WRITES else set())
     assert set(covered) == saved
-    assert len(passes.partials(state, SCAN, MODEL)) == 2 and all(p.startswith("faulty://") for p in passes.partials(state, SCAN, MODEL))
+    assert len(passes.partials(state, SCAN, MODEL)) == 2 and all(p.startswith("faulty://")
+                                                                 for p in passes.partials(state, SCAN, MODEL))
 
     # Resume: a fresh actor scans what no committed checkpoint holds; the merge equals a clean run's.
     c = _Actor(state, "c")

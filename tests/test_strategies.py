@@ -24,7 +24,8 @@ def rows(judge="combined"):
     out = []
     for name, ccs in CCS.items():
         layer, head = int(name[1]), int(name[-1])
-        out.append(dict(layer=layer, head=head, head_label=name, judge=judge, ccs=ccs, level=level(ccs), label=LABELS[name]))
+        out.append(dict(layer=layer, head=head, head_label=name, judge=judge, ccs=ccs, level=level(ccs),
+                        label=LABELS[name]))
     return out + [dict(layer=2, head=0, head_label="L2.H0", judge="gpt", ccs=0, level="low", label="x")]
 
 

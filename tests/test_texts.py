@@ -65,9 +65,9 @@ def test_truncated_context_runs_in_the_models_precision(precision, atol):
 
 
 @pytest.mark.parametrize("attribute, value", [("text_pool_type", "last"), ("attn_mask", None)])
-def test_other_text_paths_encode_full_tokens(tiny_model, monkeypatch, attribute, value):
-    model = tiny_model[0]
-    monkeypatch.setattr(model, attribute, value)
+def test_other_text_paths_encode_full_tokens(tiny_model_copy, attribute, value):
+    model = tiny_model_copy[0]
+    setattr(model, attribute, value)
     seen, handle = _lengths_seen(model)
     try:
         got = text_embeddings(model, TEXTS[:4], "a photo of {}.")

@@ -26,7 +26,8 @@ def _reference_textspan(X, T, m, rank):
     return chosen
 
 
-@pytest.mark.parametrize("n,d,texts,rank", [(300, 24, 150, 80), (40, 24, 150, 80), (500, 48, 400, 10), (2000, 32, 64, 32)])
+@pytest.mark.parametrize("n,d,texts,rank", [(300, 24, 150, 80), (40, 24, 150, 80), (500, 48, 400, 10),
+                                            (2000, 32, 64, 32)])
 def test_moments_equal_raw_on_random_data(n, d, texts, rank):
     g = np.random.default_rng(n + d)
     X = g.normal(size=(n, d)) @ g.normal(size=(d, d)) + g.normal(size=d)
@@ -74,8 +75,9 @@ def test_moments_equal_raw_on_real_decomposition(tiny_model):
     model, _ = tiny_model
     g = torch.Generator().manual_seed(5)
     images = torch.rand(96, 3, 32, 32, generator=g)
-    pool = [f"a photo of {w}" for w in ("a dog", "a cat", "red", "blue", "three circles", "paris", "a car", "text", "stripes", "a face",
-                                         "a tree", "the sea", "a square", "green", "a star", "a letter A", "digits", "snow", "night", "food")]
+    pool = [f"a photo of {w}" for w in ("a dog", "a cat", "red", "blue", "three circles", "paris", "a car", "text",
+                                         "stripes", "a face", "a tree", "the sea", "a square", "green", "a star",
+                                         "a letter A", "digits", "snow", "night", "food")]
     T = text_embeddings(model, pool)
     moments = HeadMoments.for_model("ccs-tiny/none", model, [2, 3], folds=2)
     contributions = []
@@ -169,7 +171,7 @@ def test_span_bases_equal_per_head_eigh():
     for rank, rs in ((80, [24, 9, 3, 0]), (5, [5, 5, 3, 0])):
         got = span_bases(stack, rank)
         assert [r for _, r in got] == rs
-        for S, (basis, r) in zip(outers, got):
+        for S, (basis, r) in zip(outers, got, strict=True):
             lam, vec = torch.linalg.eigh(torch.as_tensor(S))
             lam, vec = lam.flip(0).numpy(), vec.flip(1).numpy()
             assert r == (min(rank, int((lam > lam[0] * RANK_RTOL**2).sum())) if lam[0] > 0 else 0)

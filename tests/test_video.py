@@ -78,8 +78,10 @@ def test_frame_folders_video_files_and_first_caption(tmp_path):
     assert captions == [("v0", "red first"), ("v1", "a video"), ("v2", "missing")]
     assert [s.items for s in plan_videos(data, captions)] == [("v0", "v1"), ("v2",)]
     mean_rgb = lambda t: t.mean(dim=(2, 3))  # noqa: E731  [frames, 3] of a 'to tensor' preprocess
-    to_tensor = lambda im: torch.from_numpy(np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32) / 255).permute(2, 0, 1)  # noqa: E731
-    expected = torch.tensor([COLORS[i] for i in sample_frame_indices(6, 3)], dtype=torch.float32) / 255  # frames 1, 3, 5
+    to_tensor = lambda im: torch.from_numpy(np.asarray(im.convert("RGB").resize((8, 8)),  # noqa: E731
+                                                       dtype=np.float32) / 255).permute(2, 0, 1)
+    expected = torch.tensor([COLORS[i] for i in sample_frame_indices(6, 3)],
+                            dtype=torch.float32) / 255  # frames 1, 3, 5
     for vid in ("v0", "v1"):
         frames = load_video(data, vid, to_tensor)
         assert frames.shape == (3, 3, 8, 8)
@@ -90,7 +92,8 @@ def test_frame_folders_video_files_and_first_caption(tmp_path):
 
 def test_presets_and_errors(tmp_path):
     d = video_data({"name": "msrvtt", "source": str(tmp_path)})
-    assert (d.frames, d.captions, d.video_column, d.caption_column) == (12, "MSRVTT_JSFUSION_test.csv", "video_id", "sentence")
+    assert (d.frames, d.captions, d.video_column,
+            d.caption_column) == (12, "MSRVTT_JSFUSION_test.csv", "video_id", "sentence")
     assert video_data({"name": "x", "preset": "DiDeMo", "source": "/v"}).frames == 32
     assert video_data({"name": "msvd", "source": "/v", "frames": 4}).frames == 4
     (tmp_path / "c.json").write_text('[{"vid": "a", "text": "t"}]')
@@ -144,7 +147,8 @@ def test_long_video_converts_only_the_sampled_frames(tmp_path, monkeypatch, ext)
     (tmp_path / "caps.csv").write_text("video,caption\nlong,a long video\n")
     converted = []
     to_image = av.VideoFrame.to_image
-    monkeypatch.setattr(av.VideoFrame, "to_image", lambda frame, *a, **kw: converted.append(frame.pts) or to_image(frame, *a, **kw))
+    monkeypatch.setattr(av.VideoFrame, "to_image",
+                        lambda frame, *a, **kw: converted.append(frame.pts) or to_image(frame, *a, **kw))
     data = video_data({"name": "toy", "source": str(tmp_path), "captions": "caps.csv", "frames": 4})
     to_tensor = lambda im: torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)  # noqa: E731
     frames = load_video(data, "long", to_tensor)

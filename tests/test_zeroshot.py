@@ -155,4 +155,5 @@ def test_probe_and_torchvision_by_name(tiny_model):
     images, y, _ = load_classification(fake, shards[1], preprocess)
     assert images.shape == (4, 3, 32, 32) and all(0 <= i < 4 for i in y.tolist())
     with pytest.raises(DatasetError, match="no dataset"):
-        plan_classification(classification_data({"name": "x", "source": "torchvision://NoSuchSet", "classnames": ["a"]}))
+        plan_classification(classification_data({"name": "x", "source": "torchvision://NoSuchSet",
+                                                 "classnames": ["a"]}))

@@ -161,10 +161,11 @@ def _same_rows(a: list[dict], b: list[dict]) -> bool:
         if isinstance(x, float) and isinstance(y, float):
             return math.isclose(x, y, rel_tol=rtol, abs_tol=rtol)
         if isinstance(x, list) and isinstance(y, list):
-            return len(x) == len(y) and all(same(u, v, FLOAT32_RTOL) for u, v in zip(x, y))
+            return len(x) == len(y) and all(same(u, v, FLOAT32_RTOL) for u, v in zip(x, y, strict=True))
         return x == y
 
-    return len(a) == len(b) and all(r.keys() == q.keys() and all(same(r[k], q[k]) for k in r) for r, q in zip(a, b))
+    return len(a) == len(b) and all(r.keys() == q.keys() and all(same(r[k], q[k]) for k in r)
+                                    for r, q in zip(a, b, strict=True))
 
 
 def _leftovers(root: Path) -> dict:
@@ -196,18 +197,19 @@ def run(images: int = 240, seed: int = 0) -> dict:
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     model = "ccs-tiny/none"
     figures: dict = {"images": images}
-    with tempfile.TemporaryDirectory(prefix="ccs-bench-chaos-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="ccs-bench-chaos-") as tmp_dir:
+        tmp = Path(tmp_dir)
         results = {}
         with JudgeServer(latency_s=0.02) as calm, JudgeServer(latency_s=0.05, fault_mix=CHAOS_MIX, beyond_s=BEYOND_S,
-                                                              honour_idempotency=True, retry_after_s=0.05, seed=seed) as wild:
+                                                              honour_idempotency=True, retry_after_s=0.05,
+                                                              seed=seed) as wild:
             for name, server in (("calm", calm), ("chaos", wild)):
                 spec = tmp / f"{name}.toml"
                 spec.write_text(SPEC.format(images=images, base_url=server.base_url, timeout_s=TIMEOUT_S))
                 results[name] = (spec, tmp / name)
             t0 = time.perf_counter()
             spec, root = results["calm"]
-            undisturbed = run_pipeline(load_spec(spec, [f'results.root="{root}"']), run_id="r1", progress=False)
+            undisturbed = run_pipeline(load_spec(str(spec), [f'results.root="{root}"']), run_id="r1", progress=False)
             figures["undisturbed_s"] = time.perf_counter() - t0
             needed = calm.accounting()["keys"]
 
@@ -219,8 +221,10 @@ def run(images: int = 240, seed: int = 0) -> dict:
             chaos.join(900)
             driver.wait()
             if chaos.error:
+                assert driver.stderr is not None  # _driver pipes it
                 raise RuntimeError(f"chaos run: {chaos.error}: {driver.stderr.read()[-3000:]}")
             killed_at = chaos.driver_killed_at
+            assert killed_at is not None  # no error: the chaos thread killed the driver
             gone = None
             while time.time() - killed_at < 60:
                 if not chaos.processes & set(ray_processes()):

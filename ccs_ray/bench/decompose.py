@@ -38,9 +38,10 @@ def run(model: str = "ViT-B-32/none", precision: str = "fp32", batch_size: int =
 
     def decomposed():
         d = decomposed_forward(net, images, layers=layers, convention=convention, keep_z_sum=True)
+        assert d.contributions is not None  # layers were decomposed
         moments.update(d.contributions, 0, d.z_sum)
 
-    times = {"plain": [], "decomposed": []}
+    times: dict[str, list[float]] = {"plain": [], "decomposed": []}
     for rep in range(warmup + reps):
         for name, fn in (("plain", plain), ("decomposed", decomposed)):
             _sync(dev)
@@ -53,7 +54,8 @@ def run(model: str = "ViT-B-32/none", precision: str = "fp32", batch_size: int =
     dec_ips = batch_size / statistics.median(times["decomposed"])
     return {
         "bench": "decompose", "model": model, "precision": precision, "batch_size": batch_size, "reps": reps,
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                   else f"cpu ({torch.get_num_threads()} threads)"),
         "n_decomposed_heads": len(moments.heads), "plain_images_per_s": round(plain_ips, 2),
         "decomposed_images_per_s": round(dec_ips, 2), "ratio": round(dec_ips / plain_ips, 4),
     }

@@ -46,7 +46,8 @@ def run(rpm: int = 600, seconds: float = 75.0, latency_s: float = 0.02, timeout_
     n_heads = 2 * max(1, math.ceil(requests * (1 - sum(CHAOS_MIX.values())) / per_head))
     root = tempfile.mkdtemp(prefix="ccs-bench-judge-")
     rows = [{"layer": 0, "head": h, "head_label": f"L0.H{h}", "subset": "all", "rank": r,
-             "text": f"{'red' if r % 2 else 'blue'} thing {h // 2}-{r}"} for h in range(n_heads) for r in range(1, m + 1)]
+             "text": f"{'red' if r % 2 else 'blue'} thing {h // 2}-{r}"}
+            for h in range(n_heads) for r in range(1, m + 1)]
     write_table(root, "spans", rows, "bench", MODEL)
     with JudgeServer(rpm_limit=rpm, fault_mix=CHAOS_MIX, latency_s=latency_s, beyond_s=timeout_s * 1.25,
                      retry_after_s=0.5, seed=0) as server:
@@ -68,7 +69,8 @@ def run(rpm: int = 600, seconds: float = 75.0, latency_s: float = 0.02, timeout_
         "rpm": rpm, "fault_mix": CHAOS_MIX, "heads_judged": n_heads, "requests": len(arrivals), "answered": ok,
         "answers_needed": account["keys"], "faults": {k: v for k, v in account["outcomes"].items() if k != "ok"},
         "limit_429": account["outcomes"].get("limit", 0), "traffic_s": span, "wall_s": wall,
-        "throughput_per_min": (len(arrivals) - 1) / span * 60, "throughput_ratio": (len(arrivals) - 1) / span * 60 / rpm,
+        "throughput_per_min": (len(arrivals) - 1) / span * 60,
+        "throughput_ratio": (len(arrivals) - 1) / span * 60 / rpm,
         "answered_ratio": ok / span * 60 / rpm,
         "max_requests_in_60s": max_in_window(arrivals), "window_ok": max_in_window(arrivals) <= rpm,
         "paid_twice": account["paid_twice"], "computed_twice": account["computed_twice"],

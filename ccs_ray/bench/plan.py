@@ -50,6 +50,7 @@ def _checkpoints(folder: str, acc, shards: int, every: int) -> tuple[int, str]:
         if (i + 1) % every == 0 or i + 1 == shards:
             writer.commit(acc.to_bytes(shards=False))
     uri = latest_committed(folder, ".safetensors")
+    assert uri is not None  # committed above
     seq = os.path.basename(uri)[:8]
     return sum(os.path.getsize(f"{folder}/{name}") for name in (f"{seq}.safetensors", f"{seq}.commit",
                                                                   f"shards/{seq}.jsonl")), uri
@@ -74,6 +75,7 @@ def run(model: str = "ccs-tiny/none", small: int = 10, large: int = 10_000, chec
         t0 = time.perf_counter()
         records = read_log(uri)
         read_s = time.perf_counter() - t0
+        assert records is not None  # the checkpoints above wrote their shard log
         inside = HeadMoments.for_model(model, net, layers)  # every record in the data file
         for shard_id, record in records.items():
             inside.mark_covered(shard_id, record)

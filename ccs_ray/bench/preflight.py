@@ -53,7 +53,8 @@ def run() -> dict:
     """Seconds to the error per case (``<case>_s``), the slowest, and ``help_s``; ``failed_cases`` lists cases
     that did not end as a one-line preflight error."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"HF_HUB_OFFLINE": "1"}
-    figures, failed = {}, []
+    figures: dict[str, float] = {}
+    failed: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "bench-preflight.toml"
         spec.write_text(SPEC)
@@ -71,5 +72,4 @@ def run() -> dict:
             failed.append("results_root_not_writable")
     figures["slowest_s"] = max(figures.values())
     figures["help_s"] = round(_timed(["--help"], env)[0], 2)
-    figures["failed_cases"] = failed
-    return figures
+    return {**figures, "failed_cases": failed}

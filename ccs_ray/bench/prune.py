@@ -14,14 +14,16 @@ included because the prune stage evaluates it in the same pass) / the time of on
 naive loop costs 49, and with shared prefixes the first 12 - last_layers layers run once, then each head's
 ablated layer and the layers after it (12 x (4 + 3 + 2 + 1) layer passes for ViT-B-32, plus the unablated
 branch), about 11 full passes; about 8, since the last block computes the class token's row alone (a sixth of a
-layer, :func:`~ccs_ray.decompose.last_block_cls_only`). ``single_head_max_abs_diff``: largest difference of those embeddings from each
-configuration encoded alone.
+layer, :func:`~ccs_ray.decompose.last_block_cls_only`). ``single_head_max_abs_diff``: largest difference of those
+embeddings from each configuration encoded alone.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -29,17 +31,20 @@ from ..ablate import all_heads, encode_ablations, head_ablation
 from ..decompose import encode_images, select_layers
 from ..models import load_model
 
+_T = TypeVar("_T")
 
-def _best_of(repeats: int, *fns) -> list[tuple[float, object]]:
+
+def _best_of(repeats: int, *fns: Callable[[], _T]) -> list[tuple[float, _T]]:
     """(best wall-clock seconds, last result) of each function, timed in turn ``repeats`` times (interleaved, so
     that a change in the machine's load affects both sides of a ratio alike)."""
-    best, results = [float("inf")] * len(fns), [None] * len(fns)
+    best: list[float] = [float("inf")] * len(fns)
+    results: list = [None] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             t0 = time.perf_counter()
             results[i] = fn()
             best[i] = min(best[i], time.perf_counter() - t0)
-    return list(zip(best, results))
+    return list(zip(best, results, strict=True))
 
 
 def run(model: str = "ViT-B-32/none", configs: int = 15, batch_size: int = 8, heads_per_config: int = 8,

@@ -46,7 +46,7 @@ def _write_jpegs(folder: str, n: int, size: int, seed: int = 0) -> None:
     base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
     for i in range(n):
         tile = np.roll(base, i, axis=(0, 1)) ^ np.uint8(i % 256)
-        img = Image.fromarray(tile).resize((size, size), Image.BILINEAR)
+        img = Image.fromarray(tile).resize((size, size), Image.Resampling.BILINEAR)
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=90)
         with open(f"{folder}/img{i:07d}.jpg", "wb") as f:
@@ -99,7 +99,11 @@ def _device_decode_ips(shards, preprocess: dict, device: str = "cuda") -> float:
         decode_deferred(loaded[0], pixels, device)
         sync()
         t0 = time.perf_counter()
-        n = sum(len(decode_deferred(x, pixels, device).images) for x in loaded[1:])
+        n = 0
+        for x in loaded[1:]:
+            images = decode_deferred(x, pixels, device).images
+            assert isinstance(images, torch.Tensor)  # decode_deferred stacks them on the device
+            n += len(images)
         sync()
         return n / (time.perf_counter() - t0)
 
@@ -117,7 +121,8 @@ def _explain_ips(spec, root: str) -> float:
 
 
 def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, shard_size: int = 32,
-        image_px: int = 256, memory_scale: int = 10, memory_images: int = 64, memory_model: str = "ccs-tiny/none") -> dict:
+        image_px: int = 256, memory_scale: int = 10, memory_images: int = 64,
+        memory_model: str = "ccs-tiny/none") -> dict:
     """Throughputs (images/s), their ratio, and peak memory at 1x and ``memory_scale`` x images."""
     ensure_ray()
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,12 +142,13 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
 
         gpus, cpus, _ = actor_layout(spec.scan, 1)  # the scan's own actor placement: on the GPU when there is one
         kind = MomentsPass(spec.data.folds, spec.scan.convention)
-        actor = ScanActor.options(num_gpus=gpus, num_cpus=cpus).remote(model, spec.models, spec.scan, kind,
-                                                                       f"{tmp}/unused")
+        # mypy does not apply class decorators (python/mypy#3135): ray.remote made ScanActor an ActorClass
+        actor = ScanActor.options(num_gpus=gpus, num_cpus=cpus).remote(  # type: ignore[attr-defined]
+            model, spec.models, spec.scan, kind, f"{tmp}/unused")
         ray.get(actor.checkpoint.remote())  # model loaded
         refs = [ray.put(d) for d in decoded]
         t0 = time.perf_counter()
-        threads = ray.get([actor.process.remote(s, r, 0) for s, r in zip(shards, refs)])[0]["threads"]
+        threads = ray.get([actor.process.remote(s, r, 0) for s, r in zip(shards, refs, strict=True)])[0]["threads"]
         model_ips = images / (time.perf_counter() - t0)
         ray.kill(actor)
         all_images = model_input(np.concatenate([d.images for d in decoded]), pp)  # as a DataLoader gives them
@@ -185,5 +191,6 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         "ratio_end_to_end_vs_min": round(e2e_ips / bound, 4),
         "explain_images_per_s": round(explain_ips, 2), "ratio_explain_vs_scan": round(explain_ips / e2e_ips, 4),
         "memory_model": memory_model, "memory_1x": memory[1], f"memory_{memory_scale}x": memory[memory_scale],
-        "actor_peak_rss_growth_mb": round(memory[memory_scale]["actor_peak_rss_mb"] - memory[1]["actor_peak_rss_mb"], 1),
+        "actor_peak_rss_growth_mb": round(memory[memory_scale]["actor_peak_rss_mb"]
+                                          - memory[1]["actor_peak_rss_mb"], 1),
     }

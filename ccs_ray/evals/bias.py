@@ -83,7 +83,8 @@ def occupation_max_skew(image_embeddings: torch.Tensor, groups: list[str], templ
     t = _unit(template_embeddings)
     if combine == "embedding_mean":
         t = _unit(t.mean(0, keepdim=True))
-    values, winners = [], Counter()
+    values: list[float] = []
+    winners: Counter[str] = Counter()
     for scores in (x @ t.T).T:
         skews = skew_at_k(scores, groups, k)
         best = max(skews.values())

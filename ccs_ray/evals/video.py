@@ -41,7 +41,8 @@ def retrieval_ranks(text_embeddings: torch.Tensor, video_embeddings: torch.Tenso
 def retrieval_metrics(text_embeddings: torch.Tensor, video_embeddings: torch.Tensor) -> dict[str, float]:
     """``R@1``, ``R@5``, ``R@10``, ``R@50`` (percent), ``MedR`` and ``MeanR`` of text-to-video retrieval."""
     if text_embeddings.shape != video_embeddings.shape or text_embeddings.shape[0] == 0:
-        raise ValueError(f"need one caption per video: {tuple(text_embeddings.shape)} vs {tuple(video_embeddings.shape)}")
+        raise ValueError(f"need one caption per video: {tuple(text_embeddings.shape)} vs "
+                         f"{tuple(video_embeddings.shape)}")
     ranks = retrieval_ranks(text_embeddings, video_embeddings).double()
     out = {f"R@{k}": 100 * (ranks <= k).double().mean().item() for k in RECALL_AT}
     out["MedR"] = ranks.quantile(0.5).item()  # the median, midpoint of the two middle ranks when N is even

@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import openai
@@ -30,6 +31,9 @@ from .cache import AnswerCache, cache_key
 from .flights import LEAD, MERGED
 from .limiter import pause_from_headers
 from .prompts import Request, UnparseableAnswer
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 HIT, SENT = "hit", "sent"  # how a request got its answer (judge_calls.via), besides flights.MERGED
 RETRIED_STATUS = {408, 409}
@@ -176,8 +180,10 @@ class JudgeClient:
                     return shared
                 start = time.perf_counter()
                 try:
+                    # the prompt templates' {"role", "content"} dicts are what openai's message TypedDicts describe
+                    messages = cast("list[ChatCompletionMessageParam]", request.messages)
                     raw = await self.openai.chat.completions.with_raw_response.create(
-                        model=ep.model, messages=request.messages, extra_headers={"Idempotency-Key": key}, **params)
+                        model=ep.model, messages=messages, extra_headers={"Idempotency-Key": key}, **params)
                     completion = raw.parse()  # with_raw_response gives the legacy response: parse() is sync
                     if (pause := pause_from_headers(raw.headers)) > 0:
                         await self.limiter.pause(pause)
@@ -214,7 +220,8 @@ class JudgeClient:
             if attempt < ep.max_retries:
                 await asyncio.sleep(wait)
         if answer.error is None:
-            cache.put(key, {"value": answer.value, "model": ep.model, "prompt_tokens": sum(c["prompt_tokens"] for c in answer.calls),
+            cache.put(key, {"value": answer.value, "model": ep.model,
+                            "prompt_tokens": sum(c["prompt_tokens"] for c in answer.calls),
                             "completion_tokens": sum(c["completion_tokens"] for c in answer.calls)})
         return answer
 

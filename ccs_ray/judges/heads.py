@@ -68,7 +68,8 @@ def heads_from_spans(spans: pa.Table, m: int, heldout: bool) -> tuple[list[HeadS
         if have < need:
             missing = [r for r in range(1, need + 1) if r not in ranked]
             errors.append({"reason": "too few spans", "item": head_label,
-                           "detail": f"{have} of the {need} spans needed (m={m}, heldout={heldout}); missing ranks {missing}"})
+                           "detail": f"{have} of the {need} spans needed (m={m}, heldout={heldout}); "
+                                     f"missing ranks {missing}"})
         head_spans.append(HeadSpans(layer, head, head_label, variants))
     return head_spans, errors
 

@@ -29,7 +29,8 @@ def read_ratings(csv_uri: str) -> list[dict]:
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in REQUIRED if c not in columns]
         if missing:
-            raise ValueError(f"{csv_uri}: missing column(s) {missing}; required {list(REQUIRED)}, optional {list(OPTIONAL)}")
+            raise ValueError(f"{csv_uri}: missing column(s) {missing}; required {list(REQUIRED)}, "
+                             f"optional {list(OPTIONAL)}")
         rows = []
         for line, raw in enumerate(reader, start=2):
             raw = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
@@ -66,8 +67,9 @@ def import_human_ratings(csv_uri: str, root: str, run_id: str, m: int = 5) -> di
                  for s in judged_spans(read_table(root, "spans", run_id=run_id, model=model)).to_pylist()
                  if s["subset"] == "all"}
         judgments = [{"layer": r["layer"], "head": r["head"], "head_label": r["head_label"], "judge": judge,
-                      "variant": r["variant"], "span_rank": r["span_rank"], "label": r["label"], "aligned": r["aligned"],
-                      "heuristic": False, "text": texts.get((r["head_label"], r["span_rank"]))} for r in rows]
+                      "variant": r["variant"], "span_rank": r["span_rank"], "label": r["label"],
+                      "aligned": r["aligned"], "heuristic": False,
+                      "text": texts.get((r["head_label"], r["span_rank"]))} for r in rows]
         write_table(root, "judgments", judgments, run_id, model, name=f"human-{file_safe(rater)}")
         write_table(root, "ccs", _ccs_rows(judgments, m), run_id, model, name=f"human-{file_safe(rater)}")
         kappa[model][rater] = _kappas(root, run_id, model, judgments)
@@ -76,7 +78,7 @@ def import_human_ratings(csv_uri: str, root: str, run_id: str, m: int = 5) -> di
 
 def _ccs_rows(judgments: list[dict], m: int) -> list[dict]:
     heads: dict[tuple, dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
-    labels = {}
+    labels: dict[tuple, str | None] = {}
     for j in judgments:
         key = (j["layer"], j["head"], j["head_label"], j["judge"])
         heads[key][j["variant"]][j["span_rank"]] = j["aligned"]

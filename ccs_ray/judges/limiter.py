@@ -7,7 +7,8 @@
   requests or tpm tokens, whatever the bursts;
 - ``pause(seconds)`` (Retry-After, exhausted x-ratelimit quotas) holds every later request back.
 Every sent request takes a slot, retries included. A reservation's tokens are an estimate; ``settle``
-replaces it by the usage the answer reported, so that the tokens/min budget counts what was really spent. :func:`limiter_actor` runs it as one named Ray actor.
+replaces it by the usage the answer reported, so that the tokens/min budget counts what was really spent.
+:func:`limiter_actor` runs it as one named Ray actor.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class _Window:
 class RateLimiter:
     """Send times for requests of one endpoint+model under rpm and tpm (None: no token limit)."""
 
-    def __init__(self, rpm: float, tpm: float | None = None, burst_s: float = 1.0, clock: Callable[[], float] = time.time):
+    def __init__(self, rpm: float, tpm: float | None = None, burst_s: float = 1.0,
+                 clock: Callable[[], float] = time.time):
         self.clock = clock
         self.paused_until = -math.inf
         self.last = -math.inf
@@ -104,7 +106,8 @@ class RateLimiter:
 
     def settle(self, at: float, estimated: int, actual: int) -> None:
         """Correct a reservation of ``estimated`` tokens sent at ``at`` (as :meth:`reserve` returned it) to the
-        ``actual`` tokens (prompt + completion) its answer reported: later requests wait for (or gain) the difference."""
+        ``actual`` tokens (prompt + completion) its answer reported: later requests wait for (or gain) the
+        difference."""
         if self.tokens and actual != estimated:
             bucket, window = self.tokens
             bucket.tat += (actual - estimated) / bucket.rate

@@ -65,12 +65,15 @@ def fake_answer(messages: list[dict]) -> str:
     if spans:
         words = [w for w in re.findall(r"[a-z]+", spans[0].lower()) if w not in ARTICLES]
         return json.dumps({"label": words[0] if words else "none"})
-    concept = re.search(r"^Concept: (.+)$", text, re.M).group(1).strip().lower()
+    concept_line = re.search(r"^Concept: (.+)$", text, re.M)
+    assert concept_line is not None, "not a label, judge or batched prompt: no 'Concept:' line"
+    concept = concept_line.group(1).strip().lower()
     numbered = re.findall(r"^\d+\. (.+)$", text, re.M)
     if numbered:
         return json.dumps({"aligned": [int(concept in d.lower()) for d in numbered]})
-    description = re.search(r"^Description: (.+)$", text, re.M).group(1)
-    return json.dumps({"aligned": int(concept in description.lower())})
+    description = re.search(r"^Description: (.+)$", text, re.M)
+    assert description is not None, "not a judge prompt: no 'Description:' line"
+    return json.dumps({"aligned": int(concept in description.group(1).lower())})
 
 
 def request_key(body: dict) -> str:
@@ -131,6 +134,17 @@ class _QuietServer(ThreadingHTTPServer):
 
 class JudgeServer:
     """``with JudgeServer() as s: s.base_url`` -> ``http://127.0.0.1:<port>/v1``."""
+
+    # the settings: the constructor's arguments, set from ``settings`` by __init__ and by reset
+    rpm_limit: int | None
+    error_rate: float
+    latency_s: float
+    slow_s: float
+    beyond_s: float
+    retry_after_s: float
+    usage_tokens: int | None
+    fault_mix: dict[str, float] | None
+    honour_idempotency: bool
 
     def __init__(self, rpm_limit: int | None = None, error_rate: float = 0.0, latency_s: float = 0.0,
                  slow_s: float = 2.0, beyond_s: float = 1.0, retry_after_s: float = 0.1,
@@ -199,6 +213,7 @@ class JudgeServer:
             answered: dict[str, float] = {}
             for r in self.records:
                 if r.valid:
+                    assert r.finished is not None  # a valid answer was written, so its record is finished
                     answered[r.key] = min(answered.get(r.key, math.inf), r.finished)
             billed = [r for r in self.records if r.billed]
             outcomes = Counter(r.outcome for r in self.records)
@@ -248,11 +263,12 @@ class JudgeServer:
         """Closes a request's record (under the lock); a held Idempotency-Key keeps its answer only when valid."""
         if record.finished is None:
             record.finished = time.time()
-        if holds and self.idempotent.get(record.idempotency_key) == (record.key, None):
+        idem = record.idempotency_key
+        if holds and idem is not None and self.idempotent.get(idem) == (record.key, None):  # holds: idem is set
             if record.valid:
-                self.idempotent[record.idempotency_key] = (record.key, answer)
+                self.idempotent[idem] = (record.key, answer)
             else:
-                del self.idempotent[record.idempotency_key]
+                del self.idempotent[idem]
 
     def _handler(self):
         server = self
@@ -327,13 +343,16 @@ class JudgeServer:
                     self._send(status, {"error": error})
                     return None
                 if fault == "replayed":
+                    assert replay is not None  # _admit replays only a stored answer
                     self._send(200, replay, {"Idempotent-Replayed": "true"})
                     return None
-                time.sleep({"slow": server.slow_s, "slow-beyond-timeout": server.beyond_s}.get(fault, server.latency_s))
+                time.sleep({"slow": server.slow_s, "slow-beyond-timeout": server.beyond_s}.get(fault,
+                                                                                              server.latency_s))
                 content = "%%% not an answer %%%" if fault == "garbage" else fake_answer(body["messages"])
                 prompt = server.usage_tokens or sum(len(m["content"]) for m in body["messages"]) // 4
                 answer = {
-                    "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+                    "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+                    "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": content}}],
                     "usage": {"prompt_tokens": prompt, "completion_tokens": len(content) // 4,
@@ -343,7 +362,8 @@ class JudgeServer:
                 if fault == "drop-after-answer":
                     self._hang_up()
                     return answer
-                headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"} if fault == "quota" else {}
+                headers = ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"}
+                           if fault == "quota" else {})
                 record.delivered = self._send(200, answer, headers)
                 record.finished = time.time()
                 record.valid = record.delivered and fault != "garbage"

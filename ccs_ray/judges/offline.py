@@ -13,7 +13,7 @@ order); ``NO_CONCEPT`` when no span matches any. A span is aligned when it match
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -90,6 +90,7 @@ def vocabulary_from(spec_vocabulary: list[str] | dict[str, list[str]] | None) ->
     keywords (when the default has them) plus the label itself; a dict -> label: its keywords plus itself."""
     if spec_vocabulary is None:
         return DEFAULT_VOCABULARY
+    items: Iterable[tuple[str, list[str]]]
     if isinstance(spec_vocabulary, dict):
         items = spec_vocabulary.items()
     else:
@@ -114,22 +115,28 @@ class OfflineJudge:
         self.concepts = list(self.vocabulary)
         self.patterns = [_pattern(self.vocabulary[c]) for c in self.concepts]
         self.encoder = text_encoder
-        self.prototypes, self.threshold, self.separation = None, None, None
+        self.prototypes: torch.Tensor | None = None
+        self.threshold: float | None = None
+        self.separation: float | None = None
         if text_encoder is not None:
             self._calibrate()
 
     def _calibrate(self) -> None:
         """Prototypes and the cosine threshold that best separates own from other concepts' keywords."""
+        assert self.encoder is not None  # calibrated only with an encoder
         keywords = [self.vocabulary[c] for c in self.concepts]
         embs = list(self.encoder([k for ks in keywords for k in ks]).double().split([len(ks) for ks in keywords]))
         sums = [e.sum(0) for e in embs]
         self.prototypes = torch.nn.functional.normalize(torch.stack(sums), dim=1)
-        own, other = [], []
+        own_parts: list[torch.Tensor] = []
+        other_parts: list[torch.Tensor] = []
         for i, e in enumerate(embs):
             if len(e) > 1:  # leave-one-out prototype of concept i against its own keywords
-                own.append((e * torch.nn.functional.normalize(sums[i] - e, dim=1)).sum(1))
-            other.append(torch.cat([embs[j] for j in range(len(embs)) if j != i] or [e[:0]]) @ self.prototypes[i])
-        own, other = torch.cat(own) if own else torch.zeros(0), torch.cat(other)
+                own_parts.append((e * torch.nn.functional.normalize(sums[i] - e, dim=1)).sum(1))
+            other_parts.append(torch.cat([embs[j] for j in range(len(embs)) if j != i] or [e[:0]])
+                               @ self.prototypes[i])
+        own = torch.cat(own_parts) if own_parts else torch.zeros(0)
+        other = torch.cat(other_parts)
         if not len(own) or not len(other):
             return
         candidates = torch.unique(torch.cat([own, other]))  # sorted
@@ -144,6 +151,7 @@ class OfflineJudge:
         """[N, C] cosine of each text with each concept prototype (zeros without an encoder)."""
         if self.prototypes is None or not texts:
             return torch.zeros(len(texts), len(self.concepts), dtype=torch.float64)
+        assert self.encoder is not None  # prototypes come from the encoder
         return self.encoder(texts).double() @ self.prototypes.T
 
     def matches(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,5 +179,6 @@ class OfflineJudge:
     def verdict(self, head_spans: HeadSpans) -> Verdict:
         """Label from the paper spans, then judge every variant's spans against it."""
         label = self.label(head_spans.texts("paper"))
-        aligned = {v: self.aligned(head_spans.texts(v), label) for v in head_spans.spans}
+        aligned: dict[str, list[int | None]] = {v: [*self.aligned(head_spans.texts(v), label)]
+                                                for v in head_spans.spans}
         return Verdict(head_spans, label, aligned=aligned, errors={v: [None] * len(a) for v, a in aligned.items()})

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import ray
+from ray.actor import ActorHandle
 
 from ..progress import Progress
 from ..spec import EndpointConfig, JudgeConfig
@@ -27,12 +28,13 @@ from .prompts import Request, batched_request, judge_request, label_request
 
 def endpoint_of(judge: EndpointConfig, cfg: JudgeConfig) -> Endpoint:
     """The call settings of one configured LLM judge; a clear error when base_url or model is missing."""
-    missing = [k for k in ("base_url", "model") if not getattr(judge, k)]
-    if missing:
+    base_url, model = judge.base_url, judge.model
+    if not base_url or not model:
+        missing = [k for k, v in (("base_url", base_url), ("model", model)) if not v]
         raise ValueError(f"LLM judge {judge.name or judge.model!r} needs {' and '.join(missing)} "
                          "(e.g. --set judge.base_url=http://127.0.0.1:8000/v1 --set judge.model=NAME; a base_url "
                          "selects the LLM judge, judge.kind = 'offline' the heuristic one)")
-    return Endpoint(judge.base_url, judge.model, judge.structured, judge.input_price, judge.output_price,
+    return Endpoint(base_url, model, judge.structured, judge.input_price, judge.output_price,
                     cfg.timeout_s, cfg.max_retries, cfg.backoff_s, cfg.backoff_max_s)
 
 
@@ -49,7 +51,7 @@ def api_key_of(judge: EndpointConfig) -> str | None:
 
 def planned_requests(head: HeadSpans, label: str, mode: str) -> list[tuple[str, int | None, Request]]:
     """(variant, span rank or None for batched, request) of every judgment request of a labelled head."""
-    out = []
+    out: list[tuple[str, int | None, Request]] = []
     for variant, spans in head.spans.items():
         if not spans:
             continue
@@ -73,21 +75,28 @@ def _calls(kind: str, variant: str | None, rank: int | None, head: HeadSpans, an
 async def judge_head(client: JudgeClient, cache: AnswerCache, head: HeadSpans, mode: str) -> Verdict:
     """Label ``head`` from its paper spans, then judge every span against the label (per span or batched)."""
     label_answer = await client.ask(label_request(head.texts("paper")), cache)
-    verdict = Verdict(head, label_answer.value, label_answer.error,
+    label = label_answer.value
+    assert label is None or isinstance(label, str)  # parse_label's answer, or None with an error
+    verdict = Verdict(head, label, label_answer.error,
                       calls=_calls("label", None, None, head, label_answer))
     for variant, spans in head.spans.items():
         verdict.aligned[variant] = [None] * len(spans)
         verdict.errors[variant] = [f"no label: {label_answer.error}"] * len(spans)
     if label_answer.error:
         return verdict
-    planned = planned_requests(head, label_answer.value, mode)
+    assert label is not None  # no error: the answer parsed
+    planned = planned_requests(head, label, mode)
     answers = await asyncio.gather(*(client.ask(req, cache) for _, _, req in planned))
-    for (variant, rank, req), answer in zip(planned, answers):
+    for (variant, rank, req), answer in zip(planned, answers, strict=True):
         verdict.calls += _calls(req.kind, variant, rank, head, answer)
         ranks = [r for r, _ in head.spans[variant]]
         values = answer.value if rank is None else [answer.value]
         for i, r in enumerate(ranks if rank is None else [rank]):
-            verdict.aligned[variant][ranks.index(r)] = None if answer.error else values[i]
+            if answer.error:
+                verdict.aligned[variant][ranks.index(r)] = None
+            else:
+                assert isinstance(values, list)  # batched: parse_batched's list of bits
+                verdict.aligned[variant][ranks.index(r)] = values[i]
             verdict.errors[variant][ranks.index(r)] = answer.error
     return verdict
 
@@ -139,8 +148,8 @@ class _Pool:
 
     endpoint: Endpoint
     api_key: str | None
-    limiter: object
-    flights: object
+    limiter: ActorHandle
+    flights: ActorHandle
     slots: tuple[int, ...]
     workers: list = field(default_factory=list)
     owners: list[str] = field(default_factory=list)
@@ -149,7 +158,8 @@ class _Pool:
     def start(self, i: int) -> None:
         """Start worker ``i`` (again, when it died)."""
         owner = f"{uuid.uuid4().hex[:8]}:{i}:{self.started}"
-        worker = JudgeWorker.options(max_concurrency=max(4, self.slots[i])).remote(
+        # mypy does not apply class decorators (python/mypy#3135): ray.remote made JudgeWorker an ActorClass
+        worker = JudgeWorker.options(max_concurrency=max(4, self.slots[i])).remote(  # type: ignore[attr-defined]
             self.endpoint, self.api_key, self.limiter, self.flights, owner, self.slots[i], self.started)
         self.started += 1
         if i < len(self.workers):
@@ -201,7 +211,7 @@ def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], ca
         done, _ = ray.wait(list(pending), num_returns=1)
         j, i = pending.pop(done[0])
         try:
-            verdicts[j] = ray.get(done[0])
+            verdict = verdicts[j] = ray.get(done[0])
         except ray.exceptions.RayActorError:
             restarts += 1
             if restarts > MAX_RESTARTS_PER_WORKER * len(slots):
@@ -209,12 +219,14 @@ def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], ca
                 raise
             _replace(pool, i, pending, submit, j)
             continue
-        sent = [c for c in verdicts[j].calls if c["attempt"] is not None]
+        sent = [c for c in verdict.calls if c["attempt"] is not None]
         calls, retries = calls + len(sent), retries + sum(c["attempt"] > 0 for c in sent)
         cost += sum(c["cost_usd"] for c in sent)
         if progress is not None:
             progress.update(1, calls=calls, retries=retries, cost_usd=cost)
-    return verdicts
+    judged = [v for v in verdicts if v is not None]
+    assert len(judged) == len(heads)  # every head was submitted until its verdict came back
+    return judged
 
 
 def _replace(pool: _Pool, i: int, pending: dict, submit, j: int) -> None:

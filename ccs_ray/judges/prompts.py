@@ -71,7 +71,8 @@ def template(kind: str) -> list[tuple[str, str]]:
 def _render(kind: str, **values) -> list[dict]:
     turns = template(kind)
     last = len(turns) - 1
-    return [{"role": r, "content": Template(t).substitute(values) if i == last else t} for i, (r, t) in enumerate(turns)]
+    return [{"role": r, "content": Template(t).substitute(values) if i == last else t}
+            for i, (r, t) in enumerate(turns)]
 
 
 def _schema(name: str, prop: dict) -> dict:
@@ -96,7 +97,8 @@ def batched_request(spans: list[str], label: str) -> Request:
     """Ask for a 1/0 per span against ``label``, in one call."""
     numbered = "\n".join(f"{i}. {s}" for i, s in enumerate(spans, 1))
     return Request("batched", _render("batched", numbered_spans=numbered, label=label),
-                   _schema("ccs_aligned", {"type": "array", "items": {"type": "integer", "enum": [0, 1]}}), n=len(spans))
+                   _schema("ccs_aligned", {"type": "array", "items": {"type": "integer", "enum": [0, 1]}}),
+                   n=len(spans))
 
 
 def _json_field(text: str, key: str):
@@ -113,7 +115,8 @@ def _json_field(text: str, key: str):
     raise KeyError(key)
 
 
-_BITS = {"1": 1, "0": 0, "yes": 1, "no": 0, "true": 1, "false": 0, True: 1, False: 0, 1: 1, 0: 0}
+# the int keys are also the bool ones: True == 1 and False == 0 (bool is an int), so JSON true/false parse too
+_BITS: dict[str | int, int] = {"1": 1, "0": 0, "yes": 1, "no": 0, "true": 1, "false": 0, 1: 1, 0: 0}
 
 
 def _bit(value, text: str) -> int:
@@ -159,7 +162,7 @@ def _numbered_bits(lines: list[str], n: int, text: str) -> list[int] | None:
     bits = [re.match(rf"{_BIT_WORD}\b", rest.strip().lower()) for _, rest in numbered]
     if not all(bits):
         raise UnparseableAnswer(f"expected '<number>. <1/0/yes/no>' lines, got {text[:200]!r}")
-    return [_BITS[b.group(0)] for b in bits]
+    return [_BITS[b.group(0)] for b in bits if b]
 
 
 def parse_batched(text: str, n: int) -> list[int]:

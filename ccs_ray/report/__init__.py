@@ -23,7 +23,7 @@ import re
 import webbrowser
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -78,8 +78,9 @@ def _seeds_note(rows: list[dict]) -> str:
     seeds = {r["config"]: r["n_seeds"] for r in rows}
     several = [f"{c} ({n} seeds)" for c, n in sorted(seeds.items(), key=lambda kv: _config_order(kv[0])) if n > 1]
     single = [c for c in sorted(seeds, key=_config_order) if seeds[c] == 1]
-    return " ".join(filter(None, [f"Error bars: ± sample std over the seeds of {', '.join(several)}." if several else "",
-                                  f"1 seed (no error bar): {', '.join(single)}." if single else ""]))
+    return " ".join(filter(None, [
+        f"Error bars: ± sample std over the seeds of {', '.join(several)}." if several else "",
+        f"1 seed (no error bar): {', '.join(single)}." if single else ""]))
 
 
 def _bars(rows: list[dict], category: str, value: str, err: str, title: str, y_label: str, colors: dict,
@@ -98,16 +99,17 @@ def _bars(rows: list[dict], category: str, value: str, err: str, title: str, y_l
 def _sweep(rows: list[dict], dataset: str, model: str, colors: dict) -> dict | None:
     """Accuracy on ``dataset`` against the number of heads removed: the sweep's high, low and random series,
     each starting at sweep:k0 (random: mean ± std over seeds)."""
-    rows = group_by([r for r in rows if r["dataset"] == dataset], "strategy")
-    start = [(0, r["mean"], None) for r in rows.get(("sweep",), []) if r["n_heads"] == 0]
+    by_strategy = group_by([r for r in rows if r["dataset"] == dataset], "strategy")
+    start = [(0, r["mean"], None) for r in by_strategy.get(("sweep",), []) if r["n_heads"] == 0]
     series = {}
     for strategy, name in SWEEP_SERIES.items():
-        points = sorted((r["n_heads"], r["mean"], r["std"]) for r in rows.get((strategy,), []) if r["n_heads"] > 0)
+        points = sorted((r["n_heads"], r["mean"], r["std"])
+                        for r in by_strategy.get((strategy,), []) if r["n_heads"] > 0)
         if points:
             series[name] = start + points
     if not series:
         return None
-    seeds = max((r["n_seeds"] for r in rows.get(("sweep-random",), [])), default=0)
+    seeds = max((r["n_seeds"] for r in by_strategy.get(("sweep-random",), [])), default=0)
     return dict(svg=plots.lines(series, f"Sweep on {dataset}: accuracy of {model} against heads removed",
                                 "heads removed (k)", "top-1 accuracy (%)", width=PLOT_WIDTH, colors=colors),
                 note="high: the top-k heads by CCS; low: the bottom k; random: k random heads"
@@ -129,7 +131,8 @@ def _model_sections(conn, condition: str) -> list[dict]:
     grouped = f"strategy IS DISTINCT FROM '{SINGLE}'"
     metrics = group_by(canned_rows(conn, "accuracy_drop_vs_random", grouped), "run_id", "model")
     skew = group_by(canned_rows(conn, "maxskew_by_strategy", grouped), "run_id", "model")
-    bias = group_by(canned_rows(conn, "bias_vs_accuracy", f"NOT is_baseline(strategy) AND {grouped}"), "run_id", "model")
+    bias = group_by(canned_rows(conn, "bias_vs_accuracy", f"NOT is_baseline(strategy) AND {grouped}"),
+                    "run_id", "model")
     groups = group_by(canned_rows(conn, "head_groups", grouped), "run_id", "model")
     importance = group_by(canned_rows(conn, "ccs_vs_importance"), "run_id", "model")
     differences = group_by(canned_rows(conn, "strategy_differences", f"{grouped} AND metric IN ('top1', 'R@1')"),
@@ -137,7 +140,8 @@ def _model_sections(conn, condition: str) -> list[dict]:
     effects = group_by(query(conn, "SELECT * FROM head_importance WHERE ccs IS NOT NULL").to_pylist(),
                        "run_id", "model", "dataset", "metric", "mode", "judge")
     empty = group_by(canned_rows(conn, "strategies_without_heads"), "run_id", "model")
-    spans = {(r["run_id"], r["model"]) for r in query(conn, "SELECT DISTINCT run_id, model FROM judged_spans").to_pylist()}
+    spans = {(r["run_id"], r["model"])
+             for r in query(conn, "SELECT DISTINCT run_id, model FROM judged_spans").to_pylist()}
     keys = {*heads, *metrics, *skew, *bias, *empty, *spans}
     runs_per_model = Counter(model for _, model in keys)
     several = len(runs_per_model) > 1  # models: card ids name the model too (and the run, for several runs of one)
@@ -169,8 +173,9 @@ def _model_sections(conn, condition: str) -> list[dict]:
         rows = metrics.get(key, [])
         accuracy = [r for r in rows if r["metric"] == "top1"]
         if accuracy:
-            figures.append(dict(_bars(accuracy, "dataset", "mean", "std", f"Zero-shot accuracy of {model} under pruning",
-                                      "top-1 accuracy (%)", colors), kind="accuracy",
+            figures.append(dict(_bars(accuracy, "dataset", "mean", "std",
+                                      f"Zero-shot accuracy of {model} under pruning", "top-1 accuracy (%)", colors),
+                                kind="accuracy",
                                 caption="Zero-shot top-1 accuracy, unpruned (none) and under each pruning strategy."))
         for dataset in dict.fromkeys(r["dataset"] for r in accuracy):
             sweep = _sweep(accuracy, dataset, model, colors)
@@ -180,7 +185,8 @@ def _model_sections(conn, condition: str) -> list[dict]:
         for dataset in dict.fromkeys(r["dataset"] for r in recalls):
             mine = [r for r in recalls if r["dataset"] == dataset]
             figures.append(dict(_bars(mine, "metric", "mean", "std", f"Text-to-video retrieval on {dataset}: {model}",
-                                      "recall (%)", colors, [m for m in VIDEO_RECALLS if m in {r["metric"] for r in mine}]),
+                                      "recall (%)", colors,
+                                      [m for m in VIDEO_RECALLS if m in {r["metric"] for r in mine}]),
                                 kind="video",
                                 caption=f"Recall at 1, 5 and 10 on {dataset}: the share of captions whose video "
                                         "ranks in the top 1, 5, 10."))
@@ -243,8 +249,8 @@ def _importance(stats: list[dict], effects: dict, model: str) -> list[dict]:
             svg=plots.scatter(points, f"Does CCS predict importance? {model} on {s['dataset']} ({s['mode']} ablation)",
                               f"CCS (judge {s['judge']})", f"{s['metric']} lost when removed alone (points)",
                               width=PLOT_WIDTH), kind="importance", note="",
-            caption=f"Each point: one head ablated alone. Spearman's rho = {rho} over {s['n_heads']} heads, {interval}; "
-                    "positive: heads with a higher CCS cost more when removed."))
+            caption=f"Each point: one head ablated alone. Spearman's rho = {rho} over {s['n_heads']} heads, "
+                    f"{interval}; positive: heads with a higher CCS cost more when removed."))
     return figures
 
 
@@ -287,7 +293,8 @@ def _write(template: str, context: dict, out_path: str) -> str:
 
 
 def _banners(sections: list[dict], runs: list[dict]) -> dict:
-    return dict(heuristic=[s for s in sections if s["heuristic"]], random_init=[s for s in sections if s["random_init"]],
+    return dict(heuristic=[s for s in sections if s["heuristic"]],
+                random_init=[s for s in sections if s["random_init"]],
                 failed=[r for r in runs if r["status"] == "failed"])
 
 

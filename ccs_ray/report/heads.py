@@ -83,11 +83,11 @@ def thumbnail(data: bytes) -> tuple[str, int, int] | None:
     """(WebP data URI, width, height) of an image's bytes, longest side THUMB_PX; None when they are no image.
     WebP, because at this size a JPEG's fixed tables are a third of the file."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB")
+        with Image.open(io.BytesIO(data)) as opened:
+            image = opened.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
-    image.thumbnail((THUMB_PX, THUMB_PX), Image.LANCZOS)
+    image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     image.save(buf, "WEBP", quality=THUMB_QUALITY)
     return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), image.width, image.height
@@ -195,7 +195,8 @@ def format_card(card: dict) -> str:
         share = "" if s["variance_explained"] is None else f" ({100 * s['variance_explained']:.1f} % of the variance)"
         lines.append(f"  {s['rank']}. {s['text']}{share}")
         if card["judges"]:
-            lines.append("     " + ", ".join(f"{j}: {VERDICT_WORDS[v]}" for j, v in zip(card["judges"], s["verdicts"])))
+            lines.append("     " + ", ".join(f"{j}: {VERDICT_WORDS[v]}"
+                                             for j, v in zip(card["judges"], s["verdicts"], strict=True)))
         lines += [f"     top {i['position']}: {i['uri']} (score {i['score']:.3g})" for i in s["images"]]
     lines.append("top images overall:" if card["images"] else "no top images (the explain stage has not run)")
     lines += [f"  {i['position']}. {i['uri']} (score {i['score']:.3g})" for i in card["images"]]
@@ -211,7 +212,8 @@ def format_card(card: dict) -> str:
 def find_card(conn, model: str, head: str, run_id: str | None = None) -> dict:
     """The card of ``head`` of ``model`` in ``run_id`` (default: the latest run that has it)."""
     condition = where([head], model, run_id)
-    models = sorted(r["model"] for r in query(conn, "SELECT model FROM judged_spans UNION SELECT model FROM ccs").to_pylist())
+    models = sorted(r["model"]
+                    for r in query(conn, "SELECT model FROM judged_spans UNION SELECT model FROM ccs").to_pylist())
     if model not in models:
         raise HeadError(f"no results for model {model!r}; models: {', '.join(models) or 'none'}")
     cards = head_cards(conn, condition)
@@ -220,6 +222,7 @@ def find_card(conn, model: str, head: str, run_id: str | None = None) -> dict:
         heads = sorted({r["head_label"] for r in canned_rows(conn, "span_verdicts", where(model=model, run_id=run_id))},
                        key=parse_head_name)
         have = f"{len(heads)} heads, {heads[0]} .. {heads[-1]}" if heads else "none"
-        raise HeadError(f"no head {head_name(*parse_head_name(head))} of {model}" + (f" in run {run_id}" if run_id else "")
+        raise HeadError(f"no head {head_name(*parse_head_name(head))} of {model}"
+                        + (f" in run {run_id}" if run_id else "")
                         + f"; runs: {', '.join(runs) or 'none'}; heads: {have}")
     return cards[max(cards)][0]

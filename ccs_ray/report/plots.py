@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from markupsafe import Markup
 
@@ -49,7 +49,7 @@ def ccs_color(ccs: int | None, top: int = 5) -> str:
         return "#dddddd"
     t = min(max(ccs / top, 0.0), 1.0)
     lo, hi = (247, 251, 255), (8, 48, 107)
-    return "#" + "".join(f"{round(a + (b - a) * t):02x}" for a, b in zip(lo, hi))
+    return "#" + "".join(f"{round(a + (b - a) * t):02x}" for a, b in zip(lo, hi, strict=True))
 
 
 def heatmap(cells: Sequence[dict], title: str, cell: int = 30) -> Markup:
@@ -109,7 +109,7 @@ def _y_grid(svg, left: float, top: float, plot_w: float, plot_h: float, y_max: f
     _text(svg, 12, top + plot_h / 2, y_label, transform=f"rotate(-90 12 {top + plot_h / 2:.1f})")
 
 
-def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[tuple[float | None, float | None]]],
+def grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[tuple[float | None, float | None]]],
                  title: str, y_label: str, y_max: float | None = None, width: int = 640,
                  colors: dict[str, str] | None = None) -> Markup:
     """Bars per category, one per series, with optional error bars (value +- err).
@@ -139,7 +139,8 @@ def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[tuple[flo
             tip = f"{name} · {cat}: {value:.4g}" + (f" ± {err:.3g}" if err else "")
             _rect(svg, x, top + plot_h - h, bar_w - 1, h, _color(names, name, colors), tooltip=tip, **{"class": "bar"})
             if err:
-                _errorbar(svg, x + bar_w / 2, top + plot_h - (value - err) * scale, top + plot_h - (value + err) * scale)
+                _errorbar(svg, x + bar_w / 2, top + plot_h - (value - err) * scale,
+                          top + plot_h - (value + err) * scale)
     ET.SubElement(svg, "line", {"x1": str(left), "x2": str(left + plot_w), "y1": str(top + plot_h),
                                 "y2": str(top + plot_h), "stroke": "#444444"})
     _legend(svg, left + plot_w + 12, top, names, colors)
@@ -186,7 +187,7 @@ def scatter(points: Sequence[dict], title: str, x_label: str, y_label: str, widt
     return _markup(svg)
 
 
-def lines(series: dict[str, Sequence[tuple[float, float, float | None]]], title: str, x_label: str, y_label: str,
+def lines(series: Mapping[str, Sequence[tuple[float, float, float | None]]], title: str, x_label: str, y_label: str,
           width: int = 640, colors: dict[str, str] | None = None) -> Markup:
     """One polyline with markers per series over a linear x axis from 0; ``series``: name -> (x, y, err) points
     in x order (err: half the error bar, None for none); ``colors`` as in :func:`grouped_bars`."""
@@ -236,7 +237,7 @@ def layer_panel(layers: Sequence[dict], title: str, colors: dict[str, str], fami
     step = min(48.0, (max_width - left - 8) / max(len(layers), 1))
     width = left + step * len(layers) + 8
     svg = _svg(width, top + 2 * chart_h + gap + bottom, title)
-    for i, (y0, label) in enumerate(((top, "high / low"), (top + chart_h + gap, "families"))):
+    for y0, label in ((top, "high / low"), (top + chart_h + gap, "families")):
         for t in (0.0, 0.5, 1.0):
             y = y0 + chart_h * (1 - t)
             ET.SubElement(svg, "line", {"x1": str(left), "x2": f"{width - 8:.1f}", "y1": f"{y:.1f}", "y2": f"{y:.1f}",
@@ -264,7 +265,7 @@ def layer_panel(layers: Sequence[dict], title: str, colors: dict[str, str], fami
     return _markup(svg)
 
 
-def diverging_bars(categories: Sequence[str], series: dict[str, Sequence[float | None]], title: str, x_label: str,
+def diverging_bars(categories: Sequence[str], series: Mapping[str, Sequence[float | None]], title: str, x_label: str,
                    width: int = 640, colors: dict[str, str] | None = None, fmt: str = "+.3g") -> Markup:
     """Horizontal bars from a zero line, left for negative and right for positive values: per category (a row
     group, its name above its bars) one bar per series, its value written beside it (``fmt``); None: no bar,
@@ -297,8 +298,8 @@ def diverging_bars(categories: Sequence[str], series: dict[str, Sequence[float |
                 _text(svg, zero + 4, by + bar_h - 3, f"{name}: not evaluated", anchor="start", fill="#777777")
                 continue
             x0, x1 = sorted((zero, px(value)))
-            _rect(svg, x0, by, x1 - x0, bar_h - 2, _color(names, name, colors), tooltip=f"{cat} · {name}: {value:{fmt}}",
-                  **{"class": "bar"})
+            _rect(svg, x0, by, x1 - x0, bar_h - 2, _color(names, name, colors),
+                  tooltip=f"{cat} · {name}: {value:{fmt}}", **{"class": "bar"})
             _text(svg, x1 + 3 if value >= 0 else x0 - 3, by + bar_h - 3, f"{name} {value:{fmt}}",
                   anchor="start" if value >= 0 else "end")
     return _markup(svg)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
+from types import ModuleType
 
 import fsspec
 import numpy as np
@@ -26,7 +27,7 @@ from .base import IMAGE_EXTENSIONS, Record, Shard, SourceError, list_files
 from .decode import DecodeError, decode_image, decode_jpegs, deferrable_jpeg
 from .probe import probe_class_texts, probe_classes
 
-READERS = dict(zip(SOURCE_KINDS, (folder, tar, parquet, manifest, probe)))
+READERS: dict[str, ModuleType] = dict(zip(SOURCE_KINDS, (folder, tar, parquet, manifest, probe), strict=True))
 
 
 @dataclass
@@ -96,7 +97,8 @@ def detect_kind(source: str, image_column: str = "image", uri_column: str = "uri
     if not is_glob and not fs.exists(path):
         raise SourceError(f"data source not found: {source!r}")
     names = [n.lower() for n in (fs.glob(path) if is_glob else fs.find(path))]
-    for kind, exts in (("tar", tar.TAR_EXTENSIONS), ("parquet", parquet.PARQUET_EXTENSIONS), ("folder", IMAGE_EXTENSIONS)):
+    for kind, exts in (("tar", tar.TAR_EXTENSIONS), ("parquet", parquet.PARQUET_EXTENSIONS),
+                       ("folder", IMAGE_EXTENSIONS)):
         if any(n.endswith(exts) for n in names):
             return _parquet_kind(source, image_column, uri_column) if kind == "parquet" else kind
     raise SourceError(f"cannot tell what {source!r} holds: no image files, tars or parquet files found "
@@ -187,7 +189,7 @@ def decode_deferred(loaded: LoadedShard, pixels, device) -> LoadedShard:
     t0 = time.perf_counter()
     encoded, loaded.encoded = loaded.encoded, []
     kept = []  # (item, label, pixels [3, H, W] on device)
-    for (item, label, data, mode), x in zip(encoded, decode_jpegs([e[2] for e in encoded], device)):
+    for (item, label, data, mode), x in zip(encoded, decode_jpegs([e[2] for e in encoded], device), strict=True):
         if x is None:
             x = loaded.preprocessed(item, data, pixels)
             if x is not None:

@@ -83,7 +83,7 @@ def _open_error(data: bytes) -> Exception | None:
             claims = False
         if claims and not isinstance(claims, str):  # a str is Pillow's "looks like it, but" warning
             try:
-                factory(io.BytesIO(data), None)
+                factory(io.BytesIO(data), "")  # as Image.open calls it for a file object
             except Exception as e:  # noqa: BLE001 - any error of the claiming plugin is the answer
                 return e
     return None

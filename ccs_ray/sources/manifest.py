@@ -53,7 +53,7 @@ def iter_rows(uri: str, uri_column: str, label_column: str) -> Iterator[tuple[st
         uris = batch.column(uri_column).to_pylist()
         labels = (batch.column(label_column).to_pylist() if label_column in batch.schema.names
                   else [None] * batch.num_rows)
-        for u, lab in zip(uris, labels):
+        for u, lab in zip(uris, labels, strict=True):
             if u:
                 yield resolve_uri(str(u), base), None if lab is None else str(lab)
 

@@ -49,7 +49,7 @@ def read(shard: Shard) -> Iterator[Record]:
     table = pa.concat_tables(table)
     images = _bytes_column(table.column(image_col))
     labels = table.column(label_col).to_pylist() if label_col else [None] * len(images)
-    for row, (data, label) in enumerate(zip(images, labels), start):
+    for row, (data, label) in enumerate(zip(images, labels, strict=True), start):
         item = f"{shard.uri}#{row}"
         if data is None:
             yield Record(item, None, _text(label), error=f"row {row}: {image_col!r} is null")
@@ -64,7 +64,8 @@ def read_metadata(uri: str) -> pq.FileMetaData:
 
 
 def _check_image_type(uri: str, t: pa.DataType) -> None:
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or (pa.types.is_struct(t) and t.get_field_index("bytes") >= 0):
+    if (pa.types.is_binary(t) or pa.types.is_large_binary(t)
+            or (pa.types.is_struct(t) and t.get_field_index("bytes") >= 0)):
         return
     raise SourceError(f"{uri}: the image column must hold bytes (binary, or a struct with a 'bytes' field); got {t}")
 

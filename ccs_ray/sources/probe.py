@@ -14,6 +14,7 @@ import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
@@ -72,9 +73,11 @@ def parse_probe_uri(uri: str) -> ProbeSpec:
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     allowed = {"n", "seed", "size", "format"}
     if set(params) - allowed:
-        raise SourceError(f"unknown probe parameter(s) {sorted(set(params) - allowed)} in {uri!r}; allowed: {sorted(allowed)}")
+        raise SourceError(f"unknown probe parameter(s) {sorted(set(params) - allowed)} in {uri!r}; "
+                          f"allowed: {sorted(allowed)}")
     try:
-        spec = ProbeSpec("" if task == "mixed" else task, **{k: v if k == "format" else int(v) for k, v in params.items()})
+        given: dict[str, Any] = {k: v if k == "format" else int(v) for k, v in params.items()}  # str or int
+        spec = ProbeSpec("" if task == "mixed" else task, **given)
     except ValueError:
         raise SourceError(f"probe parameters n, seed and size must be integers: {uri!r}") from None
     if spec.n < 1 or spec.size < 8 or spec.format not in _FORMATS:
@@ -141,15 +144,16 @@ def probe_image(task: str, index: int, seed: int = 0, size: int = 224) -> tuple[
 
 def _color(rng, name: str) -> tuple[int, int, int]:
     jitter = rng.integers(-15, 16, 3)
-    return tuple(int(v) for v in np.clip(np.array(COLORS[name]) + jitter, 0, 255))
+    r, g, b = (int(v) for v in np.clip(np.array(COLORS[name]) + jitter, 0, 255))
+    return r, g, b
 
 
 def _contrasting(rng, avoid: list[tuple]) -> tuple[int, int, int]:
     """A random color at least 140 (RGB distance) away from every color in ``avoid``."""
     while True:
-        c = tuple(int(v) for v in rng.integers(0, 256, 3))
-        if all(math.dist(c, a) > 140 for a in avoid):
-            return c
+        r, g, b = (int(v) for v in rng.integers(0, 256, 3))
+        if all(math.dist((r, g, b), a) > 140 for a in avoid):
+            return r, g, b
 
 
 def _background(rng, size: int, avoid: list[tuple], gradient: bool = True) -> Image.Image:
@@ -173,7 +177,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         pts = [(r if k % 2 == 0 else 0.42 * r, k * math.pi / 5) for k in range(10)]
     elif shape == "cross":
         w = 0.35 * r
-        xy = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+        xy = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
+              (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
         pts = [(math.hypot(x, y), math.atan2(y, x)) for x, y in xy]
     elif shape == "diamond":
         pts = [(r, 0), (0.6 * r, math.pi / 2), (r, math.pi), (0.6 * r, 3 * math.pi / 2)]
@@ -215,7 +220,7 @@ def _draw_counts(rng, cls: str, size: int) -> Image.Image:
     image = _background(rng, size, colors, gradient=False)
     draw, cell = ImageDraw.Draw(image), size / 3
     r = cell * rng.uniform(0.25, 0.36)
-    for c, color in zip(rng.choice(9, k, replace=False), colors):
+    for c, color in zip(rng.choice(9, k, replace=False), colors, strict=True):
         cx = (c % 3 + 0.5) * cell + rng.uniform(-1, 1) * (cell / 2 - r - 3)
         cy = (c // 3 + 0.5) * cell + rng.uniform(-1, 1) * (cell / 2 - r - 3)
         _draw_shape(draw, shape, cx, cy, r, rng.uniform(-0.3, 0.3), color)

@@ -43,7 +43,8 @@ def read(shard: Shard) -> Iterator[Record]:
                 yield _record(f"{shard.uri}#{key}", members)
         broken = any(isinstance(v, tarfile.ReadError) for v in members.values())  # already reported
         rest = fs.size(path) - tf.offset
-        if keep is None and not broken and tf.fileobj.comptype == "tar" and rest < 2 * tarfile.BLOCKSIZE:
+        stream = tf.fileobj  # mode "r|*": a tarfile._Stream, which knows the compression
+        if keep is None and not broken and getattr(stream, "comptype", None) == "tar" and rest < 2 * tarfile.BLOCKSIZE:
             # tarfile stops silently at a missing or partial header: without the two zero blocks that end
             # every tar, the file was cut after its last complete member.
             raise tarfile.ReadError(f"truncated tar: it ends {rest} bytes after its last "
@@ -52,7 +53,8 @@ def read(shard: Shard) -> Iterator[Record]:
 
 def _samples(tf: tarfile.TarFile) -> Iterator[tuple[str, dict]]:
     """(key, {extension: bytes | Exception}) per sample; member data is read only for images and labels."""
-    key, members = None, {}
+    key: str | None = None
+    members: dict[str, bytes | Exception | None] = {}
     for m in tf:
         if m.isdir():
             continue

@@ -108,6 +108,7 @@ class Context:
 def text_cache_dir(ctx: Context) -> str:
     """The run's CLIP text-embedding cache of ``ctx.model`` (:class:`ccs_ray.texts.TextEncoder`), which its spans,
     judge and prune stages share: ``ROOT/_state/<run_id>/<model>/texts``."""
+    assert ctx.model is not None  # a per-model stage's context
     return f"{ctx.state.model_dir(ctx.model)}/texts"
 
 

@@ -7,10 +7,10 @@ For every head of every model and each of its data spans 1..``spans.m`` (subset 
 largest and the k with the smallest projection of the head's contribution onto the span's direction
 (``spans.direction``, stored by the stage spans: TextSpan is not run again, except for spans written by an
 earlier version without directions, which are computed again: the same texts, now with their directions), and
-the k images with the largest contribution norm (:mod:`ccs_ray.explain`). It is a pass over the shards (:mod:`ccs_ray.passes`) on the scan's
-actors, decode path, layout and checkpoint settings, with :class:`~ccs_ray.explain.TopImages` as the
-accumulator: resumable by shard, bad images skipped as in the scan (they are already in its ``errors``), and
-merged at the end into exactly the top k of a single pass. Partials:
+the k images with the largest contribution norm (:mod:`ccs_ray.explain`). It is a pass over the shards
+(:mod:`ccs_ray.passes`) on the scan's actors, decode path, layout and checkpoint settings, with
+:class:`~ccs_ray.explain.TopImages` as the accumulator: resumable by shard, bad images skipped as in the scan (they
+are already in its ``errors``), and merged at the end into exactly the top k of a single pass. Partials:
 ``_state/<run_id>/<model>/explain/<12 hex>/NNNNNNNN.parquet``.
 """
 

@@ -72,7 +72,8 @@ def judges_of(cfg: JudgeConfig) -> list[tuple[str, EndpointConfig]]:
     for j in judges:
         if j.kind == "openai":
             endpoint_of(j, cfg)  # base_url and model are set
-    named = [(j.name or (OFFLINE_NAME if j.kind == "offline" else j.model), j) for j in judges]
+    # an LLM judge has a model (endpoint_of checked it): '' stands in for none, a bad name below
+    named = [(j.name or (OFFLINE_NAME if j.kind == "offline" else j.model or ""), j) for j in judges]
     names = [n for n, _ in named]
     bad = sorted({n for n in names if not n or names.count(n) > 1 or n == COMBINED or n.startswith("human:")})
     if bad:
@@ -92,14 +93,14 @@ def _now() -> datetime:
 
 def verdict_rows(judge: str, verdicts: list[Verdict], heuristic: bool, m: int) -> dict[str, list[dict]]:
     """labels, judgments and ccs rows of one judge's verdicts."""
-    rows = {"labels": [], "judgments": [], "ccs": []}
+    rows: dict[str, list[dict]] = {"labels": [], "judgments": [], "ccs": []}
     for v in verdicts:
         h = v.head
         key = {"layer": h.layer, "head": h.head, "head_label": h.head_label, "judge": judge, "heuristic": heuristic}
         for variant in v.aligned:
             rows["labels"].append({**key, "variant": variant, "label": v.label,
                                    "label_normalized": scores.normalize_label(v.label), "error": v.label_error})
-            for (rank, text), a, err in zip(h.spans[variant], v.aligned[variant], v.errors[variant]):
+            for (rank, text), a, err in zip(h.spans[variant], v.aligned[variant], v.errors[variant], strict=True):
                 rows["judgments"].append({**key, "variant": variant, "span_rank": rank, "text": text,
                                           "label": v.label, "aligned": a, "error": err})
         rows["ccs"].append(_ccs_row(key, v.label, v.aligned, m))
@@ -108,24 +109,27 @@ def verdict_rows(judge: str, verdicts: list[Verdict], heuristic: bool, m: int) -
 
 def _ccs_row(key: dict, label: str | None, aligned: dict[str, list[int | None]], m: int) -> dict:
     paper = scores.ccs(aligned.get("paper", []), m)
-    return {**key, "label": label, "ccs": paper, "ccs_heldout": scores.ccs(aligned["heldout"], m) if "heldout" in aligned else None,
+    return {**key, "label": label, "ccs": paper,
+            "ccs_heldout": scores.ccs(aligned["heldout"], m) if "heldout" in aligned else None,
             "level": scores.level(paper, m)}
 
 
 def combined_rows(by_judge: dict[str, list[Verdict]], heuristic: bool, m: int) -> dict[str, list[dict]]:
     """Majority vote per span across judges; label = the most common normalised label."""
-    rows = {"judgments": [], "ccs": []}
-    per_head = zip(*by_judge.values())
+    rows: dict[str, list[dict]] = {"judgments": [], "ccs": []}
+    per_head = zip(*by_judge.values(), strict=True)  # every judge has a verdict for every head
     for verdicts in per_head:
         h = verdicts[0].head
-        key = {"layer": h.layer, "head": h.head, "head_label": h.head_label, "judge": COMBINED, "heuristic": heuristic}
+        key = {"layer": h.layer, "head": h.head, "head_label": h.head_label, "judge": COMBINED,
+               "heuristic": heuristic}
         label = scores.most_common_label([v.label for v in verdicts])
-        aligned = {}
+        aligned: dict[str, list[int | None]] = {}
         for variant, spans in h.spans.items():
-            aligned[variant] = [scores.majority_vote([v.aligned[variant][i] for v in verdicts]) for i in range(len(spans))]
+            aligned[variant] = [scores.majority_vote([v.aligned[variant][i] for v in verdicts])
+                                for i in range(len(spans))]
             rows["judgments"].extend({**key, "variant": variant, "span_rank": rank, "text": text, "label": label,
                                       "aligned": a, "error": None if a is not None else "no valid vote"}
-                                     for (rank, text), a in zip(spans, aligned[variant]))
+                                     for (rank, text), a in zip(spans, aligned[variant], strict=True))
         rows["ccs"].append(_ccs_row(key, label, aligned, m))
     return rows
 
@@ -136,7 +140,7 @@ def agreement(by_judge: dict[str, list[Verdict]]) -> dict:
     names = list(by_judge)
     votes = {n: [a for v in by_judge[n] for variant in VARIANTS for a in v.aligned.get(variant, [])] for n in names}
     pairs = list(itertools.combinations(names, 2))
-    ratings = list(zip(*votes.values()))
+    ratings = list(zip(*votes.values(), strict=True))  # every judge judged every span
     return {"cohen": {f"{a}|{b}": scores.cohen_kappa(votes[a], votes[b]) for a, b in pairs},
             "cohen_se": {f"{a}|{b}": stats.cohen_kappa_se(votes[a], votes[b]) for a, b in pairs},
             "fleiss": scores.fleiss_kappa(ratings) if len(names) > 1 else None,
@@ -154,12 +158,14 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
     label_percentile per judge.
     """
     m, cfg, root, run_id, model = section.m, section.judge, ctx.root, ctx.run_id, ctx.model
+    assert model is not None  # a per-model stage
     encoder = TextEncoder(model, ctx.models.precision, cache_dir=text_cache_dir(ctx))
     text_encoder = text_encoder or encoder
     spans = read_table(root, "spans", run_id=run_id, model=model)
     head_spans, problems = heads_from_spans(spans, m, cfg.heldout)
     if not head_spans:
-        raise ValueError(f"no spans (subset 'all') for run {run_id!r}, model {model!r} under {root}: run the spans stage first")
+        raise ValueError(f"no spans (subset 'all') for run {run_id!r}, model {model!r} under {root}: run the spans "
+                         f"stage first")
     judges, cache_root = judges_of(cfg), cache_root_of(cfg, root)
     by_judge: dict[str, list[Verdict]] = {}
     heuristic: dict[str, bool] = {}
@@ -175,7 +181,8 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
             else:
                 by_judge[name] = run_pool(judge, cfg, head_spans, cache_root, progress)
         if not heuristic[name]:
-            calls += [call_row(name, JudgeConfig.public_url(judge.base_url), c) for v in by_judge[name] for c in v.calls]
+            endpoint = endpoint_of(judge, cfg).public_url  # JudgeConfig.public_url of the judge's base_url
+            calls += [call_row(name, endpoint, c) for v in by_judge[name] for c in v.calls]
         tables[name] = verdict_rows(name, by_judge[name], heuristic[name], m)
     tables[COMBINED] = combined_rows(by_judge, any(heuristic.values()), m)
     fidelity = add_label_fidelity(ctx, section, encoder, [r for rows in tables.values() for r in rows["ccs"]])
@@ -200,7 +207,8 @@ def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
         "ccs_at_k": {n: scores.ccs_at_k([r["ccs"] for r in rows["ccs"]], m) for n, rows in tables.items()},
         "agreement": agreement(by_judge),
         "label_fidelity": fidelity,
-        "label_percentile_median": {n: _median([r["label_percentile"] for r in rows["ccs"]]) for n, rows in tables.items()},
+        "label_percentile_median": {n: _median([r["label_percentile"] for r in rows["ccs"]])
+                                    for n, rows in tables.items()},
     }
 
 
@@ -223,12 +231,15 @@ def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: TextEncoder
         return "no labels"
     method = section.spans.method
     heads = sorted({r["head_label"] for r in labelled})
+    head_stats: dict[str, tuple[int, np.ndarray | torch.Tensor, torch.Tensor]]  # n, total, outer
     if method == "weights":
         from ..circuits import head_covariances
 
-        covariances = head_covariances(encoder.load(), sorted({parse_head_name(h)[0] for h in heads}), section.convention)
+        covariances = head_covariances(encoder.load(), sorted({parse_head_name(h)[0] for h in heads}),
+                                       section.convention)
         head_stats = {h: (1, np.zeros(len(covariances[h])), covariances[h]) for h in heads}
     else:
+        assert ctx.model is not None  # a per-model stage
         try:
             uri = moments_uri(ctx, ctx.model)
         except ValueError as e:
@@ -239,17 +250,17 @@ def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: TextEncoder
     pool = encoder(load_pool(section.spans.pool), template, normalize)
     labels = sorted({r["label"] for r in labelled})
     label_rows, embedded = {n: i for i, n in enumerate(labels)}, encoder(labels, template, normalize)
-    bases = {}
+    bases: dict[str, torch.Tensor] = {}
     for layer in sorted({parse_head_name(h)[0] for h in heads}):  # one batched eigh per layer bounds the memory
         group = [h for h in heads if parse_head_name(h)[0] == layer]
         outers = torch.stack([torch.as_tensor(head_stats[h][2], dtype=torch.float64) for h in group])
-        bases |= {h: basis for h, (basis, _) in zip(group, span_bases(outers, section.spans.rank))}
+        bases |= {h: basis for h, (basis, _) in zip(group, span_bases(outers, section.spans.rank), strict=True)}
     for head in heads:
         mine = [r for r in labelled if r["head_label"] == head]
         names = sorted({r["label"] for r in mine})
         variance, percentile = label_fidelity(*head_stats[head], embedded[[label_rows[n] for n in names]], pool,
                                               section.spans.rank, basis=bases[head])
-        found = {n: (v, p) for n, v, p in zip(names, variance.tolist(), percentile.tolist())}
+        found = {n: (v, p) for n, v, p in zip(names, variance.tolist(), percentile.tolist(), strict=True)}
         for r in mine:
             v, p = found[r["label"]]
             r["label_variance"], r["label_percentile"] = (None, None) if np.isnan(v) else (v, p)

@@ -40,12 +40,14 @@ import io
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 from urllib.parse import quote
 
 import fsspec
 import numpy as np
 import ray
 import torch
+from ray.actor import ActorHandle
 
 from ..ablate import Ablation, all_heads, encode_ablations, head_ablation, is_paper_strategy, prune_strategies
 from ..cluster import actor_layout, node_cpus, use_held_cpus
@@ -104,10 +106,12 @@ def _load_npz(uri: str) -> dict:
 class EvalWorker:
     """Holds one model and the ablation configurations; runs units (a dataset shard each)."""
 
-    def __init__(self, model_key: str, precision: str, ablations: list[tuple[list[str], str]], mean_z, batch_size: int):
+    def __init__(self, model_key: str, precision: str, ablations: list[tuple[list[str], str]], mean_z,
+                 batch_size: int):
         use_held_cpus()
         self.model, self.preprocess = load_model(model_key, precision)
-        self.ablations = [head_ablation(self.model, heads, mode, mean_z) if heads else None for heads, mode in ablations]
+        self.ablations = [head_ablation(self.model, heads, mode, mean_z) if heads else None
+                          for heads, mode in ablations]
         self.batch_size = batch_size
 
     def run(self, unit: dict) -> dict:
@@ -137,6 +141,7 @@ class EvalWorker:
         elif kind == "bias":
             loaded = ds.sources.load_shard(shard, self.preprocess)
             errors = loaded.errors
+            assert isinstance(loaded.images, torch.Tensor)  # open_clip's preprocess gives tensors
             emb = _encode(self.model, loaded.images, self.ablations, self.batch_size)
             payload = dict(embeddings=emb.numpy(), items=np.array(loaded.items, dtype=str))
         _save_npz(unit["uri"], ablations=np.array(unit["ablation_ids"], dtype=str),
@@ -258,6 +263,7 @@ def _bias_rows(ablations, data, results, attributes: dict, prompts: torch.Tensor
 def _mean_z(ctx: Context, setting: str, fix: str):
     """The scan's mean head outputs; ``setting`` (the spec key asking for mean ablation) and ``fix`` name the
     way out in the error when there are none."""
+    assert ctx.model is not None  # a per-model stage
     try:
         return HeadMoments.load(moments_uri(ctx, ctx.model)).mean_z()
     except ValueError as e:
@@ -272,6 +278,7 @@ def run(ctx: Context, section: PruneSection) -> dict:
     t0 = time.perf_counter()
     prune, evals = section.prune, section.evals
     root, run_id, model_key, precision = ctx.root, ctx.run_id, ctx.model, ctx.models.precision
+    assert model_key is not None  # a per-model stage
     model = shared_model(model_key, precision)  # the text side and head checks (the judge's too)
     layers = select_layers(model, ctx.models.layers, ctx.models.last_layers)
     ccs_rows = read_table(root, "ccs", run_id, model_key).to_pylist()
@@ -299,8 +306,9 @@ def run(ctx: Context, section: PruneSection) -> dict:
         if a.heads:
             head_ablation(model, a.heads, a.mode or prune.mode, mean_z)
     ids = [a.ablation_id for a in ablations]
-    write_table(root, "ablations", [{**_ablation_keys(a), "mode": a.mode or prune.mode, "k": a.k, "concept": a.concept,
-                                     "heads": a.heads, "n_heads": len(a.heads), "reference_model": reference_model,
+    write_table(root, "ablations", [{**_ablation_keys(a), "mode": a.mode or prune.mode, "k": a.k,
+                                     "concept": a.concept, "heads": a.heads, "n_heads": len(a.heads),
+                                     "reference_model": reference_model,
                                      "judge": prune.judge if a.by_ccs else None, "paper_strategy": a.paper_strategy,
                                      "reason": a.reason}
                                     for a in chosen],
@@ -313,15 +321,16 @@ def run(ctx: Context, section: PruneSection) -> dict:
         for kind in ds.KINDS:
             for entry in getattr(evals, kind):
                 data, shards, inputs = ds.plan_dataset(kind, entry)
+                extra: dict[str, Any]  # what a dataset kind's evaluation reads: tensors, captions, attributes
                 if kind == "classification":
                     extra = {"weights": classifier_weights(model, data.class_texts, data.templates, encoder)}
                 elif kind == "video":
-                    videos, captions = zip(*inputs["captions"])
-                    extra = {"captions": dict(zip(videos, encoder(list(captions))))}
+                    videos, captions = zip(*inputs["captions"], strict=True)
+                    extra = {"captions": dict(zip(videos, encoder(list(captions)), strict=True))}
                 else:
                     prompts = encoder([t.format(o) for t in data.templates for o in data.occupations])
-                    extra = {"prompts": prompts.reshape(len(data.templates), len(data.occupations), -1).transpose(0, 1),
-                             **inputs}
+                    extra = {"prompts": prompts.reshape(len(data.templates), len(data.occupations), -1)
+                             .transpose(0, 1), **inputs}
                 plans.append((kind, data, shards, extra))
     skipped = 0
     for kind, data, shards, extra in plans:
@@ -335,7 +344,7 @@ def run(ctx: Context, section: PruneSection) -> dict:
                           "configs": configs, "weights": extra.get("weights")})
 
     unit_errors, failed = _run_units(ctx, section, ablations, mean_z, units)
-    for unit, rows in zip(units, unit_errors):
+    for unit, rows in zip(units, unit_errors, strict=True):
         replace_file(root, "errors", rows, run_id, model_key, _unit_name(unit))
     errors = [row for rows in unit_errors for row in rows]
 
@@ -359,8 +368,8 @@ def run(ctx: Context, section: PruneSection) -> dict:
     replace_file(root, "head_effects", head_effects, run_id, model_key, "prune")
     replace_file(root, "correctness", correctness_rows, run_id, model_key, "prune")
     if failed:
-        raise RuntimeError(f"{len(failed)} pruning units failed (first: {sorted(failed.items())[0]}); finished units are "
-                           f"kept: re-run with resume to redo only the failed ones")
+        raise RuntimeError(f"{len(failed)} pruning units failed (first: {sorted(failed.items())[0]}); finished units "
+                           f"are kept: re-run with resume to redo only the failed ones")
     return {"model": model_key, "configurations": len(ablations), "ablation_ids": ids, "layers": layers,
             "empty_strategies": [a.ablation_id for a in chosen if a.reason is not None],
             "units_run": len(units), "units_skipped": skipped, "evals_rows": len(evals_rows),
@@ -378,8 +387,9 @@ def _run_units(ctx: Context, section: PruneSection, ablations: list[Ablation], m
     worker = ray.remote(num_cpus=layout.cpus_per_actor, num_gpus=layout.gpus_per_actor)(EvalWorker)
     args = (ctx.model, ctx.models.precision, [(a.heads, a.mode or section.prune.mode) for a in ablations], mean_z,
             section.evals.batch_size)
-    actors = [worker.remote(*args) for _ in range(n_actors)]
-    pending = {actors[i % n_actors].run.remote(unit): i for i, unit in enumerate(units)}
+    # ray types worker.remote() as ActorHandle | type[EvalWorker], whose methods lack .remote unless @ray.method
+    actors = [cast(ActorHandle, worker.remote(*args)) for _ in range(n_actors)]
+    pending: dict[ray.ObjectRef, int] = {actors[i % n_actors].run.remote(unit): i for i, unit in enumerate(units)}
     errors: list[list[dict]] = [[] for _ in units]
     failed = {}
     progress = Progress(f"prune {ctx.model} ({len(ablations)} configurations)", len(units), "dataset shards",

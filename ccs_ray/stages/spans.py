@@ -38,6 +38,9 @@ from ..textspan import span_bases, textspan_from_moments
 from .base import Context, Stage, text_cache_dir
 from .scan import moments_uri
 
+_StatsKey = tuple[str, str, str]  # (head, method "data" or "weights", subset)
+_Moments = tuple[int, torch.Tensor, torch.Tensor]  # (n, total [D], outer [D, D])
+
 
 @dataclass(frozen=True)
 class SpansSection:
@@ -59,12 +62,14 @@ def run_spans(ctx: Context, section: SpansSection) -> tuple[list[dict], str]:
     """TextSpan rows for every head of ``ctx.model`` (``spans.method``: from data over all data and each fold,
     from the weights, or both; with both, the span_agreement rows are written too), and where they were computed:
     ``"kept actor"`` (a scan actor of the run, model loaded) or ``"task"``."""
-    uri = moments_uri(ctx, ctx.model) if section.spans.method != "weights" else None
-    rows, actor = None, ctx.actors.one(ctx.model) if ctx.actors is not None else None
+    model = ctx.model
+    assert model is not None  # a per-model stage
+    uri = moments_uri(ctx, model) if section.spans.method != "weights" else None
+    rows, actor = None, ctx.actors.one(model) if ctx.actors is not None else None
     if actor is not None:  # the scan's actor, its model loaded
         try:
             rows, agreement = _collect(ctx, actor.call.options(num_returns="streaming").remote(
-                spans_of, ctx.models, section, uri, ctx.model, text_cache_dir(ctx)))
+                spans_of, ctx.models, section, uri, model, text_cache_dir(ctx)))
         except ray.exceptions.RayActorError:  # it died: the task below instead
             pass
     ran_on = "kept actor" if rows is not None else "task"
@@ -74,10 +79,10 @@ def run_spans(ctx: Context, section: SpansSection) -> tuple[list[dict], str]:
         gpus = 1 if ctx.cluster_resources().get("GPU", 0) else 0
         cpus = 1 if gpus else max(node_cpus())  # without a GPU: one whole node's cores, as torch threads
         rows, agreement = _collect(ctx, _spans_task.options(num_gpus=gpus, num_cpus=cpus).remote(
-            ctx.models, section, uri, ctx.model, text_cache_dir(ctx)))
-    tables.write_table(ctx.root, "spans", rows, ctx.run_id, ctx.model, name="spans")
+            ctx.models, section, uri, model, text_cache_dir(ctx)))
+    tables.write_table(ctx.root, "spans", rows, ctx.run_id, model, name="spans")
     if section.spans.method == "both":
-        tables.replace_file(ctx.root, "span_agreement", agreement, ctx.run_id, ctx.model, "spans")
+        tables.replace_file(ctx.root, "span_agreement", agreement, ctx.run_id, model, "spans")
     return rows, ran_on
 
 
@@ -120,7 +125,9 @@ def spans_of(model, device: str, models: ModelsConfig, section: SpansSection, ur
                                                                                  cfg.normalize).to(device)
     subsets = ({"all": None} | ({f"fold{f}": [f] for f in range(moments.folds)} if moments.folds > 1 else {})
                if moments is not None else {})
-    stats, bases, stats_layer = {}, {}, None
+    stats: dict[_StatsKey, _Moments] = {}
+    bases: dict[_StatsKey, torch.Tensor] = {}
+    stats_layer = None
     for name in heads:
         layer, head = parse_head_name(name)
         if layer != stats_layer:  # one layer's heads at a time, their span bases in one batched eigh
@@ -133,6 +140,7 @@ def spans_of(model, device: str, models: ModelsConfig, section: SpansSection, ur
         for subset in subsets:
             if (name, "data", subset) not in stats:  # not a data head, or no images in this subset
                 continue
+            assert moments is not None  # data subsets come from the moments
             spans = textspan_from_moments(*stats.pop((name, "data", subset)), emb, texts, m=section.n_spans,
                                           rank=cfg.rank, basis=bases.pop((name, "data", subset)))
             rows += _rows(key, spans, subset, "data", moments.convention, cfg.pool)
@@ -152,12 +160,14 @@ def spans_of(model, device: str, models: ModelsConfig, section: SpansSection, ur
 
 
 def _layer_stats(moments: HeadMoments | None, subsets: dict, names: list[str], covariances: dict[str, torch.Tensor],
-                 rank: int, device) -> tuple[dict, dict]:
+                 rank: int, device) -> tuple[dict[_StatsKey, _Moments], dict[_StatsKey, torch.Tensor]]:
     """One layer's TextSpan inputs: ``stats`` maps (head, "data", subset) to the moments (n, total, outer) of each
     data head in ``names`` over each subset with images, and (head, "weights", "all") to (1, 0, C_w) of each head
     in ``covariances``; ``bases`` maps the same keys to the span basis [D, r] (:func:`span_bases`, one batched
     eigh over the layer)."""
-    stats = {(h, "data", s): moments.head(h, folds) for h in names for s, folds in subsets.items()}
+    stats: dict[_StatsKey, _Moments] = {}
+    if moments is not None:  # (else no data heads and no subsets)
+        stats = {(h, "data", s): moments.head(h, folds) for h in names for s, folds in subsets.items()}
     stats = {k: v for k, v in stats.items() if v[0] > 0}
     for h, C_w in covariances.items():
         C_w = C_w.to(device)
@@ -165,7 +175,7 @@ def _layer_stats(moments: HeadMoments | None, subsets: dict, names: list[str], c
     if not stats:
         return {}, {}
     bases = span_bases(torch.stack([outer.to(torch.float64) for _, _, outer in stats.values()]), rank)
-    return stats, {k: basis for k, (basis, _) in zip(stats, bases)}
+    return stats, {k: basis for k, (basis, _) in zip(stats, bases, strict=True)}
 
 
 def _rows(key: dict, spans, subset: str, method: str, convention: str, pool: str) -> list[dict]:

@@ -45,15 +45,15 @@ def plan_dataset(kind: str, entry) -> tuple:
         data = classification_data(entry)
         return data, plan_classification(data), {}
     if kind == "video":
-        data = video_data(entry)
-        captions = video_captions(data)
-        return data, plan_videos(data, captions), {"captions": captions}
-    data = bias_data(entry)
-    return data, plan_bias(data), {"attributes": bias_attributes(data)}
+        video_set = video_data(entry)
+        captions = video_captions(video_set)
+        return video_set, plan_videos(video_set, captions), {"captions": captions}
+    bias_set = bias_data(entry)
+    return bias_set, plan_bias(bias_set), {"attributes": bias_attributes(bias_set)}
 
 __all__ = [
     "BIAS_PRESETS", "CLASSIFICATION_PRESETS", "KINDS", "VIDEO_EXTENSIONS", "VIDEO_PRESETS", "BiasData",
-    "ClassificationData", "ClassificationPreset", "DatasetError", "VideoData", "bias_attributes", "bias_data", "classification_data",
-    "load_classification", "load_video", "plan_bias", "plan_dataset", "plan_classification", "plan_videos", "sources",
-    "video_captions", "video_data",
+    "ClassificationData", "ClassificationPreset", "DatasetError", "VideoData", "bias_attributes", "bias_data",
+    "classification_data", "load_classification", "load_video", "plan_bias", "plan_dataset", "plan_classification",
+    "plan_videos", "sources", "video_captions", "video_data",
 ]

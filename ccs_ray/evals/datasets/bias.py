@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ... import sources
+from ...choices import SourceKind
 from ...sources.base import list_files
 from ...sources.manifest import MANIFEST_EXTENSIONS, read_rows
 from ...spec import DataConfig
@@ -43,8 +44,10 @@ class BiasData:
 
 
 def bias_data(entry) -> BiasData:
-    """Validate an ``evals.bias`` entry (typed or a dict) and apply its preset (default: the name, when it names one)."""
-    data, given = entry_with_preset(BiasData, entry, "bias", BIAS_PRESETS, "manifest (CSV/Parquet of images and attributes)")
+    """Validate an ``evals.bias`` entry (typed or a dict) and apply its preset (default: the name, when it names
+    one)."""
+    data, given = entry_with_preset(BiasData, entry, "bias", BIAS_PRESETS,
+                                    "manifest (CSV/Parquet of images and attributes)")
     data.occupations = list(OCCUPATIONS) if data.occupations is None else data.occupations
     data.templates = list(BIAS_TEMPLATES) if data.templates is None else data.templates
     probe = probe_of(data.source, "bias")
@@ -81,6 +84,6 @@ def bias_attributes(data: BiasData) -> dict[str, dict[str, str]]:
 
 def plan_bias(data: BiasData) -> list[sources.Shard]:
     """The manifest's (or the generated set's) shards of ``shard_size`` images."""
-    kind = "probe" if probe_of(data.source, "bias") else "manifest"
+    kind: SourceKind = "probe" if probe_of(data.source, "bias") else "manifest"
     return sources.plan_shards(DataConfig(source=data.source, kind=kind, shard_size=data.shard_size, limit=data.limit,
                                           uri_column=data.uri_column, label_column=data.attributes[0]))

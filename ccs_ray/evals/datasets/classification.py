@@ -10,12 +10,15 @@ order. :func:`plan_classification` cuts the source into shards (``torchvision://
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import urlparse
 
 import torch
 
 from ... import sources
+from ...choices import SourceKind
 from ...spec import DataConfig
 from . import torchvision_data
 from .entries import DatasetError, from_entry
@@ -31,7 +34,7 @@ class ClassificationData:
     name: str
     source: str
     preset: str | None
-    kind: str
+    kind: Literal["auto", SourceKind]
     classnames: list[str] | None
     templates: list[str] | None
     subset: list[str] | None
@@ -78,7 +81,8 @@ def classification_data(entry) -> ClassificationData:
     if data.subset:
         missing = [c for c in data.subset if c not in index]
         if missing:
-            raise DatasetError(f"classification dataset {data.name!r}: subset classes {missing} are not among its classes")
+            raise DatasetError(f"classification dataset {data.name!r}: subset classes {missing} are not among its "
+                               "classes")
         keep = [index[c] for c in data.subset]
         data.excluded = {k for k, v in index.items() if v not in keep}
         index = {k: keep.index(v) for k, v in index.items() if v in keep}
@@ -101,11 +105,13 @@ def load_classification(data: ClassificationData, shard: sources.Shard, preproce
 
     Images outside ``subset`` are dropped silently; an unknown label is an error row (reason ``label``).
     """
+    labels: Sequence[str | None]
     if shard.kind == "torchvision":
         items, images, labels = torchvision_data.load(data.source, data.root, data.options, shard.items)
         images, errors = [preprocess(img) for img in images], []
     else:
         loaded = sources.load_shard(shard, preprocess)
+        assert isinstance(loaded.images, torch.Tensor)  # open_clip's preprocess gives tensors
         images, items, labels, errors = list(loaded.images), loaded.items, loaded.labels, loaded.errors
     keep, idx = [], []
     for i, label in enumerate(labels):
@@ -113,6 +119,7 @@ def load_classification(data: ClassificationData, shard: sources.Shard, preproce
             keep.append(i)
             idx.append(data.label_index[label])
         elif label not in data.excluded:
+            assert data.classnames is not None  # resolved by classification_data
             errors.append(dict(stage="prune", source=shard.uri, item=items[i], reason="label",
                                detail=f"label {label!r} is not a class of {data.name!r} (e.g. {data.classnames[:3]})"))
     stacked = torch.stack([images[i] for i in keep]) if keep else torch.zeros(0)

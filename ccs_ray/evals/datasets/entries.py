@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ...errors import UserError
 from ...sources import SourceError
@@ -20,7 +20,7 @@ class DatasetError(UserError, ValueError):
     """An evaluation dataset that cannot be used: the message says what is wrong and what is allowed."""
 
 
-ENTRIES = {"classification": ClassificationEntry, "video": VideoEntry, "bias": BiasEntry}
+ENTRIES: dict[str, type[BaseModel]] = {"classification": ClassificationEntry, "video": VideoEntry, "bias": BiasEntry}
 
 
 def from_entry(cls, entry, section: str) -> tuple:
@@ -29,7 +29,8 @@ def from_entry(cls, entry, section: str) -> tuple:
         try:
             entry = ENTRIES[section].model_validate(entry)
         except ValidationError as e:
-            raise DatasetError(describe_errors(e, f"evals.{section} entry {entry.get('name', '?')!r}", ENTRIES[section])) from None
+            raise DatasetError(describe_errors(e, f"evals.{section} entry {entry.get('name', '?')!r}",
+                                               ENTRIES[section])) from None
     return cls(**entry.model_dump()), entry.model_fields_set
 
 

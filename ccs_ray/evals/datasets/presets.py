@@ -70,7 +70,8 @@ def preset_of(data, presets: dict, kind: str):
 
 def entry_with_preset(cls, entry, kind: str, presets: dict, source: str) -> tuple:
     """``(data, keys set)``: an ``evals.<kind>`` entry as ``cls`` (:func:`from_entry`) that has a source (``source``
-    says what it is), with the keys of its preset (``preset``, else its name when that names one) that it does not set."""
+    says what it is), with the keys of its preset (``preset``, else its name when that names one) that it does not
+    set."""
     data, given = from_entry(cls, entry, kind)
     if not data.source:
         raise DatasetError(f"{kind} dataset {data.name!r} has no source {source}")

@@ -52,10 +52,10 @@ def _dataset(source: str, root: str | None, options_json: str):
         names = sorted(n for n in dir(tvd) if inspect.isclass(getattr(tvd, n)) and n[0].isupper())
         raise DatasetError(f"torchvision has no dataset {name!r}; e.g. {', '.join(names[:30])}")
     params = inspect.signature(cls).parameters
-    kwargs = dict(parse_qsl(url.query))
+    query = dict(parse_qsl(url.query))
     root = root or str(cache_dir("datasets"))
     defaults = {"root": root, "download": True, "train": False, "split": "test"}
-    kwargs = {**{k: v for k, v in defaults.items() if k in params}, **kwargs, **json.loads(options_json)}
+    kwargs = {**{k: v for k, v in defaults.items() if k in params}, **query, **json.loads(options_json)}
     try:
         return cls(**kwargs)
     except Exception as e:  # noqa: BLE001 - network, integrity or argument errors all need the same advice

@@ -43,7 +43,8 @@ class VideoData:
 
 
 def video_data(entry) -> VideoData:
-    """Validate an ``evals.video`` entry (typed or a dict) and apply its preset (default: the name, when it names one)."""
+    """Validate an ``evals.video`` entry (typed or a dict) and apply its preset (default: the name, when it names
+    one)."""
     data, _ = entry_with_preset(VideoData, entry, "video", VIDEO_PRESETS, "folder")
     data.frames = data.frames or 12
     if not data.captions and probe_of(data.source, "video") is None:
@@ -59,6 +60,7 @@ def video_captions(data: VideoData) -> list[tuple[str, str]]:
     if probe is not None:
         texts = sources.probe_class_texts(probe.task)
         return [(f"v{i}", f"a video of a {texts[i % len(texts)]}") for i in range(min(probe.n, data.limit or probe.n))]
+    assert data.captions, "video_data gives a set that is not generated a captions file"
     uri = resolve_uri(data.captions, data.source)
     try:
         rows = read_table_file(uri).to_pylist()
@@ -91,6 +93,7 @@ def plan_videos(data: VideoData, captions: list[tuple[str, str]]) -> list[source
 def load_video(data: VideoData, video_id: str, preprocess) -> torch.Tensor:
     """[frames, 3, S, S]: ``data.frames`` frames sampled uniformly from a frame folder or a video file
     (a generated video: its ``data.frames`` probe images)."""
+    assert data.frames is not None, "video_data resolves the frame count"
     probe = probe_of(data.source, "video")
     if probe is not None:
         return torch.stack([preprocess(frame) for frame in _probe_video(probe, video_id, data.frames)])
