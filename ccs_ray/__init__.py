@@ -9,13 +9,16 @@ The public API (the math: no Ray, no I/O):
 and :func:`preflight` (``preflight``): a job spec's checks and plan before it runs; :func:`paper_reference`
 (``reference``): the paper's published head sets and figures.
 
-Names are imported on first use, so that ``import ccs_ray.spec`` (the CLI, judge and limiter actors) does not
-load torch and open_clip.
+``ccs_ray.__version__`` is the installed version. Names are imported on first use, so that
+``import ccs_ray.spec`` (the CLI, judge and limiter actors) does not load torch and open_clip.
 """
 
 import sys
 import types
 from importlib import import_module
+from importlib.metadata import version
+
+__version__ = version("ccs-ray")  # of the installed package (pyproject.toml's); also ``ccs-ray --version``
 
 _HOMES = {
     "ablated": "ablate", "head_contributions": "decompose", "head_name": "heads", "parse_head_name": "heads",

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib.metadata import version
 
+from . import __version__
 from .choices import PRECISIONS, SQL_FORMATS
 from .errors import UserError
-
-__version__ = version("ccs-ray")  # the installed package's (pyproject.toml's) version
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:

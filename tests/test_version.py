@@ -1,22 +1,25 @@
-"""The package version: ``ccs-ray --version``, ``ccs_ray.cli.__version__`` and the ``runs`` rows a run writes."""
+"""The package version (pyproject.toml's): ``ccs-ray --version``, ``ccs_ray.__version__`` and the ``runs`` rows a run
+writes."""
 
 import shutil
+import tomllib
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
+import ccs_ray
 from ccs_ray import analytics, cli, pipeline, tables
 from ccs_ray.spec import load_spec
 from ccs_ray.stages import Context
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results-0.1.0"  # runs rows written by ccs-ray 0.1.0
-VERSION = "0.2.0"
+VERSION = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
 
 
 def test_version_is_the_installed_metadata():
-    assert version("ccs-ray") == cli.__version__ == VERSION  # else: pip install -e . --no-deps
+    assert version("ccs-ray") == ccs_ray.__version__ == VERSION  # else: pip install -e . --no-deps
 
 
 def test_cli_version(capsys):
