@@ -63,6 +63,13 @@ class FaultyFileSystem(LocalFileSystem):
     writes = 0
     crashed = False
 
+    @classmethod
+    def _strip_protocol(cls, path):
+        """``faulty:///abs/path`` -> ``/abs/path`` (LocalFileSystem strips only its own protocols before fsspec
+        2026.9)."""
+        path = str(path)
+        return super()._strip_protocol(path.removeprefix("faulty://"))
+
     def _open(self, path, mode="rb", **kwargs):
         f = super()._open(path, mode, **kwargs)
         if set(mode) & {"w", "a", "x"}:
