@@ -1,10 +1,10 @@
 """Shared fixtures: one local Ray cluster per test session, tiny random-init models, and the guard that keeps
-session-scoped objects as every test found them.
+shared objects as every test found them.
 
-A session-scoped model is handed to many tests. A test that must change one takes a copy
-(``tiny_model_copy``); the autouse guard fingerprints every guarded session object a test requested before and
-after the test, fails the test that changed one (naming each parameter, buffer or attribute it changed), and puts
-the object back as it was loaded so that the tests after it are not affected.
+A session- or module-scoped model is handed to many tests. A test that must change one takes a copy
+(``tiny_model_copy``); the autouse guard compares every guarded object among a test's fixtures with a pristine
+copy after the test, fails the test that changed one (naming each parameter, buffer or attribute it changed), and
+puts the object back as it was so that the tests after it are not affected.
 """
 
 import copy
@@ -14,12 +14,14 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-_GUARDED: dict[str, tuple[object, object]] = {}  # fixture name -> (the object handed out, a pristine deep copy)
+_GUARDED: dict[int, tuple[object, object, dict]] = {}  # id -> (the object handed out, a pristine copy, its print)
 
 
-def guarded(name: str, obj):
-    """Register ``obj``, the value of session fixture ``name``, with the guard; returns ``obj``."""
-    _GUARDED[name] = (obj, copy.deepcopy(obj))
+def guarded(obj):
+    """Register ``obj``, the value (or first item of the value) of a session- or module-scoped fixture, with the
+    guard; returns ``obj``."""
+    pristine = copy.deepcopy(obj)
+    _GUARDED[id(obj)] = (obj, pristine, fingerprint(pristine))
     return obj
 
 
@@ -72,21 +74,26 @@ def _changes(before: dict, after: dict) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _session_objects_unchanged(request):
-    """Fails the test that changed a guarded session object it requested, and restores the object."""
-    names = [n for n in request.fixturenames if n in _GUARDED]
-    before = {n: fingerprint(_GUARDED[n][0]) for n in names}
+def _shared_objects_unchanged(request):
+    """Fails the test that changed a guarded object among the fixtures it used, and restores the object."""
     yield
     changed = {}
-    for name in names:
-        obj, pristine = _GUARDED[name]
-        diff = _changes(before[name], fingerprint(obj))
-        if diff:
-            changed[name] = diff
-            obj.__dict__.clear()
-            obj.__dict__.update(copy.deepcopy(pristine).__dict__)
+    for name in request.fixturenames:
+        try:  # the wider-scoped fixtures are alive still; the test's own ones are torn down already
+            value = request.getfixturevalue(name)
+        except AssertionError:
+            continue
+        for obj in value if isinstance(value, tuple) else (value,):
+            entry = _GUARDED.get(id(obj))
+            if entry is None or entry[0] is not obj:
+                continue
+            diff = _changes(entry[2], fingerprint(obj))
+            if diff:
+                changed[name] = diff
+                obj.__dict__.clear()
+                obj.__dict__.update(copy.deepcopy(entry[1]).__dict__)
     if changed:
-        pytest.fail("the test changed session-scoped objects (take a copy, e.g. tiny_model_copy): " + "; ".join(
+        pytest.fail("the test changed shared fixtures (take a copy, e.g. tiny_model_copy): " + "; ".join(
             f"{name}: {', '.join(diff)}" for name, diff in changed.items()), pytrace=False)
 
 
@@ -112,7 +119,7 @@ def tiny_model():
 
     torch.manual_seed(0)
     model, preprocess = load_model("ccs-tiny/none", device="cpu")
-    return guarded("tiny_model", model), preprocess
+    return guarded(model), preprocess
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import guarded
 
 from ccs_ray import ablated
 from ccs_ray.ablate import encode_ablations, head_ablation
@@ -15,7 +16,7 @@ HEADS = ["L3.H1", "L2.H0", "L2.H3"]
 
 @pytest.fixture(scope="module")
 def model64(tiny_model):
-    return copy.deepcopy(tiny_model[0]).double()
+    return guarded(copy.deepcopy(tiny_model[0]).double())
 
 
 @pytest.fixture(scope="module")

@@ -47,18 +47,34 @@ def test_bench_scan_times_decoding_on_a_device(ray_cluster, tmp_path):
     assert bench_scan._device_decode_ips(shards, preprocess_config("ccs-tiny/none"), "cpu") > 0
 
 
-@pytest.mark.slow
 def test_bench_preflight_times_each_case_to_its_one_line_error(monkeypatch):
     from ccs_ray.bench import preflight
 
-    monkeypatch.setattr(preflight, "CASES", {k: preflight.CASES[k] for k in ("unknown_model", "typo_in_evals_entry")})
+    monkeypatch.setattr(preflight, "CASES", {"typo_in_evals_entry": preflight.CASES["typo_in_evals_entry"]})
     figures = preflight.run()
     assert figures["failed_cases"] == []  # each case ended as exit status 2 and one "ccs-ray:" line
-    assert set(figures) == {"unknown_model_s", "typo_in_evals_entry_s", "results_root_not_writable_s", "slowest_s",
-                            "help_s", "failed_cases"}
-    assert figures["slowest_s"] == max(figures["unknown_model_s"], figures["typo_in_evals_entry_s"],
-                                       figures["results_root_not_writable_s"]) > 0
+    assert set(figures) == {"typo_in_evals_entry_s", "results_root_not_writable_s", "slowest_s", "help_s",
+                            "failed_cases"}
+    assert figures["slowest_s"] == max(figures["typo_in_evals_entry_s"], figures["results_root_not_writable_s"]) > 0
 
+
+def test_bench_chaos_compares_rows_to_their_tolerances_and_finds_leftovers(tmp_path):
+    """What ``ccs-ray bench chaos`` (a whole run under faults: tests/test_chaos.py) compares and counts."""
+    from ccs_ray.bench.chaos import FLOAT32_RTOL, MOMENTS_RTOL, _leftovers, _same_rows
+    from ccs_ray.files import commit_write
+
+    row = {"head": "L3.H1", "variance": 0.25, "direction": [0.6, 0.8]}
+    assert _same_rows([row], [row | {"variance": 0.25 * (1 + MOMENTS_RTOL / 2)}])
+    assert not _same_rows([row], [row | {"variance": 0.25 * (1 + 10 * MOMENTS_RTOL)}])
+    assert _same_rows([row], [row | {"direction": [0.6 * (1 + FLOAT32_RTOL / 2), 0.8]}])
+    assert not _same_rows([row], [row | {"direction": [0.6 * (1 + 10 * FLOAT32_RTOL), 0.8]}])
+    assert not _same_rows([row], [row | {"head": "L3.H2"}]) and not _same_rows([row], [row, row])
+    partials = tmp_path / "_state" / "r1" / "ccs-tiny%2Fnone" / "partials" / "actor-0"
+    commit_write(str(partials), 1, b"committed", ".safetensors")
+    (partials / "00000002.safetensors").write_bytes(b"written, never committed")
+    (tmp_path / "spans.tmp").write_bytes(b"")
+    assert _leftovers(tmp_path) == {"tmp_files": [str(tmp_path / "spans.tmp")],
+                                    "orphan_partials": [str(partials / "00000002.safetensors")]}
 
 
 def test_bench_judge_json_loses_nothing_and_pays_nothing_twice(ray_cluster, capsys):
@@ -71,3 +87,32 @@ def test_bench_judge_json_loses_nothing_and_pays_nothing_twice(ray_cluster, caps
     assert figures["rerun_requests"] == 0 and figures["rerun_calls"] == 0
     assert figures["throughput_ratio"] == pytest.approx((figures["requests"] - 1) / figures["traffic_s"] * 60 / 120)
 
+
+
+def test_bench_chaos_counts_only_its_own_runs_ray_processes(ray_cluster):
+    """The chaos run kills and counts the Ray processes of the cluster its process started: never another's."""
+    import os
+    import subprocess
+
+    from ccs_ray.bench.chaos import ray_processes
+
+    if os.environ.get("RAY_ADDRESS"):
+        pytest.skip("the cluster at RAY_ADDRESS was started by another session")
+
+    @ray_cluster.remote(num_cpus=0)
+    class Probe:
+        def pid(self) -> int:
+            return os.getpid()
+
+    probe = Probe.remote()
+    pid = ray_cluster.get(probe.pid.remote())  # a worker of the local cluster this session started
+    mine = ray_processes(os.getpid())
+    assert mine[pid].startswith("ray::Probe") and all(title.startswith("ray::") for title in mine.values())
+    assert not ray_processes(os.getpid(), ("ray::Nope",))
+    other = subprocess.Popen(["sleep", "30"])  # a process no Ray worker descends from
+    try:
+        assert ray_processes(other.pid) == {}
+    finally:
+        other.kill()
+        other.wait()
+    ray_cluster.kill(probe)

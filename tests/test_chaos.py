@@ -5,7 +5,12 @@ import pytest
 
 @pytest.mark.slow
 def test_chaos_run_equals_an_undisturbed_run(ray_cluster):
+    import os
+
     from ccs_ray.bench import chaos
+
+    if os.environ.get("RAY_ADDRESS"):
+        pytest.skip("the chaos run kills processes of a local cluster started by this session")
 
     fig = chaos.run(images=160, seed=0)
     unequal = [k for k in fig if k.startswith("equal_") and not fig[k]]

@@ -9,6 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from conftest import guarded
 from open_clip.transformer import LayerScale
 
 from ccs_ray.circuits import head_covariances, span_agreement
@@ -37,7 +38,7 @@ def model64(tiny_model):
         visual.ln_post.weight.copy_(0.5 + torch.rand(W, generator=gen, dtype=torch.float64))
         visual.transformer.resblocks[2].ls_1 = LayerScale(W).double()
         visual.transformer.resblocks[2].ls_1.gamma.copy_(0.1 + torch.rand(W, generator=gen, dtype=torch.float64))
-    return model
+    return guarded(model)
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ import uuid
 import fsspec
 import pytest
 import torch
+from conftest import guarded
 
 import ccs_ray.texts as texts_module
 from ccs_ray import load_model
@@ -22,7 +23,7 @@ TEXTS = ["dog", "a photo of a very small red car parked next to an old stone wal
 
 @pytest.fixture(scope="module")
 def b32():
-    return load_model("ViT-B-32/none", device="cpu")[0]
+    return guarded(load_model("ViT-B-32/none", device="cpu")[0])
 
 
 def _stock(model, texts, template, normalize):

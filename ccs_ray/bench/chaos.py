@@ -1,7 +1,8 @@
 """``ccs-ray bench chaos``: one run that meets every fault at once ends exactly as an undisturbed run.
 
 Two runs of the same job (scan, spans and judge of the random-init tiny model over a generated probe set,
-an LLM judge on the loopback server of :mod:`ccs_ray.judges.loopback`) on this process's Ray cluster:
+an LLM judge on the loopback server of :mod:`ccs_ray.judges.loopback`) on a local Ray cluster that this
+process starts (the chaos thread kills only that cluster's processes, never another's on the machine):
 
 - undisturbed: in this process, against a fault-free server;
 - chaos: ``ccs-ray run`` in a process of its own (connected to the cluster, which outlives it), against a
@@ -73,17 +74,27 @@ MOMENTS_RTOL = 1e-9  # moments summed in another order differ by float64 roundin
 FLOAT32_RTOL = 1e-6  # ... which can move a value stored as float32 by one rounding step (2^-24 relative)
 
 
-def ray_processes(titles: tuple[str, ...] = ("ray::",)) -> dict[int, str]:
-    """pid -> title of this machine's Ray worker processes whose title starts with one of ``titles``."""
-    found = {}
+def ray_processes(root: int, titles: tuple[str, ...] = ("ray::",)) -> dict[int, str]:
+    """pid -> title of the Ray worker processes descended from process ``root`` (the process that started the
+    local cluster: its raylet's workers) whose title starts with one of ``titles``. Other clusters on the machine
+    are never counted, nor killed."""
+    parents, titles_of = {}, {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
+            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if cmd.startswith(titles):
-            found[int(pid)] = cmd
-    return found
+        titles_of[int(pid)] = cmd
+
+    def descends(pid: int) -> bool:
+        seen = set()
+        while pid not in (root, 0, 1) and pid not in seen:
+            seen.add(pid)
+            pid = parents.get(pid, 0)
+        return pid == root
+
+    return {pid: cmd for pid, cmd in titles_of.items() if cmd.startswith(titles) and descends(pid)}
 
 
 def _kill(pid: int) -> bool:
@@ -121,7 +132,7 @@ class _Chaos(threading.Thread):
         self.error: str | None = None
 
     def _kill_one(self, title: str) -> bool:
-        victims = sorted(set(ray_processes((title,))) - self.others)
+        victims = sorted(set(ray_processes(os.getpid(), (title,))) - self.others)
         return bool(victims) and _kill(self.rng.choice(victims))
 
     def run(self) -> None:
@@ -138,7 +149,7 @@ class _Chaos(threading.Thread):
             if requests >= JUDGE_KILL_AT and not self.judge_kills and self._kill_one("ray::JudgeWorker"):
                 self.judge_kills += 1
             if requests >= DRIVER_KILL_AT and self.judge_kills:
-                self.processes = set(ray_processes()) - self.others
+                self.processes = set(ray_processes(os.getpid())) - self.others
                 os.killpg(self.driver.pid, signal.SIGKILL)
                 self.driver_killed_at = time.time()
         if self.driver_killed_at is None:
@@ -193,6 +204,8 @@ def run(images: int = 240, seed: int = 0) -> dict:
     from ..spec import load_spec
     from ..tables import read_table
 
+    if os.environ.get("RAY_ADDRESS"):
+        raise ValueError("bench chaos kills processes of the local cluster it starts: unset RAY_ADDRESS")
     ensure_ray()
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     model = "ccs-tiny/none"
@@ -214,7 +227,7 @@ def run(images: int = 240, seed: int = 0) -> dict:
             needed = calm.accounting()["keys"]
 
             t0 = time.perf_counter()
-            others = set(ray_processes())  # Ray processes of other jobs of this cluster
+            others = set(ray_processes(os.getpid()))  # the cluster's processes of earlier jobs (the undisturbed run)
             driver = _driver(*results["chaos"], "r1", env)
             chaos = _Chaos(driver, wild, results["chaos"][1], seed, others)
             chaos.start()
@@ -227,7 +240,7 @@ def run(images: int = 240, seed: int = 0) -> dict:
             assert killed_at is not None  # no error: the chaos thread killed the driver
             gone = None
             while time.time() - killed_at < 60:
-                if not chaos.processes & set(ray_processes()):
+                if not chaos.processes & set(ray_processes(os.getpid())):
                     gone = time.time() - killed_at
                     break
                 time.sleep(0.2)
