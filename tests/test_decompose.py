@@ -181,6 +181,8 @@ def test_tower_shape_and_keyword_only_forward():
     d = decomposed_forward(model, images, layers=[1, 3])
     assert d.contributions.shape == (2, 2, 4, 32) and d.layers == [1, 3]
     assert d.heads == shape.head_names([1, 3])
+    with pytest.raises(ValueError, match="needs images, or start to resume from"):
+        decomposed_forward(model, None, layers=[1, 3])
 
 
 @pytest.mark.parametrize("mode", [None, "zero", "mean"])
