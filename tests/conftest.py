@@ -17,11 +17,12 @@ pytest_plugins = ["pytester"]
 _GUARDED: dict[int, tuple[object, object, dict]] = {}  # id -> (the object handed out, a pristine copy, its print)
 
 
-def guarded(obj):
-    """Register ``obj``, the value (or first item of the value) of a session- or module-scoped fixture, with the
-    guard; returns ``obj``."""
+def guarded(obj, request):
+    """Register ``obj``, the value (or first item of the value) of the session- or module-scoped fixture of
+    ``request``, with the guard until that fixture ends; returns ``obj``."""
     pristine = copy.deepcopy(obj)
     _GUARDED[id(obj)] = (obj, pristine, fingerprint(pristine))
+    request.addfinalizer(lambda: _GUARDED.pop(id(obj), None))
     return obj
 
 
@@ -110,7 +111,7 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="session")
-def tiny_model():
+def tiny_model(request):
     """(model, preprocess) of the 4-layer, 4-head, 32-pixel ``ccs-tiny`` config, random init, fp32, CPU. Shared by
     the session and guarded: a test that changes the model fails; take ``tiny_model_copy`` to change one."""
     import torch
@@ -119,7 +120,7 @@ def tiny_model():
 
     torch.manual_seed(0)
     model, preprocess = load_model("ccs-tiny/none", device="cpu")
-    return guarded(model), preprocess
+    return guarded(model, request), preprocess
 
 
 @pytest.fixture

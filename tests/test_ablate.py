@@ -15,8 +15,8 @@ HEADS = ["L3.H1", "L2.H0", "L2.H3"]
 
 
 @pytest.fixture(scope="module")
-def model64(tiny_model):
-    return guarded(copy.deepcopy(tiny_model[0]).double())
+def model64(tiny_model, request):
+    return guarded(copy.deepcopy(tiny_model[0]).double(), request)
 
 
 @pytest.fixture(scope="module")

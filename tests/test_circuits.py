@@ -25,7 +25,7 @@ RTOL = 1e-10  # float64 against float64, different operation order
 
 
 @pytest.fixture(scope="module")
-def model64(tiny_model):
+def model64(tiny_model, request):
     """The tiny model in float64 with non-trivial ln_1 / ln_post scales and a LayerScale in layer 2, so that
     every factor of M is exercised (random init has unit LayerNorm scales and no LayerScale)."""
     model = copy.deepcopy(tiny_model[0]).double()
@@ -38,7 +38,7 @@ def model64(tiny_model):
         visual.ln_post.weight.copy_(0.5 + torch.rand(W, generator=gen, dtype=torch.float64))
         visual.transformer.resblocks[2].ls_1 = LayerScale(W).double()
         visual.transformer.resblocks[2].ls_1.gamma.copy_(0.1 + torch.rand(W, generator=gen, dtype=torch.float64))
-    return guarded(model)
+    return guarded(model, request)
 
 
 @torch.no_grad()

@@ -251,6 +251,7 @@ def test_killed_driver_resumes_without_rescanning(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray_start")  # as `ray start`, it records the machine's current cluster
 def test_heterogeneous_cluster_scans_on_gpu_nodes_and_decodes_on_every_node(tmp_path):
     """A simulated cluster (ray.cluster_utils.Cluster, in a subprocess) of two GPU nodes and one CPU-only node:
     one scan actor per GPU, on the GPU nodes (their shards spread over both); decoders on the CPUs the actors

@@ -150,6 +150,26 @@ def test_results_are_read_only(results, tmp_path, statement):
     assert not (tmp_path / "elsewhere.csv").exists()
 
 
+def test_the_read_only_filesystem_refuses_every_write(results):
+    """Under DuckDB's own refusals, the ``ccsresults://`` filesystem of a read-only connection refuses writes too."""
+    from ccs_ray.analytics import ReadOnlyResults, resolve_root
+
+    root = results[0]
+    before = files_under(root)
+    fs, path = resolve_root(root)
+    results_fs = ReadOnlyResults(path=path, fs=fs)
+    (part,) = results_fs.glob("runs/**/*.parquet")[:1]
+    assert results_fs.open(part, "rb").read(4) == b"PAR1"  # reading works
+    writes = [lambda: results_fs.open("x.csv", "wb"), lambda: results_fs._open("x.csv", "ab"),
+              lambda: results_fs.mkdir("new"), lambda: results_fs.makedirs("new/deeper"), lambda: results_fs.rm(part),
+              lambda: results_fs.mv(part, "moved.parquet"), lambda: results_fs.pipe_file("x.csv", b"1"),
+              lambda: results_fs.touch("x.csv")]
+    for write in writes:
+        with pytest.raises(PermissionError, match="the results root is read-only: cannot "):
+            write()
+    assert files_under(root) == before
+
+
 def test_in_memory_scratch_tables_still_work(conn):
     query(conn, "CREATE OR REPLACE TEMP TABLE mine AS SELECT model, count(*) AS n FROM ccs GROUP BY model")
     assert sum(r["n"] for r in rows_of(conn, "SELECT n FROM mine")) == len(rows_of(conn, "SELECT * FROM ccs"))

@@ -140,6 +140,22 @@ def test_ray_address_is_the_default(spec, monkeypatch, capsys):
     assert "ray job logs --follow raysubmit_1 --address http://head:8265" in out
 
 
+def test_submit_command_plans_without_the_cluster_then_submits(monkeypatch, capsys):
+    """``ccs-ray submit --dry-run`` prints the plan and submits nothing; without it, the job is submitted."""
+    from ccs_ray import cli
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", FakeClient)
+    monkeypatch.setattr(FakeClient, "last", None, raising=False)
+    assert cli.main(["submit", SMOKE, "--dry-run", "--json", "--address", "http://head:8265"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(m["key"], m["heads"]) for m in plan["models"]] == [("ccs-tiny/none", 16)] and plan["stages"]
+    assert FakeClient.last is None  # planned, not submitted
+    assert cli.main(["submit", SMOKE, "--address", "http://head:8265"]) == 0
+    assert FakeClient.last.address == "http://head:8265" and len(FakeClient.last.requests) == 1
+    assert "submitted job raysubmit_1" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("status, code", [(JobStatus.SUCCEEDED, 0), (JobStatus.FAILED, 1), (JobStatus.STOPPED, 1)])
 def test_follow_prints_the_logs_and_exits_with_the_job(spec, monkeypatch, capsys, status, code):
     monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", lambda address: FakeClient(address, status))
@@ -208,6 +224,7 @@ def _cli(args, env, timeout=300):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray_start")  # `ray start` records the machine's current cluster: one such test at a time
 def test_submit_runs_the_job_on_a_cluster(ray_head, tmp_path):
     address, env, env_token = ray_head
     results = tmp_path / "results"

@@ -22,8 +22,8 @@ TEXTS = ["dog", "a photo of a very small red car parked next to an old stone wal
 
 
 @pytest.fixture(scope="module")
-def b32():
-    return guarded(load_model("ViT-B-32/none", device="cpu")[0])
+def b32(request):
+    return guarded(load_model("ViT-B-32/none", device="cpu")[0], request)
 
 
 def _stock(model, texts, template, normalize):
