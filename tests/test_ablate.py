@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
-from conftest import guarded
 
 from ccs_ray import ablated
 from ccs_ray.ablate import encode_ablations, head_ablation
 from ccs_ray.decompose import encode_images, tower_shape
 from ccs_ray.heads import parse_head_name
+from conftest import guarded
 
 HEADS = ["L3.H1", "L2.H0", "L2.H3"]
 

@@ -9,7 +9,6 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from conftest import guarded
 from open_clip.transformer import LayerScale
 
 from ccs_ray.circuits import head_covariances, span_agreement
@@ -18,6 +17,7 @@ from ccs_ray.preflight import PreflightError, preflight
 from ccs_ray.spec import load_spec
 from ccs_ray.tables import read_table
 from ccs_ray.textspan import textspan, textspan_from_moments
+from conftest import guarded
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_ONLY = REPO / "jobs" / "weights-only.toml"

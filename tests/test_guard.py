@@ -4,6 +4,7 @@ the tests after it see the model as it was loaded."""
 from pathlib import Path
 
 import torch
+
 from conftest import _changes, fingerprint
 
 

@@ -6,11 +6,11 @@ import uuid
 import fsspec
 import pytest
 import torch
-from conftest import guarded
 
 import ccs_ray.texts as texts_module
 from ccs_ray import load_model
 from ccs_ray.texts import TextEncoder, text_embeddings
+from conftest import guarded
 
 #: float32 rounding between a truncated, length-sorted batch and the stock full-context call.
 ATOL = 1e-5
