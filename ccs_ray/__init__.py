@@ -16,9 +16,6 @@ and :func:`preflight` (``preflight``): a job spec's checks and plan before it ru
 import sys
 import types
 from importlib import import_module
-from importlib.metadata import version
-
-__version__ = version("ccs-ray")  # of the installed package (pyproject.toml's); also ``ccs-ray --version``
 
 _HOMES = {
     "ablated": "ablate", "head_contributions": "decompose", "head_name": "heads", "parse_head_name": "heads",
@@ -32,6 +29,11 @@ __all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # the installed package's (pyproject.toml's), read on first use
+        from importlib.metadata import version
+
+        globals()[name] = version("ccs-ray")
+        return globals()[name]
     if name not in _HOMES:
         raise AttributeError(f"module 'ccs_ray' has no attribute {name!r}")
     value = getattr(import_module(f".{_HOMES[name]}", __name__), name)

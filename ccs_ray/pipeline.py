@@ -18,13 +18,12 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
-from importlib.metadata import version
 from urllib.parse import quote
 
 import fsspec
 import ray
 
-from . import tables
+from . import __version__, tables
 from .cluster import ensure_ray
 from .errors import UserError
 from .files import sweep_tmp, use_storage
@@ -94,7 +93,7 @@ def _write_runs(spec: Spec, ctx: Context, status: str, stage: str, started: date
         row = dict(spec_name=spec.name, spec_json=spec.to_json(), stage=stage, status=status, started_at=started,
                    finished_at=datetime.now(UTC) if status != "running" else None,
                    n_images=(scan or {}).get("n_images", {}).get(model),
-                   n_errors=(scan or {}).get("n_errors", {}).get(model), version=version("ccs-ray"), error=error,
+                   n_errors=(scan or {}).get("n_errors", {}).get(model), version=__version__, error=error,
                    stage_seconds=seconds or None)
         tables.write_table(ctx.root, "runs", [row], ctx.run_id, model, name="run")
 
