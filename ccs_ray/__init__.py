@@ -4,7 +4,7 @@ The public API (the math: no Ray, no I/O):
 
 - :func:`load_model` (``models``), :func:`head_contributions` (``decompose``),
 - :class:`HeadMoments` (``moments``), :func:`textspan`, :func:`textspan_from_moments` (``textspan``),
-- :func:`ablated` (``ablate``), :func:`max_skew_at_k`, :func:`max_skew_over_templates` (``evals.bias``);
+- :func:`ablated` (``ablate``), :func:`max_skew_at_k`, :func:`max_skew_over_templates` (``evals.maxskew``);
 
 and :func:`preflight` (``preflight``): a job spec's checks and plan before it runs; :func:`paper_reference`
 (``reference``): the paper's published head sets and figures.
@@ -19,7 +19,7 @@ from importlib import import_module
 
 _HOMES = {
     "ablated": "ablate", "head_contributions": "decompose", "head_name": "heads", "parse_head_name": "heads",
-    "max_skew_at_k": "evals.bias", "max_skew_over_templates": "evals.bias",
+    "max_skew_at_k": "evals.maxskew", "max_skew_over_templates": "evals.maxskew",
     "PAPER_MODELS": "model_keys", "UnsupportedModelError": "model_keys", "load_model": "models",
     "HeadMoments": "moments", "textspan": "textspan", "textspan_from_moments": "textspan", "preflight": "preflight",
     "paper_reference": "reference",

@@ -26,7 +26,7 @@ from functools import partial
 
 import torch
 
-from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES
+from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES, is_paper_strategy
 from .decompose import HeadAblation, block_forward, decomposed_forward, head_outputs, last_block_cls_only, tower_shape
 from .heads import head_name, parse_head_name
 from .reference import PaperHeads
@@ -185,11 +185,6 @@ class Ablation:
             return base
         concept = paper_concept(self.concept) if base == "concept" else None
         return f"concept:{concept}" if concept else None
-
-
-def is_paper_strategy(strategy: str) -> bool:
-    """Whether ``strategy`` (as in ``prune.strategies``) prunes the paper's published heads (needs no CCS)."""
-    return strategy.split(":", 1)[0] in PAPER_STRATEGIES
 
 
 def _draw(pool: Iterable[str], exclude: Iterable[str], n: int, seed: int, what: str) -> list[str]:

@@ -25,6 +25,16 @@ ABLATION_MODES: tuple[AblationMode, ...] = get_args(AblationMode)
 STRATEGIES = ("high", "low", "random", "equal", "concept", "explicit", "sweep", "single")
 # the paper's published head sets (ccs_ray.reference); "paper-concept" is written paper-concept:<name>
 PAPER_STRATEGIES = ("paper-high", "paper-low", "paper-random", "paper-concept")
+
+
+def is_paper_strategy(strategy: str) -> bool:
+    """Whether ``strategy`` (as in ``prune.strategies``) prunes the paper's published heads (needs no CCS)."""
+    return strategy.split(":", 1)[0] in PAPER_STRATEGIES
+
+
+def ccs_strategies(strategies: list[str]) -> list[str]:
+    """The strategies of ``prune.strategies`` that choose heads by a run's CCS (all but ``explicit`` and paper-*)."""
+    return [s for s in strategies if s != "explicit" and not is_paper_strategy(s)]
 PAPER_CONCEPTS = ("locations", "objects", "colors", "animals")  # the paper's concept sets, by its names
 RandomPool = Literal["decomposed", "all"]  # heads the random strategy draws from
 RANDOM_POOLS: tuple[RandomPool, ...] = get_args(RandomPool)
@@ -35,5 +45,5 @@ JUDGE_KINDS: tuple[JudgeKind, ...] = get_args(JudgeKind)
 JudgeMode = Literal["per_span", "batched"]  # one request per span, or one per head
 JUDGE_MODES: tuple[JudgeMode, ...] = get_args(JudgeMode)
 SQL_FORMATS = ("table", "csv", "json", "parquet")  # ccs-ray sql --format
-BiasCombine = Literal["embedding_mean", "skew_mean"]  # how an occupation's templates combine (ccs_ray.evals.bias)
+BiasCombine = Literal["embedding_mean", "skew_mean"]  # how an occupation's templates combine (ccs_ray.evals.maxskew)
 BIAS_COMBINES: tuple[BiasCombine, ...] = get_args(BiasCombine)

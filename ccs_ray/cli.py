@@ -42,13 +42,15 @@ def _print_plan(plan, as_json: bool) -> int:
 
 
 def _cmd_run(args) -> int:
-    spec = _load(args)  # a bad spec is reported before the engine (torch, Ray) is imported
-    from .pipeline import RunFailed, describe, run
+    spec = _load(args)
     from .preflight import preflight
 
+    # the spec phase loads no torch, open_clip, scipy or Ray: a mistake in the spec is reported in a second
     plan = preflight(spec, resume=args.resume, run_id=args.run_id, dry_run=args.dry_run)
     if args.dry_run:
         return _print_plan(plan, args.json)
+    from .pipeline import RunFailed, describe, run
+
     try:
         summary = run(spec, resume=args.resume, run_id=args.run_id, progress=not args.no_progress, plan=plan)
     except RunFailed as e:
@@ -74,20 +76,20 @@ def _cmd_submit(args) -> int:
 
 
 def _cmd_sql(args) -> int:
-    from .analytics import main_sql
+    from .sqlshell import main_sql
 
     return main_sql(args.query, args.results, args.format, args.output, args.canned)
 
 
 def _cmd_report(args) -> int:
-    from .report import build_report
+    from .reporting import build_report
 
     print(build_report(args.results, args.output, heads=args.heads))
     return 0
 
 
 def _cmd_head(args) -> int:
-    from .report import show_head
+    from .reporting import show_head
 
     print(show_head(args.results, args.model, args.head, run_id=args.run_id, open_=args.open, out=args.output))
     return 0

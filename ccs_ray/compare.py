@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
-from .analytics import canned_rows, connect, format_table, query
+from .analytics import canned_rows, connect, query
 from .reference import paper_reference
+from .sqlshell import format_table
 
 #: Columns shown per matched figure and per head set (the views have more).
 FIGURE_COLUMNS = ("our_model", "run_id", "dataset", "metric", "strategy", "heads_from", "n_seeds", "theirs", "ours",

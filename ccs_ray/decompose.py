@@ -30,24 +30,13 @@ from open_clip.transformer import LayerScale, VisionTransformer
 from .choices import CONVENTIONS
 from .heads import head_names
 from .models import check_supported
+from .towers import choose_layers
 
 
 def select_layers(model: torch.nn.Module, layers: list[int] | None = None, last: int = 4) -> list[int]:
     """:func:`choose_layers` for the image tower of ``model``."""
     visual: VisionTransformer = model.visual
     return choose_layers(len(visual.transformer.resblocks), layers, last)
-
-
-def choose_layers(n: int, layers: list[int] | None = None, last: int = 4) -> list[int]:
-    """The one layer-selection rule, for a tower of ``n`` layers: ``layers`` (sorted) when given, else the last
-    ``last`` layers (the paper analyses the last 4). An explicit ``[]`` selects none; a repeated layer is a
-    ValueError (it would repeat that layer's block of heads)."""
-    if layers is None:
-        return list(range(max(0, n - last), n))
-    repeated = sorted({l for l in layers if list(layers).count(l) > 1})
-    if repeated:
-        raise ValueError(f"layers {list(layers)} repeat {repeated}: name each layer once")
-    return sorted(layers)
 
 
 @dataclass(frozen=True)

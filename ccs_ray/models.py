@@ -18,6 +18,7 @@ from .choices import PRECISIONS
 from .files import cache_dir
 from .model_keys import ModelKey, UnsupportedModelError
 from .preprocess import CONFIG_DIRS
+from .towers import supported_models
 
 #: Seed of random initialisation (``NAME/none``), so that all actors of a cluster hold the same weights.
 RANDOM_INIT_SEED = 0
@@ -27,26 +28,6 @@ DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16), st
 
 for _cfg in sorted(CONFIG_DIRS[0].glob("*.json")):  # our configs (ccs-tiny), next to open_clip's
     open_clip.add_model_config(_cfg)
-
-
-def supported_models() -> list[str]:
-    """open_clip model names whose config is a ViT image tower we can decompose."""
-    names = []
-    for name in open_clip.list_models():
-        cfg = open_clip.get_model_config(name) or {}
-        vision = cfg.get("vision_cfg", {})
-        if (
-            isinstance(vision.get("layers"), int)
-            and "multimodal_cfg" not in cfg  # CoCa: its image embedding comes from an attention pooler
-            and "timm_model_name" not in vision
-            and not vision.get("attentional_pool")
-            and vision.get("pool_type", "tok") == "tok"
-            and not any(vision.get(k) for k in ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner",
-                                                "scale_attn", "scale_fc"))
-            and vision.get("block_type") in (None, "default")
-        ):
-            names.append(name)
-    return names
 
 
 def check_supported(model: torch.nn.Module, key: str = "model") -> VisionTransformer:

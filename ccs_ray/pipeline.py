@@ -1,11 +1,13 @@
-"""``ccs-ray run``: the spec's enabled stages (:data:`ccs_ray.stages.STAGES`, in order), resumable.
+"""``ccs-ray run``: the spec's enabled stages, in the order their contracts give (:mod:`ccs_ray.stages.contract`),
+resumable.
 
-A run has an id and a state folder ``ROOT/_state/<run_id>/`` (:class:`~ccs_ray.stages.RunState`) holding
-``run.json`` (the spec) and one ``done`` marker per finished stage (and model). One rule for every stage:
-a stage (for each model, when it is per model) runs unless its marker exists, and is marked with its
-summary when it returns. ``resume=True`` continues the latest run (or ``run_id``) when the settings its
-finished work depends on are unchanged; the scan, the judge and the prune stage also resume inside a
-stage (partials, answer cache, unit files). The ``runs`` table has one row per model: ``running`` while
+The run is the one preflight resolved (:func:`ccs_ray.runs.resolve_run`: its state folder holds ``run.json`` and one
+``done`` marker per finished stage and model). One rule for every stage: a stage (for each model, when it is per
+model) runs unless its marker exists, after checking that the run holds what it needs
+(:func:`ccs_ray.stages.check_inputs`), and is marked with its summary when it returns. ``resume=True`` continues
+the latest run (or ``run_id``) when the settings its finished work depends on are unchanged; the scan, the judge
+and the prune stage also resume inside a stage (partials, answer cache, unit files).
+The ``runs`` table has one row per model: ``running`` while
 the stages run, ``done`` before a stage that shows the run (the report) and again at the end, ``failed`` with
 the stage that failed; ``stage_seconds`` holds the wall seconds of every stage run so far and the total.
 The scan's model actors stay up, each with its model loaded, for the spans and explain stages that follow
@@ -14,78 +16,23 @@ The scan's model actors stay up, each with its model loaded, for the spans and e
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from datetime import UTC, datetime
-from urllib.parse import quote
 
-import fsspec
 import ray
 
 from . import __version__, tables
 from .cluster import ensure_ray
-from .errors import UserError
 from .files import sweep_tmp, use_storage
 from .passes import ModelActors
 from .preflight import Plan, preflight
 from .reference import write_reference_tables
+from .runs import RunError, RunState
 from .spec import Spec
-from .stages import BY_NAME, STAGES, Context, RunState
-
-# Spec keys whose change makes a run's finished work invalid; others (batch sizes, actors, ...) may change on resume.
-_RESULT_KEYS = ("data", "models", "spans", "scan.convention", "explain")
+from .stages import BY_NAME, RunContext, Stage, check_inputs, run_order
 
 
-class RunError(UserError, RuntimeError):
-    """A run that cannot start or resume as asked."""
-
-
-def _setting(spec_dict: dict, dotted: str):
-    value: object = spec_dict
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def resumable_run(spec: Spec, root: str, run_id: str | None) -> str:
-    """The id of the run ``--resume`` continues: ``run_id``, else the latest under ``root``; a RunError when
-    there is none or its result settings (:data:`_RESULT_KEYS`) differ from ``spec``'s."""
-    fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/_state")
-    runs = sorted(p.rsplit("/", 2)[-2] for p in fs.glob(f"{path}/*/run.json")) if fs.exists(path) else []
-    if run_id is None:
-        if not runs:
-            raise RunError(f"--resume: no run to resume under {root}")
-        run_id = runs[-1]
-    elif quote(run_id, safe="") not in runs:
-        raise RunError(f"--resume: no run {run_id!r} under {root}; runs: {', '.join(runs) or 'none'}")
-    state = RunState(root, run_id)
-    with state.fs.open(state.spec_path) as f:
-        before = json.load(f)
-    # Read the old spec through today's schema: keys added since then take their defaults, so an upgrade
-    # alone never reads as a changed setting.
-    before = json.loads(Spec.model_validate(before).to_json())
-    now = json.loads(spec.to_json())
-    changed = [k for k in _RESULT_KEYS if _setting(before, k) != _setting(now, k)]
-    if changed:
-        raise RunError(f"--resume: run {run_id} was started with different {', '.join(changed)} settings; "
-                       f"start a new run (drop --resume) or restore them")
-    return run_id
-
-
-def _resolve_run(spec: Spec, root: str, resume: bool, run_id: str | None) -> RunState:
-    if resume:
-        return RunState(root, resumable_run(spec, root, run_id))
-    state = RunState(root, run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
-    if state.exists():
-        raise RunError(f"run {state.run_id} already exists under {root}; use --resume to continue it")
-    state.fs.makedirs(state.path, exist_ok=True)
-    with state.fs.open(state.spec_path, "w") as f:
-        f.write(spec.to_json())
-    return state
-
-
-def _write_runs(spec: Spec, ctx: Context, status: str, stage: str, started: datetime, scan: dict | None = None,
+def _write_runs(spec: Spec, ctx: RunContext, status: str, stage: str, started: datetime, scan: dict | None = None,
                 error: str | None = None, seconds: dict | None = None) -> None:
     """One ``runs`` row per model: the run's status, the stage it reached, the seconds of the stages run so far
     and, when it failed, why."""
@@ -129,22 +76,32 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     """
     plan = plan or preflight(spec, resume=resume, run_id=run_id)
     root = spec.results_root
-    state = _resolve_run(spec, root, resume, run_id)
+    assert plan.run_id is not None  # preflight resolved the run, or raised
+    state = RunState(root, plan.run_id)
+    if not resume:
+        state.create(spec)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     ensure_ray(env=use_storage(spec.storage))
-    actors = ModelActors()
-    ctx = Context(state.run_id, root, spec.models, state, resources=ray.cluster_resources(), resume=resume,
-                  progress=progress, actors=actors)
+    with ModelActors() as actors:  # kept between the stages that use them; released when the run ends
+        ctx = RunContext(run_id=state.run_id, root=root, models=spec.models, state=state,
+                         resources=ray.cluster_resources(), resume=resume, progress=progress, actors=actors,
+                         plan=plan)
+        return _run_stages(spec, ctx, started, t0)
+
+
+def _run_stages(spec: Spec, ctx: RunContext, started: datetime, t0: float) -> dict:
+    """Every enabled stage in ``ctx``'s run, recorded in the ``runs`` table; the run's summary."""
+    state, actors = ctx.state, ctx.actors
+    assert actors is not None  # the pipeline's pool
     summaries: dict[str, dict] = {}  # stage -> its summary (per model: model -> summary)
     seconds: dict[str, float] = {}  # stage (and "total") -> wall seconds
-    summary = {"run_id": state.run_id, "results": root, "stages": summaries, "seconds": seconds}
-    stages = [s for s in STAGES if s.name in spec.stages]
+    stages = [BY_NAME[name] for name in run_order() if name in spec.stages]
     stage, recorded = "start", False
     try:
         _write_runs(spec, ctx, "running", stage, started)
-        tables.write_empty_tables(root, state.run_id, spec.models.keys[0])  # every view opens in plain DuckDB
-        write_reference_tables(root)  # ... the paper_* views too
+        tables.write_empty_tables(ctx.root, state.run_id, spec.models.keys[0])  # every view opens in plain DuckDB
+        write_reference_tables(ctx.root)  # ... the paper_* views too
         for s in stages:
             stage, t_stage = s.name, time.perf_counter()
             if not s.uses_model_actors:
@@ -153,14 +110,11 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
                 _write_runs(spec, ctx, "done", stages[-1].name, started, summaries.get("scan"), seconds=seconds)
                 recorded = True
             section = s.section(spec)
-            out: dict[str | None, dict] = {}
-            for c in ([ctx.for_model(key) for key in spec.models.keys] if s.per_model else [ctx]):
-                if not s.done(c):
-                    result = s.run(c, section)
-                    _check_root(state)
-                    s.mark(c, result)
-                out[c.model] = s.summary(c)
-            summaries[s.name] = out if s.per_model else out[None]
+            if s.per_model:
+                summaries[s.name] = {key: _run_once(s, spec, ctx.for_model(key), section)
+                                     for key in spec.models.keys}
+            else:
+                summaries[s.name] = _run_once(s, spec, ctx, section)
             seconds[s.name] = round(time.perf_counter() - t_stage, 2)
         seconds["total"] = round(time.perf_counter() - t0, 2)
         _write_runs(spec, ctx, "done", stage, started, summaries.get("scan"), seconds=seconds)
@@ -174,10 +128,18 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
             pass
         if not isinstance(e, Exception):
             raise
-        raise RunFailed(stage, why, state.run_id, root) from e
-    finally:
-        actors.release()
-    return summary
+        raise RunFailed(stage, why, state.run_id, ctx.root) from e
+    return {"run_id": state.run_id, "results": ctx.root, "stages": summaries, "seconds": seconds}
+
+
+def _run_once(stage: Stage, spec: Spec, ctx: RunContext, section) -> dict:
+    """``stage`` in ``ctx`` unless its marker says it is done; its summary."""
+    if not stage.done(ctx):
+        check_inputs(stage, spec, ctx)
+        result = stage.run(ctx, section)
+        _check_root(ctx.state)
+        stage.mark(ctx, result)
+    return stage.summary(ctx)
 
 
 def _sweep(state: RunState, models: list[str]) -> None:

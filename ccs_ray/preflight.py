@@ -1,28 +1,27 @@
 """Preflight: everything a run needs that is knowable without computing, checked at once, in seconds.
 
 ``preflight(spec) -> Plan`` runs on the driver before any stage starts (``ccs-ray run``, ``ccs-ray submit``,
-:func:`ccs_ray.pipeline.run`) and raises one :class:`PreflightError` that lists **every** problem found,
-one line each, naming the key, the value and the fix:
+:func:`ccs_ray.pipeline.run`) and raises one :class:`PreflightError` that lists every problem of a phase, one line
+each, naming the key, the value and the fix. Two phases:
 
-- ``models.keys``: each key resolves to an open_clip config whose image tower we decompose (an unknown
-  name lists the closest ones); a pretrained tag exists for that name and its weights are in the local
-  cache or the download host answers a bounded probe (:func:`ccs_ray.files.unreachable`); ``NAME@URI`` checkpoints
-  exist and are readable; ``models.layers`` are layers of the tower;
-- ``data.source`` and every ``[[evals.*]]`` source exist and are listable (the plan counts their images
-  and shards); ``spans.pool`` loads or, for ``textspan-general``, is cached or downloadable;
-- ``spans.method``: 'data' and 'both' have the scan in the run (or ``--resume``); 'weights' (no scan, no images)
-  has no explain stage;
-- every LLM judge has ``base_url`` and ``model`` and, unless planning only, its ``api_key_env`` is set;
-- ``prune.strategies``: the paper-* ones have published head sets for each model's reference model, inside
-  its tower; the CCS ones have the judge stage (and mean ablation, ``prune.mode`` or the single strategy's
-  ``prune.single_modes``, the scan) in the run;
-- the results root is writable (a probe file is created and removed) and, for ``--resume``, holds the run;
-- the cluster has the CPUs and GPUs the scan's and the evals' actor layouts need.
+1. Without the engine (no torch, open_clip, scipy or Ray; about a second): ``models.keys`` resolve to model
+   configs whose image tower we decompose (:mod:`ccs_ray.towers`; an unknown name lists the closest ones),
+   ``models.layers`` are layers of the tower; each enabled stage's needs are in the run, or done in the resumed
+   run (:func:`ccs_ray.stages.contract.unmet_needs`); every LLM judge has ``base_url`` and ``model`` and, unless
+   planning only, its ``api_key_env`` is set (:mod:`ccs_ray.judges.config`); ``spans.pool`` loads or, for
+   ``textspan-general``, is cached or downloadable; the results root is writable (a probe file is created and
+   removed) and the run resolves (:func:`ccs_ray.runs.resolve_run`: for ``--resume``, the run exists with the
+   same result settings). Problems here are reported without going on (:data:`ENGINE_CHECKS` names the rest).
+2. The environment the engine reads: a pretrained tag exists for each model and its weights are in the local
+   cache or the download host answers a bounded probe (:func:`ccs_ray.files.unreachable`), ``NAME@URI``
+   checkpoints are readable; ``data.source`` and every ``[[evals.*]]`` source exist and are listable (the plan
+   counts their images and shards); the paper-* strategies have published head sets for each model's reference
+   model, inside its tower; the cluster has the CPUs and GPUs the scan's and the evals' actor layouts need.
 
-Network probes run concurrently, so the whole check is bounded by one probe's timeout. The returned
-:class:`Plan` is what ``--dry-run`` prints: models, layers and heads, images and shards per source, the
-stages, the actor layouts and the judge estimate (calls, tokens and cost per judge, with no spans needed:
-the number of heads comes from the model config).
+Network probes run concurrently, so each phase is bounded by one probe's timeout. The returned :class:`Plan` is
+what ``--dry-run`` prints: models, layers and heads, images and shards per source, the stages, the actor layouts,
+the judge estimate (calls, tokens and cost per judge, with no spans needed: the number of heads comes from the
+model config) and the run it starts or resumes.
 """
 
 from __future__ import annotations
@@ -32,14 +31,16 @@ import os
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import fsspec
 
 from .errors import UserError
 from .files import unreachable, use_storage
+from .planning import JudgePlan, ModelPlan, Plan, SourcePlan
+from .runs import RUN_SCOPE, RunState, resolve_run
 from .spec import Spec
+from .stages.contract import BY_NAME, unmet_needs
 
 if TYPE_CHECKING:
     from .sources.base import Shard
@@ -51,93 +52,15 @@ _T = TypeVar("_T")
 class PreflightError(UserError, ValueError):
     """Problems found before a run started: one line each; nothing was computed or written."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], later: str = ""):
         self.problems = problems
         n = len(problems)
-        super().__init__(f"{n} problem{'s' * (n > 1)} found before starting (nothing was computed):\n  "
-                         + "\n  ".join(problems))
+        super().__init__(f"{n} problem{'s' * (n > 1)} found before starting (nothing was computed"
+                         f"{'; ' + later + ' once they are fixed' if later else ''}):\n  " + "\n  ".join(problems))
 
 
-@dataclass
-class ModelPlan:
-    """A model key as the run will load it: weights, the analysed layers and their heads."""
-
-    key: str
-    name: str
-    weights: str  # pretrained tag, "none" (random init) or the checkpoint URI
-    layers: list[int]
-    n_heads: int  # heads per layer
-    heads: int  # analysed heads: len(layers) x n_heads
-    embed_dim: int
-    tower_layers: int  # layers of the image tower
-
-
-@dataclass
-class SourcePlan:
-    """A source the run reads: where, what kind, how many images (None: counted while reading) and shards."""
-
-    key: str  # the spec key, e.g. "data.source" or "evals.bias[0]"
-    uri: str
-    kind: str
-    images: int | None
-    shards: int
-
-
-@dataclass
-class JudgePlan:
-    """What one judge would be asked for every analysed head, before any answer cache."""
-
-    name: str
-    kind: str
-    calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float | None  # None: the judge has no prices (judge.input_price / output_price)
-
-
-@dataclass
-class Plan:
-    """What a run will do; ``str(plan)`` is the human form, :meth:`to_dict` the JSON one."""
-
-    spec: str
-    results: str
-    stages: list[str]
-    resources: dict
-    models: list[ModelPlan] = field(default_factory=list)
-    sources: list[SourcePlan] = field(default_factory=list)
-    layouts: dict[str, dict] = field(default_factory=dict)  # stage -> actors, cpus_per_actor, gpus_per_actor
-    judges: list[JudgePlan] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["judge_total"] = {"calls": sum(j.calls for j in self.judges),
-                              "cost_usd": None if any(j.cost_usd is None for j in self.judges)
-                              else sum(j.cost_usd for j in self.judges)}
-        return out
-
-    def __str__(self) -> str:
-        lines = [f"plan of {self.spec!r} -> {self.results}", f"  stages: {' -> '.join(self.stages)}",
-                 f"  cluster: {self.resources.get('CPU', 0):g} CPUs, {self.resources.get('GPU', 0):g} GPUs"]
-        for m in self.models:
-            lines.append(f"  model {m.key}: weights {m.weights}, layers {m.layers} x {m.n_heads} heads = "
-                         f"{m.heads} heads")
-        for s in self.sources:
-            unit = "videos" if s.kind == "video" else "images"
-            images = f"{unit} counted while reading" if s.images is None else f"{s.images} {unit}"
-            lines.append(f"  {s.key}: {s.uri} ({s.kind}): {images} in {s.shards} shard{'s' * (s.shards > 1)}")
-        for stage, layout in self.layouts.items():
-            lines.append(f"  {stage} actors: {layout['actors']} per model, {layout['cpus_per_actor']:g} CPU and "
-                         f"{layout['gpus_per_actor']:g} GPU each")
-        for j in self.judges:
-            cost = "free (offline heuristic)" if j.kind == "offline" else (
-                "cost unknown (set judge.input_price/output_price)" if j.cost_usd is None else f"${j.cost_usd:.4f}")
-            lines.append(f"  judge {j.name}: {j.calls} calls, ~{j.prompt_tokens} prompt + {j.completion_tokens} "
-                         f"completion tokens, {cost}")
-        if self.judges:
-            total = self.to_dict()["judge_total"]
-            cost = "unknown" if total["cost_usd"] is None else f"${total['cost_usd']:.4f}"
-            lines.append(f"  judges in all: {total['calls']} calls, cost {cost} (before cached answers)")
-        return "\n".join(lines)
+#: What the second phase of :func:`preflight` checks, named when the first found problems.
+ENGINE_CHECKS = "weights, sources, datasets, published head sets and the cluster are checked"
 
 
 class _Checks:
@@ -161,13 +84,15 @@ class _Checks:
         """Run ``check`` later, concurrently with the other probes; a message it returns is a problem."""
         self.probes.append((check, problem))
 
-    def finish(self) -> None:
+    def finish(self, later: str = "") -> None:
+        """Run the probes; a :class:`PreflightError` of every problem found (``later``: what is still to check)."""
         with ThreadPoolExecutor(max(1, len(self.probes))) as pool:
             for (_, problem), why in zip(self.probes, pool.map(lambda p: p[0](), self.probes), strict=True):
                 if why:
                     self.problems.append(problem.format(why=why))
+        self.probes = []
         if self.problems:
-            raise PreflightError(list(dict.fromkeys(self.problems)))  # one line per problem, however often found
+            raise PreflightError(list(dict.fromkeys(self.problems)), later)  # one line per problem, however often
 
 
 def _weights_source(name: str, tag: str) -> tuple[bool, str]:
@@ -188,11 +113,10 @@ def _weights_source(name: str, tag: str) -> tuple[bool, str]:
 
 
 def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layers: int) -> ModelPlan | None:
-    import open_clip
-
-    from .decompose import choose_layers
+    """The spec phase of a model key: it parses, names a tower we decompose (from the configs, no open_clip) and
+    ``models.layers`` are its layers. The weights are checked in the environment phase (:func:`_check_weights`)."""
     from .model_keys import ModelKey
-    from .models import supported_models
+    from .towers import choose_layers, model_names, supported_models, tower_config
 
     where = f"models.keys: {key!r}"
     parsed = checks.run(where, lambda: ModelKey.parse(key))
@@ -205,12 +129,32 @@ def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layer
     supported = supported_models()
     if parsed.name not in supported:
         close = difflib.get_close_matches(parsed.name, supported, n=4, cutoff=0.6)
-        what = ("not a ViT whose heads ccs-ray decomposes" if parsed.name in open_clip.list_models()
-                else "unknown model")
+        what = "not a ViT whose heads ccs-ray decomposes" if parsed.name in model_names() else "unknown model"
         checks.problems.append(f"{where}: {what} {parsed.name!r}; closest: {', '.join(close) or 'none'} "
                                f"(all {len(supported)}: python -c 'import ccs_ray.models as m; "
                                f"print(m.supported_models())')")
         return None
+    tower = tower_config(parsed.name)
+    bad = [layer for layer in layers or [] if layer >= tower.layers]
+    if bad:
+        checks.problems.append(f"models.layers: {bad} out of range for {parsed.name} (layers 0..{tower.layers - 1})")
+        return None
+    chosen = checks.run("models.layers", choose_layers, tower.layers, layers, last_layers)
+    if chosen is None:
+        return None
+    return ModelPlan(key, parsed.name, "none" if parsed.weights is None else parsed.weights, chosen, tower.n_heads,
+                     len(chosen) * tower.n_heads, tower.embed_dim, tower.layers)
+
+
+def _check_weights(checks: _Checks, model: ModelPlan) -> None:
+    """The environment phase of a model: a checkpoint is readable; a pretrained tag exists for the model and its
+    weights are in the local cache or the download host answers a bounded probe."""
+    import open_clip
+
+    from .model_keys import ModelKey
+
+    where = f"models.keys: {model.key!r}"
+    parsed = ModelKey.parse(model.key)
     if parsed.checkpoint:
         assert parsed.weights is not None  # a checkpoint key's weights are its URI
         checks.run(where, _readable, parsed.weights, "checkpoint")
@@ -230,17 +174,6 @@ def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layer
                              f"{where}: weights are not in the local cache and cannot be downloaded ({{why}}); "
                              f"offline, use '{parsed.name}/none' (random init) or "
                              f"'{parsed.name}@/path/to/checkpoint.pt'")
-    config = open_clip.get_model_config(parsed.name)
-    vision = config["vision_cfg"]
-    n_layers = vision["layers"]
-    bad = [layer for layer in layers or [] if layer >= n_layers]
-    if bad:
-        checks.problems.append(f"models.layers: {bad} out of range for {parsed.name} (layers 0..{n_layers - 1})")
-        return None
-    chosen = choose_layers(n_layers, layers, last_layers)
-    n_heads = vision["width"] // vision.get("head_width", 64)
-    return ModelPlan(key, parsed.name, "none" if parsed.weights is None else parsed.weights, chosen, n_heads,
-                     len(chosen) * n_heads, config["embed_dim"], n_layers)
 
 
 def _readable(uri: str, what: str) -> None:
@@ -266,12 +199,14 @@ def _source(key: str, uri: str, shards: Iterable[Shard]) -> SourcePlan | None:
 
 
 def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
-    from .sources import iter_shards
+    """Every source the run reads is listed (once: the scan and explain pass run the indexed plan) and counted."""
+    from .shard_plan import ShardPlan
 
     if {"scan", "explain"} & set(spec.stages):
-        source = checks.run("data.source", lambda: _source("data.source", spec.data.source,
-                                                           iter_shards(spec.data)))
-        if source:
+        shards = checks.run("data.source", lambda: ShardPlan(spec.data).index())
+        source = _source("data.source", spec.data.source, shards) if shards is not None else None
+        if shards is not None and source:
+            plan.shard_plans["data.source"] = shards
             plan.sources.append(source)
     if "prune" not in spec.stages:
         return
@@ -281,6 +216,8 @@ def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
         for i, entry in enumerate(getattr(spec.evals, kind)):
             key = f"evals.{kind}[{i}] {entry.name!r}"
             planned = checks.run(key, ds.plan_dataset, kind, entry)
+            if planned:
+                plan.datasets[kind, entry.name] = planned
             if planned and planned[1]:
                 shards = planned[1]
                 source = _source(key, entry.source or shards[0].uri, shards)
@@ -288,27 +225,16 @@ def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
                     plan.sources.append(source)
 
 
-def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:
-    """What ``prune.strategies`` read: the paper-* strategies the published sets of each model's reference
-    model (heads inside its tower, enough heads for paper-random); the others the judge stage's CCS; mean
-    ablation the scan's moments (a new run must compute them; ``--resume`` may have them)."""
-    from .ablate import is_paper_strategy, prune_strategies
+def _check_prune(checks: _Checks, spec: Spec, plan: Plan) -> None:
+    """What the paper-* strategies read: the published sets of each model's reference model (heads inside its
+    tower, enough heads for paper-random). What the other strategies read is a stage need (:mod:`.stages.contract`)."""
+    from .ablate import prune_strategies
+    from .choices import is_paper_strategy
     from .heads import head_names, parse_head_name
     from .reference import paper_random_layers, paper_reference, reference_key
 
     prune = spec.prune
     paper = [s for s in prune.strategies if is_paper_strategy(s)]
-    ccs = [s for s in prune.strategies if s != "explicit" and not is_paper_strategy(s)]
-    single_mean = "single" in prune.strategies and "mean" in prune.single_modes
-    for stage, needs, what, fix in (
-            ("judge", ccs, f"strategies {ccs} rank heads by CCS", "or use only paper-* / explicit strategies"),
-            ("scan", prune.mode == "mean", "prune.mode = 'mean' uses the scan's mean head outputs",
-             "or prune.mode = 'zero'"),
-            ("scan", single_mean and prune.mode != "mean",
-             f"prune.single_modes = {prune.single_modes} ablates heads by the scan's mean head outputs",
-             "or prune.single_modes = ['zero']")):
-        if needs and stage not in spec.stages and not resume:
-            checks.problems.append(f"prune: {what}, but stages {spec.stages} do not include {stage!r}: add it {fix}")
     if not paper:
         return
     published = paper_reference().heads
@@ -334,7 +260,9 @@ def _check_prune(checks: _Checks, spec: Spec, plan: Plan, resume: bool) -> None:
                                    f"tower of {m.key} ({m.tower_layers} layers x {m.n_heads} heads)")
 
 
-def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None, dry_run: bool) -> None:
+def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None, dry_run: bool) -> RunState | None:
+    """The results root is writable; the run the command works in (:func:`~ccs_ray.runs.resolve_run`), or None
+    when it cannot be resolved (a problem says why)."""
     root = spec.results_root
     fs, path = fsspec.core.url_to_fs(root)
     existing = path if fs.exists(path) else next((p for p in _parents(path) if fs.exists(p)), None)
@@ -359,10 +287,7 @@ def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None
                     fs.rmdir(made)
 
         checks.run("results.root", lambda: _not_writable(write_probe, root))
-    if resume:
-        from .pipeline import resumable_run
-
-        checks.run("--resume", lambda: resumable_run(spec, root, run_id))
+    return checks.run("--resume" if resume else "--run-id", resolve_run, spec, resume, run_id)
 
 
 def _parents(path: str):
@@ -379,23 +304,28 @@ def _not_writable(write: Callable[[], None], root: str) -> None:
                       f"or free space there") from None
 
 
-def _check_judges(checks: _Checks, spec: Spec, plan: Plan, dry_run: bool, pool_ok: bool) -> None:
-    from .judges.heads import HeadSpans
-    from .judges.pool import api_key_of, endpoint_of, planned_requests
-    from .judges.prompts import label_request
-    from .stages.judge import judges_of
+def _check_judges(checks: _Checks, spec: Spec, dry_run: bool) -> list | None:
+    """The judges' names, endpoints and (unless planning only) API keys; (name, config) of each, or None."""
+    from .judges.config import api_key_of, check_endpoint, judges_of
 
     cfg = spec.judge
     endpoints = []
     for i, judge in enumerate(cfg.judges or [cfg]):
         where = f"judge.judges[{i}]" if cfg.judges else "judge"
         if judge.kind == "openai":
-            endpoints.append(checks.run(where, endpoint_of, judge, cfg))
+            endpoints.append(checks.run(where, check_endpoint, judge))
             if not dry_run:
                 checks.run(where, api_key_of, judge)
-    judges = checks.run("judge", lambda: judges_of(cfg)) if None not in endpoints else None
-    if judges is None:
-        return
+    return checks.run("judge", lambda: judges_of(cfg)) if None not in endpoints else None
+
+
+def _estimate_judges(spec: Spec, plan: Plan, judges: list, pool_ok: bool) -> None:
+    """Each judge's calls, tokens and cost for every analysed head (before any answer cache)."""
+    from .judges.headspans import HeadSpans
+    from .judges.pool import endpoint_of, planned_requests
+    from .judges.prompts import label_request
+
+    cfg = spec.judge
     placeholder = _placeholder_span(spec, pool_ok)
     m = spec.spans.m
     spans = {"paper": [(r, placeholder) for r in range(1, m + 1)]}
@@ -458,23 +388,41 @@ def _check_layouts(checks: _Checks, spec: Spec, plan: Plan) -> None:
                 plan.layouts[stage] = layout._asdict()
 
 
+def _check_stages(checks: _Checks, spec: Spec, state: RunState | None, resume: bool) -> None:
+    """Each enabled stage's needs (:func:`~ccs_ray.stages.contract.unmet_needs`): in the spec's stages or, with
+    ``--resume``, done in the resumed run ``state`` (None: it could not be resolved, another problem says why)."""
+
+    def done(stage: str) -> bool:
+        if not resume:
+            return False
+        if state is None:
+            return True
+        scopes = spec.models.keys if BY_NAME[stage].per_model else [RUN_SCOPE]
+        return all(state.done(stage, scope) for scope in scopes)
+
+    checks.problems += unmet_needs(spec, done)
+
+
 def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_run: bool = False,
               cluster: bool = True) -> Plan:
-    """Check everything ``spec`` needs before computing anything; returns the run's :class:`Plan`.
+    """Check everything ``spec`` needs before computing anything; returns the run's :class:`Plan`, whose
+    ``run_id`` is the run to work in (resolved once, here: :func:`~ccs_ray.runs.resolve_run`).
 
-    ``dry_run``: plan only (API keys need not be set; nothing is created under the results root).
-    ``cluster``: also check the Ray cluster's resources (``ccs-ray submit`` leaves that to the job).
-    Raises :class:`PreflightError` listing every problem found.
+    Two phases. The first loads no torch, open_clip, scipy or Ray and takes about a second: model keys and
+    towers (from the configs), layers, what each stage needs (:mod:`~ccs_ray.stages.contract`), the judges'
+    endpoints and keys, the text pool, the results root and the run. Its problems are reported at once, without
+    loading the engine. The second checks weights, sources and datasets, the published head sets and the cluster,
+    and estimates the judges' calls. ``dry_run``: plan only (API keys need not be set; nothing is created under the
+    results root). ``cluster``: also check the Ray cluster's resources (``ccs-ray submit`` leaves that to the job).
+    Raises :class:`PreflightError` listing every problem of the phase that found any.
     """
     use_storage(spec.storage)
     checks = _Checks()
-    resources = checks.run("cluster (RAY_ADDRESS)", _resources) if cluster else {}
-    plan = Plan(spec.name, spec.results_root, list(spec.stages), resources or {})
+    plan = Plan(spec.name, spec.results_root, list(spec.stages), {})
     for key in spec.models.keys:
         model = _check_model(checks, key, spec.models.layers, spec.models.last_layers)
         if model is not None:
             plan.models.append(model)
-    _check_sources(checks, spec, plan)
     pool_ok = False
     if "spans" in spec.stages:
         from .pools import check_pool
@@ -484,23 +432,20 @@ def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_r
             return True
 
         pool_ok = checks.run("spans.pool", pool_loads) is not None
-    if "explain" in spec.stages and "spans" not in spec.stages and not resume:
-        checks.problems.append(f"explain: ranks images along each head's span directions, but stages {spec.stages} "
-                               f"do not include 'spans': add it (or --resume a run whose spans are done)")
-    method = spec.spans.method
-    if "spans" in spec.stages and method != "weights" and "scan" not in spec.stages and not resume:
-        checks.problems.append(f"spans.method = {method!r} finds spans from the scan's moments, but stages "
-                               f"{spec.stages} do not include 'scan': add it, or set spans.method = 'weights' (no "
-                               f"images needed), or --resume a run whose scan is done")
-    if "explain" in spec.stages and method == "weights":
-        checks.problems.append("spans.method = 'weights': explain ranks images along the data spans' directions, and "
-                               "this run finds none: set spans.method = 'both' (or 'data'), or drop 'explain'")
-    if "judge" in spec.stages:
-        _check_judges(checks, spec, plan, dry_run, pool_ok)
+    judges = _check_judges(checks, spec, dry_run) if "judge" in spec.stages else None
+    state = _check_results(checks, spec, resume, run_id, dry_run)
+    plan.run_id = state.run_id if state is not None else None
+    _check_stages(checks, spec, state, resume)
+    checks.finish(ENGINE_CHECKS)
+    for model in plan.models:
+        _check_weights(checks, model)
+    plan.resources = (checks.run("cluster (RAY_ADDRESS)", _resources) or {}) if cluster else {}
+    _check_sources(checks, spec, plan)
+    if judges is not None:
+        _estimate_judges(spec, plan, judges, pool_ok)
     if "prune" in spec.stages:
-        _check_prune(checks, spec, plan, resume)
-    _check_results(checks, spec, resume, run_id, dry_run)
-    if cluster and resources is not None:
+        _check_prune(checks, spec, plan)
+    if cluster and plan.resources:
         _check_layouts(checks, spec, plan)
     checks.finish()
     return plan

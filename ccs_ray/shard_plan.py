@@ -1,32 +1,36 @@
-"""A pass's shard plan, streamed: what the driver holds of a source of any size.
+"""A pass's shard plan: the source listed once per run, what the driver holds of a source of any size.
 
-A :class:`ShardPlan` reads its source twice, each time as a stream (:func:`~ccs_ray.sources.iter_shards`: one
-listing, tar or batch of manifest rows at a time). :meth:`ShardPlan.index` keeps each shard's id and fingerprint
-(about 150 bytes per shard, whatever the shard holds) and hands the shards, without their items, to a callback in
-parts, which is how the scan writes its ``planned`` shard rows; iterating the plan reads the source again for
-dispatch and checks that every shard still has the fingerprint it was indexed with. A shard's items (file names,
-manifest rows) are in the driver's memory only while it waits to be dispatched or to be saved by an actor.
+:meth:`ShardPlan.index` reads the source once, as a stream (:func:`~ccs_ray.sources.iter_shards`: one listing, tar or
+batch of manifest rows at a time). It keeps in memory each shard's id and fingerprint (about 150 bytes per shard,
+whatever the shard holds) and spools the shards themselves, items included, to a local folder, :data:`PART_SHARDS`
+per file; it hands each part, without its items, to a callback. Iterating the plan reads the spool, never the
+source again, so preflight's plan serves the scan, the cost measurement and the explain pass of the same run. A
+shard's items (file names, manifest rows) are in the driver's memory only while it waits to be dispatched or saved.
+The spool is removed when the plan is garbage collected or the process ends.
+
+A source changed during a run is noticed when the run is resumed: the new plan's fingerprints differ from the
+checkpoints' (:func:`~ccs_ray.passes.covered_shards`).
 
     plan = ShardPlan(data)              # DataConfig
     plan.index(on_part)                 # ids and fingerprints; on_part(shards, part) per PART_SHARDS shards,
                                         # each with items=(), so that a part never holds the source's rows
-    for shard in plan: ...              # the same shards, in the same order, with their items
+    for shard in plan: ...              # the same shards, in the same order, with their items (from the spool)
 """
 
 from __future__ import annotations
 
+import pickle
+import shutil
+import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
-from .errors import UserError
 from .sources import Shard, detect_kind, iter_shards
 from .sources.base import chunks
 
-PART_SHARDS = 10_000  # shards per part handed to ShardPlan.index's callback
-
-
-class PlanChanged(UserError, RuntimeError):
-    """The source changed between indexing the plan and reading it again (files added, removed or rewritten)."""
+PART_SHARDS = 10_000  # shards per spooled part, and per part handed to ShardPlan.index's callback
 
 
 class ShardPlan:
@@ -36,15 +40,21 @@ class ShardPlan:
         kind = detect_kind(data.source, data.image_column, data.uri_column) if data.kind == "auto" else data.kind
         self.data = data.model_copy(update={"kind": kind})  # detected once, not again at every read of the source
         self.fingerprints: dict[str, str] = {}  # shard id -> fingerprint, in plan order, after index()
+        self._spool: Path | None = None  # the indexed shards: NNNNNN.pkl per part
+        self._parts = 0
 
     def index(self, on_part: Callable[[list[Shard], int], None] | None = None) -> ShardPlan:
-        """Read the source once, keeping each shard's id and fingerprint; ``on_part(shards, part)`` gets them
-        :data:`PART_SHARDS` at a time (part 0, 1, ...), each without its items. Returns the plan."""
-        self.fingerprints = {}
-        for part, shards in enumerate(chunks((replace(s, items=()) for s in iter_shards(self.data)), PART_SHARDS)):
+        """Read the source once, keeping each shard's id and fingerprint and spooling the shards; ``on_part(shards,
+        part)`` gets them :data:`PART_SHARDS` at a time (part 0, 1, ...), each without its items. Returns the plan."""
+        spool = Path(tempfile.mkdtemp(prefix="ccs-ray-plan-"))
+        weakref.finalize(self, shutil.rmtree, spool, ignore_errors=True)
+        self.fingerprints, self._spool, self._parts = {}, spool, 0
+        for part, shards in enumerate(chunks(iter_shards(self.data), PART_SHARDS)):
+            (spool / f"{part:06d}.pkl").write_bytes(pickle.dumps(shards, protocol=pickle.HIGHEST_PROTOCOL))
+            self._parts = part + 1
             self.fingerprints.update((s.shard_id, s.fingerprint) for s in shards)
             if on_part is not None:
-                on_part(shards, part)
+                on_part([replace(s, items=()) for s in shards], part)
         return self
 
     def __len__(self) -> int:
@@ -57,19 +67,18 @@ class ShardPlan:
         """Every shard id."""
         return set(self.fingerprints)
 
+    def parts(self) -> Iterator[list[Shard]]:
+        """The indexed shards, one spooled part at a time, in plan order."""
+        if self._spool is None:
+            raise RuntimeError("ShardPlan.index() first")
+        for part in range(self._parts):
+            yield pickle.loads((self._spool / f"{part:06d}.pkl").read_bytes())
+
     def first(self) -> Shard:
         """The plan's first shard."""
-        return next(iter_shards(self.data))
+        return next(iter(self))
 
     def __iter__(self) -> Iterator[Shard]:
-        """The shards again, read from the source; :class:`PlanChanged` when one is not the shard indexed."""
-        n = 0
-        for shard in iter_shards(self.data):
-            n += 1
-            if self.fingerprints.get(shard.shard_id) != shard.fingerprint:
-                raise PlanChanged(f"data source {self.data.source!r} changed during the run (shard {shard.shard_id} "
-                                  f"is not the one planned); start a new run")
-            yield shard
-        if n != len(self.fingerprints):
-            raise PlanChanged(f"data source {self.data.source!r} changed during the run ({n} shards, "
-                              f"{len(self.fingerprints)} planned); start a new run")
+        """The indexed shards, with their items, in plan order (read from the spool, not from the source)."""
+        for shards in self.parts():
+            yield from shards

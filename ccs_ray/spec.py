@@ -38,7 +38,16 @@ from .choices import (
     StageName,
 )
 from .errors import UserError
+from .heads import parse_head_name
 from .scores import paper_concept
+
+
+def _is_head_name(name: str) -> bool:
+    try:
+        parse_head_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 class SpecError(UserError, ValueError):
@@ -260,6 +269,15 @@ class PruneConfig(_Section):
                     "needs the scan's moments)")
     judge: str = Field(default="combined", description="which judge's CCS drives the strategies")
 
+    @field_validator("heads")
+    @classmethod
+    def _head_names(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Every explicit head is named ``L<layer>.H<head>``."""
+        bad = [f"{name}: {h!r}" for name, heads in v.items() for h in heads if not _is_head_name(h)]
+        if bad:
+            raise ValueError(f"heads are named 'L<layer>.H<head>', e.g. 'L11.H5'; bad: {', '.join(bad)}")
+        return v
+
     @field_validator("strategies")
     @classmethod
     def _known_strategies(cls, v: list[str]) -> list[str]:
@@ -381,6 +399,15 @@ class Spec(_Section):
                              "results); set them in the environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
         return v
 
+    @model_validator(mode="after")
+    def _stages_agree(self) -> Spec:
+        """Rules across sections that need no I/O (what a stage needs from earlier stages is checked by preflight,
+        which knows whether a run is resumed)."""
+        if "explain" in self.stages and self.spans.method == "weights":
+            raise ValueError("spans.method = 'weights': explain ranks images along the data spans' directions, and "
+                             "this run finds none: set spans.method = 'both' (or 'data'), or drop 'explain'")
+        return self
+
     @property
     def results_root(self) -> str:
         return self.results.root or f"./results/{self.name}"
@@ -418,7 +445,7 @@ def describe_errors(errors: ValidationError, source: str, model: type[BaseModel]
             msg = f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
         elif err["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
-        lines.append(f"  {key}: {msg}")
+        lines.append(f"  {key}: {msg}" if key else f"  {msg}")
     return "\n".join(lines)
 
 

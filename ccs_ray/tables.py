@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import fsspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .files import read_parquet, remove, write_parquet
 
@@ -54,7 +55,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("worker", pa.string()), ("seconds", pa.float64()), ("finished_at", pa.timestamp("us", tz="UTC")),
     ]),
     # Where the merged HeadMoments of a model live (a URI inside the run's state folder is read under the results
-    # root as it is now: stages.scan.moments_uri), and over how many images.
+    # root as it is now: runs.RunState.moments_uri), and over how many images.
     "moments": _schema(_KEY, [
         ("uri", pa.string()), ("convention", pa.string()), ("n_images", pa.int64()), ("n_heads", pa.int32()),
         ("embed_dim", pa.int32()), ("folds", pa.int32()), ("n_shards", pa.int32()),
@@ -274,6 +275,16 @@ def read_table(root: str, table: str, run_id: str | None = None, model: str | No
         data = read_parquet(fs, file)
         parts.append(to_arrow(table, data.select([n for n in data.column_names if n in schema.names])))
     return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def has_rows(root: str, table: str, run_id: str, model: str) -> bool:
+    """Whether ``table`` holds any row of ``model`` in run ``run_id`` (read from the Parquet footers only)."""
+    fs, path = fsspec.core.url_to_fs(partition_path(root, table, run_id, model))
+    for file in sorted(fs.glob(f"{path}/*.parquet")):
+        with fs.open(file, "rb") as f:
+            if pq.ParquetFile(f).metadata.num_rows:
+                return True
+    return False
 
 
 def _schema_of(table: str) -> pa.Schema:

@@ -23,7 +23,7 @@ def _node() -> str:
 
 def main(root: str) -> None:
     from ccs_ray.spec import load_spec
-    from ccs_ray.stages import Context
+    from ccs_ray.stages import RunContext
     from ccs_ray.stages.scan import run_scan, section
 
     # Both simulated nodes are this one machine: each node's memory monitor would see the whole machine's
@@ -44,7 +44,7 @@ def main(root: str) -> None:
     spec = load_spec(REPO / "jobs" / "smoke.toml", [
         f'results.root="{root}"', 'data.source="probe://?n=64&seed=3&size=48"', "data.shard_size=8",
         "scan.batch_size=5", "scan.checkpoint_every=2"])
-    summary = run_scan(Context.of(spec, "r1", root, progress=False), section(spec))
+    summary = run_scan(RunContext.of(spec, "r1", root, progress=False), section(spec))
     nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
     decoders = [a.node_id for a in list_actors(filters=[("class_name", "=", "Decoder")], limit=1000)]
     ray.shutdown()

@@ -54,7 +54,8 @@ def test_bench_preflight_times_each_case_to_its_one_line_error(monkeypatch):
     figures = preflight.run()
     assert figures["failed_cases"] == []  # each case ended as exit status 2 and one "ccs-ray:" line
     assert set(figures) == {"typo_in_evals_entry_s", "results_root_not_writable_s", "slowest_s", "help_s",
-                            "failed_cases"}
+                            "slowest_spec_s", "failed_cases"}
+    assert figures["slowest_spec_s"] == figures["typo_in_evals_entry_s"]
     assert figures["slowest_s"] == max(figures["typo_in_evals_entry_s"], figures["results_root_not_writable_s"]) > 0
 
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from ccs_ray import max_skew_at_k, max_skew_over_templates
-from ccs_ray.evals.bias import BIAS_TEMPLATES, OCCUPATIONS, occupation_max_skew, skew_at_k
 from ccs_ray.evals.datasets import DatasetError, bias_attributes, bias_data, plan_bias
+from ccs_ray.evals.maxskew import BIAS_TEMPLATES, OCCUPATIONS, occupation_max_skew, skew_at_k
 
 
 def test_max_skew_hand_computed():

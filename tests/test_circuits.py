@@ -156,7 +156,7 @@ def test_judged_spans_are_the_data_spans_else_the_weights_spans(tmp_path):
     import pyarrow.parquet as pq
 
     from ccs_ray.analytics import connect, query
-    from ccs_ray.judges.heads import heads_from_spans
+    from ccs_ray.judges.headspans import heads_from_spans
     from ccs_ray.tables import SCHEMAS, partition_path, to_arrow, write_table
 
     root, heads = str(tmp_path), ["L0.H0", "L0.H1"]

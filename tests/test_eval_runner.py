@@ -1,10 +1,17 @@
-"""The pruning stage on Ray: tables, metrics checked against direct computation, resume, the smoke chain."""
+"""The pruning stage on Ray: tables, metrics checked against direct computation, resume, a killed worker, the smoke
+chain."""
 
 import math
+import os
+import signal
+import threading
+import time
 import warnings
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import scipy.stats
 import torch
@@ -280,6 +287,58 @@ def write_moments(root, model, preprocess):
     moments.save(str(root / "moments.safetensors"))
     write_table(str(root), "moments", [dict(uri=str(root / "moments.safetensors"), n_images=6)], RUN, MODEL)
     return moments.mean_z()
+
+
+def _eval_workers_running_a_unit():
+    """EvalWorker processes of this session's Ray (its descendants) busy with a unit (``ray::EvalWorker.run``)."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if any("EvalWorker.run" in c for c in p.cmdline()):
+                out.append(p)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return out
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_and_tables_equal_an_undisturbed_run(ray_cluster, spec, tmp_path):
+    """An EvalWorker SIGKILLed while it runs a unit: a fresh worker runs the units it held, and the tables equal
+    those of an undisturbed run, with no failed unit."""
+    if os.environ.get("RAY_ADDRESS"):
+        pytest.skip("kills an actor process of a local cluster started by this session")
+    spec.prune.strategies, spec.evals.actors = ["high", "low", "random", "explicit"], 2
+
+    def run(root, out):
+        write_ccs(root)
+        try:
+            out["summary"] = run_stage("prune", spec, root, RUN, MODEL)
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            out["error"] = e
+
+    calm: dict = {}
+    run(str(tmp_path / "calm"), calm)
+    killed, root = {}, str(tmp_path / "killed")
+    thread = threading.Thread(target=run, args=(root, killed))
+    thread.start()
+    units, deadline, victims = Path(root) / "_units" / "prune", time.time() + 120, []
+    while thread.is_alive() and time.time() < deadline:
+        victims = _eval_workers_running_a_unit() if list(units.rglob("*.npz")) else []
+        if victims:
+            break
+        time.sleep(0.02)
+    finished_before_kill = len(list(units.rglob("*.npz")))
+    assert victims and 0 < finished_before_kill < 8, "no worker was busy with a unit after the first one finished"
+    victims[0].send_signal(signal.SIGKILL)
+    thread.join(300)
+    assert "error" not in killed and "error" not in calm, (killed.get("error"), calm.get("error"))
+    assert killed["summary"]["units_run"] == calm["summary"]["units_run"] == 8
+    for table in ("evals", "bias", "correctness", "head_effects"):
+        want = read_table(str(tmp_path / "calm"), table, RUN, MODEL).to_pylist()
+        assert want or table == "head_effects"
+        assert sorted(map(str, read_table(root, table, RUN, MODEL).to_pylist())) == sorted(map(str, want)), table
+    errors = read_table(root, "errors", RUN, MODEL).to_pylist()
+    assert not [e for e in errors if e["reason"] == "unit_failed"], errors
 
 
 @pytest.mark.slow

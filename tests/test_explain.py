@@ -10,13 +10,14 @@ from test_scan import _scan, _spec, run_killing_actors
 
 from ccs_ray import load_model
 from ccs_ray.decompose import decomposed_forward
-from ccs_ray.explain import TopImages, thumbnail
 from ccs_ray.passes import partials
 from ccs_ray.preflight import PreflightError, preflight
+from ccs_ray.runs import RunState
 from ccs_ray.sources import load_shard, plan_shards
-from ccs_ray.stages import RunState, run_stage
+from ccs_ray.stages import run_stage
 from ccs_ray.stages.explain import TopImagesPass
 from ccs_ray.tables import read_table
+from ccs_ray.topimages import TopImages, thumbnail
 
 EXPLAIN = TopImagesPass({}, 8, 96)  # where the explain pass's partials are
 

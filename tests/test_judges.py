@@ -331,7 +331,7 @@ def test_stage_writes_label_fidelity_of_every_label(tmp_path, tiny_model, method
         stats = {h: moments.head(h) for h in ("L3.H0", "L2.H1")}
     else:  # no scan: the weights' covariances under the scan's convention
         stats = {h: (1, torch.zeros(len(c)), c) for h, c in head_covariances(model, [2, 3], "textspan").items()}
-    spec = load_spec({"name": "t", "scan": {"convention": "textspan"},
+    spec = load_spec({"name": "t", "scan": {"convention": "textspan"}, "stages": ["scan", "spans", "judge"],
                       "spans": {"template": "a photo of {}", "rank": 4, "pool": str(tmp_path / "pool.txt"),
                                 "method": method},
                       "judge": {"vocabulary": {"color": ["red", "blue"], "animal": ["dog", "cat"]}}})

@@ -28,9 +28,10 @@ def _layer(module: str) -> int:
     return LAYERS.get(parts[1], 0) if len(parts) > 1 else 0
 
 
-def _imports(path: Path, source: str | None = None) -> set[str]:
+def _imports(path: Path, source: str | None = None, modules: set[str] | None = None) -> set[str]:
     """ccs_ray modules imported by the package file at ``path`` (relative imports resolved); ``source``
-    replaces its text."""
+    replaces its text. With ``modules`` (the package's), ``from pkg import sub`` of a submodule imports only ``sub``
+    (the package is already being imported), and each import is the module it names."""
     module = _module(path)
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     out = set()
@@ -44,9 +45,21 @@ def _imports(path: Path, source: str | None = None) -> set[str]:
             else:
                 target = node.module or ""
             if target.split(".")[0] == "ccs_ray":
-                out.add(target)
-                out |= {f"{target}.{a.name}" for a in node.names}  # `from . import scan` imports a module
+                subs = {f"{target}.{a.name}" for a in node.names}  # `from . import scan` imports a module
+                if modules is None:
+                    out |= {target} | subs
+                else:
+                    out |= {m for m in subs if m in modules} or {target}
+    if modules is not None:
+        out = {_owner(m, modules) for m in out}
     return out
+
+
+def _owner(target: str, modules: set[str]) -> str:
+    """The module ``target`` names (``ccs_ray.x.name`` -> ``ccs_ray.x``)."""
+    while target not in modules and "." in target:
+        target = target.rsplit(".", 1)[0]
+    return target
 
 
 def test_no_module_imports_a_higher_layer():
@@ -71,12 +84,82 @@ def test_the_checker_sees_an_upward_import():
     assert "ccs_ray.stages.scan" in imports and _layer("ccs_ray.stages.scan") > _layer("ccs_ray.textspan")
 
 
-def test_stage_list_matches_the_spec():
-    from ccs_ray.stages import STAGES
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of ``graph`` with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out = []
 
-    assert tuple(s.name for s in STAGES) == STAGE_NAMES
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    files = sorted(PACKAGE.rglob("*.py"))
+    modules = {_module(p) for p in files}
+    return {_module(p): _imports(p, modules=modules) - {_module(p)} for p in files}
+
+
+def test_the_import_graph_has_no_cycle():
+    """No module imports, at any depth and inside functions too, a module that imports it back."""
+    assert not _cycles(_graph())
+
+
+def test_the_cycle_check_sees_a_cycle():
+    graph = _graph()
+    graph["ccs_ray.runs"] = graph["ccs_ray.runs"] | {"ccs_ray.pipeline"}
+    assert ["ccs_ray.pipeline", "ccs_ray.runs"] in [c for c in _cycles(graph) if len(c) == 2] or any(
+        {"ccs_ray.pipeline", "ccs_ray.runs"} <= set(c) for c in _cycles(graph))
+
+
+def test_stage_contracts_give_the_spec_order_and_only_earlier_needs():
+    from ccs_ray.spec import load_spec
+    from ccs_ray.stages import STAGES, run_order
+
+    assert tuple(s.name for s in STAGES) == STAGE_NAMES == tuple(run_order())
+    specs = [load_spec({"name": "n"}), load_spec({"name": "n", "prune": {"mode": "mean"}}),
+             load_spec({"name": "n", "stages": ["spans"], "spans": {"method": "weights"}})]
     for s in STAGES:
-        assert set(s.needs) <= set(STAGE_NAMES[:STAGE_NAMES.index(s.name)]), s.name
+        for spec in specs:
+            assert {n.stage for n in s.needs(spec)} <= set(STAGE_NAMES[:STAGE_NAMES.index(s.name)]), s.name
+
+
+def test_the_documented_stage_table_is_the_contracts():
+    from ccs_ray.stages.contract import markdown_table
+
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    assert markdown_table() in doc, "docs/architecture.md: paste ccs_ray.stages.contract.markdown_table()"
+
+
+def test_no_two_modules_share_a_name_at_different_levels():
+    """A name means one thing: ``stages.explain`` is the stage and no engine module is called ``explain`` (bench
+    modules are named after their command, ``ccs-ray bench NAME``, and live apart)."""
+    names: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = _module(path)
+        if not module.startswith("ccs_ray.bench.") and module != "ccs_ray":
+            names.setdefault(module.rsplit(".", 1)[-1], set()).add(module)
+    clashes = {k: sorted(v) for k, v in names.items() if len({m.count(".") for m in v}) > 1}
+    assert not clashes
 
 
 def test_front_door_and_judge_actors_do_not_load_torch():
@@ -111,3 +194,13 @@ def test_cli_commands_that_need_no_engine_import_no_torch_or_ray(command, tmp_pa
             "print('RC', rc, 'HEAVY', heavy)\n")
     out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "RC 0 HEAVY []", out.stderr[-2000:]
+
+
+def test_no_stage_imports_another_stage():
+    """What two stages share lives in the engine: a stage's module imports no other stage's module."""
+    graph = _graph()
+    stages = {f"ccs_ray.stages.{name}" for name in STAGE_NAMES}
+    bad = {m: sorted(graph[m] & (stages - {m})) for m in stages if graph[m] & (stages - {m})}
+    assert not bad
+    graph["ccs_ray.stages.explain"].add("ccs_ray.stages.spans")  # the check sees one
+    assert {m for m in stages if graph[m] & (stages - {m})} == {"ccs_ray.stages.explain"}

@@ -404,8 +404,8 @@ def test_paper_pruning_job_covers_every_published_model_dataset_and_strategy():
 
 def test_presets_use_the_papers_templates():
     from ccs_ray.evals import classnames as cn
-    from ccs_ray.evals.bias import BIAS_TEMPLATES, OCCUPATIONS
     from ccs_ray.evals.datasets.presets import CLASSIFICATION_PRESETS
+    from ccs_ray.evals.maxskew import BIAS_TEMPLATES, OCCUPATIONS
     from ccs_ray.spec import BiasEntry
 
     templates = {name: len(p.templates) for name, p in CLASSIFICATION_PRESETS.items()}

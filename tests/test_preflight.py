@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from ccs_ray import cli
+from ccs_ray.preflight import ENGINE_CHECKS
 from ccs_ray.spec import load_spec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
@@ -53,6 +54,11 @@ def problems(out: subprocess.CompletedProcess) -> list[str]:
     return [line.strip() for line in lines[1:]]
 
 
+#: Mistakes the first phase finds (spec, configs, pool, judges): reported without loading the engine.
+FIRST_PHASE = ("models.keys=ViT-B-99/openai", "models.layers=[2, 7]", "spans.pool=/no/such/pool.txt",
+               "judge.model=gpt-x", "judge.base_url=http://127.0.0.1:9/v1")
+
+
 @pytest.mark.parametrize("override, key, message", [
     ("models.keys=ViT-B-99/openai", "models.keys: 'ViT-B-99/openai'", "closest: ViT-B-32"),
     ("models.keys=ViT-B-32/openai", "models.keys: 'ViT-B-32/openai'",
@@ -75,7 +81,8 @@ def test_each_mistake_is_one_line_before_anything_runs(tmp_path, monkeypatch, ca
     root = tmp_path / "results"
     assert cli.main(["run", SMOKE, "--set", override, "--results", str(root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[0] == "ccs-ray: 1 problem found before starting (nothing was computed):"
+    later = "; " + ENGINE_CHECKS + " once they are fixed" if override in FIRST_PHASE else ""
+    assert err[0] == f"ccs-ray: 1 problem found before starting (nothing was computed{later}):"
     assert len(err) == 2 and err[1].strip().startswith(key) and message in err[1], err
     assert not root.exists()  # nothing written, not even the root
 
@@ -259,3 +266,34 @@ def test_describe_shows_each_stage_in_words():
         "run r1 done in 15.0 s; results in /res",
         "  scan      12.3 s  m: 96 images, 1 errors, 0 converted",
         "  judge      2.0 s  m: 16 heads, 3 calls, 2 cached, 0 errors, 0.0125 USD"]
+
+
+SPEC_MISTAKES = [["models.keys=ViT-B-99/none"], ["models.layers=[9]"], ['prune.heads={mine = ["L1H2"]}'],
+                 ['stages=["spans"]'], ["spans.pool=/no/such/pool.txt"], ["judge.model=gpt-x"]]
+
+
+@pytest.mark.parametrize("overrides", SPEC_MISTAKES)
+def test_a_spec_mistake_is_reported_before_the_engine_loads(tmp_path, overrides):
+    """``ccs-ray run`` finds a mistake knowable from the spec and the model configs without importing torch,
+    open_clip, scipy or Ray (``ccs-ray bench preflight`` times it)."""
+    argv = ["run", SMOKE, "--results", str(tmp_path / "r"), *[a for o in overrides for a in ("--set", o)]]
+    code = ("import sys\nfrom ccs_ray.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('RC', rc, 'HEAVY', sorted(m for m in ('torch', 'open_clip', 'scipy', 'ray') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.stdout.strip().splitlines()[-1] == "RC 2 HEAVY []", out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 2
+
+
+def test_the_engine_loads_only_after_the_spec_checked_out(tmp_path):
+    """On a good spec, preflight's second phase (weights, sources, cluster) is the first to import the engine."""
+    code = ("import sys\nimport ccs_ray.preflight\np = sys.modules['ccs_ray.preflight']\nseen = []\n"
+            "real = p._check_weights\n"
+            "def spy(*a):\n"
+            "    seen.append(sorted(m for m in ('torch', 'open_clip', 'scipy', 'ray') if m in sys.modules))\n"
+            "    return real(*a)\n"
+            "p._check_weights = spy\nfrom ccs_ray.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('RC', rc, 'HEAVY', seen[0])\n")
+    out = subprocess.run([sys.executable, "-c", code, "run", SMOKE, "--dry-run", "--results", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.stdout.strip().splitlines()[-1] == "RC 0 HEAVY []", out.stderr[-2000:]

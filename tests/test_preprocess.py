@@ -95,7 +95,7 @@ from ccs_ray.preprocess import Pixels, preprocess_config
 from ccs_ray.shard_plan import ShardPlan
 from ccs_ray.sources import load_shard
 from ccs_ray.spec import load_spec
-from ccs_ray.stages.base import Context
+from ccs_ray.stages import RunContext
 
 spec = load_spec({"name": "lean", "models": {"keys": ["ccs-tiny/none", "ViT-B-32@/nowhere.pt"]},
                   "data": {"source": sys.argv[1], "shard_size": 2}})

@@ -21,9 +21,10 @@ import pytest
 import ray
 from markupsafe import escape
 
-from ccs_ray.analytics import canned_queries, canned_rows, connect, run_canned
-from ccs_ray.report import build_report
-from ccs_ray.report.plots import PALETTE, ccs_color
+from ccs_ray.analytics import canned_queries, canned_rows, connect
+from ccs_ray.reporting import build_report
+from ccs_ray.reporting.plots import PALETTE, ccs_color
+from ccs_ray.sqlshell import run_canned
 from synthetic_results import (
     EMPTY_CONCEPT,
     HOSTILE_ERROR,
@@ -611,7 +612,7 @@ def _check_the_kept_actor(spec, root: str, summary: dict) -> None:
     from test_explain import check_against_reference
 
     from ccs_ray.passes import ModelActors
-    from ccs_ray.stages import Context
+    from ccs_ray.stages import RunContext
     from ccs_ray.stages.spans import run_spans, section
     from ccs_ray.tables import read_table
 
@@ -624,7 +625,7 @@ def _check_the_kept_actor(spec, root: str, summary: dict) -> None:
     check_against_reference(spec, root, run_id)
     kept = sorted(read_table(root, "spans", run_id, key).to_pylist(),
                   key=lambda r: (r["head_label"], r["subset"], r["rank"]))
-    ctx = Context.of(spec, run_id, root, progress=False, actors=ModelActors()).for_model(key)
+    ctx = RunContext.of(spec, run_id, root, progress=False, actors=ModelActors()).for_model(key)
     ctx.actors.keep(key, 0, 1, Gone.remote())
     ray.kill(ctx.actors.one(key))
     rows, ran_on = run_spans(ctx, section(spec))  # the kept actor is dead: in a task of its own, the same rows

@@ -19,10 +19,11 @@ from ccs_ray import HeadMoments, analytics, load_model
 from ccs_ray.cluster import LayoutError, actor_layout
 from ccs_ray.decompose import decomposed_forward
 from ccs_ray.passes import PassError, _Worker, partial_shards, partials
+from ccs_ray.runs import RunState
 from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.spec import load_spec
-from ccs_ray.stages import Context, RunState, run_stage
-from ccs_ray.stages.scan import MomentsPass, moments_uri, run_scan, section
+from ccs_ray.stages import RunContext, run_stage
+from ccs_ray.stages.scan import MomentsPass, run_scan, section
 from ccs_ray.tables import read_table, write_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def _spec(root, n=64, extra=()):
 
 
 def _scan(spec, root, run_id):
-    return run_scan(Context.of(spec, run_id, root, progress=False), section(spec))
+    return run_scan(RunContext.of(spec, run_id, root, progress=False), section(spec))
 
 
 def _reference(spec):
@@ -95,7 +96,7 @@ def test_scan_equals_single_process(ray_cluster, tmp_path):
     # A results root copied elsewhere finds its moments in its own state folder, not where the scan wrote them.
     moved = tmp_path.with_name(tmp_path.name + "-moved")
     shutil.copytree(tmp_path, moved)
-    uri = moments_uri(Context.of(spec, "r1", str(moved), progress=False), key)
+    uri = RunState(str(moved), "r1").moments_uri(key)
     assert uri.startswith(str(moved)) and read_table(str(moved), "moments", "r1")["uri"][0].as_py() != uri
     _assert_same_moments(HeadMoments.load(uri), merged)
 
@@ -183,7 +184,7 @@ def test_missing_source_is_a_clear_error(tmp_path):
 def _scan_processes():
     """Scan actor processes of this session's Ray (started by this process, so they are its descendants)."""
     return [p for p in psutil.Process().children(recursive=True)
-            if any("ScanActor" in c for c in p.cmdline())]
+            if any("ModelActor" in c for c in p.cmdline())]
 
 
 def run_killing_actors(work, state: RunState, kind, model: str):

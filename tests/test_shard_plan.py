@@ -12,7 +12,7 @@ import pytest
 from ccs_ray import shard_plan
 from ccs_ray.analytics import connect
 from ccs_ray.files import read_table_file, resolve_uri
-from ccs_ray.shard_plan import PlanChanged, ShardPlan
+from ccs_ray.shard_plan import ShardPlan
 from ccs_ray.sources import manifest, plan_shards
 from ccs_ray.sources.base import file_version, fingerprint, list_files, walk_files
 from ccs_ray.spec import DataConfig
@@ -70,25 +70,29 @@ def test_streamed_manifest_equals_the_manifest_read_whole(tmp_path, monkeypatch,
     assert sum(len(s.items) for s in shards) == (limit or sum(u is not None for u in uris))
 
 
-def test_indexed_plan_streams_the_eager_plan_and_notices_changes(tmp_path, monkeypatch):
+def test_indexed_plan_streams_the_eager_plan_and_lists_the_source_once(tmp_path, monkeypatch):
     monkeypatch.setattr(shard_plan, "PART_SHARDS", 3)
     _tree(tmp_path / "src")
     cfg = DataConfig(source=str(tmp_path / "src"), shard_size=2)
     eager = plan_shards(cfg)
+    listings = []
+    real = shard_plan.iter_shards
+    monkeypatch.setattr(shard_plan, "iter_shards", lambda data: listings.append(data.source) or real(data))
     parts = []
     plan = ShardPlan(cfg).index(lambda shards, part: parts.append((part, shards)))
     assert list(plan) == eager and len(plan) == len(eager) == 5
     assert [(part, [s.shard_id for s in shards]) for part, shards in parts] == [
         (0, ["s000000", "s000001", "s000002"]), (1, ["s000003", "s000004"])]
-    # a part holds each shard's id, place and fingerprint, not its items
+    # a part handed to the callback holds each shard's id, place and fingerprint, not its items
     assert [s for _, shards in parts for s in shards] == [replace(s, items=()) for s in eager]
     assert plan.first() == eager[0] and plan.ids() == {s.shard_id for s in eager}
-    (tmp_path / "src" / "b0.jpg").write_bytes(b"rewritten, longer than before")
-    with pytest.raises(PlanChanged, match="changed during the run"):
-        list(plan)
-    (tmp_path / "src" / "b0.jpg").unlink()
-    with pytest.raises(PlanChanged, match="changed during the run"):
-        list(plan)
+    assert [s for part in plan.parts() for s in part] == eager
+    (tmp_path / "src" / "b0.jpg").unlink()  # the plan is what was listed, however often it is read
+    assert list(plan) == eager and listings == [cfg.source]
+    spool = plan._spool
+    assert spool is not None and spool.is_dir()
+    del plan
+    assert not spool.exists()  # the spool goes with the plan
 
 
 def test_shards_view_keeps_each_shards_newest_row(tmp_path):

@@ -14,7 +14,7 @@ from test_report import esc
 
 from ccs_ray.ablate import prune_strategies
 from ccs_ray.analytics import canned_rows, connect
-from ccs_ray.report import build_report
+from ccs_ray.reporting import build_report
 from ccs_ray.scores import CONCEPT_FAMILIES, normalize_label
 from ccs_ray.tables import write_table
 from synthetic_results import MODELS, RUN_ID, write_results

@@ -19,10 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ccs_ray import analytics, scores
-from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, main_sql, query, run_canned, run_sql
+from ccs_ray import scores, sqlshell
+from ccs_ray.analytics import ResultsRootError, SqlError, canned_queries, connect, query
 from ccs_ray.reference import reference_tables
 from ccs_ray.scores import fleiss_kappa
+from ccs_ray.sqlshell import main_sql, run_canned, run_sql
 from ccs_ray.tables import REFERENCE_TABLES, SCHEMAS, write_table
 from synthetic_results import DATASETS, JUDGES, MODELS, OCCUPATIONS, SEEDS, SWEEP_K, write_results
 
@@ -579,7 +580,7 @@ def test_interactive(results):
     stdin = io.StringIO(".views\nSELECT count(*) AS n\n  FROM ccs;\nSELECT oops FROM ccs;\n.run cost_per_model\n"
                         ".format csv\nSELECT 7 AS seven;\n.bogus\n.quit\nSELECT 'never' AS x;\n")
     stdout = io.StringIO()
-    assert analytics.interactive(results[0], stdin, stdout) == 0
+    assert sqlshell.interactive(results[0], stdin, stdout) == 0
     text = stdout.getvalue()
     assert "  spans(run_id, model, layer" in text
     assert f"{len(results[1]['ccs'])}\n(1 row)" in text

@@ -26,9 +26,9 @@ from ccs_ray.decompose import TowerShape
 from ccs_ray.errors import UserError
 from ccs_ray.files import IncompleteFileError, commit_write, latest_committed, sweep_commits, sweep_tmp
 from ccs_ray.moments import HeadMoments
+from ccs_ray.runs import RunState
 from ccs_ray.shard_plan import ShardPlan
 from ccs_ray.spec import DataConfig
-from ccs_ray.stages import RunState
 from ccs_ray.stages.scan import MomentsPass, ScanSummary, _finish_model
 from ccs_ray.tables import read_table, write_table
 
@@ -171,7 +171,7 @@ def test_torn_markers_uncommitted_and_short_data_are_ignored(tmp_path):
     assert folder_files(folder) == ["00000001.bin", "00000001.commit"]
 
 
-# A scan's checkpoints on faulty storage, written in this process the way ScanActor.checkpoint writes them.
+# A scan's checkpoints on faulty storage, written in this process the way ModelActor.checkpoint writes them.
 
 SHAPE = TowerShape(layers=2, n_heads=2, width=8, head_dim=4, embed_dim=6, tokens=3)
 MODEL, FOLDS = "tiny/faulty", 2
@@ -198,7 +198,7 @@ def _add(moments: HeadMoments, shard_id: str) -> dict:
 
 
 class _Actor:
-    """What a ScanActor keeps and writes: its moments and its checkpoints (data files and shard log)."""
+    """What a ModelActor keeps and writes: its moments and its checkpoints (data files and shard log)."""
 
     def __init__(self, state: RunState, name: str):
         self.moments = _moments()

@@ -177,7 +177,8 @@ def test_preflight_says_single_mean_needs_the_scan(tmp_path):
     from ccs_ray.spec import load_spec
 
     def problems(**prune):
-        spec = load_spec({"name": "p", "stages": ["judge", "prune"], "models": {"keys": ["ccs-tiny/none"]},
+        spec = load_spec({"name": "p", "stages": ["spans", "judge", "prune"], "spans": {"method": "weights"},
+                          "models": {"keys": ["ccs-tiny/none"]},
                           "prune": {"strategies": ["single"], **prune}, "results": {"root": str(tmp_path / "res")},
                           "evals": {"classification": [{"name": "s", "source": "probe://shapes?n=4&seed=1&size=32"}]}})
         try:
@@ -188,7 +189,8 @@ def test_preflight_says_single_mean_needs_the_scan(tmp_path):
 
     assert problems() == [] and problems(single_modes=["zero"]) == []
     assert problems(single_modes=["zero", "mean"]) == [
-        "prune: prune.single_modes = ['zero', 'mean'] ablates heads by the scan's mean head outputs, but stages "
-        "['judge', 'prune'] do not include 'scan': add it or prune.single_modes = ['zero']"]
+        "prune: prune.single_modes = ['zero', 'mean'] needs the scan's moments (mean head outputs), but stages "
+        "['spans', 'judge', 'prune'] do not include 'scan': add it, or use prune.single_modes = ['zero'] (or --resume "
+        "a run whose scan stage is done)"]
     assert [p.split(",")[0] for p in problems(single_modes=["mean"], mode="mean")] == [
-        "prune: prune.mode = 'mean' uses the scan's mean head outputs"]  # one line for one cause
+        "prune: prune.mode = 'mean' needs the scan's moments (mean head outputs)"]  # one line for one cause

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ccs_ray import analytics, tables
+from ccs_ray import analytics, sqlshell, tables
 from ccs_ray.spec import load_spec
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results-0.1.0"
@@ -73,8 +73,8 @@ def test_sql_views_have_every_column_of_old_and_mixed_roots(old_root, newer_sche
 
 def test_canned_queries_and_report_over_old_results(old_root, newer_schema):
     for name in analytics.canned_queries():
-        analytics.run_canned(name, str(old_root))  # no query fails on an old root
-    from ccs_ray.report import build_report
+        sqlshell.run_canned(name, str(old_root))  # no query fails on an old root
+    from ccs_ray.reporting import build_report
 
     out = build_report(str(old_root), str(old_root / "report.html"))
     html = Path(out).read_text()

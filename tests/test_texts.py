@@ -137,16 +137,17 @@ def test_encoder_skips_torn_files_and_loads_the_model_on_a_miss(tiny_model, tmp_
 
 
 def test_judge_stage_reuses_the_runs_text_cache(tmp_path, monkeypatch):
+    from ccs_ray.runs import RunState
     from ccs_ray.spec import load_spec
-    from ccs_ray.stages import Context, run_stage
-    from ccs_ray.stages.base import text_cache_dir
+    from ccs_ray.stages import run_stage
     from ccs_ray.tables import write_table
 
     colors = ["a red car", "blue sky", "green grass", "a yellow flower", "purple dress"]
     write_table(str(tmp_path), "spans", [{"layer": 3, "head": 0, "head_label": "L3.H0", "subset": "all", "rank": i,
                                           "text": t} for i, t in enumerate(colors, 1)], "r1", TINY)
     (tmp_path / "pool.txt").write_text("\n".join(colors + ["a dog", "a cat"]) + "\n")
-    spec = load_spec({"name": "t", "judge": {"heldout": False, "vocabulary": {"color": ["red", "blue"]}},
+    spec = load_spec({"name": "t", "stages": ["spans", "judge"],
+                      "judge": {"heldout": False, "vocabulary": {"color": ["red", "blue"]}},
                       "spans": {"pool": str(tmp_path / "pool.txt"), "method": "weights", "rank": 4}})
     encoded = []
     real = texts_module.text_embeddings
@@ -157,5 +158,5 @@ def test_judge_stage_reuses_the_runs_text_cache(tmp_path, monkeypatch):
     encoded.clear()
     second = run_stage("judge", spec, str(tmp_path), "r1", TINY)
     assert sum(encoded) == 0 and second["label_percentile_median"] == first["label_percentile_median"]
-    cache = text_cache_dir(Context.of(spec, "r1", str(tmp_path)).for_model(TINY))
+    cache = RunState(str(tmp_path), "r1").text_cache(TINY)
     assert cache == f"{tmp_path}/_state/r1/ccs-tiny%2Fnone/texts" and any((tmp_path / cache).rglob("part-*.npz"))

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ccs_ray.evals.datasets import DatasetError, load_video, plan_videos, video_captions, video_data
-from ccs_ray.evals.video import pool_frames, retrieval_metrics, retrieval_ranks, sample_frame_indices
+from ccs_ray.evals.retrieval import pool_frames, retrieval_metrics, retrieval_ranks, sample_frame_indices
 
 
 def test_sample_frame_indices():

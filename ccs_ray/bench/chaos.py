@@ -144,7 +144,7 @@ class _Chaos(threading.Thread):
                 seen |= {str(p) for p in self.root.glob("_state/*/*/partials/*/*.commit")}  # checkpoints so far
                 if len(seen) - at_last_kill >= SCAN_KILL_EVERY:
                     time.sleep(self.rng.uniform(0.0, SCAN_KILL_DELAY_S))  # not always just after a checkpoint
-                    if self._kill_one("ray::ScanActor"):
+                    if self._kill_one("ray::ModelActor"):
                         self.scan_kills, at_last_kill = self.scan_kills + 1, len(seen)
             if requests >= JUDGE_KILL_AT and not self.judge_kills and self._kill_one("ray::JudgeWorker"):
                 self.judge_kills += 1

@@ -134,7 +134,7 @@ class NoopDecoder:
 
 @ray.remote
 class NoopActor:
-    """A scan actor without a model: it records each shard and checkpoints like :class:`~ccs_ray.passes.ScanActor`."""
+    """A scan actor without a model: it records each shard and checkpoints like :class:`~ccs_ray.passes.ModelActor`."""
 
     def __init__(self, model_key, models, scan, kind, folder):
         self.checkpointer = Checkpointer(folder, kind.suffix)
@@ -161,7 +161,7 @@ def drive(manifest: str, shard_size: int, root: str, out: str) -> None:
     from ..passes import PassKind, partial_shards, partials, run_pass
     from ..shard_plan import ShardPlan
     from ..spec import load_spec
-    from ..stages.base import Context
+    from ..stages import RunContext
 
     class NoopPass(PassKind):
         name, folder, suffix = "bench-plan", "partials", ".bin"
@@ -174,7 +174,7 @@ def drive(manifest: str, shard_size: int, root: str, out: str) -> None:
     t0 = time.perf_counter()
     plan = ShardPlan(spec.data).index()
     planning_s = time.perf_counter() - t0
-    ctx = Context.of(spec, "bench", root, progress=False)
+    ctx = RunContext.of(spec, "bench", root, progress=False)
     kind = NoopPass()
     stats = run_pass(ctx, kind, spec.scan, plan, {"ccs-tiny/none": plan.ids()}, spec.data.folds,
                      actor_class=NoopActor, decoder_class=NoopDecoder)

@@ -27,18 +27,24 @@ source = "probe://?n=64&seed=0&size=32"
 classification = [{ name = "shapes", source = "probe://shapes?n=16&seed=1&size=32" }]
 """
 
-#: Case name -> ``--set`` overrides that make the mistake.
+#: Case name -> (kind, ``--set`` overrides that make the mistake). A ``spec`` mistake is knowable from the spec and
+#: the model configs (preflight's first phase, which loads no engine); an ``environment`` one needs the weights,
+#: sources, datasets or cluster.
 CASES = {
-    "unknown_model": ["models.keys=ViT-B-99/openai"],
-    "weights_offline_not_cached": ["models.keys=ViT-B-32/openai"],
-    "missing_checkpoint": ["models.keys=ViT-B-32@/no/such/checkpoint.pt"],
-    "missing_pool": ["spans.pool=/no/such/pool.txt"],
-    "typo_in_evals_entry": ['evals.classification=[{name = "shapes", sorce = "probe://shapes"}]'],
-    "missing_eval_source": ['evals.classification=[{name = "x", source = "/no/such/folder", classnames = ["a"]}]'],
-    "judge_model_without_base_url": ["judge.model=gpt-x"],
-    "judge_api_key_not_set": ["judge.model=gpt-x", "judge.base_url=http://127.0.0.1:9/v1",
-                              "judge.api_key_env=CCS_RAY_BENCH_NO_SUCH_KEY"],
-    "unschedulable_actors": ["scan.gpus_per_actor=1"],
+    "unknown_model": ("spec", ["models.keys=ViT-B-99/openai"]),
+    "layers_out_of_range": ("spec", ["models.layers=[2, 7]"]),
+    "malformed_head_name": ("spec", ['prune.heads={mine = ["L1H2"]}']),
+    "stage_need_missing": ("spec", ['stages=["spans"]']),
+    "typo_in_evals_entry": ("spec", ['evals.classification=[{name = "shapes", sorce = "probe://shapes"}]']),
+    "judge_model_without_base_url": ("spec", ["judge.model=gpt-x"]),
+    "judge_api_key_not_set": ("spec", ["judge.model=gpt-x", "judge.base_url=http://127.0.0.1:9/v1",
+                                       "judge.api_key_env=CCS_RAY_BENCH_NO_SUCH_KEY"]),
+    "missing_pool": ("spec", ["spans.pool=/no/such/pool.txt"]),
+    "weights_offline_not_cached": ("environment", ["models.keys=ViT-B-32/openai"]),
+    "missing_checkpoint": ("environment", ["models.keys=ViT-B-32@/no/such/checkpoint.pt"]),
+    "missing_eval_source": ("environment", ['evals.classification=[{name = "x", source = "/no/such/folder", '
+                                            'classnames = ["a"]}]']),
+    "unschedulable_actors": ("environment", ["scan.gpus_per_actor=1"]),
 }
 
 
@@ -50,15 +56,15 @@ def _timed(args: list[str], env: dict) -> tuple[float, subprocess.CompletedProce
 
 
 def run() -> dict:
-    """Seconds to the error per case (``<case>_s``), the slowest, and ``help_s``; ``failed_cases`` lists cases
-    that did not end as a one-line preflight error."""
+    """Seconds to the error per case (``<case>_s``), the slowest spec and environment mistakes, and ``help_s``;
+    ``failed_cases`` lists cases that did not end as a one-line preflight error."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"HF_HUB_OFFLINE": "1"}
     figures: dict[str, float] = {}
     failed: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "bench-preflight.toml"
         spec.write_text(SPEC)
-        for case, overrides in CASES.items():
+        for case, (_, overrides) in CASES.items():
             args = ["run", str(spec), "--results", f"{tmp}/results", *[a for o in overrides for a in ("--set", o)]]
             seconds, out = _timed(args, env)
             figures[f"{case}_s"] = round(seconds, 2)
@@ -71,5 +77,7 @@ def run() -> dict:
         if out.returncode != 2:
             failed.append("results_root_not_writable")
     figures["slowest_s"] = max(figures.values())
+    for kind in sorted({k for k, _ in CASES.values()}):
+        figures[f"slowest_{kind}_s"] = max(figures[f"{c}_s"] for c, (k, _) in CASES.items() if k == kind)
     figures["help_s"] = round(_timed(["--help"], env)[0], 2)
     return {**figures, "failed_cases": failed}

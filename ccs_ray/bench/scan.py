@@ -32,11 +32,12 @@ from PIL import Image
 
 from ..cluster import actor_layout, ensure_ray, node_cpus, peak_rss_mb
 from ..moments import HeadMoments
-from ..passes import ScanActor, decode_task, partial_shards, partials
+from ..passes import ModelActor, decode_task, partial_shards, partials
 from ..preprocess import Pixels, model_input, preprocess_config
+from ..runs import RunState
 from ..sources import decode_deferred, plan_shards
 from ..spec import load_spec
-from ..stages import Context, RunState, run_stage
+from ..stages import RunContext, run_stage
 from ..stages.explain import TopImagesPass
 from ..stages.scan import MomentsPass, run_scan, section
 
@@ -142,8 +143,8 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
 
         gpus, cpus, _ = actor_layout(spec.scan, 1)  # the scan's own actor placement: on the GPU when there is one
         kind = MomentsPass(spec.data.folds, spec.scan.convention)
-        # mypy does not apply class decorators (python/mypy#3135): ray.remote made ScanActor an ActorClass
-        actor = ScanActor.options(num_gpus=gpus, num_cpus=cpus).remote(  # type: ignore[attr-defined]
+        # mypy does not apply class decorators (python/mypy#3135): ray.remote made ModelActor an ActorClass
+        actor = ModelActor.options(num_gpus=gpus, num_cpus=cpus).remote(  # type: ignore[attr-defined]
             model, spec.models, spec.scan, kind, f"{tmp}/unused")
         ray.get(actor.checkpoint.remote())  # model loaded
         refs = [ray.put(d) for d in decoded]
@@ -156,7 +157,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         del decoded, refs, all_images
 
         t0 = time.perf_counter()
-        summary = run_scan(Context.of(spec, "bench", f"{tmp}/results", progress=False), section(spec))
+        summary = run_scan(RunContext.of(spec, "bench", f"{tmp}/results", progress=False), section(spec))
         wall = time.perf_counter() - t0
         records = list(HeadMoments.read_meta(summary.moments[model])["shards"].values())
         e2e_ips = _steady_ips(records)
@@ -171,7 +172,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
             mspec = load_spec({"name": "bench-mem", "models": {"keys": [memory_model]},
                                "data": {"source": folder, "shard_size": shard_size},
                                "scan": {"batch_size": batch_size, "checkpoint_every": 4}})
-            s = run_scan(Context.of(mspec, "bench", f"{tmp}/mem-results{scale}", progress=False), section(mspec))
+            s = run_scan(RunContext.of(mspec, "bench", f"{tmp}/mem-results{scale}", progress=False), section(mspec))
             recs = HeadMoments.read_meta(s.moments[memory_model])["shards"].values()
             memory[scale] = {"images": n, "actor_peak_rss_mb": round(max(r["max_rss_mb"] for r in recs), 1),
                              "driver_peak_rss_mb": round(peak_rss_mb(), 1)}

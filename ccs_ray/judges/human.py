@@ -16,7 +16,7 @@ import fsspec
 from .. import scores
 from ..heads import parse_head_name
 from ..tables import read_table, write_table
-from .heads import VARIANTS, file_safe, judged_spans
+from .headspans import VARIANTS, file_safe, judged_spans
 
 REQUIRED = ("model", "head_label", "span_rank", "aligned")
 OPTIONAL = ("rater", "variant", "label")

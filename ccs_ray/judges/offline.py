@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .heads import HeadSpans, Verdict
+from .headspans import HeadSpans, Verdict
 
-NAME = "offline-heuristic"
 NO_CONCEPT = "none"
 MIN_SEPARATION = 0.8
 

@@ -9,7 +9,6 @@ received is a cache hit. Workers are owned by the driver: when the driver dies, 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -20,33 +19,18 @@ from ..progress import Progress
 from ..spec import EndpointConfig, JudgeConfig
 from .cache import AnswerCache
 from .client import Answer, Endpoint, JudgeClient
+from .config import api_key_of, check_endpoint
 from .flights import flights_actor
-from .heads import HeadSpans, Verdict
+from .headspans import HeadSpans, Verdict
 from .limiter import limiter_actor
 from .prompts import Request, batched_request, judge_request, label_request
 
 
 def endpoint_of(judge: EndpointConfig, cfg: JudgeConfig) -> Endpoint:
     """The call settings of one configured LLM judge; a clear error when base_url or model is missing."""
-    base_url, model = judge.base_url, judge.model
-    if not base_url or not model:
-        missing = [k for k, v in (("base_url", base_url), ("model", model)) if not v]
-        raise ValueError(f"LLM judge {judge.name or judge.model!r} needs {' and '.join(missing)} "
-                         "(e.g. --set judge.base_url=http://127.0.0.1:8000/v1 --set judge.model=NAME; a base_url "
-                         "selects the LLM judge, judge.kind = 'offline' the heuristic one)")
+    base_url, model = check_endpoint(judge)
     return Endpoint(base_url, model, judge.structured, judge.input_price, judge.output_price,
                     cfg.timeout_s, cfg.max_retries, cfg.backoff_s, cfg.backoff_max_s)
-
-
-def api_key_of(judge: EndpointConfig) -> str | None:
-    """The key from the environment variable the spec names (never from the spec itself)."""
-    if not judge.api_key_env:
-        return None
-    key = os.environ.get(judge.api_key_env)
-    if not key:
-        raise ValueError(f"judge {judge.name or judge.model!r}: environment variable {judge.api_key_env!r} "
-                         "(judge.api_key_env) is not set")
-    return key
 
 
 def planned_requests(head: HeadSpans, label: str, mode: str) -> list[tuple[str, int | None, Request]]:

@@ -1,38 +1,41 @@
-"""The pipeline's stages, one module each, in run order: ``scan`` -> ``spans`` -> ``explain`` -> ``judge``
--> ``prune`` -> ``report``.
+"""The pipeline's stages: their contracts (:mod:`.contract`), the contexts they run in (:mod:`.context`) and one
+module of code each, in run order: ``scan`` -> ``spans`` -> ``explain`` -> ``judge`` -> ``prune`` -> ``report``.
 
-Each module exposes ``STAGE``, a :class:`~ccs_ray.stages.base.Stage`: its ``name``, the stages it
-``needs``, whether it runs ``per_model``, ``section(spec)`` (the part of the spec it reads) and
-``run(ctx, section) -> summary``. :mod:`ccs_ray.pipeline` loops over ``STAGES``; stages use the
-engine modules (decompose, moments, textspan, ablate, sources, judges, evals, tables) and never each
-other's internals, except for where an earlier stage put its output (``scan.moments_uri``).
+Each stage module has ``section(spec)`` (the part of the spec it reads) and ``run(ctx, section) -> summary``;
+:mod:`ccs_ray.pipeline` runs the enabled ones in :func:`~.contract.run_order`. Stages use the engine modules
+(decompose, moments, textspan, ablate, sources, judges, evals, tables, runs) and never each other.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-
-from ..choices import STAGES as NAMES
+from ..errors import UserError
 from ..spec import Spec
-from .base import Context, RunState, Stage
+from .context import ModelContext, RunContext
+from .contract import BY_NAME, STAGES, Need, Stage, missing_inputs, run_order
 
 
-def __getattr__(name: str):
-    """``STAGES`` (each module's ``STAGE``, in run order) and ``BY_NAME``, imported on first use, so that a process
-    needing only :mod:`~ccs_ray.stages.base` (a pass's driver) does not load every stage's engine."""
-    if name not in ("STAGES", "BY_NAME"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    stages: tuple[Stage, ...] = tuple(import_module(f"{__name__}.{m}").STAGE for m in NAMES)
-    globals().update(STAGES=stages, BY_NAME={s.name: s for s in stages})
-    return globals()[name]
+class MissingInput(UserError, ValueError):
+    """A stage asked to run before a stage it needs produced its output in the run."""
+
+
+def check_inputs(stage: Stage, spec: Spec, ctx: RunContext | ModelContext) -> None:
+    """:class:`MissingInput`, one line per missing need, when ``ctx``'s run lacks what ``stage`` reads."""
+    models = [ctx.model] if isinstance(ctx, ModelContext) else list(ctx.models.keys)
+    lines = missing_inputs(stage, spec, ctx, models)
+    if lines:
+        raise MissingInput(f"stage {stage.name}: " + "; ".join(lines))
 
 
 def run_stage(name: str, spec: Spec, root: str, run_id: str, model: str | None = None, **context) -> dict:
     """Run one stage of ``spec`` on its own (for ``model`` when it is per model), in run ``run_id`` under
-    ``root``; ``context``: other :class:`Context` fields (``resume``, ``progress``, ...)."""
-    stage: Stage = import_module(f"{__name__}.{name}").STAGE
-    ctx = Context.of(spec, run_id, root, **context)
-    return stage.run(ctx.for_model(model) if model else ctx, stage.section(spec))
+    ``root``, after checking that the run holds what it needs; ``context``: other :class:`RunContext` fields
+    (``resume``, ``progress``, ...)."""
+    stage = BY_NAME[name]
+    run_ctx = RunContext.of(spec, run_id, root, **context)
+    ctx = run_ctx.for_model(model) if model else run_ctx
+    check_inputs(stage, spec, ctx)
+    return stage.run(ctx, stage.section(spec))
 
 
-__all__ = ["BY_NAME", "STAGES", "Context", "RunState", "Stage", "run_stage"]
+__all__ = ["BY_NAME", "STAGES", "MissingInput", "ModelContext", "Need", "RunContext", "Stage", "check_inputs",
+           "run_order", "run_stage"]

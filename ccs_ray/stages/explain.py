@@ -6,10 +6,11 @@ per run (all models at once, sharing decoding as the scan does); needs ``spans``
 For every head of every model and each of its data spans 1..``spans.m`` (subset ``all``), the k images with the
 largest and the k with the smallest projection of the head's contribution onto the span's direction
 (``spans.direction``, stored by the stage spans: TextSpan is not run again, except for spans written by an
-earlier version without directions, which are computed again: the same texts, now with their directions), and
-the k images with the largest contribution norm (:mod:`ccs_ray.explain`). It is a pass over the shards
+earlier version without directions, whose directions are computed again in memory with
+:func:`~ccs_ray.span_rows.find_spans`: the same texts; the ``spans`` table is left as it is), and
+the k images with the largest contribution norm (:mod:`ccs_ray.topimages`). It is a pass over the shards
 (:mod:`ccs_ray.passes`) on the scan's actors, decode path, layout and checkpoint settings, with
-:class:`~ccs_ray.explain.TopImages` as the accumulator: resumable by shard, bad images skipped as in the scan (they
+:class:`~ccs_ray.topimages.TopImages` as the accumulator: resumable by shard, bad images skipped as in the scan (they
 are already in its ``errors``), and merged at the end into exactly the top k of a single pass. Partials:
 ``_state/<run_id>/<model>/explain/<12 hex>/NNNNNNNN.parquet``.
 """
@@ -22,13 +23,11 @@ import numpy as np
 
 from .. import tables
 from ..decompose import tower_shape
-from ..explain import TopImages
 from ..passes import PassKind, covered_shards, merge_partials, run_pass
-from ..shard_plan import ShardPlan
+from ..span_rows import SpanSettings, find_spans
 from ..spec import DataConfig, ExplainConfig, ScanConfig, Spec
-from .base import Context, Stage
-from .spans import SpansSection, run_spans
-from .spans import section as spans_section
+from ..topimages import TopImages
+from .context import RunContext
 
 
 @dataclass(frozen=True)
@@ -39,11 +38,11 @@ class ExplainSection:
     explain: ExplainConfig
     data: DataConfig
     scan: ScanConfig
-    spans: SpansSection
+    spans: SpanSettings
 
 
 def section(spec: Spec) -> ExplainSection:
-    return ExplainSection(spec.explain, spec.data, spec.scan, spans_section(spec))
+    return ExplainSection(spec.explain, spec.data, spec.scan, SpanSettings.of(spec))
 
 
 @dataclass(frozen=True)
@@ -75,11 +74,11 @@ class TopImagesPass(PassKind):
         return TopImages.load(uri)
 
 
-def span_directions(ctx: Context, model: str, spans: SpansSection) -> tuple[dict[str, np.ndarray],
-                                                                            dict[tuple[str, int], str]]:
+def span_directions(ctx: RunContext, model: str, spans: SpanSettings) -> tuple[dict[str, np.ndarray],
+                                                                              dict[tuple[str, int], str]]:
     """From the ``spans`` table (data spans: method ``data`` or null; subset ``all``, ranks 1..m): head -> directions
     [m, D] (NaN rows for missing spans) and (head, rank) -> text. Spans without directions (an earlier version's)
-    are computed again."""
+    are computed again, in memory."""
     m = spans.spans.m
 
     def explained(r: dict) -> bool:
@@ -87,10 +86,12 @@ def span_directions(ctx: Context, model: str, spans: SpansSection) -> tuple[dict
 
     rows = [r for r in tables.read_table(ctx.root, "spans", ctx.run_id, model).to_pylist() if explained(r)]
     if not rows:
-        raise ValueError(f"no data spans of {model} in run {ctx.run_id} under {ctx.root}: run the spans stage first "
-                         f"(spans.method 'data' or 'both')")
+        raise ValueError(f"the spans of {model} in run {ctx.run_id} under {ctx.root} are all from the weights: explain "
+                         f"ranks images along data spans (spans.method 'data' or 'both')")
     if any(r["direction"] is None for r in rows):
-        rows = [r for r in run_spans(ctx.for_model(model), spans)[0] if explained(r)]
+        found = find_spans(ctx.actors, model, ctx.models, spans, ctx.state.moments_uri(model),
+                           ctx.state.text_cache(model), ctx.cluster_resources(), ctx.progress)[0]
+        rows = [r for r in found if explained(r)]
     dim = len(rows[0]["direction"])
     directions: dict[str, np.ndarray] = {}
     for r in rows:
@@ -98,12 +99,12 @@ def span_directions(ctx: Context, model: str, spans: SpansSection) -> tuple[dict
     return directions, {(r["head_label"], r["rank"]): r["text"] for r in rows}
 
 
-def run(ctx: Context, section: ExplainSection) -> dict:
+def run(ctx: RunContext, section: ExplainSection) -> dict:
     data = section.data
     models = list(ctx.models.keys)
     spans = {key: span_directions(ctx, key, section.spans) for key in models}
     kind = TopImagesPass({key: d for key, (d, _) in spans.items()}, section.explain.k, section.explain.thumb_px)
-    plan = ShardPlan(data).index()
+    plan = ctx.shard_plan(data)
     todo = {key: plan.ids() - set(covered_shards(ctx, kind, key, plan)) for key in models}
     stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds)
     rows = {}
@@ -117,5 +118,3 @@ def run(ctx: Context, section: ExplainSection) -> dict:
             "decode_share": stats.decode_share, "cpus_per_actor": stats.cpus_per_actor,
             "decode_on_actors": stats.decode_on_actors}
 
-
-STAGE = Stage("explain", needs=("spans",), per_model=False, section=section, run=run, uses_model_actors=True)

@@ -11,7 +11,7 @@ as the spans' pool is (``spans.template``, ``spans.normalize``) against the pool
 statistics: the scan's merged moments (``spans.method`` data or both) or its weights' covariance (weights).
 Without moments in the run (spans written by other means) the two columns stay null and the summary says so.
 CLIP text embeddings (the offline judge's, label fidelity's) come from the run's text cache
-(:func:`~ccs_ray.stages.base.text_cache_dir`), where the spans stage left the pool's.
+(:meth:`~ccs_ray.runs.RunState.text_cache`), where the spans stage left the pool's.
 """
 
 from __future__ import annotations
@@ -30,22 +30,20 @@ from ..fidelity import label_fidelity
 from ..files import sweep_tmp
 from ..heads import parse_head_name
 from ..judges.client import HIT, SENT
+from ..judges.config import COMBINED, judges_of
 from ..judges.flights import MERGED
-from ..judges.heads import VARIANTS, Verdict, file_safe, heads_from_spans
-from ..judges.offline import NAME as OFFLINE_NAME
+from ..judges.headspans import VARIANTS, Verdict, file_safe, heads_from_spans
 from ..judges.offline import OfflineJudge, vocabulary_from
 from ..judges.pool import endpoint_of, run_pool
 from ..moments import HeadMoments
 from ..pools import load_pool
 from ..progress import Progress
-from ..spec import EndpointConfig, JudgeConfig, SpansConfig, Spec
+from ..spec import JudgeConfig, SpansConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from ..texts import TextEncoder
 from ..textspan import span_bases
-from .base import Context, Stage, text_cache_dir
-from .scan import moments_uri
+from .context import ModelContext
 
-COMBINED = "combined"
 STALE_TMP_S = 10.0  # an answer cache entry (< 1 KB) still half written after this long has lost its writer
 
 
@@ -63,23 +61,6 @@ class JudgeSection:
 
 def section(spec: Spec) -> JudgeSection:
     return JudgeSection(spec.judge, spec.spans.m, spec.spans, spec.scan.convention)
-
-
-def judges_of(cfg: JudgeConfig) -> list[tuple[str, EndpointConfig]]:
-    """(name, config) of every judge: ``judge.judges``, else the ``[judge]`` table itself; an LLM judge without
-    base_url or model, or a bad or repeated name, is a ValueError."""
-    judges = cfg.judges or [EndpointConfig(**{k: getattr(cfg, k) for k in EndpointConfig.model_fields})]
-    for j in judges:
-        if j.kind == "openai":
-            endpoint_of(j, cfg)  # base_url and model are set
-    # an LLM judge has a model (endpoint_of checked it): '' stands in for none, a bad name below
-    named = [(j.name or (OFFLINE_NAME if j.kind == "offline" else j.model or ""), j) for j in judges]
-    names = [n for n, _ in named]
-    bad = sorted({n for n in names if not n or names.count(n) > 1 or n == COMBINED or n.startswith("human:")})
-    if bad:
-        raise ValueError(f"judge names must be non-empty, unique, not {COMBINED!r} and not 'human:*'; bad: {bad} "
-                         "(set judges[i].name)")
-    return named
 
 
 def cache_root_of(cfg: JudgeConfig, root: str) -> str:
@@ -147,25 +128,24 @@ def agreement(by_judge: dict[str, list[Verdict]]) -> dict:
             "fleiss_se": stats.fleiss_kappa_se(ratings) if len(names) > 1 else None}
 
 
-def run(ctx: Context, section: JudgeSection, text_encoder=None) -> dict:
+def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> dict:
     """Label and judge every head of ``ctx.model`` with every judge; write the tables.
 
     ``text_encoder``: ``list[str] -> [N, D]`` L2-normalised CLIP text embeddings for the offline judge
-    (default: the model's text tower through the run's text cache, :func:`~ccs_ray.stages.base.text_cache_dir`;
+    (default: the model's text tower through the run's text cache, :meth:`~ccs_ray.runs.RunState.text_cache`;
     the model is loaded on the CPU for the first text not in it).
     Returns a summary: heads judged, calls sent, requests answered from the cache or merged into an identical
     one in flight, calls sent after a timeout, errors, cost, how label fidelity was computed and the median
     label_percentile per judge.
     """
     m, cfg, root, run_id, model = section.m, section.judge, ctx.root, ctx.run_id, ctx.model
-    assert model is not None  # a per-model stage
-    encoder = TextEncoder(model, ctx.models.precision, cache_dir=text_cache_dir(ctx))
+    encoder = TextEncoder(model, ctx.models.precision, cache_dir=ctx.text_cache)
     text_encoder = text_encoder or encoder
     spans = read_table(root, "spans", run_id=run_id, model=model)
     head_spans, problems = heads_from_spans(spans, m, cfg.heldout)
     if not head_spans:
-        raise ValueError(f"no spans (subset 'all') for run {run_id!r}, model {model!r} under {root}: run the spans "
-                         f"stage first")
+        raise ValueError(f"the spans table of run {run_id!r} under {root} holds no spans of subset 'all' for "
+                         f"{model!r}: write them with the spans stage")
     judges, cache_root = judges_of(cfg), cache_root_of(cfg, root)
     by_judge: dict[str, list[Verdict]] = {}
     heuristic: dict[str, bool] = {}
@@ -217,7 +197,7 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: TextEncoder, rows: list[dict]) -> str:
+def add_label_fidelity(ctx: ModelContext, section: JudgeSection, encoder: TextEncoder, rows: list[dict]) -> str:
     """Fill ``label_variance`` and ``label_percentile`` of the ccs ``rows`` of ``ctx.model`` in place
     (:func:`ccs_ray.fidelity.label_fidelity`; null for a row without a label or a head without variance).
 
@@ -239,9 +219,8 @@ def add_label_fidelity(ctx: Context, section: JudgeSection, encoder: TextEncoder
                                        section.convention)
         head_stats = {h: (1, np.zeros(len(covariances[h])), covariances[h]) for h in heads}
     else:
-        assert ctx.model is not None  # a per-model stage
         try:
-            uri = moments_uri(ctx, ctx.model)
+            uri = ctx.moments_uri()
         except ValueError as e:
             return f"not computed: {e}"
         moments = HeadMoments.load(uri)
@@ -271,5 +250,3 @@ def call_row(judge: str, endpoint: str, call: dict) -> dict:
     """A judge_calls row from one of a verdict's call records."""
     return {**call, "judge": judge, "endpoint": endpoint, "at": _now()}
 
-
-STAGE = Stage("judge", needs=("spans",), per_model=True, section=section, run=run)

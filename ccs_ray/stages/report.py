@@ -1,25 +1,23 @@
 """Stage ``report``: the self-contained HTML report of the results root, ``<root>/report.html``.
 
-No section of its own; per run, last. It reads every table through DuckDB (:mod:`ccs_ray.report`), the
+No section of its own; per run, last. It reads every table through DuckDB (:mod:`ccs_ray.reporting`), the
 ``runs`` table included, so the pipeline records the run as done before this stage runs.
 """
 
 from __future__ import annotations
 
 from ..progress import Progress
-from ..report import build_report
-from .base import Context, Stage
+from ..reporting import build_report
+from .context import RunContext
 
 
 def section(spec) -> None:
     return None
 
 
-def run(ctx: Context, section: None) -> dict:
+def run(ctx: RunContext, section: None) -> dict:
     with Progress("report", 1, "file", ctx.progress) as progress:
         path = build_report(ctx.root, f"{ctx.root.rstrip('/')}/report.html")
         progress.update(1)
     return {"path": path}
 
-
-STAGE = Stage("report", needs=(), per_model=False, section=section, run=run, shows_run=True)

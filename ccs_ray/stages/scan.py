@@ -22,7 +22,7 @@ from ..passes import PassKind, covered_shards, merge_partials, run_pass
 from ..shard_plan import ShardPlan
 from ..sources import Shard
 from ..spec import DataConfig, ScanConfig, Spec
-from .base import Context, Stage
+from .context import RunContext
 
 
 @dataclass(frozen=True)
@@ -89,28 +89,27 @@ def _planned_rows(shards: list[Shard], folds: int) -> list[dict]:
 
 
 def _done_rows(records) -> list[dict]:
-    """Shard rows of scan records (:meth:`~ccs_ray.passes.ScanActor.process`)."""
+    """Shard rows of scan records (:meth:`~ccs_ray.passes.ModelActor.process`)."""
     return [dict({k: r[k] for k in DONE_COLUMNS}, status="done", finished_at=datetime.fromisoformat(r["finished_at"]))
             for r in records]
 
 
-def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
+def run_scan(ctx: RunContext, section: ScanSection) -> ScanSummary:
     """Scan every model of ``ctx.models`` over the section's data on the connected Ray cluster; resumes
     from the run's partials.
 
-    The shards table is written in parts while the scan runs (``planned-NNNNNN`` parts as the plan is indexed,
+    The shards table is written in parts while the scan runs (``planned-NNNNNN`` parts, one per part of the plan,
     a ``done-<uuid>`` part per actor checkpoint; the view ``shards`` shows each shard's newest state), then as one
     file ``scan`` from the merged records, which replaces the parts."""
     data = section.data
     kind = MomentsPass(data.folds, section.scan.convention)
     models = list(ctx.models.keys)
 
-    def planned(shards: list[Shard], part: int) -> None:  # the plan first, so that an interrupted run shows it
+    plan = ctx.shard_plan(data)  # preflight's, when it planned the run: the source's one listing
+    for part, shards in enumerate(plan.parts()):  # the plan first, so that an interrupted run shows it
         for key in models:
             tables.write_table(ctx.root, "shards", _planned_rows(shards, data.folds), ctx.run_id, key,
                                name=f"planned-{part:06d}")
-
-    plan = ShardPlan(data).index(planned)
     covered = {key: covered_shards(ctx, kind, key, plan) for key in models}
     todo = {key: plan.ids() - set(covered[key]) for key in models}
 
@@ -128,7 +127,7 @@ def run_scan(ctx: Context, section: ScanSection) -> ScanSummary:
     return summary
 
 
-def _finish_model(ctx: Context, kind: MomentsPass, model: str, plan: ShardPlan, summary: ScanSummary) -> None:
+def _finish_model(ctx: RunContext, kind: MomentsPass, model: str, plan: ShardPlan, summary: ScanSummary) -> None:
     """Merge a model's partials (checked to partition the plan) and write its moments, shards, errors and
     conversions tables."""
     merged = merge_partials(ctx, kind, model, plan)
@@ -151,20 +150,7 @@ def _finish_model(ctx: Context, kind: MomentsPass, model: str, plan: ShardPlan, 
     summary.nodes |= {r["node"] for r in records}
 
 
-def moments_uri(ctx: Context, model: str) -> str:
-    """The merged moments of ``model`` in ``ctx``'s run, from the ``moments`` table. A URI inside the run's state
-    folder is read under the results root as it is now, so that a moved or copied root still finds its moments;
-    any other URI is used as it is."""
-    rows = tables.read_table(ctx.root, "moments", ctx.run_id, model).to_pylist()
-    if not rows:
-        raise ValueError(f"no moments of {model} in run {ctx.run_id} under {ctx.root}: run the scan stage first")
-    uri, state = rows[-1]["uri"], ctx.state.dir[len(ctx.root.rstrip("/")):] + "/"  # state: "/_state/<run>/"
-    return f"{ctx.state.dir}/{uri.split(state, 1)[1]}" if state in uri else uri
-
-
-def run(ctx: Context, section: ScanSection) -> dict:
+def run(ctx: RunContext, section: ScanSection) -> dict:
     summary = run_scan(ctx, section)
     return dict(asdict(summary), nodes=sorted(summary.nodes))
 
-
-STAGE = Stage("scan", needs=(), per_model=False, section=section, run=run, uses_model_actors=True)

@@ -1,194 +1,35 @@
 """Stage ``spans``: TextSpan over each head's statistics and a text pool -> the ``spans`` table.
 
-Section: ``[spans]`` plus how many spans to choose per head and the weights' convention (:class:`SpansSection`:
-``spans.m``, twice that when the judge scores held-out spans; ``scan.convention``). Per model, on a scan actor the
-run kept, its model loaded (:class:`~ccs_ray.passes.ModelActors`), else in one Ray task (on a GPU when the cluster
-has one, else holding a whole node's CPUs as torch threads); the pool is encoded through
-the run's text cache (:class:`ccs_ray.texts.TextEncoder`), which the judge then reads. ``spans.method`` says where
-a head's statistics come from:
-
-- ``data``: the scan's merged moments (so it needs ``scan``); for every head and data subset (``all``, and
-  ``fold<i>`` when the moments keep folds) :func:`ccs_ray.textspan.textspan_from_moments`; rows ``method = 'data'``;
-- ``weights``: no images. For every head of the analysed layers (``models.layers`` / ``models.last_layers``) its
-  output covariance under isotropic inputs C_w (:func:`ccs_ray.circuits.head_covariances`, in ``scan.convention``),
-  and the same ``textspan_from_moments(1, 0, C_w)``; subset ``all`` only, rows ``method = 'weights'``;
-- ``both``: both sets of rows, and per head the ``span_agreement`` table (:func:`ccs_ray.circuits.span_agreement`
-  of the top ``spans.m`` of each, subset ``all``).
+Section: :class:`~ccs_ray.span_rows.SpanSettings` (``[spans]``, spans per head: ``spans.m``, twice that when the
+judge scores held-out spans; ``scan.convention``). Per model; the rows come from :func:`ccs_ray.span_rows.find_spans`
+(on a model actor the run kept, else in a task), from the scan's moments (``spans.method`` data or both) and/or the
+weights (weights or both). Writes ``spans`` and, with ``both``, ``span_agreement``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import ray
-import torch
-
 from .. import tables
-from ..circuits import head_covariances, span_agreement
-from ..cluster import held_device, node_cpus, use_held_cpus
-from ..decompose import select_layers, tower_shape
-from ..heads import parse_head_name
-from ..models import load_model
-from ..moments import HeadMoments
-from ..pools import load_pool
-from ..progress import Progress
-from ..spec import ModelsConfig, SpansConfig, Spec
-from ..texts import TextEncoder
-from ..textspan import span_bases, textspan_from_moments
-from .base import Context, Stage, text_cache_dir
-from .scan import moments_uri
-
-_StatsKey = tuple[str, str, str]  # (head, method "data" or "weights", subset)
-_Moments = tuple[int, torch.Tensor, torch.Tensor]  # (n, total [D], outer [D, D])
+from ..span_rows import SpanSettings, find_spans
+from ..spec import Spec
+from .context import ModelContext
 
 
-@dataclass(frozen=True)
-class SpansSection:
-    """``spans``: the TextSpan settings; ``n_spans``: spans chosen per head (``spans.m``, or ``2 spans.m``
-    when the judge also scores held-out spans m+1..2m); ``convention``: the decomposition convention of the
-    weights' covariances (``scan.convention``, the one the scan's moments use)."""
-
-    spans: SpansConfig
-    n_spans: int
-    convention: str
+def section(spec: Spec) -> SpanSettings:
+    return SpanSettings.of(spec)
 
 
-def section(spec: Spec) -> SpansSection:
-    heldout = spec.judge.heldout and "judge" in spec.stages
-    return SpansSection(spec.spans, spec.spans.m * (2 if heldout else 1), spec.scan.convention)
-
-
-def run_spans(ctx: Context, section: SpansSection) -> tuple[list[dict], str]:
-    """TextSpan rows for every head of ``ctx.model`` (``spans.method``: from data over all data and each fold,
-    from the weights, or both; with both, the span_agreement rows are written too), and where they were computed:
-    ``"kept actor"`` (a scan actor of the run, model loaded) or ``"task"``."""
-    model = ctx.model
-    assert model is not None  # a per-model stage
-    uri = moments_uri(ctx, model) if section.spans.method != "weights" else None
-    rows, actor = None, ctx.actors.one(model) if ctx.actors is not None else None
-    if actor is not None:  # the scan's actor, its model loaded
-        try:
-            rows, agreement = _collect(ctx, actor.call.options(num_returns="streaming").remote(
-                spans_of, ctx.models, section, uri, model, text_cache_dir(ctx)))
-        except ray.exceptions.RayActorError:  # it died: the task below instead
-            pass
-    ran_on = "kept actor" if rows is not None else "task"
-    if rows is None:
-        if ctx.actors is not None:
-            ctx.actors.release()  # the task may need a whole node
-        gpus = 1 if ctx.cluster_resources().get("GPU", 0) else 0
-        cpus = 1 if gpus else max(node_cpus())  # without a GPU: one whole node's cores, as torch threads
-        rows, agreement = _collect(ctx, _spans_task.options(num_gpus=gpus, num_cpus=cpus).remote(
-            ctx.models, section, uri, model, text_cache_dir(ctx)))
-    tables.write_table(ctx.root, "spans", rows, ctx.run_id, model, name="spans")
+def run_spans(ctx: ModelContext, section: SpanSettings) -> tuple[list[dict], str]:
+    """TextSpan rows for every head of ``ctx.model``, written to the ``spans`` table (and, with ``both``, its
+    ``span_agreement`` rows), and where they were computed: ``"kept actor"`` or ``"task"``."""
+    uri = ctx.moments_uri() if section.spans.method != "weights" else None
+    rows, agreement, ran_on = find_spans(ctx.actors, ctx.model, ctx.models, section, uri, ctx.text_cache,
+                                         ctx.cluster_resources(), ctx.progress)
+    tables.write_table(ctx.root, "spans", rows, ctx.run_id, ctx.model, name="spans")
     if section.spans.method == "both":
-        tables.replace_file(ctx.root, "span_agreement", agreement, ctx.run_id, model, "spans")
+        tables.replace_file(ctx.root, "span_agreement", agreement, ctx.run_id, ctx.model, "spans")
     return rows, ran_on
 
 
-def _collect(ctx: Context, stream) -> tuple[list[dict], list[dict]]:
-    """The spans and span_agreement rows of a :func:`spans_of` stream of refs, with progress."""
-    n_heads = ray.get(next(stream))
-    rows, agreement = [], []
-    with Progress(f"spans {ctx.model}", n_heads, "heads", ctx.progress) as progress:
-        for ref in stream:
-            head_rows, head_agreement = ray.get(ref)
-            rows += head_rows
-            agreement += head_agreement
-            progress.update(1)
-    return rows, agreement
-
-
-@ray.remote(num_returns="streaming")
-def _spans_task(models: ModelsConfig, section: SpansSection, uri: str | None, model_key: str, text_cache: str):
-    """:func:`spans_of` in a task of its own, which loads the model."""
-    device = held_device()
-    use_held_cpus()
-    model, _ = load_model(model_key, models.precision, device)
-    yield from spans_of(model, device, models, section, uri, model_key, text_cache)
-
-
-def spans_of(model, device: str, models: ModelsConfig, section: SpansSection, uri: str | None, model_key: str,
-             text_cache: str):
-    """Yields the number of heads, then each head's (spans rows, span_agreement rows) as it finishes (the driver
-    shows progress), for ``model`` (of key ``model_key``, on ``device``). ``uri``: the merged moments (None: spans
-    from the weights alone); ``text_cache``: the run's text-embedding cache of the model
-    (:func:`~ccs_ray.stages.base.text_cache_dir`)."""
-    cfg = section.spans
-    moments = HeadMoments.load(uri, device) if uri is not None else None
-    weights_layers = select_layers(model, models.layers, models.last_layers) if cfg.method != "data" else []
-    data_heads = list(moments.heads) if moments is not None else []
-    heads = sorted(set(data_heads) | set(tower_shape(model).head_names(weights_layers)), key=parse_head_name)
-    yield len(heads)
-    texts = load_pool(cfg.pool)
-    emb = TextEncoder(model_key, models.precision, cache_dir=text_cache, model=model)(texts, cfg.template,
-                                                                                 cfg.normalize).to(device)
-    subsets = ({"all": None} | ({f"fold{f}": [f] for f in range(moments.folds)} if moments.folds > 1 else {})
-               if moments is not None else {})
-    stats: dict[_StatsKey, _Moments] = {}
-    bases: dict[_StatsKey, torch.Tensor] = {}
-    stats_layer = None
-    for name in heads:
-        layer, head = parse_head_name(name)
-        if layer != stats_layer:  # one layer's heads at a time, their span bases in one batched eigh
-            covariances = head_covariances(model, [layer], section.convention) if layer in weights_layers else {}
-            layer_heads = [h for h in data_heads if parse_head_name(h)[0] == layer]
-            stats, bases = _layer_stats(moments, subsets, layer_heads, covariances, cfg.rank, device)
-            stats_layer = layer
-        key = dict(layer=layer, head=head, head_label=name)
-        rows, found = [], {}
-        for subset in subsets:
-            if (name, "data", subset) not in stats:  # not a data head, or no images in this subset
-                continue
-            assert moments is not None  # data subsets come from the moments
-            spans = textspan_from_moments(*stats.pop((name, "data", subset)), emb, texts, m=section.n_spans,
-                                          rank=cfg.rank, basis=bases.pop((name, "data", subset)))
-            rows += _rows(key, spans, subset, "data", moments.convention, cfg.pool)
-            found["data", subset] = spans
-        if layer in weights_layers:
-            spans = textspan_from_moments(*stats.pop((name, "weights", "all")), emb, texts, m=section.n_spans,
-                                          rank=cfg.rank, basis=bases.pop((name, "weights", "all")))
-            rows += _rows(key, spans, "all", "weights", section.convention, cfg.pool)
-            found["weights", "all"] = spans
-        agreement = []
-        if cfg.method == "both" and ("data", "all") in found and ("weights", "all") in found:
-            a, b = found["data", "all"], found["weights", "all"]
-            agreement.append(dict(**key, **span_agreement([s.text for s in a], [s.direction for s in a],
-                                                          [s.text for s in b], [s.direction for s in b],
-                                                          cfg.m)._asdict()))
-        yield rows, agreement
-
-
-def _layer_stats(moments: HeadMoments | None, subsets: dict, names: list[str], covariances: dict[str, torch.Tensor],
-                 rank: int, device) -> tuple[dict[_StatsKey, _Moments], dict[_StatsKey, torch.Tensor]]:
-    """One layer's TextSpan inputs: ``stats`` maps (head, "data", subset) to the moments (n, total, outer) of each
-    data head in ``names`` over each subset with images, and (head, "weights", "all") to (1, 0, C_w) of each head
-    in ``covariances``; ``bases`` maps the same keys to the span basis [D, r] (:func:`span_bases`, one batched
-    eigh over the layer)."""
-    stats: dict[_StatsKey, _Moments] = {}
-    if moments is not None:  # (else no data heads and no subsets)
-        stats = {(h, "data", s): moments.head(h, folds) for h in names for s, folds in subsets.items()}
-    stats = {k: v for k, v in stats.items() if v[0] > 0}
-    for h, C_w in covariances.items():
-        C_w = C_w.to(device)
-        stats[h, "weights", "all"] = (1, torch.zeros(len(C_w), dtype=C_w.dtype, device=device), C_w)
-    if not stats:
-        return {}, {}
-    bases = span_bases(torch.stack([outer.to(torch.float64) for _, _, outer in stats.values()]), rank)
-    return stats, {k: basis for k, (basis, _) in zip(stats, bases, strict=True)}
-
-
-def _rows(key: dict, spans, subset: str, method: str, convention: str, pool: str) -> list[dict]:
-    """spans table rows of one head's TextSpan result."""
-    return [dict(**key, subset=subset, rank=s.rank, text=s.text, variance=s.variance,
-                 variance_explained=s.variance_explained, pool=pool, svd_rank=s.svd_rank, convention=convention,
-                 direction=s.direction.astype("float32").tolist(), method=method) for s in spans]
-
-
-def run(ctx: Context, section: SpansSection) -> dict:
+def run(ctx: ModelContext, section: SpanSettings) -> dict:
     rows, ran_on = run_spans(ctx, section)
     return {"rows": len(rows), "ran_on": ran_on}
-
-
-# needs scan unless spans.method = 'weights' (preflight checks it)
-STAGE = Stage("spans", needs=("scan",), per_model=True, section=section, run=run, uses_model_actors=True)

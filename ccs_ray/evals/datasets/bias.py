@@ -1,7 +1,7 @@
 """Social-bias datasets (``[[evals.bias]]``): images with one label per attribute, and the occupation prompts.
 
 An entry's ``occupations``, ``templates`` (default: the paper's four) and ``combine`` (default
-``"embedding_mean"``, as published; see :mod:`ccs_ray.evals.bias`) set the prompts and how an
+``"embedding_mean"``, as published; see :mod:`ccs_ray.evals.maxskew`) set the prompts and how an
 occupation's templates are combined; both settings are recorded in every ``bias`` row.
 
 A source is a CSV/Parquet manifest (or a folder of them) of image URIs with one column per attribute
@@ -20,7 +20,7 @@ from ...choices import SourceKind
 from ...sources.base import list_files
 from ...sources.manifest import MANIFEST_EXTENSIONS, read_rows
 from ...spec import DataConfig
-from ..bias import BIAS_TEMPLATES, OCCUPATIONS
+from ..maxskew import BIAS_TEMPLATES, OCCUPATIONS
 from .entries import DatasetError, probe_of
 from .presets import BIAS_PRESETS, entry_with_preset
 
@@ -37,7 +37,7 @@ class BiasData:
     groups: dict[str, dict[str, str]]  # attribute -> label -> group
     occupations: list[str] | None  # None: OCCUPATIONS
     templates: list[str] | None  # None: BIAS_TEMPLATES
-    combine: str  # how the templates combine: choices.BIAS_COMBINES (ccs_ray.evals.bias)
+    combine: str  # how the templates combine: choices.BIAS_COMBINES (ccs_ray.evals.maxskew)
     k: int
     shard_size: int
     limit: int | None

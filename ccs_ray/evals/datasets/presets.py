@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import classnames as cn
-from ..bias import FAIRFACE_RACE_GROUPS
+from ..maxskew import FAIRFACE_RACE_GROUPS
 from .entries import DatasetError, from_entry
 
 

@@ -20,7 +20,7 @@ from ... import sources
 from ...files import read_table_file, resolve_uri
 from ...sources.base import IMAGE_EXTENSIONS, fingerprint
 from ...sources.probe import ProbeSpec, probe_image
-from ..video import sample_frame_indices
+from ..retrieval import sample_frame_indices
 from .entries import DatasetError, probe_of
 from .presets import VIDEO_PRESETS, entry_with_preset
 

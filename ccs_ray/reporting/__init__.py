@@ -2,13 +2,13 @@
 
 Every figure comes from a canned query of ``sql/queries`` run through :func:`ccs_ray.analytics.connect`;
 the page is rendered by ``report.html.j2`` with autoescaping on, and the SVG plots escape their texts
-(:mod:`ccs_ray.report.plots`), so spans, labels, image URIs and names from the data are shown, never
+(:mod:`ccs_ray.reporting.plots`), so spans, labels, image URIs and names from the data are shown, never
 interpreted. Per model: the CCS heatmap (each cell links to the head's card), accuracy per strategy, the sweep
 curves (accuracy against heads removed: high, low, random), video retrieval (R@1/5/10, MedR), MaxSkew@k,
 CCS against accuracy drop per pruned head group, the accuracy-bias trade-off, the strategies that selected no
-head and why, the head explorer (a table of every head) and one card per head (:mod:`ccs_ray.report.heads`;
-id ``L11.H5`` on a page of one model, ``<model>.L11.H5`` on a page of several, :func:`~ccs_ray.report.heads.anchor`).
-With several models, a section lines them up side by side (:mod:`ccs_ray.report.side_by_side`).
+head and why, the head explorer (a table of every head) and one card per head (:mod:`ccs_ray.reporting.cards`;
+id ``L11.H5`` on a page of one model, ``<model>.L11.H5`` on a page of several, :func:`~ccs_ray.reporting.cards.anchor`).
+With several models, a section lines them up side by side (:mod:`ccs_ray.reporting.side_by_side`).
 Banners flag random-init models (``/none``), the
 offline heuristic judge and failed runs. One small inline script sorts and filters the head tables; the page is
 complete without it, and in print.
@@ -32,8 +32,8 @@ import jinja2
 
 from ccs_ray.analytics import canned_rows, canned_subquery, connect, query
 from ccs_ray.compare import paper_comparison
-from ccs_ray.report import plots
-from ccs_ray.report.heads import (
+from ccs_ray.reporting import plots
+from ccs_ray.reporting.cards import (
     VERDICT_MARKS,
     VERDICT_WORDS,
     card_order,
@@ -44,7 +44,7 @@ from ccs_ray.report.heads import (
     judge_of,
     where,
 )
-from ccs_ray.report.side_by_side import side_by_side
+from ccs_ray.reporting.side_by_side import side_by_side
 
 TEMPLATES = Path(__file__).parent
 STRATEGY_ORDER = ("none", "high", "low", "random")
@@ -125,7 +125,7 @@ def _colors(names) -> dict[str, str]:
 
 def _model_sections(conn, condition: str) -> list[dict]:
     """Per (run, model): its plots, the strategies that selected no head, and its head cards (those meeting
-    ``condition``, :func:`ccs_ray.report.heads.where`)."""
+    ``condition``, :func:`ccs_ray.reporting.cards.where`)."""
     heads = group_by(canned_rows(conn, "head_details"), "run_id", "model")
     # heads ablated alone (strategy single) have their own plot (_importance), not one bar each
     grouped = f"strategy IS DISTINCT FROM '{SINGLE}'"

@@ -8,11 +8,11 @@ model and analysed layer), over the CCS of the combined judge (the majority vote
   heads), and what pruning the high and the low heads changes against the unpruned model: top-1 accuracy in
   points (mean over the classification datasets) and MaxSkew@k summed over occupations (mean over the bias
   datasets and attributes); "–" where a strategy was not evaluated;
-- per model a small multiple (:func:`ccs_ray.report.plots.layer_panel`): per analysed layer the share of its heads
+- per model a small multiple (:func:`ccs_ray.reporting.plots.layer_panel`): per analysed layer the share of its heads
   with high and with low CCS, on one scale for every model, and its heads' label families stacked;
 - a table of the label families per layer (one row per model, its layers in order, the deepest right-aligned so
   that models of different depths line up at their last layers);
-- the pruning effect, high against low, per model (:func:`ccs_ray.report.plots.diverging_bars`).
+- the pruning effect, high against low, per model (:func:`ccs_ray.reporting.plots.diverging_bars`).
 
 A model is named by its key, with its run where the results hold several runs of it. The view is shown when the
 results hold more than one model (:func:`side_by_side` is None otherwise). Every text is escaped by the template
@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections import Counter
 
 from ccs_ray.analytics import canned_rows
-from ccs_ray.report import plots
-from ccs_ray.report.heads import group_by
+from ccs_ray.reporting import plots
+from ccs_ray.reporting.cards import group_by
 from ccs_ray.scores import CONCEPT_FAMILIES
 
 OTHER = "other"  # the label family of a label in no concept family (canned query model_layers)
