@@ -46,7 +46,9 @@ def ensure_ray(num_cpus: int | None = None, env: dict[str, str] | None = None) -
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False,
                      runtime_env={"env_vars": env} if env else None)
-        else:
+        else:  # no dashboard shows a local cluster's own Ray metrics: none are collected, which spares each of its
+            # processes a metrics exporter thread (one that has crashed busy drivers); a set value is kept
+            os.environ.setdefault("RAY_enable_metrics_collection", "0")
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
