@@ -30,6 +30,7 @@ from .reference import write_reference_tables
 from .runs import RunError, RunState
 from .spec import Spec
 from .stages import BY_NAME, RunContext, Stage, check_inputs, run_order
+from .stages.summaries import COUNTS, model_counts
 
 
 def _write_runs(spec: Spec, ctx: RunContext, status: str, stage: str, started: datetime, scan: dict | None = None,
@@ -152,18 +153,6 @@ def _sweep(state: RunState, models: list[str]) -> None:
                 sweep_tmp(tables.partition_path(state.root, table, state.run_id, model))
 
 
-#: The counts of each stage's summary that :func:`describe` shows, with their words.
-_COUNTS = {
-    "scan": {"n_images": "images", "n_errors": "errors", "n_converted": "converted"},
-    "spans": {"rows": "span rows"},
-    "explain": {"rows": "top-image rows"},
-    "judge": {"heads_judged": "heads", "calls": "calls", "cached": "cached", "merged": "merged", "errors": "errors",
-              "cost_usd": "USD"},
-    "prune": {"configurations": "configurations", "units_run": "dataset shards run", "units_skipped": "skipped",
-              "errors": "errors"},
-}
-
-
 def describe(summary: dict) -> str:
     """A finished run's summary for people: per stage its time and counts, the report and how to explore."""
     root = summary["results"]
@@ -173,13 +162,10 @@ def describe(summary: dict) -> str:
         if stage == "report":
             lines.append(f"  {stage:<7}{seconds}  {out.get('path')}")
             continue
-        if not BY_NAME[stage].per_model:  # a per-run stage's counts are per model: {count: {model: value}}
-            first = next(iter(_COUNTS[stage]))
-            out = {m: {k: out.get(k, {}).get(m) for k in _COUNTS[stage]} for m in out.get(first, {})}
-        words = _COUNTS.get(stage, {})
+        words = COUNTS[stage]
         parts = [f"{model}: " + ", ".join(f"{v:.4g} {words[k]}" if isinstance(v, float) else f"{v} {words[k]}"
-                                            for k, v in counts.items() if k in words and v is not None)
-                 for model, counts in out.items()]
+                                            for k, v in counts.items() if v is not None)
+                 for model, counts in model_counts(stage, BY_NAME[stage].per_model, out).items()]
         lines.append(f"  {stage:<7}{seconds}  " + "; ".join(parts))
         if stage == "prune":
             lines += [f"           {model}: no head selected by {', '.join(counts['empty_strategies'])}"

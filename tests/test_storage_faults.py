@@ -29,7 +29,8 @@ from ccs_ray.moments import HeadMoments
 from ccs_ray.runs import RunState
 from ccs_ray.shard_plan import ShardPlan
 from ccs_ray.spec import DataConfig
-from ccs_ray.stages.scan import MomentsPass, ScanSummary, _finish_model
+from ccs_ray.stages.scan import MomentsPass, _finish_model
+from ccs_ray.stages.summaries import ScanSummary
 from ccs_ray.tables import read_table, write_table
 
 

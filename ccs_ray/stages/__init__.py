@@ -12,6 +12,7 @@ from ..errors import UserError
 from ..spec import Spec
 from .context import ModelContext, RunContext
 from .contract import BY_NAME, STAGES, Need, Stage, missing_inputs, run_order
+from .summaries import stored
 
 
 class MissingInput(UserError, ValueError):
@@ -29,12 +30,12 @@ def check_inputs(stage: Stage, spec: Spec, ctx: RunContext | ModelContext) -> No
 def run_stage(name: str, spec: Spec, root: str, run_id: str, model: str | None = None, **context) -> dict:
     """Run one stage of ``spec`` on its own (for ``model`` when it is per model), in run ``run_id`` under
     ``root``, after checking that the run holds what it needs; ``context``: other :class:`RunContext` fields
-    (``resume``, ``progress``, ...)."""
+    (``resume``, ``progress``, ...). Returns its summary as a dict, as its ``done`` marker stores it."""
     stage = BY_NAME[name]
     run_ctx = RunContext.of(spec, run_id, root, **context)
     ctx = run_ctx.for_model(model) if model else run_ctx
     check_inputs(stage, spec, ctx)
-    return stage.run(ctx, stage.section(spec))
+    return stored(stage.run(ctx, stage.section(spec)))
 
 
 __all__ = ["BY_NAME", "STAGES", "MissingInput", "ModelContext", "Need", "RunContext", "Stage", "check_inputs",

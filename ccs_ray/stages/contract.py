@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..choices import ccs_strategies
 from ..runs import RUN_SCOPE
 from ..spec import Spec
+from .summaries import StageSummary, stored
 
 if TYPE_CHECKING:
     from .context import ModelContext, RunContext
@@ -72,8 +73,8 @@ class Stage:
         """The part of ``spec`` the stage reads."""
         return self.code.section(spec)
 
-    def run(self, ctx: RunContext | ModelContext, section: Any) -> dict:
-        """Run the stage; its summary (JSON-able; stored in its ``done`` marker)."""
+    def run(self, ctx: RunContext | ModelContext, section: Any) -> StageSummary:
+        """Run the stage; its summary (:mod:`~ccs_ray.stages.summaries`; stored in its ``done`` marker)."""
         return self.code.run(ctx, section)
 
     def scope(self, ctx: RunContext | ModelContext) -> str:
@@ -84,9 +85,9 @@ class Stage:
         """Whether this stage (for ``ctx``'s model) already finished in ``ctx``'s run."""
         return ctx.state.done(self.name, self.scope(ctx))
 
-    def mark(self, ctx: RunContext | ModelContext, summary: dict) -> None:
-        """Record the stage finished with ``summary`` (made JSON-able as it is stored)."""
-        ctx.state.mark(self.name, self.scope(ctx), json.loads(json.dumps(summary, default=str)))
+    def mark(self, ctx: RunContext | ModelContext, summary: StageSummary) -> None:
+        """Record the stage finished with ``summary`` (stored as JSON)."""
+        ctx.state.mark(self.name, self.scope(ctx), json.loads(json.dumps(stored(summary), default=str)))
 
     def summary(self, ctx: RunContext | ModelContext) -> dict:
         """The summary stored when the stage finished."""

@@ -28,6 +28,7 @@ from ..span_rows import SpanSettings, find_spans
 from ..spec import DataConfig, ExplainConfig, ScanConfig, Spec
 from ..topimages import TopImages
 from .context import RunContext
+from .summaries import ExplainSummary
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def span_directions(ctx: RunContext, model: str, spans: SpanSettings) -> tuple[d
     return directions, {(r["head_label"], r["rank"]): r["text"] for r in rows}
 
 
-def run(ctx: RunContext, section: ExplainSection) -> dict:
+def run(ctx: RunContext, section: ExplainSection) -> ExplainSummary:
     data = section.data
     models = list(ctx.models.keys)
     spans = {key: span_directions(ctx, key, section.spans) for key in models}
@@ -113,8 +114,7 @@ def run(ctx: RunContext, section: ExplainSection) -> dict:
         written = top.rows(spans[key][1])
         tables.write_table(ctx.root, "top_images", written, ctx.run_id, key, name="explain")
         rows[key] = len(written)
-    return {"rows": rows, "shards_scanned": stats.shards_scanned, "images": stats.images,
-            "shards_skipped": stats.shards_skipped, "seconds": round(stats.seconds, 2),
-            "decode_share": stats.decode_share, "cpus_per_actor": stats.cpus_per_actor,
-            "decode_on_actors": stats.decode_on_actors}
-
+    return ExplainSummary(shards_scanned=stats.shards_scanned, shards_skipped=stats.shards_skipped,
+                          seconds=round(stats.seconds, 2), decode_share=stats.decode_share,
+                          cpus_per_actor=stats.cpus_per_actor, decode_on_actors=stats.decode_on_actors, rows=rows,
+                          images=stats.images)

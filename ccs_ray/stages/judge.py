@@ -43,6 +43,7 @@ from ..tables import read_table, replace_file, write_table
 from ..texts import TextEncoder
 from ..textspan import span_bases
 from .context import ModelContext
+from .summaries import JudgeSummary
 
 STALE_TMP_S = 10.0  # an answer cache entry (< 1 KB) still half written after this long has lost its writer
 
@@ -128,7 +129,7 @@ def agreement(by_judge: dict[str, list[Verdict]]) -> dict:
             "fleiss_se": stats.fleiss_kappa_se(ratings) if len(names) > 1 else None}
 
 
-def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> dict:
+def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> JudgeSummary:
     """Label and judge every head of ``ctx.model`` with every judge; write the tables.
 
     ``text_encoder``: ``list[str] -> [N, D]`` L2-normalised CLIP text embeddings for the offline judge
@@ -177,19 +178,16 @@ def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> dict:
     replace_file(root, "errors", errors, run_id, model, "judge")  # this run's judge errors replace the last run's
     write_table(root, "judge_calls", calls, run_id, model, name=f"judge-{uuid.uuid4().hex}")  # every run's calls kept
     sweep_tmp(cache_root, older_than_s=STALE_TMP_S)  # entries whose writer died mid-write (a killed actor)
-    return {
-        "heads_judged": len(head_spans), "judges": list(tables),
-        "calls": sum(c["via"] == SENT for c in calls), "cached": sum(c["via"] == HIT for c in calls),
-        "merged": sum(c["via"] == MERGED for c in calls),
-        "retried_after_timeout": sum(c["retried_after_timeout"] for c in calls),
-        "errors": len(errors), "cost_usd": sum(c["cost_usd"] for c in calls),
-        "heuristic": any(heuristic.values()),
-        "ccs_at_k": {n: scores.ccs_at_k([r["ccs"] for r in rows["ccs"]], m) for n, rows in tables.items()},
-        "agreement": agreement(by_judge),
-        "label_fidelity": fidelity,
-        "label_percentile_median": {n: _median([r["label_percentile"] for r in rows["ccs"]])
-                                    for n, rows in tables.items()},
-    }
+    return JudgeSummary(
+        heads_judged=len(head_spans), judges=list(tables),
+        calls=sum(c["via"] == SENT for c in calls), cached=sum(c["via"] == HIT for c in calls),
+        merged=sum(c["via"] == MERGED for c in calls),
+        retried_after_timeout=sum(c["retried_after_timeout"] for c in calls),
+        errors=len(errors), cost_usd=sum(c["cost_usd"] for c in calls), heuristic=any(heuristic.values()),
+        ccs_at_k={n: scores.ccs_at_k([r["ccs"] for r in rows["ccs"]], m) for n, rows in tables.items()},
+        agreement=agreement(by_judge), label_fidelity=fidelity,
+        label_percentile_median={n: _median([r["label_percentile"] for r in rows["ccs"]])
+                                 for n, rows in tables.items()})
 
 
 def _median(values: list[float | None]) -> float | None:

@@ -61,6 +61,7 @@ from ..spec import EvalsConfig, PruneConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from ..texts import TextEncoder
 from .context import ModelContext
+from .summaries import PruneSummary
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def _write_results(ctx: ModelContext, ablations: list[Ablation], plans: list[Dat
             "correctness_rows": len(rows.correctness)}
 
 
-def run(ctx: ModelContext, section: PruneSection) -> dict:
+def run(ctx: ModelContext, section: PruneSection) -> PruneSummary:
     """Evaluate every pruning configuration of ``ctx.model`` on every dataset of ``section.evals``.
 
     Returns a summary: configurations, units run and skipped, rows written per table, error count, seconds.
@@ -194,8 +195,7 @@ def run(ctx: ModelContext, section: PruneSection) -> dict:
     if outcome.failed:
         raise RuntimeError(f"{len(outcome.failed)} pruning units failed (first: {sorted(outcome.failed.items())[0]}); "
                            f"finished units are kept: re-run with resume to redo only the failed ones")
-    return {"model": model_key, "configurations": len(ablations), "ablation_ids": [a.ablation_id for a in ablations],
-            "layers": layers, "empty_strategies": [a.ablation_id for a in chosen if a.reason is not None],
-            "units_run": len(units), "units_skipped": skipped, **written,
-            "errors": sum(map(len, outcome.errors)), "seconds": time.perf_counter() - t0}
+    return PruneSummary(model_key, len(ablations), [a.ablation_id for a in ablations], layers,
+                        [a.ablation_id for a in chosen if a.reason is not None], len(units), skipped, **written,
+                        errors=sum(map(len, outcome.errors)), seconds=time.perf_counter() - t0)
 

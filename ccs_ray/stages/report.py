@@ -9,15 +9,16 @@ from __future__ import annotations
 from ..progress import Progress
 from ..reporting import build_report
 from .context import RunContext
+from .summaries import ReportSummary
 
 
 def section(spec) -> None:
     return None
 
 
-def run(ctx: RunContext, section: None) -> dict:
+def run(ctx: RunContext, section: None) -> ReportSummary:
     with Progress("report", 1, "file", ctx.progress) as progress:
         path = build_report(ctx.root, f"{ctx.root.rstrip('/')}/report.html")
         progress.update(1)
-    return {"path": path}
+    return ReportSummary(path)
 

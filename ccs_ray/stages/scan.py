@@ -13,7 +13,7 @@ moments are ``_state/<run_id>/<model>/moments.safetensors`` (listed in the ``mom
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from .. import tables
@@ -23,6 +23,7 @@ from ..shard_plan import ShardPlan
 from ..sources import Shard
 from ..spec import DataConfig, ScanConfig, Spec
 from .context import RunContext
+from .summaries import ScanSummary
 
 
 @dataclass(frozen=True)
@@ -60,24 +61,6 @@ class MomentsPass(PassKind):
 
     def load(self, uri):
         return HeadMoments.load(uri)
-
-
-@dataclass
-class ScanSummary:
-    """What a scan did: per model the moments URI, image and error counts."""
-
-    moments: dict = field(default_factory=dict)
-    n_images: dict = field(default_factory=dict)
-    n_errors: dict = field(default_factory=dict)
-    n_converted: dict = field(default_factory=dict)
-    shards_decoded: int = 0  # decode tasks finished: once per shard and preprocessing, not per model
-    shards_scanned: int = 0
-    shards_skipped: int = 0
-    nodes: set = field(default_factory=set)
-    seconds: float = 0.0
-    decode_share: float | None = None  # measured share of CPU time decoding needs (CPU-only default layouts)
-    cpus_per_actor: float = 0.0  # CPUs (and torch threads, rounded) each scan actor held
-    decode_on_actors: bool = False  # JPEGs decoded on the actors' device (scan.decode)
 
 
 DONE_COLUMNS = ("shard_id", "source", "fingerprint", "fold", "n_images", "n_errors", "node", "worker", "seconds")
@@ -147,10 +130,9 @@ def _finish_model(ctx: RunContext, kind: MomentsPass, model: str, plan: ShardPla
     summary.n_images[model] = n_images
     summary.n_errors[model] = sum(r["n_errors"] for r in records)
     summary.n_converted[model] = sum(r["n_converted"] for r in records)
-    summary.nodes |= {r["node"] for r in records}
+    summary.nodes = sorted(set(summary.nodes) | {r["node"] for r in records})
 
 
-def run(ctx: RunContext, section: ScanSection) -> dict:
-    summary = run_scan(ctx, section)
-    return dict(asdict(summary), nodes=sorted(summary.nodes))
+def run(ctx: RunContext, section: ScanSection) -> ScanSummary:
+    return run_scan(ctx, section)
 

@@ -12,6 +12,7 @@ from .. import tables
 from ..span_rows import SpanSettings, find_spans
 from ..spec import Spec
 from .context import ModelContext
+from .summaries import SpansSummary
 
 
 def section(spec: Spec) -> SpanSettings:
@@ -30,6 +31,6 @@ def run_spans(ctx: ModelContext, section: SpanSettings) -> tuple[list[dict], str
     return rows, ran_on
 
 
-def run(ctx: ModelContext, section: SpanSettings) -> dict:
+def run(ctx: ModelContext, section: SpanSettings) -> SpansSummary:
     rows, ran_on = run_spans(ctx, section)
-    return {"rows": len(rows), "ran_on": ran_on}
+    return SpansSummary(len(rows), ran_on)
