@@ -306,6 +306,22 @@ def test_shards_table_is_the_plan_then_the_record(ray_cluster, tmp_path):
     assert [p.name for p in partition.iterdir()] == ["scan.parquet"]  # the parts written while it ran are gone
 
 
+def test_a_run_lists_its_source_once(ray_cluster, tmp_path, monkeypatch):
+    """Preflight lists the data source; the scan (its plan rows, the cost measurement, dispatch) and the explain pass
+    run that plan: one listing per run, whatever the stages."""
+    from ccs_ray import pipeline, shard_plan, sources
+
+    listed = []
+    real = sources.iter_shards
+    for module in (sources, shard_plan):
+        monkeypatch.setattr(module, "iter_shards", lambda data: listed.append(data.source) or real(data))
+    spec = _spec(tmp_path, n=16, extra=['stages=["scan", "spans", "explain"]'])
+    summary = pipeline.run(spec, progress=False)
+    assert listed == [spec.data.source]
+    assert summary["stages"]["scan"]["n_images"] == {"ccs-tiny/none": 16}
+    assert summary["stages"]["explain"]["images"] == 16
+
+
 def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
     spec = _spec(tmp_path, n=32)
     _scan(spec, str(tmp_path), "r1")
