@@ -185,7 +185,7 @@ def _readable(uri: str, what: str) -> None:
 
 
 def _source(key: str, uri: str, shards: Iterable[Shard]) -> SourcePlan | None:
-    """What a source holds, its shards counted as they stream (None when it has none)."""
+    """What an eval source holds, its shards counted as they stream (None when it has none)."""
     kind: str | None = None
     images: int | None = 0
     n = 0
@@ -204,10 +204,10 @@ def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
 
     if {"scan", "explain"} & set(spec.stages):
         shards = checks.run("data.source", lambda: ShardPlan(spec.data).index())
-        source = _source("data.source", spec.data.source, shards) if shards is not None else None
-        if shards is not None and source:
+        if shards:  # counted as it was indexed: the spool is not read again
             plan.shard_plans["data.source"] = shards
-            plan.sources.append(source)
+            plan.sources.append(SourcePlan("data.source", spec.data.source, shards.data.kind, shards.images,
+                                           len(shards)))
     if "prune" not in spec.stages:
         return
     from .evals import datasets as ds

@@ -48,10 +48,14 @@ class RunState:
         """Whether the run was started here (its ``run.json`` is present: a deleted root has none)."""
         return self.fs.exists(self.spec_path)
 
-    def create(self, spec: Spec) -> None:
-        """Start the run: its folder and ``run.json``; a RunError when a run of this id exists."""
+    def check_new(self) -> None:
+        """A RunError when a run of this id exists here."""
         if self.exists():
             raise RunError(f"run {self.run_id} already exists under {self.root}; use --resume to continue it")
+
+    def create(self, spec: Spec) -> None:
+        """Start the run: its folder and ``run.json``; a RunError when a run of this id exists."""
+        self.check_new()
         self.fs.makedirs(self.path, exist_ok=True)
         with self.fs.open(self.spec_path, "w") as f:
             f.write(spec.to_json())
@@ -134,6 +138,5 @@ def resolve_run(spec: Spec, resume: bool = False, run_id: str | None = None) -> 
     if resume:
         return RunState(root, resumable_run(spec, root, run_id))
     state = RunState(root, run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
-    if state.exists():
-        raise RunError(f"run {state.run_id} already exists under {root}; use --resume to continue it")
+    state.check_new()
     return state

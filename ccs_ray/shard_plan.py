@@ -40,19 +40,24 @@ class ShardPlan:
         kind = detect_kind(data.source, data.image_column, data.uri_column) if data.kind == "auto" else data.kind
         self.data = data.model_copy(update={"kind": kind})  # detected once, not again at every read of the source
         self.fingerprints: dict[str, str] = {}  # shard id -> fingerprint, in plan order, after index()
+        self.images: int | None = 0  # images (or videos) in all shards; None when a shard counts them while reading
         self._spool: Path | None = None  # the indexed shards: NNNNNN.pkl per part
         self._parts = 0
 
     def index(self, on_part: Callable[[list[Shard], int], None] | None = None) -> ShardPlan:
-        """Read the source once, keeping each shard's id and fingerprint and spooling the shards; ``on_part(shards,
-        part)`` gets them :data:`PART_SHARDS` at a time (part 0, 1, ...), each without its items. Returns the plan."""
+        """Read the source once, keeping each shard's id and fingerprint and the image count, and spooling the
+        shards; ``on_part(shards, part)`` gets them :data:`PART_SHARDS` at a time (part 0, 1, ...), each without its
+        items. Returns the plan."""
         spool = Path(tempfile.mkdtemp(prefix="ccs-ray-plan-"))
         weakref.finalize(self, shutil.rmtree, spool, ignore_errors=True)
-        self.fingerprints, self._spool, self._parts = {}, spool, 0
+        self.fingerprints, self.images, self._spool, self._parts = {}, 0, spool, 0
         for part, shards in enumerate(chunks(iter_shards(self.data), PART_SHARDS)):
             (spool / f"{part:06d}.pkl").write_bytes(pickle.dumps(shards, protocol=pickle.HIGHEST_PROTOCOL))
             self._parts = part + 1
             self.fingerprints.update((s.shard_id, s.fingerprint) for s in shards)
+            sizes = [s.size for s in shards]
+            known = [n for n in sizes if n is not None]
+            self.images = None if self.images is None or len(known) < len(sizes) else self.images + sum(known)
             if on_part is not None:
                 on_part([replace(s, items=()) for s in shards], part)
         return self

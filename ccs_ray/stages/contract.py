@@ -15,7 +15,6 @@ only when the stage runs, so that this module, and preflight with it, load no to
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
@@ -37,6 +36,11 @@ class Need:
     stage: str
     why: str
     fix: str = ""
+
+    @property
+    def or_fix(self) -> str:
+        """``fix`` as the end of a sentence (``", or ..."``), or nothing."""
+        return f", {self.fix}" if self.fix else ""
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class Stage:
 
     def mark(self, ctx: RunContext | ModelContext, summary: StageSummary) -> None:
         """Record the stage finished with ``summary`` (stored as JSON)."""
-        ctx.state.mark(self.name, self.scope(ctx), json.loads(json.dumps(stored(summary), default=str)))
+        ctx.state.mark(self.name, self.scope(ctx), stored(summary))
 
     def summary(self, ctx: RunContext | ModelContext) -> dict:
         """The summary stored when the stage finished."""
@@ -163,7 +167,7 @@ def unmet_needs(spec: Spec, done: Callable[[str], bool] = lambda stage: False) -
             for need in stage.needs(spec):
                 if need.stage not in spec.stages and not done(need.stage):
                     problems.append(f"{stage.name}: {need.why}, but stages {list(spec.stages)} do not include "
-                                    f"{need.stage!r}: add it{', ' + need.fix if need.fix else ''} (or --resume a run "
+                                    f"{need.stage!r}: add it{need.or_fix} (or --resume a run "
                                     f"whose {need.stage} stage is done)")
     return problems
 
@@ -179,7 +183,7 @@ def missing_inputs(stage: Stage, spec: Spec, ctx: RunContext | ModelContext, mod
         for model in models:
             if not has_rows(ctx.root, table, ctx.run_id, model):
                 lines.append(f"{need.why}, but run {ctx.run_id} under {ctx.root} has no {table} of {model}: run the "
-                             f"{need.stage} stage first{', ' + need.fix if need.fix else ''}")
+                             f"{need.stage} stage first{need.or_fix}")
     return lines
 
 
