@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import types
 import urllib.error
@@ -177,13 +178,18 @@ def ray_head(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env_token = dict(env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
     dash = _free_port()
+    # Its own temp dir: Ray's job supervisor gives a job's driver the address recorded in its temp dir as the latest
+    # cluster started there, which the default /tmp/ray shares with every `ray start` and simulated cluster on this
+    # machine (a record written late, or by another test, sends the job to a dead or foreign cluster). Short, as it
+    # holds the cluster's unix sockets.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     # Every fixed port of its own: the test session's cluster runs on this machine too (its agents hold the defaults).
     ports = [f"--{flag}={_free_port()}" for flag in (
         "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
         "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", *ports, f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-         "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
+         "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         env=env_token, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 120
@@ -206,6 +212,7 @@ def ray_head(tmp_path):
             head.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, 9)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 FOLLOW = """
