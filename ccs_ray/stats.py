@@ -10,11 +10,16 @@ for an interval (never a made-up one).
 - :func:`t_interval` (Student 1908): mean +- t_{(1+c)/2, n-1} * s / sqrt(n), s the sample std (ddof = 1);
   None bounds for n < 2.
 - :func:`paired_difference`: p_a - p_b of two 0/1 vectors over the same items, with Newcombe's hybrid score
-  interval for paired proportions (Newcombe 1998, Stat. Med. 17:2635, method 10). From the 2x2 table
-  (a: both 1, b: a 1 and b 0, c: a 0 and b 1, d: both 0; n items), p_a = (a+b)/n, p_b = (a+c)/n, D = p_a - p_b,
-  (l_a, u_a), (l_b, u_b) their Wilson intervals, phi = (ad - bc) / sqrt((a+b)(c+d)(a+c)(b+d)) (0 when a margin
-  is 0): low = D - sqrt((p_a - l_a)^2 - 2 phi (p_a - l_a)(u_b - p_b) + (u_b - p_b)^2),
+  interval for paired proportions (Newcombe 1998, Stat. Med. 17:2635, method 10, as published: with the
+  corrected phi); :func:`paired_table_difference` takes the 2x2 table itself. From the table (a: both 1, b: a 1
+  and b 0, c: a 0 and b 1, d: both 0; Newcombe's e, f, g, h; n items), p_a = (a+b)/n, p_b = (a+c)/n,
+  D = p_a - p_b = (b - c)/n, (l_a, u_a), (l_b, u_b) their Wilson intervals, and the corrected phi coefficient
+  phi = C / sqrt((a+b)(c+d)(a+c)(b+d)) with C = ad - bc - n/2 where ad - bc > n/2, C = 0 where
+  0 <= ad - bc <= n/2 and C = ad - bc where ad - bc < 0 (phi = 0 when a margin is 0):
+  low = D - sqrt((p_a - l_a)^2 - 2 phi (p_a - l_a)(u_b - p_b) + (u_b - p_b)^2),
   high = D + sqrt((u_a - p_a)^2 - 2 phi (u_a - p_a)(p_b - l_b) + (p_b - l_b)^2).
+  The correction shrinks a positive correlation only (a negative one is kept: it widens the interval), so the
+  interval is never narrower than with the plain phi (Newcombe's method 8); it reproduces the paper's Table III.
   Chosen over the Wald interval on per-item differences (D +- z * sd(a_i - b_i) / sqrt(n)), whose coverage falls
   short when few items change (b + c small, the common case for one pruned head) and which shrinks to the point 0
   when none does; the hybrid score interval keeps near-nominal coverage there and stays inside [-1, 1].
@@ -72,6 +77,7 @@ N_BOOT = 2000  # bootstrap resamples
 SEED = 0  # the bootstrap's random seed: the same data give the same interval
 MIN_BOOTSTRAP_N = 5  # fewer items than this: no bootstrap interval (a resample takes a handful of values)
 PERCENT = 100.0  # the DuckDB functions' unit for proportions and differences of proportions
+PHI_CORRECTION = 0.5  # Newcombe's method-10 phi: a positive ad - bc shrinks by PHI_CORRECTION * n, not below 0
 
 
 class Interval(NamedTuple):
@@ -122,19 +128,29 @@ def paired_difference(hits_a: Sequence[int] | np.ndarray, hits_b: Sequence[int] 
     a_hits, b_hits = np.asarray(hits_a, dtype=bool), np.asarray(hits_b, dtype=bool)
     if a_hits.shape != b_hits.shape or a_hits.ndim != 1:
         raise ValueError(f"hits_a and hits_b must be 1-D over the same items: {a_hits.shape} vs {b_hits.shape}")
-    n = len(a_hits)
+    both = int(np.sum(a_hits & b_hits))
+    a_only = int(np.sum(a_hits & ~b_hits))
+    b_only = int(np.sum(~a_hits & b_hits))
+    return paired_table_difference(both, a_only, b_only, len(a_hits) - both - a_only - b_only, confidence)
+
+
+def paired_table_difference(a: int, b: int, c: int, d: int, confidence: float = CONFIDENCE) -> Interval:
+    """p_a - p_b = (b - c) / n of the paired 2x2 table (a: both hit, b: only a, c: only b, d: neither) and
+    Newcombe's hybrid score interval with the corrected phi (module docstring); None for no items."""
+    if min(a, b, c, d) < 0:
+        raise ValueError(f"the table's cells must be >= 0, got {(a, b, c, d)}")
+    n = a + b + c + d
     if n == 0:
         return Interval(None, None, None, 0)
-    a = int(np.sum(a_hits & b_hits))
-    b = int(np.sum(a_hits & ~b_hits))
-    c = int(np.sum(~a_hits & b_hits))
-    d = n - a - b - c
     p_a, low_a, high_a, _ = wilson_interval(a + b, n, confidence)
     p_b, low_b, high_b, _ = wilson_interval(a + c, n, confidence)
     assert p_a is not None and low_a is not None and high_a is not None  # n > 0
     assert p_b is not None and low_b is not None and high_b is not None
     margins = float(a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / np.sqrt(margins) if margins > 0 else 0.0
+    cross = float(a * d - b * c)
+    if cross > 0:
+        cross = max(cross - PHI_CORRECTION * n, 0.0)
+    phi = cross / np.sqrt(margins) if margins > 0 else 0.0
     diff = p_a - p_b
     below = (p_a - low_a) ** 2 - 2 * phi * (p_a - low_a) * (high_b - p_b) + (high_b - p_b) ** 2
     above = (high_a - p_a) ** 2 - 2 * phi * (high_a - p_a) * (p_b - low_b) + (p_b - low_b) ** 2

@@ -98,29 +98,114 @@ def test_bootstrap_needs_enough_items():
         stats.bootstrap_interval(np.mean, [1, 2], [1])
 
 
-def _newcombe_from_table(a, b, c, d, confidence=0.95):
-    """Newcombe (1998) method 10, transcribed from the 2x2 table, with scipy's Wilson intervals."""
+def _newcombe_from_table(a, b, c, d, confidence=0.95, corrected=True):
+    """Newcombe (1998) method 10 (``corrected`` phi; method 8 without), transcribed from the 2x2 table, with
+    scipy's Wilson intervals."""
     n = a + b + c + d
     ci1 = sps.binomtest(a + b, n).proportion_ci(confidence, "wilson")
     ci2 = sps.binomtest(a + c, n).proportion_ci(confidence, "wilson")
     p1, p2 = (a + b) / n, (a + c) / n
     product = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / math.sqrt(product) if product else 0.0
+    cross = a * d - b * c
+    if corrected:
+        cross = cross - n / 2 if cross > n / 2 else 0 if cross >= 0 else cross
+    phi = cross / math.sqrt(product) if product else 0.0
     delta = math.sqrt(max(0.0, (p1 - ci1.low) ** 2 - 2 * phi * (p1 - ci1.low) * (ci2.high - p2) + (ci2.high - p2) ** 2))
     eps = math.sqrt(max(0.0, (ci1.high - p1) ** 2 - 2 * phi * (ci1.high - p1) * (p2 - ci2.low) + (p2 - ci2.low) ** 2))
     return (b - c) / n, (b - c) / n - delta, (b - c) / n + eps
 
 
-@pytest.mark.parametrize("table", [(30, 5, 2, 13), (40, 0, 0, 10), (0, 3, 1, 0), (12, 9, 0, 29), (50, 0, 0, 0)])
-def test_paired_difference_is_newcombes_from_the_2x2_table(table):
+def _hits_of(table):
+    """Two 0/1 vectors over the same items whose paired 2x2 table is ``table`` (both, a only, b only, neither)."""
     cells = [(1, 1), (1, 0), (0, 1), (0, 0)]
     pairs = [cell for cell, count in zip(cells, table, strict=True) for _ in range(count)]
     np.random.default_rng(5).shuffle(pairs)
     a_hits, b_hits = zip(*pairs, strict=True)
-    diff, low, high, n = stats.paired_difference(a_hits, b_hits)
+    return np.array(a_hits), np.array(b_hits)
+
+
+@pytest.mark.parametrize("table", [(30, 5, 2, 13), (40, 0, 0, 10), (0, 3, 1, 0), (12, 9, 0, 29), (50, 0, 0, 0),
+                                   (4, 2, 2, 2), (5, 3, 2, 1)])
+def test_paired_difference_is_newcombes_from_the_2x2_table(table):
+    diff, low, high, n = stats.paired_difference(*_hits_of(table))
     want = _newcombe_from_table(*table)
     assert n == sum(table) and (diff, low, high) == tuple(pytest.approx(w, abs=EXACT) for w in want)
     assert -1 <= low <= diff <= high <= 1
+    assert stats.paired_table_difference(*table) == (diff, low, high, n)
+
+
+def test_paired_table_difference_checks_its_cells():
+    assert stats.paired_table_difference(0, 0, 0, 0) == (None, None, None, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        stats.paired_table_difference(3, -1, 2, 4)
+
+
+def test_a_small_positive_ad_minus_bc_is_corrected_to_no_correlation():
+    """0 <= ad - bc <= n/2 gives phi = 0: the square-and-add of the two Wilson intervals (as for unpaired data)."""
+    a, b, c, d = 4, 2, 2, 2  # ad - bc = 4 <= n/2 = 5; the plain phi would be 4/24
+    n = a + b + c + d
+    p_a, p_b = (a + b) / n, (a + c) / n
+    ci_a = sps.binomtest(a + b, n).proportion_ci(0.95, "wilson")
+    ci_b = sps.binomtest(a + c, n).proportion_ci(0.95, "wilson")
+    diff, low, high, _ = stats.paired_table_difference(a, b, c, d)
+    assert low == pytest.approx(p_a - p_b - math.hypot(p_a - ci_a.low, ci_b.high - p_b), abs=EXACT)
+    assert high == pytest.approx(p_a - p_b + math.hypot(ci_a.high - p_a, p_b - ci_b.low), abs=EXACT)
+
+
+# Newcombe (1998), Stat. Med. 17:2635, Table III: paired tables (e, f, g, h) = (both, a only, b only, neither)
+# and the published 95% limits of method 10 for (f - g) / n, to 4 decimals.
+NEWCOMBE_TABLE_III = [
+    ((36, 12, 2, 0), (0.0569, 0.3404)), ((20, 12, 2, 16), (0.0562, 0.3292)), ((18, 12, 2, 18), (0.0562, 0.3290)),
+    ((36, 14, 0, 0), (0.1528, 0.4167)), ((35, 14, 0, 1), (0.1461, 0.4175)), ((18, 14, 0, 18), (0.1441, 0.3963)),
+    ((2, 97, 1, 0), (0.8721, 0.9854)), ((1, 97, 1, 1), (0.8736, 0.9850)), ((0, 29, 1, 0), (0.6666, 0.9882)),
+    ((2, 98, 0, 0), (0.9178, 0.9945)), ((1, 98, 0, 1), (0.9171, 0.9916)), ((0, 30, 0, 0), (0.8395, 1.0)),
+    ((54, 0, 0, 0), (-0.0664, 0.0664)), ((53, 0, 0, 1), (-0.0729, 0.0729)), ((30, 0, 0, 24), (-0.0358, 0.0358)),
+    ((29, 0, 0, 25), (-0.0354, 0.0354)), ((28, 0, 0, 26), (-0.0352, 0.0352)), ((27, 0, 0, 27), (-0.0351, 0.0351)),
+]
+PUBLISHED_DECIMALS = 4
+# (1, 97, 1, 1) has ad - bc < 0, so method 10 equals method 8 there, whose lower limit the table prints as 0.8737;
+# the method-10 column prints 0.8736 (0.873672 computed): that row is held to one unit of the 4th decimal.
+MISPRINTED = {(1, 97, 1, 1)}
+MISPRINT_TOL = 1e-4
+
+
+def _published(low, high):
+    return round(low, PUBLISHED_DECIMALS), round(high, PUBLISHED_DECIMALS)
+
+
+@pytest.mark.parametrize("table,limits", NEWCOMBE_TABLE_III)
+def test_paired_difference_gives_newcombes_published_limits(table, limits):
+    diff, low, high, n = stats.paired_table_difference(*table)
+    assert diff == pytest.approx((table[1] - table[2]) / n, abs=EXACT)
+    if table in MISPRINTED:
+        assert (low, high) == pytest.approx(limits, abs=MISPRINT_TOL)
+    else:
+        assert _published(low, high) == limits
+
+
+def test_the_published_limits_need_the_corrected_phi():
+    """The plain phi (Newcombe's method 8) misses the published method-10 limits wherever the correction changes
+    phi (ad - bc > 0 and no margin 0): e.g. (18, 12, 2, 18) gives (0.0618, 0.3239) with it."""
+    assert _published(*_newcombe_from_table(18, 12, 2, 18, corrected=False)[1:]) == (0.0618, 0.3239)
+    corrected_rows = [(t, limits) for t, limits in NEWCOMBE_TABLE_III
+                      if t[0] * t[3] > t[1] * t[2] and min(t[0] + t[1], t[2] + t[3], t[0] + t[2], t[1] + t[3]) > 0]
+    assert len(corrected_rows) == 10
+    for table, limits in corrected_rows:
+        assert _published(*_newcombe_from_table(*table, corrected=False)[1:]) != limits
+
+
+def test_duckdb_paired_difference_gives_newcombes_published_limits(empty):
+    """The SQL function (percent points, over packed per-item bits) is the same interval as the Python one."""
+    for table, limits in NEWCOMBE_TABLE_III:
+        hits_a, hits_b = _hits_of(table)
+        bits = [np.packbits(h, bitorder="little").tobytes() for h in (hits_a, hits_b)]
+        [(got,)] = empty.execute("SELECT paired_difference($1, $2, $3)", [*bits, sum(table)]).fetchall()
+        diff, low, high, _ = stats.paired_table_difference(*table)
+        assert diff is not None and low is not None and high is not None
+        assert got == {k: pytest.approx(stats.PERCENT * v, abs=EXACT) for k, v in
+                       zip(("diff", "low", "high"), (diff, low, high), strict=True)}
+        if table not in MISPRINTED:
+            assert _published(got["low"] / stats.PERCENT, got["high"] / stats.PERCENT) == limits
 
 
 def test_paired_difference_covers_the_true_difference():
