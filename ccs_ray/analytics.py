@@ -3,8 +3,11 @@
 :func:`connect` opens an in-memory DuckDB whose views (``ccs_ray/sql/views.sql``, one per table of
 :mod:`ccs_ray.tables`; an empty, typed view for a table with no files yet) read the root's Parquet through
 a read-only fsspec filesystem registered with DuckDB under the ``ccsresults://`` protocol, so local and
-remote roots (``s3://``, ``memory://`` ...) read alike. A read-only connection then disables DuckDB's own
-file systems and locks its configuration: no statement can write into the results, or anywhere else.
+remote roots (``s3://``, ``memory://`` ...) read alike. A read-only connection (the default) then disables
+DuckDB's own file systems and locks its configuration: no statement can write into the results, or anywhere
+else, nor read any other file; :func:`query` and :func:`relation` turn such a refusal into a one-line
+:class:`ReadOnlyError` that says how to open a writable connection (``connect(root, read_only=False)``, or
+``ccs_ray.open(root, read_only=False)``), where ``read_csv``, ``COPY ... TO``, ``ATTACH`` and ``INSTALL`` work.
 The SQL files ship inside the package (``ccs_ray/sql/``), so an installed wheel and a Ray job's
 ``py_modules`` copy find them alike.
 """
@@ -35,8 +38,21 @@ _DUCKDB_FILESYSTEMS = ("LocalFileSystem", "HTTPFileSystem", "S3FileSystem", "Hug
                        "GCSFileSystem", "AzureBlobStorageFileSystem")
 
 
+READ_ONLY_HINT = ("the results are open read-only (no other file is read or written, no setting changed); for "
+                  "read_csv, COPY, ATTACH or INSTALL open them writable: ccs_ray.open(root, read_only=False) or "
+                  "ccs_ray.analytics.connect(root, read_only=False)")
+# What a read-only connection's refusals say: DuckDB's for its disabled file systems (a PermissionException)
+# and its locked configuration, ReadOnlyResults' for the results root.
+_REFUSALS = ("the configuration has been locked", "the results root is read-only")
+
+
 class SqlError(RuntimeError):
     """A query DuckDB refused: its message, then the views (with columns) and canned queries."""
+
+
+class ReadOnlyError(SqlError):
+    """A statement a read-only connection refused (reading or writing another file, changing a setting): one line,
+    what was refused and how to open a writable connection."""
 
 
 class ResultsRootError(UserError, ValueError):
@@ -157,8 +173,10 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     a table with no files under ``root`` (not written yet) is an empty view with the table's typed columns.
     The reference tables (``paper_*``) read the installed package's data (:mod:`ccs_ray.reference`).
 
-    ``read_only`` (the default) refuses every write to files, the results included. A part cut short or not
-    Parquet is a :class:`~ccs_ray.files.IncompleteFileError` that names it.
+    ``read_only`` (the default) refuses every write to files, the results included, and every read of other
+    files. ``read_only=False`` is a writable connection: ``read_csv`` of your own files, ``COPY ... TO`` files
+    (the results root included: take care), ``ATTACH`` and ``INSTALL`` work. A part cut short or not Parquet is a
+    :class:`~ccs_ray.files.IncompleteFileError` that names it.
     """
     fs, path = resolve_root(root)
     results = (ReadOnlyResults if read_only else ResultsFileSystem)(path=path, fs=fs)
@@ -252,14 +270,33 @@ def describe_views(conn) -> str:
     return "\n".join(f"  {name}({', '.join(cols)})" for name, cols in rows)
 
 
-def query(conn, sql: str) -> pa.Table:
-    """Run ``sql`` on ``conn`` -> a pyarrow Table (empty for statements with no result); DuckDB errors -> SqlError."""
+def _sql_error(conn, e: duckdb.Error) -> SqlError:
+    """A DuckDB error as a ReadOnlyError (a read-only connection's refusal) or a SqlError listing the views and
+    canned queries."""
+    if isinstance(e, duckdb.PermissionException) or any(r in str(e) for r in _REFUSALS):
+        refused = str(e).strip().splitlines()[-1]  # a refusal of ReadOnlyResults comes with its traceback
+        return ReadOnlyError(f"{refused}; {READ_ONLY_HINT}")
+    return SqlError(f"{e}\n\nviews:\n{describe_views(conn)}\n\ncanned queries (--query NAME):\n"
+                    f"{', '.join(canned_queries())}")
+
+
+def relation(conn, sql: str, params: list | None = None) -> duckdb.DuckDBPyRelation | None:
+    """``sql`` (with ``?`` placeholders bound to ``params``) on ``conn`` -> a DuckDB relation, read each time it is
+    read (None for a statement with no result); DuckDB errors -> ReadOnlyError or SqlError."""
     try:
-        rel = conn.sql(sql)
+        return conn.sql(sql, params=params)
+    except duckdb.Error as e:
+        raise _sql_error(conn, e) from None
+
+
+def query(conn, sql: str) -> pa.Table:
+    """Run ``sql`` on ``conn`` -> a pyarrow Table (empty for statements with no result); DuckDB errors ->
+    ReadOnlyError or SqlError."""
+    rel = relation(conn, sql)
+    try:
         return rel.to_arrow_table() if rel is not None else pa.table({})
     except duckdb.Error as e:
-        raise SqlError(f"{e}\n\nviews:\n{describe_views(conn)}\n\ncanned queries (--query NAME):\n"
-                       f"{', '.join(canned_queries())}") from None
+        raise _sql_error(conn, e) from None
 
 
 def canned_sql(name: str) -> str:

@@ -22,6 +22,7 @@ import json
 import fsspec
 
 from .files import atomic_write, commit_write, folder_files
+from .jsonout import dumps
 
 LOG_FOLDER = "shards"
 
@@ -96,7 +97,7 @@ class Checkpointer:
         if not self.pending:
             return []
         self.seq += 1
-        lines = [json.dumps({"prev": self.committed})] + [json.dumps(r) for r in self.pending.values()]
+        lines = [dumps({"prev": self.committed})] + [dumps(r) for r in self.pending.values()]
         atomic_write(_part(self.folder, self.seq), ("\n".join(lines) + "\n").encode())
         commit_write(self.folder, self.seq, data, self.suffix)
         self.committed, done, self.pending = self.seq, list(self.pending), {}

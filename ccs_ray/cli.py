@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 
-from . import __version__
-from .choices import PRECISIONS, SQL_FORMATS
+from . import __version__, jsonout
+from .choices import CONVENTIONS, PRECISIONS, SQL_FORMATS
 from .errors import UserError
+
+#: The file ``ccs-ray sql --views-file ROOT`` writes unless given ``-o``.
+VIEWS_FILE = "views.sql"
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -37,7 +40,7 @@ def _load(args):
 
 
 def _print_plan(plan, as_json: bool) -> int:
-    print(json.dumps(plan.to_dict(), default=str) if as_json else plan)
+    print(jsonout.dumps(plan.to_dict()) if as_json else plan)
     return 0
 
 
@@ -46,7 +49,8 @@ def _cmd_run(args) -> int:
     from .preflight import preflight
 
     # the spec phase loads no torch, open_clip, scipy or Ray: a mistake in the spec is reported in a second
-    plan = preflight(spec, resume=args.resume, run_id=args.run_id, dry_run=args.dry_run)
+    plan = preflight(spec, resume=args.resume, run_id=args.run_id, dry_run=args.dry_run,
+                     progress=not args.no_progress)
     if args.dry_run:
         return _print_plan(plan, args.json)
     from .pipeline import RunFailed, describe, run
@@ -59,7 +63,15 @@ def _cmd_run(args) -> int:
         print(f"ccs-ray: {e}; resume with: ccs-ray run {args.spec} --resume --run-id {e.run_id} --results {e.root}"
               + " (--debug shows the traceback)", file=sys.stderr)
         return 1
-    print(json.dumps(summary, indent=2, default=str) if args.json else describe(summary))
+    print(jsonout.dumps(summary, indent=2) if args.json else describe(summary))
+    return 0
+
+
+def _cmd_init(args) -> int:
+    from .spec import write_starter
+
+    path = write_starter(args.name)
+    print(f"wrote {path}: edit it, then run it with: ccs-ray run {path}")
     return 0
 
 
@@ -76,8 +88,11 @@ def _cmd_submit(args) -> int:
 
 
 def _cmd_sql(args) -> int:
-    from .sqlshell import main_sql
+    from .sqlshell import main_sql, write_views_file
 
+    if args.views_file:
+        print(write_views_file(args.views_file, args.output or VIEWS_FILE))
+        return 0
     return main_sql(args.query, args.results, args.format, args.output, args.canned)
 
 
@@ -89,9 +104,24 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_head(args) -> int:
-    from .reporting import show_head
+    if args.image is None:
+        if args.text is not None or args.span is not None or args.convention is not None:
+            raise UserError("--text, --span and --convention draw a head's map: they need --image PATH")
+        if args.results is None:
+            raise UserError("the head's card is read from the results: give --results ROOT (or --image PATH to draw "
+                            "where the head looks)")
+        from .reporting import show_head
 
-    print(show_head(args.results, args.model, args.head, run_id=args.run_id, open_=args.open, out=args.output))
+        print(show_head(args.results, args.model, args.head, run_id=args.run_id, open_=args.open, out=args.output))
+        return 0
+    if args.open:
+        raise UserError("--open writes the head's HTML card; with --image, -o names the PNG")
+    if args.text is not None and args.span is not None:
+        raise UserError("--text and --span are two directions: give one")
+    from .headmap import write_head_map
+
+    print(write_head_map(args.model, args.head, args.image, out=args.output, text=args.text, results=args.results,
+                         run_id=args.run_id, span=args.span or 1, convention=args.convention))
     return 0
 
 
@@ -105,7 +135,7 @@ def _cmd_compare_paper(args) -> int:
 def _cmd_ratings(args) -> int:
     from .judges.human import import_human_ratings
 
-    print(json.dumps(import_human_ratings(args.csv, args.results, args.run_id), indent=2, default=str))
+    print(jsonout.dumps(import_human_ratings(args.csv, args.results, args.run_id), indent=2))
     return 0
 
 
@@ -116,7 +146,7 @@ def _cmd_bench(args) -> int:
                if k not in ("command", "bench", "json", "func", "debug") and v is not None}
     figures = importlib.import_module(f"ccs_ray.bench.{args.bench}").run(**options)
     if args.json:
-        print(json.dumps(figures))
+        print(jsonout.dumps(figures))
     else:
         width = max(map(len, figures))
         for key, value in figures.items():
@@ -139,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=_cmd_run)
 
+    p = sub.add_parser("init", help="write a commented starter job spec (a built-in one) to this folder")
+    p.add_argument("name", nargs="?", help="built-in spec to copy (default quickstart; ccs-ray run NAME runs it as is)")
+    p.set_defaults(func=_cmd_init)
+
     p = sub.add_parser("submit", help="submit the same run as a Ray job to a cluster")
     _add_spec_args(p)
     p.add_argument("--address", help="Ray dashboard address, e.g. http://head:8265 (default: $RAY_ADDRESS)")
@@ -156,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table", choices=SQL_FORMATS, help="output format (default table)")
     p.add_argument("-o", "--output", help="write the result to this file")
     p.add_argument("--query", dest="canned", help="run a canned query from sql/queries by name")
+    p.add_argument("--views-file", metavar="ROOT", help=f"write {VIEWS_FILE} (or -o FILE): the views and macros over "
+                   f"the results root ROOT, for plain DuckDB (duckdb -init {VIEWS_FILE})")
     p.set_defaults(func=_cmd_sql)
 
     p = sub.add_parser("report", help="write the self-contained HTML report")
@@ -165,13 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show only this head (e.g. L11.H5) in the head explorer and cards (repeatable)")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("head", help="print one head's card: label, CCS per judge, spans with verdicts, top images")
+    p = sub.add_parser("head", help="print one head's card: label, CCS per judge, spans with verdicts, top images; "
+                                    "with --image, draw where the head looks in an image")
     p.add_argument("model", help="model key as in the results, e.g. ViT-B-32/openai")
     p.add_argument("head", help="head name, e.g. L11.H5")
-    p.add_argument("--results", required=True, help="results root")
+    p.add_argument("--results", help="results root (the card, and the span directions of --image without --text)")
     p.add_argument("--run-id", help="the run (default: the latest run with the head)")
     p.add_argument("--open", action="store_true", help="also write the head's HTML card and open it in the browser")
-    p.add_argument("-o", "--output", help="HTML card to write with --open (default ccs-head-<model>-<head>.html)")
+    p.add_argument("-o", "--output", help="HTML card to write with --open (default ccs-head-<model>-<head>.html); "
+                                          "with --image, the PNG (default <image name>-<head>.png)")
+    p.add_argument("--image", help="draw the head's per-patch contribution along a direction over this image (path "
+                                   "or URI) as a PNG heatmap of the image's size, and print its path")
+    p.add_argument("--text", help="with --image: the direction is this text's embedding (default: the head's span)")
+    p.add_argument("--span", type=int, metavar="RANK", help="with --image: the direction of the head's span RANK "
+                   "(default 1), from --results")
+    p.add_argument("--convention", choices=CONVENTIONS, help="with --image: the decomposition convention (default: "
+                   "the spans'; with --text, centered)")
     p.set_defaults(func=_cmd_head)
 
     p = sub.add_parser("compare-paper", help="compare the results with the paper's published figures and head sets")

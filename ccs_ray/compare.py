@@ -10,11 +10,11 @@ section and ``ccs-ray compare-paper`` show the same :class:`PaperComparison`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
+from . import jsonout
 from .analytics import canned_rows, connect, query
 from .reference import paper_reference
 from .sqlshell import format_table
@@ -88,7 +88,7 @@ def compare_paper(root: str, as_json: bool = False) -> str:
     with connect(root) as conn:
         result = paper_comparison(conn)
     if as_json:
-        return json.dumps(asdict(result), default=str)
+        return jsonout.dumps(asdict(result))
     summary_columns = tuple(result.summary[0]) if result.summary else ()
     notes = result.notes or ([] if result.summary or result.agreement else ["no results to compare yet"])
     parts = [f"Against the paper (Madasu et al., arXiv 2503.11103): {root}", *(f"note: {n}" for n in notes),

@@ -141,9 +141,9 @@ def _layer_scale(module: torch.nn.Module) -> torch.Tensor | None:
     return module.gamma if isinstance(module, LayerScale) else None
 
 
-def head_outputs(block, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
-    """Per-head attention outputs z [B, H, T, d] of one ``ResidualAttentionBlock`` for its input ``x`` [B, T, W];
-    ``cls_only``: the class token's alone, z [B, H, 1, d] (its query against every token's key and value)."""
+def head_qkv(block, x: torch.Tensor, cls_only: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head queries, keys and values of one ``ResidualAttentionBlock`` for its input ``x`` [B, T, W]: q, k, v
+    [B, H, T, d]; ``cls_only``: the class token's query alone, q [B, H, 1, d] (k and v still of every token)."""
     attn = block.attn
     B, T, W = x.shape
     H = attn.num_heads
@@ -151,12 +151,18 @@ def head_outputs(block, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor
     if not cls_only:
         qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
         q, k, v = qkv.view(B, T, 3, H, W // H).permute(2, 0, 3, 1, 4).unbind(0)
-        return F.scaled_dot_product_attention(q, k, v)
+        return q, k, v
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
     q = F.linear(h[:, :1], weight[:W], bias[:W] if bias is not None else None).view(B, 1, H, W // H).transpose(1, 2)
     kv = F.linear(h, weight[W:], bias[W:] if bias is not None else None)
     k, v = kv.view(B, T, 2, H, W // H).permute(2, 0, 3, 1, 4).unbind(0)
-    return F.scaled_dot_product_attention(q, k, v)
+    return q, k, v
+
+
+def head_outputs(block, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+    """Per-head attention outputs z [B, H, T, d] of one ``ResidualAttentionBlock`` for its input ``x`` [B, T, W];
+    ``cls_only``: the class token's alone, z [B, H, 1, d] (its query against every token's key and value)."""
+    return F.scaled_dot_product_attention(*head_qkv(block, x, cls_only))
 
 
 def block_forward(block, x: torch.Tensor, ablation: HeadAblation | None, layer: int,
@@ -277,8 +283,15 @@ def decomposed_forward(
     return Decomposition(embedding, contributions, layers, z_sum)
 
 
-def _to_embedding_space(visual, x_cls, residual, layers, convention, embedding):
-    """Map residual-space head outputs ``residual`` [B, Ls, H, W] to embedding space [B, Ls, H, D] through ln_post."""
+def _to_embedding_space(visual, x_cls, residual, layers, convention, embedding, share=None):
+    """Map residual-space head outputs ``residual`` [B, Ls, N, W] to embedding space [B, Ls, N, D] through ln_post
+    (module docstring), for the final class-token residual ``x_cls`` [B, W] and the ``embedding`` [B, D] of the same
+    images; entry [:, i] belongs to layer ``layers[i]``.
+
+    ``share``: None when the N entries are the H heads of each layer. Else [B, Ls, N, 1], the fraction of its head's
+    non-residual terms (``"textspan"``: the out_proj bias share, ``-mu`` and ``beta``) that each entry carries; N
+    parts of one head whose shares sum to 1 then sum to the head's contribution. ``"centered"`` has no such terms.
+    """
     ln = visual.ln_post
     mu = x_cls.mean(-1)
     sigma = torch.sqrt(x_cls.var(-1, unbiased=False) + ln.eps)  # [B]
@@ -288,7 +301,7 @@ def _to_embedding_space(visual, x_cls, residual, layers, convention, embedding):
     if convention == "centered":
         return ((residual - residual.mean(-1, keepdim=True)) * scale) @ proj
     blocks = visual.transformer.resblocks
-    H = residual.shape[2]
+    H = blocks[0].attn.num_heads
     K = 2 * len(blocks) + 1
     bias = []
     for l in layers:
@@ -296,8 +309,10 @@ def _to_embedding_space(visual, x_cls, residual, layers, convention, embedding):
         g = _layer_scale(blocks[l].ls_1)
         bias.append(b * g.to(b) if g is not None else b)
     bias = torch.stack(bias)[None, :, None, :] / H  # [1, Ls, 1, W]
-    shifted = residual + bias - (mu / (K * H))[:, None, None, None]
-    out = (shifted * scale + beta / (K * H)) @ proj
+    constant, offset = bias - (mu / (K * H))[:, None, None, None], beta / (K * H)
+    if share is not None:
+        constant, offset = constant * share, offset * share
+    out = ((residual + constant) * scale + offset) @ proj
     return out / embedding.norm(dim=-1)[:, None, None, None]
 
 

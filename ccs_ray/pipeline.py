@@ -12,10 +12,13 @@ the stages run, ``done`` before a stage that shows the run (the report) and agai
 the stage that failed; ``stage_seconds`` holds the wall seconds of every stage run so far and the total.
 The scan's model actors stay up, each with its model loaded, for the spans and explain stages that follow
 (:class:`~ccs_ray.passes.ModelActors`); they are released before any other stage and when the run ends.
+On a terminal, each step that has no bar of its own (starting Ray, each stage's start, for each model) says
+what it does (:func:`ccs_ray.progress.say`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 
@@ -26,10 +29,11 @@ from .cluster import ensure_ray
 from .files import sweep_tmp, use_storage
 from .passes import ModelActors
 from .preflight import Plan, preflight
+from .progress import Steps, say
 from .reference import write_reference_tables
 from .runs import RunError, RunState
 from .spec import Spec
-from .stages import BY_NAME, RunContext, Stage, check_inputs, run_order
+from .stages import BY_NAME, ModelContext, RunContext, Stage, check_inputs, run_order
 from .stages.summaries import COUNTS, model_counts
 
 
@@ -75,7 +79,7 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     so that a mistake is reported before anything is computed). A failure after the run started raises
     :class:`RunFailed` (the run is recorded ``failed`` with the reason where the storage allows it).
     """
-    plan = plan or preflight(spec, resume=resume, run_id=run_id)
+    plan = plan or preflight(spec, resume=resume, run_id=run_id, progress=progress)
     root = spec.results_root
     assert plan.run_id is not None  # preflight resolved the run, or raised
     state = RunState(root, plan.run_id)
@@ -83,7 +87,10 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
         state.create(spec)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    ensure_ray(env=use_storage(spec.storage))
+    with Steps(progress) as steps:
+        steps.next("connecting to Ray ..." if ray.is_initialized() or os.environ.get("RAY_ADDRESS") else
+                   "starting a local Ray ...")
+        ensure_ray(env=use_storage(spec.storage))
     with ModelActors() as actors:  # kept between the stages that use them; released when the run ends
         ctx = RunContext(run_id=state.run_id, root=root, models=spec.models, state=state,
                          resources=ray.cluster_resources(), resume=resume, progress=progress, actors=actors,
@@ -100,6 +107,7 @@ def _run_stages(spec: Spec, ctx: RunContext, started: datetime, t0: float) -> di
     stages = [BY_NAME[name] for name in run_order() if name in spec.stages]
     stage, recorded = "start", False
     try:
+        say(f"run {state.run_id}: {', '.join(s.name for s in stages)}; results in {ctx.root}", ctx.progress)
         _write_runs(spec, ctx, "running", stage, started)
         tables.write_empty_tables(ctx.root, state.run_id, spec.models.keys[0])  # every view opens in plain DuckDB
         write_reference_tables(ctx.root)  # ... the paper_* views too
@@ -133,9 +141,10 @@ def _run_stages(spec: Spec, ctx: RunContext, started: datetime, t0: float) -> di
     return {"run_id": state.run_id, "results": ctx.root, "stages": summaries, "seconds": seconds}
 
 
-def _run_once(stage: Stage, spec: Spec, ctx: RunContext, section) -> dict:
+def _run_once(stage: Stage, spec: Spec, ctx: RunContext | ModelContext, section) -> dict:
     """``stage`` in ``ctx`` unless its marker says it is done; its summary."""
     if not stage.done(ctx):
+        say(f"{stage.name}{' ' + ctx.model if isinstance(ctx, ModelContext) else ''}: starting ...", ctx.progress)
         check_inputs(stage, spec, ctx)
         result = stage.run(ctx, section)
         _check_root(ctx.state)

@@ -4,7 +4,10 @@
 :func:`ccs_ray.pipeline.run`) and raises one :class:`PreflightError` that lists every problem of a phase, one line
 each, naming the key, the value and the fix. Two phases:
 
-1. Without the engine (no torch, open_clip, scipy or Ray; about a second): ``models.keys`` resolve to model
+1. Without the engine (no torch, open_clip, scipy or Ray; about a second): every URI the spec names (data and
+   eval sources, results root, judge cache, text pool, checkpoints) is no shipped placeholder (``YOUR-...``, one
+   line each naming the key and what to set it to) and its scheme's fsspec package is installed (one line per
+   scheme with the ``pip install`` that adds it); ``models.keys`` resolve to model
    configs whose image tower we decompose (:mod:`ccs_ray.towers`; an unknown name lists the closest ones),
    ``models.layers`` are layers of the tower; each enabled stage's needs are in the run, or done in the resumed
    run (:func:`ccs_ray.stages.contract.unmet_needs`); every LLM judge has ``base_url`` and ``model`` and, unless
@@ -18,7 +21,9 @@ each, naming the key, the value and the fix. Two phases:
    counts their images and shards); the paper-* strategies have published head sets for each model's reference
    model, inside its tower; the cluster has the CPUs and GPUs the scan's and the evals' actor layouts need.
 
-Network probes run concurrently, so each phase is bounded by one probe's timeout. The returned :class:`Plan` is
+Network probes run concurrently, so each phase is bounded by one probe's timeout. With ``progress`` on a terminal,
+each group of checks says what it checks, with its elapsed seconds (:class:`ccs_ray.progress.Steps`). The returned
+:class:`Plan` is
 what ``--dry-run`` prints: models, layers and heads, images and shards per source, the stages, the actor layouts,
 the judge estimate (calls, tokens and cost per judge, with no spans needed: the number of heads comes from the
 model config) and the run it starts or resumes.
@@ -27,6 +32,7 @@ model config) and the run it starts or resumes.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import uuid
 from collections.abc import Callable, Iterable
@@ -34,10 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import fsspec
+from fsspec.registry import known_implementations
 
 from .errors import UserError
 from .files import unreachable, use_storage
+from .model_keys import ModelKey
 from .planning import JudgePlan, ModelPlan, Plan, SourcePlan
+from .progress import Steps
 from .runs import RUN_SCOPE, RunState, resolve_run
 from .spec import Spec
 from .stages.contract import BY_NAME, unmet_needs
@@ -75,7 +84,7 @@ class _Checks:
         None then)."""
         try:
             return check(*args, **kwargs)
-        except (UserError, ValueError, OSError, KeyError) as e:
+        except (UserError, ValueError, OSError, KeyError, ImportError) as e:
             text = str(e).replace("\n", " ").strip()
             self.problems.append(text if text.startswith(key) else f"{key}: {text}")
             return None
@@ -93,6 +102,71 @@ class _Checks:
         self.probes = []
         if self.problems:
             raise PreflightError(list(dict.fromkeys(self.problems)), later)  # one line per problem, however often
+
+
+#: What marks a URI of a shipped spec that the user has to replace (``s3://YOUR-BUCKET/...``).
+PLACEHOLDER = "YOUR-"
+#: fsspec packages that an extra of ccs-ray installs: ``pip install "ccs-ray[EXTRA]"``.
+EXTRAS = {"s3fs": "s3", "gcsfs": "gcs"}
+
+
+def _spec_uris(spec: Spec) -> list[tuple[str, str, str]]:
+    """(key, URI, what to set it to) of every URI the run reads or writes, for the stages it runs."""
+    stages = set(spec.stages)
+    uris = [("results.root", spec.results_root, "a writable folder or URI (--results URI)")]
+    if {"scan", "explain"} & stages:
+        uris.append(("data.source", spec.data.source,
+                     "your images: a folder, tar shards, parquet or a manifest (--set data.source=URI)"))
+    if "spans" in stages and "://" in spec.spans.pool:
+        uris.append(("spans.pool", spec.spans.pool, "a text file of descriptions, or a pool alias"))
+    if "judge" in stages and spec.judge.cache:
+        uris.append(("judge.cache", spec.judge.cache, "a writable folder or URI, or drop it"))
+    if "prune" in stages:
+        for kind in ("classification", "video", "bias"):
+            for i, entry in enumerate(getattr(spec.evals, kind)):
+                uris.append((f"evals.{kind}[{i}].source", entry.source, f"your copy of {entry.name}"))
+                captions = getattr(entry, "captions", None)
+                if captions and "://" in captions:
+                    uris.append((f"evals.{kind}[{i}].captions", captions, f"the captions of {entry.name}"))
+    for key in spec.models.keys:
+        parsed = ModelKey.parse(key) if "@" in key else None
+        if parsed is not None and parsed.checkpoint and parsed.weights:
+            uris.append((f"models.keys: {key!r}", parsed.weights, "your checkpoint's path or URI"))
+    return [(key, uri, what) for key, uri, what in uris if uri]
+
+
+def _missing_package(uri: str) -> tuple[str, str] | None:
+    """(scheme, how to install its fsspec package) when a scheme of ``uri`` (``a::b://...`` chains too) needs a
+    package that is not installed, else None."""
+    for part in uri.split("::"):
+        scheme = part.split("://", 1)[0] if "://" in part else "file"
+        impl = known_implementations.get(scheme)
+        if impl is None:  # ours (probe://, torchvision://) or registered at run time
+            continue
+        package = impl["class"].split(".", 1)[0]
+        if importlib.util.find_spec(package) is None:
+            extra = EXTRAS.get(package)
+            return scheme, f'pip install "ccs-ray[{extra}]"' if extra else f"{impl['err']} (pip install {package})"
+    return None
+
+
+def _check_uris(checks: _Checks, spec: Spec) -> set[str]:
+    """Shipped placeholders (one problem each) and schemes whose package is missing (one problem per scheme);
+    returns the keys whose URI cannot be used, which the later checks skip."""
+    unusable: set[str] = set()
+    missing: dict[str, tuple[str, list[str]]] = {}  # scheme -> (how to install, keys)
+    for key, uri, what in _spec_uris(spec):
+        if PLACEHOLDER in uri:
+            checks.problems.append(f"{key}: {uri} is a placeholder: set it to {what}")
+            unusable.add(key)
+        gap = _missing_package(uri)
+        if gap is not None:
+            missing.setdefault(gap[0], (gap[1], []))[1].append(key)
+            unusable.add(key)
+    for scheme, (install, keys) in missing.items():
+        more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+        checks.problems.append(f"{scheme}:// needs {install} (used by {keys[0]}{more})")
+    return unusable
 
 
 def _weights_source(name: str, tag: str) -> tuple[bool, str]:
@@ -115,7 +189,6 @@ def _weights_source(name: str, tag: str) -> tuple[bool, str]:
 def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layers: int) -> ModelPlan | None:
     """The spec phase of a model key: it parses, names a tower we decompose (from the configs, no open_clip) and
     ``models.layers`` are its layers. The weights are checked in the environment phase (:func:`_check_weights`)."""
-    from .model_keys import ModelKey
     from .towers import choose_layers, model_names, supported_models, tower_config
 
     where = f"models.keys: {key!r}"
@@ -150,8 +223,6 @@ def _check_weights(checks: _Checks, model: ModelPlan) -> None:
     """The environment phase of a model: a checkpoint is readable; a pretrained tag exists for the model and its
     weights are in the local cache or the download host answers a bounded probe."""
     import open_clip
-
-    from .model_keys import ModelKey
 
     where = f"models.keys: {model.key!r}"
     parsed = ModelKey.parse(model.key)
@@ -198,11 +269,12 @@ def _source(key: str, uri: str, shards: Iterable[Shard]) -> SourcePlan | None:
     return SourcePlan(key, uri, kind, images, n)
 
 
-def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
+def _check_sources(checks: _Checks, spec: Spec, plan: Plan, steps: Steps) -> None:
     """Every source the run reads is listed (once: the scan and explain pass run the indexed plan) and counted."""
     from .shard_plan import ShardPlan
 
     if {"scan", "explain"} & set(spec.stages):
+        steps.next(f"checking the data source {spec.data.source} ...")
         shards = checks.run("data.source", lambda: ShardPlan(spec.data).index())
         if shards:  # counted as it was indexed: the spool is not read again
             plan.shard_plans["data.source"] = shards
@@ -215,6 +287,7 @@ def _check_sources(checks: _Checks, spec: Spec, plan: Plan) -> None:
     for kind in ds.KINDS:
         for i, entry in enumerate(getattr(spec.evals, kind)):
             key = f"evals.{kind}[{i}] {entry.name!r}"
+            steps.next(f"checking the {kind} dataset {entry.name} ...")
             planned = checks.run(key, ds.plan_dataset, kind, entry)
             if planned:
                 plan.datasets[kind, entry.name] = planned
@@ -404,7 +477,7 @@ def _check_stages(checks: _Checks, spec: Spec, state: RunState | None, resume: b
 
 
 def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_run: bool = False,
-              cluster: bool = True) -> Plan:
+              cluster: bool = True, progress: bool = False) -> Plan:
     """Check everything ``spec`` needs before computing anything; returns the run's :class:`Plan`, whose
     ``run_id`` is the run to work in (resolved once, here: :func:`~ccs_ray.runs.resolve_run`).
 
@@ -414,17 +487,26 @@ def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_r
     loading the engine. The second checks weights, sources and datasets, the published head sets and the cluster,
     and estimates the judges' calls. ``dry_run``: plan only (API keys need not be set; nothing is created under the
     results root). ``cluster``: also check the Ray cluster's resources (``ccs-ray submit`` leaves that to the job).
+    ``progress``: say what each group of checks checks, on a terminal (:class:`~ccs_ray.progress.Steps`).
     Raises :class:`PreflightError` listing every problem of the phase that found any.
     """
+    with Steps(progress) as steps:
+        return _preflight(spec, resume, run_id, dry_run, cluster, steps)
+
+
+def _preflight(spec: Spec, resume: bool, run_id: str | None, dry_run: bool, cluster: bool, steps: Steps) -> Plan:
+    """:func:`preflight`, each group of checks a step of ``steps``."""
     use_storage(spec.storage)
     checks = _Checks()
     plan = Plan(spec.name, spec.results_root, list(spec.stages), {})
+    steps.next(f"checking the spec {spec.name}: URIs, models, stages, text pool, judges and results root ...")
+    unusable = _check_uris(checks, spec)
     for key in spec.models.keys:
         model = _check_model(checks, key, spec.models.layers, spec.models.last_layers)
         if model is not None:
             plan.models.append(model)
     pool_ok = False
-    if "spans" in spec.stages:
+    if "spans" in spec.stages and "spans.pool" not in unusable:
         from .pools import check_pool
 
         def pool_loads() -> bool:
@@ -433,19 +515,26 @@ def preflight(spec: Spec, resume: bool = False, run_id: str | None = None, dry_r
 
         pool_ok = checks.run("spans.pool", pool_loads) is not None
     judges = _check_judges(checks, spec, dry_run) if "judge" in spec.stages else None
-    state = _check_results(checks, spec, resume, run_id, dry_run)
+    state = _check_results(checks, spec, resume, run_id, dry_run) if "results.root" not in unusable else None
     plan.run_id = state.run_id if state is not None else None
     _check_stages(checks, spec, state, resume)
     checks.finish(ENGINE_CHECKS)
+    steps.next(f"checking the weights of {len(plan.models)} model{'s' * (len(plan.models) > 1)} ...")
     for model in plan.models:
         _check_weights(checks, model)
-    plan.resources = (checks.run("cluster (RAY_ADDRESS)", _resources) or {}) if cluster else {}
-    _check_sources(checks, spec, plan)
+    if cluster:
+        steps.next("checking the cluster's resources ...")
+        plan.resources = checks.run("cluster (RAY_ADDRESS)", _resources) or {}
+    _check_sources(checks, spec, plan, steps)
     if judges is not None:
+        steps.next("estimating the judges' calls and cost ...")
         _estimate_judges(spec, plan, judges, pool_ok)
     if "prune" in spec.stages:
+        steps.next("checking the published head sets ...")
         _check_prune(checks, spec, plan)
     if cluster and plan.resources:
+        steps.next("checking the actor layouts ...")
         _check_layouts(checks, spec, plan)
+    steps.next("checking that the weights can be downloaded ..." if checks.probes else "finishing the checks ...")
     checks.finish()
     return plan

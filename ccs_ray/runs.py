@@ -19,6 +19,7 @@ import fsspec
 
 from . import tables
 from .errors import UserError
+from .jsonout import dumps
 from .spec import Spec
 
 RUN_SCOPE = "*"  # the marker key of a per-run stage
@@ -90,7 +91,7 @@ class RunState:
         """Record ``stage`` (for ``model``) as finished, with its summary ``info``."""
         self.fs.makedirs(f"{self.path}/done", exist_ok=True)
         with self.fs.open(self._marker(stage, model), "w") as f:
-            json.dump(info or {}, f, default=str)
+            f.write(dumps(info or {}))
 
     def info(self, stage: str, model: str = RUN_SCOPE) -> dict:
         """The summary stored when ``stage`` (for ``model``) finished."""

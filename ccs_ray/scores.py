@@ -2,7 +2,8 @@
 
 CCS(h) = number of a head's m spans (m = 5 in the paper) judged aligned with its label, 0..m; None when
 any judgment is missing (never scored 0 silently). Levels (docs/architecture.md, "CCS and its levels"): ``high`` = m,
-``medium`` 2..m-1, ``low`` <= 1; the paper names high and low only, the medium band is ours.
+``medium`` 2..m-1, ``low`` <= 1, and ``unscored`` for a head without a score (never counted in another level); the
+paper names high and low only, the medium band is ours.
 CCS@K = fraction of the analysed heads (the paper's H) with CCS = K; the heads without a score (a judgment
 missing) are the fraction ``unscored``, so CCS@0..m plus unscored add to 1. :func:`normalize_label` and
 :func:`level` are defined here only: the judge stage, human ratings and the pruning strategies all use these;
@@ -18,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from .choices import PAPER_CONCEPTS
 
-LEVELS = ("high", "medium", "low")
+UNSCORED = "unscored"  # the level of a head without a score (a judgment missing)
+LEVELS = ("high", "medium", "low", UNSCORED)
 
 
 def ccs(aligned: Sequence[int | None], m: int = 5) -> int | None:
@@ -31,10 +33,10 @@ def ccs(aligned: Sequence[int | None], m: int = 5) -> int | None:
     return int(sum(a for a in aligned if a is not None))
 
 
-def level(score: int | None, m: int = 5) -> str | None:
-    """``high`` (= m), ``medium`` (2..m-1) or ``low`` (<= 1); None for a missing score."""
+def level(score: int | None, m: int = 5) -> str:
+    """``high`` (= m), ``medium`` (2..m-1) or ``low`` (<= 1); ``unscored`` for a missing score."""
     if score is None:
-        return None
+        return UNSCORED
     if not 0 <= score <= m:
         raise ValueError(f"CCS {score} is outside 0..{m}")
     return "high" if score == m else "low" if score <= 1 else "medium"

@@ -5,6 +5,11 @@ A spec has one table per stage (``[models]``, ``[data]``, ``[scan]``, ``[spans]`
 are errors that name the key and say what is allowed. ``--set section.key=value`` overrides any key;
 the value is read as a TOML value (``--set scan.batch_size=32``, ``--set models.keys='["ViT-B-32/none"]'``)
 and as a plain string when it is not one (``--set judge.base_url=http://127.0.0.1:8000/v1``).
+
+The shipped specs are package data (``ccs_ray/jobs/``): where a spec is not an existing file, its built-in name
+(``quickstart``, ``quickstart.toml`` or ``jobs/quickstart.toml``) names the shipped one, so ``ccs-ray run quickstart``
+works from any folder; :func:`write_starter` copies one, comments included, to edit (``ccs-ray init``). A spec not
+found lists the built-in names.
 """
 
 from __future__ import annotations
@@ -52,6 +57,50 @@ def _is_head_name(name: str) -> bool:
 
 class SpecError(UserError, ValueError):
     """A job spec that cannot run: the message names every bad key and what it allows."""
+
+
+#: The folder of the shipped job specs (package data).
+BUILTIN_DIR = Path(__file__).resolve().parent / "jobs"
+#: The spec ``ccs-ray init`` writes when given no name.
+STARTER = "quickstart"
+#: The folder the repository's docs name the shipped specs by (``jobs/NAME.toml``).
+_DOCS_FOLDER = "jobs"
+
+
+def builtin_specs() -> list[str]:
+    """The names of the shipped job specs, sorted."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def _builtin_hint() -> str:
+    return (f"built-in specs: {', '.join(builtin_specs())} (ccs-ray run NAME; ccs-ray init NAME writes an editable "
+            f"copy to this folder)")
+
+
+def resolve_spec(source: str) -> str:
+    """``source`` itself when it is a URI or an existing file; else the shipped spec it names (``NAME``,
+    ``NAME.toml`` or ``jobs/NAME.toml``); else ``source`` unchanged (reading it then says it is not found)."""
+    if "://" in source or Path(source).exists():
+        return source
+    path = Path(source)
+    in_docs_folder = path.parent in (Path("."), Path(_DOCS_FOLDER))
+    name = path.stem if path.suffix == ".toml" else path.name
+    if in_docs_folder and name in builtin_specs():
+        return str(BUILTIN_DIR / f"{name}.toml")
+    return source
+
+
+def write_starter(name: str | None = None, folder: str | Path = ".") -> Path:
+    """Copy the shipped spec ``name`` (default :data:`STARTER`), comments included, to ``folder/<name>.toml``;
+    refuses to overwrite a file. Returns the path written."""
+    name = name or STARTER
+    if name not in builtin_specs():
+        raise SpecError(f"no built-in spec {name!r}; {_builtin_hint()}")
+    target = Path(folder) / f"{name}.toml"
+    if target.exists():
+        raise SpecError(f"{target} already exists; remove it or run ccs-ray init in another folder")
+    target.write_text((BUILTIN_DIR / f"{name}.toml").read_text())
+    return target
 
 
 class _Section(BaseModel):
@@ -162,7 +211,12 @@ class ExplainConfig(_Section):
     """The top images of each head and span (stage ``explain``; it runs on the scan's actors, ``[scan]``)."""
 
     k: int = Field(default=8, ge=1, le=100, description="images per head and span, at the top and at the bottom")
-    thumb_px: int = Field(default=96, ge=16, le=512, description="longest side of each thumbnail (pixels)")
+    thumb_px: int = Field(default=128, ge=16, le=512,
+                          description="longest side of each stored thumbnail (pixels); the report shows it "
+                                      "small and enlarges it on click")
+    head_maps: bool = Field(default=True,
+                            description="store where each head looks in its spans' top images (top_images.patch_map); "
+                                        "decodes again the shards that hold those images")
 
 
 class EndpointConfig(_Section):
@@ -470,10 +524,10 @@ def load_spec(source: str | dict, overrides: Sequence[str] = ()) -> Spec:
     else:
         label = str(source)
         try:
-            with fsspec.open(str(source), "rb") as f:
+            with fsspec.open(resolve_spec(str(source)), "rb") as f:
                 data = tomllib.load(f)
         except FileNotFoundError:
-            raise SpecError(f"job spec not found: {source}") from None
+            raise SpecError(f"job spec not found: {source}; {_builtin_hint()}") from None
         except tomllib.TOMLDecodeError as e:
             raise SpecError(f"job spec {source} is not valid TOML: {e}") from None
         data.setdefault("name", Path(str(source)).stem)

@@ -25,6 +25,7 @@ from pathlib import Path
 import ccs_ray
 
 from .errors import UserError
+from .spec import resolve_spec
 
 OURS = ("working_dir", "py_modules")  # runtime env keys that submit sets itself
 
@@ -79,7 +80,7 @@ def job_request(spec, spec_path: str, overrides: list[str], pip: list[str] | Non
                 runtime_env: str | None = None) -> dict:
     """``submit_job`` keyword arguments for a spec: entrypoint and runtime environment (the spec's folder staged
     in a temp folder, which the caller removes), with ``pip`` requirements and the runtime env file ``runtime_env``."""
-    path = Path(spec_path)
+    path = Path(resolve_spec(spec_path))  # a built-in name (``quickstart``) ships as a file in the package
     if not path.is_file():
         raise FileNotFoundError(f"job spec not found: {spec_path} (submit needs a local spec file)")
     env = _read_runtime_env(runtime_env) if runtime_env else {}

@@ -11,6 +11,10 @@ and ``head`` (0-based ints) plus ``head_label`` (``L11.H5``).
 The reference tables (:data:`REFERENCE_TABLES`: the paper's published head sets, counts and figures,
 :mod:`ccs_ray.reference`) belong to no run: they are ``ROOT/<table>/reference.parquet``, the same data in
 every root, and their ``model`` is the paper's model key.
+
+Every column name can be written unquoted in DuckDB SQL (none is a keyword DuckDB reserves). A column renamed
+since an earlier version is in :data:`RENAMED`: files that still hold the old name read under the new one
+(:func:`read_table`, :func:`renamed`, and the views of ``ccs_ray/sql/views.sql``).
 """
 
 from __future__ import annotations
@@ -81,10 +85,14 @@ SCHEMAS: dict[str, pa.Schema] = {
     # (spans.direction), score = x . d in embedding units; span_rank null: the head overall, the k images with
     # the largest contribution norm |x| (direction top). position 1..k, best first (ties: image_uri order).
     # text: the span's text (null overall); thumbnail: JPEG of the image as the model saw it (after
-    # preprocessing), longest side explain.thumb_px.
+    # preprocessing), longest side explain.thumb_px. patch_map (top rows of a span only, else null; null in files of
+    # earlier versions): where the head looks in the image, its contribution per image patch projected onto the
+    # span's direction (ccs_ray.headmap.head_map), embedding units like score, row-major over the patch grid of
+    # patch_grid rows (columns: len(patch_map) / patch_grid).
     "top_images": _schema(_KEY, _HEAD, [
         ("span_rank", pa.int32()), ("text", pa.string()), ("direction", pa.string()), ("position", pa.int32()),
         ("image_uri", pa.string()), ("shard", pa.string()), ("score", pa.float64()), ("thumbnail", pa.binary()),
+        ("patch_map", pa.list_(pa.float32())), ("patch_grid", pa.int32()),
     ]),
     # The concept label each judge gave each head ("paper": from spans 1..5).
     "labels": _schema(_KEY, _HEAD, [
@@ -151,17 +159,17 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("span_rank", pa.int32()), ("cache_key", pa.string()), ("via", pa.string()), ("attempt", pa.int32()),
         ("outcome", pa.string()), ("final", pa.bool_()), ("retried_after_timeout", pa.bool_()),
         ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("latency_s", pa.float64()),
-        ("cost_usd", pa.float64()), ("error", pa.string()), ("at", pa.timestamp("us", tz="UTC")),
+        ("cost_usd", pa.float64()), ("error", pa.string()), ("logged_at", pa.timestamp("us", tz="UTC")),
     ]),
     # Every bad input or failed item, with the stage that met it and why (images converted and kept: conversions).
     "errors": _schema(_KEY, [
         ("stage", pa.string()), ("source", pa.string()), ("item", pa.string()), ("reason", pa.string()),
-        ("detail", pa.string()), ("at", pa.timestamp("us", tz="UTC")),
+        ("detail", pa.string()), ("logged_at", pa.timestamp("us", tz="UTC")),
     ]),
     # Every image scanned after a conversion to RGB, with its original mode (L, P, RGBA, CMYK, I;16...).
     "conversions": _schema(_KEY, [
         ("source", pa.string()), ("item", pa.string()), ("from_mode", pa.string()),
-        ("at", pa.timestamp("us", tz="UTC")),
+        ("logged_at", pa.timestamp("us", tz="UTC")),
     ]),
     # Reference: the head sets the paper pruned, one row per (model, set, head); head_set: high, low or
     # concept:<name>; position: the head's place in the published list.
@@ -181,7 +189,33 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 TABLES = tuple(SCHEMAS)
+# One line per table: what its rows are (``ccs-ray sql``'s .tables).
+SUMMARIES: dict[str, str] = {
+    "runs": "one row per run and model: spec, status, times and each stage's seconds",
+    "shards": "one row per shard of the scan's plan: status, images, errors, node and seconds",
+    "moments": "where each model's merged head moments are, over how many images",
+    "spans": "TextSpan: each head's chosen texts per data subset, with their directions",
+    "span_agreement": "data against weights spans per head: Jaccard of the texts, mean cosine",
+    "top_images": "per head and span, the images projecting most and least onto it, with thumbnails",
+    "labels": "the concept label each judge gave each head",
+    "judgments": "per judge and span: aligned with the head's label (1 or 0), or an error",
+    "ccs": "CCS per head and judge ('combined': majority vote), its level and label fidelity",
+    "ablations": "the heads each ablation configuration removes (or why none)",
+    "evals": "each configuration's metric values per dataset (accuracy, recall, ranks)",
+    "bias": "MaxSkew@k per configuration, dataset, attribute and occupation",
+    "head_effects": "per head ablated alone: each metric's change from the unpruned model",
+    "correctness": "per configuration and dataset, which images it classified correctly (packed bits)",
+    "judge_calls": "every call to a judge endpoint or answer from the cache: outcome, tokens, cost",
+    "errors": "every bad input or failed item, with the stage that met it and why",
+    "conversions": "every image scanned after a conversion to RGB, with its original mode",
+    "paper_heads": "reference: the head sets the paper pruned",
+    "paper_counts": "reference: the paper's high, medium and low head counts per model",
+    "paper_results": "reference: the paper's published figures",
+}
 REFERENCE_TABLES = ("paper_heads", "paper_counts", "paper_results")  # written whole, not per run and model
+# table -> {column name in files of earlier versions: its name now}. ccs-ray 0.2.0 and earlier named logged_at (when
+# the row's call, error or conversion was recorded) `at`, a word DuckDB 2 reserves.
+RENAMED: dict[str, dict[str, str]] = {table: {"at": "logged_at"} for table in ("judge_calls", "errors", "conversions")}
 
 
 def partition_path(root: str, table: str, run_id: str, model: str) -> str:
@@ -259,9 +293,10 @@ def remove_parts(root: str, table: str, run_id: str, model: str, prefixes: tuple
 def read_table(root: str, table: str, run_id: str | None = None, model: str | None = None) -> pa.Table:
     """All rows of ``table`` under ``root`` (optionally one run and/or model), empty with the schema if none.
 
-    Files written by an earlier version read too: a column they lack comes back as nulls, a column this
-    version no longer has is dropped. A part cut short or not Parquet is a :class:`~ccs_ray.files.IncompleteFileError`
-    that names it (temporary files of writes in progress never match).
+    Files written by an earlier version read too: a column they lack comes back as nulls, a column renamed since
+    (:data:`RENAMED`) under its new name, a column this version no longer has is dropped. A part cut short or not
+    Parquet is a :class:`~ccs_ray.files.IncompleteFileError` that names it (temporary files of writes in progress
+    never match).
     """
     schema = _schema_of(table)
     if table in REFERENCE_TABLES:
@@ -273,8 +308,16 @@ def read_table(root: str, table: str, run_id: str | None = None, model: str | No
     parts = []
     for file in sorted(fs.glob(pattern)):
         data = read_parquet(fs, file)
+        data = data.rename_columns([RENAMED.get(table, {}).get(n, n) for n in data.column_names])
         parts.append(to_arrow(table, data.select([n for n in data.column_names if n in schema.names])))
     return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def renamed(table: str, row: Mapping) -> dict:
+    """A row of ``table`` as an earlier version recorded it, with each column renamed since (:data:`RENAMED`)
+    under its new name."""
+    names = RENAMED.get(table, {})
+    return {names.get(k, k): v for k, v in row.items()}
 
 
 def has_rows(root: str, table: str, run_id: str, model: str) -> bool:

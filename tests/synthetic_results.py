@@ -16,7 +16,9 @@ rows of the single strategy) and ``correctness`` (per configuration and top-1 da
 :data:`N_IMAGES` images whose mean is the evals top-1 value exactly; each configuration's hits are the unpruned
 model's with a few hits and misses exchanged, so paired differences are realistic).
 Some texts, labels, image URIs and shard names are HTML, to test escaping. :func:`write_failed_run` adds a
-failed run. Several calls with the same ``root`` and other ``models`` (and ``layers``) write one multi-model run.
+failed run; ``write_results(judge_error=...)`` writes a run whose judges all failed (every label and judgment an
+error, no CCS, the errors rows the judge stage writes, no ablations). Several calls with the same ``root`` and
+other ``models`` (and ``layers``) write one multi-model run.
 :func:`write_results` returns every row written (with ``run_id`` and ``model``), so tests can
 compute the expected answers independently of DuckDB.
 """
@@ -53,7 +55,7 @@ HOSTILE_SHARD = "shard-'><script>document.title='pwned'</script>.tar"  # the sha
 HOSTILE_ERROR = "RuntimeError: unit <b>failed</b> <script>document.title='pwned'</script>"
 M_SPANS = 5  # spans a CCS counts
 K_IMAGES = 8  # top images per span and overall
-THUMB_PX = 96  # the thumbnails' side, as the explain stage writes them
+THUMB_PX = 128  # the thumbnails' side, as the explain stage writes them (explain.thumb_px)
 N_THUMBS = 64  # distinct photo-like thumbnails the top images draw from
 SWEEP_K = 3
 SWEEP_SEEDS = 2
@@ -114,11 +116,12 @@ def _top_images(rng, m: int, name: str, layer: int, head: int, texts: list[str],
 
 
 def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), models: tuple[str, ...] = MODELS,
-                  layers: tuple[int, ...] = LAYERS, n_heads: int = N_HEADS, k_images: int = K_IMAGES
-                  ) -> dict[str, list[dict]]:
+                  layers: tuple[int, ...] = LAYERS, n_heads: int = N_HEADS, k_images: int = K_IMAGES,
+                  judge_error: str | None = None) -> dict[str, list[dict]]:
     """Write the synthetic results of ``models`` (``layers`` x ``n_heads`` heads, ``k_images`` top images per
     span and overall) under ``root``; returns table -> rows written. The judges of the models in ``heuristic``
-    are flagged as the offline heuristic judge (labels, judgments, ccs)."""
+    are flagged as the offline heuristic judge (labels, judgments, ccs). ``judge_error``: every judge request
+    failed with this error, so no head has a CCS."""
     rng = random.Random(seed)
     extra = random.Random(seed + 7919)  # the later versions' columns and tables: the other rows stay as they were
     written: dict[str, list[dict]] = {}
@@ -139,7 +142,7 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), mod
         put("moments", [dict(uri=f"{root}/moments-{m}", convention="centered", n_images=1536, n_heads=48,
                              embed_dim=512, folds=2, n_shards=6)], model)
         put("errors", [dict(stage="scan", source="probe://", item=f"img{i}.jpg", reason="decode",
-                            detail="truncated JPEG", at=T0) for i in range(2)], model)
+                            detail="truncated JPEG", logged_at=T0) for i in range(2)], model)
         spans, labels, judgments, ccs, calls, top_images, agreement = [], [], [], [], [], [], []
         for l, h, name in heads:
             texts = rng.sample(POOL, 10)
@@ -182,7 +185,7 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), mod
                     attempts = [None] if cached else list(range(rng.randint(0, 1) + 1))  # a 429 first, or not
                     request = dict(judge=judge, endpoint=f"http://127.0.0.1:9/{judge}", kind="label" if r is None
                                    else "judge", head_label=name, span_rank=r, cache_key=f"{m}{name}{judge}{r}",
-                                   retried_after_timeout=False, error=None, at=T0)
+                                   retried_after_timeout=False, error=None, logged_at=T0)
                     for a in attempts:
                         final = a == attempts[-1]
                         calls.append(dict(request, via="hit" if cached else "sent", attempt=a, final=final,
@@ -202,6 +205,11 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), mod
                                 label_percentile=extra.uniform(0, 100)))
         for row in (*labels, *judgments, *ccs):
             row["heuristic"] = model in heuristic
+        if judge_error:
+            _fail_judges(labels, judgments, ccs, judge_error)
+            put("errors", [dict(stage="judge", source=c["judge"], item=f"{c['head_label']} judge {c['span_rank']}",
+                                reason="judge request failed", detail=judge_error, logged_at=T0)
+                           for c in calls if c["span_rank"] is not None], model, name="judge")
         put("spans", spans, model)
         put("span_agreement", agreement, model)
         put("top_images", top_images, model)
@@ -210,9 +218,23 @@ def write_results(root: str, seed: int = 0, heuristic: tuple[str, ...] = (), mod
             put("judgments", [j for j in judgments if j["judge"] == judge], model, name=judge)
             put("judge_calls", [c for c in calls if c["judge"] == judge], model)
         put("ccs", ccs, model)
+        if judge_error:
+            continue
         _write_ablations(put, rng, model, m, [c for c in ccs if c["judge"] == "combined"], heads,
                          extra, np.random.default_rng([seed, m]))
     return written
+
+
+def _fail_judges(labels: list[dict], judgments: list[dict], ccs: list[dict], error: str) -> None:
+    """Turn the rows into those of judges whose every request failed with ``error``, as the judge stage writes
+    them: no label, every judgment null with the error (the majority vote's: no valid vote), no CCS."""
+    for row in labels:
+        row.update(label=None, label_normalized=None, error=error)
+    for row in judgments:
+        row.update(label=None, aligned=None, error="no valid vote" if row["judge"] == "combined" else error)
+    for row in ccs:
+        row.update(label=None, ccs=None, ccs_heldout=None, level="unscored", label_variance=None,
+                   label_percentile=None)
 
 
 def _hits(gen: np.random.Generator, base: np.ndarray | None, k: int) -> np.ndarray:

@@ -392,8 +392,8 @@ def test_resume_recomputes_units_whose_configuration_changed(ray_cluster, tmp_pa
     assert moved["units_run"] == 2 and len(errors) == 1
     assert value["explicit:two"] == pytest.approx(top1(["L1.H1", "L1.H2"], "mean", mean_z))
     fresh = run(resume=False)[2]  # a fresh run replaces the unit's error file
-    assert ([{**r, "at": None} for r in fresh] == [{**r, "at": None} for r in errors]
-            and fresh[0]["at"] > errors[0]["at"])
+    assert ([{**r, "logged_at": None} for r in fresh] == [{**r, "logged_at": None} for r in errors]
+            and fresh[0]["logged_at"] > errors[0]["logged_at"])
 
 
 @pytest.mark.slow

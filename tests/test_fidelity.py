@@ -118,4 +118,4 @@ def test_label_fidelity_query_lines_labels_up_with_the_judged_first_span(tmp_pat
             r["first_span"], r["first_span_variance_explained"], r["span_method"]) for r in rows]
     assert got == [("L3.H0", "a", "color", "high", 0.4, 99.5, "data all 1", 0.3, "data"),
                    ("L3.H0", "combined", "color", "high", 0.4, 99.5, "data all 1", 0.3, "data"),
-                   ("L3.H1", "a", None, None, None, None, "None all 1", 0.2, "data")]
+                   ("L3.H1", "a", None, "unscored", None, None, "None all 1", 0.2, "data")]

@@ -44,6 +44,17 @@ def test_head_prints_its_card(results, capsys):
     assert len(images) == (M_SPANS + 1) * K_IMAGES and all(r["image_uri"] in out for r in images)
     assert f"top 1: {HOSTILE_URI} (score" in out  # printed as it is: a terminal interprets no markup
     assert "top images overall:\n  1. " in out and "span stability across folds: mean Jaccard" in out
+    bottom = [r for r in rows["top_images"]
+              if (r["model"], r["head_label"], r["direction"]) == (MODELS[0], "L8.H0", "bottom")]
+    assert len(bottom) == M_SPANS * K_IMAGES and all(f"bottom {r['position']}: {r['image_uri']}" in out for r in bottom)
+
+
+def test_head_of_a_failed_judge_says_unscored_and_why(tmp_path, capsys):
+    root, error = str(tmp_path / "results"), "HTTP 503: judge unavailable"
+    write_results(root, models=MODELS[:1], layers=(11,), n_heads=2, judge_error=error)
+    assert main(["head", MODELS[0], "L11.H1", "--results", root]) == 0
+    out = capsys.readouterr().out
+    assert "CCS – (unscored)" in out and f"no CCS: {error} ({', '.join(sorted(JUDGES))})" in out
 
 
 def test_head_open_writes_the_html_card_and_opens_it(results, capsys, tmp_path, monkeypatch):
@@ -56,7 +67,7 @@ def test_head_open_writes_the_html_card_and_opens_it(results, capsys, tmp_path, 
     assert capsys.readouterr().out.rstrip().endswith(f"HTML card: {path}") and opened == [path.as_uri()]
     html = path.read_text()
     assert '<article class="card" id="L11.H3">' in html and html.count('<article class="card"') == 1
-    assert html.count("<img ") == (M_SPANS + 1) * K_IMAGES and "<script" not in html
+    assert html.count('<span class="thumb ') == (2 * M_SPANS + 1) * K_IMAGES and "<script" not in html
 
 
 def test_head_open_with_a_browser_command(results, tmp_path):

@@ -96,7 +96,7 @@ def test_unparseable_answers_become_errors_never_zeros(ray_cluster, judge_server
         judgments = [j for j in read_table(str(tmp_path), "judgments", "r1").to_pylist() if j["judge"] == "fake"]
         assert all(j["aligned"] is None and "unparseable" in j["error"] for j in judgments)
         ccs = [r for r in read_table(str(tmp_path), "ccs", "r1").to_pylist() if r["judge"] == "fake"][0]
-        assert ccs["ccs"] is None and ccs["level"] is None
+        assert ccs["ccs"] is None and ccs["level"] == "unscored"
         errors = read_table(str(tmp_path), "errors", "r1").to_pylist()
         assert errors[0]["reason"] == "judge request failed" and "unparseable" in errors[0]["detail"]
         server.always = None  # nothing invalid was cached: the next run asks again and succeeds

@@ -41,6 +41,7 @@ from synthetic_results import (
 )
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+THUMB = '<span class="thumb '  # a thumbnail in the page
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--enable-logging=stderr", "--v=0"]
@@ -137,12 +138,14 @@ def cards(html: str) -> dict[str, str]:
 
 PROBE = """<script>
 window.addEventListener("load", function () {
-  var d = document.documentElement, images = Array.prototype.slice.call(document.images);
+  var d = document.documentElement, images = Array.prototype.slice.call(document.querySelectorAll(".thumb"));
   var ids = new Set(Array.prototype.map.call(document.querySelectorAll("[id]"), function (e) { return e.id; }));
   var links = Array.prototype.map.call(document.querySelectorAll("a[href]"),
                                        function (a) { return a.getAttribute("href"); });
   d.setAttribute("data-images", images.length);
-  d.setAttribute("data-unpainted", images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length);
+  d.setAttribute("data-unpainted", images.filter(function (i) {
+    return getComputedStyle(i).backgroundImage.indexOf('url("data:image/webp;base64,') !== 0 || !i.offsetWidth;
+  }).length);
   d.setAttribute("data-links", links.length);
   d.setAttribute("data-dead-links", links.filter(function (h) {
     return !h.startsWith("#") || !ids.has(decodeURIComponent(h.slice(1)));
@@ -311,7 +314,8 @@ def test_tradeoff_and_tables(report):
     assert len(fleiss) == 2 * len(MODELS)
     section = html.split('id="agreement"')[1].split('id="stability"')[0]
     for r in fleiss:
-        assert f"<td>{r['variant']}</td><td class=\"num\">3</td><td class=\"num\">{r['n_spans']}</td>" in section
+        assert (f"<td class=\"token\">{r['variant']}</td><td class=\"num\">3</td>"
+                f"<td class=\"num\">{r['n_spans']}</td>") in section
         assert f"<td class=\"num\">{r['kappa']:.3g}</td><td class=\"num\">{r['kappa_se']:.3g}</td></tr>" in section
     total = sum(c["cost_usd"] for c in rows["judge_calls"] if c["model"] == MODELS[0])
     assert f"<td class=\"num\">{total:.3g}</td>" in html
@@ -402,14 +406,14 @@ def test_one_card_per_head_high_and_low_first_with_spans_verdicts_and_thumbnails
             head = card_id.removeprefix(f"{model}.")
             header = card.split('<table class="spans">')[1].split("</thead>")[0]
             assert header.count("<th>combined</th>") == 1 and all(f"<th>{j}</th>" in header for j in JUDGES)
-            assert card.count("<img ") == M_SPANS * K_IMAGES + K_IMAGES  # every span's top images, and overall
+            # every span's top and bottom images, and the overall top images
+            assert card.count(THUMB) == 2 * M_SPANS * K_IMAGES + K_IMAGES
             span_rows = card.split('<table class="spans">')[1].split("</table>")[0].split("<tr>")[2:]
             assert len(span_rows) == M_SPANS
             for span_row in span_rows:
-                assert span_row.count("<img ") == K_IMAGES
+                assert span_row.count(THUMB) == 2 * K_IMAGES
                 assert re.search(r">(aligned|not aligned|no answer)</span>", span_row)  # verdicts in words
-            images = [r for r in rows["top_images"] if (r["model"], r["head_label"]) == (model, head)
-                      and r["direction"] == "top"]
+            images = [r for r in rows["top_images"] if (r["model"], r["head_label"]) == (model, head)]
             for image in images:
                 assert f'title="{esc(image["image_uri"])} · score' in card
     card = got[f"{MODELS[0]}.L8.H0"]
@@ -448,12 +452,28 @@ def test_heuristic_scores_are_flagged(tmp_path):
     assert "offline heuristic judge" not in plain_html and "warning" not in plain_html.split("</style>")[1]
 
 
+def test_failed_judge_reports_every_head_unscored_with_the_reason(tmp_path):
+    """Every judge request failed: the counts line names 48 unscored heads (none high, medium or low) and the
+    error; the explorer's level and every card say unscored, with the reason."""
+    root, error = tmp_path / "results", "ConnectionError: judge endpoint refused the connection"
+    write_results(str(root), models=MODELS[:1], judge_error=error)
+    html = Path(build_report(str(root), str(tmp_path / "r.html"))).read_text()
+    counts = re.search(r'<span class="levels">(.*?)</span>(.*?)\. Hover', html, flags=re.S)
+    assert counts.group(1) == "0 high, 0 medium, 0 low, 48 unscored heads"
+    assert esc(error) in counts.group(2) and all(j in counts.group(2) for j in JUDGES)
+    rows = explorer_rows(html, MODELS[0])
+    assert len(rows) == 48 and all(f'title="no CCS: {esc(error)}' in r and ">unscored</td>" in r for r in rows.values())
+    got = cards(html)
+    assert len(got) == 48
+    assert all('(<span class="level">unscored</span>)' in c and f"No CCS: {esc(error)}" in c for c in got.values())
+
+
 def test_report_without_top_images_says_so(tmp_path):
     root = tmp_path / "results"
     write_results(str(root), layers=(11,), n_heads=3)
     shutil.rmtree(root / "top_images")  # a run without the explain stage
     html = Path(build_report(str(root), str(tmp_path / "r.html"))).read_text()
-    assert "<img " not in html and html.count("No top images: the explain stage has not run.") == len(MODELS)
+    assert THUMB not in html and html.count("No top images: the explain stage has not run.") == len(MODELS)
     assert len(cards(html)) == 3 * len(MODELS)
     assert html.count("no top images (the explain stage has not run)") == 3 * len(MODELS)
 
@@ -465,12 +485,13 @@ def test_report_of_an_empty_root(tmp_path):
 
 
 def test_report_size_bound_6_models_64_heads_5_spans_8_images(tmp_path):
-    """6 models x 64 heads x 5 spans x 8 images (plus 8 overall per head) with photo-like thumbnails: under 25 MB."""
+    """6 models x 64 heads x 5 spans x 8 top and 8 bottom images (plus 8 overall per head) with photo-like
+    thumbnails: under 25 MB."""
     models = tuple(f"ViT-B-{i}/laion2b_s34b_b88k" for i in range(6))
     write_results(str(tmp_path / "results"), models=models, layers=(8, 9, 10, 11), n_heads=16)
     page = Path(build_report(str(tmp_path / "results"), str(tmp_path / "report.html")))
     html = page.read_text()
-    assert html.count("<img ") == 6 * 64 * (5 + 1) * 8 and len(cards(html)) == 6 * 64
+    assert html.count(THUMB) == 6 * 64 * (2 * 5 + 1) * 8 and len(cards(html)) == 6 * 64
     print(f"report of 6 models x 64 heads x 5 spans x 8 images: {page.stat().st_size / 1e6:.2f} MB")
     assert page.stat().st_size < 25e6
 
@@ -504,14 +525,15 @@ def test_report_in_headless_chromium(report, chromium, tmp_path):
 
 @pytest.mark.slow
 def test_thumbnails_anchors_sorting_and_injected_markup_in_chromium(report, chromium, tmp_path):
-    """After the load, in an 800 px window (about a printed page): every thumbnail decoded (natural width > 0),
-    every link leads to an element of the page, the page is no wider than the window, the anchor of a head's card
-    scrolls to it, the head table sorts by CCS both ways and filters, and the markup injected through span
-    texts, labels, image URIs, shard and folder names and a failure reason created no element and ran nothing."""
+    """After the load, in an 800 px window (about a printed page), with no console message: every thumbnail
+    painted (its WebP data URI as background, a width > 0), every link leads to an element of the page, the page is
+    no wider than the window, the anchor of a head's card scrolls to it, the head table sorts by CCS both ways and
+    filters, and the markup injected through span texts, labels, image URIs, shard and folder names and a failure
+    reason created no element and ran nothing."""
     path, html, rows = report
     anchor = f"{MODELS[0]}.L9.H3"
     got = probe(chromium, tmp_path, path, anchor)
-    assert int(got["images"]) == sum(r["direction"] == "top" for r in rows["top_images"])
+    assert int(got["images"]) == len(rows["top_images"])
     assert got["unpainted"] == "0"
     assert int(got["links"]) > 2 * 48 * len(MODELS) and got["dead-links"] == "0"
     assert int(got["overflow"]) <= 0
@@ -564,11 +586,12 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster,
 
     path = Path(summary["stages"]["report"]["path"])  # the report the job itself wrote
     html = path.read_text()
-    print(f"smoke report: {path.stat().st_size / 1e6:.2f} MB, {html.count('<img ')} thumbnails")
+    print(f"smoke report: {path.stat().st_size / 1e6:.2f} MB, {html.count(THUMB)} thumbnails")
     assert html.count('class="cell"') == n_heads and html.lower().count("<script") == 1
     assert 'id="heuristic"' in html and "offline heuristic judge" in html
     assert 'id="random-init"' in html and "ccs-tiny/none (run " in html  # random-init weights: no findings
-    assert "<td>done</td>" in html and "<td>running</td>" not in html  # the job's report shows its own run done
+    # the job's report shows its own run done
+    assert '<td class="token">done</td>' in html and '<td class="token">running</td>' not in html
     for r in out["strategies_without_heads"]:  # listed with the reason, not dropped
         assert f"<li>{esc(r['ablation_id'])}: {esc(r['reason'])}</li>" in html
     assert len(explorer_rows(html, "ccs-tiny/none")) == len(cards(html)) == n_heads
@@ -576,8 +599,8 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster,
     for kind in ("heatmap", "accuracy", "sweep", "video", "maxskew", "ccs-drop", "tradeoff"):
         assert figures(html, kind), kind
     images = len(out["head_top_images"])
-    assert images == n_heads * (5 + 1) * 8  # explain: k = 8 top images per span and overall, each shown once
-    assert html.count("<img ") == images
+    assert images == n_heads * (2 * 5 + 1) * 8  # explain: k = 8 top and bottom images per span, 8 overall
+    assert html.count(THUMB) == images
     assert re.findall(r'<article class="card" id="([^"]*)">', html)[0] in {r["head_label"] for r in out["head_details"]}
 
     n_svg = html.count("<svg")

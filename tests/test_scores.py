@@ -16,7 +16,7 @@ def test_ccs_counts_aligned_and_is_none_when_incomplete():
 
 
 @pytest.mark.parametrize("score,expected", [(5, "high"), (4, "medium"), (2, "medium"), (1, "low"), (0, "low"),
-                                            (None, None)])
+                                            (None, "unscored")])
 def test_levels(score, expected):
     assert scores.level(score) == expected
 

@@ -263,7 +263,7 @@ def test_conversions_are_rows_of_their_own(tmp_path, tiny_model):
     write_table(str(tmp_path / "out"), "conversions", loaded.conversions, "r1", "ccs-tiny/none")
     (row,) = read_table(str(tmp_path / "out"), "conversions").to_pylist()
     assert (row["run_id"], row["model"], row["source"], row["from_mode"]) == ("r1", "ccs-tiny/none", str(tmp_path), "L")
-    assert row["item"].endswith("gray.png") and row["at"] is not None
+    assert row["item"].endswith("gray.png") and row["logged_at"] is not None
 
 
 def test_load_shard_in_a_ray_task(ray_cluster, tiny_model, tmp_path):

@@ -17,6 +17,13 @@ def test_shipped_specs_validate(name):
     assert spec.name == name and spec.results_root == f"./results/{name}"
 
 
+def test_the_shipped_specs_are_package_data_and_the_repository_folder_links_to_them():
+    from ccs_ray.spec import BUILTIN_DIR, builtin_specs
+
+    assert JOBS.resolve() == BUILTIN_DIR and BUILTIN_DIR.parent.name == "ccs_ray"
+    assert builtin_specs() == sorted(p.stem for p in JOBS.glob("*.toml"))
+
+
 def test_paper_spec_matches_the_paper():
     spec = load_spec(JOBS / "paper.toml")
     assert len(spec.models.keys) == 6 and spec.models.last_layers == 4

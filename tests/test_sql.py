@@ -124,8 +124,10 @@ def test_remote_root_through_fsspec(tmp_path):
     root = "memory://ccs-test-results/spec"
     write_table(root, "ccs", [dict(layer=11, head=5, head_label="L11.H5", judge="combined", ccs=5)], "r1", "m/x")
     write_table(root, "ccs", [dict(layer=11, head=6, head_label="L11.H6", judge="combined", ccs=1)], "r1", "m/x")
+    write_table(root, "ccs", [dict(layer=11, head=7, head_label="L11.H7", judge="combined", ccs=None)], "r1", "m/x")
     out = json.loads(run_canned("high_low_heads", root, fmt="json"))
-    assert {(r["level"], tuple(r["heads"])) for r in out} == {("high", ("L11.H5",)), ("low", ("L11.H6",))}
+    assert {(r["level"], tuple(r["heads"])) for r in out} == {("high", ("L11.H5",)), ("low", ("L11.H6",)),
+                                                                ("unscored", ("L11.H7",))}  # never medium
 
 
 # --- read-only --------------------------------------------------------------------------------------
@@ -570,7 +572,7 @@ def test_main_sql(results, tmp_path, capsys):
     out = tmp_path / "ccs.parquet"
     assert main_sql(None, root, "parquet", str(out), "ccs_at_k") == 0
     assert pq.read_table(out).num_rows == len(MODELS) * (len(JUDGES) + 1) * 6
-    assert main_sql("SELEC 1", root, "table", None, None) == 1
+    assert main_sql("SELEC 1", root, "table", None, None) == 2
     assert "Parser Error" in capsys.readouterr().err
     assert main_sql("SELECT 1", root, "table", None, "ccs_at_k") == 2
     assert main_sql("SELECT 1", str(tmp_path / "missing"), "table", None, None) == 2

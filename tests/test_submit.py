@@ -58,6 +58,15 @@ def test_job_request_ships_the_package_with_its_sql(spec):
     assert request["metadata"] == {"ccs_ray_spec": "smoke"}
 
 
+def test_a_built_in_spec_name_is_submitted_from_any_folder(spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    request = job_request(spec, "smoke", [])
+    staged = Path(request["runtime_env"]["working_dir"])
+    assert (staged / "smoke.toml").read_text() == Path(SMOKE).read_text()
+    assert request["entrypoint"].startswith("python -m ccs_ray.cli run smoke.toml ")
+    shutil.rmtree(staged)
+
+
 def test_runtime_env_file_merges_with_ours(spec, tmp_path):
     env_file = tmp_path / "env.json"
     env_file.write_text(json.dumps({"env_vars": {"HF_HOME": "/cache"}, "pip": ["open_clip_torch==2.24.0"],

@@ -1,11 +1,13 @@
 """Results written by an earlier version keep working: reading, SQL, the report and --resume.
 
 The fixture ``tests/fixtures/results-0.1.0`` was written by ccs-ray 0.1.0. A newer schema is simulated by
-adding columns to ``tables.SCHEMAS`` (as a later version would): they must come back as nulls.
+adding columns to ``tables.SCHEMAS`` (as a later version would): they must come back as nulls. A column renamed
+since (``tables.RENAMED``) reads under its new name.
 """
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -79,6 +81,41 @@ def test_canned_queries_and_report_over_old_results(old_root, newer_schema):
     out = build_report(str(old_root), str(old_root / "report.html"))
     html = Path(out).read_text()
     assert "ccs-tiny/none" in html and RUN in html
+
+
+def _old_style(root: Path, table: str, rows: list[dict]) -> None:
+    """Rows of ``table`` as ccs-ray 0.2.0 wrote them: the column now named logged_at named ``at``."""
+    schema = pa.schema([pa.field("at" if f.name == "logged_at" else f.name, f.type) for f in tables.SCHEMAS[table]])
+    folder = Path(tables.partition_path(str(root), table, RUN, "ccs-tiny/none"))
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([dict(r, run_id=RUN, model="ccs-tiny/none") for r in rows],
+                                        schema=schema), folder / "old.parquet")
+
+
+def test_logged_at_of_earlier_versions_reads_under_its_new_name(old_root):
+    """judge_calls, errors and conversions whose time column is ``at`` (as 0.2.0 wrote them) read with it as
+    logged_at, alone and beside a newer run's files: in read_table, the SQL views and a shard record's rows."""
+    then, now = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    old = {"errors": dict(stage="decode", item="a.jpg", reason="truncated", at=then),
+           "conversions": dict(item="b.png", from_mode="L", at=then),
+           "judge_calls": dict(judge="j", via="sent", outcome="ok", at=then)}
+    for table, row in old.items():
+        _old_style(old_root, table, [row])
+    want = [(RUN, then)]
+    for newer in (False, True):
+        for table, row in old.items():
+            if newer:
+                new = {k: v for k, v in row.items() if k != "at"}
+                tables.write_table(str(old_root), table, [dict(new, logged_at=now)], "new-run", "ccs-tiny/none")
+            got = tables.read_table(str(old_root), table)
+            assert got.schema == tables.SCHEMAS[table]
+            assert sorted(zip(got["run_id"].to_pylist(), got["logged_at"].to_pylist(), strict=True)) == want
+        with analytics.connect(str(old_root)) as conn:
+            for table in old:
+                assert [r[0] for r in conn.execute(f"DESCRIBE {table}").fetchall()] == tables.SCHEMAS[table].names
+                assert conn.execute(f"SELECT run_id, logged_at FROM {table} ORDER BY run_id").fetchall() == want
+        want = [("new-run", now), (RUN, then)]
+    assert tables.renamed("errors", {"item": "a", "at": "t"}) == {"item": "a", "logged_at": "t"}
 
 
 def test_resume_an_old_run(ray_cluster, old_root):

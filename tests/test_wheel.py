@@ -1,11 +1,13 @@
 """ccs-ray installed as users install it: a wheel built from this checkout, installed into a fresh venv (the
-dependencies come from the system site-packages: nothing is downloaded), then ``ccs-ray report`` and
-``ccs-ray sql`` run from outside the checkout over a synthetic results root, and the paper's reference data
-load from the wheel's package data. The venv's own copy must be the
+dependencies come from the system site-packages: nothing is downloaded), then ``ccs-ray init`` and a built-in spec
+(``ccs-ray run smoke --dry-run``) work from an empty folder, ``ccs-ray report`` and ``ccs-ray sql`` (and its
+``--views-file`` in plain DuckDB) run from outside the checkout over a synthetic results root, and the paper's
+reference data load from the wheel's package data. The venv's own copy must be the
 one imported (not the editable checkout), with the SQL files inside it."""
 
 import csv
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -48,6 +50,12 @@ def test_wheel_in_a_fresh_venv_reports_and_queries(tmp_path):
     assert len(list((installed.parent / "sql" / "queries").glob("*.sql"))) == len(list(
         (REPO / "ccs_ray" / "sql" / "queries").glob("*.sql")))
 
+    assert "wrote quickstart.toml" in _run([bin_ / "ccs-ray", "init"], work).stdout  # from an empty folder
+    assert (work / "quickstart.toml").read_text() == (REPO / "jobs" / "quickstart.toml").read_text()
+    (work / "quickstart.toml").unlink()
+    plan = _run([bin_ / "ccs-ray", "run", "smoke", "--dry-run", "--json"], work, timeout=300).stdout
+    assert json.loads(plan)["spec"] == "smoke" and list(work.iterdir()) == []  # a plan writes nothing
+
     reference = _run([bin_ / "python", "-c", "import ccs_ray, ccs_ray.reference as r; p = ccs_ray.paper_reference(); "
                       "print(r.PAPER_DIR, p.results.num_rows, len(p.heads))"], work).stdout.split()
     assert Path(reference[0]).is_relative_to(venv) and reference[1:] == ["273", "6"]  # the wheel's package data
@@ -68,4 +76,9 @@ def test_wheel_in_a_fresh_venv_reports_and_queries(tmp_path):
                    work).stdout
     rows = list(csv.DictReader(io.StringIO(summary)))
     assert sorted(r["model"] for r in rows) == sorted(MODELS)
+
+    _run([bin_ / "ccs-ray", "sql", "--views-file", root], work)  # writes ./views.sql, for plain DuckDB
+    plain = _run([bin_ / "python", "-c", "import duckdb; c = duckdb.connect(); c.execute(open('views.sql').read()); "
+                  "print(c.sql('SELECT count(DISTINCT model) FROM runs').fetchall())"], work).stdout
+    assert plain.strip() == f"[({len(MODELS)},)]"
     assert all((r["spec_name"], r["shards"], r["errors"]) == ("synthetic", "6", "2") for r in rows), rows

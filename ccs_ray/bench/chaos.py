@@ -160,7 +160,8 @@ def _rows(root: Path, table: str, run_id: str, model: str) -> list[dict]:
     """A table's rows of one run without times, in a canonical order."""
     from ..tables import read_table
 
-    rows = [{k: v for k, v in r.items() if k != "at"} for r in read_table(str(root), table, run_id, model).to_pylist()]
+    rows = [{k: v for k, v in r.items() if k != "logged_at"}
+            for r in read_table(str(root), table, run_id, model).to_pylist()]
     return sorted(rows, key=lambda r: json.dumps({k: v for k, v in r.items() if not isinstance(v, (float, list))},
                                                  sort_keys=True, default=str))
 

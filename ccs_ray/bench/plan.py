@@ -29,6 +29,7 @@ import ray
 
 from ..checkpoints import Checkpointer, read_log
 from ..files import latest_committed
+from ..jsonout import dumps
 
 
 def _record(i: int) -> dict:
@@ -37,7 +38,8 @@ def _record(i: int) -> dict:
     return {"shard_id": f"s{i:09d}", "source": f"s3://bucket/images/part-{i:09d}.tar", "fingerprint": f"{i:016x}",
             "fold": i % 2, "n_images": 1000, "n_errors": 1, "n_converted": 0, "seconds": 12.5, "node": "0" * 56,
             "worker": "host:0123abcd", "finished_at": now, "max_rss_mb": 2048.0, "threads": 8,
-            "errors": [{"item": f"{i}/bad.jpg", "reason": "truncated", "detail": "image file is truncated", "at": now}],
+            "errors": [{"item": f"{i}/bad.jpg", "reason": "truncated", "detail": "image file is truncated",
+                        "logged_at": now}],
             "conversions": []}
 
 
@@ -190,4 +192,4 @@ def drive(manifest: str, shard_size: int, root: str, out: str) -> None:
         "driver_peak_rss_mb": round(peak_rss_mb(), 1),
     }
     with open(out, "w") as f:
-        json.dump(figures, f)
+        f.write(dumps(figures))

@@ -177,7 +177,7 @@ class EvalWorker:
         _save_npz(unit.uri, ablations=np.array(unit.ablation_ids, dtype=str), configs=np.array(unit.configs, dtype=str),
                   **payload)
         now = datetime.now(UTC)
-        return {"errors": [{**e, "stage": "prune", "at": e.get("at", now)} for e in errors],
+        return {"errors": [{**e, "stage": "prune", "logged_at": e.get("logged_at", now)} for e in errors],
                 "seconds": time.perf_counter() - t0}
 
 
@@ -206,7 +206,7 @@ def run_units(units: list[EvalUnit], setup: WorkerSetup, evals: EvalsConfig, res
             if isinstance(result, Exception):
                 reason = out.failed[unit.key] = f"{type(result).__name__}: {result}"
                 out.errors[i] = [dict(stage="prune", source=unit.shard.uri, item=unit.shard.shard_id,
-                                      reason="unit_failed", detail=reason[:2000], at=datetime.now(UTC))]
+                                      reason="unit_failed", detail=reason[:2000], logged_at=datetime.now(UTC))]
             else:
                 out.errors[i] = result["errors"]
             progress.update(1, failed=len(out.failed))

@@ -138,8 +138,8 @@ class ModelActor:
 
 
 def _to_json(rows: list[dict]) -> list[dict]:
-    """Error or conversion rows as JSON for a shard record (``at`` in ISO format)."""
-    return [{**row, "at": row["at"].isoformat()} for row in rows]
+    """Error or conversion rows as JSON for a shard record (``logged_at`` in ISO format)."""
+    return [{**row, "logged_at": row["logged_at"].isoformat()} for row in rows]
 
 
 @ray.remote(num_returns="streaming")

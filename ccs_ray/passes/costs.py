@@ -14,6 +14,7 @@ from functools import partial
 
 import fsspec
 
+from ..jsonout import dumps
 from ..preprocess import Pixels, model_input, preprocess_config
 from ..shard_plan import ShardPlan
 from ..sources import Shard, load_shard
@@ -76,7 +77,7 @@ def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, models: 
         first = first or plan.first()  # read from the source only when a cost is still to measure
         costs[key] = measure_costs(first, preprocess_config(key), key, ctx.models, cfg.convention, kind.keep_z_sum)
         with fsspec.open(uri, "w") as f:
-            json.dump(costs[key], f)
+            f.write(dumps(costs[key]))
     decode = {repr(sorted(preprocess_config(k).items())): costs[k]["decode_s"] for k in models}
     total_decode = sum(decode.values())
     return total_decode / (total_decode + sum(costs[k]["model_s"] for k in models))

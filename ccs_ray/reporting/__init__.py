@@ -3,15 +3,18 @@
 Every figure comes from a canned query of ``sql/queries`` run through :func:`ccs_ray.analytics.connect`;
 the page is rendered by ``report.html.j2`` with autoescaping on, and the SVG plots escape their texts
 (:mod:`ccs_ray.reporting.plots`), so spans, labels, image URIs and names from the data are shown, never
-interpreted. Per model: the CCS heatmap (each cell links to the head's card), accuracy per strategy, the sweep
-curves (accuracy against heads removed: high, low, random), video retrieval (R@1/5/10, MedR), MaxSkew@k,
+interpreted. Per model: the CCS heatmap (each cell links to the head's card) with the count of high, medium,
+low and unscored heads and why the unscored ones have no CCS (their judge's errors), accuracy per strategy, the
+sweep curves (accuracy against heads removed: high, low, random), video retrieval (R@1/5/10, MedR), MaxSkew@k,
 CCS against accuracy drop per pruned head group, the accuracy-bias trade-off, the strategies that selected no
 head and why, the head explorer (a table of every head) and one card per head (:mod:`ccs_ray.reporting.cards`;
-id ``L11.H5`` on a page of one model, ``<model>.L11.H5`` on a page of several, :func:`~ccs_ray.reporting.cards.anchor`).
-With several models, a section lines them up side by side (:mod:`ccs_ray.reporting.side_by_side`).
-Banners flag random-init models (``/none``), the
-offline heuristic judge and failed runs. One small inline script sorts and filters the head tables; the page is
-complete without it, and in print.
+id ``L11.H5`` on a page of one model, ``<model>.L11.H5`` on a page of several, :func:`~ccs_ray.reporting.cards.anchor`),
+where each span's top images sit beside its bottom images. Each distinct thumbnail is stored once in the page,
+shown small and enlarged on click. With several models, a section lines them up side by side
+(:mod:`ccs_ray.reporting.side_by_side`). Banners flag random-init models (``/none``), the offline heuristic judge
+and failed runs. No number or word breaks inside a table cell; plots have round ticks and a unit on every axis.
+In print (A4), a head card never splits across pages and several share one. One small inline script sorts and
+filters the head tables; the page is complete without it, and in print.
 
 :func:`build_report` writes the report (optionally of chosen heads only), :func:`build_card` one head's card
 page, :func:`show_head` is ``ccs-ray head``.
@@ -36,15 +39,18 @@ from ccs_ray.reporting import plots
 from ccs_ray.reporting.cards import (
     VERDICT_MARKS,
     VERDICT_WORDS,
+    card_images,
     card_order,
     find_card,
     format_card,
     group_by,
     head_cards,
     judge_of,
+    thumb_styles,
     where,
 )
 from ccs_ray.reporting.side_by_side import side_by_side
+from ccs_ray.scores import LEVELS, UNSCORED
 
 TEMPLATES = Path(__file__).parent
 STRATEGY_ORDER = ("none", "high", "low", "random")
@@ -55,7 +61,9 @@ PLOT_WIDTH = 520  # SVG units of a model's plots: two side by side on a wide pag
 
 
 def _tooltip(r: dict) -> str:
-    head = f"{r['head_label']} · CCS {'–' if r['ccs'] is None else r['ccs']}/5 ({r['level'] or 'unscored'})"
+    head = f"{r['head_label']} · CCS {'–' if r['ccs'] is None else r['ccs']}/5 ({r['level']})"
+    if r["unscored_reason"]:
+        head += f"\nno CCS: {r['unscored_reason']}"
     spans = "\n".join(f"{i}. {t}" for i, t in enumerate(r["spans"][:5], 1))
     return f"{head}\nlabel: {r['label'] or '–'}\n{spans}"
 
@@ -168,7 +176,8 @@ def _model_sections(conn, condition: str) -> list[dict]:
             section["heuristic"] = any(c["heuristic"] for c in cells)
             kind = ", offline heuristic judge" if section["heuristic"] else ""
             section["heatmap"] = plots.heatmap(cells, f"CCS per head of {model} ({judge}{kind})")
-            section["levels"] = {lvl: sum(c["level"] == lvl for c in cells) for lvl in ("high", "medium", "low")}
+            section["levels"] = {lvl: sum(c["level"] == lvl for c in cells) for lvl in LEVELS}
+            section["unscored_reasons"] = Counter(c["unscored_reason"] for c in cells if c["level"] == UNSCORED)
         figures = section["figures"]
         rows = metrics.get(key, [])
         accuracy = [r for r in rows if r["metric"] == "top1"]
@@ -198,21 +207,22 @@ def _model_sections(conn, condition: str) -> list[dict]:
         if skew.get(key):
             figures.append(dict(_bars([dict(r, category=f"{r['dataset']} / {r['attribute']}") for r in skew[key]],
                                       "category", "maxskew_sum", "maxskew_sum_std", f"MaxSkew@k of {model}",
-                                      "MaxSkew@k, summed over occupations", colors), kind="maxskew",
+                                      "MaxSkew@k summed over occupations (log ratio)", colors), kind="maxskew",
                                 caption="Social bias per strategy: MaxSkew@k summed over occupations (the paper's "
                                         "figure), per bias dataset and attribute; lower is fairer."))
-        points = [dict(x=g["mean_ccs"], y=-g["delta_accuracy"], series=g["strategy"],
+        points = [dict(x=g["mean_ccs"], y=-g["delta_accuracy"], series=g["strategy"], label=g["config"],
                        tooltip=f"{g['config']}: {g['n_heads']} heads, mean CCS {g['mean_ccs']:.2f}, accuracy drop "
                                f"{-g['delta_accuracy']:+.3g} pts")
                   for g in groups.get(key, []) if g["mean_ccs"] is not None and g["delta_accuracy"] is not None]
         if points:
             figures.append(dict(svg=plots.scatter(points, f"CCS against accuracy drop per head group of {model}",
-                                                  "mean CCS of the pruned heads", "top-1 accuracy drop (points)",
+                                                  "mean CCS of the pruned heads (aligned spans of 5)",
+                                                  "top-1 accuracy drop (points)",
                                                   width=PLOT_WIDTH, colors=strategy_colors), kind="ccs-drop", note="",
                                 caption="Each point: one pruned configuration (seeds pooled). Right = the removed "
                                         "heads encode clearer concepts; up = removing them costs more accuracy."))
         figures += _importance(importance.get(key, []), effects, model)
-        tradeoff = [dict(x=r["delta_accuracy"], y=r["delta_maxskew_sum"], series=r["config"],
+        tradeoff = [dict(x=r["delta_accuracy"], y=r["delta_maxskew_sum"], series=r["config"], label=r["config"],
                          tooltip=f"{r['config']} on {r['dataset']} / {r['attribute']}: Δ accuracy "
                                  f"{r['delta_accuracy']:+.3g} pts, Δ MaxSkew (sum) {r['delta_maxskew_sum']:+.3g}")
                     for r in sorted(bias.get(key, []), key=lambda r: _config_order(r["config"]))
@@ -221,7 +231,8 @@ def _model_sections(conn, condition: str) -> list[dict]:
         if tradeoff:
             figures.append(dict(svg=plots.scatter(tradeoff, f"Accuracy-bias trade-off of {model}",
                                                   "Δ accuracy (points, pruned - unpruned)",
-                                                  "Δ MaxSkew@k, summed over occupations", width=PLOT_WIDTH,
+                                                  "Δ MaxSkew@k summed over occupations (log ratio)",
+                                                  width=PLOT_WIDTH,
                                                   colors=colors), kind="tradeoff", note="",
                                 caption="Each point: one strategy on one bias dataset and attribute. Right = accuracy "
                                         "gained, up = bias increased, both against the unpruned model. Bias is "
@@ -237,7 +248,7 @@ def _importance(stats: list[dict], effects: dict, model: str) -> list[dict]:
     judge = judge_of(stats) if stats else None
     for s in [s for s in stats if s["judge"] == judge]:
         rows = effects.get((s["run_id"], s["model"], s["dataset"], s["metric"], s["mode"], s["judge"]), [])
-        points = [dict(x=float(r["ccs"]), y=-r["change"], series=r["level"] or "unscored",
+        points = [dict(x=float(r["ccs"]), y=-r["change"], series=r["level"],
                        tooltip=f"{r['head_label']}: CCS {r['ccs']}, label {r['label'] or '–'}, {s['metric']} "
                                f"{r['change']:+.3g} when removed alone") for r in rows]
         if not points:
@@ -247,7 +258,8 @@ def _importance(stats: list[dict], effects: dict, model: str) -> list[dict]:
                     if s["low"] is not None else "too few heads for an interval")
         figures.append(dict(
             svg=plots.scatter(points, f"Does CCS predict importance? {model} on {s['dataset']} ({s['mode']} ablation)",
-                              f"CCS (judge {s['judge']})", f"{s['metric']} lost when removed alone (points)",
+                              f"CCS (aligned spans of 5, judge {s['judge']})",
+                              f"{s['metric']} lost when removed alone (points)",
                               width=PLOT_WIDTH), kind="importance", note="",
             caption=f"Each point: one head ablated alone. Spearman's rho = {rho} over {s['n_heads']} heads, "
                     f"{interval}; positive: heads with a higher CCS cost more when removed."))
@@ -273,7 +285,7 @@ def _ccs_at_k_plot(conn):
     if not series:
         return None
     return plots.grouped_bars([*map(str, range(6)), "unscored"], series, "CCS@K per model",
-                              "fraction of all analysed heads", y_max=1.0)
+                              "fraction of all analysed heads", y_max=1.0, x_label="K: CCS (aligned spans of 5)")
 
 
 def _environment() -> jinja2.Environment:
@@ -315,6 +327,7 @@ def build_report(root: str, out_path: str, heads: Sequence[str] | None = None) -
             runs=runs,
             nodes=canned_rows(conn, "node_throughput"),
             sections=sections,
+            thumb_css=thumb_styles(card_images(c for s in sections for c in s["cards"])),
             **_banners(sections, runs),
             ccs_at_k=_ccs_at_k_plot(conn),
             ccs_at_k_rows=_ccs_at_k_intervals(conn),
@@ -337,7 +350,8 @@ def build_card(root: str, model: str, head: str, out_path: str, run_id: str | No
         runs = canned_rows(conn, "run_summary", where(model=model, run_id=card["run_id"]))
     section = dict(model=card["model"], run_id=card["run_id"], heuristic=card["heuristic"],
                    random_init=card["model"].endswith("/none"))
-    return _write("card.html.j2", dict(root=str(root), card=card, **_banners([section], runs)), out_path)
+    return _write("card.html.j2", dict(root=str(root), card=card, thumb_css=thumb_styles(card_images([card])),
+                                       **_banners([section], runs)), out_path)
 
 
 def _slug(text: str) -> str:

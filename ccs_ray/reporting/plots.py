@@ -2,7 +2,9 @@
 
 Built with ``xml.etree.ElementTree``, which escapes every text and attribute, so labels and spans from
 the data cannot inject markup. Each function returns the SVG as :class:`markupsafe.Markup`.
-Coordinates are SVG user units (pixels at 100 % zoom).
+Coordinates are SVG user units (pixels at 100 % zoom). Axes carry round ticks (1, 2 or 5 x 10^k apart,
+:func:`nice_ticks`) and start where the data does (a scatter's axes span its points, not 0); a scatter labels
+its points when there are at most :data:`LABEL_POINTS` of them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from markupsafe import Markup
 
 PALETTE = ("#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#76b7b2", "#b07aa1", "#edc948", "#9c755f", "#bab0ac")
 FONT = {"font-family": "sans-serif", "font-size": "11"}
+TICKS = 5  # about this many intervals on an axis
+LABEL_POINTS = 20  # a scatter with at most this many points writes each point's label beside it
 
 
 def _svg(width: float, height: float, title: str) -> ET.Element:
@@ -75,11 +79,29 @@ def heatmap(cells: Sequence[dict], title: str, cell: int = 30) -> Markup:
     return _markup(svg)
 
 
+def nice_ticks(lo: float, hi: float, n: int = TICKS) -> list[float]:
+    """Round tick values covering [lo, hi]: about ``n`` intervals of 1, 2 or 5 x 10^k, from a multiple of the
+    step at or below ``lo`` to one at or above ``hi`` (lo = hi: one step either side)."""
+    if hi < lo:
+        lo, hi = hi, lo
+    span = hi - lo or abs(hi) or 1.0
+    raw = span / n
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    if first == last:
+        first, last = first - 1, last + 1
+    digits = max(0, -math.floor(math.log10(step) + 1e-9))
+    return [round(i * step, digits) for i in range(first, last + 1)]
+
+
+def _tick_text(value: float) -> str:
+    return f"{value:g}"
+
+
 def _nice_max(value: float) -> float:
-    if value <= 0:
-        return 1.0
-    step = 10 ** math.floor(math.log10(value))
-    return math.ceil(value / step * 1.05) * step
+    """The smallest round tick at or above ``value`` (1.0 for no positive value)."""
+    return nice_ticks(0.0, value)[-1] if value > 0 else 1.0
 
 
 def _color(names: Sequence[str], name: str, colors: dict[str, str] | None) -> str:
@@ -100,19 +122,21 @@ def _errorbar(svg, cx: float, y1: float, y2: float) -> None:
 
 
 def _y_grid(svg, left: float, top: float, plot_w: float, plot_h: float, y_max: float, y_label: str) -> None:
-    """Horizontal grid lines with their values at 0, 1/5 .. 5/5 of ``y_max``, and the rotated y-axis label."""
-    for t in range(6):
-        y = top + plot_h - plot_h * t / 5
+    """Horizontal grid lines with their values at the round ticks from 0 to ``y_max``, and the rotated y-axis
+    label."""
+    for t in (t for t in nice_ticks(0.0, y_max) if t <= y_max * (1 + 1e-9)):
+        y = top + plot_h - plot_h * t / y_max
         ET.SubElement(svg, "line", {"x1": str(left), "x2": f"{left + plot_w:.1f}", "y1": f"{y:.1f}", "y2": f"{y:.1f}",
                                     "stroke": "#e5e5e5"})
-        _text(svg, left - 4, y + 4, f"{y_max * t / 5:.3g}", anchor="end")
+        _text(svg, left - 4, y + 4, _tick_text(t), anchor="end")
     _text(svg, 12, top + plot_h / 2, y_label, transform=f"rotate(-90 12 {top + plot_h / 2:.1f})")
 
 
 def grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[tuple[float | None, float | None]]],
                  title: str, y_label: str, y_max: float | None = None, width: int = 640,
-                 colors: dict[str, str] | None = None) -> Markup:
-    """Bars per category, one per series, with optional error bars (value +- err).
+                 colors: dict[str, str] | None = None, x_label: str | None = None) -> Markup:
+    """Bars per category, one per series, with optional error bars (value +- err); ``x_label`` names the
+    categories' axis (none: the categories name themselves).
 
     ``series``: name -> one (value, err) per category; None values draw no bar, None errs no error bar.
     ``colors``: series name -> colour (default: the palette in series order).
@@ -143,23 +167,25 @@ def grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[tuple[
                           top + plot_h - (value + err) * scale)
     ET.SubElement(svg, "line", {"x1": str(left), "x2": str(left + plot_w), "y1": str(top + plot_h),
                                 "y2": str(top + plot_h), "stroke": "#444444"})
+    if x_label:
+        _text(svg, left + plot_w / 2, height - 6, x_label)
     _legend(svg, left + plot_w + 12, top, names, colors)
     return _markup(svg)
 
 
 def scatter(points: Sequence[dict], title: str, x_label: str, y_label: str, width: int = 640,
             colors: dict[str, str] | None = None) -> Markup:
-    """Points (dicts with x, y, series, tooltip) on linear axes through zero, coloured by series
-    (``colors``: series name -> colour; default: the palette in order of first appearance)."""
+    """Points (dicts with x, y, series, tooltip and optional label) coloured by series (``colors``: series name ->
+    colour; default: the palette in order of first appearance). Each axis spans the round ticks around its data
+    (:func:`nice_ticks`), with a dashed line at 0 where 0 is inside; up to :data:`LABEL_POINTS` points carry
+    their label."""
     left, right, top, bottom = 60, 170, 20, 44
     height = 320
     plot_w, plot_h = width - left - right, height - top - bottom
     svg = _svg(width, height, title)
-    xs, ys = [p["x"] for p in points] + [0.0], [p["y"] for p in points] + [0.0]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    pad_x, pad_y = (x1 - x0) * 0.08 or 1.0, (y1 - y0) * 0.08 or 1.0
-    x0, x1, y0, y1 = x0 - pad_x, x1 + pad_x, y0 - pad_y, y1 + pad_y
+    x_ticks = nice_ticks(min(p["x"] for p in points), max(p["x"] for p in points))
+    y_ticks = nice_ticks(min(p["y"] for p in points), max(p["y"] for p in points))
+    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
 
     def px(x):
         return left + (x - x0) / (x1 - x0) * plot_w
@@ -168,21 +194,27 @@ def scatter(points: Sequence[dict], title: str, x_label: str, y_label: str, widt
         return top + plot_h - (y - y0) / (y1 - y0) * plot_h
 
     _rect(svg, left, top, plot_w, plot_h, "none", stroke="#444444")
-    for a, b, c, d in ((px(0), px(0), top, top + plot_h), (left, left + plot_w, py(0), py(0))):
+    zero = [(px(0), px(0), top, top + plot_h)] if x0 < 0 < x1 else []
+    zero += [(left, left + plot_w, py(0), py(0))] if y0 < 0 < y1 else []
+    for a, b, c, d in zero:
         ET.SubElement(svg, "line", {"x1": f"{a:.1f}", "x2": f"{b:.1f}", "y1": f"{c:.1f}", "y2": f"{d:.1f}",
                                     "stroke": "#bbbbbb", "stroke-dasharray": "4 3"})
-    for t in range(5):
-        xv, yv = x0 + (x1 - x0) * t / 4, y0 + (y1 - y0) * t / 4
-        _text(svg, px(xv), top + plot_h + 14, f"{xv:.3g}")
-        _text(svg, left - 4, py(yv) + 4, f"{yv:.3g}", anchor="end")
+    for xv in x_ticks:
+        _text(svg, px(xv), top + plot_h + 14, _tick_text(xv))
+    for yv in y_ticks:
+        _text(svg, left - 4, py(yv) + 4, _tick_text(yv), anchor="end")
     _text(svg, left + plot_w / 2, height - 6, x_label)
     _text(svg, 12, top + plot_h / 2, y_label, transform=f"rotate(-90 12 {top + plot_h / 2:.1f})")
     names = list(dict.fromkeys(p["series"] for p in points))
+    labelled = len(points) <= LABEL_POINTS
     for p in points:
         dot = ET.SubElement(svg, "circle", {"cx": f"{px(p['x']):.1f}", "cy": f"{py(p['y']):.1f}", "r": "5",
                                             "fill": _color(names, p["series"], colors),
                                             "fill-opacity": "0.85", "class": "point"})
         ET.SubElement(dot, "title").text = p["tooltip"]
+        if labelled and p.get("label"):
+            _text(svg, px(p["x"]) + 7, py(p["y"]) - 6, p["label"], anchor="start", fill="#333333",
+                  **{"class": "point-label", "font-size": "10"})
     _legend(svg, left + plot_w + 12, top, names, colors)
     return _markup(svg)
 
@@ -287,7 +319,7 @@ def diverging_bars(categories: Sequence[str], series: Mapping[str, Sequence[floa
     for t in (-1, -0.5, 0, 0.5, 1):
         ET.SubElement(svg, "line", {"x1": f"{px(t * x_max):.1f}", "x2": f"{px(t * x_max):.1f}", "y1": str(top),
                                     "y2": f"{axis_y:.1f}", "stroke": "#444444" if t == 0 else "#e5e5e5"})
-        _text(svg, px(t * x_max), axis_y + 13, f"{t * x_max:+.3g}" if t else "0")
+        _text(svg, px(t * x_max), axis_y + 13, f"{t * x_max:+g}" if t else "0")
     _text(svg, zero, axis_y + 30, x_label)
     for i, cat in enumerate(categories):
         y = top + group_h * i

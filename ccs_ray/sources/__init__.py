@@ -60,12 +60,12 @@ class LoadedShard:
     def error(self, item: str, reason: str, detail: str) -> None:
         """An input lost: an ``errors`` row."""
         self.errors.append(dict(stage="decode", source=self.shard.uri, item=item, reason=reason, detail=detail[:2000],
-                                at=datetime.now(UTC)))
+                                logged_at=datetime.now(UTC)))
 
     def converted(self, item: str, from_mode: str) -> None:
         """An image kept but converted to RGB from ``from_mode``: a ``conversions`` row."""
         self.conversions.append(dict(source=self.shard.uri, item=item, from_mode=from_mode,
-                                     at=datetime.now(UTC)))
+                                     logged_at=datetime.now(UTC)))
 
     def preprocessed(self, item: str, data: bytes, preprocess):
         """``preprocess`` of the image ``data`` decoded on CPU (:func:`decode_image`), or None with an error row."""

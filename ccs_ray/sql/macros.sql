@@ -8,14 +8,38 @@
 --   mean_interval(values DOUBLE[]) -> STRUCT(mean, low, high, n)               Student t; NULL low/high for n < 2
 --   paired_difference(bits_a BLOB, bits_b BLOB, n BIGINT) -> STRUCT(diff, low, high)
 --       a - b in percent points over the same n items (correctness.bits), Newcombe's paired hybrid score interval
+--       (Newcombe 1998, method 10, with its corrected phi; ccs_ray.stats.paired_table_difference)
 --   spearman_interval(x DOUBLE[], y DOUBLE[]) -> STRUCT(rho, low, high, n)     percentile bootstrap over pairs
 --   share_interval(values INTEGER[], k INTEGER) -> STRUCT(share, low, high)    share = k; bootstrap over items
 --   cohen_kappa_se(a DOUBLE[], b DOUBLE[]) -> DOUBLE                           Fleiss, Cohen & Everitt (1969)
 --   fleiss_kappa_se(counts BIGINT[][]) -> DOUBLE                               per item the raters per category
 -- Bootstraps use 2000 resamples and a fixed seed (the same data give the same interval), none under 5 items.
 
--- CCS level of a head (docs/architecture.md, "CCS and its levels"): high = 5, low <= 1, medium in between.
-CREATE MACRO ccs_level(ccs) AS CASE WHEN ccs >= 5 THEN 'high' WHEN ccs <= 1 THEN 'low' ELSE 'medium' END;
+-- CCS level of a head (docs/architecture.md, "CCS and its levels"): high = 5, low <= 1, medium in between;
+-- unscored for NULL (a judgment missing), never one of the other three.
+CREATE MACRO ccs_level(ccs) AS
+    CASE WHEN ccs IS NULL THEN 'unscored' WHEN ccs >= 5 THEN 'high' WHEN ccs <= 1 THEN 'low' ELSE 'medium' END;
+
+-- Why heads have no CCS: per run, model, judge and head_label with a judgment or label error (variant 'paper'),
+-- reasons = '<error> (<judges that met it>)' per distinct error, in order; the combined judge (the majority vote)
+-- lists every judge's errors (its own, 'no valid vote', only says that they failed).
+CREATE MACRO unscored_reasons() AS TABLE
+    WITH errs AS (
+        SELECT run_id, model, judge, head_label, error
+        FROM judgments WHERE variant = 'paper' AND error IS NOT NULL AND judge <> 'combined'
+        UNION ALL
+        SELECT run_id, model, judge, head_label, error FROM labels WHERE variant = 'paper' AND error IS NOT NULL
+    ), mine AS (
+        SELECT judge AS of_judge, * FROM errs
+        UNION ALL
+        SELECT 'combined', * FROM errs
+    ), grouped AS (
+        SELECT run_id, model, of_judge, head_label, error, string_agg(DISTINCT judge, ', ' ORDER BY judge) AS judges
+        FROM mine GROUP BY ALL
+    )
+    SELECT run_id, model, of_judge AS judge, head_label,
+           string_agg(error || ' (' || judges || ')', '; ' ORDER BY error) AS reasons
+    FROM grouped GROUP BY ALL;
 
 -- The unpruned model's rows in evals / bias (ccs_ray.ablate names the baseline configuration 'none').
 CREATE MACRO is_baseline(strategy) AS strategy = 'none';

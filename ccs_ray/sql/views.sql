@@ -24,9 +24,11 @@ CREATE VIEW evals AS SELECT * FROM read_parquet('${ROOT}/evals/**/*.parquet', hi
 CREATE VIEW bias AS SELECT * FROM read_parquet('${ROOT}/bias/**/*.parquet', hive_partitioning = true, union_by_name = true) WHERE ablation_id NOT IN ('random:mean', 'random:std') AND occupation NOT IN ('__sum__', '__mean__');
 CREATE VIEW head_effects AS SELECT * FROM read_parquet('${ROOT}/head_effects/**/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE VIEW correctness AS SELECT * FROM read_parquet('${ROOT}/correctness/**/*.parquet', hive_partitioning = true, union_by_name = true);
-CREATE VIEW judge_calls AS SELECT * FROM read_parquet('${ROOT}/judge_calls/**/*.parquet', hive_partitioning = true, union_by_name = true);
-CREATE VIEW errors AS SELECT * FROM read_parquet('${ROOT}/errors/**/*.parquet', hive_partitioning = true, union_by_name = true);
-CREATE VIEW conversions AS SELECT * FROM read_parquet('${ROOT}/conversions/**/*.parquet', hive_partitioning = true, union_by_name = true);
+-- judge_calls, errors and conversions: ccs-ray 0.2.0 and earlier named logged_at `at` (a word DuckDB 2 reserves;
+-- ccs_ray.tables.RENAMED): files that hold `at` read as logged_at.
+CREATE VIEW judge_calls AS SELECT COLUMNS(lambda c: c NOT IN ('logged_at', 'at')), coalesce(*COLUMNS(lambda c: c IN ('logged_at', 'at'))) AS logged_at FROM read_parquet('${ROOT}/judge_calls/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW errors AS SELECT COLUMNS(lambda c: c NOT IN ('logged_at', 'at')), coalesce(*COLUMNS(lambda c: c IN ('logged_at', 'at'))) AS logged_at FROM read_parquet('${ROOT}/errors/**/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE VIEW conversions AS SELECT COLUMNS(lambda c: c NOT IN ('logged_at', 'at')), coalesce(*COLUMNS(lambda c: c IN ('logged_at', 'at'))) AS logged_at FROM read_parquet('${ROOT}/conversions/**/*.parquet', hive_partitioning = true, union_by_name = true);
 -- Reference data (ccs_ray.reference: the paper's published head sets, counts and figures), the same in every
 -- root; ccs-ray reads them from the installed package, these lines serve plain DuckDB over a run's root.
 CREATE VIEW paper_heads AS SELECT * FROM read_parquet('${ROOT}/paper_heads/*.parquet');

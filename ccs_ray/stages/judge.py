@@ -37,7 +37,7 @@ from ..judges.offline import OfflineJudge, vocabulary_from
 from ..judges.pool import endpoint_of, run_pool
 from ..moments import HeadMoments
 from ..pools import load_pool
-from ..progress import Progress
+from ..progress import Progress, Steps
 from ..spec import JudgeConfig, SpansConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from ..texts import TextEncoder
@@ -166,14 +166,16 @@ def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> JudgeSum
             calls += [call_row(name, endpoint, c) for v in by_judge[name] for c in v.calls]
         tables[name] = verdict_rows(name, by_judge[name], heuristic[name], m)
     tables[COMBINED] = combined_rows(by_judge, any(heuristic.values()), m)
-    fidelity = add_label_fidelity(ctx, section, encoder, [r for rows in tables.values() for r in rows["ccs"]])
+    with Steps(ctx.progress) as steps:  # encodes the pool and each head's labels: no bar, a line that counts up
+        steps.next(f"judge {model}: label fidelity ...")
+        fidelity = add_label_fidelity(ctx, section, encoder, [r for rows in tables.values() for r in rows["ccs"]])
     for name, rows in tables.items():
         for table, table_rows in rows.items():
             replace_file(root, table, table_rows, run_id, model, f"judge-{file_safe(name)}")
 
-    errors = [{"stage": "judge", "source": "spans", **p, "at": _now()} for p in problems]
+    errors = [{"stage": "judge", "source": "spans", **p, "logged_at": _now()} for p in problems]
     errors += [{"stage": "judge", "source": c["judge"], "reason": "judge request failed", "detail": c["error"],
-                "item": f"{c['head_label']} {c['kind']} {c['span_rank'] or ''}".strip(), "at": _now()}
+                "item": f"{c['head_label']} {c['kind']} {c['span_rank'] or ''}".strip(), "logged_at": _now()}
                for c in calls if c["final"] and c["error"]]
     replace_file(root, "errors", errors, run_id, model, "judge")  # this run's judge errors replace the last run's
     write_table(root, "judge_calls", calls, run_id, model, name=f"judge-{uuid.uuid4().hex}")  # every run's calls kept
@@ -246,5 +248,5 @@ def add_label_fidelity(ctx: ModelContext, section: JudgeSection, encoder: TextEn
 
 def call_row(judge: str, endpoint: str, call: dict) -> dict:
     """A judge_calls row from one of a verdict's call records."""
-    return {**call, "judge": judge, "endpoint": endpoint, "at": _now()}
+    return {**call, "judge": judge, "endpoint": endpoint, "logged_at": _now()}
 

@@ -17,7 +17,8 @@ kind's entry of :data:`ccs_ray.evals.kinds.EVAL_KINDS`) and writes the ``ablatio
 (stable file names: re-running replaces them). The text side is encoded through the run's text cache
 (:meth:`~ccs_ray.runs.RunState.text_cache`), which the spans and judge stages share. If a unit fails, the
 tables are written for the datasets whose units all finished and the stage raises: a re-run with resume redoes
-only the failed units.
+only the failed units. On a terminal each step before the units' bar (loading the model, choosing the heads,
+encoding the text side) says what it does.
 
 Each configuration ablates in its own mode (``Ablation.mode``; the single strategy's ``single:zero:L11.H5`` and
 ``single:mean:L11.H5`` in one run) or, without one, in ``prune.mode``. ``head_effects``: every ``evals`` row of a
@@ -56,6 +57,7 @@ from ..evals.units import (
 from ..heads import parse_head_name
 from ..models import shared_model
 from ..moments import HeadMoments
+from ..progress import Steps
 from ..reference import paper_random_layers, paper_reference, reference_key
 from ..spec import EvalsConfig, PruneConfig, Spec
 from ..tables import read_table, replace_file, write_table
@@ -174,20 +176,26 @@ def run(ctx: ModelContext, section: PruneSection) -> PruneSummary:
     """
     t0 = time.perf_counter()
     prune, model_key, precision = section.prune, ctx.model, ctx.models.precision
-    model = shared_model(model_key, precision)  # the text side and head checks (the judge's too)
-    layers = select_layers(model, ctx.models.layers, ctx.models.last_layers)
-    chosen, reference_model = _choose(ctx, section, model, layers)
-    ablations = [a for a in chosen if a.reason is None]  # the configurations evaluated
-    mean_z = _mean_z(ctx, prune, ablations)
-    for a in ablations:  # validate every head list against the model before starting actors
-        if a.heads:
-            head_ablation(model, a.heads, a.mode or prune.mode, mean_z)
-    write_table(ctx.root, "ablations", _ablation_rows(section, chosen, reference_model), ctx.run_id, model_key,
-                name="prune")
-    encoder = TextEncoder(model_key, precision, cache_dir=ctx.text_cache, model=model)
-    planned = ctx.plan.datasets if ctx.plan is not None else None  # preflight listed the datasets
-    plans = plan_datasets(section.evals, model, encoder, planned)  # the text side, once per model
-    units, skipped = _units(ctx, prune, plans, ablations, mean_z)
+    with Steps(ctx.progress) as steps:
+        steps.next(f"prune {model_key}: loading the model ...")
+        model = shared_model(model_key, precision)  # the text side and head checks (the judge's too)
+        layers = select_layers(model, ctx.models.layers, ctx.models.last_layers)
+        steps.next(f"prune {model_key}: choosing the heads of {len(prune.strategies)} strategies ...")
+        chosen, reference_model = _choose(ctx, section, model, layers)
+        ablations = [a for a in chosen if a.reason is None]  # the configurations evaluated
+        mean_z = _mean_z(ctx, prune, ablations)
+        for a in ablations:  # validate every head list against the model before starting actors
+            if a.heads:
+                head_ablation(model, a.heads, a.mode or prune.mode, mean_z)
+        write_table(ctx.root, "ablations", _ablation_rows(section, chosen, reference_model), ctx.run_id, model_key,
+                    name="prune")
+        evals = section.evals
+        steps.next(f"prune {model_key}: encoding the text side of "
+                   f"{len(evals.classification) + len(evals.video) + len(evals.bias)} datasets ...")
+        encoder = TextEncoder(model_key, precision, cache_dir=ctx.text_cache, model=model)
+        planned = ctx.plan.datasets if ctx.plan is not None else None  # preflight listed the datasets
+        plans = plan_datasets(evals, model, encoder, planned)  # the text side, once per model
+        units, skipped = _units(ctx, prune, plans, ablations, mean_z)
     setup = WorkerSetup(model_key, precision, tuple((tuple(a.heads), a.mode or prune.mode) for a in ablations),
                         mean_z, section.evals.batch_size)
     outcome = run_units(units, setup, section.evals, ctx.cluster_resources, ctx.progress)

@@ -124,7 +124,8 @@ def _finish_model(ctx: RunContext, kind: MomentsPass, model: str, plan: ShardPla
     tables.write_table(ctx.root, "shards", _done_rows(records), ctx.run_id, model, name="scan")
     tables.remove_parts(ctx.root, "shards", ctx.run_id, model, ("planned-", "done-"))
     for table in ("errors", "conversions"):  # records of an earlier version hold no conversions
-        rows = [dict(row, at=datetime.fromisoformat(row["at"])) for r in records for row in r.get(table, ())]
+        rows = [tables.renamed(table, row) for r in records for row in r.get(table, ())]
+        rows = [dict(row, logged_at=datetime.fromisoformat(row["logged_at"])) for row in rows]
         tables.write_table(ctx.root, table, rows, ctx.run_id, model, name="scan")
     summary.moments[model] = uri
     summary.n_images[model] = n_images

@@ -2,7 +2,7 @@
 -- per run and model whose heads were judged, over the CCS of the combined judge (the majority vote): n_heads
 -- analysed; ccs_at_0 .. ccs_at_5, the share (0..1) of those heads with CCS = K, and unscored, the share without a
 -- score (the seven add to 1); share_high / share_medium / share_low, the share of heads of each CCS level (high =
--- 5, medium 2..4, low <= 1; unscored heads are in none), share_high_low .. share_low_high: the 95% percentile
+-- 5, medium 2..4, low <= 1; an unscored head is in none: its share is unscored), share_high_low .. share_low_high: the 95% percentile
 -- bootstrap interval over heads of share_high and share_low (share_interval; NULL under 5 heads); heuristic: the
 -- CCS came from the offline heuristic judge. Pruning against the unpruned model (strategy none), for the
 -- strategies high and low: delta_top1_high / delta_top1_low = top-1 accuracy, pruned - unpruned, in points, the
@@ -11,13 +11,13 @@
 -- datasets, attributes and template combinations (n_bias_groups). NULL where the strategy was not evaluated (not
 -- asked for, or it selected no head).
 WITH heads AS (
-    SELECT run_id, model, count(*) AS n_heads, count(*) FILTER (WHERE ccs IS NULL) AS n_unscored,
+    SELECT run_id, model, count(*) AS n_heads, count(*) FILTER (WHERE ccs_level(ccs) = 'unscored') AS n_unscored,
            count(*) FILTER (WHERE ccs = 0) AS n0, count(*) FILTER (WHERE ccs = 1) AS n1,
            count(*) FILTER (WHERE ccs = 2) AS n2, count(*) FILTER (WHERE ccs = 3) AS n3,
            count(*) FILTER (WHERE ccs = 4) AS n4, count(*) FILTER (WHERE ccs = 5) AS n5,
-           count(*) FILTER (WHERE ccs IS NOT NULL AND ccs_level(ccs) = 'high') AS n_high,
-           count(*) FILTER (WHERE ccs IS NOT NULL AND ccs_level(ccs) = 'medium') AS n_medium,
-           count(*) FILTER (WHERE ccs IS NOT NULL AND ccs_level(ccs) = 'low') AS n_low,
+           count(*) FILTER (WHERE ccs_level(ccs) = 'high') AS n_high,
+           count(*) FILTER (WHERE ccs_level(ccs) = 'medium') AS n_medium,
+           count(*) FILTER (WHERE ccs_level(ccs) = 'low') AS n_low,
            share_interval(list(ccs::INTEGER), 5) AS high_interval,
            share_interval(list((ccs <= 1)::INTEGER), 1) AS low_interval,
            bool_or(heuristic) AS heuristic

@@ -4,8 +4,8 @@
 -- baseline in the metric's units (percent points for accuracies; < 0: pruning lowers the metric) and its 95%
 -- interval low / high. interval_over = 'seeds' where the configuration has several seeds (Student t over the
 -- per-seed differences: how much the draw of heads matters), 'images' where it has one and both it and the
--- unpruned model have per-image results (correctness: top1 / top5; Newcombe's paired score interval over the same
--- images: how much the images drawn matter), else NULL and note says why there is no interval.
+-- unpruned model have per-image results (correctness: top1 / top5; Newcombe's paired score interval, 1998 method 10,
+-- over the same images: how much the images drawn matter), else NULL and note says why there is no interval.
 WITH per_row AS (
     SELECT e.run_id, e.model, e.dataset, e.metric, e.ablation_id, e.config, e.strategy, e.seed, e.value,
            b.baseline, e.value - b.baseline AS difference
