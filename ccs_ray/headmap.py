@@ -26,18 +26,19 @@ The head's map along a unit direction ``d`` [D] (a span's ``spans.direction``, o
 is ``m_p = c_p . d`` for the patches p = 1..T-1, in the patch grid's row-major order as [B, gh, gw], in embedding
 units like the explain stage's scores (``top_images.score = x . d``). The class token's own term ``c_0 . d`` is not
 in the map: ``map.sum((-2, -1)) + c_0 . d`` is the head's contribution projected on ``d``. :func:`head_map` returns
-the maps; :func:`overlay_png` draws one over an image (:func:`write_head_map`: ``ccs-ray head MODEL HEAD --image``).
+the maps; :func:`ccs_ray.heatmap.overlay_png` draws one over an image (:func:`write_head_map`:
+``ccs-ray head MODEL HEAD --image``).
 
 Since ``c_j`` is ``(affine in r_j) @ proj`` (times ``1 / |e|``), ``c_j . d`` is the same expression with ``proj``
 replaced by ``proj @ d`` [W]: the maps of many heads and directions (:func:`span_maps`, one forward for every head:
 the explain stage's maps of its top images, ``top_images.patch_map``) never form the [B, T, D] terms.
-:func:`cells_png` draws a map as a PNG of one pixel per patch (the head cards lay it over the image's thumbnail).
+:func:`ccs_ray.heatmap.cells_png` draws a map as a PNG of one pixel per patch (the head cards lay it over the
+image's thumbnail).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,27 +48,17 @@ from typing import TYPE_CHECKING
 import fsspec
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from .decompose import _layer_scale, _to_embedding_space, decomposed_forward, head_qkv, tower_shape
 from .errors import UserError
 from .heads import head_name, parse_head_name
+from .heatmap import overlay_png
 from .preprocess import Pixels, _crop_box, model_input
 
 if TYPE_CHECKING:
     ImageLike = Image.Image | str | os.PathLike[str]
 
-#: Opacity of the heat layer over the image (0: the image alone, 1: the heat layer alone).
-ALPHA = 0.6
-#: Colours of the diverging scale at -scale, 0 and +scale (RGB): a patch that pushes the head's output along the
-#: direction is red, one that pushes against it blue.
-NEGATIVE, ZERO, POSITIVE = (33, 102, 172), (247, 247, 247), (178, 24, 43)
-#: Colours of a map's cells in a head card (:func:`cells_png`): odd, so that 0 has its own.
-CELL_LEVELS = 33
-#: Colour drawn (at the same opacity) over the parts of an image that the model does not see (cropped away).
-VEIL = (128, 128, 128)
-#: The PNG text chunk that holds a drawn map's values, scale and what it shows (JSON).
-PNG_KEY = "ccs_ray.head_map"
 
 
 def _head(model, head: str) -> tuple[int, int]:
@@ -248,59 +239,6 @@ def model_view(cfg: dict, size: tuple[int, int]) -> tuple[float, float, float, f
     return x * sx, y * sy, (x + tw) * sx, (y + th) * sy
 
 
-def colors(values: np.ndarray, scale: float) -> np.ndarray:
-    """uint8 [..., 3] RGB of ``values`` on the diverging scale: -scale blue, 0 near white, +scale red (clipped)."""
-    t = np.clip(np.asarray(values, dtype=np.float64) / scale, -1, 1)[..., None]
-    ends = np.where(t >= 0, np.array(POSITIVE, float), np.array(NEGATIVE, float))
-    return np.rint(np.array(ZERO, float) + np.abs(t) * (ends - np.array(ZERO, float))).astype(np.uint8)
-
-
-def default_scale(values: np.ndarray) -> float:
-    """The colour scale of a map: its largest |value| (1 for a map of zeros)."""
-    top = float(np.abs(values).max())
-    return top if top > 0 else 1.0
-
-
-def cells_png(values: np.ndarray, scale: float | None = None) -> bytes:
-    """PNG bytes of a map ``values`` [gh, gw] (row-major patch values) as gh x gw pixels, one per patch, on the
-    diverging scale (:func:`colors`; ``scale`` default :func:`default_scale`) in :data:`CELL_LEVELS` steps from
-    -scale to +scale: a palette image, a few hundred bytes even for a 16 x 16 grid (a report holds thousands)."""
-    values = np.asarray(values, dtype=np.float64)
-    scale = scale or default_scale(values)
-    steps = CELL_LEVELS - 1
-    index = np.rint((np.clip(values / scale, -1, 1) + 1) * steps / 2).astype(np.uint8)
-    image = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
-    image.putpalette(colors(np.linspace(-scale, scale, CELL_LEVELS), scale).ravel().tolist())
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
-    return out.getvalue()
-
-
-def overlay(image: Image.Image, values: np.ndarray, box: tuple[float, float, float, float] | None = None,
-            scale: float | None = None) -> Image.Image:
-    """``image`` (RGB, its own size) with the map ``values`` [gh, gw] drawn over ``box`` (:func:`model_view`; default
-    the whole image, as for an image the model saw as it is), one flat cell per patch, at opacity :data:`ALPHA`;
-    outside the box, the :data:`VEIL`. ``scale``: the value drawn at full colour (default :func:`default_scale`)."""
-    base = image.convert("RGB")
-    x0, y0, x1, y1 = (round(c) for c in (box or (0, 0, *base.size)))
-    cells = Image.fromarray(colors(values, scale or default_scale(values)))
-    layer = Image.new("RGB", base.size, VEIL)
-    layer.paste(cells.resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST), (x0, y0))
-    return Image.blend(base, layer, ALPHA)
-
-
-def overlay_png(image: Image.Image, values: np.ndarray, box: tuple[float, float, float, float] | None = None,
-                scale: float | None = None, about: dict | None = None) -> bytes:
-    """PNG bytes of :func:`overlay`, carrying in its text chunk :data:`PNG_KEY` the JSON of ``about`` (what the map
-    shows) with ``scale`` and ``values`` (the [gh, gw] map as nested lists)."""
-    scale = scale or default_scale(values)
-    info = PngImagePlugin.PngInfo()
-    info.add_text(PNG_KEY, json.dumps({**(about or {}), "scale": scale, "values": np.asarray(values).tolist()}))
-    out = io.BytesIO()
-    overlay(image, values, box, scale).save(out, format="PNG", pnginfo=info)
-    return out.getvalue()
-
-
 def span_direction(results: str, model: str, head: str, run_id: str | None = None,
                    rank: int = 1) -> tuple[np.ndarray, dict]:
     """Span ``rank`` of ``head`` of ``model`` from the ``spans`` table under ``results``: its direction [D] and its
@@ -332,9 +270,9 @@ def write_head_map(model: str, head: str, image: str, out: str | None = None, te
 
     The direction is ``text``'s embedding (in ``convention``, default ``"centered"``) when given, else span
     ``span`` of the head (:func:`span_direction` under ``results``; in the spans' convention). The map is drawn over
-    the part of the image the model sees (:func:`model_view`); the PNG's text chunk :data:`PNG_KEY` holds the values
-    (:func:`overlay_png`). Written to ``out`` (default ``<image name>-<head>.png`` in the working folder); returns
-    its path.
+    the part of the image the model sees (:func:`model_view`); the PNG's text chunk
+    :data:`~ccs_ray.heatmap.PNG_KEY` holds the values (:func:`~ccs_ray.heatmap.overlay_png`). Written to ``out``
+    (default ``<image name>-<head>.png`` in the working folder); returns its path.
     """
     label = head_name(*parse_head_name(head))
     about: dict = {"model": model, "head": label, "image": str(image)}

@@ -13,7 +13,8 @@ from PIL import Image
 from ccs_ray import head_map, load_model, tables
 from ccs_ray.cli import main
 from ccs_ray.decompose import decomposed_forward
-from ccs_ray.headmap import ALPHA, CELL_LEVELS, PNG_KEY, VEIL, cells_png, colors, span_maps, token_contributions
+from ccs_ray.headmap import span_maps, token_contributions
+from ccs_ray.heatmap import ALPHA, CELL_LEVELS, PNG_KEY, VEIL, cells_png, colors
 from ccs_ray.texts import text_embeddings
 
 #: Relative error of the per-token terms' sum against the head's contribution, and of the terms against a direct

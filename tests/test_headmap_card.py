@@ -5,6 +5,8 @@ import base64
 import html as html_lib
 import io
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from PIL import Image
 from test_scan import _scan, _spec
 
 from ccs_ray import analytics, head_map, load_model, tables
-from ccs_ray.headmap import CELL_LEVELS, colors, default_scale
+from ccs_ray.heatmap import CELL_LEVELS, colors, default_scale
 from ccs_ray.preprocess import Pixels, model_input, preprocess_config
 from ccs_ray.reporting import build_report
 from ccs_ray.reporting.cards import head_cards, where
@@ -139,3 +141,10 @@ def test_card_lays_maps_over_its_top_images_only(tmp_path):
                 assert png.size == (2, 3)
                 drawn_rgb = np.asarray(png.convert("RGB"), dtype=int)
                 assert np.abs(drawn_rgb - colors(np.rint(want / step) * step, scale)).max() <= 1  # colour rounding
+    # drawing the stored maps loads no model: the report of this root imports neither torch nor open_clip
+    code = ("import sys\nfrom ccs_ray.reporting import build_report\nbuild_report(*sys.argv[1:])\n"
+            "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "again.html")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
+    assert (tmp_path / "again.html").read_text().count('class="heat"') == len(maps)

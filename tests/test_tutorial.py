@@ -13,10 +13,11 @@ N_HEADS = 16  # ccs-tiny's 4 layers x 4 heads
 
 
 def _outputs(cell) -> tuple[str, str]:
-    """(the text a cell printed or displayed, its HTML) of an executed cell."""
+    """(the text a cell printed or displayed, its HTML) of an executed cell; what it wrote to stderr (warnings of
+    the libraries it loads) is not what the step shows."""
     text, markup = [], []
     for out in cell.get("outputs", []):
-        if out["output_type"] == "stream":
+        if out["output_type"] == "stream" and out["name"] == "stdout":
             text.append(out["text"])
         elif out["output_type"] in ("execute_result", "display_data"):
             text.append(out["data"].get("text/plain", ""))

@@ -17,7 +17,7 @@ stays under 25 MB.
 
 Where the head looks: a top image of a span with a map (``top_images.patch_map`` and ``patch_grid``, written by the
 explain stage: :func:`ccs_ray.headmap.span_maps`) carries it as ``overlay``, a PNG data URI of one pixel per image
-patch on the map's own diverging scale (:func:`ccs_ray.headmap.cells_png`: red along the span, blue against it),
+patch on the map's own diverging scale (:func:`ccs_ray.heatmap.cells_png`: red along the span, blue against it),
 which the card lays over the thumbnail, scaled with it. Bottom and overall top images have none.
 :func:`format_card` is a card as text (``ccs-ray head``), :func:`find_card` finds one.
 """
@@ -125,7 +125,7 @@ def overlay(patch_map: list[float], grid_rows: int) -> str:
     """The PNG data URI of a map (``top_images.patch_map``, row-major over ``grid_rows`` rows), one pixel per patch."""
     import numpy as np
 
-    from ccs_ray.headmap import cells_png
+    from ccs_ray.heatmap import cells_png
 
     png = cells_png(np.asarray(patch_map, dtype=np.float64).reshape(grid_rows, -1))
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
