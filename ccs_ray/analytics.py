@@ -300,10 +300,10 @@ def query(conn, sql: str) -> pa.Table:
 
 
 def canned_sql(name: str) -> str:
-    """The SQL of canned query ``name``; an unknown name is an error that lists them."""
+    """The SQL of canned query ``name``; an unknown name is a one-line :class:`SqlError` that lists the names."""
     queries = canned_queries()
     if name not in queries:
-        raise SqlError(f"no canned query {name!r}; canned queries:\n{describe_canned()}")
+        raise SqlError(f"no canned query {name!r}; canned queries: {', '.join(queries)}")
     return queries[name]
 
 

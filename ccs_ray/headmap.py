@@ -38,7 +38,6 @@ image's thumbnail).
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,10 +54,10 @@ from .errors import UserError
 from .heads import head_name, parse_head_name
 from .heatmap import overlay_png
 from .preprocess import Pixels, _crop_box, model_input
+from .sources.decode import DecodeError, decode_image
 
 if TYPE_CHECKING:
     ImageLike = Image.Image | str | os.PathLike[str]
-
 
 
 def _head(model, head: str) -> tuple[int, int]:
@@ -148,11 +147,11 @@ def span_maps(model, images: torch.Tensor, directions: Mapping[str, torch.Tensor
     out = {}
     with torch.no_grad():
         inputs, final, embedding = _tower_pass(model, images, [l for l, _ in heads.values()])
+        proj = visual.proj.to(embedding.dtype if embedding.dtype == torch.float64 else torch.float32)
         for layer, x in inputs.items():
             qkv = head_qkv(visual.transformer.resblocks[layer], x, cls_only=True)
             for head, (l, h) in heads.items():
                 if l == layer:
-                    proj = visual.proj.to(embedding.dtype if embedding.dtype == torch.float64 else torch.float32)
                     d = torch.as_tensor(directions[head]).to(proj)  # [m, D]
                     terms = _token_terms(visual, l, h, qkv, final, embedding, convention, proj @ d.T)
                     out[head] = terms[:, 1:].transpose(1, 2).reshape(len(images), -1, gh, gw)
@@ -160,11 +159,16 @@ def span_maps(model, images: torch.Tensor, directions: Mapping[str, torch.Tensor
 
 
 def _open(image: ImageLike) -> Image.Image:
-    """An RGB PIL image from a PIL image, a local path or an fsspec URI."""
+    """An RGB PIL image from a PIL image, a local path or an fsspec URI (decoded as a source's images are,
+    :func:`~ccs_ray.sources.decode.decode_image`; one that cannot be used is a UserError naming it)."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     with fsspec.open(str(image), "rb") as f:
-        return Image.open(io.BytesIO(f.read())).convert("RGB")
+        data = f.read()
+    try:
+        return decode_image(data)[0]
+    except DecodeError as e:
+        raise UserError(f"{image}: {e}") from None
 
 
 def _preprocess_cfg(model) -> dict:

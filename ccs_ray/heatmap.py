@@ -9,10 +9,11 @@ A map ``values`` [gh, gw] (row-major over the patch grid, embedding units) is dr
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+from .jsonout import dumps
 
 #: Opacity of the heat layer over the image (0: the image alone, 1: the heat layer alone).
 ALPHA = 0.6
@@ -74,7 +75,7 @@ def overlay_png(image: Image.Image, values: np.ndarray, box: tuple[float, float,
     shows) with ``scale`` and ``values`` (the [gh, gw] map as nested lists)."""
     scale = scale or default_scale(values)
     info = PngImagePlugin.PngInfo()
-    info.add_text(PNG_KEY, json.dumps({**(about or {}), "scale": scale, "values": np.asarray(values).tolist()}))
+    info.add_text(PNG_KEY, dumps({**(about or {}), "scale": scale, "values": np.asarray(values).tolist()}))
     out = io.BytesIO()
     overlay(image, values, box, scale).save(out, format="PNG", pnginfo=info)
     return out.getvalue()

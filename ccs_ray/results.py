@@ -17,14 +17,12 @@ that wrote a table it did not hold yet. Unknown models, runs, judges and heads a
 from __future__ import annotations
 
 import html
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 
 from ccs_ray.analytics import canned_subquery, connect, relation
-from ccs_ray.reporting import build_card, build_report
+from ccs_ray.reporting import build_report, card_page
 from ccs_ray.reporting.cards import HeadError, find_card, format_card, judge_of
 
 # The card is shown in an iframe of its own, so that its page's styles stay inside it; sandboxed, so that
@@ -112,10 +110,8 @@ class Results:
     def card(self, model: str, head: str, run_id: str | None = None) -> HeadCard:
         """The card of ``head`` (``L11.H5``) of ``model`` in ``run_id`` (default: the latest run that has it)."""
         card = find_card(self.conn, model, head, run_id)
-        with tempfile.TemporaryDirectory() as folder:
-            page = Path(build_card(self.root, card["model"], card["head_label"], f"{folder}/card.html",
-                                   card["run_id"])).read_text(encoding="utf-8")
-        return HeadCard(card["model"], card["head_label"], card["run_id"], format_card(card), page)
+        return HeadCard(card["model"], card["head_label"], card["run_id"], format_card(card),
+                        card_page(self.conn, self.root, card))
 
     def report(self, path: str, heads: list[str] | None = None) -> str:
         """Write the HTML report to ``path`` (any fsspec URI); ``heads`` (``["L11.H5", ...]``): show only these

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import jsonout
-from .analytics import ResultsRootError, SqlError, canned_queries, connect, describe_canned, describe_views, query
+from .analytics import ResultsRootError, SqlError, canned_sql, connect, describe_canned, describe_views, query
 from .choices import SQL_FORMATS
 from .tables import SUMMARIES
 
@@ -100,15 +100,7 @@ def run_sql(sql: str, root: str, fmt: str = "table") -> str | bytes:
 
 def run_canned(name: str, root: str, fmt: str = "table") -> str | bytes:
     """Run canned query ``name`` over the results under ``root`` and format the result."""
-    return run_sql(_canned_sql(name), root, fmt)
-
-
-def _canned_sql(name: str) -> str:
-    """The SQL of canned query ``name``; an unknown name is a one-line :class:`SqlError` that lists the names."""
-    queries = canned_queries()
-    if name not in queries:
-        raise SqlError(f"no canned query {name!r}; canned queries: {', '.join(queries)}")
-    return queries[name]
+    return run_sql(canned_sql(name), root, fmt)
 
 
 def error_line(error: Exception, hint: str) -> str:
@@ -220,7 +212,7 @@ def interactive(root: str, stdin: TextIO | None = None, stdout: TextIO | None = 
                     stdout.write(describe_canned() + "\n")
                 elif name == ".run":
                     try:
-                        run(_canned_sql(arg))
+                        run(canned_sql(arg))
                     except SqlError as e:
                         stdout.write(error_line(e, SHELL_HINT) + "\n")
                 elif name == ".format" and arg in SHELL_FORMATS:
@@ -273,6 +265,7 @@ def main_sql(query: str | None, root: str, fmt: str = "table", out: str | None =
     else:
         sys.stdout.write(result)
     return 0
+
 
 def views_sql(root: str) -> str:
     """The SQL that gives plain DuckDB (``duckdb -init FILE``, or ``duckdb.sql`` in Python) the views and macros

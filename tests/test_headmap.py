@@ -237,6 +237,14 @@ def test_cli_says_what_a_map_needs(tmp_path, capsys, args, message):
     assert capsys.readouterr().err == f"ccs-ray: {message.format(root=root)}\n"
 
 
+def test_cli_refuses_a_file_that_is_no_image_in_one_line(tmp_path, capsys):
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    assert main(["head", TINY, "L3.H1", "--image", str(notes), "--text", "a dog"]) == 2
+    assert capsys.readouterr().err == (f"ccs-ray: {notes}: not_an_image: 12 bytes in no image format PIL reads "
+                                       f"(starts b'not an i')\n")
+
+
 def test_span_maps_of_several_heads_equal_each_heads_map(tiny_model):
     """One pass for heads of different layers, each along its own directions, as head_map computes each alone."""
     model = tiny_model[0]

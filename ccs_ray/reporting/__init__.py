@@ -17,7 +17,7 @@ In print (A4), a head card never splits across pages and several share one. One 
 filters the head tables; the page is complete without it, and in print.
 
 :func:`build_report` writes the report (optionally of chosen heads only), :func:`build_card` one head's card
-page, :func:`show_head` is ``ccs-ray head``.
+page (:func:`card_page` renders it from an open connection), :func:`show_head` is ``ccs-ray head``.
 """
 
 from __future__ import annotations
@@ -298,7 +298,10 @@ def _environment() -> jinja2.Environment:
 
 
 def _write(template: str, context: dict, out_path: str) -> str:
-    html = _environment().get_template(template).render(**context)
+    return _save(_environment().get_template(template).render(**context), out_path)
+
+
+def _save(html: str, out_path: str) -> str:
     with fsspec.open(str(out_path), "w", encoding="utf-8") as f:
         f.write(html)
     return str(out_path)
@@ -346,12 +349,17 @@ def build_card(root: str, model: str, head: str, out_path: str, run_id: str | No
     """Render the card of ``head`` of ``model`` (run ``run_id``, default the latest) as a page of its own, with
     the banners that apply to it, to ``out_path``; returns ``out_path``."""
     with connect(root) as conn:
-        card = find_card(conn, model, head, run_id)
-        runs = canned_rows(conn, "run_summary", where(model=model, run_id=card["run_id"]))
+        return _save(card_page(conn, root, find_card(conn, model, head, run_id)), out_path)
+
+
+def card_page(conn, root: str, card: dict) -> str:
+    """The HTML page of ``card`` (:func:`~ccs_ray.reporting.cards.find_card` on ``conn``, a connection to the
+    results under ``root``), with the banners that apply to it."""
+    runs = canned_rows(conn, "run_summary", where(model=card["model"], run_id=card["run_id"]))
     section = dict(model=card["model"], run_id=card["run_id"], heuristic=card["heuristic"],
                    random_init=card["model"].endswith("/none"))
-    return _write("card.html.j2", dict(root=str(root), card=card, thumb_css=thumb_styles(card_images([card])),
-                                       **_banners([section], runs)), out_path)
+    return _environment().get_template("card.html.j2").render(
+        root=str(root), card=card, thumb_css=thumb_styles(card_images([card])), **_banners([section], runs))
 
 
 def _slug(text: str) -> str:
@@ -365,10 +373,10 @@ def show_head(root: str, model: str, head: str, run_id: str | None = None, open_
     name the file."""
     with connect(root) as conn:
         card = find_card(conn, model, head, run_id)
-    text = format_card(card)
-    if open_:
+        text = format_card(card)
+        if not open_:
+            return text
         path = Path(out or f"ccs-head-{_slug(card['model'])}-{card['head_label']}.html").resolve()
-        build_card(root, card["model"], card["head_label"], str(path), card["run_id"])
-        webbrowser.open(path.as_uri())
-        text += f"\nHTML card: {path}"
-    return text
+        _save(card_page(conn, root, card), str(path))
+    webbrowser.open(path.as_uri())
+    return text + f"\nHTML card: {path}"
