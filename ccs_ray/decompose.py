@@ -16,6 +16,14 @@ so each residual component maps into embedding space. Two conventions (docs/arch
 - ``"textspan"`` (clip_text_span, the paper's numbers): a head also carries ``b_O / H`` of its layer's
   out_proj bias, ``-mu / (K H)`` and ``+beta / (K H)`` with ``K = 2 L + 1``, and the result is divided by
   ``|e|``; the ``ln_pre`` output, the heads and the MLP outputs then sum to ``e / |e|``.
+
+Compact coordinates. With mu and sigma fixed, a head's contribution is ``x_i = c_i B_h``: k per-image coefficients
+c_i times a [k, D] matrix B_h fixed by the weights (:func:`head_basis`, docs/architecture.md "Compact moments"). With
+``A_h = W_O[:, h d:(h+1) d]^T diag(ls_1)`` [d, W] and ``g`` the ``ln_post`` scale:
+
+- ``"centered"``: k = d, ``c_i = z_i / sigma_i``, ``B_h = A_h (I - 11^T / W) diag(g) proj``;
+- ``"textspan"``: k = d + 3, ``c_i = (z_i / (sigma_i |e_i|), 1 / (sigma_i |e_i|), mu_i / (sigma_i |e_i|), 1 / |e_i|)``
+  and ``B_h`` stacks ``A_h diag(g) proj``, ``(b_O ls_1 / H) diag(g) proj``, ``-g proj / (K H)``, ``beta proj / (K H)``.
 """
 
 from __future__ import annotations
@@ -124,17 +132,21 @@ class Decomposition:
             (float32, or float64 for a float64 model), or None when no layer was requested.
         layers: the decomposed layers, in order.
         z_sum: [len(layers), H, T, d] sum over the batch of each head's attention output (float64), or None.
+        coefficients: [B, len(layers), H, k] each head's contribution in its compact coordinates (module docstring;
+            ``contributions == coefficients @ head_basis``), when asked for (contributions are then None).
     """
 
     embedding: torch.Tensor
     contributions: torch.Tensor | None
     layers: list[int]
     z_sum: torch.Tensor | None = None
+    coefficients: torch.Tensor | None = None
 
     @property
     def heads(self) -> list[str]:
         """Names of the decomposed heads, in the order of ``contributions.flatten(1, 2)``."""
-        return head_names(self.layers, self.contributions.shape[2] if self.contributions is not None else 0)
+        per_head = self.contributions if self.contributions is not None else self.coefficients
+        return head_names(self.layers, per_head.shape[2] if per_head is not None else 0)
 
 
 def _layer_scale(module: torch.nn.Module) -> torch.Tensor | None:
@@ -195,7 +207,7 @@ def last_block_cls_only(blocks, layer: int, stop_at: int | None) -> bool:
 def decomposed_forward(
     model: torch.nn.Module, images: torch.Tensor | None, *, layers: list[int] | None = None,
     convention: str = "centered", ablation: HeadAblation | None = None, keep_z_sum: bool = False,
-    start: tuple[int, torch.Tensor] | None = None, stop_at: None = None,
+    start: tuple[int, torch.Tensor] | None = None, coefficients: bool = False, stop_at: None = None,
 ) -> Decomposition: ...
 
 
@@ -203,7 +215,7 @@ def decomposed_forward(
 def decomposed_forward(
     model: torch.nn.Module, images: torch.Tensor | None, *, layers: list[int] | None = None,
     convention: str = "centered", ablation: HeadAblation | None = None, keep_z_sum: bool = False,
-    start: tuple[int, torch.Tensor] | None = None, stop_at: int,
+    start: tuple[int, torch.Tensor] | None = None, coefficients: bool = False, stop_at: int,
 ) -> torch.Tensor: ...
 
 
@@ -216,6 +228,7 @@ def decomposed_forward(
     ablation: HeadAblation | None = None,
     keep_z_sum: bool = False,
     start: tuple[int, torch.Tensor] | None = None,
+    coefficients: bool = False,
     stop_at: int | None = None,
 ) -> Decomposition | torch.Tensor:
     """One pass through the image tower that yields the embedding and per-head contributions.
@@ -229,6 +242,8 @@ def decomposed_forward(
         keep_z_sum: also return the batch sum of each decomposed head's attention output.
         start: ``(l, x)`` resumes from the residual stream ``x`` [B, T, W] entering layer ``l``
             (``images`` is then ignored); used to share a prefix between ablation configurations.
+        coefficients: give each head's compact coefficients (:attr:`Decomposition.coefficients`, what the scan's
+            moments keep) instead of its contributions.
         stop_at: return the residual stream [B, T, W] entering layer ``stop_at`` instead.
 
     Only the class token's per-head outputs are kept: no [B, H, T, W] tensor is ever formed. After its attention,
@@ -264,6 +279,11 @@ def decomposed_forward(
             z = head_outputs(block, x, cls_only=last and not (keep_z_sum and l in layers))
             x, z = block_forward(block, x, ablation, l, z, cls_only=last)
             if l in layers:
+                if coefficients:
+                    head_res[l] = z[:, :, 0].to(acc)  # [B, H, d]
+                    if keep_z_sum:
+                        z_sums[l] = z.to(torch.float64).sum(0)
+                    continue
                 H, d = z.shape[1], z.shape[3]
                 w_o = block.attn.out_proj.weight.to(acc).view(-1, H, d)  # [W, H, d]
                 r = torch.einsum("bhd,whd->bhw", z[:, :, 0].to(acc), w_o)  # [B, H, W]
@@ -277,10 +297,65 @@ def decomposed_forward(
         embedding = pooled @ visual.proj
         if not layers:
             return Decomposition(embedding, None, [])
-        residual = torch.stack([head_res[l] for l in layers], 1)  # [B, Ls, H, W]
-        contributions = _to_embedding_space(visual, x[:, 0].to(acc), residual, layers, convention, embedding.to(acc))
+        per_head = torch.stack([head_res[l] for l in layers], 1)  # [B, Ls, H, d] (coefficients), else [B, Ls, H, W]
         z_sum = torch.stack([z_sums[l] for l in layers]) if keep_z_sum else None
+        if coefficients:
+            coeffs = _coefficients(visual, x[:, 0].to(acc), per_head, convention, embedding.to(acc))
+            return Decomposition(embedding, None, layers, z_sum, coeffs)
+        contributions = _to_embedding_space(visual, x[:, 0].to(acc), per_head, layers, convention, embedding.to(acc))
     return Decomposition(embedding, contributions, layers, z_sum)
+
+
+def _ln_stats(visual, x_cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu [B], sigma [B]) of ``ln_post`` for the final class-token residual ``x_cls`` [B, W]."""
+    mu = x_cls.mean(-1)
+    return mu, torch.sqrt(x_cls.var(-1, unbiased=False) + visual.ln_post.eps)
+
+
+def _coefficients(visual, x_cls, z, convention, embedding) -> torch.Tensor:
+    """The compact coefficients [B, Ls, H, k] (module docstring) of the class token's head outputs ``z``
+    [B, Ls, H, d], for the final class-token residual ``x_cls`` [B, W] and the ``embedding`` [B, D]."""
+    mu, sigma = _ln_stats(visual, x_cls)
+    if convention == "centered":
+        return z / sigma[:, None, None, None]
+    norm = embedding.norm(dim=-1)
+    s = 1 / (sigma * norm)  # [B]
+    extra = torch.stack([s, mu * s, 1 / norm], -1)[:, None, None, :].expand(*z.shape[:3], 3)
+    return torch.cat([z * s[:, None, None, None], extra], -1)
+
+
+def coefficient_count(convention: str, head_dim: int) -> int:
+    """k, the compact coefficients per head in ``convention`` (module docstring)."""
+    return head_dim + (3 if convention == "textspan" else 0)
+
+
+def head_basis(model: torch.nn.Module, layers: list[int], convention: str = "centered") -> torch.Tensor:
+    """B_h of every head of ``layers``: [len(layers), H, k, D] float64 on CPU (module docstring), so that a head's
+    contribution is ``coefficients @ B_h`` (:attr:`Decomposition.coefficients` of the same layers and convention)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention {convention!r} is not one of {CONVENTIONS}")
+    visual: VisionTransformer = model.visual
+    blocks = visual.transformer.resblocks
+
+    def f64(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(device="cpu", dtype=torch.float64)
+
+    g, beta, proj = f64(visual.ln_post.weight), f64(visual.ln_post.bias), f64(visual.proj)  # [W], [W], [W, D]
+    H = blocks[0].attn.num_heads
+    K = 2 * len(blocks) + 1
+    out = []
+    with torch.no_grad():
+        for l in layers:
+            attn, ls = blocks[l].attn, _layer_scale(blocks[l].ls_1)
+            scale = f64(ls) if ls is not None else torch.ones_like(g)
+            A = f64(attn.out_proj.weight).view(len(g), H, -1).permute(1, 2, 0) * scale  # [H, d, W]
+            if convention == "centered":
+                out.append(((A - A.mean(-1, keepdim=True)) * g) @ proj)
+                continue
+            fixed = torch.stack([(f64(attn.out_proj.bias) * scale / H * g) @ proj, (-g / (K * H)) @ proj,
+                                 (beta / (K * H)) @ proj])  # [3, D]
+            out.append(torch.cat([(A * g) @ proj, fixed.expand(H, 3, -1)], 1))
+    return torch.stack(out)
 
 
 def _to_embedding_space(visual, x_cls, residual, layers, convention, embedding, share=None):
@@ -293,8 +368,7 @@ def _to_embedding_space(visual, x_cls, residual, layers, convention, embedding, 
     parts of one head whose shares sum to 1 then sum to the head's contribution. ``"centered"`` has no such terms.
     """
     ln = visual.ln_post
-    mu = x_cls.mean(-1)
-    sigma = torch.sqrt(x_cls.var(-1, unbiased=False) + ln.eps)  # [B]
+    mu, sigma = _ln_stats(visual, x_cls)  # [B]
     gamma, beta = ln.weight.to(x_cls.dtype), ln.bias.to(x_cls.dtype)
     proj = visual.proj.to(x_cls.dtype)
     scale = (gamma / sigma[:, None])[:, None, None, :]  # [B, 1, 1, W]

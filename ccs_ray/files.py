@@ -195,11 +195,17 @@ def sweep_tmp(folder: str, older_than_s: float = 0.0) -> int:
     return len(stale)
 
 
+def exists(uri: str) -> bool:
+    """Whether a file or folder is at ``uri`` (any fsspec URI)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path)
+
+
 def remove(uri: str) -> None:
-    """Remove the file at ``uri`` if it exists."""
+    """Remove the file or folder (with what it holds) at ``uri`` if it exists."""
     fs, path = fsspec.core.url_to_fs(uri)
     if fs.exists(path):
-        fs.rm(path)
+        fs.rm(path, recursive=True)
 
 
 def write_parquet(uri: str, table: pa.Table) -> None:

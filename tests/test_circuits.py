@@ -219,7 +219,7 @@ def test_weights_only_run_labels_every_head_without_a_scan(ray_cluster, tmp_path
     moments = HeadMoments.for_model("ccs-tiny/none", model, [0, 1, 2, 3], folds=2)
     images = torch.randn(24, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     for fold, batch in enumerate(images.split(12)):
-        moments.update(decomposed_forward(model, batch, layers=[0, 1, 2, 3]).contributions, fold)
+        moments.update(decomposed_forward(model, batch, layers=[0, 1, 2, 3], coefficients=True).coefficients, fold)
     uri = str(tmp_path / "moments.safetensors")
     moments.save(uri)
     run_id = summary["run_id"]

@@ -282,8 +282,8 @@ def write_moments(root, model, preprocess):
     images = torch.stack([preprocess(probe_image("colors", i, 0, 32)[0]) for i in range(6)])
     moments = HeadMoments.for_model(MODEL, model, [0, 1, 2, 3])
     with torch.no_grad():
-        d = decomposed_forward(model, images, layers=[0, 1, 2, 3], keep_z_sum=True)
-    moments.update(d.contributions, 0, d.z_sum)
+        d = decomposed_forward(model, images, layers=[0, 1, 2, 3], keep_z_sum=True, coefficients=True)
+    moments.update(d.coefficients, 0, d.z_sum)
     moments.save(str(root / "moments.safetensors"))
     write_table(str(root), "moments", [dict(uri=str(root / "moments.safetensors"), n_images=6)], RUN, MODEL)
     return moments.mean_z()

@@ -313,6 +313,7 @@ def test_offline_stage_writes_every_table(tmp_path):
 @pytest.mark.parametrize("method", ["data", "weights"])
 def test_stage_writes_label_fidelity_of_every_label(tmp_path, tiny_model, method):
     from ccs_ray.circuits import head_covariances
+    from ccs_ray.decompose import tower_shape
     from ccs_ray.fidelity import label_fidelity
     from ccs_ray.moments import HeadMoments
     from ccs_ray.texts import text_embeddings
@@ -321,7 +322,7 @@ def test_stage_writes_label_fidelity_of_every_label(tmp_path, tiny_model, method
     write_spans(tmp_path, {"L3.H0": COLORS, "L2.H1": ANIMALS})
     (tmp_path / "pool.txt").write_text("\n".join(COLORS + ANIMALS + ["a red dog", "the color blue"]) + "\n")
     if method == "data":
-        moments = HeadMoments.for_model(MODEL, model, [2, 3], folds=2)
+        moments = HeadMoments(MODEL, [2, 3], tower_shape(model), folds=2)  # full moments of synthetic data
         g = np.random.default_rng(0)
         x = torch.as_tensor(g.normal(size=(40, 2, 4, 6)) @ g.normal(size=(6, moments.embed_dim)))  # rank 6 < D
         moments.update(x[:25], 0)

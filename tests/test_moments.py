@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from ccs_ray import HeadMoments, head_contributions
+from ccs_ray import HeadMoments
 from ccs_ray.decompose import TowerShape, decomposed_forward
 from ccs_ray.moments import FORMAT_VERSION
 
@@ -124,8 +124,8 @@ def test_mean_z_is_mean_attention_output(tiny_model):
     model, _ = tiny_model
     moments = HeadMoments.for_model("ccs-tiny/none", model, [2, 3])
     images = torch.randn(6, 3, 32, 32)
-    d = decomposed_forward(model, images, layers=[2, 3], keep_z_sum=True)
-    moments.update(d.contributions, 0, d.z_sum)
+    d = decomposed_forward(model, images, layers=[2, 3], keep_z_sum=True, coefficients=True)
+    moments.update(d.coefficients, 0, d.z_sum)
     assert d.heads == moments.heads
     mz = moments.mean_z()
     assert set(mz) == {2, 3} and mz[3].shape == (4, 17, 16)
@@ -133,14 +133,14 @@ def test_mean_z_is_mean_attention_output(tiny_model):
 
 
 def test_memory_does_not_grow_with_images(tiny_model):
-    """RSS high-water mark after 10x more images is the same (moments are O(heads x D^2))."""
+    """RSS high-water mark after 10x more images is the same (moments are O(heads x k^2))."""
     model, _ = tiny_model
     moments = HeadMoments.for_model("ccs-tiny/none", model, [0, 1, 2, 3])
     images = torch.randn(64, 3, 32, 32)
 
     def run(batches):
         for _ in range(batches):
-            moments.update(head_contributions(model, images, [0, 1, 2, 3]), 0)
+            moments.update(decomposed_forward(model, images, layers=[0, 1, 2, 3], coefficients=True).coefficients, 0)
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     size = moments.nbytes()

@@ -18,7 +18,7 @@ from test_sources import planar_tiff
 from ccs_ray import HeadMoments, analytics, load_model
 from ccs_ray.cluster import LayoutError, actor_layout
 from ccs_ray.decompose import decomposed_forward
-from ccs_ray.passes import PassError, _Worker, partial_shards, partials
+from ccs_ray.passes import PassError, _Worker, partial_shards, partials, run_pass
 from ccs_ray.runs import RunState
 from ccs_ray.sources import load_shard, plan_shards
 from ccs_ray.spec import load_spec
@@ -45,19 +45,23 @@ def _reference(spec):
     key = spec.models.keys[0]
     model, preprocess = load_model(key, device="cpu")
     layers = [0, 1, 2, 3]
-    ref = HeadMoments.for_model(key, model, layers, folds=spec.data.folds)
+    mean = section(spec).mean_outputs
+    ref = HeadMoments.for_model(key, model, layers, folds=spec.data.folds, mean_outputs=mean)
     for shard in plan_shards(spec.data):
         images = load_shard(shard, preprocess).images
         for i in range(0, len(images), spec.scan.batch_size):
-            d = decomposed_forward(model, images[i:i + spec.scan.batch_size], layers=layers, keep_z_sum=True)
-            ref.update(d.contributions, shard.index % spec.data.folds, d.z_sum)
+            d = decomposed_forward(model, images[i:i + spec.scan.batch_size], layers=layers, keep_z_sum=mean,
+                                   coefficients=True)
+            ref.update(d.coefficients, shard.index % spec.data.folds, d.z_sum)
     return ref
 
 
 def _assert_same_moments(a: HeadMoments, b: HeadMoments):
-    assert torch.equal(a.n, b.n)
-    for name in ("total", "outer", "z_sum"):
+    assert torch.equal(a.n, b.n) and a.mean_outputs == b.mean_outputs
+    for name in ("total", "outer", "z_sum") if a.mean_outputs else ("total", "outer"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-9)
+    for name in a.heads:
+        torch.testing.assert_close(a.head(name)[2], b.head(name)[2], rtol=1e-9, atol=1e-9)
 
 
 def test_scan_equals_single_process(ray_cluster, tmp_path):
@@ -67,6 +71,10 @@ def test_scan_equals_single_process(ray_cluster, tmp_path):
     merged = HeadMoments.load(summary.moments[key])
     _assert_same_moments(merged, _reference(spec))
     assert summary.n_images[key] == 64 and summary.shards_scanned == 8
+    # One copy of the moments: compact, their basis beside them, the partials gone.
+    model_dir = tmp_path / "_state" / "r1" / key.replace("/", "%2F")
+    assert merged.coefficients == 16 and not merged.mean_outputs  # smoke ablates in zero mode only
+    assert (model_dir / "moments.basis.safetensors").exists() and not (model_dir / "partials").exists()
     # The layout came from the measured decode share: the actor held the CPUs decoding did not need (the most
     # the smallest node leaves) and ran that many torch threads.
     costs = json.loads((tmp_path / "_state" / "r1" / key.replace("/", "%2F") / "costs.json").read_text())
@@ -212,8 +220,8 @@ def test_killed_actor_is_replaced_and_results_are_exact(ray_cluster, tmp_path):
     key = spec.models.keys[0]
     # Only what the dead actor had not saved is scanned again: at most checkpoint_every shards plus one in flight.
     assert 40 <= summary.shards_scanned <= 40 + 3 + 2
-    # the dead actor's partial and its replacement's
-    assert len(partials(RunState(str(tmp_path), "r1"), SCAN, key)) >= 2
+    # the dead actor's shards and its replacement's
+    assert len({r["worker"] for r in HeadMoments.read_meta(summary.moments[key])["shards"].values()}) >= 2
     _assert_same_moments(HeadMoments.load(summary.moments[key]), _reference(spec))
 
 
@@ -324,8 +332,10 @@ def test_a_run_lists_its_source_once(ray_cluster, tmp_path, monkeypatch):
 
 def test_a_partial_counted_twice_is_refused(ray_cluster, tmp_path):
     spec = _spec(tmp_path, n=32)
-    _scan(spec, str(tmp_path), "r1")
-    first = Path(partials(RunState(str(tmp_path), "r1"), SCAN, spec.models.keys[0])[0]).parent
+    ctx, key = RunContext.of(spec, "r1", str(tmp_path), progress=False), spec.models.keys[0]
+    plan = ctx.shard_plan(spec.data)
+    run_pass(ctx, MomentsPass(2, "centered", False), spec.scan, plan, {key: plan.ids()}, 2)  # partials, not merged
+    first = Path(partials(RunState(str(tmp_path), "r1"), SCAN, key)[0]).parent
     shutil.copytree(first, first.with_name("c0de" * 3))  # an actor folder committed twice
     with pytest.raises(PassError, match="counted twice"):
         _scan(spec, str(tmp_path), "r1")

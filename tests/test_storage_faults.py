@@ -254,41 +254,28 @@ def test_a_resumed_scan_reads_only_committed_checkpoints(tmp_path, faulty, n):
     summary = _finish_equals_clean_run(ctx)
     assert summary.n_images[MODEL] == 24
 
-    # The finished scan leaves one committed pair per actor, the log parts of its chain, and no temporary file.
-    partials = tmp_path / "root" / "_state" / "r1" / "tiny%2Ffaulty" / "partials"
-    expected = {"a" * 12: 2 if n > CHECKPOINT_WRITES else 1, "b" * 12: 1, "c" * 12: 1}
-    assert {f.name: folder_files(f) for f in partials.iterdir()} == {
-        name: [f"{seq:08d}.commit", f"{seq:08d}.safetensors", "shards"] for name, seq in expected.items()}
-    assert {f.name: folder_files(f / "shards") for f in partials.iterdir()} == {
-        name: [f"{s:08d}.jsonl" for s in range(1, seq + 1)] for name, seq in expected.items()}
+    # The finished scan keeps its merged moments alone: no partial, no temporary file.
+    assert not (tmp_path / "root" / "_state" / "r1" / "tiny%2Ffaulty" / "partials").exists()
     assert not list((tmp_path / "root").rglob("*.tmp"))
 
 
-def test_a_finished_scan_leaves_one_committed_partial_per_actor(ray_cluster, tmp_path):
+def test_a_finished_scan_keeps_one_copy_of_its_moments(ray_cluster, tmp_path):
+    """No checkpoint duplicates the merged moments; what a killed run left in the partials (a temporary file, an
+    uncommitted checkpoint, a torn marker) is removed when the resumed scan finishes, which rescans nothing."""
     spec = _spec(tmp_path, n=32, extra=["scan.checkpoint_every=1"])
     _scan(spec, str(tmp_path), "r1")
-    state = RunState(str(tmp_path), "r1")
-    partials = Path(state.model_dir(spec.models.keys[0])) / "partials"
-
-    def committed_pairs() -> dict[str, list[str]]:
-        return {f.name: folder_files(f) for f in partials.iterdir()}
-
-    pairs = committed_pairs()
-    assert pairs and all(p == [p[0][:8] + ".commit", p[0][:8] + ".safetensors", "shards"] for p in pairs.values())
-    assert max(int(p[0][:8]) for p in pairs.values()) >= 2  # checkpoints were superseded, and their files removed
-    assert len(passes.partials(state, SCAN, spec.models.keys[0])) == len(pairs)
+    model_dir = Path(RunState(str(tmp_path), "r1").model_dir(spec.models.keys[0]))
+    assert sorted(p.name for p in model_dir.iterdir()) == ["costs.json", "moments.basis.safetensors",
+                                                           "moments.safetensors"]
     assert not list(tmp_path.rglob("*.tmp"))
-
-    # What a killed actor or driver leaves (a temporary file, an uncommitted checkpoint, a torn marker) is
-    # swept when the resumed run finishes.
-    first = sorted(partials.iterdir())[0]
-    (first / f".00000042.safetensors.{uuid.uuid4().hex}.tmp").write_bytes(b"half")
-    (first / "00000041.safetensors").write_bytes(b"uncommitted")
+    partials = model_dir / "partials"
+    (partials / ("a" * 12)).mkdir(parents=True)
+    (partials / ("a" * 12) / f".00000042.safetensors.{uuid.uuid4().hex}.tmp").write_bytes(b"half")
+    (partials / ("a" * 12) / "00000041.safetensors").write_bytes(b"uncommitted")
     (partials / "cccccccccccc").mkdir()
     (partials / "cccccccccccc" / "00000001.commit").write_bytes(b'{"file": "000')
     again = _scan(spec, str(tmp_path), "r1")
-    assert again.shards_scanned == 0
-    assert committed_pairs() == {**pairs, "cccccccccccc": []}
+    assert again.shards_scanned == 0 and again.shards_skipped == 4 and not partials.exists()
     assert not list(tmp_path.rglob("*.tmp"))
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ccs_ray import HeadMoments, head_contributions, textspan, textspan_from_moments
+from ccs_ray.decompose import decomposed_forward
 from ccs_ray.texts import text_embeddings
 from ccs_ray.textspan import EXHAUSTED_RTOL, RANK_RTOL, TIE_RTOL, span_bases, span_basis
 
@@ -81,10 +82,10 @@ def test_moments_equal_raw_on_real_decomposition(tiny_model):
     T = text_embeddings(model, pool)
     moments = HeadMoments.for_model("ccs-tiny/none", model, [2, 3], folds=2)
     contributions = []
-    for i in range(0, 96, 32):
-        c = head_contributions(model, images[i:i + 32], [2, 3])
-        moments.update(c, fold=(i // 32) % 2)
-        contributions.append(c)
+    for i in range(0, 96, 32):  # compact moments of the coefficients; the raw form on the contributions
+        moments.update(decomposed_forward(model, images[i:i + 32], layers=[2, 3], coefficients=True).coefficients,
+                       fold=(i // 32) % 2)
+        contributions.append(head_contributions(model, images[i:i + 32], [2, 3]))
     X = torch.cat(contributions)
     for name in ("L2.H0", "L3.H3"):
         l, h = int(name[1]), int(name[-1])

@@ -36,10 +36,11 @@ from ..passes import ModelActor, decode_task, partial_shards, partials
 from ..preprocess import Pixels, model_input, preprocess_config
 from ..runs import RunState
 from ..sources import decode_deferred, plan_shards
-from ..spec import load_spec
+from ..spec import Spec, load_spec
 from ..stages import RunContext, run_stage
 from ..stages.explain import TopImagesPass
 from ..stages.scan import MomentsPass, run_scan, section
+from ..stages.summaries import ScanSummary
 
 
 def _write_jpegs(folder: str, n: int, size: int, seed: int = 0) -> None:
@@ -111,6 +112,43 @@ def _device_decode_ips(shards, preprocess: dict, device: str = "cuda") -> float:
     return ray.get(decode.remote(ray.get([decode_task.remote(s, preprocess, True) for s in shards])))
 
 
+def jpeg_spec(folder: str, model: str, images: int, image_px: int, shard_size: int, batch_size: int,
+              precision: str = "fp32") -> Spec:
+    """Writes ``images`` JPEGs (``image_px`` square) to ``folder``/images; returns the spec scanning them."""
+    os.makedirs(f"{folder}/images")
+    _write_jpegs(f"{folder}/images", images, image_px)
+    return load_spec({"name": "bench-scan", "models": {"keys": [model], "precision": precision},
+                      "data": {"source": f"{folder}/images", "shard_size": shard_size},
+                      "scan": {"batch_size": batch_size}})
+
+
+def model_only(spec: Spec, shards: list, decoded: list, folder: str) -> tuple[float, int, float, float]:
+    """Images/s of one scan actor of the spec's model, placed as the scan places it (on the GPU when there is one),
+    fed the already-decoded ``decoded`` shards (decomposition + moments; model loading not counted); its torch
+    threads, GPUs and CPUs."""
+    gpus, cpus, _ = actor_layout(spec.scan, 1)
+    kind = MomentsPass(spec.data.folds, spec.scan.convention)  # its basis kept in the actor
+    # mypy does not apply class decorators (python/mypy#3135): ray.remote made ModelActor an ActorClass
+    actor = ModelActor.options(num_gpus=gpus, num_cpus=cpus).remote(  # type: ignore[attr-defined]
+        spec.models.keys[0], spec.models, spec.scan, kind, folder)
+    ray.get(actor.checkpoint.remote())  # model loaded
+    refs = [ray.put(d) for d in decoded]
+    t0 = time.perf_counter()
+    threads = ray.get([actor.process.remote(s, r, 0) for s, r in zip(shards, refs, strict=True)])[0]["threads"]
+    ips = sum(len(d.images) for d in decoded) / (time.perf_counter() - t0)
+    ray.kill(actor)
+    return ips, threads, gpus, cpus
+
+
+def end_to_end(spec: Spec, root: str) -> tuple[ScanSummary, float, float]:
+    """``run_scan`` of the spec under ``root``: its summary, steady-state images/s and wall seconds."""
+    t0 = time.perf_counter()
+    summary = run_scan(RunContext.of(spec, "bench", root, progress=False), section(spec))
+    wall = time.perf_counter() - t0
+    records = list(HeadMoments.read_meta(summary.moments[spec.models.keys[0]])["shards"].values())
+    return summary, _steady_ips(records), wall
+
+
 def _explain_ips(spec, root: str) -> float:
     """Steady-state throughput of the stage explain over the scanned run ``bench`` under ``root``."""
     model = spec.models.keys[0]
@@ -127,11 +165,7 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
     """Throughputs (images/s), their ratio, and peak memory at 1x and ``memory_scale`` x images."""
     ensure_ray()
     with tempfile.TemporaryDirectory() as tmp:
-        os.makedirs(f"{tmp}/images")
-        _write_jpegs(f"{tmp}/images", images, image_px)
-        spec = load_spec({"name": "bench-scan", "models": {"keys": [model]},
-                          "data": {"source": f"{tmp}/images", "shard_size": shard_size},
-                          "scan": {"batch_size": batch_size}})
+        spec = jpeg_spec(tmp, model, images, image_px, shard_size, batch_size)
         shards = plan_shards(spec.data)
         pp = preprocess_config(model)
 
@@ -141,26 +175,12 @@ def run(model: str = "ViT-B-32/none", images: int = 384, batch_size: int = 32, s
         decode_ips = images / (time.perf_counter() - t0)
         decode_gpu_ips = _device_decode_ips(shards, pp) if ray.cluster_resources().get("GPU") else None
 
-        gpus, cpus, _ = actor_layout(spec.scan, 1)  # the scan's own actor placement: on the GPU when there is one
-        kind = MomentsPass(spec.data.folds, spec.scan.convention)
-        # mypy does not apply class decorators (python/mypy#3135): ray.remote made ModelActor an ActorClass
-        actor = ModelActor.options(num_gpus=gpus, num_cpus=cpus).remote(  # type: ignore[attr-defined]
-            model, spec.models, spec.scan, kind, f"{tmp}/unused")
-        ray.get(actor.checkpoint.remote())  # model loaded
-        refs = [ray.put(d) for d in decoded]
-        t0 = time.perf_counter()
-        threads = ray.get([actor.process.remote(s, r, 0) for s, r in zip(shards, refs, strict=True)])[0]["threads"]
-        model_ips = images / (time.perf_counter() - t0)
-        ray.kill(actor)
+        model_ips, threads, gpus, cpus = model_only(spec, shards, decoded, f"{tmp}/unused")
         all_images = model_input(np.concatenate([d.images for d in decoded]), pp)  # as a DataLoader gives them
         plain_ips = _plain_ips(model, spec.models.precision, list(all_images.split(batch_size)), gpus)
-        del decoded, refs, all_images
+        del decoded, all_images
 
-        t0 = time.perf_counter()
-        summary = run_scan(RunContext.of(spec, "bench", f"{tmp}/results", progress=False), section(spec))
-        wall = time.perf_counter() - t0
-        records = list(HeadMoments.read_meta(summary.moments[model])["shards"].values())
-        e2e_ips = _steady_ips(records)
+        summary, e2e_ips, wall = end_to_end(spec, f"{tmp}/results")
         explain_ips = _explain_ips(spec, f"{tmp}/results")
 
         memory = {}

@@ -31,7 +31,7 @@ def decode_on_actors(cfg: ScanConfig, gpus_per_actor: float) -> bool:
 
 
 def measure_costs(shard: Shard, preprocess: dict, model_key: str, models: ModelsConfig, convention: str,
-                  keep_z_sum: bool) -> dict:
+                  keep_z_sum: bool, coefficients: bool = False) -> dict:
     """CPU seconds per image, at one thread, of decoding ``shard`` and of one model's decomposed forward on up to
     :data:`COST_IMAGES` of its images (after a one-image warm-up): ``{"decode_s", "model_s"}``. Runs in the
     calling process (the pass's driver), which loads the model on its CPU for it and restores its torch threads."""
@@ -52,7 +52,8 @@ def measure_costs(shard: Shard, preprocess: dict, model_key: str, models: Models
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        forward = partial(decomposed_forward, model, layers=layers, convention=convention, keep_z_sum=keep_z_sum)
+        forward = partial(decomposed_forward, model, layers=layers, convention=convention, keep_z_sum=keep_z_sum,
+                          coefficients=coefficients)
         forward(images[:1])
         t0 = time.perf_counter()
         forward(images)
@@ -75,7 +76,8 @@ def decode_share(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, models: 
             costs[key] = json.loads(fs.cat_file(path))
             continue
         first = first or plan.first()  # read from the source only when a cost is still to measure
-        costs[key] = measure_costs(first, preprocess_config(key), key, ctx.models, cfg.convention, kind.keep_z_sum)
+        costs[key] = measure_costs(first, preprocess_config(key), key, ctx.models, cfg.convention, kind.keep_z_sum,
+                                   kind.coefficients)
         with fsspec.open(uri, "w") as f:
             f.write(dumps(costs[key]))
     decode = {repr(sorted(preprocess_config(k).items())): costs[k]["decode_s"] for k in models}

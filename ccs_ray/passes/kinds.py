@@ -21,14 +21,15 @@ class PassError(UserError, RuntimeError):
 
 
 class PassKind:
-    """What a pass accumulates (:mod:`ccs_ray.passes`); subclasses set ``name``, ``folder``, ``suffix`` and
-    ``keep_z_sum`` and implement the four methods. Accumulators have ``shards`` (shard id -> record),
-    ``mark_covered``, ``to_bytes`` and ``merge`` (in place; disjoint shards only)."""
+    """What a pass accumulates (:mod:`ccs_ray.passes`); subclasses set ``name``, ``folder``, ``suffix``,
+    ``keep_z_sum`` and ``coefficients`` and implement the four methods. Accumulators have ``shards`` (shard id ->
+    record), ``mark_covered``, ``to_bytes`` and ``merge`` (in place; disjoint shards only)."""
 
     name: str  # the stage's name, in progress lines and errors
     folder: str  # the checkpoint folders' parent, under each model's state folder
     suffix: str  # the checkpoint files' suffix
     keep_z_sum: bool = False  # ask the decomposition for the batch sum of attention outputs
+    coefficients: bool = False  # ask it for compact coefficients instead of contributions
 
     def start(self, model_key: str, model, layers: list[int], device: str):
         """A fresh, empty accumulator for a model's actor."""
