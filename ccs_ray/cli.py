@@ -9,6 +9,7 @@ import sys
 from . import __version__, jsonout
 from .choices import CONVENTIONS, PRECISIONS, SQL_FORMATS
 from .errors import UserError
+from .threads import passive_waits
 
 #: The file ``ccs-ray sql --views-file ROOT`` writes unless given ``-o``.
 VIEWS_FILE = "views.sql"
@@ -54,9 +55,13 @@ def _cmd_run(args) -> int:
     if args.dry_run:
         return _print_plan(plan, args.json)
     from .pipeline import RunFailed, describe, run
+    from .threads import DRIVER_CPUS, set_threads
+
+    set_threads(DRIVER_CPUS)  # the driver coordinates; the workers that hold CPUs compute
 
     try:
-        summary = run(spec, resume=args.resume, run_id=args.run_id, progress=not args.no_progress, plan=plan)
+        summary = run(spec, resume=args.resume, run_id=args.run_id, progress=not args.no_progress, plan=plan,
+                      reuse_from=args.reuse_from, rescan=args.rescan)
     except RunFailed as e:
         if args.debug:
             raise
@@ -167,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the latest (or --run-id) run, skipping finished work")
     p.add_argument("--run-id", help="run id to create or resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
+    reuse = p.add_mutually_exclusive_group()
+    reuse.add_argument("--reuse-from", dest="reuse_from", action="append", default=[], metavar="URI",
+                       help="also reuse the scans, spans and explain passes of the finished runs under this results "
+                            "root (repeatable; those under --results are always reused) where their inputs match "
+                            "(model, weights, layers, convention, precision, preprocessing, images, settings): no "
+                            "image is read again")
+    reuse.add_argument("--rescan", action="store_true",
+                       help="reuse nothing: scan the images (and compute spans and explain) again")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("init", help="write a commented starter job spec (a built-in one) to this folder")
@@ -260,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, help="shards per checkpoint (default 10)")
     b.add_argument("--images", type=int, help="also plan and dispatch a generated manifest of this many images")
     b.add_argument("--shard-size", dest="shard_size", type=int, help="images per shard of --images (default 1000)")
+    b = benches.add_parser("quickstart", help="the README's first job (random init) alone and beside a one-core "
+                                              "busy loop: wall and CPU seconds per stage")
+    b.add_argument("--model", help="model key (default ViT-B-32/none)")
+    b.add_argument("--spec", help="spec name or path (default quickstart)")
+    benches.add_parser("gpu", help="every GPU figure (decomposed vs plain per model and precision, sum-back error, "
+                                   "peak memory, scan vs model-only) in at most 8 minutes; without a GPU, one line")
     for b in benches.choices.values():
         b.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_bench)
@@ -272,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 1 a failure during a run, 2 a mistake in the spec, the input or the environment."""
     args = build_parser().parse_args(argv)
+    passive_waits()  # before any OpenMP runtime loads (ccs_ray.threads)
     try:
         return args.func(args)
     except (UserError, FileNotFoundError) as e:

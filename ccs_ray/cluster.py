@@ -23,6 +23,7 @@ from typing import NamedTuple
 import ray
 
 from .errors import UserError
+from .threads import THREAD_ENV, passive_waits, set_threads
 
 
 class LayoutError(UserError, ValueError):
@@ -41,7 +42,10 @@ def ensure_ray(num_cpus: int | None = None, env: dict[str, str] | None = None) -
     """Connect to the cluster at ``RAY_ADDRESS``, or start a local one (with ``num_cpus``) in this process.
 
     ``env``: environment variables the cluster's workers need (a local cluster's workers inherit this
-    process's environment; a remote one gets them through the job's runtime env)."""
+    process's environment; a remote one gets them through the job's runtime env), besides
+    :data:`~ccs_ray.threads.THREAD_ENV`."""
+    passive_waits()
+    env = {**THREAD_ENV, **(env or {})}
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False,
@@ -122,12 +126,9 @@ def node_cpus() -> list[float]:
 
 
 def use_held_cpus() -> int:
-    """Set torch's intra-op threads to the CPUs this Ray worker holds (rounded, at least 1); returns the count."""
-    import torch
-
-    threads = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)))
-    torch.set_num_threads(threads)
-    return threads
+    """Size this Ray worker's torch, BLAS and OpenMP pools to the CPUs it holds (rounded, at least 1;
+    :func:`ccs_ray.threads.set_threads`); returns the count."""
+    return set_threads(round(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)))
 
 
 def held_device() -> str:

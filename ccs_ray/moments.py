@@ -221,6 +221,17 @@ class HeadMoments:
         B = self.basis[i]  # [k, D]
         return n, total @ B, B.T @ outer @ B
 
+    def span_bases(self, keys: list[tuple[str, list[int] | None]], rank: int) -> list[tuple[torch.Tensor, int]]:
+        """:func:`~ccs_ray.textspan.span_bases` of the heads and folds ``keys`` ((name, folds) as for :meth:`head`) in
+        one batched eigh: of k x k problems for compact moments (its factored form), of D x D ones for full ones."""
+        from .textspan import span_bases
+
+        index = [(self.head_index(name), folds if folds is not None else list(range(self.folds)))
+                 for name, folds in keys]
+        outers = torch.stack([self.outer[f, i].sum(0) for i, f in index]) if index else self.outer[0, :0]
+        factors = torch.stack([self.basis[i] for i, _ in index]) if index and self.coefficients else None
+        return span_bases(outers, rank, factors)
+
     def mean_z(self) -> dict[int, torch.Tensor]:
         """Per layer, [H, T, d] mean attention output of each head, for ``HeadAblation(mode="mean")``."""
         n = int(self.n.sum())

@@ -12,6 +12,10 @@ the stages run, ``done`` before a stage that shows the run (the report) and agai
 the stage that failed; ``stage_seconds`` holds the wall seconds of every stage run so far and the total.
 The scan's model actors stay up, each with its model loaded, for the spans and explain stages that follow
 (:class:`~ccs_ray.passes.ModelActors`); they are released before any other stage and when the run ends.
+A scan, spans or explain output that a finished run under this root or a ``reuse_from`` root computed from the same
+inputs is copied instead of computed (:mod:`ccs_ray.stages.reuse`; never with ``rescan`` or ``resume``); a reused scan
+starts no model actors. The summary gives ``images_scanned`` per model (0 where the scan was reused), and the
+``runs`` table's ``reused`` what each stage reused.
 On a terminal, each step that has no bar of its own (starting Ray, each stage's start, for each model) says
 what it does (:func:`ccs_ray.progress.say`).
 """
@@ -26,6 +30,7 @@ import ray
 
 from . import __version__, tables
 from .cluster import ensure_ray
+from .cputime import CpuClock
 from .files import sweep_tmp, use_storage
 from .passes import ModelActors
 from .preflight import Plan, preflight
@@ -33,8 +38,8 @@ from .progress import Steps, say
 from .reference import write_reference_tables
 from .runs import RunError, RunState
 from .spec import Spec
-from .stages import BY_NAME, ModelContext, RunContext, Stage, check_inputs, run_order
-from .stages.summaries import COUNTS, model_counts
+from .stages import BY_NAME, ModelContext, RunContext, Stage, check_inputs, reuse, run_order
+from .stages.summaries import COUNTS, images_scanned, model_counts
 
 
 def _write_runs(spec: Spec, ctx: RunContext, status: str, stage: str, started: datetime, scan: dict | None = None,
@@ -46,7 +51,7 @@ def _write_runs(spec: Spec, ctx: RunContext, status: str, stage: str, started: d
                    finished_at=datetime.now(UTC) if status != "running" else None,
                    n_images=(scan or {}).get("n_images", {}).get(model),
                    n_errors=(scan or {}).get("n_errors", {}).get(model), version=__version__, error=error,
-                   stage_seconds=seconds or None)
+                   stage_seconds=seconds or None, reused=reuse.recorded(ctx.state, model))
         tables.write_table(ctx.root, "runs", [row], ctx.run_id, model, name="run")
 
 
@@ -72,16 +77,21 @@ def _reason(e: BaseException) -> str:
 
 
 def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: bool = True,
-        plan: Plan | None = None) -> dict:
+        plan: Plan | None = None, reuse_from: list[str] | tuple[str, ...] = (), rescan: bool = False) -> dict:
     """Run every enabled stage of ``spec``; returns a summary (:func:`describe` prints it for people).
 
     ``plan``: the spec's :func:`~ccs_ray.preflight.preflight` plan when already made (else it is made here,
-    so that a mistake is reported before anything is computed). A failure after the run started raises
-    :class:`RunFailed` (the run is recorded ``failed`` with the reason where the storage allows it).
+    so that a mistake is reported before anything is computed). ``reuse_from``: results roots searched, after this
+    run's own, for finished output to reuse (:mod:`ccs_ray.stages.reuse`; a new run only: a resumed one goes on with
+    its own work); ``rescan``: reuse nothing. A failure after the run started raises :class:`RunFailed` (the run is
+    recorded ``failed`` with the reason where the storage allows it).
     """
     plan = plan or preflight(spec, resume=resume, run_id=run_id, progress=progress)
     root = spec.results_root
     assert plan.run_id is not None  # preflight resolved the run, or raised
+    if resume and reuse_from:
+        raise RunError("--reuse-from: a resumed run finishes its own work; reuse applies to new runs (drop --resume)")
+    roots = None if rescan or resume else reuse.search_roots(root, reuse_from)
     state = RunState(root, plan.run_id)
     if not resume:
         state.create(spec)
@@ -94,8 +104,9 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     with ModelActors() as actors:  # kept between the stages that use them; released when the run ends
         ctx = RunContext(run_id=state.run_id, root=root, models=spec.models, state=state,
                          resources=ray.cluster_resources(), resume=resume, progress=progress, actors=actors,
-                         plan=plan)
-        return _run_stages(spec, ctx, started, t0)
+                         plan=plan, reuse_from=roots)
+        summary = _run_stages(spec, ctx, started, t0)
+    return {**summary, "images_scanned": images_scanned(summary["stages"], spec.models.keys)}
 
 
 def _run_stages(spec: Spec, ctx: RunContext, started: datetime, t0: float) -> dict:
@@ -104,41 +115,46 @@ def _run_stages(spec: Spec, ctx: RunContext, started: datetime, t0: float) -> di
     assert actors is not None  # the pipeline's pool
     summaries: dict[str, dict] = {}  # stage -> its summary (per model: model -> summary)
     seconds: dict[str, float] = {}  # stage (and "total") -> wall seconds
+    cpu_seconds: dict[str, float] = {}  # stage (and "total") -> CPU seconds (ccs_ray.cputime)
     stages = [BY_NAME[name] for name in run_order() if name in spec.stages]
     stage, recorded = "start", False
-    try:
-        say(f"run {state.run_id}: {', '.join(s.name for s in stages)}; results in {ctx.root}", ctx.progress)
-        _write_runs(spec, ctx, "running", stage, started)
-        tables.write_empty_tables(ctx.root, state.run_id, spec.models.keys[0])  # every view opens in plain DuckDB
-        write_reference_tables(ctx.root)  # ... the paper_* views too
-        for s in stages:
-            stage, t_stage = s.name, time.perf_counter()
-            if not s.uses_model_actors:
-                actors.release()
-            if s.shows_run and not recorded:
-                _write_runs(spec, ctx, "done", stages[-1].name, started, summaries.get("scan"), seconds=seconds)
-                recorded = True
-            section = s.section(spec)
-            if s.per_model:
-                summaries[s.name] = {key: _run_once(s, spec, ctx.for_model(key), section)
-                                     for key in spec.models.keys}
-            else:
-                summaries[s.name] = _run_once(s, spec, ctx, section)
-            seconds[s.name] = round(time.perf_counter() - t_stage, 2)
-        seconds["total"] = round(time.perf_counter() - t0, 2)
-        _write_runs(spec, ctx, "done", stage, started, summaries.get("scan"), seconds=seconds)
-        _sweep(state, spec.models.keys)
-    except BaseException as e:  # an interrupt too is recorded, then raised as it is
-        why = _reason(e) if isinstance(e, Exception) else f"interrupted ({type(e).__name__})"
+    with CpuClock() as clock:
         try:
-            if state.exists():  # a vanished root is not recreated to record it
-                _write_runs(spec, ctx, "failed", stage, started, error=why, seconds=seconds)
-        except Exception:  # noqa: BLE001 - the storage refuses the record too; the reason above says why
-            pass
-        if not isinstance(e, Exception):
-            raise
-        raise RunFailed(stage, why, state.run_id, ctx.root) from e
-    return {"run_id": state.run_id, "results": ctx.root, "stages": summaries, "seconds": seconds}
+            say(f"run {state.run_id}: {', '.join(s.name for s in stages)}; results in {ctx.root}", ctx.progress)
+            _write_runs(spec, ctx, "running", stage, started)
+            tables.write_empty_tables(ctx.root, state.run_id, spec.models.keys[0])  # every view opens in plain DuckDB
+            write_reference_tables(ctx.root)  # ... the paper_* views too
+            for s in stages:
+                stage, t_stage = s.name, time.perf_counter()
+                if not s.uses_model_actors:
+                    actors.release()
+                if s.shows_run and not recorded:
+                    _write_runs(spec, ctx, "done", stages[-1].name, started, summaries.get("scan"), seconds=seconds)
+                    recorded = True
+                section = s.section(spec)
+                if s.per_model:
+                    summaries[s.name] = {key: _run_once(s, spec, ctx.for_model(key), section)
+                                         for key in spec.models.keys}
+                else:
+                    summaries[s.name] = _run_once(s, spec, ctx, section)
+                seconds[s.name] = round(time.perf_counter() - t_stage, 2)
+                cpu_seconds[s.name] = clock.lap()
+            seconds["total"] = round(time.perf_counter() - t0, 2)
+            cpu_seconds["total"] = round(sum(cpu_seconds.values()), 2)
+            _write_runs(spec, ctx, "done", stage, started, summaries.get("scan"), seconds=seconds)
+            _sweep(state, spec.models.keys)
+        except BaseException as e:  # an interrupt too is recorded, then raised as it is
+            why = _reason(e) if isinstance(e, Exception) else f"interrupted ({type(e).__name__})"
+            try:
+                if state.exists():  # a vanished root is not recreated to record it
+                    _write_runs(spec, ctx, "failed", stage, started, error=why, seconds=seconds)
+            except Exception:  # noqa: BLE001 - the storage refuses the record too; the reason above says why
+                pass
+            if not isinstance(e, Exception):
+                raise
+            raise RunFailed(stage, why, state.run_id, ctx.root) from e
+    return {"run_id": state.run_id, "results": ctx.root, "stages": summaries, "seconds": seconds,
+            "cpu_seconds": cpu_seconds}
 
 
 def _run_once(stage: Stage, spec: Spec, ctx: RunContext | ModelContext, section) -> dict:
@@ -146,7 +162,7 @@ def _run_once(stage: Stage, spec: Spec, ctx: RunContext | ModelContext, section)
     if not stage.done(ctx):
         say(f"{stage.name}{' ' + ctx.model if isinstance(ctx, ModelContext) else ''}: starting ...", ctx.progress)
         check_inputs(stage, spec, ctx)
-        result = stage.run(ctx, section)
+        result = reuse.run_stage(stage, ctx, section)  # or a finished run's output with the same inputs
         _check_root(ctx.state)
         stage.mark(ctx, result)
     return stage.summary(ctx)
@@ -167,7 +183,7 @@ def describe(summary: dict) -> str:
     root = summary["results"]
     lines = [f"run {summary['run_id']} done in {summary['seconds']['total']:.1f} s; results in {root}"]
     for stage, out in summary["stages"].items():
-        seconds = f"{summary['seconds'].get(stage, 0):7.1f} s"
+        seconds = f"{summary['seconds'].get(stage, 0):7.1f} s (CPU {summary['cpu_seconds'].get(stage, 0):6.1f} s)"
         if stage == "report":
             lines.append(f"  {stage:<7}{seconds}  {out.get('path')}")
             continue

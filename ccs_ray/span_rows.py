@@ -136,19 +136,23 @@ def _layer_stats(moments: HeadMoments | None, subsets: dict, names: list[str], c
                  rank: int, device) -> tuple[dict[_StatsKey, _Moments], dict[_StatsKey, torch.Tensor]]:
     """One layer's TextSpan inputs: ``stats`` maps (head, "data", subset) to the moments (n, total, outer) of each
     data head in ``names`` over each subset with images, and (head, "weights", "all") to (1, 0, C_w) of each head
-    in ``covariances``; ``bases`` maps the same keys to the span basis [D, r] (:func:`span_bases`, one batched
-    eigh over the layer)."""
+    in ``covariances``; ``bases`` maps the same keys to the span basis [D, r] (:func:`span_bases`: one batched eigh
+    over the layer's data heads, :meth:`~ccs_ray.moments.HeadMoments.span_bases`, and one over its weights heads)."""
     stats: dict[_StatsKey, _Moments] = {}
+    bases: dict[_StatsKey, torch.Tensor] = {}
     if moments is not None:  # (else no data heads and no subsets)
         stats = {(h, "data", s): moments.head(h, folds) for h in names for s, folds in subsets.items()}
-    stats = {k: v for k, v in stats.items() if v[0] > 0}
+        stats = {k: v for k, v in stats.items() if v[0] > 0}
+        found = moments.span_bases([(h, subsets[s]) for h, _, s in stats], rank)
+        bases = {k: basis for k, (basis, _) in zip(stats, found, strict=True)}
+    weights: dict[_StatsKey, _Moments] = {}
     for h, C_w in covariances.items():
         C_w = C_w.to(device)
-        stats[h, "weights", "all"] = (1, torch.zeros(len(C_w), dtype=C_w.dtype, device=device), C_w)
-    if not stats:
-        return {}, {}
-    bases = span_bases(torch.stack([outer.to(torch.float64) for _, _, outer in stats.values()]), rank)
-    return stats, {k: basis for k, (basis, _) in zip(stats, bases, strict=True)}
+        weights[h, "weights", "all"] = (1, torch.zeros(len(C_w), dtype=C_w.dtype, device=device), C_w)
+    if weights:
+        found = span_bases(torch.stack([outer.to(torch.float64) for _, _, outer in weights.values()]), rank)
+        bases |= {k: basis for k, (basis, _) in zip(weights, found, strict=True)}
+    return stats | weights, bases
 
 
 def _rows(key: dict, spans, subset: str, method: str, convention: str, pool: str) -> list[dict]:

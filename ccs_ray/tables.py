@@ -49,6 +49,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         # wall seconds of each stage this invocation ran (stage name -> s; a stage already done on --resume: ~0)
         # and 'total' (the whole invocation, with start-up); null in files of earlier versions
         ("stage_seconds", pa.map_(pa.string(), pa.float64())),
+        # per stage whose output this run copied from an earlier run instead of computing it (scan, spans, explain:
+        # ccs_ray.stages.reuse), that run's id and results root; null when nothing was reused and in files of
+        # earlier versions
+        ("reused", pa.map_(pa.string(), pa.struct([("run_id", pa.string()), ("root", pa.string())]))),
     ]),
     # One row per (run, model, shard) of the scan's plan: fingerprint, fold, status 'planned' or 'done', and for a
     # done shard its counts, where (node, worker) and how long (seconds: read, decode and model). While a scan runs
@@ -290,8 +294,10 @@ def remove_parts(root: str, table: str, run_id: str, model: str, prefixes: tuple
     return len(parts)
 
 
-def read_table(root: str, table: str, run_id: str | None = None, model: str | None = None) -> pa.Table:
-    """All rows of ``table`` under ``root`` (optionally one run and/or model), empty with the schema if none.
+def read_table(root: str, table: str, run_id: str | None = None, model: str | None = None,
+               name: str | None = None) -> pa.Table:
+    """All rows of ``table`` under ``root`` (optionally one run and/or model, and only the files ``name``, as
+    :func:`write_table` named them), empty with the schema if none.
 
     Files written by an earlier version read too: a column they lack comes back as nulls, a column renamed since
     (:data:`RENAMED`) under its new name, a column this version no longer has is dropped. A part cut short or not
@@ -304,7 +310,7 @@ def read_table(root: str, table: str, run_id: str | None = None, model: str | No
     fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/{table}")
     runs = quote(run_id, safe="") if run_id else "*"
     models = quote(model, safe="") if model else "*"
-    pattern = f"{path}/run_id={runs}/model={models}/*.parquet"
+    pattern = f"{path}/run_id={runs}/model={models}/{name or '*'}.parquet"
     parts = []
     for file in sorted(fs.glob(pattern)):
         data = read_parquet(fs, file)

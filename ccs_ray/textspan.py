@@ -108,26 +108,39 @@ def textspan(data, text_embeddings, texts: list[str], m: int = 5, rank: int = 80
     return spans
 
 
-def span_bases(outers, rank: int) -> list[tuple[torch.Tensor, int]]:
+def span_bases(outers, rank: int, factors=None) -> list[tuple[torch.Tensor, int]]:
     """The data spans TextSpan projects texts onto, of H heads at once (one batched eigh), from ``outers`` =
-    S_h = sum_i x_i x_i^T [H, D, D].
+    S_h = sum_i x_i x_i^T [H, D, D]; or, with ``factors`` = B_h [H, k, D], from the moments of compact coefficients
+    ``outers`` = G_h = sum_i c_i c_i^T [H, k, k] with x_i = c_i B_h (:mod:`ccs_ray.moments`), so S_h = B_h^T G_h B_h.
 
     Returns per head ``(basis [D, r] float64, r)``: the top r eigenvectors of S_h (the top right singular vectors
     of the uncentred data, largest first), r = min(``rank``, number of eigenvalues above ``RANK_RTOL``^2 x the
-    largest, i.e. singular values above ``RANK_RTOL`` x the largest); r = 0 when S_h = 0.
+    largest, i.e. singular values above ``RANK_RTOL`` x the largest); r = 0 when S_h = 0. The factored form solves
+    a k x k problem: with B_h^T = Q_h R_h (Q_h [D, k] orthonormal), S_h = Q_h (R_h G_h R_h^T) Q_h^T, whose nonzero
+    eigenvalues are those of R_h G_h R_h^T and whose eigenvectors are Q_h times its eigenvectors (the span and the
+    spans it gives are the same; D - k eigenvalues of S_h are 0 and below the cut-off).
     """
     S = _f64(outers)
     if S.ndim != 3 or S.shape[1] != S.shape[2]:
-        raise ValueError(f"outers have shape {tuple(S.shape)}, expected [H, D, D]")
+        raise ValueError(f"outers have shape {tuple(S.shape)}, expected [H, D, D] (or [H, k, k] with factors)")
     if len(S) == 0:
         return []
+    Q = None
+    if factors is not None:
+        B = _f64(factors, S.device)
+        if B.shape[:2] != S.shape[:2]:
+            raise ValueError(f"factors have shape {tuple(B.shape)}, expected [{S.shape[0]}, {S.shape[1]}, D]")
+        Q, R = torch.linalg.qr(B.transpose(1, 2))  # [H, D, k], [H, k, k]
+        S = R @ S @ R.transpose(1, 2)
+        S = (S + S.transpose(1, 2)) / 2
     lam, vec = torch.linalg.eigh(S)  # ascending
-    D, top = S.shape[1], lam[:, -1]
+    size, top = S.shape[1], lam[:, -1]
     above = (lam > top[:, None] * RANK_RTOL**2).sum(1)
     bases = []
     for h, (largest, count) in enumerate(zip(top.tolist(), above.tolist(), strict=True)):
         r = min(rank, count) if largest > 0 else 0
-        bases.append((vec[h, :, D - r:].flip(1), r))  # flip copies: the stack is not kept alive
+        basis = vec[h, :, size - r:].flip(1)  # flip copies: the stack is not kept alive
+        bases.append((Q[h] @ basis if Q is not None else basis, r))
     return bases
 
 

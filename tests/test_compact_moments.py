@@ -90,13 +90,17 @@ def test_compact_moments_give_the_full_moments_spans_and_fidelity(tiny_model, co
             assert n == n_full
             torch.testing.assert_close(total, total_full, **SAME)
             torch.testing.assert_close(outer, outer_full, **SAME)
-        a = textspan_from_moments(*compact.head(name), pool, texts, m=5, rank=80)
+        (basis, r), = compact.span_bases([(name, None)], 80)  # the k x k problem the spans stage solves
+        (basis_full, r_full), = full.span_bases([(name, None)], 80)
+        assert r == r_full and basis.shape == basis_full.shape
+        torch.testing.assert_close(basis @ basis.T, basis_full @ basis_full.T, rtol=0, atol=1e-7)  # one span
+        a = textspan_from_moments(*compact.head(name), pool, texts, m=5, rank=80, basis=basis)
         b = textspan_from_moments(*full.head(name), pool, texts, m=5, rank=80)
         assert [s.text for s in a] == [s.text for s in b] and len(a) == 5
         assert [s.svd_rank for s in a] == [s.svd_rank for s in b]
         torch.testing.assert_close(torch.tensor([s.variance for s in a]), torch.tensor([s.variance for s in b]),
                                    rtol=1e-9, atol=0)
-        for x, y in zip(label_fidelity(*compact.head(name), labels, pool, 80),
+        for x, y in zip(label_fidelity(*compact.head(name), labels, pool, 80, basis=basis),
                         label_fidelity(*full.head(name), labels, pool, 80), strict=True):
             torch.testing.assert_close(torch.as_tensor(x), torch.as_tensor(y), rtol=1e-9, atol=1e-12)
     for layer, z in compact.mean_z().items():
@@ -117,7 +121,8 @@ def test_vit_b_32_compact_spans_equal_the_full_path():
     for convention in CONVENTIONS:
         compact, full = _both(model, images, [10, 11], convention, batch=3)
         for name in ("L10.H0", "L11.H7"):
-            a = textspan_from_moments(*compact.head(name), pool, texts, m=5, rank=80)
+            (basis, _), = compact.span_bases([(name, None)], 80)
+            a = textspan_from_moments(*compact.head(name), pool, texts, m=5, rank=80, basis=basis)
             b = textspan_from_moments(*full.head(name), pool, texts, m=5, rank=80)
             assert [s.text for s in a] == [s.text for s in b]
             for x, y in zip(a, b, strict=True):

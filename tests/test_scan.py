@@ -367,10 +367,17 @@ def test_workers_run_as_many_torch_threads_as_the_cpus_they_hold(ray_cluster):
 
     @ray.remote
     def threads():
-        use_held_cpus()
-        return torch.get_num_threads()
+        import os
 
-    assert ray.get([threads.options(num_cpus=c).remote() for c in (2, 1.6, 1, 0.3)]) == [2, 2, 1, 1]
+        from threadpoolctl import threadpool_info
+
+        use_held_cpus()
+        pools = {p["num_threads"] for p in threadpool_info()}  # torch's OpenMP and BLAS, numpy's BLAS, ...
+        return torch.get_num_threads(), pools, os.environ.get("OMP_WAIT_POLICY")
+
+    found = ray.get([threads.options(num_cpus=c).remote() for c in (2, 1.6, 1, 0.3)])
+    assert [(n, pools) for n, pools, _ in found] == [(2, {2}), (2, {2}), (1, {1}), (1, {1})]
+    assert {wait for _, _, wait in found} == {"PASSIVE"}  # waiting OpenMP threads sleep (ccs_ray.threads)
 
 
 def test_costs_are_measured_at_one_thread_in_the_driver_which_keeps_its_threads(tmp_path, monkeypatch):

@@ -36,6 +36,9 @@ class RunContext:
             pipeline), or None: each pass kills its actors when it ends.
         plan: what preflight planned for the run (:class:`~ccs_ray.planning.Plan`: the indexed shard plan of the
             data source, the planned eval datasets), or None (a stage run on its own plans for itself).
+        reuse_from: the results roots searched for a finished run whose output a reusable stage copies instead of
+            computing it (:mod:`~ccs_ray.stages.reuse`; the run's own root first), or None: compute everything
+            (``--rescan``, or a stage run on its own).
     """
 
     run_id: str
@@ -47,6 +50,7 @@ class RunContext:
     progress: bool = True
     actors: ModelActors | None = None
     plan: Plan | None = None
+    reuse_from: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, spec: Spec, run_id: str, root: str | None = None, **kwargs) -> RunContext:

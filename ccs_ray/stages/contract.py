@@ -7,7 +7,9 @@ These declarations are the one place each stage rule is written. From them follo
   problem naming the setting that needs it);
 - the check before a stage runs (:func:`missing_inputs`: the table a needed stage writes first has no rows for the
   run and model: "run the X stage first");
-- the stage table of ``docs/architecture.md`` (:func:`markdown_table`; a test compares them).
+- the stage table of ``docs/architecture.md`` (:func:`markdown_table`; a test compares them);
+- which stages' output a later run copies instead of computing it when its inputs match (``reusable``,
+  :mod:`~ccs_ray.stages.reuse`).
 
 A stage's code is in ``ccs_ray/stages/<name>.py`` (``section(spec)`` and ``run(ctx, section) -> summary``), imported
 only when the stage runs, so that this module, and preflight with it, load no torch, open_clip or Ray.
@@ -57,6 +59,9 @@ class Stage:
         uses_model_actors: it runs on the model actors the run keeps (the pipeline releases them before any other
             stage, so that their CPUs and GPUs are free for it).
         shows_run: it reads the ``runs`` table, so the run is recorded done before it runs (the report).
+        reusable: a later run whose inputs match copies its output instead of computing it
+            (:mod:`~ccs_ray.stages.reuse`): it writes a model's rows of each table in ``writes`` as the partition's
+            file ``<name>.parquet``.
     """
 
     name: str
@@ -67,6 +72,7 @@ class Stage:
     needs: Callable[[Spec], tuple[Need, ...]]
     uses_model_actors: bool = False
     shows_run: bool = False
+    reusable: bool = False
 
     @property
     def code(self) -> Any:
@@ -125,11 +131,12 @@ EVERY_TABLE = "*"  # in ``reads``: every table (the report)
 #: Every stage's contract, in the order of ``ccs_ray.choices.STAGES`` (a test checks :func:`run_order` agrees).
 STAGES: tuple[Stage, ...] = (
     Stage("scan", "per-head moments of every image", per_model=False, reads=(),
-          writes=("moments", "shards", "errors", "conversions"), needs=lambda spec: (), uses_model_actors=True),
+          writes=("moments", "shards", "errors", "conversions"), needs=lambda spec: (), uses_model_actors=True,
+          reusable=True),
     Stage("spans", "TextSpan: each head's top-m texts", per_model=True, reads=("moments",),
-          writes=("spans", "span_agreement"), needs=_spans_needs, uses_model_actors=True),
+          writes=("spans", "span_agreement"), needs=_spans_needs, uses_model_actors=True, reusable=True),
     Stage("explain", "top and bottom images per head and span", per_model=False, reads=("spans",),
-          writes=("top_images",), uses_model_actors=True,
+          writes=("top_images",), uses_model_actors=True, reusable=True,
           needs=lambda spec: (Need("spans", "ranks images along each head's span directions"),)),
     Stage("judge", "labels, span verdicts and CCS", per_model=True, reads=("spans", "moments"),
           writes=("ccs", "labels", "judgments", "judge_calls", "errors"),

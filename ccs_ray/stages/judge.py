@@ -212,6 +212,7 @@ def add_label_fidelity(ctx: ModelContext, section: JudgeSection, encoder: TextEn
     method = section.spans.method
     heads = sorted({r["head_label"] for r in labelled})
     head_stats: dict[str, tuple[int, np.ndarray | torch.Tensor, torch.Tensor]]  # n, total, outer
+    moments = None
     if method == "weights":
         from ..circuits import head_covariances
 
@@ -232,8 +233,12 @@ def add_label_fidelity(ctx: ModelContext, section: JudgeSection, encoder: TextEn
     bases: dict[str, torch.Tensor] = {}
     for layer in sorted({parse_head_name(h)[0] for h in heads}):  # one batched eigh per layer bounds the memory
         group = [h for h in heads if parse_head_name(h)[0] == layer]
-        outers = torch.stack([torch.as_tensor(head_stats[h][2], dtype=torch.float64) for h in group])
-        bases |= {h: basis for h, (basis, _) in zip(group, span_bases(outers, section.spans.rank), strict=True)}
+        if moments is not None:  # k x k problems for compact moments
+            layer_bases = moments.span_bases([(h, None) for h in group], section.spans.rank)
+        else:
+            layer_bases = span_bases(torch.stack([torch.as_tensor(head_stats[h][2], dtype=torch.float64)
+                                                  for h in group]), section.spans.rank)
+        bases |= {h: basis for h, (basis, _) in zip(group, layer_bases, strict=True)}
     for head in heads:
         mine = [r for r in labelled if r["head_label"] == head]
         names = sorted({r["label"] for r in mine})
