@@ -134,6 +134,9 @@ class Decomposition:
         z_sum: [len(layers), H, T, d] sum over the batch of each head's attention output (float64), or None.
         coefficients: [B, len(layers), H, k] each head's contribution in its compact coordinates (module docstring;
             ``contributions == coefficients @ head_basis``), when asked for (contributions are then None).
+        token_projections: [B, len(layers), H, m, T] per head, direction and token, the projection on the direction
+            of the part of the head's contribution read from the token (summed over T: the contribution's
+            projection), when ``token_directions`` were given.
     """
 
     embedding: torch.Tensor
@@ -141,6 +144,7 @@ class Decomposition:
     layers: list[int]
     z_sum: torch.Tensor | None = None
     coefficients: torch.Tensor | None = None
+    token_projections: torch.Tensor | None = None
 
     @property
     def heads(self) -> list[str]:
@@ -207,7 +211,8 @@ def last_block_cls_only(blocks, layer: int, stop_at: int | None) -> bool:
 def decomposed_forward(
     model: torch.nn.Module, images: torch.Tensor | None, *, layers: list[int] | None = None,
     convention: str = "centered", ablation: HeadAblation | None = None, keep_z_sum: bool = False,
-    start: tuple[int, torch.Tensor] | None = None, coefficients: bool = False, stop_at: None = None,
+    start: tuple[int, torch.Tensor] | None = None, coefficients: bool = False,
+    token_directions: torch.Tensor | None = None, stop_at: None = None,
 ) -> Decomposition: ...
 
 
@@ -215,7 +220,8 @@ def decomposed_forward(
 def decomposed_forward(
     model: torch.nn.Module, images: torch.Tensor | None, *, layers: list[int] | None = None,
     convention: str = "centered", ablation: HeadAblation | None = None, keep_z_sum: bool = False,
-    start: tuple[int, torch.Tensor] | None = None, coefficients: bool = False, stop_at: int,
+    start: tuple[int, torch.Tensor] | None = None, coefficients: bool = False,
+    token_directions: torch.Tensor | None = None, stop_at: int,
 ) -> torch.Tensor: ...
 
 
@@ -229,6 +235,7 @@ def decomposed_forward(
     keep_z_sum: bool = False,
     start: tuple[int, torch.Tensor] | None = None,
     coefficients: bool = False,
+    token_directions: torch.Tensor | None = None,
     stop_at: int | None = None,
 ) -> Decomposition | torch.Tensor:
     """One pass through the image tower that yields the embedding and per-head contributions.
@@ -244,6 +251,10 @@ def decomposed_forward(
             (``images`` is then ignored); used to share a prefix between ablation configurations.
         coefficients: give each head's compact coefficients (:attr:`Decomposition.coefficients`, what the scan's
             moments keep) instead of its contributions.
+        token_directions: [len(layers), H, k, m] directions in each head's compact coordinates (``B_h d`` for m
+            directions d [D] of each head, :func:`head_basis`): also give, per head and token, the projection on
+            each direction of the head's contribution read from that token (:attr:`Decomposition.token_projections`,
+            module docstring of :mod:`ccs_ray.headmap`); not with ``ablation``.
         stop_at: return the residual stream [B, T, W] entering layer ``stop_at`` instead.
 
     Only the class token's per-head outputs are kept: no [B, H, T, W] tensor is ever formed. After its attention,
@@ -261,6 +272,8 @@ def decomposed_forward(
     dtype = visual.proj.dtype
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     custom = set(layers) | (set(ablation.by_layer) if ablation else set())
+    if token_directions is not None and ablation is not None:
+        raise ValueError("token_directions map the heads of an unablated pass: give no ablation with them")
 
     with torch.no_grad():
         if start is None:
@@ -269,14 +282,17 @@ def decomposed_forward(
             first, x = 0, visual._embeds(images.to(device=visual.proj.device, dtype=dtype))
         else:
             first, x = start
-        head_res, z_sums = {}, {}
+        head_res, z_sums, reads = {}, {}, {}
         for l in range(first, len(blocks) if stop_at is None else stop_at):
             block = blocks[l]
             last = last_block_cls_only(blocks, l, stop_at)
             if l not in custom and not last:
                 x = block(x)
                 continue
-            z = head_outputs(block, x, cls_only=last and not (keep_z_sum and l in layers))
+            qkv = head_qkv(block, x, cls_only=last and not (keep_z_sum and l in layers))
+            z = F.scaled_dot_product_attention(*qkv)  # head_outputs
+            if token_directions is not None and l in layers:
+                reads[l] = _class_token_reads(*qkv)
             x, z = block_forward(block, x, ablation, l, z, cls_only=last)
             if l in layers:
                 if coefficients:
@@ -299,11 +315,39 @@ def decomposed_forward(
             return Decomposition(embedding, None, [])
         per_head = torch.stack([head_res[l] for l in layers], 1)  # [B, Ls, H, d] (coefficients), else [B, Ls, H, W]
         z_sum = torch.stack([z_sums[l] for l in layers]) if keep_z_sum else None
+        x_cls, e = x[:, 0].to(acc), embedding.to(acc)
+        tokens = None
+        if token_directions is not None:
+            tokens = torch.stack([_token_coefficients(visual, x_cls, *reads[l], convention, e).to(acc)
+                                  for l in layers], 1)  # [B, Ls, H, T, k]
+            tokens = torch.einsum("blhtk,lhkm->blhmt", tokens, token_directions.to(tokens))
         if coefficients:
-            coeffs = _coefficients(visual, x[:, 0].to(acc), per_head, convention, embedding.to(acc))
-            return Decomposition(embedding, None, layers, z_sum, coeffs)
-        contributions = _to_embedding_space(visual, x[:, 0].to(acc), per_head, layers, convention, embedding.to(acc))
-    return Decomposition(embedding, contributions, layers, z_sum)
+            coeffs = _coefficients(visual, x_cls, per_head, convention, e)
+            return Decomposition(embedding, None, layers, z_sum, coeffs, tokens)
+        contributions = _to_embedding_space(visual, x_cls, per_head, layers, convention, e)
+    return Decomposition(embedding, contributions, layers, z_sum, None, tokens)
+
+
+def _class_token_reads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the class token's query reads from each token: (``a_j v_j`` [B, H, T, d], ``a_j`` [B, H, T]) for the
+    attention weights ``a`` of the class token (q [B, H, 1 or T, d]; k, v [B, H, T, d]); ``sum_j a_j v_j`` is its
+    attention output."""
+    a = torch.softmax((q[:, :, :1] @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5, -1)[:, :, 0]  # [B, H, T]
+    return a[..., None] * v, a
+
+
+def _token_coefficients(visual, x_cls, reads, weights, convention, embedding) -> torch.Tensor:
+    """Per token j, the compact coefficients [B, H, T, k] of the part of each head's contribution read from j (they sum
+    over j to :func:`_coefficients`): ``reads`` ``a_j v_j`` [B, H, T, d] and ``weights`` ``a_j`` [B, H, T], the
+    fixed terms of ``"textspan"`` spread over the tokens by the attention weights (:mod:`ccs_ray.headmap`)."""
+    reads, weights = reads.to(x_cls.dtype), weights.to(x_cls.dtype)
+    mu, sigma = _ln_stats(visual, x_cls)
+    if convention == "centered":
+        return reads / sigma[:, None, None, None]
+    norm = embedding.norm(dim=-1)
+    s = (1 / (sigma * norm))[:, None, None]  # [B, 1, 1]
+    extra = torch.stack([weights * s, weights * mu[:, None, None] * s, weights / norm[:, None, None]], -1)
+    return torch.cat([reads * s[..., None], extra], -1)
 
 
 def _ln_stats(visual, x_cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

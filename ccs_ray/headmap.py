@@ -30,8 +30,9 @@ the maps; :func:`ccs_ray.heatmap.overlay_png` draws one over an image (:func:`wr
 ``ccs-ray head MODEL HEAD --image``).
 
 Since ``c_j`` is ``(affine in r_j) @ proj`` (times ``1 / |e|``), ``c_j . d`` is the same expression with ``proj``
-replaced by ``proj @ d`` [W]: the maps of many heads and directions (:func:`span_maps`, one forward for every head:
-the explain stage's maps of its top images, ``top_images.patch_map``) never form the [B, T, D] terms.
+replaced by ``proj @ d`` [W]: the maps of many heads and directions (:func:`span_maps`, one forward for every head)
+never form the [B, T, D] terms. The explain stage's maps of its top images (``top_images.patch_map``) are the same
+terms, from its own pass: ``decomposed_forward(token_directions=...)``.
 :func:`ccs_ray.heatmap.cells_png` draws a map as a PNG of one pixel per patch (the head cards lay it over the
 image's thumbnail).
 """

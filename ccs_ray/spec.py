@@ -215,8 +215,8 @@ class ExplainConfig(_Section):
                           description="longest side of each stored thumbnail (pixels); the report shows it "
                                       "small and enlarges it on click")
     head_maps: bool = Field(default=True,
-                            description="store where each head looks in its spans' top images (top_images.patch_map); "
-                                        "decodes again the shards that hold those images")
+                            description="store where each head looks in its spans' top images (top_images.patch_map), "
+                                        "from the same pass")
 
 
 class EndpointConfig(_Section):

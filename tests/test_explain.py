@@ -62,13 +62,14 @@ def test_merged_partials_equal_the_exact_top_k(tmp_path):
     directions[2, 2] = np.nan  # a head with fewer spans than m
     uris = [f"file:///images/{i:04d}.jpg" for i in g.permutation(n)]
     images = g.integers(0, 256, size=(n, 3, 8, 8), dtype=np.uint8)
+    maps = g.normal(size=(n, heads, m, 4)).astype(np.float32)  # each image's 2 x 2 map along each head's spans
     names = [f"L0.H{h}" for h in range(heads)]
     merged = None
     for part, (lo, hi) in enumerate([(0, 40), (40, 41), (41, 180), (180, 300)]):  # uneven partials and batches
-        top = TopImages(names, directions, k, 16)
+        top = TopImages(names, directions, k, 16, grid=2)
         for a in range(lo, hi, 1 + part * 7):
             b = min(hi, a + 1 + part * 7)
-            top.update(torch.from_numpy(X[a:b]), uris[a:b], f"s{part}", images[a:b])
+            top.update(torch.from_numpy(X[a:b]), uris[a:b], f"s{part}", images[a:b], torch.from_numpy(maps[a:b]))
         top.mark_covered(f"s{part}")
         assert len(top.images) <= 2 * top.ids.numel()  # memory bounded by the lists, not by the images seen
         path = tmp_path / f"part{part}.parquet"
@@ -76,7 +77,18 @@ def test_merged_partials_equal_the_exact_top_k(tmp_path):
         assert TopImages.read_meta(str(path))["shards"] == {f"s{part}": {}}
         loaded = TopImages.load(str(path))
         merged = loaded if merged is None else merged.merge(loaded)
-    _assert_same_lists(_lists(merged.rows(), names), _exact(X, uris, directions, k), rtol=1e-12)
+    rows = merged.rows()
+    _assert_same_lists(_lists(rows, names), _exact(X, uris, directions, k), rtol=1e-12)
+    # each top image of a span carries its own map along that span; no other row has one
+    index = {u: i for i, u in enumerate(uris)}
+    for r in rows:
+        h = names.index(r["head_label"])
+        if r["span_rank"] is not None and r["direction"] == "top":
+            want = maps[index[r["image_uri"]], h, r["span_rank"] - 1]
+            assert r["patch_grid"] == 2 and r["patch_map"] == want.tolist()
+        else:
+            assert r["patch_map"] is None and r["patch_grid"] is None
+    assert all(r["patch_map"] is None for r in merged.rows(maps=False))
     with pytest.raises(ValueError, match="counted twice"):
         merged.merge(TopImages.load(str(tmp_path / "part0.parquet")))
 

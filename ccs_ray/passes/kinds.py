@@ -35,6 +35,11 @@ class PassKind:
         """A fresh, empty accumulator for a model's actor."""
         raise NotImplementedError
 
+    def forward_options(self, acc) -> dict:
+        """More keyword arguments of the actor's :func:`~ccs_ray.decompose.decomposed_forward` for ``acc``'s
+        batches."""
+        return {}
+
     def add(self, acc, d: Decomposition, loaded: LoadedShard, batch: slice, fold: int) -> None:
         """Add one batch (images ``batch`` of ``loaded``, decomposed into ``d``) to ``acc``."""
         raise NotImplementedError

@@ -16,7 +16,7 @@ full size on click (keyboard focus), so a report over 6 models x 64 heads x 5 sp
 stays under 25 MB.
 
 Where the head looks: a top image of a span with a map (``top_images.patch_map`` and ``patch_grid``, written by the
-explain stage: :func:`ccs_ray.headmap.span_maps`) carries it as ``overlay``, a PNG data URI of one pixel per image
+explain stage: :mod:`ccs_ray.headmap`'s maps) carries it as ``overlay``, a PNG data URI of one pixel per image
 patch on the map's own diverging scale (:func:`ccs_ray.heatmap.cells_png`: red along the span, blue against it),
 which the card lays over the thumbnail, scaled with it. Bottom and overall top images have none.
 :func:`format_card` is a card as text (``ccs-ray head``), :func:`find_card` finds one.
