@@ -258,14 +258,15 @@ def test_describe_shows_each_stage_in_words():
     from ccs_ray.pipeline import describe
 
     summary = {"run_id": "r1", "results": "/res", "seconds": {"scan": 12.34, "judge": 2.0, "total": 15.0},
+               "cpu_seconds": {"scan": 20.0, "judge": 1.5, "total": 21.5},
                "stages": {"scan": {"n_images": {"m": 96}, "n_errors": {"m": 1}, "n_converted": {"m": 0},
                                    "nodes": ["a"]},
                           "judge": {"m": {"heads_judged": 16, "calls": 3, "cached": 2, "errors": 0, "cost_usd": 0.0125,
                                           "agreement": {}}}}}
     assert describe(summary).splitlines()[:3] == [
         "run r1 done in 15.0 s; results in /res",
-        "  scan      12.3 s  m: 96 images, 1 errors, 0 converted",
-        "  judge      2.0 s  m: 16 heads, 3 calls, 2 cached, 0 errors, 0.0125 USD"]
+        "  scan      12.3 s (CPU   20.0 s)  m: 96 images, 1 errors, 0 converted",
+        "  judge      2.0 s (CPU    1.5 s)  m: 16 heads, 3 calls, 2 cached, 0 errors, 0.0125 USD"]
 
 
 SPEC_MISTAKES = [["models.keys=ViT-B-99/none"], ["models.layers=[9]"], ['prune.heads={mine = ["L1H2"]}'],
