@@ -12,7 +12,7 @@ import pytest
 from ccs_ray import shard_plan
 from ccs_ray.analytics import connect
 from ccs_ray.files import read_table_file, resolve_uri
-from ccs_ray.shard_plan import ShardPlan
+from ccs_ray.shard_plan import ShardPlan, unpack_items
 from ccs_ray.sources import manifest, plan_shards
 from ccs_ray.sources.base import file_version, fingerprint, list_files, walk_files
 from ccs_ray.spec import DataConfig
@@ -57,8 +57,11 @@ def _eager_manifest_shards(uri, cfg):
 def test_streamed_manifest_equals_the_manifest_read_whole(tmp_path, monkeypatch, fmt, limit):
     monkeypatch.setattr(manifest, "BATCH_ROWS", 7)  # many batches, none aligned with the shards
     n = 40
-    uris = [None if i % 9 == 4 else (f"img/{i}.jpg" if i % 2 else f"/abs/{i}.jpg") for i in range(n)]
-    labels = [None if i % 5 == 0 else f"c{i % 3}" for i in range(n)]
+    # relative, absolute, to normalize, another protocol, empty; characters JSON escapes in URIs and labels
+    forms = ["img/{}.jpg", "/abs/{}.jpg", "./img/{}.jpg", "../up/{}.jpg", "a//b/{}.jpg", "s3://b/{}.jpg", "",
+             'caf\u00e9 "{}".jpg', "tab\t\\{}.jpg"]
+    uris = [None if i % 11 == 4 else forms[i % len(forms)].format(i) for i in range(n)]
+    labels = [None if i % 5 == 0 else ("\u00e9t\u00e9" if i % 7 == 0 else f"c{i % 3}") for i in range(n)]
     table = pa.table({"uri": pa.array(uris, pa.string()), "label": pa.array(labels, pa.string()),
                       "extra": list(range(n))})
     uri = str(tmp_path / f"m.{fmt}")
@@ -67,11 +70,12 @@ def test_streamed_manifest_equals_the_manifest_read_whole(tmp_path, monkeypatch,
     shards = plan_shards(cfg)
     assert [(s.uri, s.items, s.fingerprint) for s in shards] == _eager_manifest_shards(uri, cfg)
     assert [s.shard_id for s in shards] == [f"s{i:06d}" for i in range(len(shards))]
-    assert sum(len(s.items) for s in shards) == (limit or sum(u is not None for u in uris))
+    assert sum(len(s.items) for s in shards) == (limit or sum(bool(u) for u in uris))
 
 
 def test_indexed_plan_streams_the_eager_plan_and_lists_the_source_once(tmp_path, monkeypatch):
     monkeypatch.setattr(shard_plan, "PART_SHARDS", 3)
+    monkeypatch.setattr(shard_plan, "CHUNK_BYTES", 100)  # chunks of one or two shards, not aligned with the parts
     _tree(tmp_path / "src")
     cfg = DataConfig(source=str(tmp_path / "src"), shard_size=2)
     eager = plan_shards(cfg)
@@ -86,7 +90,13 @@ def test_indexed_plan_streams_the_eager_plan_and_lists_the_source_once(tmp_path,
     # a part handed to the callback holds each shard's id, place and fingerprint, not its items
     assert [s for _, shards in parts for s in shards] == [replace(s, items=()) for s in eager]
     assert plan.first() == eager[0] and plan.ids() == {s.shard_id for s in eager}
-    assert [s for part in plan.parts() for s in part] == eager
+    assert [[s.shard_id for s in part] for part in plan.parts()] == [[s.shard_id for s in p] for _, p in parts]
+    assert [s for part in plan.parts() for s in part] == [replace(s, items=()) for s in eager]
+    assert len(plan._starts) > len(parts)  # spooled in more chunks than parts
+    # packed: the shards without items and their items as bytes; read back by shard, in any order
+    assert [(s, unpack_items(p)) for s, p in plan.packed()] == [(replace(s, items=()), s.items) for s in eager]
+    wanted = [replace(eager[i], items=()) for i in (4, 0, 3)]
+    assert [unpack_items(p) for p in plan.packed_items(wanted)] == [eager[i].items for i in (4, 0, 3)]
     (tmp_path / "src" / "b0.jpg").unlink()  # the plan is what was listed, however often it is read
     assert list(plan) == eager and listings == [cfg.source]
     spool = plan._spool

@@ -9,10 +9,11 @@ versions wrote them) weighs at ``large`` shards; reading the large chain back (:
 what resume and the partition check do) is timed.
 
 Streaming (``images``): a generated Parquet manifest of ``images`` rows is planned in ``shard_size`` shards and
-dispatched to no-op actors by the scan's own driver loop (:func:`ccs_ray.passes.run_pass`, with decoders that read
-nothing and actors that only write their shard logs and checkpoints), in a fresh driver process on the connected
-cluster: planning seconds (:meth:`~ccs_ray.shard_plan.ShardPlan.index`), shards dispatched per second and the
-driver's peak RSS. The shard logs are read back to check that every shard was covered exactly once.
+dispatched to no-op actors by the scan's own driver loop (:func:`ccs_ray.passes.run_pass`, in batches, with decoders
+that unpack each shard's items but read no image and actors that only write their shard logs and checkpoints), in a
+fresh driver process on the connected cluster: planning seconds (:meth:`~ccs_ray.shard_plan.ShardPlan.index`),
+shards dispatched per second and the driver's peak RSS. The shard logs are read back to check that every shard was
+covered exactly once.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from datetime import UTC, datetime
 import ray
 
 from ..checkpoints import Checkpointer, read_log
+from ..cluster import ensure_ray
 from ..files import latest_committed
 from ..jsonout import dumps
+from ..shard_plan import unpack_items
 
 
 def _record(i: int) -> dict:
@@ -95,15 +98,16 @@ def run(model: str = "ccs-tiny/none", small: int = 10, large: int = 10_000, chec
 
 
 def _streaming(tmp: str, images: int, shard_size: int) -> dict:
-    """The streaming figures, from a driver process of their own (its peak RSS is the driver's alone)."""
+    """The streaming figures, from a driver process of their own (its peak RSS is the driver's alone) on the cluster
+    this process is connected to, or a local one it starts first: up before the driver starts, as a job's cluster
+    is, so that the cluster's own start does not share the cores with planning."""
+    ensure_ray()
     manifest = f"{tmp}/manifest.parquet"
     t0 = time.perf_counter()
     write_manifest(manifest, images)
     made_s = time.perf_counter() - t0
     out = f"{tmp}/streaming.json"
-    env = dict(os.environ)
-    if ray.is_initialized():  # the cluster this process is connected to
-        env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
     subprocess.run([sys.executable, "-c", f"from ccs_ray.bench.plan import drive; drive({manifest!r}, {shard_size}, "
                     f"{tmp + '/results'!r}, {out!r})"], check=True, env=env)
     with open(out) as f:
@@ -128,10 +132,13 @@ def write_manifest(uri: str, images: int) -> None:
 
 @ray.remote
 class NoopDecoder:
-    """A decoder that reads nothing: the shard's image count stands for its decoded images."""
+    """A decoder that reads no image: each shard's image count (its items unpacked) stands for its decoded images."""
 
-    def decode(self, shard, preprocess, defer_jpeg=False):
-        return shard.size
+    def decode_batch(self, shards, packed, preprocess, defer_jpeg=False):
+        t0 = time.perf_counter()
+        for items in packed:
+            yield len(unpack_items(items))
+        yield time.perf_counter() - t0
 
 
 @ray.remote
@@ -142,13 +149,18 @@ class NoopActor:
         self.checkpointer = Checkpointer(folder, kind.suffix)
         self.node = ray.get_runtime_context().get_node_id()
 
-    def process(self, shard, n_images, fold):
-        now = datetime.now(UTC).isoformat()
-        self.checkpointer.add({"shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint,
-                               "fold": fold, "n_images": n_images, "n_errors": 0, "n_converted": 0, "seconds": 0.0,
-                               "node": self.node, "worker": "noop", "finished_at": now, "threads": 1,
-                               "errors": [], "conversions": []})
-        return {"shard_id": shard.shard_id, "n_images": n_images, "n_errors": 0, "node": self.node, "threads": 1}
+    def process_batch(self, shards, decoded, folds):
+        t0 = time.perf_counter()
+        out = []
+        for shard, n_images in zip(shards, ray.get(decoded), strict=True):
+            now = datetime.now(UTC).isoformat()
+            self.checkpointer.add({"shard_id": shard.shard_id, "source": shard.uri, "fingerprint": shard.fingerprint,
+                                   "fold": shard.fold(folds), "n_images": n_images, "n_errors": 0, "n_converted": 0,
+                                   "seconds": 0.0, "node": self.node, "worker": "noop", "finished_at": now,
+                                   "threads": 1, "errors": [], "conversions": []})
+            out.append({"shard_id": shard.shard_id, "n_images": n_images, "n_errors": 0, "node": self.node,
+                        "threads": 1})
+        return out, time.perf_counter() - t0
 
     def checkpoint(self):
         saved = list(self.checkpointer.pending.values())
@@ -159,7 +171,7 @@ class NoopActor:
 
 def drive(manifest: str, shard_size: int, root: str, out: str) -> None:
     """Plan ``manifest`` and dispatch it to no-op actors with the scan's driver loop; write the figures to ``out``."""
-    from ..cluster import ensure_ray, peak_rss_mb
+    from ..cluster import peak_rss_mb
     from ..passes import PassKind, partial_shards, partials, run_pass
     from ..shard_plan import ShardPlan
     from ..spec import load_spec

@@ -1,9 +1,10 @@
 """The Ray actors of a pass and the pool of model actors a run keeps.
 
-- :class:`Decoder`: a CPU actor that reads and decodes shards into uint8 pixels (:func:`decode_shard`), torch-free.
+- :class:`Decoder`: a CPU actor that reads and decodes batches of shards into uint8 pixels (:func:`decode_shard`),
+  torch-free.
 - :class:`ModelActor`: holds one model on its device (a GPU when it holds one, else its CPUs as torch threads) and
-  serves the passes (``begin``, ``process``, ``checkpoint``, ``end``: the scan and explain accumulators) and any
-  later stage's generator function on the loaded model (``call``: the spans stage).
+  serves the passes (``begin``, ``process_batch``, ``checkpoint``, ``end``: the scan and explain accumulators) and
+  any later stage's generator function on the loaded model (``call``: the spans stage).
 - :class:`ModelActors`: the run's idle model actors, kept between the stages that use them, and the one place
   that decides where work on a model runs (:meth:`ModelActors.stream`: a kept actor, else a task of its own).
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
@@ -25,6 +27,7 @@ from ray.actor import ActorHandle
 from ..checkpoints import Checkpointer
 from ..cluster import held_device, node_cpus, peak_rss_mb, use_held_cpus
 from ..preprocess import Pixels, model_input, preprocess_config
+from ..shard_plan import unpack_items
 from ..sources import LoadedShard, Shard, decode_deferred, load_shard
 from ..spec import ModelsConfig, ScanConfig
 from .kinds import PassKind
@@ -50,8 +53,16 @@ class Decoder:
     The pass's first decoder starts on the driver's node before anything else, so that it starts while the driver
     measures what decoding and each model cost (:func:`~ccs_ray.passes.costs.decode_share`)."""
 
-    def decode(self, shard: Shard, preprocess: dict, defer_jpeg: bool = False) -> LoadedShard:
-        return decode_shard(shard, preprocess, defer_jpeg)
+    def decode_batch(self, shards: list[Shard], packed: list[bytes], preprocess: list[dict],
+                     defer_jpeg: bool = False) -> Iterator[LoadedShard | float]:
+        """Yields each shard decoded (``shards[i]`` without its items, ``packed[i]`` its items packed by
+        :func:`~ccs_ray.shard_plan.pack_items`, ``preprocess[i]`` its settings), then the seconds it took; called
+        with ``num_returns=len(shards) + 1``, so that each decoded shard is an object of its own, stored as it is
+        yielded."""
+        t0 = time.perf_counter()
+        for shard, items, settings in zip(shards, packed, preprocess, strict=True):
+            yield decode_shard(replace(shard, items=unpack_items(items)), settings, defer_jpeg)
+        yield time.perf_counter() - t0
 
 
 @ray.remote
@@ -80,10 +91,11 @@ class ModelActor:
         log)."""
         from ..decompose import decomposed_forward
 
-        self.forward = partial(decomposed_forward, self.model, layers=self.layers, convention=scan.convention,
-                               keep_z_sum=kind.keep_z_sum)  # [B, 3, H, W] float32 -> Decomposition
         self.batch_size, self.kind = scan.batch_size, kind
         self.acc = kind.start(self.model_key, self.model, self.layers, self.device)
+        self.forward = partial(decomposed_forward, self.model, layers=self.layers, convention=scan.convention,
+                               keep_z_sum=kind.keep_z_sum, coefficients=kind.coefficients,
+                               **kind.forward_options(self.acc))  # -> Decomposition
         self.checkpointer: Checkpointer | None = Checkpointer(folder, kind.suffix)
 
     def end(self) -> None:
@@ -124,6 +136,13 @@ class ModelActor:
         self.acc.mark_covered(shard.shard_id)  # the record goes to the shard log, not into the accumulator
         self.checkpointer.add(record)
         return {k: record[k] for k in ("shard_id", "n_images", "n_errors", "node", "threads")}
+
+    def process_batch(self, shards: list[Shard], decoded: list[ray.ObjectRef], folds: int) -> tuple[list[dict], float]:
+        """:meth:`process` each shard with its decoded shard (``decoded``: refs of :meth:`Decoder.decode_batch`'s
+        objects, fetched one at a time) in fold ``shard.fold(folds)``; (the shards' records, in order, seconds)."""
+        t0 = time.perf_counter()
+        records = [self.process(s, ray.get(ref), s.fold(folds)) for s, ref in zip(shards, decoded, strict=True)]
+        return records, time.perf_counter() - t0
 
     def checkpoint(self) -> list[dict]:
         """Commit the accumulator so far as this actor's next checkpoint, the records of the shards added since the

@@ -61,8 +61,12 @@ class Record:
 
 def fingerprint(*parts) -> str:
     """Short sha256 (16 hex chars) of JSON-serialisable parts."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return digest(json.dumps(parts, sort_keys=True, default=str))
+
+
+def digest(text: str) -> str:
+    """Short sha256 (16 hex chars) of a JSON text: :func:`fingerprint` of the parts it writes."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def file_version(info: dict) -> list:
