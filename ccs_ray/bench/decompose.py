@@ -27,8 +27,8 @@ def _sync(device: torch.device) -> None:
 
 def measure(net, model: str, batch_size: int = 16, reps: int = 10, warmup: int = 2, convention: str = "centered",
             seconds: float | None = None) -> dict:
-    """Images/s of the three paths on the loaded model ``net`` of key ``model`` and the ratios to plain (1.0 means
-    no overhead); the timed reps stop early once they have taken ``seconds``."""
+    """Images/s of the four paths (module docstring) on the loaded model ``net`` of key ``model`` and the ratios to
+    plain (1.0 means no overhead); the timed reps stop early once they have taken ``seconds``."""
     dev = net.visual.proj.device
     size = net.visual.image_size[0]
     images = torch.randn(batch_size, 3, size, size, device=dev, dtype=net.visual.proj.dtype)

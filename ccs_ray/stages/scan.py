@@ -145,10 +145,11 @@ def _merged_shards(ctx: RunContext, model: str, plan: ShardPlan) -> dict[str, di
 
 
 def _finish_model(ctx: RunContext, kind: MomentsPass, model: str, plan: ShardPlan, summary: ScanSummary) -> None:
-    """Merge a model's partials (checked to partition the plan), write its moments, remove the partials, and write
-    its moments, shards, errors and conversions tables."""
+    """Merge a model's partials (checked to partition the plan) into its moments file unless it is written (and then
+    checked against the plan by :func:`run_scan`), remove the partials, and write its moments, shards, errors and
+    conversions tables."""
     uri = _moments_uri(ctx, model)
-    if _merged_shards(ctx, model, plan):
+    if exists(uri):
         merged = HeadMoments.load(uri)
     else:
         merged = merge_partials(ctx, kind, model, plan)
