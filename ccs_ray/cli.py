@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -40,6 +41,12 @@ def _load(args):
     return load_spec(args.spec, _overrides(args) + results)
 
 
+def _stdout_for_json(as_json: bool):
+    """While a command that prints one JSON object computes, everything else written to stdout (Ray's cluster
+    warnings among it) goes to stderr, so that stdout holds the JSON alone."""
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
 def _print_plan(plan, as_json: bool) -> int:
     print(jsonout.dumps(plan.to_dict()) if as_json else plan)
     return 0
@@ -60,8 +67,9 @@ def _cmd_run(args) -> int:
     set_threads(DRIVER_CPUS)  # the driver coordinates; the workers that hold CPUs compute
 
     try:
-        summary = run(spec, resume=args.resume, run_id=args.run_id, progress=not args.no_progress, plan=plan,
-                      reuse_from=args.reuse_from, rescan=args.rescan)
+        with _stdout_for_json(args.json):
+            summary = run(spec, resume=args.resume, run_id=args.run_id, progress=not args.no_progress, plan=plan,
+                          reuse_from=args.reuse_from, rescan=args.rescan)
     except RunFailed as e:
         if args.debug:
             raise
@@ -149,7 +157,8 @@ def _cmd_bench(args) -> int:
 
     options = {k: v for k, v in vars(args).items()
                if k not in ("command", "bench", "json", "func", "debug") and v is not None}
-    figures = importlib.import_module(f"ccs_ray.bench.{args.bench}").run(**options)
+    with _stdout_for_json(args.json):
+        figures = importlib.import_module(f"ccs_ray.bench.{args.bench}").run(**options)
     if args.json:
         print(jsonout.dumps(figures))
     else:

@@ -112,3 +112,36 @@ def test_bench_json(not_finite, monkeypatch, capsys):
     assert cli.main(["bench", "preflight", "--json"]) == 0
     assert strict(capsys.readouterr().out) == not_finite[1]
 
+
+
+def _ray_warns_then(value, warning: str):
+    """A producer that, while it computes, has Ray print a cluster warning the way Ray's driver does (its real
+    ``print_to_stdstream``, from a thread of its own, to ``sys.stdout``), then returns ``value``. Ray prints a
+    repeated line once: each ``warning`` is new."""
+    import threading
+
+    from ray._private.worker import print_to_stdstream
+
+    def produce(*args, **kwargs):
+        data = {"lines": [warning], "pid": "raylet", "is_err": False}
+        thread = threading.Thread(target=print_to_stdstream, args=(data,), kwargs={"ignore_prefix": False})
+        thread.start()
+        thread.join()
+        return value
+
+    return produce
+
+
+def test_run_and_bench_json_keep_ray_warnings_off_stdout(fake_spec, not_finite, monkeypatch, capsys):
+    """stdout holds the JSON alone, so that ``ccs-ray run --json | jq`` parses; Ray's warnings go to stderr."""
+    from ccs_ray import pipeline
+    from ccs_ray.bench import preflight
+
+    monkeypatch.setattr(pipeline, "run", _ray_warns_then(not_finite[0], "WARNING: 8 workers started (run)"))
+    monkeypatch.setattr(preflight, "run", _ray_warns_then(not_finite[0], "WARNING: 8 workers started (bench)"))
+    for argv, command in ((["run", "spec.toml", "--json", "--no-progress"], "run"),
+                          (["bench", "preflight", "--json"], "bench")):
+        assert cli.main(argv) == 0
+        out, err = capsys.readouterr()
+        assert strict(out) == not_finite[1]
+        assert f"WARNING: 8 workers started ({command})" in err
