@@ -17,6 +17,24 @@ SpanMethod = Literal["data", "weights", "both"]  # where spans come from (ccs_ra
 SPAN_METHODS: tuple[SpanMethod, ...] = get_args(SpanMethod)
 SourceKind = Literal["folder", "tar", "parquet", "manifest", "probe"]  # data source kinds (ccs_ray.sources.READERS)
 SOURCE_KINDS: tuple[SourceKind, ...] = get_args(SourceKind)
+# how the decoders convert an image with transparency (data.alpha; ccs_ray.sources.decode.to_rgb): "drop" it as
+# open_clip's preprocessing does, or composite it over a colour, named here or written "#rrggbb"
+AlphaName = Literal["drop", "white", "black"]
+ALPHA_NAMES: tuple[AlphaName, ...] = get_args(AlphaName)
+_ALPHA_COLOURS = {"white": "#ffffff", "black": "#000000"}
+
+
+def alpha_colour(alpha: str) -> str | None:
+    """The colour ``#rrggbb`` (lower case) that ``alpha`` (``data.alpha``) composites transparency over; None for
+    ``"drop"``. A ValueError names the values allowed."""
+    if alpha == "drop":
+        return None
+    colour = _ALPHA_COLOURS.get(alpha, alpha).lower()
+    if len(colour) != 7 or colour[0] != "#" or any(c not in "0123456789abcdef" for c in colour[1:]):
+        raise ValueError(f"alpha must be one of {', '.join(ALPHA_NAMES)} or a colour '#rrggbb', got {alpha!r}")
+    return colour
+
+
 DecodePlace = Literal["auto", "decoders", "actors"]  # where a pass decodes JPEGs (ccs_ray.passes.decode_on_actors)
 DECODE_PLACES: tuple[DecodePlace, ...] = get_args(DecodePlace)
 AblationMode = Literal["zero", "mean"]  # what an ablated head outputs (ccs_ray.decompose.HeadAblation)

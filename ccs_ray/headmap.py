@@ -160,10 +160,11 @@ def span_maps(model, images: torch.Tensor, directions: Mapping[str, torch.Tensor
 
 
 def _open(image: ImageLike) -> Image.Image:
-    """An RGB PIL image from a PIL image, a local path or an fsspec URI (decoded as a source's images are,
-    :func:`~ccs_ray.sources.decode.decode_image`; one that cannot be used is a UserError naming it)."""
+    """A PIL image from a PIL image (as it is), a local path or an fsspec URI (decoded as a source's images are,
+    :func:`~ccs_ray.sources.decode.decode_image`; one that cannot be used is a UserError naming it), in its own mode:
+    :class:`~ccs_ray.preprocess.Pixels` converts it to RGB after resizing, as open_clip does."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return image
     with fsspec.open(str(image), "rb") as f:
         data = f.read()
     try:

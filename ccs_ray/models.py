@@ -1,4 +1,5 @@
-"""Model loading: `load_model(key)` for a model key (:mod:`ccs_ray.model_keys`).
+"""Model loading: `load_model(key)` for a model key (:mod:`ccs_ray.model_keys`), its weight files read and
+checked by :mod:`ccs_ray.weights`.
 
 Only the image tower is analysed. Supported towers are open_clip ``VisionTransformer`` s that pool the
 class token and use the stock ``nn.MultiheadAttention`` blocks (OpenAI CLIP, LAION, DataComp ViTs).
@@ -6,7 +7,9 @@ class token and use the stock ``nn.MultiheadAttention`` blocks (OpenAI CLIP, LAI
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from pathlib import Path
 
 import fsspec
@@ -19,6 +22,7 @@ from .files import cache_dir
 from .model_keys import ModelKey, UnsupportedModelError
 from .preprocess import CONFIG_DIRS
 from .towers import supported_models
+from .weights import folder_weights, is_torchscript, load_weights, local_path
 
 #: Seed of random initialisation (``NAME/none``), so that all actors of a cluster hold the same weights.
 RANDOM_INIT_SEED = 0
@@ -56,11 +60,12 @@ def check_supported(model: torch.nn.Module, key: str = "model") -> VisionTransfo
 
 def _fetch_checkpoint(uri: str) -> str:
     """A local path for a checkpoint URI, copying remote files into a cache folder once."""
-    fs, path = fsspec.core.url_to_fs(uri)
-    if "file" in fs.protocol or fs.protocol == "local":
-        if not fs.exists(path):
+    path = local_path(uri)
+    if path is not None:
+        if not Path(path).exists():
             raise FileNotFoundError(f"checkpoint not found: {uri}")
         return path
+    fs, path = fsspec.core.url_to_fs(uri)
     cache = cache_dir("checkpoints")
     cache.mkdir(parents=True, exist_ok=True)
     local = cache / (hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + Path(path).name)
@@ -71,6 +76,32 @@ def _fetch_checkpoint(uri: str) -> str:
         fs.get(path, str(tmp))
         tmp.rename(local)
     return str(local)
+
+
+def quick_gelu(parsed: ModelKey, weights: str | None = None) -> bool:
+    """Whether the weights were trained with QuickGELU, so that the model is built with it whatever NAME's config
+    says: pretrained weights whose open_clip tag says so (OpenAI's: ``ViT-B-32/openai`` is OpenAI's CLIP as
+    released), and OpenAI's TorchScript archives (``weights``: the local weight file of a ``NAME@PATH`` key)."""
+    if weights is not None:
+        return is_torchscript(weights)
+    if parsed.weights is None or parsed.name.startswith(("hf-hub:", "local-dir:")):
+        return False
+    return bool(open_clip.get_pretrained_cfg(parsed.name, parsed.weights).get("quick_gelu", False))
+
+
+@contextlib.contextmanager
+def _quiet_random_init(quiet: bool):
+    """Without open_clip's warning that the model is initialised randomly, where ccs-ray loads its weights next."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    if quiet:
+        root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def load_model(key: str, precision: str = "fp32", device: str | torch.device | None = None):
@@ -93,14 +124,18 @@ def load_model(key: str, precision: str = "fp32", device: str | torch.device | N
             f"unknown model {parsed.name!r} in key {key!r}. Supported ViTs: {', '.join(supported_models())}"
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pretrained = parsed.weights
+    weights = None  # a weight file that ccs-ray reads (weights.py); open_clip reads pretrained tags
     if parsed.checkpoint:
-        assert pretrained is not None  # a checkpoint key names its URI
-        pretrained = _fetch_checkpoint(pretrained)
+        assert parsed.weights is not None  # a checkpoint key names its URI
+        weights = _fetch_checkpoint(parsed.weights)
+    elif parsed.folder is not None:
+        weights = folder_weights(parsed.folder)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_random_init(weights is not None):
             torch.manual_seed(RANDOM_INIT_SEED)  # "/none": every worker builds the same random model
-            model, _, preprocess = open_clip.create_model_and_transforms(parsed.name, pretrained=pretrained)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                parsed.name, pretrained=None if parsed.checkpoint else parsed.weights, load_weights=weights is None,
+                pretrained_text=weights is None, force_quick_gelu=quick_gelu(parsed, weights))
     except RuntimeError as e:
         if "download" not in str(e).lower():
             raise
@@ -108,6 +143,8 @@ def load_model(key: str, precision: str = "fp32", device: str | torch.device | N
             f"could not fetch the weights of {key!r} (no network?): {e}. Offline, pass a local checkpoint "
             f"as '{parsed.name}@/path/to/checkpoint.pt', or random init as '{parsed.name}/none'"
         ) from None
+    if weights is not None:
+        load_weights(model, weights, parsed.name)
     check_supported(model, key)
     model = model.to(device=device, dtype=DTYPES[precision]).eval()
     model.tokenizer = open_clip.get_tokenizer(parsed.name)

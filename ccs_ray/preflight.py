@@ -122,6 +122,8 @@ def _spec_uris(spec: Spec) -> list[tuple[str, str, str]]:
     if "judge" in stages and spec.judge.cache:
         uris.append(("judge.cache", spec.judge.cache, "a writable folder or URI, or drop it"))
     if "prune" in stages:
+        uris.append(("evals.data_root", spec.evals.data_root or "",
+                     "the folder holding the datasets as their releases unpack (--set evals.data_root=PATH)"))
         for kind in ("classification", "video", "bias"):
             for i, entry in enumerate(getattr(spec.evals, kind)):
                 uris.append((f"evals.{kind}[{i}].source", entry.source, f"your copy of {entry.name}"))
@@ -155,9 +157,12 @@ def _check_uris(checks: _Checks, spec: Spec) -> set[str]:
     returns the keys whose URI cannot be used, which the later checks skip."""
     unusable: set[str] = set()
     missing: dict[str, tuple[str, list[str]]] = {}  # scheme -> (how to install, keys)
+    root = spec.evals.data_root or ""
     for key, uri, what in _spec_uris(spec):
         if PLACEHOLDER in uri:
-            checks.problems.append(f"{key}: {uri} is a placeholder: set it to {what}")
+            under_root = key != "evals.data_root" and PLACEHOLDER in root and uri.startswith(root)
+            if not under_root:  # a source under a placeholder evals.data_root: that key's one problem says it
+                checks.problems.append(f"{key}: {uri} is a placeholder: set it to {what}")
             unusable.add(key)
         gap = _missing_package(uri)
         if gap is not None:
@@ -187,27 +192,36 @@ def _weights_source(name: str, tag: str) -> tuple[bool, str]:
 
 
 def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layers: int) -> ModelPlan | None:
-    """The spec phase of a model key: it parses, names a tower we decompose (from the configs, no open_clip) and
-    ``models.layers`` are its layers. The weights are checked in the environment phase (:func:`_check_weights`)."""
-    from .towers import choose_layers, model_names, supported_models, tower_config
+    """The spec phase of a model key: it parses, names a tower we decompose (from the configs, no open_clip; a
+    ``local-dir:`` folder's from its config, whose tower the environment phase checks) and ``models.layers`` are
+    its layers. The weights are checked in the environment phase (:func:`_check_weights`)."""
+    from .model_keys import folder_config
+    from .towers import TowerConfig, choose_layers, model_names, supported_models, tower_config
 
     where = f"models.keys: {key!r}"
     parsed = checks.run(where, lambda: ModelKey.parse(key))
-    if parsed is None:
-        return None
-    if parsed.name.startswith(("hf-hub:", "local-dir:")):
-        if parsed.name.startswith("local-dir:") and not os.path.isdir(parsed.name.split(":", 1)[1]):
-            checks.problems.append(f"{where}: folder {parsed.name.split(':', 1)[1]!r} not found")
+    if parsed is None or parsed.name.startswith("hf-hub:"):
         return None
     supported = supported_models()
-    if parsed.name not in supported:
+    if parsed.folder is not None:
+        cfg = checks.run(where, folder_config, parsed.folder)
+        if cfg is None:
+            return None
+        vision = cfg["vision_cfg"]
+        if not isinstance(vision.get("layers"), int):
+            checks.problems.append(f"{where}: the image tower of {parsed.folder} is not a ViT whose heads ccs-ray "
+                                   f"decomposes")
+            return None
+        tower = TowerConfig(vision["layers"], vision["width"] // vision.get("head_width", 64), cfg["embed_dim"])
+    elif parsed.name not in supported:
         close = difflib.get_close_matches(parsed.name, supported, n=4, cutoff=0.6)
         what = "not a ViT whose heads ccs-ray decomposes" if parsed.name in model_names() else "unknown model"
         checks.problems.append(f"{where}: {what} {parsed.name!r}; closest: {', '.join(close) or 'none'} "
                                f"(all {len(supported)}: python -c 'import ccs_ray.models as m; "
                                f"print(m.supported_models())')")
         return None
-    tower = tower_config(parsed.name)
+    else:
+        tower = tower_config(parsed.name)
     bad = [layer for layer in layers or [] if layer >= tower.layers]
     if bad:
         checks.problems.append(f"models.layers: {bad} out of range for {parsed.name} (layers 0..{tower.layers - 1})")
@@ -215,20 +229,34 @@ def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layer
     chosen = checks.run("models.layers", choose_layers, tower.layers, layers, last_layers)
     if chosen is None:
         return None
-    return ModelPlan(key, parsed.name, "none" if parsed.weights is None else parsed.weights, chosen, tower.n_heads,
+    weights = parsed.folder or ("none" if parsed.weights is None else parsed.weights)
+    return ModelPlan(key, parsed.name, weights, chosen, tower.n_heads,
                      len(chosen) * tower.n_heads, tower.embed_dim, tower.layers)
 
 
 def _check_weights(checks: _Checks, model: ModelPlan) -> None:
-    """The environment phase of a model: a checkpoint is readable; a pretrained tag exists for the model and its
-    weights are in the local cache or the download host answers a bounded probe."""
+    """The environment phase of a model: a local checkpoint or ``local-dir:`` folder holds weights that fit the
+    architecture (:mod:`ccs_ray.weights`, reading shapes only; a remote checkpoint is readable); a folder's tower is
+    one we decompose; a pretrained tag exists for the model and its weights are in the local cache or the download
+    host answers a bounded probe."""
     import open_clip
+
+    from .models import check_supported
+    from .weights import architecture, check_weights, folder_weights, local_path
 
     where = f"models.keys: {model.key!r}"
     parsed = ModelKey.parse(model.key)
     if parsed.checkpoint:
         assert parsed.weights is not None  # a checkpoint key's weights are its URI
-        checks.run(where, _readable, parsed.weights, "checkpoint")
+        path = local_path(parsed.weights)
+        if path is None:  # fetched and checked when the run loads the model
+            checks.run(where, _readable, parsed.weights, "checkpoint")
+        else:
+            checks.run(where, check_weights, path, parsed.name)
+    elif parsed.folder is not None:
+        folder = parsed.folder
+        if checks.run(where, lambda: check_supported(architecture(parsed.name), model.key)) is not None:
+            checks.run(where, lambda: check_weights(folder_weights(folder), parsed.name))
     elif parsed.weights is not None:
         tags = open_clip.list_pretrained_tags_by_model(parsed.name)
         if parsed.weights not in tags:

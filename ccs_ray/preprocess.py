@@ -87,8 +87,10 @@ def _pair(size) -> tuple[int, int]:
 
 class Pixels:
     """The decoder's half of open_clip's eval transform for settings ``cfg`` (:func:`preprocess_config`):
-    ``Pixels(cfg)(image)`` -> uint8 [3, H, W] with (H, W) the model's input size. :meth:`on_device` does the same
-    to images decoded on a model's device, in torch."""
+    ``Pixels(cfg)(image)`` -> uint8 [3, H, W] with (H, W) the model's input size, for a PIL image in any mode: as
+    open_clip, it is resized and cropped in its own mode and converted to RGB last (PIL resizes a palette image by
+    nearest neighbour, an image with alpha premultiplied). :meth:`on_device` does the same to images decoded on a
+    model's device, in torch."""
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
@@ -117,6 +119,8 @@ class Pixels:
         pad_left, pad_top, canvas, top, left = _crop_box(h, w, *self.size)
         if canvas:
             padded = Image.new(image.mode, canvas, (fill,) * len(image.getbands()))
+            if image.mode == "P":  # torchvision pads a palette image's indices and keeps its palette
+                padded.putpalette(image.getpalette() or [])
             padded.paste(image, (pad_left, pad_top))
             image = padded
         image = image.crop((left, top, left + self.size[1], top + self.size[0]))

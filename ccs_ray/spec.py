@@ -25,6 +25,7 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .choices import (
+    ALPHA_NAMES,
     PAPER_CONCEPTS,
     PAPER_STRATEGIES,
     STAGES,
@@ -41,8 +42,10 @@ from .choices import (
     SourceKind,
     SpanMethod,
     StageName,
+    alpha_colour,
 )
 from .errors import UserError
+from .files import resolve_uri
 from .heads import parse_head_name
 from .scores import paper_concept
 
@@ -151,6 +154,18 @@ class DataConfig(_Section):
                             description="images per shard (folders, manifests, parquet, probe; a tar is one shard)")
     folds: int = Field(default=2, ge=1, description="moments are kept per fold (shard index mod folds)")
     limit: int | None = Field(default=None, ge=1, description="use at most this many images")
+    alpha: str = Field(
+        default="drop",
+        description="how an image with transparency becomes RGB: 'drop' (PIL's plain conversion after resizing, as "
+                    "open_clip's preprocess(Image.open(f)): a transparent pixel shows the colour stored under it) or "
+                    f"a colour to composite it over before resizing ({', '.join(ALPHA_NAMES[1:])} or '#rrggbb'); "
+                    "the conversions table records which (ccs_ray.sources.decode)")
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: str) -> str:
+        alpha_colour(v)  # a ValueError naming the values allowed
+        return v
 
 
 class _ActorsSection(_Section):
@@ -415,6 +430,19 @@ class EvalsConfig(_ActorsSection):
     video: list[VideoEntry] = Field(default_factory=list)
     bias: list[BiasEntry] = Field(default_factory=list)
     batch_size: int = Field(default=64, ge=1)
+    data_root: str | None = Field(
+        default=None, description="folder (any fsspec URI) that every relative dataset source is read from, e.g. "
+                                  "/data/paper holding cifar-10-batches-py/, imagenet-a/, fairface/ ... as their "
+                                  "releases unpack (README: Reproducing the paper); default: the working folder")
+
+    @model_validator(mode="after")
+    def _sources_under_data_root(self) -> EvalsConfig:
+        """Each dataset's relative ``source`` (no scheme, no leading ``/``) joined to ``data_root``."""
+        if self.data_root:
+            for entry in (*self.classification, *self.video, *self.bias):
+                if entry.source:
+                    entry.source = resolve_uri(entry.source, self.data_root)
+        return self
 
 
 #: Storage option names that carry credentials: they come from the environment, never from a spec.

@@ -170,9 +170,12 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("stage", pa.string()), ("source", pa.string()), ("item", pa.string()), ("reason", pa.string()),
         ("detail", pa.string()), ("logged_at", pa.timestamp("us", tz="UTC")),
     ]),
-    # Every image scanned after a conversion to RGB, with its original mode (L, P, RGBA, CMYK, I;16...).
+    # Every image scanned after a conversion to RGB, with its original mode (L, P, RGBA, CMYK, I;16...) and how
+    # its transparency was converted (data.alpha, ccs_ray.sources.decode): 'dropped' (PIL's plain conversion, as
+    # open_clip) or 'over #rrggbb' (composited over that colour); null for an image without transparency and in
+    # files of earlier versions (which composited over white).
     "conversions": _schema(_KEY, [
-        ("source", pa.string()), ("item", pa.string()), ("from_mode", pa.string()),
+        ("source", pa.string()), ("item", pa.string()), ("from_mode", pa.string()), ("alpha", pa.string()),
         ("logged_at", pa.timestamp("us", tz="UTC")),
     ]),
     # Reference: the head sets the paper pruned, one row per (model, set, head); head_set: high, low or
@@ -211,7 +214,7 @@ SUMMARIES: dict[str, str] = {
     "correctness": "per configuration and dataset, which images it classified correctly (packed bits)",
     "judge_calls": "every call to a judge endpoint or answer from the cache: outcome, tokens, cost",
     "errors": "every bad input or failed item, with the stage that met it and why",
-    "conversions": "every image scanned after a conversion to RGB, with its original mode",
+    "conversions": "every image scanned after a conversion to RGB: its original mode, how its alpha was handled",
     "paper_heads": "reference: the head sets the paper pruned",
     "paper_counts": "reference: the paper's high, medium and low head counts per model",
     "paper_results": "reference: the paper's published figures",

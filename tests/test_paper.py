@@ -410,7 +410,7 @@ def test_presets_use_the_papers_templates():
 
     templates = {name: len(p.templates) for name, p in CLASSIFICATION_PRESETS.items()}
     assert templates == dict(cifar10=18, cifar100=18, food101=1, country211=5, oxford_pets=1, imagenet_a=80,
-                             imagenet_r=80, cifar10_objects=18)
+                             imagenet_r=80, cifar10_objects=18, imagenet=80)
     assert cn.FOOD101_TEMPLATES == ["a photo of {}, a type of food."]
     assert len(set(cn.IMAGENET_TEMPLATES)) == 80 and len(set(cn.CIFAR_TEMPLATES)) == 18
     assert CLASSIFICATION_PRESETS["cifar10_objects"].subset == ["airplane", "automobile", "ship", "truck"]

@@ -301,21 +301,26 @@ def test_the_engine_loads_only_after_the_spec_checked_out(tmp_path):
 
 
 def test_paper_spec_as_shipped_plans_its_placeholders_and_missing_extras():
-    """``--dry-run`` of jobs/paper.toml as shipped: one line per placeholder URI and one per scheme whose fsspec
-    package is missing, in the spec phase (no traceback, exit 2)."""
+    """``--dry-run`` of jobs/paper.toml as shipped: one line per placeholder, its two path keys (the datasets under
+    ``evals.data_root`` are not listed again), and one per scheme whose fsspec package is missing, in the spec
+    phase (no traceback, exit 2)."""
     import importlib.util
 
     out = ccs_ray("run", str(JOBS / "paper.toml"), "--dry-run")
     lines = problems(out)
-    assert "data.source: s3://YOUR-BUCKET/imagenet/val/ is a placeholder: set it to your images" in lines[0]
-    sources = [f"evals.classification[{i}].source" for i in (6, 7)] + [f"evals.video[{i}].source" for i in range(3)] \
-        + [f"evals.bias[{i}].source" for i in range(2)]
-    for key in sources:
-        assert sum(line.startswith(f"{key}: s3://YOUR-BUCKET/") and "is a placeholder" in line
-                   for line in lines) == 1, (key, lines)
+    assert lines[0].startswith("data.source: YOUR-IMAGENET-VAL-FOLDER is a placeholder: set it to your images")
+    assert lines[1].startswith("evals.data_root: YOUR-DATASETS-FOLDER is a placeholder: set it to the folder "
+                               "holding the datasets")
+    assert not [line for line in lines if line.startswith("evals.") and "data_root" not in line]
+    out = ccs_ray("run", str(JOBS / "paper.toml"), "--dry-run", "--set", "data.source=s3://YOUR-BUCKET/val/",
+                  "--set", "evals.data_root=s3://YOUR-BUCKET/sets/")
+    lines = problems(out)
+    assert lines[0] == "data.source: s3://YOUR-BUCKET/val/ is a placeholder: set it to your images: a folder, tar " \
+                       "shards, parquet or a manifest (--set data.source=URI)"
+    assert sum("is a placeholder" in line for line in lines) == 2  # data.source, evals.data_root
     s3 = [line for line in lines if line.startswith("s3://")]
     if importlib.util.find_spec("s3fs") is None:
-        assert s3 == ['s3:// needs pip install "ccs-ray[s3]" (used by data.source and 7 more)']
+        assert s3 == ['s3:// needs pip install "ccs-ray[s3]" (used by data.source and 14 more)']
     else:
         assert s3 == []
     assert ENGINE_CHECKS in out.stderr  # the environment phase waits for these fixes

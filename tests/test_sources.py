@@ -121,7 +121,8 @@ def test_shards_chunk_limit_and_are_deterministic(root):
     assert [s.uri.rsplit("/", 1)[-1] for s in tars] == ["part-000.tar", "part-001.tar"]
     assert [len(list(read_shard(s))) for s in tars] == [N, 1]
     limited = plan_shards(DataConfig(source=sources["tar"], limit=3))
-    assert len(limited) == 1 and [r.item.rsplit("#")[-1] for r in read_shard(limited[0])] == names()[:3]
+    assert len(limited) == 1 and [r.item.rsplit("#")[-1] for r in read_shard(limited[0])] == [
+        f"{n}.png" for n in names()[:3]]
 
 
 def test_parquet_shards_cross_row_groups(root, tiny_model):

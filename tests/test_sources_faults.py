@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from ccs_ray.sources import load_shard, plan_shards
-from ccs_ray.sources.decode import DecodeError, decode_image
+from ccs_ray.sources.decode import DecodeError, decode_image, to_rgb
 from ccs_ray.spec import DataConfig
 from ccs_ray.tables import read_table, write_table
 
@@ -99,21 +99,28 @@ def test_every_fault_is_classified_and_good_images_survive(tmp_path, tiny_model)
 
 
 def test_conversions_to_rgb():
+    """An image in another mode is decoded in its own mode and converted as open_clip converts it (PIL's RGB
+    conversion: alpha dropped, 16-bit values clipped at 255), or composited over a colour with ``alpha``; each
+    conversion is described for the conversions table."""
     data = faults()
-    image, mode = decode_image(data["l_rgba.png"][0])
-    arr = np.asarray(image)
-    assert mode == "RGBA" and image.mode == "RGB"
-    assert (arr[:, :20] == 255).all()  # transparent half composited on white
+    image, conversion = decode_image(data["l_rgba.png"][0])
+    assert image.mode == "RGBA" and conversion == {"from_mode": "RGBA", "alpha": "dropped"}
+    arr = np.asarray(to_rgb(image, "drop"))
     assert (arr[:, 20:] == [255, 0, 0]).all()
-    image, mode = decode_image(data["m_palette.png"][0])
-    arr = np.asarray(image)
-    assert mode == "P" and (arr[:, :20] == 255).all() and (arr[:, 20:] == [0, 255, 0]).all()
+    assert (arr[:, :20] == np.asarray(image)[:, :20, :3]).all()  # the transparent half's colour, alpha dropped
+    image, conversion = decode_image(data["l_rgba.png"][0], "white")
+    arr = np.asarray(to_rgb(image, "white"))
+    assert (arr[:, :20] == 255).all() and (arr[:, 20:] == [255, 0, 0]).all()  # transparent half over white
+    image, conversion = decode_image(data["m_palette.png"][0], "white")
+    arr = np.asarray(to_rgb(image, "white"))
+    assert conversion["from_mode"] == "P" and (arr[:, :20] == 255).all() and (arr[:, 20:] == [0, 255, 0]).all()
     gray = rgb(3).convert("L")
-    image, mode = decode_image(data["j_gray.png"][0])
-    assert mode == "L" and (np.asarray(image)[..., 1] == np.asarray(gray)).all()
+    image, conversion = decode_image(data["j_gray.png"][0])
+    assert conversion["from_mode"] == "L" and (np.asarray(to_rgb(image, "drop"))[..., 1] == np.asarray(gray)).all()
     sixteen = Image.fromarray(np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * 40)
-    image, mode = decode_image(encode(sixteen, "PNG"))
-    assert mode.startswith("I") and (np.asarray(image)[..., 0] == (np.asarray(sixteen) >> 8)).all()
+    image, conversion = decode_image(encode(sixteen, "PNG"))
+    clipped = np.minimum(np.asarray(sixteen), 255)
+    assert conversion["from_mode"].startswith("I") and (np.asarray(to_rgb(image, "drop"))[..., 0] == clipped).all()
 
 
 def test_decompression_bomb_warning_is_an_error_too(monkeypatch):
@@ -169,11 +176,11 @@ def test_unreadable_tar_members_and_broken_tars(tmp_path, tiny_model):
     assert [s.kind for s in shards] == ["tar"] * 5
     loaded = [load_shard(s, preprocess) for s in shards]
     rows = [[(e["item"].rsplit("#", 1)[-1], e["reason"]) for e in x.errors] for x in loaded]
-    assert rows[0] == [("b", "unreadable"), ("c", "unreadable"), ("d", "empty")]
-    assert [x.rsplit("#")[-1] for x in loaded[0].items] == ["a", "e"] and loaded[0].labels == ["3", None]
-    assert rows[1] == [("g", "unreadable")]
+    assert rows[0] == [("b.jpg", "unreadable"), ("c", "unreadable"), ("d.png", "empty")]  # c has no image member
+    assert [x.rsplit("#")[-1] for x in loaded[0].items] == ["a.png", "e.png"] and loaded[0].labels == ["3", None]
+    assert rows[1] == [("g.png", "unreadable")]
     assert rows[2] == rows[3] == [("*", "unreadable")] and "truncated tar" in loaded[2].errors[0]["detail"]
-    assert [[x.rsplit("#")[-1] for x in loaded[i].items] for i in (1, 2, 3)] == [["f"]] * 3
+    assert [[x.rsplit("#")[-1] for x in loaded[i].items] for i in (1, 2, 3)] == [["f.png"]] * 3
     assert rows[4] == [("*", "unreadable")] and loaded[4].images.shape == (0, 3, 32, 32)
     assert Counter(e["reason"] for x in loaded for e in x.errors) == {"unreadable": 6, "empty": 1}
 

@@ -134,7 +134,7 @@ def write_manifest(uri: str, images: int) -> None:
 class NoopDecoder:
     """A decoder that reads no image: each shard's image count (its items unpacked) stands for its decoded images."""
 
-    def decode_batch(self, shards, packed, preprocess, defer_jpeg=False):
+    def decode_batch(self, shards, packed, preprocess, defer_jpeg=False, alpha="drop"):
         t0 = time.perf_counter()
         for items in packed:
             yield len(unpack_items(items))

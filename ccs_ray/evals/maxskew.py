@@ -28,6 +28,21 @@ FAIRFACE_RACE_GROUPS = {
     "Southeast Asian": "Asian", "Indian": "Indian", "Middle Eastern": "Middle Eastern",
 }
 
+#: FairFace's labels per attribute, in the release's order (``fairface_label_*.csv``; race: the 7 of
+#: FAIRFACE_RACE_GROUPS).
+FAIRFACE_LABELS = {
+    "race": list(FAIRFACE_RACE_GROUPS),
+    "gender": ["Male", "Female"],
+    "age": ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"],
+}
+
+#: SocialCounterfactuals' race and gender values, as its captions write them (its physical traits, e.g.
+#: ``skinny``, ``obese``, ``tattooed``, ``young``, ``old``, are read as they come).
+SOCIALCOUNTERFACTUALS_LABELS = {
+    "race": ["White", "Black", "Indian", "Asian", "Middle Eastern", "Latino"],
+    "gender": ["male", "female"],
+}
+
 #: Neutral prompt templates, as published with the paper (no article before the occupation).
 BIAS_TEMPLATES = ["A {}", "A photo of {}", "A picture of {}", "An image of {}"]
 

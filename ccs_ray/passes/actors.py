@@ -35,11 +35,11 @@ from .kinds import PassKind
 T = TypeVar("T")
 
 
-def decode_shard(shard: Shard, preprocess: dict, defer_jpeg: bool = False) -> LoadedShard:
+def decode_shard(shard: Shard, preprocess: dict, defer_jpeg: bool = False, alpha: str = "drop") -> LoadedShard:
     """Read and decode one shard: its images as uint8 pixels (:class:`~ccs_ray.preprocess.Pixels` of the settings
-    ``preprocess``, [N, 3, H, W]); ``defer_jpeg``: JPEGs left for the actor's device
-    (:func:`~ccs_ray.sources.load_shard`)."""
-    return load_shard(shard, Pixels(preprocess), defer_jpeg)
+    ``preprocess``, [N, 3, H, W]); ``defer_jpeg``: JPEGs left for the actor's device; ``alpha``: how transparency
+    is converted (``data.alpha``; :func:`~ccs_ray.sources.load_shard`)."""
+    return load_shard(shard, Pixels(preprocess), defer_jpeg, alpha)
 
 
 decode_task = ray.remote(num_cpus=1)(decode_shard)  # one shard in a task of its own (ccs-ray bench scan)
@@ -54,14 +54,15 @@ class Decoder:
     measures what decoding and each model cost (:func:`~ccs_ray.passes.costs.decode_share`)."""
 
     def decode_batch(self, shards: list[Shard], packed: list[bytes], preprocess: list[dict],
-                     defer_jpeg: bool = False) -> Iterator[LoadedShard | float]:
+                     defer_jpeg: bool = False, alpha: str = "drop") -> Iterator[LoadedShard | float]:
         """Yields each shard decoded (``shards[i]`` without its items, ``packed[i]`` its items packed by
-        :func:`~ccs_ray.shard_plan.pack_items`, ``preprocess[i]`` its settings), then the seconds it took; called
+        :func:`~ccs_ray.shard_plan.pack_items`, ``preprocess[i]`` its settings; ``defer_jpeg`` and ``alpha``:
+        :func:`decode_shard`), then the seconds it took; called
         with ``num_returns=len(shards) + 1``, so that each decoded shard is an object of its own, stored as it is
         yielded."""
         t0 = time.perf_counter()
         for shard, items, settings in zip(shards, packed, preprocess, strict=True):
-            yield decode_shard(replace(shard, items=unpack_items(items)), settings, defer_jpeg)
+            yield decode_shard(replace(shard, items=unpack_items(items)), settings, defer_jpeg, alpha)
         yield time.perf_counter() - t0
 
 

@@ -34,7 +34,8 @@ READERS: dict[str, ModuleType] = dict(zip(SOURCE_KINDS, (folder, tar, parquet, m
 class LoadedShard:
     """A decoded, preprocessed shard. ``errors`` are rows for the ``errors`` table (stage ``"decode"``), one
     per input lost; ``conversions`` are rows for the ``conversions`` table, one per image kept but converted
-    to RGB from another mode. ``encoded``: JPEGs left for a model's device to decode (:func:`load_shard` with
+    to RGB from another mode or with its transparency dropped or composited (:mod:`~ccs_ray.sources.decode`).
+    ``encoded``: JPEGs left for a model's device to decode (:func:`load_shard` with
     ``defer_jpeg``; :func:`decode_deferred` adds them to the images)."""
 
     shard: Shard
@@ -62,15 +63,16 @@ class LoadedShard:
         self.errors.append(dict(stage="decode", source=self.shard.uri, item=item, reason=reason, detail=detail[:2000],
                                 logged_at=datetime.now(UTC)))
 
-    def converted(self, item: str, from_mode: str) -> None:
-        """An image kept but converted to RGB from ``from_mode``: a ``conversions`` row."""
-        self.conversions.append(dict(source=self.shard.uri, item=item, from_mode=from_mode,
-                                     logged_at=datetime.now(UTC)))
+    def converted(self, item: str, conversion: dict) -> None:
+        """An image kept but converted to RGB (``conversion``: ``from_mode`` and ``alpha``, as :func:`decode_image`
+        gives them): a ``conversions`` row."""
+        self.conversions.append(dict(source=self.shard.uri, item=item, **conversion, logged_at=datetime.now(UTC)))
 
-    def preprocessed(self, item: str, data: bytes, preprocess):
-        """``preprocess`` of the image ``data`` decoded on CPU (:func:`decode_image`), or None with an error row."""
+    def preprocessed(self, item: str, data: bytes, preprocess, alpha: str = "drop"):
+        """``preprocess`` of the image ``data`` decoded on CPU (:func:`decode_image` with ``alpha``), or None with an
+        error row."""
         try:
-            image, converted = decode_image(data)
+            image, converted = decode_image(data, alpha)
             out = preprocess(image)
         except DecodeError as e:
             return self.error(item, e.reason, e.detail)
@@ -109,13 +111,13 @@ def _parquet_kind(source: str, image_column: str, uri_column: str) -> str:
     first = next(iter(list_files(source, parquet.PARQUET_EXTENSIONS)), None)
     if first is None:
         raise SourceError(f"no parquet files at {source!r}")
-    names = parquet.read_metadata(first).schema.to_arrow_schema().names
-    if image_column in names:
+    schema = parquet.read_metadata(first).schema.to_arrow_schema()
+    if parquet.image_column(schema, image_column) is not None:
         return "parquet"
-    if uri_column in names:
+    if uri_column in schema.names:
         return "manifest"
     raise SourceError(f"{first}: neither an image column {image_column!r} nor a URI column {uri_column!r} "
-                      f"(set data.image_column or data.uri_column); columns: {names}")
+                      f"(set data.image_column or data.uri_column); columns: {schema.names}")
 
 
 def iter_shards(cfg) -> Iterator[Shard]:
@@ -146,9 +148,13 @@ def read_shard(shard: Shard) -> Iterator[Record]:
     return READERS[shard.kind].read(shard)
 
 
-def load_shard(shard: Shard, preprocess, defer_jpeg: bool = False) -> LoadedShard:
+def load_shard(shard: Shard, preprocess, defer_jpeg: bool = False, alpha: str = "drop") -> LoadedShard:
     """Read, decode and preprocess a shard; never raises for bad inputs, which become error rows (images
     converted to RGB become conversion rows).
+
+    ``preprocess``: a :class:`~ccs_ray.preprocess.Pixels` or open_clip's transform, which take an image in any mode
+    and convert it to RGB last; ``alpha``: how an image with transparency is converted (``data.alpha``,
+    :mod:`~ccs_ray.sources.decode`; the default, ``"drop"``, gives open_clip's ``preprocess(Image.open(f))``).
 
     A failure of the whole shard (e.g. a tar that cannot be opened) is one row with item ``"*"``;
     records read before it are kept. ``defer_jpeg``: complete RGB or grayscale JPEGs are left encoded
@@ -166,7 +172,7 @@ def load_shard(shard: Shard, preprocess, defer_jpeg: bool = False) -> LoadedShar
             if mode:
                 out.encoded.append((rec.item, rec.label, rec.data, mode))
                 continue
-            image = out.preprocessed(rec.item, rec.data, preprocess)
+            image = out.preprocessed(rec.item, rec.data, preprocess, alpha)
             if image is not None:
                 images.append(image)
                 out.items.append(rec.item)
@@ -196,7 +202,7 @@ def decode_deferred(loaded: LoadedShard, pixels, device) -> LoadedShard:
                 kept.append((item, label, torch.from_numpy(x).to(device)))
             continue
         if mode != "RGB":
-            loaded.converted(item, mode)
+            loaded.converted(item, {"from_mode": mode, "alpha": None})
         kept.append((item, label, pixels.on_device([x])[0]))
     loaded.images = torch.cat([torch.as_tensor(loaded.images).to(device), *(x[None] for _, _, x in kept)])
     loaded.items += [item for item, _, _ in kept]

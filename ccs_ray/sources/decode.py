@@ -1,21 +1,35 @@
-"""Bytes -> RGB PIL image, with every failure classified, for the errors table.
+"""Bytes -> a PIL image as open_clip's preprocessing takes it, with every failure classified, for the errors table.
 
 Reasons: ``empty`` (zero bytes), ``not_an_image`` (no image format recognised), ``truncated`` (the data
 ends early), ``corrupt`` (a recognised format whose data is broken), ``unsupported`` (a well-formed file in a
 format, compression or pixel layout Pillow cannot decode, e.g. a float64 TIFF: Pillow calls it unsupported,
 not supported, cannot handle it, has no decoder for it, or finds no mode for it), ``decompression_bomb``
 (more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``: where PIL only warns, this is an error too), ``unreadable``
-(the bytes could not be read at all: I/O error, missing file or member, permission). Images that are not RGB
-(grayscale, CMYK, palette, with alpha) are converted, alpha composited on white, and kept; the caller
-records their original mode (the ``conversions`` table).
+(the bytes could not be read at all: I/O error, missing file or member, permission).
+
+Images that are not RGB (grayscale, 16-bit, CMYK, palette, with transparency) are kept, and converted to RGB as
+``alpha`` (``data.alpha``) says:
+
+- ``"drop"`` (the default): as open_clip. Its eval transform resizes and crops the image in the mode it was opened
+  in and only then converts it with PIL's plain ``convert("RGB")``, which drops alpha: a fully transparent pixel
+  shows the colour stored under it (often black), a palette image is resized by nearest neighbour, 16-bit
+  grayscale is clipped at 255 (not scaled). :func:`decode_image` therefore leaves the image in its own mode, and a
+  preprocess that converts last (:class:`~ccs_ray.preprocess.Pixels`, open_clip's transform) gives exactly the
+  pixels of open_clip's ``preprocess(Image.open(f))``. Every mode Pillow opens a file in converts so.
+- a colour (``"white"``, ``"black"`` or ``"#rrggbb"``): an image with transparency (an alpha band, or a
+  transparent colour of a palette, grayscale or RGB image) is composited over it at full size, then resized as RGB.
+
+The second value of :func:`decode_image` is the image's row of the ``conversions`` table: its original mode and
+how its transparency was handled (``"dropped"``, ``"over #rrggbb"``; None without transparency).
 """
 
 from __future__ import annotations
 
 import io
 
-import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from ..choices import alpha_colour
 
 REASONS = ("empty", "not_an_image", "truncated", "corrupt", "unsupported", "decompression_bomb", "unreadable")
 
@@ -34,8 +48,11 @@ class DecodeError(Exception):
         self.reason, self.detail = reason, detail
 
 
-def decode_image(data: bytes) -> tuple[Image.Image, str | None]:
-    """(RGB image, original mode if it was converted else None); raises :class:`DecodeError`."""
+def decode_image(data: bytes, alpha: str = "drop") -> tuple[Image.Image, dict | None]:
+    """(image, its conversion) of ``data``; raises :class:`DecodeError`. The image is as open_clip's preprocessing
+    takes it (``alpha``: module docstring): RGB, or in its own mode for a preprocess that converts it last. Its
+    conversion: ``{"from_mode", "alpha"}`` (the ``conversions`` table's columns) or None for a plain RGB image."""
+    alpha_colour(alpha)  # a ValueError for a bad alpha, before any image error
     if not data:
         raise DecodeError("empty", "zero bytes")
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # never decode half an image silently
@@ -46,7 +63,7 @@ def decode_image(data: bytes) -> tuple[Image.Image, str | None]:
             raise DecodeError("decompression_bomb", f"{image.width}x{image.height} = {pixels} pixels is more than "
                                                     f"PIL.Image.MAX_IMAGE_PIXELS = {limit}")
         image.load()
-        return (image, None) if image.mode == "RGB" else (to_rgb(image), image.mode)
+        return convert(image, alpha)
     except Image.DecompressionBombError as e:
         raise DecodeError("decompression_bomb", str(e)) from None
     except UnidentifiedImageError:
@@ -89,17 +106,24 @@ def _open_error(data: bytes) -> Exception | None:
     return None
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB; transparency (RGBA, LA, PA, P or L with a transparent color) over white."""
-    if image.mode in ("P", "L") and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    if image.mode.startswith("I;16"):  # 16-bit grayscale: keep the top 8 bits
-        image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
-    return image.convert("RGB")
+def convert(image: Image.Image, alpha: str = "drop") -> tuple[Image.Image, dict | None]:
+    """(image, its conversion) as :func:`decode_image` gives them, for a PIL image as it was opened."""
+    transparent = image.has_transparency_data
+    if image.mode == "RGB" and not transparent:
+        return image, None
+    colour = alpha_colour(alpha)
+    row = {"from_mode": image.mode, "alpha": None if not transparent else f"over {colour}" if colour else "dropped"}
+    return (to_rgb(image, alpha) if transparent and colour else image), row
+
+
+def to_rgb(image: Image.Image, alpha: str = "drop") -> Image.Image:
+    """Any PIL mode -> RGB: PIL's plain conversion (``alpha="drop"``, what open_clip does), or transparency
+    composited over the colour ``alpha`` names (:func:`~ccs_ray.choices.alpha_colour`)."""
+    colour = alpha_colour(alpha)
+    if colour is None or not image.has_transparency_data:
+        return image.convert("RGB")
+    canvas = Image.new("RGBA", image.size, colour)
+    return Image.alpha_composite(canvas, image.convert("RGBA")).convert("RGB")
 
 
 def deferrable_jpeg(data: bytes) -> str | None:

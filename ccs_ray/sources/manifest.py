@@ -1,8 +1,9 @@
-"""Manifests: CSV/TSV or Parquet tables with a column of image URIs (any fsspec URI; a relative one is
-taken relative to the manifest's folder) and an optional label column. Rows keep the manifest's order, are
-read a batch at a time and cut into shards of ``shard_size``. A shard's fingerprint covers the manifest file and
-the shard's rows, not the images' own versions (checking 10 M remote files at planning time would cost 10 M
-requests)."""
+"""Manifests: CSV/TSV or Parquet tables with a column of image URIs and an optional label column. A URI is any
+fsspec URI or absolute path; a relative path (``img/1.jpg``, ``../flat/1.jpg``) is resolved against the folder the
+manifest is in, as an absolute URI, so every worker reads the same file whatever its working directory. Rows keep
+the manifest's order, are read a batch at a time and cut into shards of ``shard_size``. A shard's fingerprint covers
+the manifest file and the shard's rows, not the images' own versions (checking 10 M remote files at planning time
+would cost 10 M requests)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _shards(uri: str, cfg, limit: int | None) -> Iterator[tuple[tuple, str]]:
     rows: list[tuple[str, str | None]] = []  # the rows of a shard begun in the last batch
     texts = pa.array([], pa.string())
     for batch in _batches(uri, cfg.uri_column, cfg.label_column):
-        uris, labels, written = _columns(batch, cfg.uri_column, cfg.label_column, posixpath.dirname(uri))
+        uris, labels, written = _columns(batch, cfg.uri_column, cfg.label_column, _folder(uri))
         if limit is not None:
             uris, labels, written = uris[:limit], labels[:limit], written[:limit]
             limit -= len(uris)
@@ -73,9 +74,15 @@ def _shards(uri: str, cfg, limit: int | None) -> Iterator[tuple[tuple, str]]:
 def iter_rows(uri: str, uri_column: str, label_column: str) -> Iterator[tuple[str, str | None]]:
     """(image uri, label or None) per manifest row, in order and read a batch at a time; relative URIs are resolved
     against the manifest's folder and rows without a URI are skipped."""
-    base = posixpath.dirname(uri)
+    base = _folder(uri)
     return chain.from_iterable(zip(*_columns(batch, uri_column, label_column, base)[:2], strict=True)
                                for batch in _batches(uri, uri_column, label_column))
+
+
+def _folder(uri: str) -> str:
+    """The folder a manifest is in, as an absolute URI (a local relative path made absolute)."""
+    folder = posixpath.dirname(uri)
+    return folder if "://" in uri or folder.startswith("/") else posixpath.abspath(folder)
 
 
 # A URI or label that Arrow's kernels would not write as Python does: a relative URI that normalizing changes (a

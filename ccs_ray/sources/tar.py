@@ -1,6 +1,14 @@
 """WebDataset-style tar shards: consecutive members sharing a key (the member path up to the first dot of
 its file name) form one sample; its image is the member with an image extension, its optional label the
-``.cls`` or ``.txt`` member. One shard per tar file."""
+``.cls`` or else the ``.txt`` member. Other members (``.json`` metadata, ...) are skipped unread. One shard per tar
+file.
+
+A sample is named ``<tar uri>#<image member>``, the member's name with its extension
+(``shard-00001.tar#010012_multipage_rgb.png``), or ``<tar uri>#<key>`` when it has no image member (an error row).
+
+img2dataset's ``webdataset`` output is such a folder of tars: ``00000.tar``, ``00001.tar``, ... with ``KEY.jpg``,
+``KEY.txt`` (the caption, read as the label) and ``KEY.json`` (metadata) per sample; the ``00000.parquet``
+metadata and ``00000_stats.json`` beside each tar are not tars and are not read."""
 
 from __future__ import annotations
 
@@ -40,8 +48,8 @@ def read(shard: Shard) -> Iterator[Record]:
         members: dict = {}
         for key, members in _samples(tf):
             if keep is None or key in keep:
-                yield _record(f"{shard.uri}#{key}", members)
-        broken = any(isinstance(v, tarfile.ReadError) for v in members.values())  # already reported
+                yield _record(shard.uri, key, members)
+        broken = any(isinstance(data, tarfile.ReadError) for _, data in members.values())  # already reported
         rest = fs.size(path) - tf.offset
         stream = tf.fileobj  # mode "r|*": a tarfile._Stream, which knows the compression
         if keep is None and not broken and getattr(stream, "comptype", None) == "tar" and rest < 2 * tarfile.BLOCKSIZE:
@@ -52,9 +60,10 @@ def read(shard: Shard) -> Iterator[Record]:
 
 
 def _samples(tf: tarfile.TarFile) -> Iterator[tuple[str, dict]]:
-    """(key, {extension: bytes | Exception}) per sample; member data is read only for images and labels."""
+    """(key, {extension: (member name, bytes | Exception | None)}) per sample; member data is read only for images
+    and labels."""
     key: str | None = None
-    members: dict[str, bytes | Exception | None] = {}
+    members: dict[str, tuple[str, bytes | Exception | None]] = {}
     for m in tf:
         if m.isdir():
             continue
@@ -66,14 +75,15 @@ def _samples(tf: tarfile.TarFile) -> Iterator[tuple[str, dict]]:
         if ext in _IMAGE_EXTS or ext in _LABEL_EXTS:
             try:
                 fobj = tf.extractfile(m)
-                members[ext] = fobj.read() if fobj is not None else OSError(f"member {m.name} is not a regular file")
+                data = fobj.read() if fobj is not None else OSError(f"member {m.name} is not a regular file")
+                members[ext] = (m.name, data)
             except (tarfile.TarError, OSError, EOFError) as e:
-                members[ext] = e
+                members[ext] = (m.name, e)
                 if isinstance(e, tarfile.ReadError):  # the data ends inside this member: nothing after it can be read
                     yield key, members
                     return
         else:
-            members.setdefault(ext, None)
+            members.setdefault(ext, (m.name, None))
     if key is not None:
         yield key, members
 
@@ -91,13 +101,16 @@ def _keys(uri: str) -> list[str]:
             _key_ext(m.name)[0] for m in tf if not m.isdir()))
 
 
-def _record(item: str, members: dict) -> Record:
-    label = next((members[e] for e in _LABEL_EXTS if isinstance(members.get(e), bytes)), None)
-    label = label.decode("utf-8", "replace").strip() if label is not None else None
+def _record(uri: str, key: str, members: dict[str, tuple[str, bytes | Exception | None]]) -> Record:
+    """The sample's Record, named by its image member (or by its key when it has none)."""
+    texts = [members[e][1] for e in _LABEL_EXTS if e in members]
+    text = next((t for t in texts if isinstance(t, bytes)), None)
+    label = text.decode("utf-8", "replace").strip() if text is not None else None
     ext = next((e for e in _IMAGE_EXTS if e in members), None)
     if ext is None:
-        return Record(item, None, label, error=f"sample has no image member (members: {sorted(members)})")
-    data = members[ext]
-    if isinstance(data, BaseException):
+        return Record(f"{uri}#{key}", None, label, error=f"sample has no image member (members: {sorted(members)})")
+    name, data = members[ext]
+    item = f"{uri}#{name}"
+    if not isinstance(data, bytes):  # the member could not be read
         return Record(item, None, label, error=f"{type(data).__name__}: {data}")
     return Record(item, data, label)

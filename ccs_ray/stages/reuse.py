@@ -5,9 +5,9 @@ A reusable stage (:attr:`~ccs_ray.stages.Stage.reusable`) names its output of ea
 everything that output depends on (:func:`stage_keys`):
 
 - scan: the model key and its weights' identity (:func:`weights_identity`), the decomposed layers, the precision,
-  the convention, the preprocessing, the folds, whether the moments keep the heads' mean outputs, the moments file
-  format and the source's fingerprint (:func:`source_fingerprint`: the planned shards' ids and fingerprints, from
-  the plan preflight made; the source is not listed again);
+  the convention, the preprocessing, how transparency is converted (``data.alpha``), the folds, whether the moments
+  keep the heads' mean outputs, the moments file format and the source's fingerprint (:func:`source_fingerprint`:
+  the planned shards' ids and fingerprints, from the plan preflight made; the source is not listed again);
 - spans: the key of this run's scan of the model (for spans from the weights alone, the model's identity), the
   ``[spans]`` settings, the spans per head (held-out spans included) and a hash of the pool's texts;
 - explain: the key of this run's spans of the model and the ``[explain]`` settings.
@@ -36,6 +36,7 @@ import fsspec
 import pyarrow as pa
 
 from .. import tables
+from ..choices import alpha_colour
 from ..files import atomic_write
 from ..model_keys import ModelKey
 from ..preprocess import preprocess_config
@@ -57,8 +58,8 @@ def _digest(value: Any) -> str:
 def weights_identity(key: str) -> dict:
     """What identifies the weights of model key ``key`` without reading them: a checkpoint's (or ``local-dir:``
     folder's files') size and version from its storage's metadata (modification time, etag, ...); random init
-    (``NAME/none``) by its fixed seed, and pretrained weights by their tag (or ``hf-hub:`` name), each with the
-    open_clip version that builds them."""
+    (``NAME/none``) by its fixed seed, and pretrained weights by their tag (or ``hf-hub:`` name) and, for OpenAI's,
+    the QuickGELU they run with, each with the open_clip version that builds them."""
     parsed = ModelKey.parse(key)
     if parsed.checkpoint or parsed.name.startswith("local-dir:"):
         uri = parsed.weights if parsed.checkpoint else parsed.name.split(":", 1)[1]
@@ -74,7 +75,10 @@ def weights_identity(key: str) -> dict:
         from ..models import RANDOM_INIT_SEED
 
         return {"random_init_seed": RANDOM_INIT_SEED, "open_clip": open_clip}
-    return {"pretrained": parsed.weights or parsed.name, "open_clip": open_clip}
+    from ..models import quick_gelu
+
+    activation = {"activation": "quick_gelu"} if quick_gelu(parsed) else {}  # OpenAI's, as trained
+    return {"pretrained": parsed.weights or parsed.name, "open_clip": open_clip, **activation}
 
 
 def _layers(models: ModelsConfig, key: str) -> list[int] | dict:
@@ -105,8 +109,8 @@ def _scan_keys(ctx: RunContext, section: Any, models: list[str]) -> dict[str, st
 
     data = section.data
     common = {"source": source_fingerprint(ctx.shard_plan(data)), "folds": data.folds,
-              "convention": section.scan.convention, "mean_outputs": section.mean_outputs,
-              "moments_format": FORMAT_VERSION}
+              "alpha": alpha_colour(data.alpha), "convention": section.scan.convention,
+              "mean_outputs": section.mean_outputs, "moments_format": FORMAT_VERSION}
     return {key: _digest({"stage": "scan", **common, **_model_identity(ctx.models, key),
                           "preprocess": preprocess_config(key)}) for key in models}
 

@@ -3,9 +3,11 @@
 :func:`classification_data` validates an entry and resolves its classes: from the probe task
 (``probe://TASK``), else from ``classnames`` or the preset (:mod:`.presets`; a preset with a torchvision
 dataset also gives the default source). Labels are looked up as a class name, a class's text, a preset's
-alternative key (ImageNet WordNet id) or a class index; ``subset`` keeps some classes, renumbered in its
-order. :func:`plan_classification` cuts the source into shards (``torchvision://`` sources:
-:mod:`.torchvision_data`; anything else: :mod:`ccs_ray.sources`), :func:`load_classification` loads one.
+alternative key (ImageNet WordNet id, Country-211 country code) or a class index; ``subset`` keeps some
+classes, renumbered in its order. :func:`plan_classification` cuts the source into shards: ``torchvision://``
+sources by :mod:`.torchvision_data`; a folder in the official layout of its preset's release (e.g.
+``cifar-10-batches-py``, ``food-101``) by :mod:`.layouts`, offline; anything else by :mod:`ccs_ray.sources`.
+:func:`load_classification` loads one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from ... import sources
 from ...choices import SourceKind
 from ...spec import DataConfig
-from . import torchvision_data
+from . import layouts, torchvision_data
 from .entries import DatasetError, from_entry
 from .presets import CLASSIFICATION_PRESETS, preset_of
 
@@ -49,6 +51,7 @@ class ClassificationData:
     class_texts: list[str] = field(default_factory=list)
     label_index: dict[str, int] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)  # labels of classes left out by ``subset``
+    layout: str | None = None  # the preset's official release layout (.layouts.CLASSIFICATION_LAYOUTS)
 
 
 def classification_data(entry) -> ClassificationData:
@@ -68,6 +71,7 @@ def classification_data(entry) -> ClassificationData:
     elif preset is not None:
         keys = texts = data.classnames or preset.classnames
         alt = preset.label_keys
+        data.layout = preset.layout
     if not keys:
         raise DatasetError(f"classification dataset {data.name!r}: no class names (give 'classnames' or a 'preset': "
                            f"{', '.join(CLASSIFICATION_PRESETS)})")
@@ -92,9 +96,13 @@ def classification_data(entry) -> ClassificationData:
 
 
 def plan_classification(data: ClassificationData) -> list[sources.Shard]:
-    """The dataset's shards (torchvision datasets: index ranges of ``shard_size``)."""
+    """The dataset's shards (torchvision datasets and pickled arrays: index ranges of ``shard_size``)."""
     if data.source.startswith("torchvision://"):
         return torchvision_data.plan(data.source, data.root, data.options, data.shard_size, data.limit)
+    if data.layout and data.kind == "auto":
+        root = layouts.find_root(data.layout, data.source)
+        if root is not None:
+            return layouts.plan(data.layout, root, data.name, data.shard_size, data.limit)
     return sources.plan_shards(DataConfig(source=data.source, kind=data.kind, shard_size=data.shard_size,
                                           limit=data.limit, image_column=data.image_column,
                                           uri_column=data.uri_column, label_column=data.label_column))
@@ -106,8 +114,9 @@ def load_classification(data: ClassificationData, shard: sources.Shard, preproce
     Images outside ``subset`` are dropped silently; an unknown label is an error row (reason ``label``).
     """
     labels: Sequence[str | None]
-    if shard.kind == "torchvision":
-        items, images, labels = torchvision_data.load(data.source, data.root, data.options, shard.items)
+    if shard.kind in ("torchvision", layouts.ARRAY_KIND):
+        items, images, labels = (torchvision_data.load(data.source, data.root, data.options, shard.items)
+                                 if shard.kind == "torchvision" else layouts.load(shard))
         images, errors = [preprocess(img) for img in images], []
     else:
         loaded = sources.load_shard(shard, preprocess)

@@ -5,6 +5,7 @@ The class is constructed with ``root`` (default ``$CCS_RAY_CACHE/datasets``, els
 them, overridden by the URI's query arguments and then by the entry's ``options``; a dataset that cannot
 be constructed (no internet, a bad argument) is a DatasetError with the advice. Datasets are cached per
 process. Shards are index ranges; an item is ``<source>#<index>`` and its label the class index as text.
+Offline, a preset reads its dataset's folder as the release unpacks it instead (:mod:`.layouts`).
 """
 
 from __future__ import annotations
@@ -60,5 +61,6 @@ def _dataset(source: str, root: str | None, options_json: str):
         return cls(**kwargs)
     except Exception as e:  # noqa: BLE001 - network, integrity or argument errors all need the same advice
         raise DatasetError(f"torchvision dataset {name} could not be loaded with {kwargs}: {type(e).__name__}: {e}. "
-                           f"Without internet, download it elsewhere into 'root', or use an ImageFolder/manifest "
+                           f"Without internet, download it elsewhere into 'root', or give the dataset's folder as its "
+                           f"release unpacks it (e.g. cifar-10-batches-py), an ImageFolder or a manifest as the "
                            f"source") from e
