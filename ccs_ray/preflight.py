@@ -196,7 +196,7 @@ def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layer
     ``local-dir:`` folder's from its config, whose tower the environment phase checks) and ``models.layers`` are
     its layers. The weights are checked in the environment phase (:func:`_check_weights`)."""
     from .model_keys import folder_config
-    from .towers import TowerConfig, choose_layers, model_names, supported_models, tower_config
+    from .towers import choose_layers, model_names, supported_models, tower_config, tower_of
 
     where = f"models.keys: {key!r}"
     parsed = checks.run(where, lambda: ModelKey.parse(key))
@@ -212,7 +212,7 @@ def _check_model(checks: _Checks, key: str, layers: list[int] | None, last_layer
             checks.problems.append(f"{where}: the image tower of {parsed.folder} is not a ViT whose heads ccs-ray "
                                    f"decomposes")
             return None
-        tower = TowerConfig(vision["layers"], vision["width"] // vision.get("head_width", 64), cfg["embed_dim"])
+        tower = tower_of(cfg)
     elif parsed.name not in supported:
         close = difflib.get_close_matches(parsed.name, supported, n=4, cutoff=0.6)
         what = "not a ViT whose heads ccs-ray decomposes" if parsed.name in model_names() else "unknown model"

@@ -69,5 +69,10 @@ def tower_config(name: str) -> TowerConfig:
     cfg = model_config(name)
     if not cfg:
         raise KeyError(f"no open_clip model config {name!r}")
+    return tower_of(cfg)
+
+
+def tower_of(cfg: dict) -> TowerConfig:
+    """The image tower an open_clip model config (``embed_dim``, ``vision_cfg``) describes."""
     vision = cfg["vision_cfg"]
     return TowerConfig(vision["layers"], vision["width"] // vision.get("head_width", 64), cfg["embed_dim"])

@@ -123,25 +123,28 @@ def test_bad_inputs_are_counted_and_the_scan_goes_on(ray_cluster, tmp_path):
     for i in range(6):
         Image.new("RGB", (40, 30), (40 * i, 20, 200 - 30 * i)).save(folder / f"ok{i}.png")
     Image.new("L", (40, 30), 128).save(folder / "gray.png")
+    Image.new("RGBA", (40, 30), (10, 20, 30, 0)).save(folder / "clear.png")  # transparent: composited over white
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "text.jpg").write_bytes(b"this is not an image at all")
     good = (folder / "ok0.png").read_bytes()
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
     (folder / "float.tif").write_bytes(planar_tiff("<f8"))
-    spec = _spec(tmp_path / "out", extra=[f'data.source="{folder}"', "data.shard_size=4"])
+    spec = _spec(tmp_path / "out", extra=[f'data.source="{folder}"', "data.shard_size=4", 'data.alpha="white"'])
     summary = _scan(spec, str(tmp_path / "out"), "r1")
     key = spec.models.keys[0]
-    assert summary.n_images[key] == 7  # six good images and the converted grayscale one
-    assert summary.n_errors[key] == 4 and summary.n_converted[key] == 1
+    assert summary.n_images[key] == 8  # six good images, the converted grayscale and transparent ones
+    assert summary.n_errors[key] == 4 and summary.n_converted[key] == 2
     errors = read_table(str(tmp_path / "out"), "errors", "r1").to_pylist()
     reasons = {Path(e["item"]).name: e["reason"] for e in errors}  # only the images not scanned
     assert set(reasons) == {"empty.jpg", "text.jpg", "truncated.png", "float.tif"}
     assert reasons["empty.jpg"] == "empty" and reasons["float.tif"] == "unsupported"
     assert {reasons["text.jpg"], reasons["truncated.png"]} <= {"not_an_image", "truncated", "corrupt"}
     conversions = read_table(str(tmp_path / "out"), "conversions", "r1").to_pylist()
-    assert [(Path(c["item"]).name, c["from_mode"], c["model"]) for c in conversions] == [("gray.png", "L", key)]
+    assert sorted((Path(c["item"]).name, c["from_mode"], c["alpha"], c["model"]) for c in conversions) == \
+        [("clear.png", "RGBA", "over #ffffff", key), ("gray.png", "L", None, key)]  # data.alpha reached the decoders
     with analytics.connect(str(tmp_path / "out")) as conn:
-        assert conn.execute("SELECT from_mode, count(*) FROM conversions GROUP BY ALL").fetchall() == [("L", 1)]
+        assert conn.execute("SELECT from_mode, count(*) FROM conversions GROUP BY ALL ORDER BY 1").fetchall() == \
+            [("L", 1), ("RGBA", 1)]
 
 
 @pytest.mark.slow

@@ -83,15 +83,15 @@ class _Worker:
 
 
 def run_pass(ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[str, set[str]], folds: int,
-             on_saved: OnSaved | None = None, actor_class=None, decoder_class=None, alpha: str = "drop") -> PassStats:
+             on_saved: OnSaved | None = None, actor_class=None, decoder_class=None) -> PassStats:
     """Pass every model of ``todo`` over its shards (``todo[model]``: ids of the indexed ``plan``'s shards, the rest
     being held by saved partials) on the connected Ray cluster, saving each actor's accumulator as committed
     checkpoints (:mod:`ccs_ray.passes`). ``on_saved(model, records)`` is told of each checkpoint's shards
     (:meth:`ModelActor.checkpoint`'s records). ``actor_class`` and ``decoder_class`` replace :class:`ModelActor` and
-    :class:`Decoder` (``ccs-ray bench plan`` times the driver with no-op ones). ``alpha``: how the decoders convert
-    images with transparency (``data.alpha``, :mod:`ccs_ray.sources.decode`)."""
+    :class:`Decoder` (``ccs-ray bench plan`` times the driver with no-op ones). The decoders convert images with
+    transparency as the plan's ``data.alpha`` says (:mod:`ccs_ray.sources.decode`)."""
     return Dispatcher(ctx, kind, cfg, plan, todo, folds, on_saved, actor_class or ModelActor,
-                      decoder_class or Decoder, alpha).run()
+                      decoder_class or Decoder).run()
 
 
 class Dispatcher:
@@ -103,11 +103,10 @@ class Dispatcher:
     stay under two batches per actor, so neither the driver's memory nor the object store's grows with the plan."""
 
     def __init__(self, ctx, kind: PassKind, cfg: ScanConfig, plan: ShardPlan, todo: dict[str, set[str]],
-                 folds: int, on_saved: OnSaved | None, actor_class, decoder_class, alpha: str = "drop"):
+                 folds: int, on_saved: OnSaved | None, actor_class, decoder_class):
         self.t0 = time.perf_counter()
         self.ctx, self.kind, self.cfg, self.plan, self.todo, self.folds = ctx, kind, cfg, plan, todo, folds
         self.on_saved, self.actor_class, self.decoder_class = on_saved, actor_class, decoder_class
-        self.alpha = alpha
         self.stats = PassStats(shards_skipped=sum(len(plan) - len(t) for t in todo.values()))
         self.models = [key for key in ctx.models.keys if key in todo]
         resources = ctx.cluster_resources()
@@ -237,7 +236,7 @@ class Dispatcher:
         self.decoding += len(batch)
         refs: list[ray.ObjectRef] = d.decode_batch.options(num_returns=len(batch) + 1).remote(
             [s for s, _, _ in batch], [packed for _, packed, _ in batch],
-            [self.preprocess[need[0]] for _, _, need in batch], self.defer_jpeg, self.alpha)
+            [self.preprocess[need[0]] for _, _, need in batch], self.defer_jpeg, self.plan.data.alpha)
         self.decodes[refs[-1]] = (batch, refs[:-1], d)  # the last: the decoder's seconds
 
     def _dispatch(self, w: _Worker, batch: list[tuple[Shard, ray.ObjectRef]]) -> None:

@@ -136,7 +136,7 @@ def run(ctx: RunContext, section: ExplainSection) -> ExplainSummary:
                          section.scan.convention, section.explain.head_maps)
     plan = ctx.shard_plan(data)
     todo = {key: plan.ids() - set(covered_shards(ctx, kind, key, plan)) for key in models}
-    stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds, alpha=data.alpha)
+    stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds)
     rows = {}
     for key in models:
         top = merge_partials(ctx, kind, key, plan)

@@ -61,8 +61,8 @@ def weights_identity(key: str) -> dict:
     (``NAME/none``) by its fixed seed, and pretrained weights by their tag (or ``hf-hub:`` name) and, for OpenAI's,
     the QuickGELU they run with, each with the open_clip version that builds them."""
     parsed = ModelKey.parse(key)
-    if parsed.checkpoint or parsed.name.startswith("local-dir:"):
-        uri = parsed.weights if parsed.checkpoint else parsed.name.split(":", 1)[1]
+    if parsed.checkpoint or parsed.folder is not None:
+        uri = parsed.weights if parsed.checkpoint else parsed.folder
         assert uri is not None  # a checkpoint key names its URI
         try:
             fs, path = fsspec.core.url_to_fs(uri)

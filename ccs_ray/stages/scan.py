@@ -117,7 +117,7 @@ def run_scan(ctx: RunContext, section: ScanSection) -> ScanSummary:
         tables.write_table(ctx.root, "shards", _done_rows(records), ctx.run_id, model,
                            name=f"done-{uuid.uuid4().hex}")
 
-    stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds, on_saved=saved, alpha=data.alpha)
+    stats = run_pass(ctx, kind, section.scan, plan, todo, data.folds, on_saved=saved)
     summary = ScanSummary(shards_decoded=stats.shards_decoded, shards_scanned=stats.shards_scanned,
                           shards_skipped=stats.shards_skipped, decode_share=stats.decode_share,
                           cpus_per_actor=stats.cpus_per_actor, decode_on_actors=stats.decode_on_actors)
