@@ -26,7 +26,7 @@ from functools import partial
 
 import torch
 
-from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES, is_paper_strategy
+from .choices import ABLATION_MODES, PAPER_CONCEPTS, PAPER_STRATEGIES, STRATEGIES, ccs_strategies, is_paper_strategy
 from .decompose import HeadAblation, block_forward, decomposed_forward, head_outputs, last_block_cls_only, tower_shape
 from .heads import head_name, parse_head_name
 from .reference import PaperHeads
@@ -255,7 +255,10 @@ def prune_strategies(
     - ``paper-high`` / ``paper-low``: the published sets of ``reference``; ``paper-concept:<name>``: its
       concept set ``name`` (any spelling, :func:`ccs_ray.scores.paper_concept`); ``paper-random``: per seed,
       as many heads as ``paper-high``, drawn like ``random`` from ``paper_random_pool`` minus the published
-      high heads. They read no ``ccs`` rows (``ccs_rows`` may be empty when only they are asked for).
+      high heads.
+
+    ``explicit`` and the paper-* strategies read no ``ccs`` rows: ``ccs_rows`` may be empty (no judge stage) when
+    only they are asked for.
 
     ``m``: the number of spans a CCS counts (``spans.m``; a high head has CCS = m), for the reasons.
     A strategy that selects no head (e.g. no high heads, a concept the paper has no set for) yields one
@@ -269,7 +272,7 @@ def prune_strategies(
     if paper and reference is None:
         raise ValueError(f"prune strategies {paper} prune the paper's published heads: give the reference sets "
                          f"(prune.reference_model)")
-    rows = _scored(ccs_rows, judge) if len(paper) < len(strategies) else []
+    rows = _scored(ccs_rows, judge) if ccs_strategies(list(strategies)) else []  # explicit, paper-*: no CCS
     scored = [r for r in rows if r.get("ccs") is not None]
     high = [_label_of(r) for r in scored if _level(r) == "high"]
     low = [_label_of(r) for r in sorted(scored, key=lambda r: r["ccs"]) if _level(r) == "low"]

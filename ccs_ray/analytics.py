@@ -10,10 +10,17 @@ else, nor read any other file; :func:`query` and :func:`relation` turn such a re
 ``ccs_ray.open(root, read_only=False)``), where ``read_csv``, ``COPY ... TO``, ``ATTACH`` and ``INSTALL`` work.
 The SQL files ship inside the package (``ccs_ray/sql/``), so an installed wheel and a Ray job's
 ``py_modules`` copy find them alike.
+
+Every ``ccsresults://`` path stays inside the results root: on a local root each path is resolved (symlinks and
+``..`` followed, as the operating system would open it) before it is used, and one that leads outside the root is
+refused with a one-line :class:`OutsideRootError` (read-only and writable connections alike; a symlink that stays
+inside the root works). ``glob`` leaves out matches that lead outside. Remote roots have no symlinks, and there
+``..`` is a literal part of a key.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -22,6 +29,7 @@ import duckdb
 import fsspec
 import pyarrow as pa
 from fsspec.implementations.dirfs import DirFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
 from . import stats
 from .errors import UserError
@@ -53,6 +61,11 @@ class SqlError(RuntimeError):
 class ReadOnlyError(SqlError):
     """A statement a read-only connection refused (reading or writing another file, changing a setting): one line,
     what was refused and how to open a writable connection."""
+
+
+class OutsideRootError(SqlError, UserError):
+    """A ``ccsresults://`` path that leads outside the results root (a symlink to elsewhere, ``..``): one line
+    naming the path, where it leads and the root."""
 
 
 class ResultsRootError(UserError, ValueError):
@@ -98,9 +111,36 @@ class _SharedReader:
 
 class ResultsFileSystem(DirFileSystem):
     """The results root as an fsspec filesystem (paths relative to the root), for DuckDB's ``ccsresults://``;
-    files opened for reading are :class:`_SharedReader`."""
+    files opened for reading are :class:`_SharedReader`. On a local root every path is resolved before use and
+    one that leads outside the root is an :class:`OutsideRootError`; :meth:`glob` leaves such matches out."""
 
     protocol = PROTOCOL
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._real = os.path.realpath(self.path) if isinstance(self.fs, LocalFileSystem) else None
+
+    def _outside(self, joined: str) -> str | None:
+        """Where ``joined`` (a path of the wrapped filesystem) leads when that is outside a local root, else None."""
+        real = os.path.realpath(joined)
+        return None if self._real is None or os.path.commonpath([real, self._real]) == self._real else real
+
+    def _join(self, path):
+        if self._real is None or not isinstance(path, str):
+            return super()._join(path)  # a remote root; or a list or dict, whose paths each come back here
+        rel = self._strip_protocol(path)
+        joined = f"{self.path.rstrip('/')}/{rel}" if rel else self.path
+        real = self._outside(joined)
+        if real is not None:
+            raise OutsideRootError(f"{PROTOCOL}://{rel} leads to {real}, outside the results root {self.path}")
+        return joined
+
+    def glob(self, path, **kwargs):
+        found = super().glob(path, **kwargs)
+        if self._real is None:
+            return found
+        kept = [p for p in found if self._outside(f"{self.path.rstrip('/')}/{p}") is None]
+        return {p: found[p] for p in kept} if isinstance(found, dict) else kept
 
     def open(self, path, mode="rb", *args, **kwargs):
         f = super().open(path, mode, *args, **kwargs)
@@ -271,11 +311,13 @@ def describe_views(conn) -> str:
 
 
 def _sql_error(conn, e: duckdb.Error) -> SqlError:
-    """A DuckDB error as a ReadOnlyError (a read-only connection's refusal) or a SqlError listing the views and
-    canned queries."""
+    """A DuckDB error as an OutsideRootError (a path that leads outside the root), a ReadOnlyError (a read-only
+    connection's refusal) or a SqlError listing the views and canned queries."""
+    last = (str(e).strip().splitlines() or [""])[-1]  # a Python exception comes back with its traceback: its last line
+    if f"{OutsideRootError.__name__}: " in last:
+        return OutsideRootError(last.split(f"{OutsideRootError.__name__}: ", 1)[1])
     if isinstance(e, duckdb.PermissionException) or any(r in str(e) for r in _REFUSALS):
-        refused = str(e).strip().splitlines()[-1]  # a refusal of ReadOnlyResults comes with its traceback
-        return ReadOnlyError(f"{refused}; {READ_ONLY_HINT}")
+        return ReadOnlyError(f"{last}; {READ_ONLY_HINT}")
     return SqlError(f"{e}\n\nviews:\n{describe_views(conn)}\n\ncanned queries (--query NAME):\n"
                     f"{', '.join(canned_queries())}")
 

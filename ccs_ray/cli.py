@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 
 from . import __version__, jsonout
 from .choices import CONVENTIONS, PRECISIONS, SQL_FORMATS
 from .errors import UserError
+from .failures import command_line, interrupt_name, interrupt_status, raise_on_sigterm
 from .threads import passive_waits
 
 #: The file ``ccs-ray sql --views-file ROOT`` writes unless given ``-o``.
@@ -52,6 +54,16 @@ def _print_plan(plan, as_json: bool) -> int:
     return 0
 
 
+def _resume_command(args, run_id: str, root: str, resume: bool = True) -> str:
+    """The shell-quoted ``ccs-ray run`` that continues run ``run_id`` under ``root`` (with ``resume``; else that
+    starts it afresh) with this command's spec and overrides."""
+    if "://" not in root:
+        root = os.path.abspath(root)
+    overrides = [a for o in args.overrides for a in ("--set", o)] + [a for m in args.models for a in ("--model", m)]
+    again = ["--resume", "--run-id", run_id] if resume else []
+    return command_line("run", args.spec, *overrides, "--results", root, *again)
+
+
 def _cmd_run(args) -> int:
     spec = _load(args)
     from .preflight import preflight
@@ -61,21 +73,26 @@ def _cmd_run(args) -> int:
                      progress=not args.no_progress)
     if args.dry_run:
         return _print_plan(plan, args.json)
-    from .pipeline import RunFailed, describe, run
+    from .pipeline import RunFailed, RunInterrupted, describe, run
     from .threads import DRIVER_CPUS, set_threads
 
     set_threads(DRIVER_CPUS)  # the driver coordinates; the workers that hold CPUs compute
-
+    raise_on_sigterm()  # SIGTERM stops the run as Ctrl-C does: recorded `interrupted`, with a resume line
+    if not args.debug:  # the root cause is reported in one line; Ray's report of each failed call is noise
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     try:
         with _stdout_for_json(args.json):
             summary = run(spec, resume=args.resume, run_id=args.run_id, progress=not args.no_progress, plan=plan,
                           reuse_from=args.reuse_from, rescan=args.rescan)
-    except RunFailed as e:
+    except (RunFailed, RunInterrupted) as e:
         if args.debug:
             raise
-        print(f"ccs-ray: {e}; resume with: ccs-ray run {args.spec} --resume --run-id {e.run_id} --results {e.root}"
-              + " (--debug shows the traceback)", file=sys.stderr)
-        return 1
+        if not e.resumable:
+            next_step = f"start a new run with: {_resume_command(args, e.run_id, e.root, resume=False)}"
+        else:
+            next_step = f"resume with: {_resume_command(args, e.run_id, e.root)}"
+        print(f"ccs-ray: {e} (--debug shows the traceback); {next_step}", file=sys.stderr)
+        return e.status if isinstance(e, RunInterrupted) else 1
     print(jsonout.dumps(summary, indent=2) if args.json else describe(summary))
     return 0
 
@@ -197,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", help="submit the same run as a Ray job to a cluster")
     _add_spec_args(p)
-    p.add_argument("--address", help="Ray dashboard address, e.g. http://head:8265 (default: $RAY_ADDRESS)")
+    p.add_argument("--address", help="Ray dashboard address, e.g. http://head:8265 (default: $RAY_ADDRESS); on a "
+                   "cluster of several nodes the job refuses a local results root unless every node mounts it "
+                   "(--set results.shared=true)")
     p.add_argument("--follow", action="store_true",
                    help="stream the job's logs until it ends; exit 1 unless it succeeded")
     p.add_argument("--pip", action="append", metavar="REQUIREMENT", help="pip requirement for the job (repeatable)")
@@ -298,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done, 1 a failure during a run, 2 a mistake in the spec, the input or the environment."""
+    """Exit status: 0 done, 1 a failure during a run, 2 a mistake in the spec, the input or the environment, 130 after
+    Ctrl-C and 143 after SIGTERM (128 + the signal's number, as shells report them)."""
     args = build_parser().parse_args(argv)
     passive_waits()  # before any OpenMP runtime loads (ccs_ray.threads)
     try:
@@ -308,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ccs-ray: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # before a run started, or in another command: nothing to resume
+        if args.debug:
+            raise
+        print(f"ccs-ray: interrupted by {interrupt_name(e)}", file=sys.stderr)
+        return interrupt_status(e)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import ray
 
 from .errors import UserError
 from .threads import THREAD_ENV, passive_waits, set_threads
+from .watchdog import watch
 
 
 class LayoutError(UserError, ValueError):
@@ -39,7 +40,8 @@ class ActorLayout(NamedTuple):
 
 
 def ensure_ray(num_cpus: int | None = None, env: dict[str, str] | None = None) -> None:
-    """Connect to the cluster at ``RAY_ADDRESS``, or start a local one (with ``num_cpus``) in this process.
+    """Connect to the cluster at ``RAY_ADDRESS``, or start a local one (with ``num_cpus``) in this process, which
+    ends with this process even when it is killed (:mod:`ccs_ray.watchdog`).
 
     ``env``: environment variables the cluster's workers need (a local cluster's workers inherit this
     process's environment; a remote one gets them through the job's runtime env), besides
@@ -48,11 +50,15 @@ def ensure_ray(num_cpus: int | None = None, env: dict[str, str] | None = None) -
     env = {**THREAD_ENV, **(env or {})}
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
+            why = unreachable_address(os.environ["RAY_ADDRESS"])  # ray.init would retry for minutes
+            if why:
+                raise UserError(f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}: no Ray cluster answers there ({why})")
             ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False,
                      runtime_env={"env_vars": env} if env else None)
         else:  # no dashboard shows a local cluster's own Ray metrics: none are collected, which spares each of its
             # processes a metrics exporter thread (one that has crashed busy drivers); a set value is kept
             os.environ.setdefault("RAY_enable_metrics_collection", "0")
+            watch()  # none of the cluster's processes outlives this driver, even killed, by more than a second
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
@@ -200,3 +206,49 @@ def actor_layout(section, n_models: int, resources: dict | None = None, decode_s
                           f"{cpus - held * cpus_per_actor:g} CPUs for decoding, which needs {keep:g} (the cluster has "
                           f"{cpus:g}); lower it or {key}.actors")
     return ActorLayout(per_actor, cpus_per_actor, n_actors)
+
+
+#: Seconds :func:`unreachable_address` waits for a connection (a cluster on the network answers in milliseconds).
+CONNECT_TIMEOUT_S = 3.0
+#: Ports a Ray address without one means: the GCS of ``host``, Ray Client's ``ray://``, the dashboard's ``http(s)://``.
+_DEFAULT_PORTS = {"": 6379, "ray": 10001, "http": 80, "https": 443}
+
+
+def unreachable_address(address: str, timeout: float | None = None) -> str | None:
+    """Why nothing accepts a TCP connection at the Ray ``address`` within ``timeout`` seconds (default
+    :data:`CONNECT_TIMEOUT_S`), else None.
+
+    ``address`` is what ``RAY_ADDRESS`` or ``--address`` holds: ``host:port`` (the head's GCS), ``ray://host:port``
+    (Ray Client) or ``http(s)://host:port`` (the dashboard, for jobs). ``auto`` and ``local`` name no remote cluster
+    (None). The connection is tried in a daemon thread, so a hanging name lookup cannot hold the caller longer.
+    """
+    if address in ("", "auto", "local"):
+        return None
+    wait = CONNECT_TIMEOUT_S if timeout is None else timeout
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    scheme = address.split("://", 1)[0] if "://" in address else ""
+    try:
+        parts = urlsplit(address if scheme else f"//{address}")
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError as e:
+        return f"not a host:port address: {e}"
+    if not host or port is None:
+        return "not a host:port address"
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), wait).close()
+            outcome.append(None)
+        except TimeoutError:
+            outcome.append(f"no answer within {wait:g} s")
+        except OSError as e:
+            outcome.append(str(e.strerror or e))
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(wait)
+    return outcome[0] if outcome else f"no answer within {wait:g} s"

@@ -22,10 +22,16 @@
 - :func:`unreachable`: a bounded probe of whether a download URL answers (weights, pools), for preflight.
 - :func:`use_storage`: the spec's ``[storage]`` options (per fsspec protocol) for every URI of the run, in this
   process and in the Ray workers it starts.
+- Writes that tell the truth: a write the storage refuses raises :class:`WriteError`, whose message is the cause in
+  words and the URI (``no space left on device while writing <uri>``). While a run's :class:`WriteGuard` is in
+  force in a process (:func:`guard_writes`: the run's driver and every actor of the run), a write under the run's
+  results root first checks that the run's record is still there, and raises :class:`RootGone` instead of creating
+  the root (or the run's folders) again: a root deleted or unmounted during a run is reported, never recreated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -34,6 +40,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -57,6 +64,55 @@ class IncompleteFileError(UserError, ValueError):
     """A file cut short (an interrupted write or copy) or not in the format its name says."""
 
 
+class WriteError(OSError):
+    """A write the storage refused (full, read-only, no permission, unreachable): ``errno`` is the storage's, the
+    message says why in words and names the URI."""
+
+    @classmethod
+    def of(cls, error: OSError, uri: str) -> WriteError:
+        """``error`` of the storage, raised while writing ``uri``."""
+        why = (error.strerror or str(error) or type(error).__name__).strip()
+        return cls(error.errno, f"{why[:1].lower()}{why[1:]} while writing {uri}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class RootGone(UserError, OSError):
+    """A run's results root (or its run record) vanished during the run; nothing was written there."""
+
+
+class WriteGuard:
+    """The writes of one run: every write under ``root`` needs the file ``record`` (the run's ``run.json``)."""
+
+    def __init__(self, root: str, record: str):
+        self.root, self.record = root.rstrip("/"), record
+
+    def check(self, uri: str) -> None:
+        """:class:`RootGone` when ``uri`` lies under the root and the run's record is gone."""
+        if (uri == self.root or uri.startswith(self.root + "/")) and not exists(self.record):
+            raise RootGone(f"the results root {self.root} disappeared during the run (its run record {self.record} "
+                           f"is gone); nothing was written there again")
+
+
+_GUARDS: list[WriteGuard] = []  # the guards in force in this process
+
+
+@contextlib.contextmanager
+def guard_writes(guard: WriteGuard) -> Iterator[WriteGuard]:
+    """Check every :func:`atomic_write` under ``guard.root`` in this process against ``guard`` while in the block."""
+    _GUARDS.append(guard)
+    try:
+        yield guard
+    finally:
+        _GUARDS.remove(guard)
+
+
+def keep_guard(guard: WriteGuard) -> None:
+    """Put ``guard`` in force for the rest of this process: a run's actor, which lives and dies with its run."""
+    _GUARDS[:] = [g for g in _GUARDS if g.root != guard.root] + [guard]
+
+
 def cache_dir(kind: str) -> Path:
     """``$CCS_RAY_CACHE/<kind>``, default ``~/.cache/ccs-ray/<kind>`` (not created)."""
     root = os.environ.get("CCS_RAY_CACHE")
@@ -76,22 +132,27 @@ def use_storage(options: dict[str, dict]) -> dict[str, str]:
 
 def atomic_write(uri: str, data: bytes) -> None:
     """Write ``data`` to ``uri`` (parent folders created) through a unique temporary name and a move; a write
-    that fails (a full or read-only disk) leaves no temporary file behind."""
+    that fails (a full or read-only disk: :class:`WriteError`) leaves no temporary file behind. Under a guarded
+    run's root, :class:`RootGone` instead when the run's record vanished (the module docstring)."""
+    for guard in _GUARDS:
+        guard.check(uri)
     fs, path = fsspec.core.url_to_fs(uri)
     parent, _, name = path.rpartition("/")
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if parent else f".{name}.{uuid.uuid4().hex}.tmp"
     try:
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
         with fs.open(tmp, "wb") as f:
             f.write(data)
         fs.mv(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             if fs.exists(tmp):
                 fs.rm(tmp)
         except OSError:
             pass  # the storage refuses even the removal; the original error says why
+        if isinstance(e, OSError) and not isinstance(e, (WriteError, FileNotFoundError)):
+            raise WriteError.of(e, uri) from e
         raise
 
 

@@ -91,7 +91,8 @@ def quick_gelu(parsed: ModelKey, weights: str | None = None) -> bool:
 
 @contextlib.contextmanager
 def _quiet_random_init(quiet: bool):
-    """Without open_clip's warning that the model is initialised randomly, where ccs-ray loads its weights next."""
+    """Without open_clip's warning that the model is initialised randomly, where ccs-ray loads its weights next or
+    the key asked for random init (``/none``)."""
     def keep(record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("No pretrained weights loaded")
 
@@ -131,7 +132,7 @@ def load_model(key: str, precision: str = "fp32", device: str | torch.device | N
     elif parsed.folder is not None:
         weights = folder_weights(parsed.folder)
     try:
-        with torch.random.fork_rng(devices=[]), _quiet_random_init(weights is not None):
+        with torch.random.fork_rng(devices=[]), _quiet_random_init(weights is not None or parsed.weights is None):
             torch.manual_seed(RANDOM_INIT_SEED)  # "/none": every worker builds the same random model
             model, _, preprocess = open_clip.create_model_and_transforms(
                 parsed.name, pretrained=None if parsed.checkpoint else parsed.weights, load_weights=weights is None,

@@ -9,7 +9,8 @@ the latest run (or ``run_id``) when the settings its finished work depends on ar
 and the prune stage also resume inside a stage (partials, answer cache, unit files).
 The ``runs`` table has one row per model: ``running`` while
 the stages run, ``done`` before a stage that shows the run (the report) and again at the end, ``failed`` with
-the stage that failed; ``stage_seconds`` holds the wall seconds of every stage run so far and the total.
+the stage that failed and its root cause (:func:`ccs_ray.failures.reason`), ``interrupted`` after Ctrl-C or SIGTERM;
+``stage_seconds`` holds the wall seconds of every stage run so far and the total.
 The scan's model actors stay up, each with its model loaded, for the spans and explain stages that follow
 (:class:`~ccs_ray.passes.ModelActors`); they are released before any other stage and when the run ends.
 A scan, spans or explain output that a finished run under this root or a ``reuse_from`` root computed from the same
@@ -31,7 +32,8 @@ import ray
 from . import __version__, tables
 from .cluster import ensure_ray
 from .cputime import CpuClock
-from .files import sweep_tmp, use_storage
+from .failures import interrupt_name, interrupt_status, reason
+from .files import guard_writes, sweep_tmp, use_storage
 from .passes import ModelActors
 from .preflight import Plan, preflight
 from .progress import Steps, say
@@ -42,38 +44,36 @@ from .stages import BY_NAME, ModelContext, RunContext, Stage, check_inputs, reus
 from .stages.summaries import COUNTS, images_scanned, model_counts
 
 
-def _write_runs(spec: Spec, ctx: RunContext, status: str, stage: str, started: datetime, scan: dict | None = None,
+def _write_runs(spec: Spec, state: RunState, status: str, stage: str, started: datetime, scan: dict | None = None,
                 error: str | None = None, seconds: dict | None = None) -> None:
     """One ``runs`` row per model: the run's status, the stage it reached, the seconds of the stages run so far
-    and, when it failed, why."""
+    and, when it failed or was interrupted, why."""
     for model in spec.models.keys:
         row = dict(spec_name=spec.name, spec_json=spec.to_json(), stage=stage, status=status, started_at=started,
                    finished_at=datetime.now(UTC) if status != "running" else None,
                    n_images=(scan or {}).get("n_images", {}).get(model),
                    n_errors=(scan or {}).get("n_errors", {}).get(model), version=__version__, error=error,
-                   stage_seconds=seconds or None, reused=reuse.recorded(ctx.state, model))
-        tables.write_table(ctx.root, "runs", [row], ctx.run_id, model, name="run")
+                   stage_seconds=seconds or None, reused=reuse.recorded(state, model))
+        tables.write_table(state.root, "runs", [row], state.run_id, model, name="run")
 
 
 class RunFailed(RuntimeError):
-    """A run that stopped after it started: the stage, why, and where its finished work is kept."""
+    """A run that stopped after it started: the stage, why (one line, :func:`ccs_ray.failures.reason`), where its
+    finished work is kept, and whether ``--resume`` can continue it (its run record is still there)."""
 
-    def __init__(self, stage: str, why: str, run_id: str, root: str):
+    def __init__(self, stage: str, why: str, run_id: str, root: str, resumable: bool = True):
         super().__init__(f"stage {stage} failed: {why}")
-        self.stage, self.why, self.run_id, self.root = stage, why, run_id, root
+        self.stage, self.why, self.run_id, self.root, self.resumable = stage, why, run_id, root, resumable
 
 
-def _check_root(state: RunState) -> None:
-    """A results root deleted (or unmounted) during the run is an error, never silently recreated."""
-    if not state.exists():
-        raise RunError(f"the results root {state.root} disappeared during the run (its run state {state.dir} is "
-                       f"gone); nothing was recreated there")
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM after it started (a KeyboardInterrupt still): the stage, how, and where its
+    finished work is kept (``--resume`` continues it), and the exit status the signal calls for."""
 
-
-def _reason(e: BaseException) -> str:
-    """One line: the exception's type and the first line of its message."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    def __init__(self, stage: str, why: str, run_id: str, root: str, status: int):
+        super().__init__(f"run {run_id} {why} during stage {stage}")
+        self.stage, self.why, self.run_id, self.root, self.status = stage, why, run_id, root, status
+        self.resumable = True
 
 
 def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: bool = True,
@@ -84,7 +84,9 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     so that a mistake is reported before anything is computed). ``reuse_from``: results roots searched, after this
     run's own, for finished output to reuse (:mod:`ccs_ray.stages.reuse`; a new run only: a resumed one goes on with
     its own work); ``rescan``: reuse nothing. A failure after the run started raises :class:`RunFailed` (the run is
-    recorded ``failed`` with the reason where the storage allows it).
+    recorded ``failed`` with the root cause where the storage allows it); an interrupt (Ctrl-C, or SIGTERM as
+    :class:`~ccs_ray.failures.Interrupted`) is recorded ``interrupted`` and raised as it is. No write of the run
+    recreates a results root that vanished (:class:`~ccs_ray.files.WriteGuard`).
     """
     plan = plan or preflight(spec, resume=resume, run_id=run_id, progress=progress)
     root = spec.results_root
@@ -95,66 +97,98 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
     state = RunState(root, plan.run_id)
     if not resume:
         state.create(spec)
-    started = datetime.now(UTC)
-    t0 = time.perf_counter()
-    with Steps(progress) as steps:
-        steps.next("connecting to Ray ..." if ray.is_initialized() or os.environ.get("RAY_ADDRESS") else
-                   "starting a local Ray ...")
-        ensure_ray(env=use_storage(spec.storage))
-    with ModelActors() as actors:  # kept between the stages that use them; released when the run ends
-        ctx = RunContext(run_id=state.run_id, root=root, models=spec.models, state=state,
-                         resources=ray.cluster_resources(), resume=resume, progress=progress, actors=actors,
-                         plan=plan, reuse_from=roots)
-        summary = _run_stages(spec, ctx, started, t0)
+    with guard_writes(state.guard):  # from now on no write of this process recreates a vanished root
+        return _run_started(spec, state, plan, resume, progress, roots)
+
+
+class _Progress:
+    """How far a run got: the stage it is in and the wall and CPU seconds of the stages finished so far."""
+
+    def __init__(self, spec: Spec, state: RunState):
+        self.spec, self.state = spec, state
+        self.stage, self.started, self.t0 = "start", datetime.now(UTC), time.perf_counter()
+        self.seconds: dict[str, float] = {}  # stage (and "total") -> wall seconds
+        self.cpu_seconds: dict[str, float] = {}  # stage (and "total") -> CPU seconds (ccs_ray.cputime)
+
+    def record(self, status: str, stage: str | None = None, scan: dict | None = None, error: str | None = None):
+        """The ``runs`` rows of the run as it stands."""
+        _write_runs(self.spec, self.state, status, stage or self.stage, self.started, scan, error=error,
+                    seconds=self.seconds)
+
+    def stopped(self, e: BaseException) -> RunFailed | RunInterrupted | None:
+        """Record why the run stopped and return what to raise: ``interrupted`` for an interrupt
+        (:class:`RunInterrupted`), ``failed`` with the root cause for an error (:class:`RunFailed`), None for any
+        other BaseException (raised as it is). Where the storage refuses the record (full, read-only, the root gone:
+        never recreated for it) the reason is still returned."""
+        interrupt = isinstance(e, KeyboardInterrupt)
+        why = f"interrupted by {interrupt_name(e)}" if interrupt else reason(e)
+        try:
+            if self.state.exists():
+                self.record("interrupted" if interrupt else "failed", error=why)
+        except Exception:  # noqa: BLE001 - the storage refuses the record too; the reason says why
+            pass
+        if interrupt:
+            return RunInterrupted(self.stage, why, self.state.run_id, self.state.root, interrupt_status(e))
+        if not isinstance(e, Exception):
+            return None
+        return RunFailed(self.stage, why, self.state.run_id, self.state.root, resumable=self.state.exists())
+
+
+def _run_started(spec: Spec, state: RunState, plan: Plan, resume: bool, progress: bool,
+                 roots: tuple[str, ...] | None) -> dict:
+    """:func:`run` once the run's record exists: every failure from here on is recorded (:meth:`_Progress.stopped`)."""
+    run = _Progress(spec, state)
+    try:
+        with Steps(progress) as steps:
+            steps.next("connecting to Ray ..." if ray.is_initialized() or os.environ.get("RAY_ADDRESS") else
+                       "starting a local Ray ...")
+            ensure_ray(env=use_storage(spec.storage))
+        with ModelActors(state.guard) as actors:  # kept between the stages that use them; released when the run ends
+            ctx = RunContext(run_id=state.run_id, root=state.root, models=spec.models, state=state,
+                             resources=ray.cluster_resources(), resume=resume, progress=progress,
+                             actors=actors, plan=plan, reuse_from=roots, guard=state.guard)
+            summary = _run_stages(spec, ctx, run)
+    except BaseException as e:
+        failed = run.stopped(e)
+        if failed is None:
+            raise
+        raise failed from e
     return {**summary, "images_scanned": images_scanned(summary["stages"], spec.models.keys)}
 
 
-def _run_stages(spec: Spec, ctx: RunContext, started: datetime, t0: float) -> dict:
+def _run_stages(spec: Spec, ctx: RunContext, run: _Progress) -> dict:
     """Every enabled stage in ``ctx``'s run, recorded in the ``runs`` table; the run's summary."""
     state, actors = ctx.state, ctx.actors
     assert actors is not None  # the pipeline's pool
     summaries: dict[str, dict] = {}  # stage -> its summary (per model: model -> summary)
-    seconds: dict[str, float] = {}  # stage (and "total") -> wall seconds
-    cpu_seconds: dict[str, float] = {}  # stage (and "total") -> CPU seconds (ccs_ray.cputime)
     stages = [BY_NAME[name] for name in run_order() if name in spec.stages]
-    stage, recorded = "start", False
+    recorded = False
     with CpuClock() as clock:
-        try:
-            say(f"run {state.run_id}: {', '.join(s.name for s in stages)}; results in {ctx.root}", ctx.progress)
-            _write_runs(spec, ctx, "running", stage, started)
-            tables.write_empty_tables(ctx.root, state.run_id, spec.models.keys[0])  # every view opens in plain DuckDB
-            write_reference_tables(ctx.root)  # ... the paper_* views too
-            for s in stages:
-                stage, t_stage = s.name, time.perf_counter()
-                if not s.uses_model_actors:
-                    actors.release()
-                if s.shows_run and not recorded:
-                    _write_runs(spec, ctx, "done", stages[-1].name, started, summaries.get("scan"), seconds=seconds)
-                    recorded = True
-                section = s.section(spec)
-                if s.per_model:
-                    summaries[s.name] = {key: _run_once(s, spec, ctx.for_model(key), section)
-                                         for key in spec.models.keys}
-                else:
-                    summaries[s.name] = _run_once(s, spec, ctx, section)
-                seconds[s.name] = round(time.perf_counter() - t_stage, 2)
-                cpu_seconds[s.name] = clock.lap()
-            seconds["total"] = round(time.perf_counter() - t0, 2)
-            cpu_seconds["total"] = round(sum(cpu_seconds.values()), 2)
-            _write_runs(spec, ctx, "done", stage, started, summaries.get("scan"), seconds=seconds)
-            _sweep(state, spec.models.keys)
-        except BaseException as e:  # an interrupt too is recorded, then raised as it is
-            why = _reason(e) if isinstance(e, Exception) else f"interrupted ({type(e).__name__})"
-            try:
-                if state.exists():  # a vanished root is not recreated to record it
-                    _write_runs(spec, ctx, "failed", stage, started, error=why, seconds=seconds)
-            except Exception:  # noqa: BLE001 - the storage refuses the record too; the reason above says why
-                pass
-            if not isinstance(e, Exception):
-                raise
-            raise RunFailed(stage, why, state.run_id, ctx.root) from e
-    return {"run_id": state.run_id, "results": ctx.root, "stages": summaries, "seconds": seconds,
-            "cpu_seconds": cpu_seconds}
+        say(f"run {state.run_id}: {', '.join(s.name for s in stages)}; results in {ctx.root}", ctx.progress)
+        run.record("running")
+        tables.write_empty_tables(ctx.root, state.run_id, spec.models.keys[0])  # every view opens in plain DuckDB
+        write_reference_tables(ctx.root)  # ... the paper_* views too
+        for s in stages:
+            run.stage, t_stage = s.name, time.perf_counter()
+            if not s.uses_model_actors:
+                actors.release()
+            if s.shows_run and not recorded:
+                run.record("done", stages[-1].name, summaries.get("scan"))
+                recorded = True
+            section = s.section(spec)
+            if s.per_model:
+                summaries[s.name] = {key: _run_once(s, spec, ctx.for_model(key), section)
+                                     for key in spec.models.keys}
+            else:
+                summaries[s.name] = _run_once(s, spec, ctx, section)
+            run.seconds[s.name] = round(time.perf_counter() - t_stage, 2)
+            run.cpu_seconds[s.name] = clock.lap()
+        run.seconds["total"] = round(time.perf_counter() - run.t0, 2)
+        run.cpu_seconds["total"] = round(sum(run.cpu_seconds.values()), 2)
+        run.record("done", scan=summaries.get("scan"))
+        _sweep(state, spec.models.keys)
+    return {"run_id": state.run_id, "results": ctx.root, "stages": summaries, "seconds": run.seconds,
+            "cpu_seconds": run.cpu_seconds}
 
 
 def _run_once(stage: Stage, spec: Spec, ctx: RunContext | ModelContext, section) -> dict:
@@ -163,7 +197,7 @@ def _run_once(stage: Stage, spec: Spec, ctx: RunContext | ModelContext, section)
         say(f"{stage.name}{' ' + ctx.model if isinstance(ctx, ModelContext) else ''}: starting ...", ctx.progress)
         check_inputs(stage, spec, ctx)
         result = reuse.run_stage(stage, ctx, section)  # or a finished run's output with the same inputs
-        _check_root(ctx.state)
+        ctx.state.guard.check(ctx.root)  # a root that vanished during the stage: reported, not recreated
         stage.mark(ctx, result)
     return stage.summary(ctx)
 

@@ -9,7 +9,9 @@ each, naming the key, the value and the fix. Two phases:
    line each naming the key and what to set it to) and its scheme's fsspec package is installed (one line per
    scheme with the ``pip install`` that adds it); ``models.keys`` resolve to model
    configs whose image tower we decompose (:mod:`ccs_ray.towers`; an unknown name lists the closest ones),
-   ``models.layers`` are layers of the tower; each enabled stage's needs are in the run, or done in the resumed
+   ``models.layers`` are layers of the tower; the ``explicit`` strategy has ``prune.heads`` lists whose heads lie in
+   every model's tower (and, for ``prune.mode = "mean"``, its decomposed layers), the heads the prune stage would
+   refuse; each enabled stage's needs are in the run, or done in the resumed
    run (:func:`ccs_ray.stages.contract.unmet_needs`); every LLM judge has ``base_url`` and ``model`` and, unless
    planning only, its ``api_key_env`` is set (:mod:`ccs_ray.judges.config`); ``spans.pool`` loads or, for
    ``textspan-general``, is cached or downloadable; the results root is writable (a probe file is created and
@@ -18,8 +20,11 @@ each, naming the key, the value and the fix. Two phases:
 2. The environment the engine reads: a pretrained tag exists for each model and its weights are in the local
    cache or the download host answers a bounded probe (:func:`ccs_ray.files.unreachable`), ``NAME@URI``
    checkpoints are readable; ``data.source`` and every ``[[evals.*]]`` source exist and are listable (the plan
-   counts their images and shards); the paper-* strategies have published head sets for each model's reference
-   model, inside its tower; the cluster has the CPUs and GPUs the scan's and the evals' actor layouts need.
+   counts their images and shards; a tar source's first tar opens as one); the paper-* strategies have published
+   head sets for each model's reference model, inside its tower; a ``RAY_ADDRESS`` cluster accepts a connection
+   within :data:`ccs_ray.cluster.CONNECT_TIMEOUT_S` (``ray.init`` would retry for minutes); on a cluster of several
+   alive nodes the results root is not a local folder unless ``results.shared`` declares it mounted on every node
+   (:func:`check_shared_root`); the cluster has the CPUs and GPUs the scan's and the evals' actor layouts need.
 
 Network probes run concurrently, so each phase is bounded by one probe's timeout. With ``progress`` on a terminal,
 each group of checks says what it checks, with its elapsed seconds (:class:`ccs_ray.progress.Steps`). The returned
@@ -361,13 +366,68 @@ def _check_prune(checks: _Checks, spec: Spec, plan: Plan) -> None:
                                    f"tower of {m.key} ({m.tower_layers} layers x {m.n_heads} heads)")
 
 
+def _check_explicit(checks: _Checks, spec: Spec, models: list[ModelPlan]) -> None:
+    """The ``explicit`` strategy's lists (``prune.heads``, spelled right: :class:`~ccs_ray.spec.PruneConfig`): there is
+    one, and each head lies in every model's image tower and, for ``prune.mode = "mean"``, in its decomposed layers
+    (whose mean head outputs the scan measures): what the prune stage would refuse after the stages before it."""
+    from .heads import parse_head_name
+
+    prune = spec.prune
+    if "prune" not in spec.stages or "explicit" not in prune.strategies:
+        return
+    if not prune.heads:
+        checks.problems.append("prune.strategies: 'explicit' prunes the lists of prune.heads, which names none; add "
+                               "one (prune.heads = { mine = [\"L11.H5\"] }) or drop 'explicit'")
+    for m in models:
+        for name, heads in prune.heads.items():
+            where = f"prune.heads.{name}"
+            parsed = [(h, *parse_head_name(h)) for h in heads]
+            outside = [h for h, layer, head in parsed if layer >= m.tower_layers or head >= m.n_heads]
+            if outside:
+                checks.problems.append(f"{where}: {', '.join(outside)} outside the image tower of {m.key} (layers "
+                                       f"0..{m.tower_layers - 1}, heads 0..{m.n_heads - 1})")
+            elif prune.mode == "mean" and (missed := [h for h, layer, _ in parsed if layer not in m.layers]):
+                checks.problems.append(f"{where}: {', '.join(missed)} outside the layers {m.key} decomposes "
+                                       f"({m.layers}), whose mean head outputs prune.mode = 'mean' needs; widen "
+                                       f"models.layers or use prune.mode = 'zero'")
+
+
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` is a path of this machine's file system (a plain path or ``file://``)."""
+    fs = fsspec.core.url_to_fs(uri)[0]
+    return "file" in fs.protocol or fs.protocol == "local"
+
+
+def check_shared_root(root: str, shared: bool, nodes: int) -> None:
+    """A UserError when the results ``root`` is a folder of one machine on a cluster of ``nodes`` alive nodes and
+    the spec does not declare it shared (``results.shared``): each node's actors would write their part to their
+    own disk, and the run would not find them."""
+    if nodes > 1 and not shared and is_local(root):
+        raise UserError(f"results.root: {root!r} is a folder of one machine, but the cluster has {nodes} nodes, each "
+                        f"of which would write its part to its own disk; pass --results with a URI every node "
+                        f"reaches (s3://..., gs://...), or set results.shared = true if it is a file system every "
+                        f"node mounts at the same path (NFS, Lustre)")
+
+
+def _check_cluster_address(address: str) -> bool:
+    """True when a Ray cluster accepts connections at ``address`` (``RAY_ADDRESS``), within seconds; else a
+    UserError (connecting would wait minutes)."""
+    from .cluster import unreachable_address
+
+    why = unreachable_address(address)
+    if why:
+        raise UserError(f"RAY_ADDRESS={address}: no Ray cluster answers there ({why}); start it (ray start --head) "
+                        f"or unset RAY_ADDRESS to run on a local cluster")
+    return True
+
+
 def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None, dry_run: bool) -> RunState | None:
     """The results root is writable; the run the command works in (:func:`~ccs_ray.runs.resolve_run`), or None
     when it cannot be resolved (a problem says why)."""
     root = spec.results_root
     fs, path = fsspec.core.url_to_fs(root)
     existing = path if fs.exists(path) else next((p for p in _parents(path) if fs.exists(p)), None)
-    local = "file" in fs.protocol or fs.protocol == "local"
+    local = is_local(root)
     if local and (existing is None or not os.access(existing, os.W_OK)):
         checks.problems.append(f"results.root: {root!r} is not writable ({existing or '/'} refuses writes); pass "
                                f"--results with a writable folder or URI")
@@ -472,6 +532,20 @@ def _resources() -> dict:
     return {"CPU": float(get_num_cpus()), "GPU": float(torch.cuda.device_count())}
 
 
+def _ray_connected() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def check_nodes_reach_root(spec: Spec) -> None:
+    """:func:`check_shared_root` on the connected cluster's alive nodes."""
+    from .cluster import alive_nodes
+
+    if _ray_connected():
+        check_shared_root(spec.results_root, spec.results.shared, len(alive_nodes()))
+
+
 def _check_layouts(checks: _Checks, spec: Spec, plan: Plan) -> None:
     import ray
 
@@ -546,13 +620,20 @@ def _preflight(spec: Spec, resume: bool, run_id: str | None, dry_run: bool, clus
     state = _check_results(checks, spec, resume, run_id, dry_run) if "results.root" not in unusable else None
     plan.run_id = state.run_id if state is not None else None
     _check_stages(checks, spec, state, resume)
+    _check_explicit(checks, spec, plan.models)
     checks.finish(ENGINE_CHECKS)
     steps.next(f"checking the weights of {len(plan.models)} model{'s' * (len(plan.models) > 1)} ...")
     for model in plan.models:
         _check_weights(checks, model)
+    address = os.environ.get("RAY_ADDRESS", "") if cluster else ""
+    if address and not _ray_connected():
+        steps.next(f"checking that a Ray cluster answers at {address} ...")
+        cluster = checks.run("RAY_ADDRESS", _check_cluster_address, address) is not None  # else ray.init would hang
     if cluster:
         steps.next("checking the cluster's resources ...")
         plan.resources = checks.run("cluster (RAY_ADDRESS)", _resources) or {}
+        if plan.resources:
+            checks.run("results.root", check_nodes_reach_root, spec)
     _check_sources(checks, spec, plan, steps)
     if judges is not None:
         steps.next("estimating the judges' calls and cost ...")

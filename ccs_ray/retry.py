@@ -10,6 +10,7 @@ started: past that, actors keep dying for a reason a new one will not fix (out o
 from __future__ import annotations
 
 from .errors import UserError
+from .failures import reason
 
 RESTARTS_PER_ACTOR = 3  # replacements allowed per actor a group started
 
@@ -28,4 +29,4 @@ class Restarts:
         """Count one dead actor about to be replaced; :class:`ActorsKeepDying` (from ``error``) past the budget."""
         self.count += 1
         if self.count > self.limit:
-            raise ActorsKeepDying(f"{self.what} actors died {self.count} times; last error: {error}") from error
+            raise ActorsKeepDying(f"{self.what} actors died {self.count} times; last error: {reason(error)}") from error

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import fsspec
 
 from . import tables
 from .errors import UserError
+from .files import WriteGuard, atomic_write
 from .jsonout import dumps
 from .spec import Spec
 
@@ -44,6 +45,12 @@ class RunState:
     def spec_path(self) -> str:
         """The run's ``run.json`` (the spec it was started with), as a path of :attr:`fs`."""
         return f"{self.path}/run.json"
+
+    @property
+    def guard(self) -> WriteGuard:
+        """What every writer of this run checks before it writes under the root (:class:`~ccs_ray.files.WriteGuard`):
+        that the run's ``run.json`` is still there."""
+        return WriteGuard(self.root, f"{self.dir}/run.json")
 
     def exists(self) -> bool:
         """Whether the run was started here (its ``run.json`` is present: a deleted root has none)."""
@@ -89,9 +96,7 @@ class RunState:
 
     def mark(self, stage: str, model: str = RUN_SCOPE, info: dict | None = None) -> None:
         """Record ``stage`` (for ``model``) as finished, with its summary ``info``."""
-        self.fs.makedirs(f"{self.path}/done", exist_ok=True)
-        with self.fs.open(self._marker(stage, model), "w") as f:
-            f.write(dumps(info or {}))
+        atomic_write(f"{self.dir}/done/{stage}.{quote(model, safe='')}", dumps(info or {}).encode())
 
     def info(self, stage: str, model: str = RUN_SCOPE) -> dict:
         """The summary stored when ``stage`` (for ``model``) finished."""
@@ -106,16 +111,21 @@ def _setting(spec_dict: dict, dotted: str):
     return value
 
 
+def run_ids(root: str) -> list[str]:
+    """The ids of the runs started under ``root`` (those whose ``run.json`` is there), sorted."""
+    fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/_state")
+    return sorted(unquote(p.rsplit("/", 2)[-2]) for p in fs.glob(f"{path}/*/run.json")) if fs.exists(path) else []
+
+
 def resumable_run(spec: Spec, root: str, run_id: str | None) -> str:
     """The id of the run ``--resume`` continues: ``run_id``, else the latest under ``root``; a RunError when
     there is none or its result settings (:data:`RESULT_KEYS`) differ from ``spec``'s."""
-    fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/')}/_state")
-    runs = sorted(p.rsplit("/", 2)[-2] for p in fs.glob(f"{path}/*/run.json")) if fs.exists(path) else []
+    runs = run_ids(root)
     if run_id is None:
         if not runs:
             raise RunError(f"--resume: no run to resume under {root}")
         run_id = runs[-1]
-    elif quote(run_id, safe="") not in runs:
+    elif run_id not in runs:
         raise RunError(f"--resume: no run {run_id!r} under {root}; runs: {', '.join(runs) or 'none'}")
     state = RunState(root, run_id)
     with state.fs.open(state.spec_path) as f:

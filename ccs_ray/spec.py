@@ -46,16 +46,17 @@ from .choices import (
 )
 from .errors import UserError
 from .files import resolve_uri
-from .heads import parse_head_name
+from .heads import head_name, parse_head_name
 from .scores import paper_concept
 
 
 def _is_head_name(name: str) -> bool:
+    """``name`` is a head's one spelling, ``L<layer>.H<head>`` (0-based; no sign, padding, spaces or case change)."""
     try:
-        parse_head_name(name)
+        layer, head = parse_head_name(name)
     except ValueError:
         return False
-    return True
+    return min(layer, head) >= 0 and head_name(layer, head) == name
 
 
 class SpecError(UserError, ValueError):
@@ -250,6 +251,21 @@ class EndpointConfig(_Section):
     burst_s: float = Field(default=1.0, gt=0,
                            description="rate-limit burst: up to this many seconds' worth of requests at once")
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_secrets_in_url(cls, v: str | None) -> str | None:
+        """No user-info (``user:pass@``), query (``?token=``) or fragment: the client appends the API paths to
+        ``base_url`` and sends the key from ``api_key_env`` (the value is not repeated in the error)."""
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        found = [what for what, there in (("user:password@", "@" in parts.netloc), ("a query ('?...')", parts.query),
+                                          ("a fragment ('#...')", parts.fragment)) if there]
+        if found:
+            raise ValueError(f"the URL carries {' and '.join(found)}; give only scheme://host[:port]/path, and put "
+                             f"the API key in the environment variable named by api_key_env")
+        return v
+
 
 class JudgeConfig(EndpointConfig):
     """The judge stage. The keys of :class:`EndpointConfig` here describe a single judge (default: the
@@ -269,6 +285,10 @@ class JudgeConfig(EndpointConfig):
     backoff_s: float = Field(default=1.0, gt=0, description="base of the jittered exponential backoff")
     backoff_max_s: float = Field(default=60, gt=0)
     cache: str | None = Field(default=None, description="answer cache URI; default <results root>/judge_cache")
+    max_error_share: float = Field(default=0.1, ge=0, le=1,
+                                   description="the share of a model's heads whose judging may end in error before "
+                                               "the judge stage fails (a stage whose every head errored fails "
+                                               "whatever the share)")
     vocabulary: list[str] | dict[str, list[str]] | None = Field(
         default=None, description="offline judge: candidate labels, or label -> keywords (default: built in)")
     LLM_KEYS: ClassVar[tuple[str, ...]] = ("base_url", "model", "api_key_env")  # keys only an LLM judge uses
@@ -341,10 +361,17 @@ class PruneConfig(_Section):
     @field_validator("heads")
     @classmethod
     def _head_names(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        """Every explicit head is named ``L<layer>.H<head>``."""
+        """Each explicit list names at least one head, each once, as ``L<layer>.H<head>`` (the tower's range is
+        checked by preflight, which knows the model)."""
         bad = [f"{name}: {h!r}" for name, heads in v.items() for h in heads if not _is_head_name(h)]
         if bad:
             raise ValueError(f"heads are named 'L<layer>.H<head>', e.g. 'L11.H5'; bad: {', '.join(bad)}")
+        empty = [name for name, heads in v.items() if not heads]
+        if empty:
+            raise ValueError(f"list {empty[0]!r} names no head: name its heads or drop it")
+        twice = [f"{name}: {h!r}" for name, heads in v.items() for h in dict.fromkeys(heads) if heads.count(h) > 1]
+        if twice:
+            raise ValueError(f"heads named twice in one list: {', '.join(twice)}")
         return v
 
     @field_validator("strategies")
@@ -452,6 +479,9 @@ SECRET_OPTIONS = ("key", "secret", "token", "password", "aws_access_key_id", "aw
 
 class ResultsConfig(_Section):
     root: str | None = Field(default=None, description="results root URI; default ./results/<spec name>")
+    shared: bool = Field(default=False, description="the results root, a local path, is a file system that every "
+                         "node of the cluster mounts at the same path (NFS, Lustre); without it, preflight refuses a "
+                         "local root on a cluster of several nodes, whose nodes would each write their own part")
 
 
 class Spec(_Section):

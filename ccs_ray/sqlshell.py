@@ -3,7 +3,9 @@ table, CSV, JSON records or Parquet (:mod:`ccs_ray.analytics` opens the root and
 
 JSON output is strict (:mod:`ccs_ray.jsonout`: NaN and infinities are null). A query DuckDB refuses is one line:
 the first paragraph of DuckDB's message and where to look (:data:`SHELL_HINT`, :data:`QUERY_HINT`); ``ccs-ray sql
-QUERY`` prints it to stderr and exits 2.
+QUERY`` prints it to stderr and exits 2. A path that leads outside the results root
+(:class:`~ccs_ray.analytics.OutsideRootError`) is refused the same way, in one line that names the path, where it
+leads and the root.
 
 The shell (:func:`interactive`) reads statements ending with ';' and the meta-commands of :data:`COMMANDS`. On a
 terminal it edits lines with the standard library's ``readline`` (GNU readline or libedit): Up and Down walk
@@ -26,7 +28,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import jsonout
-from .analytics import ResultsRootError, SqlError, canned_sql, connect, describe_canned, describe_views, query
+from .analytics import (
+    OutsideRootError,
+    ResultsRootError,
+    SqlError,
+    canned_sql,
+    connect,
+    describe_canned,
+    describe_views,
+    query,
+)
 from .choices import SQL_FORMATS
 from .tables import SUMMARIES
 
@@ -247,11 +258,11 @@ def main_sql(query: str | None, root: str, fmt: str = "table", out: str | None =
             result = run_sql(query, root, fmt)
         else:  # an empty canned name
             raise ValueError("give a QUERY or --query NAME")
+    except (ResultsRootError, OutsideRootError, ValueError) as e:  # one line, and nothing the views could help with
+        print(f"Error: {e}", file=sys.stderr)
+        return 2
     except SqlError as e:
         print(error_line(e, QUERY_HINT), file=sys.stderr)
-        return 2
-    except (ResultsRootError, ValueError) as e:
-        print(f"Error: {e}", file=sys.stderr)
         return 2
     if out:
         with fsspec.open(out, "wb" if isinstance(result, bytes) else "w") as f:

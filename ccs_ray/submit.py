@@ -7,8 +7,11 @@ runtime env as JSON, or YAML) adds to it: its ``pip`` list comes first, then the
 its other keys (``env_vars``, ``conda``, ``container`` ...) are copied, but ``working_dir`` and
 ``py_modules`` are ours and are an error there. The cluster's Python must have the dependencies (torch,
 open_clip_torch, ...) or they are listed with ``pip``. Results should go to storage the cluster can reach
-(``--results s3://...``): a relative local root lands in the job's temporary working folder. ``--follow``
-prints the job's logs as they come, then its final status; the exit code is 0 only if it succeeded.
+(``--results s3://...``): a relative local root lands in the job's temporary working folder, and on a cluster of
+several nodes the job's own preflight refuses a local root in seconds (each node would write its part to its own
+disk) unless ``results.shared = true`` declares it a file system every node mounts at the same path. ``--follow``
+prints the job's logs as they come, then its final status; the exit code is 0 only if it succeeded. A dashboard
+that accepts no connection within seconds is reported before anything is staged.
 """
 
 from __future__ import annotations
@@ -132,10 +135,17 @@ def submit(spec, spec_path: str, overrides: list[str], address: str | None = Non
            runtime_env: str | None = None, follow: bool = False) -> int:
     """Submit the run as a Ray job to the dashboard at ``address`` (default ``$RAY_ADDRESS``) and print its id;
     with ``follow``, print its logs until it ends. Returns the exit code (``follow``: 0 only if it succeeded)."""
+    given = f"--address {address}" if address else f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS', '')}"
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise SubmitError("no Ray cluster to submit to: pass --address http://HEAD:8265 (the head's dashboard) "
                           "or set RAY_ADDRESS")
+    from .cluster import unreachable_address
+
+    why = unreachable_address(address)
+    if why:
+        raise SubmitError(f"{given}: no Ray dashboard answers there ({why}); pass the head's dashboard, "
+                          f"http://HEAD:8265, and check that the cluster is up (ray status on the head)")
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 

@@ -155,7 +155,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
     # One row per call sent to a judge endpoint (attempt 0, 1, ... of a request), and one per request answered
     # without a call (attempt null): via = hit (answer cache), merged (an identical request in flight) or sent.
-    # outcome: ok, unparseable, http_<status>, timeout, connection (for hits and merges: ok or error); final: the
+    # outcome: ok, unparseable, http_<status>, timeout, connection, unknown (its process died in flight: null tokens
+    # and cost, it may have been billed; ccs_ray.judges.journal); for hits and merges: ok or error. final: the
     # row whose outcome the request kept; retried_after_timeout: sent after an earlier attempt timed out (the
     # server may have computed both). Tokens and cost (USD) as the endpoint reported them; hits cost nothing.
     "judge_calls": _schema(_KEY, [

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
@@ -22,6 +23,8 @@ def _node() -> str:
 
 
 def main(root: str) -> None:
+    from ccs_ray.errors import UserError
+    from ccs_ray.preflight import check_nodes_reach_root
     from ccs_ray.spec import load_spec
     from ccs_ray.stages import RunContext
     from ccs_ray.stages.scan import run_scan, section
@@ -44,6 +47,10 @@ def main(root: str) -> None:
     spec = load_spec(REPO / "jobs" / "smoke.toml", [
         f'results.root="{root}"', 'data.source="probe://?n=64&seed=3&size=48"', "data.shard_size=8",
         "scan.batch_size=5", "scan.checkpoint_every=2"])
+    # preflight's rule on this cluster of three nodes: a local results root only when it is declared shared
+    with pytest.raises(UserError, match="but the cluster has 3 nodes"):
+        check_nodes_reach_root(spec)
+    check_nodes_reach_root(load_spec(REPO / "jobs" / "smoke.toml", [f'results.root="{root}"', "results.shared=true"]))
     summary = run_scan(RunContext.of(spec, "r1", root, progress=False), section(spec))
     nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
     decoders = [a.node_id for a in list_actors(filters=[("class_name", "=", "Decoder")], limit=1000)]

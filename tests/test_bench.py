@@ -51,13 +51,14 @@ def test_bench_scan_times_decoding_on_a_device(ray_cluster, tmp_path):
 def test_bench_preflight_times_each_case_to_its_one_line_error(monkeypatch):
     from ccs_ray.bench import preflight
 
-    monkeypatch.setattr(preflight, "CASES", {"typo_in_evals_entry": preflight.CASES["typo_in_evals_entry"]})
+    cases = ("typo_in_evals_entry", "base_url_with_credentials")
+    monkeypatch.setattr(preflight, "CASES", {case: preflight.CASES[case] for case in cases})
     figures = preflight.run()
-    assert figures["failed_cases"] == []  # each case ended as exit status 2 and one "ccs-ray:" line
-    assert set(figures) == {"typo_in_evals_entry_s", "results_root_not_writable_s", "slowest_s", "help_s",
-                            "slowest_spec_s", "failed_cases"}
-    assert figures["slowest_spec_s"] == figures["typo_in_evals_entry_s"]
-    assert figures["slowest_s"] == max(figures["typo_in_evals_entry_s"], figures["results_root_not_writable_s"]) > 0
+    assert figures["failed_cases"] == [] and figures["cases_missed"] == 0  # each: exit status 2, one "ccs-ray:" line
+    assert set(figures) == {"typo_in_evals_entry_s", "base_url_with_credentials_s", "results_root_not_writable_s",
+                            "slowest_s", "help_s", "slowest_spec_s", "failed_cases", "cases_missed"}
+    assert figures["slowest_spec_s"] == max(figures[f"{case}_s"] for case in cases)
+    assert figures["slowest_s"] == max(figures["slowest_spec_s"], figures["results_root_not_writable_s"]) > 0
 
 
 def test_bench_chaos_compares_rows_to_their_tolerances_and_finds_leftovers(tmp_path):

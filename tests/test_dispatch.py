@@ -29,8 +29,8 @@ def _dying_actor():
 
     @ray.remote
     class DyingActor(NoopActor.__ray_actor_class__):  # type: ignore[name-defined]
-        def __init__(self, model_key, models, scan, kind, folder):
-            super().__init__(model_key, models, scan, kind, folder)
+        def __init__(self, model_key, models, scan, kind, folder, guard=None):
+            super().__init__(model_key, models, scan, kind, folder, guard)
             self.log, self.passed = f"{folder.rsplit('/', 2)[0]}/batches", 0
             os.makedirs(self.log, exist_ok=True)
 

@@ -96,6 +96,7 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch, f
         monkeypatch.setattr(LocalFileOpener, "write", disk_full)
     else:
         monkeypatch.setattr(LocalFileSystem, "mv", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match=f"^no space left on device while writing {target}$") as e:
         atomic_write(str(target), b"new")
+    assert e.value.errno == 28  # the storage's errno is kept
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["part.parquet"]

@@ -26,6 +26,7 @@ from ccs_ray.judges.prompts import (
     parse_label,
     template,
 )
+from ccs_ray.runs import RunState
 from ccs_ray.spec import SpecError, load_spec
 from ccs_ray.stages import run_stage
 from ccs_ray.tables import read_table, write_table
@@ -372,6 +373,7 @@ def test_stage_errors_are_clear(tmp_path):
 
 def test_import_human_ratings_and_kappa(tmp_path):
     write_spans(tmp_path, {"L3.H0": COLORS, "L3.H1": ANIMALS})
+    RunState(str(tmp_path), "r1").create(load_spec({"name": "t"}))
     run_stage("judge", load_spec({"name": "t"}), str(tmp_path), "r1", MODEL)
     machine = {(j["head_label"], j["span_rank"]): j["aligned"]
                for j in read_table(str(tmp_path), "judgments", "r1").to_pylist()
@@ -405,6 +407,18 @@ def test_human_ratings_bad_csv(tmp_path, csv_text, message):
     (tmp_path / "h.csv").write_text(csv_text)
     with pytest.raises(ValueError, match=message):
         import_human_ratings(str(tmp_path / "h.csv"), str(tmp_path), "r1")
+
+
+def test_human_ratings_refuse_a_run_that_is_not_there(tmp_path, capsys):
+    from ccs_ray import cli
+
+    for run_id in ("r1", "a b"):
+        RunState(str(tmp_path), run_id).create(load_spec({"name": "t"}))
+    (tmp_path / "h.csv").write_text(f"model,head_label,span_rank,aligned\n{MODEL},L3.H0,1,1\n")
+    before = sorted(tmp_path.rglob("*"))
+    assert cli.main(["ratings", str(tmp_path / "h.csv"), "--results", str(tmp_path), "--run-id", "r2"]) == 2
+    assert capsys.readouterr().err == f"ccs-ray: ratings: no run 'r2' under {tmp_path}; runs: a b, r1\n"
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
 
 
 def test_spec_overrides_set_the_endpoint():
@@ -457,10 +471,9 @@ def test_base_url_secrets_are_stripped_from_dumps_and_errors():
 
     url = "https://bobby:pa%24s-word@gw.example:8443/v1?api-key=qk-123456&x=1#frag"
     assert JudgeConfig.public_url(url) == "https://gw.example:8443/v1"
-    spec = load_spec({"name": "t", "judge": {"judges": [{"base_url": url, "model": "m"}]}}, ["judge.heldout=false"])
-    dumped = spec.to_json()
-    assert "gw.example:8443/v1" in dumped and not any(s in dumped for s in ("bobby", "pa%24s", "qk-123456"))
-    assert spec.judge.judges[0].base_url == url  # the calls still go to the URL as given
+    with pytest.raises(SpecError, match="api_key_env") as refused:  # credentials belong in the environment
+        load_spec({"name": "t", "judge": {"judges": [{"base_url": url, "model": "m"}]}}, ["judge.heldout=false"])
+    assert not any(s in str(refused.value) for s in ("bobby", "pa%24s", "qk-123456"))
     request = judge_request("a red car", "color")
     assert Endpoint(url, "m").key(request) == Endpoint("https://gw.example:8443/v1", "m").key(request)
     redact = redactor(url, "sk-live-abcdef")

@@ -162,14 +162,14 @@ def test_failure_during_a_run_is_one_line_and_recorded(ray_cluster, tmp_path, mo
     err = capsys.readouterr().err.strip()
     runs = tables.read_table(str(root), "runs").to_pylist()
     assert [(r["status"], r["stage"]) for r in runs] == [("failed", "report")]
-    assert runs[0]["error"] == "OSError: [Errno 28] No space left on device"
-    assert err == (f"ccs-ray: stage report failed: OSError: [Errno 28] No space left on device; "
-                   f"resume with: ccs-ray run "
-                   f"{SMOKE} --resume --run-id {runs[0]['run_id']} --results {root} (--debug shows the traceback)")
+    assert runs[0]["error"] == "no space left on device"
+    assert err == (f"ccs-ray: stage report failed: no space left on device (--debug shows the traceback); "
+                   f"resume with: ccs-ray run {SMOKE} --set 'stages=[\"report\"]' --results {root} --resume "
+                   f"--run-id {runs[0]['run_id']}")
     assert not list(root.rglob("*.tmp"))
 
 
-def test_an_interrupted_run_is_recorded_failed_and_the_interrupt_kept(ray_cluster, tmp_path, monkeypatch):
+def test_an_interrupted_run_is_recorded_interrupted_and_the_interrupt_kept(ray_cluster, tmp_path, monkeypatch):
     from ccs_ray import pipeline, tables
     from ccs_ray.stages import report
 
@@ -181,7 +181,7 @@ def test_an_interrupted_run_is_recorded_failed_and_the_interrupt_kept(ray_cluste
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(load_spec(SMOKE, ['stages=["report"]', f"results.root={json.dumps(str(root))}"]), progress=False)
     (row,) = tables.read_table(str(root), "runs").to_pylist()
-    assert (row["status"], row["stage"], row["error"]) == ("failed", "report", "interrupted (KeyboardInterrupt)")
+    assert (row["status"], row["stage"], row["error"]) == ("interrupted", "report", "interrupted by Ctrl-C (SIGINT)")
 
 
 def test_results_root_deleted_mid_run_is_reported_not_recreated(ray_cluster, tmp_path, monkeypatch):

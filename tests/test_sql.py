@@ -9,7 +9,7 @@ import math
 import statistics
 import threading
 from collections import Counter, defaultdict
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -42,6 +42,8 @@ DERIVED = {
     "judged_spans": SCHEMAS["spans"].names,  # the spans rows of the judged method, every column of spans
     "head_importance": ["run_id", "model", "judge", "layer", "head", "head_label", "dataset", "metric", "mode", "ccs",
                         "level", "label", "value", "baseline", "change", "n"],
+    "run_status": ["run_id", "model", "status", "stage", "error"],
+    "finished_runs": ["run_id", "model"],
 }
 # the reference tables: the installed package's data in every root, whatever the root holds
 REFERENCE_ROWS = {name: data.num_rows for name, data in reference_tables().items()}
@@ -113,8 +115,10 @@ def test_root_with_only_the_runs_table_reads_every_other_view_empty(tmp_path, co
         for view in [*SCHEMAS, *DERIVED]:
             got = [(r["column_name"], r["column_type"]) for r in rows_of(partial, f"DESCRIBE {view}")]
             assert got == [(r["column_name"], r["column_type"]) for r in rows_of(conn, f"DESCRIBE {view}")], view
-            if view not in ("runs", "vs_paper", *REFERENCE_TABLES):
+            if view not in ("runs", "run_status", "vs_paper", *REFERENCE_TABLES):
                 assert query(partial, f"SELECT * FROM {view}").num_rows == 0, view
+        assert rows_of(partial, "SELECT * FROM run_status") == [dict(run_id="r1", model="m/x", status="running",
+                                                                     stage="scan", error=None)]
         for sql in canned_queries().values():
             query(partial, sql)  # runs: no missing-file error
     assert json.loads(run_sql("SELECT count(*) AS n FROM runs", root, fmt="json")) == [{"n": 1}]
@@ -128,6 +132,38 @@ def test_remote_root_through_fsspec(tmp_path):
     out = json.loads(run_canned("high_low_heads", root, fmt="json"))
     assert {(r["level"], tuple(r["heads"])) for r in out} == {("high", ("L11.H5",)), ("low", ("L11.H6",)),
                                                                 ("unscored", ("L11.H7",))}  # never medium
+
+
+def test_runs_that_did_not_finish_keep_their_rows_and_are_marked(tmp_path):
+    """A finished run, a failed one and rows of a run with no runs row (its record lost): the table views show every
+    run's rows; run_status says how each ended; finished_runs joins keep the finished run's rows only."""
+    root, model = str(tmp_path / "spec"), "m/x"
+    ended = {"done": ("report", None), "failed": ("prune", "OSError: [Errno 28] No space left on device")}
+    for run_id, status in (("r-done", "done"), ("r-failed", "failed")):
+        stage, error = ended[status]
+        write_table(root, "runs", [dict(spec_name="s", stage=stage, status=status, error=error,
+                                        started_at=datetime(2026, 1, 1, tzinfo=UTC))], run_id, model)
+    for run_id in ("r-done", "r-failed", "r-lost"):
+        write_table(root, "ccs", [dict(layer=11, head=h, head_label=f"L11.H{h}", judge="combined", ccs=h)
+                                  for h in range(2)], run_id, model)
+        write_table(root, "shards", [dict(shard_id="s0", status="done")], run_id, model)
+    with connect(root) as c:
+        for table in ("ccs", "shards"):
+            got = Counter(r["run_id"] for r in rows_of(c, f"SELECT run_id FROM {table}"))
+            assert got == ({"r-done": 2, "r-failed": 2, "r-lost": 2} if table == "ccs"
+                           else {"r-done": 1, "r-failed": 1, "r-lost": 1}), table
+        assert rows_of(c, "SELECT run_id, status FROM runs ORDER BY run_id") == [
+            dict(run_id="r-done", status="done"), dict(run_id="r-failed", status="failed")]
+        assert rows_of(c, "SELECT * FROM run_status") == [
+            dict(run_id="r-done", model=model, status="done", stage="report", error=None),
+            dict(run_id="r-failed", model=model, status="failed", stage="prune", error=ended["failed"][1]),
+            dict(run_id="r-lost", model=model, status="unrecorded", stage=None, error=None)]
+        assert rows_of(c, "SELECT * FROM finished_runs") == [dict(run_id="r-done", model=model)]
+        finished = rows_of(c, "SELECT run_id, head_label FROM ccs JOIN finished_runs USING (run_id, model) ORDER BY 2")
+        assert finished == [dict(run_id="r-done", head_label="L11.H0"), dict(run_id="r-done", head_label="L11.H1")]
+        marked = rows_of(c, "SELECT status, count(*) AS n FROM ccs JOIN run_status USING (run_id, model) "
+                            "GROUP BY status ORDER BY status")
+        assert marked == [dict(status="done", n=2), dict(status="failed", n=2), dict(status="unrecorded", n=2)]
 
 
 # --- read-only --------------------------------------------------------------------------------------
@@ -649,7 +685,7 @@ def test_a_results_file_read_from_two_threads_keeps_each_threads_position(tmp_pa
 
 
 def test_node_throughput_is_images_over_each_nodes_busy_time(tmp_path):
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     rows, expect = [], {}

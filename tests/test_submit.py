@@ -39,6 +39,16 @@ def spec():
     return load_spec(SMOKE, ['results.root="s3://bucket/smoke"'])
 
 
+@pytest.fixture
+def dashboard():
+    """The address of a loopback socket that accepts connections, standing in for a dashboard (the job API itself is
+    :class:`FakeClient`'s)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
 def _request(spec, **kwargs) -> dict:
     """``job_request`` for the smoke spec, its staged folder removed (after checking that the spec is in it)."""
     request = job_request(spec, SMOKE, ["scan.batch_size=8"], **kwargs)
@@ -118,6 +128,38 @@ def test_no_address_is_an_error(spec, monkeypatch):
         submit(spec, SMOKE, [])
 
 
+def test_an_unreachable_dashboard_is_one_line_within_seconds(spec, monkeypatch):
+    """Nothing listens on the port, or nothing answers (a listener whose queue is full drops connections, as a
+    blackholed host does): one line naming the address, before anything is staged or a client is built."""
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", lambda address: pytest.fail("client built"))
+    monkeypatch.setattr("ccs_ray.cluster.CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("ccs_ray.submit.job_request", lambda *a, **k: pytest.fail("job staged"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(SubmitError) as refused:
+        submit(spec, SMOKE, [], address=f"http://127.0.0.1:{closed}")
+    assert str(refused.value).startswith(f"--address http://127.0.0.1:{closed}: no Ray dashboard answers there (")
+    assert "\n" not in str(refused.value) and time.perf_counter() - t0 < 1
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        waiting = [socket.socket() for _ in range(3)]
+        for w in waiting:
+            w.setblocking(False)
+            w.connect_ex(("127.0.0.1", port))
+        monkeypatch.setenv("RAY_ADDRESS", f"http://127.0.0.1:{port}")
+        t0 = time.perf_counter()
+        with pytest.raises(SubmitError, match=rf"^RAY_ADDRESS=http://127.0.0.1:{port}: no Ray dashboard answers "
+                                              rf"there \(no answer within 1 s\)"):
+            submit(spec, SMOKE, [])
+        assert time.perf_counter() - t0 < 3
+        for w in waiting:
+            w.close()
+
+
 class FakeClient:
     """A stand-in JobSubmissionClient: records what it is given; the job logs two lines and ends as ``status``."""
 
@@ -139,37 +181,37 @@ class FakeClient:
         return types.SimpleNamespace(status=self.status, message="boom" if self.status == JobStatus.FAILED else None)
 
 
-def test_ray_address_is_the_default(spec, monkeypatch, capsys):
-    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
+def test_ray_address_is_the_default(spec, monkeypatch, capsys, dashboard):
+    monkeypatch.setenv("RAY_ADDRESS", dashboard)
     monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", FakeClient)
     assert submit(spec, SMOKE, []) == 0
-    assert FakeClient.last.address == "http://head:8265"
+    assert FakeClient.last.address == dashboard
     assert not Path(FakeClient.last.requests[0]["runtime_env"]["working_dir"]).exists()  # the staged copy is gone
     out = capsys.readouterr().out
     assert "submitted job raysubmit_1" in out
-    assert "ray job logs --follow raysubmit_1 --address http://head:8265" in out
+    assert f"ray job logs --follow raysubmit_1 --address {dashboard}" in out
 
 
-def test_submit_command_plans_without_the_cluster_then_submits(monkeypatch, capsys):
+def test_submit_command_plans_without_the_cluster_then_submits(monkeypatch, capsys, dashboard):
     """``ccs-ray submit --dry-run`` prints the plan and submits nothing; without it, the job is submitted."""
     from ccs_ray import cli
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", FakeClient)
     monkeypatch.setattr(FakeClient, "last", None, raising=False)
-    assert cli.main(["submit", SMOKE, "--dry-run", "--json", "--address", "http://head:8265"]) == 0
+    assert cli.main(["submit", SMOKE, "--dry-run", "--json", "--address", dashboard]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert [(m["key"], m["heads"]) for m in plan["models"]] == [("ccs-tiny/none", 16)] and plan["stages"]
     assert FakeClient.last is None  # planned, not submitted
-    assert cli.main(["submit", SMOKE, "--address", "http://head:8265"]) == 0
-    assert FakeClient.last.address == "http://head:8265" and len(FakeClient.last.requests) == 1
+    assert cli.main(["submit", SMOKE, "--address", dashboard]) == 0
+    assert FakeClient.last.address == dashboard and len(FakeClient.last.requests) == 1
     assert "submitted job raysubmit_1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("status, code", [(JobStatus.SUCCEEDED, 0), (JobStatus.FAILED, 1), (JobStatus.STOPPED, 1)])
-def test_follow_prints_the_logs_and_exits_with_the_job(spec, monkeypatch, capsys, status, code):
+def test_follow_prints_the_logs_and_exits_with_the_job(spec, monkeypatch, capsys, dashboard, status, code):
     monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", lambda address: FakeClient(address, status))
-    assert submit(spec, SMOKE, [], address="http://other:8265", follow=True) == code
+    assert submit(spec, SMOKE, [], address=dashboard, follow=True) == code
     out = capsys.readouterr().out
     final = "job raysubmit_1 FAILED: boom" if status == JobStatus.FAILED else f"job raysubmit_1 {status.value}"
     assert out.endswith(f"submitted job raysubmit_1\nscan done\nreport done\n{final}\n")

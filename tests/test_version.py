@@ -11,8 +11,8 @@ import pytest
 
 import ccs_ray
 from ccs_ray import analytics, cli, pipeline, tables
+from ccs_ray.runs import RunState
 from ccs_ray.spec import load_spec
-from ccs_ray.stages import RunContext
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results-0.1.0"  # runs rows written by ccs-ray 0.1.0
 VERSION = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
@@ -33,8 +33,8 @@ def test_runs_rows_carry_the_version_beside_older_ones(tmp_path):
     root = tmp_path / "results"
     shutil.copytree(FIXTURE, root)
     spec = load_spec({"name": "version", "models": {"keys": ["ccs-tiny/none", "ccs-tiny/other"]}})
-    ctx = RunContext.of(spec, "now", str(root))
-    pipeline._write_runs(spec, ctx, "running", "start", datetime.now(UTC))  # what a run writes as it starts
+    # what a run writes as it starts
+    pipeline._write_runs(spec, RunState(str(root), "now"), "running", "start", datetime.now(UTC))
     rows = tables.read_table(str(root), "runs", "now").to_pylist()
     assert sorted((r["model"], r["version"], r["status"]) for r in rows) == [
         ("ccs-tiny/none", VERSION, "running"), ("ccs-tiny/other", VERSION, "running")]

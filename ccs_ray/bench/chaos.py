@@ -14,9 +14,10 @@ process starts (the chaos thread kills only that cluster's processes, never anot
 
 Figures: whether moments (``n`` per head exactly, sums to float rounding), spans, labels, judgments, CCS
 and the errors table equal the undisturbed run's; lost judgments; ``paid_twice`` and ``computed_twice``
-from the chaos server's own log over both driver lifetimes; leftover ``*.tmp`` and uncommitted partial
-files; how long after the driver's death a request still reached the server and a process of the run
-was still alive; and the counts (kills, shards scanned again, requests sent vs answers needed, requests
+from the chaos server's own log over both driver lifetimes; ``judge_calls_vs_server``: the run's judge_calls
+against the server's log (:func:`calls_vs_server`); leftover ``*.tmp`` and uncommitted partial files; how long
+after the driver's death a request still reached the server and a process of the run was still alive
+(``processes_alive_after_s``); and the counts (kills, shards scanned again, requests sent vs answers needed, requests
 beyond one per distinct request over both driver lifetimes, the judge stage's calls of each run).
 """
 
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 SPEC = """name = "bench-chaos"
@@ -193,6 +195,26 @@ def _leftovers(root: Path) -> dict:
     return {"tmp_files": tmp, "orphan_partials": orphans}
 
 
+def calls_vs_server(calls: list[dict], server_keys: list[str | None]) -> dict:
+    """A run's judge_calls rows sent (every lifetime) against the requests a server logged, matched by cache key
+    (every call carries it as ``Idempotency-Key``; ``server_keys``: the header of each request).
+
+    ``judge_calls_sent``, ``server_requests``; ``outcome_unknown``: rows whose call's outcome was never recorded
+    (its process died in flight); ``requests_without_row``: requests no row accounts for; ``rows_without_request``:
+    rows of calls the server never received, which only a call cut short before it went out (outcome unknown) may
+    be; ``equal``: every request has its own row and every other row is such a call.
+    """
+    from ..judges.journal import UNKNOWN
+
+    sent = [c for c in calls if c["via"] == "sent"]
+    rows, server = Counter(c["cache_key"] for c in sent), Counter(server_keys)
+    known = Counter(c["cache_key"] for c in sent if c["outcome"] != UNKNOWN)
+    figures = {"judge_calls_sent": len(sent), "server_requests": len(server_keys),
+               "outcome_unknown": len(sent) - known.total(), "requests_without_row": (server - rows).total(),
+               "rows_without_request": (rows - server).total()}
+    return {**figures, "equal": figures["requests_without_row"] == 0 and not known - server}
+
+
 def run(images: int = 240, seed: int = 0) -> dict:
     """Run the undisturbed and the chaos run; returns the figures (``equal_*`` must all be true)."""
     import ray
@@ -251,6 +273,7 @@ def run(images: int = 240, seed: int = 0) -> dict:
             resumed = _finish(_driver(*results["chaos"], "r1", env, resume=True), "the resumed run")
             figures["chaos_s"] = time.perf_counter() - t0
             account = wild.accounting()
+            server_keys = [r.idempotency_key for r in wild.records]
 
         calm_root, wild_root = results["calm"][1], results["chaos"][1]
         a = HeadMoments.load(read_table(str(calm_root), "moments", "r1", model).to_pylist()[-1]["uri"])
@@ -277,7 +300,9 @@ def run(images: int = 240, seed: int = 0) -> dict:
             "answers_needed": needed, "requests_beyond_one_per_key": account["requests"] - account["keys"],
             "resumed_judge": {k: resumed["stages"]["judge"][model][k] for k in JUDGE_COUNTS},
             "last_request_after_driver_kill_s": max(after) if after else 0.0,
-            "run_processes_at_driver_kill": len(chaos.processes), "run_processes_gone_after_s": gone,
+            "run_processes_at_driver_kill": len(chaos.processes), "processes_alive_after_s": gone,
+            "judge_calls_vs_server": calls_vs_server(read_table(str(wild_root), "judge_calls", "r1", model).to_pylist(),
+                                                     server_keys),
             "undisturbed_judge": {k: undisturbed["stages"]["judge"][model][k] for k in JUDGE_COUNTS},
         })
     return figures

@@ -30,7 +30,7 @@ import ray
 
 from ..checkpoints import Checkpointer, read_log
 from ..cluster import ensure_ray
-from ..files import latest_committed
+from ..files import keep_guard, latest_committed
 from ..jsonout import dumps
 from ..shard_plan import unpack_items
 
@@ -145,7 +145,9 @@ class NoopDecoder:
 class NoopActor:
     """A scan actor without a model: it records each shard and checkpoints like :class:`~ccs_ray.passes.ModelActor`."""
 
-    def __init__(self, model_key, models, scan, kind, folder):
+    def __init__(self, model_key, models, scan, kind, folder, guard=None):
+        if guard is not None:
+            keep_guard(guard)
         self.checkpointer = Checkpointer(folder, kind.suffix)
         self.node = ray.get_runtime_context().get_node_id()
 

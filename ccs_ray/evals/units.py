@@ -36,7 +36,8 @@ from ray.actor import ActorHandle
 
 from ..ablate import Ablation, encode_ablations, head_ablation
 from ..cluster import actor_layout, node_cpus, use_held_cpus
-from ..files import atomic_write
+from ..failures import reason
+from ..files import WriteGuard, atomic_write, keep_guard
 from ..heads import parse_head_name
 from ..models import load_model
 from ..progress import Progress
@@ -144,19 +145,22 @@ def load_results(plan: DatasetPlan, folder: str) -> list[dict]:
 @dataclass(frozen=True)
 class WorkerSetup:
     """What every worker of a model holds: the model, each configuration's (heads, mode), the scan's mean head
-    outputs (for mean ablation) and the batch size."""
+    outputs (for mean ablation), the batch size, and the run's write guard (None: a stage run on its own)."""
 
     model_key: str
     precision: str
     ablations: tuple[tuple[tuple[str, ...], str], ...]
     mean_z: Any
     batch_size: int
+    guard: WriteGuard | None = None
 
 
 class EvalWorker:
     """Holds one model and the ablation configurations; runs units (a dataset shard each)."""
 
     def __init__(self, setup: WorkerSetup):
+        if setup.guard is not None:  # the worker lives and dies with its run: no write recreates a vanished root
+            keep_guard(setup.guard)
         use_held_cpus()
         self.model, self.preprocess = load_model(setup.model_key, setup.precision)
         self.ablations = [head_ablation(self.model, list(heads), mode, setup.mean_z) if heads else None
@@ -186,7 +190,7 @@ class UnitOutcome:
     """What running units gave: each unit's error rows (in the units' order) and the failed units' reasons."""
 
     errors: list[list[dict]]
-    failed: dict[tuple[str, str, str], str]  # EvalUnit.key -> "ExceptionType: message"
+    failed: dict[tuple[str, str, str], str]  # EvalUnit.key -> why, in one line (ccs_ray.failures.reason)
 
 
 def run_units(units: list[EvalUnit], setup: WorkerSetup, evals: EvalsConfig, resources: Callable[[], dict],
@@ -204,9 +208,9 @@ def run_units(units: list[EvalUnit], setup: WorkerSetup, evals: EvalsConfig, res
         def done(i: int, result) -> None:
             unit = units[i]
             if isinstance(result, Exception):
-                reason = out.failed[unit.key] = f"{type(result).__name__}: {result}"
+                why = out.failed[unit.key] = reason(result)
                 out.errors[i] = [dict(stage="prune", source=unit.shard.uri, item=unit.shard.shard_id,
-                                      reason="unit_failed", detail=reason[:2000], logged_at=datetime.now(UTC))]
+                                      reason="unit_failed", detail=why[:2000], logged_at=datetime.now(UTC))]
             else:
                 out.errors[i] = result["errors"]
             progress.update(1, failed=len(out.failed))

@@ -11,6 +11,9 @@ pool waits for that flight (:mod:`.flights`); the cache is checked again after e
 left is a retry after a timeout, when the server may have computed the first answer as well: every call
 carries ``Idempotency-Key: <cache key>`` for servers that honour it, and such calls are recorded as
 ``retried_after_timeout`` (keep ``judge.timeout_s`` well above the endpoint's slowest answers).
+
+With a :class:`~.journal.CallJournal`, every call is recorded there before it is sent and completed after
+(so a call whose process dies in flight is still accounted for).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import openai
 from ..spec import JudgeConfig
 from .cache import AnswerCache, cache_key
 from .flights import LEAD, MERGED
+from .journal import CallJournal
 from .limiter import pause_from_headers
 from .prompts import Request, UnparseableAnswer
 
@@ -119,9 +123,10 @@ class JudgeClient:
         cap = min(self.endpoint.backoff_max_s, self.endpoint.backoff_s * 2 ** attempt)
         return cap / 2 + self.rng.uniform(0, cap / 2)
 
-    async def ask(self, request: Request, cache: AnswerCache) -> Answer:
+    async def ask(self, request: Request, cache: AnswerCache, journal: CallJournal | None = None) -> Answer:
         """The parsed answer to ``request``: from ``cache``, from an identical request in flight in the pool, or
-        from the endpoint (then stored in ``cache`` before the waiting requests are woken)."""
+        from the endpoint (then stored in ``cache`` before the waiting requests are woken). ``journal``: where
+        each call sent is recorded before it goes out and completed after."""
         key = self.endpoint.key(request)
         while True:
             hit = cache.get(key)
@@ -134,7 +139,7 @@ class JudgeClient:
                 break  # else the leader's actor died: look again
         answer = None
         try:
-            answer = await self._send(request, key, cache)
+            answer = await self._send(request, key, cache, journal)
         finally:
             await self.flights.finish(key, None if answer is None else {"value": answer.value, "error": answer.error})
         return answer
@@ -154,7 +159,7 @@ class JudgeClient:
                     completion_tokens=completion_tokens, latency_s=latency_s, cost_usd=cost_usd,
                     retried_after_timeout=retried_after_timeout)
 
-    async def _send(self, request: Request, key: str, cache: AnswerCache) -> Answer:
+    async def _send(self, request: Request, key: str, cache: AnswerCache, journal: CallJournal | None) -> Answer:
         """Send ``request`` (this client leads its key) with bounded retries; one record per call sent.
 
         The cache is checked again once the limiter grants each slot (an identical request may have been
@@ -178,6 +183,7 @@ class JudgeClient:
                     shared = self._shared(key, HIT, {"value": hit["value"], "error": None})
                     shared.calls[:0] = answer.calls
                     return shared
+                entry = journal.sent(key, attempt, timed_out) if journal is not None else None
                 start = time.perf_counter()
                 try:
                     # the prompt templates' {"role", "content"} dicts are what openai's message TypedDicts describe
@@ -215,10 +221,12 @@ class JudgeClient:
                                              ep.cost(*used), timed_out))
             answer.error = error
             timed_out = timed_out or outcome == "timeout"
-            if error is None or not retry:
+            final = error is None or not retry or attempt == ep.max_retries
+            if entry is not None:
+                CallJournal.complete(entry, answer.calls[-1], final)
+            if final:
                 break
-            if attempt < ep.max_retries:
-                await asyncio.sleep(wait)
+            await asyncio.sleep(wait)
         if answer.error is None:
             cache.put(key, {"value": answer.value, "model": ep.model,
                             "prompt_tokens": sum(c["prompt_tokens"] for c in answer.calls),

@@ -3,6 +3,8 @@ of every judge of the run against each rater.
 
 CSV columns: ``model, head_label, span_rank, aligned`` (0/1); optional ``rater`` (default ``human``),
 ``variant`` (``paper`` or ``heldout``, default ``paper``) and ``label`` (the label the rater judged against).
+The ratings go into a run started under the results root (:func:`ccs_ray.runs.run_ids`); a CSV that does not
+parse, or a run that is not there, is a one-line error and nothing is written.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from collections import defaultdict
 import fsspec
 
 from .. import scores
+from ..errors import UserError
 from ..heads import parse_head_name
+from ..runs import RunError, run_ids
 from ..tables import read_table, write_table
 from .headspans import VARIANTS, file_safe, judged_spans
 
@@ -22,15 +26,19 @@ REQUIRED = ("model", "head_label", "span_rank", "aligned")
 OPTIONAL = ("rater", "variant", "label")
 
 
+class RatingsError(UserError, ValueError):
+    """A ratings CSV that cannot be read as ratings: the file, the line, the column and what is allowed."""
+
+
 def read_ratings(csv_uri: str) -> list[dict]:
-    """Validated rows of a ratings CSV; a ValueError names the line, the column and what is allowed."""
+    """Validated rows of a ratings CSV; a :class:`RatingsError` names the line, the column and what is allowed."""
     with fsspec.open(csv_uri, "rb") as f:
         reader = csv.DictReader(io.TextIOWrapper(f, encoding="utf-8-sig"))
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in REQUIRED if c not in columns]
         if missing:
-            raise ValueError(f"{csv_uri}: missing column(s) {missing}; required {list(REQUIRED)}, "
-                             f"optional {list(OPTIONAL)}")
+            raise RatingsError(f"{csv_uri}: missing column(s) {missing}; required {list(REQUIRED)}, "
+                               f"optional {list(OPTIONAL)}")
         rows = []
         for line, raw in enumerate(reader, start=2):
             raw = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
@@ -38,14 +46,14 @@ def read_ratings(csv_uri: str) -> list[dict]:
             try:
                 layer, head = parse_head_name(raw["head_label"])
             except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
+                raise RatingsError(f"{where}: {e}") from None
             if raw["aligned"] not in ("0", "1"):
-                raise ValueError(f"{where}: aligned must be 0 or 1, got {raw['aligned']!r}")
+                raise RatingsError(f"{where}: aligned must be 0 or 1, got {raw['aligned']!r}")
             if not raw["span_rank"].isdigit() or int(raw["span_rank"]) < 1:
-                raise ValueError(f"{where}: span_rank must be an integer >= 1, got {raw['span_rank']!r}")
+                raise RatingsError(f"{where}: span_rank must be an integer >= 1, got {raw['span_rank']!r}")
             variant = raw.get("variant") or "paper"
             if variant not in VARIANTS:
-                raise ValueError(f"{where}: variant must be one of {list(VARIANTS)}, got {variant!r}")
+                raise RatingsError(f"{where}: variant must be one of {list(VARIANTS)}, got {variant!r}")
             rows.append({"model": raw["model"], "layer": layer, "head": head, "head_label": raw["head_label"],
                          "span_rank": int(raw["span_rank"]), "aligned": int(raw["aligned"]), "variant": variant,
                          "rater": raw.get("rater") or "human", "label": raw.get("label") or None})
@@ -55,8 +63,12 @@ def read_ratings(csv_uri: str) -> list[dict]:
 def import_human_ratings(csv_uri: str, root: str, run_id: str, m: int = 5) -> dict:
     """Write each rater's judgments and CCS (``judge = "human:<rater>"``) into run ``run_id`` and return
     ``{"rows", "raters", "kappa": {model: {rater: {judge: Cohen's kappa or None}}}}`` against every other judge
-    of the run, over the spans both rated. Re-importing a rater replaces that rater's rows."""
+    of the run, over the spans both rated. Re-importing a rater replaces that rater's rows. A RunError when no run
+    ``run_id`` was started under ``root``."""
     ratings = read_ratings(csv_uri)
+    runs = run_ids(root)
+    if run_id not in runs:
+        raise RunError(f"ratings: no run {run_id!r} under {root}; runs: {', '.join(runs) or 'none'}")
     by_model_rater: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in ratings:
         by_model_rater[(r["model"], r["rater"])].append(r)

@@ -6,17 +6,17 @@ with the first word of the first span (lower case, articles skipped); a judgment
 ``Description:``) with 1 when the concept word occurs in the description; a batched judgment with one such
 bit per numbered description. Answers are JSON (``{"label": ..}``, ``{"aligned": ..}``).
 
-Faults: ``faults`` is a queue consumed one per request (``"429"`` with Retry-After / retry-after-ms,
-``"500"``, ``"echo"`` (500 whose message echoes the Authorization and every other request header, as a
-careless gateway might), ``"slow"`` (sleeps ``slow_s`` first), ``"slow-beyond-timeout"`` (computes the answer
-after ``beyond_s``, set above the client's timeout), ``"garbage"`` (200 with an unparseable answer), ``"drop"``
-(closes the connection without answering), ``"drop-after-answer"`` (computes the answer, then closes the
-connection without sending it), ``"quota"`` (200 with exhausted x-ratelimit headers), ``"ok"``); ``always``
-applies one fault to every request; otherwise ``fault_mix`` (``{fault: probability}``, e.g. :data:`CHAOS_MIX`)
-draws one per request from the seeded rng, "ok" for the rest; ``error_rate`` turns "ok" requests into 429s at
-random (seeded); ``rpm_limit`` answers 429 (outcome "limit") once more than that many requests arrived in the
-last 60 s; ``usage_tokens`` (when set) is the prompt-token usage every answer reports (else a quarter of the
-prompt's characters).
+Faults: ``faults`` is a queue consumed one per request (``"429"`` with Retry-After / retry-after-ms, ``"500"``,
+``"401"`` (a refused API key, which the client does not retry), ``"echo"`` (500 whose message echoes the
+Authorization and every other request header, as a careless gateway might), ``"slow"`` (sleeps ``slow_s`` first),
+``"slow-beyond-timeout"`` (computes the answer after ``beyond_s``, set above the client's timeout), ``"garbage"``
+(200 with an unparseable answer), ``"drop"`` (closes the connection without answering), ``"drop-after-answer"``
+(computes the answer, then closes the connection without sending it), ``"quota"`` (200 with exhausted x-ratelimit
+headers), ``"ok"``); ``always`` applies one fault to every request; otherwise ``fault_mix``
+(``{fault: probability}``, e.g. :data:`CHAOS_MIX`) draws one per request from the seeded rng, "ok" for the rest;
+``error_rate`` turns "ok" requests into 429s at random (seeded); ``rpm_limit`` answers 429 (outcome "limit") once
+more than that many requests arrived in the last 60 s; ``usage_tokens`` (when set) is the prompt-token usage every
+answer reports (else a quarter of the prompt's characters).
 
 Idempotency: with ``honour_idempotency``, a request reaching the model with an ``Idempotency-Key`` header already
 answered (delivered, valid) is answered with the stored response, unbilled (outcome "replayed"); one whose key
@@ -47,11 +47,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from .cache import json_digest
 
 ARTICLES = {"a", "an", "the", "photo", "of", "picture"}
-REFUSALS = ("429", "500", "echo", "drop")  # faults that stop a request before the model (as does "limit")
+REFUSALS = ("429", "500", "401", "echo", "drop")  # faults that stop a request before the model (as does "limit")
 ANSWERS = ("ok", "slow", "slow-beyond-timeout", "garbage", "drop-after-answer", "quota")  # faults the model bills
 FAULTS = REFUSALS + ANSWERS  # what fault_mix may draw
 ERROR_REPLIES = {  # outcome -> (HTTP status, error object) of the plain error replies
     "500": (500, {"message": "injected server error"}),
+    "401": (401, {"message": "invalid API key", "type": "invalid_request_error", "code": "invalid_api_key"}),
     "409": (409, {"message": "a request with this Idempotency-Key is in progress", "type": "idempotency_conflict"}),
     "422": (422, {"message": "this Idempotency-Key was used for another request", "type": "idempotency_mismatch"}),
 }

@@ -4,17 +4,20 @@ limiter actor and one in-flight registry per endpoint+model and one answer cache
 A worker that dies (killed, its node lost) is replaced: its unfinished keys are released in the registry
 (so that a waiting request takes over) and its heads go to the new worker, where every answer already
 received is a cache hit. Workers are owned by the driver: when the driver dies, Ray stops them with it.
+Given a :class:`~.journal.CallJournal`, every call a worker sends is recorded there before it goes out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 
 import ray
 from ray.actor import ActorHandle
 
+from ..files import WriteGuard, guard_writes
 from ..progress import Progress
 from ..spec import EndpointConfig, JudgeConfig
 from .cache import AnswerCache
@@ -22,6 +25,7 @@ from .client import Answer, Endpoint, JudgeClient
 from .config import api_key_of, check_endpoint
 from .flights import flights_actor
 from .headspans import HeadSpans, Verdict
+from .journal import CallJournal
 from .limiter import limiter_actor
 from .prompts import Request, batched_request, judge_request, label_request
 
@@ -46,33 +50,45 @@ def planned_requests(head: HeadSpans, label: str, mode: str) -> list[tuple[str, 
     return out
 
 
-def _calls(kind: str, variant: str | None, rank: int | None, head: HeadSpans, answer: Answer) -> list[dict]:
-    """The judge_calls records of one request: one per call sent, or one for its hit or merge; ``final`` marks
-    the record whose outcome the request kept."""
-    base = {"kind": kind if variant is None else f"{kind}:{variant}", "head_label": head.head_label,
-            "span_rank": rank, "cache_key": answer.cache_key}
+def _tags(kind: str, variant: str | None, rank: int | None, head: HeadSpans) -> dict:
+    """The judge_calls columns that name one request of ``head``."""
+    return {"kind": kind if variant is None else f"{kind}:{variant}", "head_label": head.head_label,
+            "span_rank": rank}
+
+
+def _calls(tags: dict, answer: Answer) -> list[dict]:
+    """The judge_calls records of one request (``tags``: :func:`_tags`): one per call sent, or one for its hit or
+    merge; ``final`` marks the record whose outcome the request kept."""
+    base = {**tags, "cache_key": answer.cache_key}
     last = len(answer.calls) - 1
     return [{**base, **call, "via": answer.via if i == last else "sent", "final": i == last}
             for i, call in enumerate(answer.calls)]
 
 
-async def judge_head(client: JudgeClient, cache: AnswerCache, head: HeadSpans, mode: str) -> Verdict:
-    """Label ``head`` from its paper spans, then judge every span against the label (per span or batched)."""
-    label_answer = await client.ask(label_request(head.texts("paper")), cache)
+async def judge_head(client: JudgeClient, cache: AnswerCache, head: HeadSpans, mode: str,
+                     journal: CallJournal | None = None) -> Verdict:
+    """Label ``head`` from its paper spans, then judge every span against the label (per span or batched);
+    ``journal``: where every call sent is recorded before it goes out."""
+
+    def ask(request: Request, tags: dict):
+        return client.ask(request, cache, None if journal is None else journal.tagged(**tags))
+
+    label_tags = _tags("label", None, None, head)
+    label_answer = await ask(label_request(head.texts("paper")), label_tags)
     label = label_answer.value
     assert label is None or isinstance(label, str)  # parse_label's answer, or None with an error
-    verdict = Verdict(head, label, label_answer.error,
-                      calls=_calls("label", None, None, head, label_answer))
+    verdict = Verdict(head, label, label_answer.error, calls=_calls(label_tags, label_answer))
     for variant, spans in head.spans.items():
         verdict.aligned[variant] = [None] * len(spans)
         verdict.errors[variant] = [f"no label: {label_answer.error}"] * len(spans)
     if label_answer.error:
         return verdict
     assert label is not None  # no error: the answer parsed
-    planned = planned_requests(head, label, mode)
-    answers = await asyncio.gather(*(client.ask(req, cache) for _, _, req in planned))
-    for (variant, rank, req), answer in zip(planned, answers, strict=True):
-        verdict.calls += _calls(req.kind, variant, rank, head, answer)
+    planned = [(variant, rank, req, _tags(req.kind, variant, rank, head))
+               for variant, rank, req in planned_requests(head, label, mode)]
+    answers = await asyncio.gather(*(ask(req, tags) for _, _, req, tags in planned))
+    for (variant, rank, _, tags), answer in zip(planned, answers, strict=True):
+        verdict.calls += _calls(tags, answer)
         ranks = [r for r, _ in head.spans[variant]]
         values = answer.value if rank is None else [answer.value]
         for i, r in enumerate(ranks if rank is None else [rank]):
@@ -106,8 +122,11 @@ class JudgeWorker:
         self.client = JudgeClient(endpoint, api_key, _Remote(limiter), _Remote(flights), owner,
                                   concurrency=concurrency, seed=seed)
 
-    async def judge(self, head: HeadSpans, mode: str, cache_root: str) -> Verdict:
-        return await judge_head(self.client, AnswerCache(cache_root), head, mode)
+    async def judge(self, head: HeadSpans, mode: str, cache_root: str, journal: CallJournal | None,
+                    guard: WriteGuard | None = None) -> Verdict:
+        """One head's verdict; its cache entries and journal records are written under the run's ``guard``."""
+        with guard_writes(guard) if guard is not None else contextlib.nullcontext():
+            return await judge_head(self.client, AnswerCache(cache_root), head, mode, journal)
 
 
 def limiter_name(endpoint: Endpoint) -> str:
@@ -161,9 +180,12 @@ MAX_RESTARTS_PER_WORKER = 3  # a pool's workers may die this many times per work
 
 
 def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], cache_root: str,
-             progress: Progress | None = None) -> list[Verdict]:
+             progress: Progress | None = None, journal: CallJournal | None = None,
+             guard: WriteGuard | None = None) -> list[Verdict]:
     """Every head through up to ``cfg.actors`` worker actors (at most ``cfg.concurrency`` requests in flight in all);
-    ``progress`` advances by head, with the calls sent, their retries and their cost so far.
+    ``progress`` advances by head, with the calls sent, their retries and their cost so far; ``journal``: where
+    every call sent is recorded before it goes out (:mod:`.journal`); ``guard``: the run's
+    :class:`~ccs_ray.files.WriteGuard` (the workers outlive a run: it goes with each head).
 
     A dead worker is replaced and its heads are judged again (answers already received come from the cache);
     after :data:`MAX_RESTARTS_PER_WORKER` deaths per worker the RayActorError is raised."""
@@ -185,7 +207,7 @@ def run_pool(judge: EndpointConfig, cfg: JudgeConfig, heads: list[HeadSpans], ca
     pending = {}  # ref -> (head index, worker index)
 
     def submit(j: int, i: int) -> None:
-        pending[pool.workers[i].judge.remote(heads[j], cfg.mode, cache_root)] = (j, i)
+        pending[pool.workers[i].judge.remote(heads[j], cfg.mode, cache_root, journal, guard)] = (j, i)
 
     for j in range(len(heads)):
         submit(j, turns[j % len(turns)])

@@ -13,6 +13,7 @@ The driver imports neither torch nor open_clip from here: the actors import them
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from ray.actor import ActorHandle
 
 from ..checkpoints import Checkpointer
 from ..cluster import held_device, node_cpus, peak_rss_mb, use_held_cpus
+from ..files import WriteGuard, guard_writes, keep_guard
 from ..preprocess import Pixels, model_input, preprocess_config
 from ..shard_plan import unpack_items
 from ..sources import LoadedShard, Shard, decode_deferred, load_shard
@@ -71,10 +73,13 @@ class ModelActor:
     """Holds one model (loaded once) and, during a pass, the accumulator of the shards it has passed over since the
     pass began. A run keeps it between its passes and lends it to the spans stage (:class:`ModelActors`)."""
 
-    def __init__(self, model_key: str, models: ModelsConfig, scan: ScanConfig, kind: PassKind, folder: str):
+    def __init__(self, model_key: str, models: ModelsConfig, scan: ScanConfig, kind: PassKind, folder: str,
+                 guard: WriteGuard | None = None):
         from ..decompose import select_layers
         from ..models import load_model
 
+        if guard is not None:  # the actor lives and dies with its run: none of its writes recreates a vanished root
+            keep_guard(guard)
         self.model_key, self.models = model_key, models
         self.device = held_device()
         self.threads = use_held_cpus()
@@ -163,14 +168,16 @@ def _to_json(rows: list[dict]) -> list[dict]:
 
 
 @ray.remote(num_returns="streaming")
-def _model_task(model_key: str, models: ModelsConfig, fn: Callable, *args):
-    """What ``fn(model, device, *args)`` yields, in a task of its own that loads the model on the device it holds."""
+def _model_task(model_key: str, models: ModelsConfig, guard: WriteGuard | None, fn: Callable, *args):
+    """What ``fn(model, device, *args)`` yields, in a task of its own that loads the model on the device it holds
+    (its writes checked against the run's ``guard``)."""
     from ..models import load_model
 
     device = held_device()
     use_held_cpus()
     model, _ = load_model(model_key, models.precision, device)
-    yield from fn(model, device, *args)
+    with guard_writes(guard) if guard is not None else contextlib.nullcontext():
+        yield from fn(model, device, *args)
 
 
 class ModelActors:
@@ -178,9 +185,11 @@ class ModelActors:
     :attr:`ccs_ray.stages.Stage.uses_model_actors`), idle, by model and the resources they hold, so that each keeps
     its model loaded instead of a new process importing and loading it again. The pipeline owns one pool for the
     run (``with ModelActors() as actors:``) and releases it (kills the actors) before a stage that uses none and
-    when the run ends."""
+    when the run ends. ``guard``: the run's :class:`~ccs_ray.files.WriteGuard`, which its actors and tasks write
+    under."""
 
-    def __init__(self):
+    def __init__(self, guard: WriteGuard | None = None):
+        self.guard = guard
         self.idle: dict[str, list[tuple[float, float, ActorHandle]]] = {}  # model -> (GPUs, CPUs, actor)
 
     def __enter__(self) -> ModelActors:
@@ -225,4 +234,5 @@ class ModelActors:
         self.release()
         gpus = 1 if resources.get("GPU", 0) else 0
         cpus = 1 if gpus else max(node_cpus())  # without a GPU: one whole node's cores, as torch threads
-        return read(_model_task.options(num_gpus=gpus, num_cpus=cpus).remote(model, models, fn, *args)), "task"
+        task = _model_task.options(num_gpus=gpus, num_cpus=cpus)
+        return read(task.remote(model, models, self.guard, fn, *args)), "task"

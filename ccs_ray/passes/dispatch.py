@@ -166,7 +166,8 @@ class Dispatcher:
         else:
             actor = self.actor_class.options(
                 num_gpus=self.gpus_per_actor, num_cpus=self.stats.cpus_per_actor,
-                scheduling_strategy=next(self.placements)).remote(model, self.ctx.models, self.cfg, self.kind, folder)
+                scheduling_strategy=next(self.placements)).remote(model, self.ctx.models, self.cfg, self.kind, folder,
+                                                                   self.ctx.guard)
         return _Worker(model, actor, folder)
 
     def _pending(self) -> Iterator[Todo]:
@@ -275,6 +276,8 @@ class Dispatcher:
         try:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as e:
+            if e.actor_init_failed:  # its __init__ raised (storage, weights): a new actor would raise the same
+                raise
             self._replace(w, e, {s.shard_id: s for s in shards or ()})
             return
         if shards is None:

@@ -8,16 +8,20 @@ A sample is named ``<tar uri>#<image member>``, the member's name with its exten
 
 img2dataset's ``webdataset`` output is such a folder of tars: ``00000.tar``, ``00001.tar``, ... with ``KEY.jpg``,
 ``KEY.txt`` (the caption, read as the label) and ``KEY.json`` (metadata) per sample; the ``00000.parquet``
-metadata and ``00000_stats.json`` beside each tar are not tars and are not read."""
+metadata and ``00000_stats.json`` beside each tar are not tars and are not read.
+
+Planning opens the first tar and reads its first header (:func:`check_tar`), so a source of files that are not tars
+is refused before a run starts; a later tar that cannot be read fails as its shard."""
 
 from __future__ import annotations
 
 import tarfile
+import zlib
 from collections.abc import Iterator
 
 import fsspec
 
-from .base import IMAGE_EXTENSIONS, Record, Shard, file_version, fingerprint, source_files
+from .base import IMAGE_EXTENSIONS, Record, Shard, SourceError, file_version, fingerprint, source_files
 
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 _IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
@@ -27,7 +31,9 @@ _LABEL_EXTS = ("cls", "txt")
 def plan(cfg) -> Iterator[tuple[str, tuple, str]]:
     """One (tar uri, keys, fingerprint) per tar; keys is () for the whole tar, or the first keys under ``limit``."""
     left = cfg.limit
-    for uri, info in source_files(cfg.source, TAR_EXTENSIONS, "tar files").items():
+    for i, (uri, info) in enumerate(source_files(cfg.source, TAR_EXTENSIONS, "tar files").items()):
+        if i == 0:
+            check_tar(uri)
         keys: tuple = ()
         if left is not None:
             all_keys = _keys(uri)
@@ -35,6 +41,16 @@ def plan(cfg) -> Iterator[tuple[str, tuple, str]]:
         yield uri, keys, fingerprint(uri, keys, file_version(info))
         if left == 0:
             return
+
+
+def check_tar(uri: str) -> None:
+    """A SourceError naming ``uri`` unless it begins as a tar archive (compressed or not) does: reads its first
+    header only (or the end-of-archive block of an empty tar), never the rest of the file."""
+    try:
+        with fsspec.open(uri, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
+            tf.next()
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise SourceError(f"{uri} is not a tar archive ({e})") from None
 
 
 def read(shard: Shard) -> Iterator[Record]:
@@ -96,9 +112,11 @@ def _key_ext(name: str) -> tuple[str, str]:
 
 
 def _keys(uri: str) -> list[str]:
-    with fsspec.open(uri, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
-        return list(dict.fromkeys(
-            _key_ext(m.name)[0] for m in tf if not m.isdir()))
+    try:
+        with fsspec.open(uri, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
+            return list(dict.fromkeys(_key_ext(m.name)[0] for m in tf if not m.isdir()))
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise SourceError(f"{uri} is not a readable tar archive ({e})") from None
 
 
 def _record(uri: str, key: str, members: dict[str, tuple[str, bytes | Exception | None]]) -> Record:

@@ -288,3 +288,31 @@ CREATE VIEW head_importance AS
            c.ccs, c.level, c.label, e.value, e.baseline, e.change, e.n
     FROM head_effects e
     JOIN ccs c ON c.run_id = e.run_id AND c.model = e.model AND c.head_label = e.head_label;
+
+-- Runs that did not finish. The table views hold the rows of every run as written, finished or not; these two views
+-- say how each run ended, to mark its rows (JOIN run_status USING (run_id, model)) or keep those of finished runs
+-- only (JOIN finished_runs USING (run_id, model)).
+-- run_status: one row per run and model that holds rows in any table: status as its runs row has it (running: not
+-- ended, or its driver was killed before it could say how; done; failed; interrupted: Ctrl-C or SIGTERM), or
+-- 'unrecorded' for rows of a run with no runs row (never started by ccs-ray run, or its record lost); stage (the
+-- stage it reached) and error (why it failed) from its runs row.
+CREATE VIEW run_status AS
+    WITH seen AS (
+        SELECT run_id, model FROM runs UNION SELECT run_id, model FROM shards UNION SELECT run_id, model FROM moments
+        UNION SELECT run_id, model FROM spans UNION SELECT run_id, model FROM span_agreement
+        UNION SELECT run_id, model FROM top_images UNION SELECT run_id, model FROM labels
+        UNION SELECT run_id, model FROM judgments UNION SELECT run_id, model FROM ccs
+        UNION SELECT run_id, model FROM ablations UNION SELECT run_id, model FROM evals
+        UNION SELECT run_id, model FROM bias UNION SELECT run_id, model FROM head_effects
+        UNION SELECT run_id, model FROM correctness UNION SELECT run_id, model FROM judge_calls
+        UNION SELECT run_id, model FROM errors UNION SELECT run_id, model FROM conversions
+    ), recorded AS (  -- the newest runs row of each run and model
+        SELECT run_id, model, status, stage, error FROM runs
+        QUALIFY row_number() OVER (PARTITION BY run_id, model ORDER BY started_at DESC NULLS LAST) = 1
+    )
+    SELECT run_id, model, coalesce(r.status, 'unrecorded') AS status, r.stage, r.error
+    FROM seen LEFT JOIN recorded r USING (run_id, model)
+    ORDER BY run_id, model;
+
+-- finished_runs: the runs (per model) whose runs row says done.
+CREATE VIEW finished_runs AS SELECT run_id, model FROM run_status WHERE status = 'done';

@@ -5,6 +5,9 @@
 -- with no files yet gets, instead of its line here, an empty view with the same typed columns.
 -- Outside ccs-ray: replace ${ROOT} with a local path and run this file in the duckdb shell (every table of a
 -- root written by `ccs-ray run` has at least a zero-row part, so every view opens).
+-- Each view holds the rows of every run as written, finished or not (a failed run's rows, rows of a run with no
+-- runs row). How each run ended is the view run_status of macros.sql: JOIN run_status USING (run_id, model) marks
+-- the rows, JOIN finished_runs USING (run_id, model) keeps those of finished runs only.
 CREATE VIEW runs AS SELECT * FROM read_parquet('${ROOT}/runs/**/*.parquet', hive_partitioning = true, union_by_name = true);
 -- shards: while a scan runs its plan ('planned' parts) and its checkpoints ('done' parts) are separate files; one row
 -- per shard, the newest state.

@@ -15,6 +15,7 @@ from ..runs import RunState
 from ..spec import ModelsConfig, Spec
 
 if TYPE_CHECKING:
+    from ..files import WriteGuard
     from ..passes import ModelActors
     from ..planning import Plan
     from ..shard_plan import ShardPlan
@@ -39,6 +40,9 @@ class RunContext:
         reuse_from: the results roots searched for a finished run whose output a reusable stage copies instead of
             computing it (:mod:`~ccs_ray.stages.reuse`; the run's own root first), or None: compute everything
             (``--rescan``, or a stage run on its own).
+        guard: the run's :class:`~ccs_ray.files.WriteGuard`, which the pipeline keeps in force in its own process
+            and hands to every actor and task of the run, so that no write recreates a vanished results root; None:
+            a stage run on its own.
     """
 
     run_id: str
@@ -51,6 +55,7 @@ class RunContext:
     actors: ModelActors | None = None
     plan: Plan | None = None
     reuse_from: tuple[str, ...] | None = None
+    guard: WriteGuard | None = None
 
     @classmethod
     def of(cls, spec: Spec, run_id: str, root: str | None = None, **kwargs) -> RunContext:

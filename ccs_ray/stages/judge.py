@@ -6,6 +6,17 @@ against the same label when ``judge.heldout``); ``combined`` is their majority v
 Ray pool of :mod:`ccs_ray.judges.pool` (one global rate limiter, an answer cache that makes re-runs free);
 the offline judge is a deterministic heuristic and says so in every row (``heuristic``).
 
+A judge whose judging of more than ``judge.max_error_share`` of the heads (or of every head) ended in error
+(no label, or a span without a verdict) fails the stage with :class:`JudgeFailed`, after the tables are written:
+the stage gets no ``done`` marker, so ``--resume`` runs it again; answers received are cache hits then, so only
+the requests that failed are sent again, and the rerun's files replace the failed attempt's.
+
+judge_calls: every call sent is recorded in the run's journal before it goes out and completed after
+(:mod:`ccs_ray.judges.journal`, ``ROOT/_state/<run_id>/<model>/judge_calls``); the stage folds the journal of
+every lifetime of the run into the file ``judge-journal`` (replaced each time), so a call whose driver or actor
+was killed is still there (``outcome = "unknown"``: it may have been billed). The requests answered without a
+call (``via`` = hit or merged) of each run of the stage are kept in a file of their own (``judge-<uuid>``).
+
 Every ccs row with a label also gets its label fidelity (:mod:`ccs_ray.fidelity`, no LLM): the label encoded
 as the spans' pool is (``spans.template``, ``spans.normalize``) against the pool ``spans.pool``, over the head's
 statistics: the scan's merged moments (``spans.method`` data or both) or its weights' covariance (weights).
@@ -33,6 +44,7 @@ from ..judges.client import HIT, SENT
 from ..judges.config import COMBINED, judges_of
 from ..judges.flights import MERGED
 from ..judges.headspans import VARIANTS, Verdict, file_safe, heads_from_spans
+from ..judges.journal import CallJournal, read_journal
 from ..judges.offline import OfflineJudge, vocabulary_from
 from ..judges.pool import endpoint_of, run_pool
 from ..moments import HeadMoments
@@ -46,6 +58,10 @@ from .context import ModelContext
 from .summaries import JudgeSummary
 
 STALE_TMP_S = 10.0  # an answer cache entry (< 1 KB) still half written after this long has lost its writer
+
+
+class JudgeFailed(RuntimeError):
+    """A judge could not judge more than ``judge.max_error_share`` of a model's heads, or not one of them."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +168,7 @@ def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> JudgeSum
     heuristic: dict[str, bool] = {}
     tables: dict[str, dict[str, list[dict]]] = {}
     calls: list[dict] = []
+    journal = f"{ctx.state.model_dir(model)}/judge_calls"
     for name, judge in judges:
         heuristic[name] = judge.kind == "offline"
         with Progress(f"judge {name} {model}", len(head_spans), "heads", ctx.progress) as progress:
@@ -160,10 +177,10 @@ def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> JudgeSum
                 by_judge[name] = [offline.verdict(h) for h in head_spans]
                 progress.update(len(head_spans))
             else:
-                by_judge[name] = run_pool(judge, cfg, head_spans, cache_root, progress)
-        if not heuristic[name]:
-            endpoint = endpoint_of(judge, cfg).public_url  # JudgeConfig.public_url of the judge's base_url
-            calls += [call_row(name, endpoint, c) for v in by_judge[name] for c in v.calls]
+                endpoint = endpoint_of(judge, cfg).public_url  # JudgeConfig.public_url of the judge's base_url
+                by_judge[name] = run_pool(judge, cfg, head_spans, cache_root, progress,
+                                          CallJournal(journal, {"judge": name, "endpoint": endpoint}), ctx.guard)
+                calls += [call_row(name, endpoint, c) for v in by_judge[name] for c in v.calls]
         tables[name] = verdict_rows(name, by_judge[name], heuristic[name], m)
     tables[COMBINED] = combined_rows(by_judge, any(heuristic.values()), m)
     with Steps(ctx.progress) as steps:  # encodes the pool and each head's labels: no bar, a line that counts up
@@ -178,8 +195,14 @@ def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> JudgeSum
                 "item": f"{c['head_label']} {c['kind']} {c['span_rank'] or ''}".strip(), "logged_at": _now()}
                for c in calls if c["final"] and c["error"]]
     replace_file(root, "errors", errors, run_id, model, "judge")  # this run's judge errors replace the last run's
-    write_table(root, "judge_calls", calls, run_id, model, name=f"judge-{uuid.uuid4().hex}")  # every run's calls kept
-    sweep_tmp(cache_root, older_than_s=STALE_TMP_S)  # entries whose writer died mid-write (a killed actor)
+    replace_file(root, "judge_calls", read_journal(journal), run_id, model, "judge-journal")  # every call sent
+    write_table(root, "judge_calls", [c for c in calls if c["attempt"] is None], run_id, model,
+                name=f"judge-{uuid.uuid4().hex}")  # this run's hits and merges, beside every earlier run's
+    for folder in (cache_root, journal):  # entries whose writer died mid-write (a killed actor)
+        sweep_tmp(folder, older_than_s=STALE_TMP_S)
+    for name, judge in judges:
+        if not heuristic[name]:
+            check_errors(name, by_judge[name], model, cfg.max_error_share, endpoint_of(judge, cfg).public_url)
     return JudgeSummary(
         heads_judged=len(head_spans), judges=list(tables),
         calls=sum(c["via"] == SENT for c in calls), cached=sum(c["via"] == HIT for c in calls),
@@ -190,6 +213,17 @@ def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> JudgeSum
         agreement=agreement(by_judge), label_fidelity=fidelity,
         label_percentile_median={n: _median([r["label_percentile"] for r in rows["ccs"]])
                                  for n, rows in tables.items()})
+
+
+def check_errors(judge: str, verdicts: list[Verdict], model: str, max_share: float, endpoint: str) -> None:
+    """A :class:`JudgeFailed` naming the count and the first error when more than ``max_share`` of ``verdicts``
+    (or all of them) hold an error: no label, or a span without a verdict."""
+    errors = [v.label_error or next((e for errs in v.errors.values() for e in errs if e), None) for v in verdicts]
+    failed = [e for e in errors if e is not None]
+    if failed and (len(failed) > max_share * len(verdicts) or len(failed) == len(verdicts)):
+        raise JudgeFailed(f"{len(failed)} of {len(verdicts)} heads of {model} could not be judged by judge {judge!r} "
+                          f"(judge.max_error_share = {max_share}): first error: {' '.join(failed[0].split())} "
+                          f"from {endpoint}")
 
 
 def _median(values: list[float | None]) -> float | None:

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 
 from ..ablate import Ablation, all_heads, head_ablation, prune_strategies
-from ..choices import is_paper_strategy
+from ..choices import ccs_strategies, is_paper_strategy
 from ..decompose import select_layers
 from ..evals.kinds import DatasetPlan, EvalRows, ablation_keys, plan_datasets
 from ..evals.units import (
@@ -84,7 +84,8 @@ def _choose(ctx: ModelContext, section: PruneSection, model, layers: list[int]) 
     """(every configuration of ``prune.strategies``, those that selected no head included; the reference model
     of the paper's published heads)."""
     prune, model_key = section.prune, ctx.model
-    ccs_rows = read_table(ctx.root, "ccs", ctx.run_id, model_key).to_pylist()
+    by_ccs = ccs_strategies(prune.strategies)  # explicit and paper-* need no ccs table (no judge stage)
+    ccs_rows = read_table(ctx.root, "ccs", ctx.run_id, model_key).to_pylist() if by_ccs else []
     reference_model = reference_key(prune.reference_model or model_key)
     reference, paper_pool = None, None
     if any(map(is_paper_strategy, prune.strategies)):
@@ -197,12 +198,13 @@ def run(ctx: ModelContext, section: PruneSection) -> PruneSummary:
         plans = plan_datasets(evals, model, encoder, planned)  # the text side, once per model
         units, skipped = _units(ctx, prune, plans, ablations, mean_z)
     setup = WorkerSetup(model_key, precision, tuple((tuple(a.heads), a.mode or prune.mode) for a in ablations),
-                        mean_z, section.evals.batch_size)
+                        mean_z, section.evals.batch_size, ctx.guard)
     outcome = run_units(units, setup, section.evals, ctx.cluster_resources, ctx.progress)
     written = _write_results(ctx, ablations, plans, units, outcome)
     if outcome.failed:
-        raise RuntimeError(f"{len(outcome.failed)} pruning units failed (first: {sorted(outcome.failed.items())[0]}); "
-                           f"finished units are kept: re-run with resume to redo only the failed ones")
+        key, why = sorted(outcome.failed.items())[0]
+        raise RuntimeError(f"{len(outcome.failed)} pruning units failed (first: {' '.join(key)}: {why}); finished "
+                           f"units are kept: --resume redoes only the failed ones")
     return PruneSummary(model_key, len(ablations), [a.ablation_id for a in ablations], layers,
                         [a.ablation_id for a in chosen if a.reason is not None], len(units), skipped, **written,
                         errors=sum(map(len, outcome.errors)), seconds=time.perf_counter() - t0)
