@@ -17,8 +17,11 @@ import itertools
 import logging
 import math
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import ray
 
@@ -225,10 +228,6 @@ def unreachable_address(address: str, timeout: float | None = None) -> str | Non
     if address in ("", "auto", "local"):
         return None
     wait = CONNECT_TIMEOUT_S if timeout is None else timeout
-    import socket
-    import threading
-    from urllib.parse import urlsplit
-
     scheme = address.split("://", 1)[0] if "://" in address else ""
     try:
         parts = urlsplit(address if scheme else f"//{address}")
