@@ -245,7 +245,7 @@ def connect(root: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
             conn.execute(f"CREATE VIEW {table} AS SELECT {_null_columns(conn, SCHEMAS[table])} LIMIT 0")
     stats.register(conn)  # interval functions the macros and canned queries call
     _register_concept_families(conn)
-    conn.execute(_read_sql("macros.sql"))
+    conn.execute(macros_sql())
     if read_only:
         conn.execute(f"SET disabled_filesystems = '{','.join(_DUCKDB_FILESYSTEMS)}'")
         conn.execute("SET autoinstall_known_extensions = false")
@@ -285,6 +285,13 @@ def _with_every_column(conn, table: str, statement: str) -> str:
 
 def _read_sql(name: str) -> str:
     return (SQL_DIR / name).read_text()
+
+
+def macros_sql() -> str:
+    """``sql/macros.sql`` with ``${RUN_TABLES}`` filled in: the (run_id, model) of every row of every table of a run
+    (not the paper's reference tables), for the view ``run_status``."""
+    rows = " UNION ".join(f"SELECT run_id, model FROM {t}" for t in TABLES if t not in REFERENCE_TABLES)
+    return _read_sql("macros.sql").replace("${RUN_TABLES}", rows)
 
 
 def canned_queries() -> dict[str, str]:

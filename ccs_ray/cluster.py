@@ -53,9 +53,7 @@ def ensure_ray(num_cpus: int | None = None, env: dict[str, str] | None = None) -
     env = {**THREAD_ENV, **(env or {})}
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
-            why = unreachable_address(os.environ["RAY_ADDRESS"])  # ray.init would retry for minutes
-            if why:
-                raise UserError(f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}: no Ray cluster answers there ({why})")
+            check_address(os.environ["RAY_ADDRESS"])  # ray.init would retry for minutes
             ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False,
                      runtime_env={"env_vars": env} if env else None)
         else:  # no dashboard shows a local cluster's own Ray metrics: none are collected, which spares each of its
@@ -251,3 +249,12 @@ def unreachable_address(address: str, timeout: float | None = None) -> str | Non
     thread.start()
     thread.join(wait)
     return outcome[0] if outcome else f"no answer within {wait:g} s"
+
+
+def check_address(address: str) -> None:
+    """A UserError when no Ray cluster accepts a connection at ``address`` (``RAY_ADDRESS``) within
+    :data:`CONNECT_TIMEOUT_S` (:func:`unreachable_address`)."""
+    why = unreachable_address(address)
+    if why:
+        raise UserError(f"RAY_ADDRESS={address}: no Ray cluster answers there ({why}); start it (ray start --head) "
+                        f"or unset RAY_ADDRESS to run on a local cluster")

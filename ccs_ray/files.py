@@ -156,11 +156,17 @@ def atomic_write(uri: str, data: bytes) -> None:
         raise
 
 
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether ``fs`` is this machine's file system (plain paths, ``file://``)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
 def fs_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """The URI of ``path`` of ``fs`` (as a listing or glob returns it, without its protocol): a plain path
     on local disk, else with the protocol (``s3://bucket/key``)."""
     protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
-    return path if protocol in ("file", "local") else f"{protocol}://{path}"
+    return path if is_local(fs) else f"{protocol}://{path}"
 
 
 def folder_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:

@@ -101,8 +101,9 @@ def run(spec: Spec, resume: bool = False, run_id: str | None = None, progress: b
         return _run_started(spec, state, plan, resume, progress, roots)
 
 
-class _Progress:
-    """How far a run got: the stage it is in and the wall and CPU seconds of the stages finished so far."""
+class _RunRecord:
+    """How far a run got (the stage it is in, the wall and CPU seconds of the stages finished so far), written as its
+    ``runs`` rows."""
 
     def __init__(self, spec: Spec, state: RunState):
         self.spec, self.state = spec, state
@@ -136,8 +137,8 @@ class _Progress:
 
 def _run_started(spec: Spec, state: RunState, plan: Plan, resume: bool, progress: bool,
                  roots: tuple[str, ...] | None) -> dict:
-    """:func:`run` once the run's record exists: every failure from here on is recorded (:meth:`_Progress.stopped`)."""
-    run = _Progress(spec, state)
+    """:func:`run` once the run's record exists: every failure from here on is recorded (:meth:`_RunRecord.stopped`)."""
+    run = _RunRecord(spec, state)
     try:
         with Steps(progress) as steps:
             steps.next("connecting to Ray ..." if ray.is_initialized() or os.environ.get("RAY_ADDRESS") else
@@ -156,7 +157,7 @@ def _run_started(spec: Spec, state: RunState, plan: Plan, resume: bool, progress
     return {**summary, "images_scanned": images_scanned(summary["stages"], spec.models.keys)}
 
 
-def _run_stages(spec: Spec, ctx: RunContext, run: _Progress) -> dict:
+def _run_stages(spec: Spec, ctx: RunContext, run: _RunRecord) -> dict:
     """Every enabled stage in ``ctx``'s run, recorded in the ``runs`` table; the run's summary."""
     state, actors = ctx.state, ctx.actors
     assert actors is not None  # the pipeline's pool

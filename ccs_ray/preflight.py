@@ -48,7 +48,7 @@ import fsspec
 from fsspec.registry import known_implementations
 
 from .errors import UserError
-from .files import unreachable, use_storage
+from .files import is_local, unreachable, use_storage
 from .model_keys import ModelKey
 from .planning import JudgePlan, ModelPlan, Plan, SourcePlan
 from .progress import Steps
@@ -392,33 +392,15 @@ def _check_explicit(checks: _Checks, spec: Spec, models: list[ModelPlan]) -> Non
                                        f"models.layers or use prune.mode = 'zero'")
 
 
-def is_local(uri: str) -> bool:
-    """Whether ``uri`` is a path of this machine's file system (a plain path or ``file://``)."""
-    fs = fsspec.core.url_to_fs(uri)[0]
-    return "file" in fs.protocol or fs.protocol == "local"
-
-
 def check_shared_root(root: str, shared: bool, nodes: int) -> None:
     """A UserError when the results ``root`` is a folder of one machine on a cluster of ``nodes`` alive nodes and
     the spec does not declare it shared (``results.shared``): each node's actors would write their part to their
     own disk, and the run would not find them."""
-    if nodes > 1 and not shared and is_local(root):
+    if nodes > 1 and not shared and is_local(fsspec.core.url_to_fs(root)[0]):
         raise UserError(f"results.root: {root!r} is a folder of one machine, but the cluster has {nodes} nodes, each "
                         f"of which would write its part to its own disk; pass --results with a URI every node "
                         f"reaches (s3://..., gs://...), or set results.shared = true if it is a file system every "
                         f"node mounts at the same path (NFS, Lustre)")
-
-
-def _check_cluster_address(address: str) -> bool:
-    """True when a Ray cluster accepts connections at ``address`` (``RAY_ADDRESS``), within seconds; else a
-    UserError (connecting would wait minutes)."""
-    from .cluster import unreachable_address
-
-    why = unreachable_address(address)
-    if why:
-        raise UserError(f"RAY_ADDRESS={address}: no Ray cluster answers there ({why}); start it (ray start --head) "
-                        f"or unset RAY_ADDRESS to run on a local cluster")
-    return True
 
 
 def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None, dry_run: bool) -> RunState | None:
@@ -427,7 +409,7 @@ def _check_results(checks: _Checks, spec: Spec, resume: bool, run_id: str | None
     root = spec.results_root
     fs, path = fsspec.core.url_to_fs(root)
     existing = path if fs.exists(path) else next((p for p in _parents(path) if fs.exists(p)), None)
-    local = is_local(root)
+    local = is_local(fs)
     if local and (existing is None or not os.access(existing, os.W_OK)):
         checks.problems.append(f"results.root: {root!r} is not writable ({existing or '/'} refuses writes); pass "
                                f"--results with a writable folder or URI")
@@ -628,7 +610,11 @@ def _preflight(spec: Spec, resume: bool, run_id: str | None, dry_run: bool, clus
     address = os.environ.get("RAY_ADDRESS", "") if cluster else ""
     if address and not _ray_connected():
         steps.next(f"checking that a Ray cluster answers at {address} ...")
-        cluster = checks.run("RAY_ADDRESS", _check_cluster_address, address) is not None  # else ray.init would hang
+        from .cluster import check_address
+
+        known = len(checks.problems)
+        checks.run("RAY_ADDRESS", check_address, address)
+        cluster = len(checks.problems) == known  # else ray.init would hang
     if cluster:
         steps.next("checking the cluster's resources ...")
         plan.resources = checks.run("cluster (RAY_ADDRESS)", _resources) or {}

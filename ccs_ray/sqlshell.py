@@ -286,12 +286,12 @@ def views_sql(root: str) -> str:
     macros that answer NULL of their type: ``ccs-ray sql`` computes them."""
     import duckdb
 
-    from .analytics import PROTOCOL, SQL_DIR, resolve_root
+    from .analytics import PROTOCOL, macros_sql, resolve_root
+    from .files import is_local
     from .tables import REFERENCE_TABLES, TABLES
 
     fs, path = resolve_root(root)
-    local = "file" in fs.protocol or fs.protocol == "local"
-    where = (path if local else fs.unstrip_protocol(path)).replace("'", "''")
+    where = (path if is_local(fs) else fs.unstrip_protocol(path)).replace("'", "''")
     plain = {name for (name,) in duckdb.connect().execute("SELECT function_name FROM duckdb_functions()").fetchall()}
     lines = [f"-- ccs-ray views and macros over {where}, for plain DuckDB: duckdb -init THIS_FILE",
              "-- written by `ccs-ray sql --views-file`; the interval functions answer NULL here (ccs-ray sql computes "
@@ -313,7 +313,7 @@ def views_sql(root: str) -> str:
         base = [t for t in TABLES if t not in REFERENCE_TABLES] + list(REFERENCE_TABLES)
         views = dict(conn.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall())
         lines += [views[t].replace(f"'{PROTOCOL}://", f"'{where}/") for t in base]
-    lines.append((SQL_DIR / "macros.sql").read_text())
+    lines.append(macros_sql())
     return "\n".join(lines) + "\n"
 
 

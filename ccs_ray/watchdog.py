@@ -35,14 +35,13 @@ def _stat(pid: int) -> tuple[int, int] | None:
 def _command(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
 
 
-def ray_descendants(root: int) -> dict[int, int]:
-    """pid -> start time of every process descended from ``root`` whose command line is Ray's (a ``ray::`` worker or
-    agent, or a program of the ``ray`` package: the control store, raylet, log monitor, dashboard)."""
+def descendants(root: int) -> dict[int, tuple[int, str]]:
+    """pid -> (start time, command line) of every live process descended from ``root``."""
     stats = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _stat(int(p))) is not None}
     out = {}
     for pid, (parent, start) in stats.items():
@@ -51,10 +50,15 @@ def ray_descendants(root: int) -> dict[int, int]:
             seen.add(parent)
             parent = stats[parent][0]
         if parent == root and pid != root:
-            command = _command(pid)
-            if command.startswith("ray::") or any(m in command for m in RAY_PROGRAMS):
-                out[pid] = start
+            out[pid] = (start, _command(pid))
     return out
+
+
+def ray_descendants(root: int) -> dict[int, int]:
+    """pid -> start time of every process descended from ``root`` whose command line is Ray's (a ``ray::`` worker or
+    agent, or a program of the ``ray`` package: the control store, raylet, log monitor, dashboard)."""
+    return {pid: start for pid, (start, command) in descendants(root).items()
+            if command.startswith("ray::") or any(m in command for m in RAY_PROGRAMS)}
 
 
 def alive(pid: int, start: int) -> bool:

@@ -34,6 +34,7 @@ import torch
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
 from .errors import UserError
+from .files import is_local
 from .model_keys import UnsupportedModelError
 
 #: Keys under which training checkpoints nest the model's state dict.
@@ -53,7 +54,7 @@ class CheckpointError(UserError, ValueError):
 def local_path(uri: str) -> str | None:
     """The path of ``uri`` when it names a local file (a plain path or ``file://``), else None."""
     fs, path = fsspec.core.url_to_fs(uri)
-    return path if "file" in fs.protocol or fs.protocol == "local" else None
+    return path if is_local(fs) else None
 
 
 def folder_weights(folder: str) -> str:

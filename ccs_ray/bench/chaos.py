@@ -36,6 +36,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ..watchdog import descendants
+
 SPEC = """name = "bench-chaos"
 stages = ["scan", "spans", "judge"]
 [models]
@@ -80,23 +82,7 @@ def ray_processes(root: int, titles: tuple[str, ...] = ("ray::",)) -> dict[int, 
     """pid -> title of the Ray worker processes descended from process ``root`` (the process that started the
     local cluster: its raylet's workers) whose title starts with one of ``titles``. Other clusters on the machine
     are never counted, nor killed."""
-    parents, titles_of = {}, {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        titles_of[int(pid)] = cmd
-
-    def descends(pid: int) -> bool:
-        seen = set()
-        while pid not in (root, 0, 1) and pid not in seen:
-            seen.add(pid)
-            pid = parents.get(pid, 0)
-        return pid == root
-
-    return {pid: cmd for pid, cmd in titles_of.items() if cmd.startswith(titles) and descends(pid)}
+    return {pid: command for pid, (_, command) in descendants(root).items() if command.startswith(titles)}
 
 
 def _kill(pid: int) -> bool:

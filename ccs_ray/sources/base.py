@@ -12,6 +12,7 @@ from itertools import islice
 import fsspec
 
 from ..errors import UserError
+from ..files import is_local
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 
@@ -76,11 +77,7 @@ def file_version(info: dict) -> list:
 
 def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """A path from ``fs`` as a URI that fsspec opens again (plain path for the local filesystem)."""
-    return path if _is_local(fs) else fs.unstrip_protocol(path)
-
-
-def _is_local(fs) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
 def list_files(uri: str, extensions: tuple[str, ...] | None) -> dict[str, dict]:

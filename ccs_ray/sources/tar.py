@@ -26,6 +26,7 @@ from .base import IMAGE_EXTENSIONS, Record, Shard, SourceError, file_version, fi
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 _IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 _LABEL_EXTS = ("cls", "txt")
+_NOT_A_TAR = (tarfile.TarError, EOFError, zlib.error)  # what opening or listing a file that is no tar raises
 
 
 def plan(cfg) -> Iterator[tuple[str, tuple, str]]:
@@ -49,7 +50,7 @@ def check_tar(uri: str) -> None:
     try:
         with fsspec.open(uri, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
             tf.next()
-    except (tarfile.TarError, EOFError, zlib.error) as e:
+    except _NOT_A_TAR as e:
         raise SourceError(f"{uri} is not a tar archive ({e})") from None
 
 
@@ -115,7 +116,7 @@ def _keys(uri: str) -> list[str]:
     try:
         with fsspec.open(uri, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
             return list(dict.fromkeys(_key_ext(m.name)[0] for m in tf if not m.isdir()))
-    except (tarfile.TarError, EOFError, zlib.error) as e:
+    except _NOT_A_TAR as e:
         raise SourceError(f"{uri} is not a readable tar archive ({e})") from None
 
 

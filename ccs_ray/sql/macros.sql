@@ -297,15 +297,9 @@ CREATE VIEW head_importance AS
 -- 'unrecorded' for rows of a run with no runs row (never started by ccs-ray run, or its record lost); stage (the
 -- stage it reached) and error (why it failed) from its runs row.
 CREATE VIEW run_status AS
-    WITH seen AS (
-        SELECT run_id, model FROM runs UNION SELECT run_id, model FROM shards UNION SELECT run_id, model FROM moments
-        UNION SELECT run_id, model FROM spans UNION SELECT run_id, model FROM span_agreement
-        UNION SELECT run_id, model FROM top_images UNION SELECT run_id, model FROM labels
-        UNION SELECT run_id, model FROM judgments UNION SELECT run_id, model FROM ccs
-        UNION SELECT run_id, model FROM ablations UNION SELECT run_id, model FROM evals
-        UNION SELECT run_id, model FROM bias UNION SELECT run_id, model FROM head_effects
-        UNION SELECT run_id, model FROM correctness UNION SELECT run_id, model FROM judge_calls
-        UNION SELECT run_id, model FROM errors UNION SELECT run_id, model FROM conversions
+    WITH seen AS (  -- ccs-ray fills in one SELECT run_id, model per table of a run (every table of tables.py but
+        -- the paper_* reference tables), joined by UNION
+        ${RUN_TABLES}
     ), recorded AS (  -- the newest runs row of each run and model
         SELECT run_id, model, status, stage, error FROM runs
         QUALIFY row_number() OVER (PARTITION BY run_id, model ORDER BY started_at DESC NULLS LAST) = 1
