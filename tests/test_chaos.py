@@ -24,7 +24,8 @@ def test_chaos_run_equals_an_undisturbed_run(ray_cluster):
     assert fig["run_processes_at_driver_kill"] > 0 and fig["processes_alive_after_s"] is not None, fig
     assert fig["processes_alive_after_s"] <= 30, fig
     calls = fig["judge_calls_vs_server"]  # every request of both driver lifetimes is in judge_calls
-    assert calls["equal"] and calls["requests_without_row"] == 0 and calls["server_requests"] == fig["requests_sent"]
+    assert calls["equal"] and calls["requests_without_row"] == 0, fig
+    assert calls["server_requests"] == fig["requests_sent"], fig
     assert calls["judge_calls_sent"] - calls["rows_without_request"] == calls["server_requests"], fig
 
 
@@ -40,3 +41,7 @@ def test_calls_vs_server_matches_rows_and_requests_by_key():
         "rows_without_request": 1, "equal": True}
     assert not calls_vs_server(rows, ["a", "a", "a", "b"])["equal"]  # a request without its row
     assert not calls_vs_server(rows, ["a", "b"])["equal"]  # a row with an outcome that the server never received
+    for unanswered in ("timeout", "connection"):  # refused or timed out before the server took it: never received
+        figures = calls_vs_server([*rows, row("d", unanswered)], ["a", "b", "a"])
+        assert figures["equal"] and figures["rows_without_request"] == 2
+    assert not calls_vs_server([*rows, row("d", "unparseable")], ["a", "b", "a"])["equal"]  # an answer: received

@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ..judges.journal import UNKNOWN
 from ..watchdog import descendants
 
 SPEC = """name = "bench-chaos"
@@ -73,6 +74,9 @@ JUDGE_KILL_AT = 40  # requests at the server when one judge actor is killed
 DRIVER_KILL_AT = 100  # ... and when the driver is killed
 TIMEOUT_S = 1.0  # the client's timeout; slow-beyond-timeout answers take BEYOND_S
 BEYOND_S = 1.6
+#: judge_calls outcomes of a call that got no answer, and so may never have reached the server: its sender died first
+#: (unknown), or the connection was refused or timed out, at the server's door under load too (connection, timeout).
+UNANSWERED = (UNKNOWN, "connection", "timeout")
 JUDGE_COUNTS = ("calls", "cached", "merged", "retried_after_timeout")  # of a run's judge stage summary
 MOMENTS_RTOL = 1e-9  # moments summed in another order differ by float64 rounding only
 FLOAT32_RTOL = 1e-6  # ... which can move a value stored as float32 by one rounding step (2^-24 relative)
@@ -187,18 +191,17 @@ def calls_vs_server(calls: list[dict], server_keys: list[str | None]) -> dict:
 
     ``judge_calls_sent``, ``server_requests``; ``outcome_unknown``: rows whose call's outcome was never recorded
     (its process died in flight); ``requests_without_row``: requests no row accounts for; ``rows_without_request``:
-    rows of calls the server never received, which only a call cut short before it went out (outcome unknown) may
-    be; ``equal``: every request has its own row and every other row is such a call.
+    rows of calls the server never received, which only a call that got no answer may be (:data:`UNANSWERED`: cut
+    short before it went out, or refused a connection or timed out before the server took it); ``equal``: every
+    request has its own row and every other row is such a call.
     """
-    from ..judges.journal import UNKNOWN
-
     sent = [c for c in calls if c["via"] == "sent"]
     rows, server = Counter(c["cache_key"] for c in sent), Counter(server_keys)
-    known = Counter(c["cache_key"] for c in sent if c["outcome"] != UNKNOWN)
+    answered = Counter(c["cache_key"] for c in sent if c["outcome"] not in UNANSWERED)
     figures = {"judge_calls_sent": len(sent), "server_requests": len(server_keys),
-               "outcome_unknown": len(sent) - known.total(), "requests_without_row": (server - rows).total(),
-               "rows_without_request": (rows - server).total()}
-    return {**figures, "equal": figures["requests_without_row"] == 0 and not known - server}
+               "outcome_unknown": sum(c["outcome"] == UNKNOWN for c in sent),
+               "requests_without_row": (server - rows).total(), "rows_without_request": (rows - server).total()}
+    return {**figures, "equal": figures["requests_without_row"] == 0 and not answered - server}
 
 
 def run(images: int = 240, seed: int = 0) -> dict:
