@@ -35,7 +35,8 @@ from .cputime import CpuClock
 from .failures import interrupt_name, interrupt_status, reason
 from .files import guard_writes, sweep_tmp, use_storage
 from .passes import ModelActors
-from .preflight import Plan, preflight
+from .planning import Plan
+from .preflight import preflight
 from .progress import Steps, say
 from .reference import write_reference_tables
 from .runs import RunError, RunState

@@ -33,7 +33,7 @@ from .pools import load_pool
 from .progress import Progress
 from .spec import ModelsConfig, SpansConfig, Spec
 from .texts import TextEncoder
-from .textspan import span_bases, textspan_from_moments
+from .textspan import keyed_span_bases, textspan_from_moments
 
 _StatsKey = tuple[str, str, str]  # (head, method "data" or "weights", subset)
 _Moments = tuple[int, torch.Tensor, torch.Tensor]  # (n, total [D], outer [D, D])
@@ -149,9 +149,7 @@ def _layer_stats(moments: HeadMoments | None, subsets: dict, names: list[str], c
     for h, C_w in covariances.items():
         C_w = C_w.to(device)
         weights[h, "weights", "all"] = (1, torch.zeros(len(C_w), dtype=C_w.dtype, device=device), C_w)
-    if weights:
-        found = span_bases(torch.stack([outer.to(torch.float64) for _, _, outer in weights.values()]), rank)
-        bases |= {k: basis for k, (basis, _) in zip(weights, found, strict=True)}
+    bases |= keyed_span_bases({k: outer for k, (_, _, outer) in weights.items()}, rank)
     return stats | weights, bases
 
 

@@ -35,7 +35,9 @@ x . direction.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +45,8 @@ import torch
 RANK_RTOL = 1e-6
 TIE_RTOL = 1e-9
 EXHAUSTED_RTOL = 1e-12
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,12 @@ def span_bases(outers, rank: int, factors=None) -> list[tuple[torch.Tensor, int]
         basis = vec[h, :, size - r:].flip(1)  # flip copies: the stack is not kept alive
         bases.append((Q[h] @ basis if Q is not None else basis, r))
     return bases
+
+
+def keyed_span_bases(outers: Mapping[K, torch.Tensor], rank: int) -> dict[K, torch.Tensor]:
+    """:func:`span_bases` of the heads whose S_h [D, D] ``outers`` holds (one batched eigh): key -> basis [D, r]."""
+    found = span_bases(torch.stack([_f64(o) for o in outers.values()]), rank) if outers else []
+    return {k: basis for k, (basis, _) in zip(outers, found, strict=True)}
 
 
 def span_basis(outer, rank: int) -> tuple[torch.Tensor, int]:

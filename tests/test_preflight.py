@@ -288,12 +288,12 @@ def test_a_spec_mistake_is_reported_before_the_engine_loads(tmp_path, overrides)
 
 def test_the_engine_loads_only_after_the_spec_checked_out(tmp_path):
     """On a good spec, preflight's second phase (weights, sources, cluster) is the first to import the engine."""
-    code = ("import sys\nimport ccs_ray.preflight\np = sys.modules['ccs_ray.preflight']\nseen = []\n"
-            "real = p._check_weights\n"
+    code = ("import sys\nimport ccs_ray.preflight\np = sys.modules['ccs_ray.preflight.model_checks']\nseen = []\n"
+            "real = p.check_model_weights\n"
             "def spy(*a):\n"
             "    seen.append(sorted(m for m in ('torch', 'open_clip', 'scipy', 'ray') if m in sys.modules))\n"
             "    return real(*a)\n"
-            "p._check_weights = spy\nfrom ccs_ray.cli import main\nrc = main(sys.argv[1:])\n"
+            "p.check_model_weights = spy\nfrom ccs_ray.cli import main\nrc = main(sys.argv[1:])\n"
             "print('RC', rc, 'HEAVY', seen[0])\n")
     out = subprocess.run([sys.executable, "-c", code, "run", SMOKE, "--dry-run", "--results", str(tmp_path / "r")],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -53,7 +53,7 @@ from ..progress import Progress, Steps
 from ..spec import JudgeConfig, SpansConfig, Spec
 from ..tables import read_table, replace_file, write_table
 from ..texts import TextEncoder
-from ..textspan import span_bases
+from ..textspan import keyed_span_bases
 from .context import ModelContext
 from .summaries import JudgeSummary
 
@@ -157,62 +157,87 @@ def run(ctx: ModelContext, section: JudgeSection, text_encoder=None) -> JudgeSum
     """
     m, cfg, root, run_id, model = section.m, section.judge, ctx.root, ctx.run_id, ctx.model
     encoder = TextEncoder(model, ctx.models.precision, cache_dir=ctx.text_cache)
-    text_encoder = text_encoder or encoder
     spans = read_table(root, "spans", run_id=run_id, model=model)
     head_spans, problems = heads_from_spans(spans, m, cfg.heldout)
     if not head_spans:
         raise ValueError(f"the spans table of run {run_id!r} under {root} holds no spans of subset 'all' for "
                          f"{model!r}: write them with the spans stage")
     judges, cache_root = judges_of(cfg), cache_root_of(cfg, root)
-    by_judge: dict[str, list[Verdict]] = {}
-    heuristic: dict[str, bool] = {}
-    tables: dict[str, dict[str, list[dict]]] = {}
-    calls: list[dict] = []
     journal = f"{ctx.state.model_dir(model)}/judge_calls"
-    for name, judge in judges:
-        heuristic[name] = judge.kind == "offline"
-        with Progress(f"judge {name} {model}", len(head_spans), "heads", ctx.progress) as progress:
-            if heuristic[name]:
-                offline = OfflineJudge(vocabulary_from(cfg.vocabulary), text_encoder)
-                by_judge[name] = [offline.verdict(h) for h in head_spans]
-                progress.update(len(head_spans))
-            else:
-                endpoint = endpoint_of(judge, cfg).public_url  # JudgeConfig.public_url of the judge's base_url
-                by_judge[name] = run_pool(judge, cfg, head_spans, cache_root, progress,
-                                          CallJournal(journal, {"judge": name, "endpoint": endpoint}), ctx.guard)
-                calls += [call_row(name, endpoint, c) for v in by_judge[name] for c in v.calls]
-        tables[name] = verdict_rows(name, by_judge[name], heuristic[name], m)
-    tables[COMBINED] = combined_rows(by_judge, any(heuristic.values()), m)
+    verdicts = _verdicts(ctx, cfg, judges, head_spans, text_encoder or encoder, cache_root, journal)
+    tables = {name: verdict_rows(name, v.verdicts, v.heuristic, m) for name, v in verdicts.items()}
+    by_judge = {name: v.verdicts for name, v in verdicts.items()}
+    tables[COMBINED] = combined_rows(by_judge, any(v.heuristic for v in verdicts.values()), m)
     with Steps(ctx.progress) as steps:  # encodes the pool and each head's labels: no bar, a line that counts up
         steps.next(f"judge {model}: label fidelity ...")
         fidelity = add_label_fidelity(ctx, section, encoder, [r for rows in tables.values() for r in rows["ccs"]])
-    for name, rows in tables.items():
-        for table, table_rows in rows.items():
-            replace_file(root, table, table_rows, run_id, model, f"judge-{file_safe(name)}")
-
-    errors = [{"stage": "judge", "source": "spans", **p, "logged_at": _now()} for p in problems]
-    errors += [{"stage": "judge", "source": c["judge"], "reason": "judge request failed", "detail": c["error"],
-                "item": f"{c['head_label']} {c['kind']} {c['span_rank'] or ''}".strip(), "logged_at": _now()}
-               for c in calls if c["final"] and c["error"]]
-    replace_file(root, "errors", errors, run_id, model, "judge")  # this run's judge errors replace the last run's
-    replace_file(root, "judge_calls", read_journal(journal), run_id, model, "judge-journal")  # every call sent
-    write_table(root, "judge_calls", [c for c in calls if c["attempt"] is None], run_id, model,
-                name=f"judge-{uuid.uuid4().hex}")  # this run's hits and merges, beside every earlier run's
+    calls = [c for v in verdicts.values() for c in v.calls]
+    errors = _write_tables(ctx, tables, problems, calls, journal)
     for folder in (cache_root, journal):  # entries whose writer died mid-write (a killed actor)
         sweep_tmp(folder, older_than_s=STALE_TMP_S)
     for name, judge in judges:
-        if not heuristic[name]:
+        if not verdicts[name].heuristic:
             check_errors(name, by_judge[name], model, cfg.max_error_share, endpoint_of(judge, cfg).public_url)
     return JudgeSummary(
         heads_judged=len(head_spans), judges=list(tables),
         calls=sum(c["via"] == SENT for c in calls), cached=sum(c["via"] == HIT for c in calls),
         merged=sum(c["via"] == MERGED for c in calls),
         retried_after_timeout=sum(c["retried_after_timeout"] for c in calls),
-        errors=len(errors), cost_usd=sum(c["cost_usd"] for c in calls), heuristic=any(heuristic.values()),
+        errors=errors, cost_usd=sum(c["cost_usd"] for c in calls),
+        heuristic=any(v.heuristic for v in verdicts.values()),
         ccs_at_k={n: scores.ccs_at_k([r["ccs"] for r in rows["ccs"]], m) for n, rows in tables.items()},
         agreement=agreement(by_judge), label_fidelity=fidelity,
         label_percentile_median={n: _median([r["label_percentile"] for r in rows["ccs"]])
                                  for n, rows in tables.items()})
+
+
+@dataclass(frozen=True)
+class _JudgeVerdicts:
+    """One judge's verdicts on a model's heads, whether it is the offline heuristic, and its calls' rows."""
+
+    verdicts: list[Verdict]
+    heuristic: bool
+    calls: list[dict]
+
+
+def _verdicts(ctx: ModelContext, cfg: JudgeConfig, judges: list, head_spans: list, text_encoder, cache_root: str,
+              journal: str) -> dict[str, _JudgeVerdicts]:
+    """Each judge's verdicts on ``head_spans``: the offline judge in this process, an LLM judge through its pool
+    of workers (every call journalled under ``journal``, answers cached under ``cache_root``)."""
+    out = {}
+    for name, judge in judges:
+        with Progress(f"judge {name} {ctx.model}", len(head_spans), "heads", ctx.progress) as progress:
+            if judge.kind == "offline":
+                offline = OfflineJudge(vocabulary_from(cfg.vocabulary), text_encoder)
+                out[name] = _JudgeVerdicts([offline.verdict(h) for h in head_spans], True, [])
+                progress.update(len(head_spans))
+                continue
+            endpoint = endpoint_of(judge, cfg).public_url  # JudgeConfig.public_url of the judge's base_url
+            verdicts = run_pool(judge, cfg, head_spans, cache_root, progress,
+                                CallJournal(journal, {"judge": name, "endpoint": endpoint}), ctx.guard)
+            out[name] = _JudgeVerdicts(verdicts, False, [call_row(name, endpoint, c) for v in verdicts
+                                                         for c in v.calls])
+    return out
+
+
+def _write_tables(ctx: ModelContext, tables: dict[str, dict[str, list[dict]]], problems: list[dict],
+                  calls: list[dict], journal: str) -> int:
+    """Write each judge's tables, this run's judge errors (spans that could not be read, requests that failed;
+    they replace the last run's) and ``judge_calls`` (every call sent, from the journal; this run's cache hits and
+    merges beside every earlier run's). Returns the number of error rows."""
+    root, run_id, model = ctx.root, ctx.run_id, ctx.model
+    for name, rows in tables.items():
+        for table, table_rows in rows.items():
+            replace_file(root, table, table_rows, run_id, model, f"judge-{file_safe(name)}")
+    errors = [{"stage": "judge", "source": "spans", **p, "logged_at": _now()} for p in problems]
+    errors += [{"stage": "judge", "source": c["judge"], "reason": "judge request failed", "detail": c["error"],
+                "item": f"{c['head_label']} {c['kind']} {c['span_rank'] or ''}".strip(), "logged_at": _now()}
+               for c in calls if c["final"] and c["error"]]
+    replace_file(root, "errors", errors, run_id, model, "judge")
+    replace_file(root, "judge_calls", read_journal(journal), run_id, model, "judge-journal")
+    write_table(root, "judge_calls", [c for c in calls if c["attempt"] is None], run_id, model,
+                name=f"judge-{uuid.uuid4().hex}")
+    return len(errors)
 
 
 def check_errors(judge: str, verdicts: list[Verdict], model: str, max_share: float, endpoint: str) -> None:
@@ -268,11 +293,10 @@ def add_label_fidelity(ctx: ModelContext, section: JudgeSection, encoder: TextEn
     for layer in sorted({parse_head_name(h)[0] for h in heads}):  # one batched eigh per layer bounds the memory
         group = [h for h in heads if parse_head_name(h)[0] == layer]
         if moments is not None:  # k x k problems for compact moments
-            layer_bases = moments.span_bases([(h, None) for h in group], section.spans.rank)
+            solved = moments.span_bases([(h, None) for h in group], section.spans.rank)
+            bases |= {h: basis for h, (basis, _) in zip(group, solved, strict=True)}
         else:
-            layer_bases = span_bases(torch.stack([torch.as_tensor(head_stats[h][2], dtype=torch.float64)
-                                                  for h in group]), section.spans.rank)
-        bases |= {h: basis for h, (basis, _) in zip(group, layer_bases, strict=True)}
+            bases |= keyed_span_bases({h: head_stats[h][2] for h in group}, section.spans.rank)
     for head in heads:
         mine = [r for r in labelled if r["head_label"] == head]
         names = sorted({r["label"] for r in mine})
