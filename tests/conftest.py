@@ -9,6 +9,9 @@ puts the object back as it was so that the tests after it are not affected.
 
 import copy
 import hashlib
+import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -108,6 +111,42 @@ def ray_cluster():
     ensure_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+SMOKE = Path(__file__).resolve().parents[1] / "jobs" / "smoke.toml"
+
+
+@pytest.fixture(scope="session")
+def _smoke_run(ray_cluster, tmp_path_factory):
+    from ccs_ray import pipeline
+    from ccs_ray.spec import load_spec
+
+    root = tmp_path_factory.mktemp("smoke") / "results"
+    spec = load_spec(str(SMOKE), [f"results.root={json.dumps(str(root))}"])
+    return spec, str(root), pipeline.run(spec, progress=False)
+
+
+def _listing(root: str) -> dict[str, tuple[int, int]]:
+    """path -> (size, modification time in ns) of every file and folder under ``root``."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            st = os.stat(os.path.join(folder, name))
+            out[os.path.relpath(os.path.join(folder, name), root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def smoke_run(_smoke_run):
+    """(spec, results root, summary) of ``jobs/smoke.toml`` run once per test session in this process, for the tests
+    that read a whole run (mark them ``xdist_group("smoke")`` so that one process runs it). A test that writes under
+    the root fails: its files, sizes and modification times are compared after the test."""
+    spec, root, summary = _smoke_run
+    before = _listing(root)
+    yield spec, root, copy.deepcopy(summary)
+    after = _listing(root)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the test changed the shared smoke run under {root}: {changed[:10]}"
 
 
 @pytest.fixture(scope="session")

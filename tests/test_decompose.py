@@ -102,9 +102,9 @@ def _rel(a, b):
 @pytest.mark.parametrize("convention", ["centered", "textspan"])
 @pytest.mark.parametrize("key,batch,layers", [
     ("ccs-tiny/none", 1, None), ("ccs-tiny/none", 16, [0, 1, 2, 3]), ("ccs-tiny/none", 16, [1, 3]),
-    ("ViT-B-32/none", 1, None), ("ViT-B-32/none", 16, [11]), ("ViT-B-32/none", 16, list(range(12))),
+    ("ViT-B-32/none", 1, None), ("ViT-B-32/none", 16, [11]), ("ViT-B-32/none", 4, list(range(12))),
     # ViT-L-14 in float64 (3.4 GB): the end-to-end tier, the gate for a torch upgrade
-    pytest.param("ViT-L-14/none", 1, None, marks=pytest.mark.slow),
+    pytest.param("ViT-L-14/none", 2, None, marks=pytest.mark.slow),
     pytest.param("ViT-L-14/none", 1, [0, 5, 23], marks=pytest.mark.slow),
 ])
 def test_sums_back_to_encode_image_fp64(key, batch, layers, convention):
@@ -112,15 +112,6 @@ def test_sums_back_to_encode_image_fp64(key, batch, layers, convention):
     images, reference = _images_and_reference(key, batch, seed=batch)
     used = layers if layers is not None else list(range(len(model.visual.transformer.resblocks)))[-4:]
     total, target = _sum_back(model, images, used, convention, reference)
-    assert _rel(total, target) < 1e-5
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("convention", ["centered", "textspan"])
-def test_sums_back_vit_l14_batched(convention):
-    model = _model("ViT-L-14/none")
-    images, reference = _images_and_reference("ViT-L-14/none", 2, seed=3)
-    total, target = _sum_back(model, images, [20, 21, 22, 23], convention, reference)
     assert _rel(total, target) < 1e-5
 
 

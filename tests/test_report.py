@@ -559,15 +559,10 @@ def test_report_prints_to_pdf_with_every_span(chromium, tmp_path):
 # --- end to end -------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster, chromium):
-    from ccs_ray import pipeline
-    from ccs_ray.spec import load_spec
-
-    spec_path = Path(__file__).resolve().parent.parent / "jobs" / "smoke.toml"
-    root = tmp_path / "results"
-    spec = load_spec(str(spec_path), [f"results.root={root}"])
-    summary = pipeline.run(spec, progress=False)
-    out = {name: json.loads(run_canned(name, str(root), "json")) for name in canned_queries()}
+@pytest.mark.xdist_group("smoke")
+def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, smoke_run, chromium):
+    spec, root, summary = smoke_run
+    out = {name: json.loads(run_canned(name, root, "json")) for name in canned_queries()}
     n_heads = 4 * 4  # ccs-tiny: 4 layers x 4 heads, all decomposed
     assert out["ccs_at_k"] and all(r["n_heads"] == n_heads for r in out["ccs_at_k"])
     assert {r["judge"] for r in out["ccs_at_k"]} >= {"combined"}
@@ -618,7 +613,7 @@ def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, ray_cluster,
     text = print_to_pdf(chromium, tmp_path, path, "smoke-report.pdf")
     assert all(re.sub(r"\s+", "", t) in text for t in spans.values())  # every span, printed
 
-    _check_the_kept_actor(spec, str(root), summary)
+    _check_the_kept_actor(spec, root, summary, tmp_path)
 
 
 @ray.remote(num_cpus=0)
@@ -629,7 +624,7 @@ class Gone:
         yield 0
 
 
-def _check_the_kept_actor(spec, root: str, summary: dict) -> None:
+def _check_the_kept_actor(spec, root: str, summary: dict, tmp_path: Path) -> None:
     """The scan's actor, kept with its model loaded, computed the spans and the explain pass, with the results of
     a task of their own (spans) and of one process (explain)."""
     from test_explain import check_against_reference
@@ -648,7 +643,9 @@ def _check_the_kept_actor(spec, root: str, summary: dict) -> None:
     check_against_reference(spec, root, run_id)
     kept = sorted(read_table(root, "spans", run_id, key).to_pylist(),
                   key=lambda r: (r["head_label"], r["subset"], r["rank"]))
-    ctx = RunContext.of(spec, run_id, root, progress=False, actors=ModelActors()).for_model(key)
+    copy = str(tmp_path / "copy")  # the spans are written again: into a copy of the shared run's root
+    shutil.copytree(root, copy)
+    ctx = RunContext.of(spec, run_id, copy, progress=False, actors=ModelActors()).for_model(key)
     ctx.actors.keep(key, 0, 1, Gone.remote())
     ray.kill(ctx.actors.one(key))
     rows, ran_on = run_spans(ctx, section(spec))  # the kept actor is dead: in a task of its own, the same rows
