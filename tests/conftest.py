@@ -7,7 +7,9 @@ copy after the test, fails the test that changed one (naming each parameter, buf
 puts the object back as it was so that the tests after it are not affected.
 """
 
+import contextlib
 import copy
+import fcntl
 import hashlib
 import json
 import os
@@ -116,14 +118,50 @@ def ray_cluster():
 SMOKE = Path(__file__).resolve().parents[1] / "jobs" / "smoke.toml"
 
 
+def _session_dir(tmp_path_factory) -> Path:
+    """A folder of this test session that every xdist worker shares (each worker's own temp folder is beneath it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Holds an exclusive lock on the file ``path`` (created) across processes."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _one_test_of_a_group_at_a_time(request, tmp_path_factory):
+    """Tests of one ``xdist_group`` never run at once, in any worker: each holds its group's lock from its first
+    fixture to its last. (The group is a lock rather than a worker: pytest 9 derives a test's node id from its
+    collection address, so the group suffix xdist appends to it no longer reaches the scheduler.)"""
+    mark = request.node.get_closest_marker("xdist_group")
+    if mark is None:
+        yield
+        return
+    name = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
+    with _locked(_session_dir(tmp_path_factory) / f"group-{name}.lock"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def _smoke_run(ray_cluster, tmp_path_factory):
     from ccs_ray import pipeline
     from ccs_ray.spec import load_spec
 
-    root = tmp_path_factory.mktemp("smoke") / "results"
+    shared = _session_dir(tmp_path_factory) / "smoke"
+    shared.mkdir(exist_ok=True)
+    root, summary = shared / "results", shared / "summary.json"
     spec = load_spec(str(SMOKE), [f"results.root={json.dumps(str(root))}"])
-    return spec, str(root), pipeline.run(spec, progress=False)
+    with _locked(shared / "run.lock"):  # the first worker to ask runs it; the others read what it wrote
+        if not summary.exists():
+            summary.write_text(json.dumps(pipeline.run(spec, progress=False), default=str))
+    return spec, str(root), json.loads(summary.read_text())
 
 
 def _listing(root: str) -> dict[str, tuple[int, int]]:
@@ -138,9 +176,9 @@ def _listing(root: str) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture
 def smoke_run(_smoke_run):
-    """(spec, results root, summary) of ``jobs/smoke.toml`` run once per test session in this process, for the tests
-    that read a whole run (mark them ``xdist_group("smoke")`` so that one process runs it). A test that writes under
-    the root fails: its files, sizes and modification times are compared after the test."""
+    """(spec, results root, summary) of ``jobs/smoke.toml`` run once per test session (by the first worker that asks),
+    for the tests that read a whole run. A test that writes under the root fails: its files, sizes and modification
+    times are compared after the test."""
     spec, root, summary = _smoke_run
     before = _listing(root)
     yield spec, root, copy.deepcopy(summary)

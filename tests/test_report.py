@@ -559,7 +559,6 @@ def test_report_prints_to_pdf_with_every_span(chromium, tmp_path):
 # --- end to end -------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("smoke")
 def test_smoke_job_then_every_canned_query_and_the_report(tmp_path, smoke_run, chromium):
     spec, root, summary = smoke_run
     out = {name: json.loads(run_canned(name, root, "json")) for name in canned_queries()}

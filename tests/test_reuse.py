@@ -128,7 +128,6 @@ def test_reuse_from_must_name_a_results_root(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("smoke")
 def test_a_second_smoke_run_scans_no_image_and_gives_identical_tables(smoke_run, tmp_path, capsys):
     """The smoke job again (``ccs-ray run --json``), naming the session's smoke run's root to reuse from: it reads
     no image, reuses the scan, spans and explain, and every table but ``runs`` has the first run's rows."""
