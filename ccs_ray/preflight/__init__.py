@@ -96,6 +96,22 @@ def _preflight(spec: Spec, resume: bool, run_id: str | None, dry_run: bool, clus
     use_storage(spec.storage)
     checks = Checks()
     plan = Plan(spec.name, spec.results_root, list(spec.stages), {})
+    pool_ok, judges = _spec_phase(checks, spec, plan, resume, run_id, dry_run, steps)
+    checks.finish(ENGINE_CHECKS)
+    _environment_phase(checks, spec, plan, cluster, steps)
+    if judges is not None:
+        steps.next("estimating the judges' calls and cost ...")
+        estimate_judges(spec, plan, judges, pool_ok)
+    steps.next("checking that the weights can be downloaded ..." if checks.probes else "finishing the checks ...")
+    checks.finish()
+    return plan
+
+
+def _spec_phase(checks: Checks, spec: Spec, plan: Plan, resume: bool, run_id: str | None, dry_run: bool,
+                steps: Steps) -> tuple[bool, list | None]:
+    """The first phase (no engine): URIs, models and layers, the text pool, judges, the results root and the run,
+    stage needs and explicit heads. Fills ``plan.models`` and ``plan.run_id``; returns (whether the text pool loads,
+    the judges or None)."""
     steps.next(f"checking the spec {spec.name}: URIs, models, stages, text pool, judges and results root ...")
     unusable = check_uris(checks, spec)
     for key in spec.models.keys:
@@ -116,7 +132,12 @@ def _preflight(spec: Spec, resume: bool, run_id: str | None, dry_run: bool, clus
     plan.run_id = state.run_id if state is not None else None
     check_stages(checks, spec, state, resume)
     check_explicit_heads(checks, spec, plan.models)
-    checks.finish(ENGINE_CHECKS)
+    return pool_ok, judges
+
+
+def _environment_phase(checks: Checks, spec: Spec, plan: Plan, cluster: bool, steps: Steps) -> None:
+    """The second phase: weights, the cluster (``cluster``: its address, resources and a shared results root),
+    sources and datasets, the published head sets and the actor layouts. Fills the rest of ``plan``."""
     steps.next(f"checking the weights of {len(plan.models)} model{'s' * (len(plan.models) > 1)} ...")
     for model in plan.models:
         model_checks.check_model_weights(checks, model)
@@ -134,15 +155,9 @@ def _preflight(spec: Spec, resume: bool, run_id: str | None, dry_run: bool, clus
         if plan.resources:
             checks.run("results.root", check_nodes_reach_root, spec)
     check_sources(checks, spec, plan, steps)
-    if judges is not None:
-        steps.next("estimating the judges' calls and cost ...")
-        estimate_judges(spec, plan, judges, pool_ok)
     if "prune" in spec.stages:
         steps.next("checking the published head sets ...")
         check_published_heads(checks, spec, plan)
     if cluster and plan.resources:
         steps.next("checking the actor layouts ...")
         check_layouts(checks, spec, plan)
-    steps.next("checking that the weights can be downloaded ..." if checks.probes else "finishing the checks ...")
-    checks.finish()
-    return plan
