@@ -150,33 +150,33 @@ def test_a_second_smoke_run_scans_no_image_and_gives_identical_tables(smoke_run,
 def test_reuse_from_another_root_rescan_and_changed_inputs(ray_cluster, tmp_path):
     stages = 'stages=["scan", "spans", "explain"]'
     a, b = tmp_path / "a", tmp_path / "b"
-    first = pipeline.run(_spec(a, stages, n=32), progress=False)
+    first = pipeline.run(_spec(a, stages, n=16), progress=False)
 
     # Another root reuses the first root's runs only when named.
-    fresh = pipeline.run(_spec(b, 'stages=["scan"]', n=32), progress=False)
-    assert fresh["images_scanned"] == {MODEL: 32}
+    fresh = pipeline.run(_spec(b, 'stages=["scan"]', n=16), progress=False)
+    assert fresh["images_scanned"] == {MODEL: 16}
     shutil.rmtree(b)
-    named = pipeline.run(_spec(b, stages, n=32), reuse_from=[str(a)], progress=False)
+    named = pipeline.run(_spec(b, stages, n=16), reuse_from=[str(a)], progress=False)
     assert named["images_scanned"] == {MODEL: 0}
     assert named["stages"]["scan"]["reused"][MODEL] == {"run_id": first["run_id"], "root": str(a)}
     _same_tables(a, first["run_id"], b, named["run_id"], ["moments", "shards", "spans", "span_agreement",
                                                          "top_images"])
     shutil.rmtree(a)  # the copies are the second root's own
-    assert HeadMoments.load(RunState(str(b), named["run_id"]).moments_uri(MODEL)).n.sum() == 32
+    assert HeadMoments.load(RunState(str(b), named["run_id"]).moments_uri(MODEL)).n.sum() == 16
 
     # --rescan scans again (and computes spans and explain again).
-    again = pipeline.run(_spec(b, stages, n=32), rescan=True, progress=False)
-    assert again["images_scanned"] == {MODEL: 32}
+    again = pipeline.run(_spec(b, stages, n=16), rescan=True, progress=False)
+    assert again["images_scanned"] == {MODEL: 16}
     assert not any(again["stages"][s].get("reused") for s in ("scan", "explain"))
     assert again["stages"]["spans"][MODEL]["reused"] is None
 
     # Changed spans settings: the scan is reused without starting its actors (spans run in a task), explain follows.
-    ranked = pipeline.run(_spec(b, stages, "spans.rank=40", n=32), progress=False)
+    ranked = pipeline.run(_spec(b, stages, "spans.rank=40", n=16), progress=False)
     assert ranked["images_scanned"] == {MODEL: 0}
     assert ranked["stages"]["spans"][MODEL]["reused"] is None and ranked["stages"]["spans"][MODEL]["ran_on"] == "task"
-    assert ranked["stages"]["explain"]["reused"] == {} and ranked["stages"]["explain"]["images"] == 32
+    assert ranked["stages"]["explain"]["reused"] == {} and ranked["stages"]["explain"]["images"] == 16
 
     # A changed input of the scan's key (test_a_stage_key_changes_with_every_input_and_only_with_them lists them):
     # the scan runs again (the scan alone is run to show it).
-    other = pipeline.run(_spec(b, 'stages=["scan"]', 'scan.convention="textspan"', n=32), progress=False)
-    assert other["images_scanned"] == {MODEL: 32} and other["stages"]["scan"]["reused"] == {}
+    other = pipeline.run(_spec(b, 'stages=["scan"]', 'scan.convention="textspan"', n=16), progress=False)
+    assert other["images_scanned"] == {MODEL: 16} and other["stages"]["scan"]["reused"] == {}
