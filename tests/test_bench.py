@@ -23,12 +23,12 @@ def test_bench_decompose_json(capsys):
 @pytest.mark.slow
 def test_bench_scan_figures(ray_cluster):
     f = bench_scan.run(model="ccs-tiny/none", images=32, batch_size=8, shard_size=8, image_px=64,
-                       memory_scale=2, memory_images=16)
+                       memory_scale=2, memory_images=8)
     bound = min(f["decode_only_images_per_s"], f["model_only_images_per_s"])
     assert f["ratio_end_to_end_vs_min"] == pytest.approx(f["end_to_end_images_per_s"] / bound, rel=0.01)
     assert f["ratio_explain_vs_scan"] == pytest.approx(f["explain_images_per_s"] / f["end_to_end_images_per_s"],
                                                        rel=0.01)
-    assert f["memory_1x"]["images"] == 16 and f["memory_2x"]["images"] == 32
+    assert f["memory_1x"]["images"] == 8 and f["memory_2x"]["images"] == 16
     assert f["memory_2x"]["actor_peak_rss_mb"] > 0 and f["gpus"] == 0
     assert f["decode_gpu_images_per_s"] is None and f["end_to_end_decode_on_actors"] is False  # no GPU: decoders
     assert f["ratio_end_to_end_vs_plain"] == pytest.approx(f["end_to_end_images_per_s"]
