@@ -137,9 +137,10 @@ def _locked(path: Path):
 
 @pytest.fixture(autouse=True)
 def _one_test_of_a_group_at_a_time(request, tmp_path_factory):
-    """Tests of one ``xdist_group`` never run at once, in any worker: each holds its group's lock from its first
-    fixture to its last. (The group is a lock rather than a worker: pytest 9 derives a test's node id from its
-    collection address, so the group suffix xdist appends to it no longer reaches the scheduler.)"""
+    """Tests of one ``xdist_group`` never run at once, in any worker: each holds its group's lock around its own
+    (function-scoped) fixtures and its body; autouse, this lock is taken before them. (The group is a lock rather
+    than a worker: pytest 9 derives a test's node id from its collection address, so the group suffix xdist appends
+    to it no longer reaches the scheduler.)"""
     mark = request.node.get_closest_marker("xdist_group")
     if mark is None:
         yield
