@@ -12,15 +12,16 @@ from .problems import Checks
 def check_published_heads(checks: Checks, spec: Spec, plan: Plan) -> None:
     """What the paper-* strategies read: the published sets of each model's reference model (heads inside its
     tower, enough heads for paper-random). What the other strategies read is a stage need (:mod:`.stages.contract`)."""
-    from ..ablate import prune_strategies
     from ..choices import is_paper_strategy
-    from ..heads import head_names, parse_head_name
-    from ..reference import paper_random_layers, paper_reference, reference_key
 
     prune = spec.prune
     paper = [s for s in prune.strategies if is_paper_strategy(s)]
     if not paper:
         return
+    from ..ablate import prune_strategies
+    from ..heads import head_names, parse_head_name
+    from ..reference import paper_random_layers, paper_reference, reference_key
+
     published = paper_reference().heads
     for m in plan.models:
         ref = reference_key(prune.reference_model or m.key)

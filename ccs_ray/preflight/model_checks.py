@@ -78,26 +78,14 @@ def check_model_weights(checks: Checks, model: ModelPlan) -> None:
     """The environment phase of a model: a local checkpoint or ``local-dir:`` folder holds weights that fit the
     architecture (:mod:`ccs_ray.weights`, reading shapes only; a remote checkpoint is readable); a folder's tower is
     one we decompose; a pretrained tag exists for the model and its weights are in the local cache or the download
-    host answers a bounded probe."""
-    import open_clip
-
-    from ..models import check_supported
-    from ..weights import architecture, check_weights, folder_weights, local_path
-
+    host answers a bounded probe. Random init (``NAME/none``) has nothing to check and imports nothing."""
     where = f"models.keys: {model.key!r}"
     parsed = ModelKey.parse(model.key)
-    if parsed.checkpoint:
-        assert parsed.weights is not None  # a checkpoint key's weights are its URI
-        path = local_path(parsed.weights)
-        if path is None:  # fetched and checked when the run loads the model
-            checks.run(where, readable, parsed.weights, "checkpoint")
-        else:
-            checks.run(where, check_weights, path, parsed.name)
-    elif parsed.folder is not None:
-        folder = parsed.folder
-        if checks.run(where, lambda: check_supported(architecture(parsed.name), model.key)) is not None:
-            checks.run(where, lambda: check_weights(folder_weights(folder), parsed.name))
+    if parsed.checkpoint or parsed.folder is not None:
+        _check_local_weights(checks, model.key, parsed)
     elif parsed.weights is not None:
+        import open_clip
+
         tags = open_clip.list_pretrained_tags_by_model(parsed.name)
         if parsed.weights not in tags:
             close = difflib.get_close_matches(parsed.weights, tags, n=3, cutoff=0.3) or tags[:3]
@@ -113,3 +101,24 @@ def check_model_weights(checks: Checks, model: ModelPlan) -> None:
                              f"{where}: weights are not in the local cache and cannot be downloaded ({{why}}); "
                              f"offline, use '{parsed.name}/none' (random init) or "
                              f"'{parsed.name}@/path/to/checkpoint.pt'")
+
+
+def _check_local_weights(checks: Checks, key: str, parsed: ModelKey) -> None:
+    """A checkpoint (``NAME@URI``) or ``local-dir:`` folder: its weights fit the architecture (shapes only); a
+    remote checkpoint is readable (fetched and checked when the run loads the model); a folder's tower is one we
+    decompose."""
+    from ..models import check_supported
+    from ..weights import architecture, check_weights, folder_weights, local_path
+
+    where = f"models.keys: {key!r}"
+    if parsed.folder is not None:
+        folder = parsed.folder
+        if checks.run(where, lambda: check_supported(architecture(parsed.name), key)) is not None:
+            checks.run(where, lambda: check_weights(folder_weights(folder), parsed.name))
+        return
+    assert parsed.weights is not None  # a checkpoint key's weights are its URI
+    path = local_path(parsed.weights)
+    if path is None:
+        checks.run(where, readable, parsed.weights, "checkpoint")
+    else:
+        checks.run(where, check_weights, path, parsed.name)
