@@ -163,10 +163,9 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 
 def fs_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """The URI of ``path`` of ``fs`` (as a listing or glob returns it, without its protocol): a plain path
-    on local disk, else with the protocol (``s3://bucket/key``)."""
-    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
-    return path if is_local(fs) else f"{protocol}://{path}"
+    """The URI of ``path`` of ``fs`` (as a listing or glob returns it, without its protocol) that fsspec opens
+    again: a plain path on local disk, else with the protocol (``s3://bucket/key``)."""
+    return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
 def folder_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:

@@ -287,11 +287,11 @@ def views_sql(root: str) -> str:
     import duckdb
 
     from .analytics import PROTOCOL, macros_sql, resolve_root
-    from .files import is_local
+    from .files import fs_uri
     from .tables import REFERENCE_TABLES, TABLES
 
     fs, path = resolve_root(root)
-    where = (path if is_local(fs) else fs.unstrip_protocol(path)).replace("'", "''")
+    where = fs_uri(fs, path).replace("'", "''")
     plain = {name for (name,) in duckdb.connect().execute("SELECT function_name FROM duckdb_functions()").fetchall()}
     lines = [f"-- ccs-ray views and macros over {where}, for plain DuckDB: duckdb -init THIS_FILE",
              "-- written by `ccs-ray sql --views-file`; the interval functions answer NULL here (ccs-ray sql computes "

@@ -41,6 +41,7 @@ def cluster_resources() -> dict:
 
 
 def ray_connected() -> bool:
+    """Whether this process is connected to a Ray cluster."""
     import ray
 
     return ray.is_initialized()
@@ -55,12 +56,10 @@ def check_nodes_reach_root(spec: Spec) -> None:
 
 
 def check_layouts(checks: Checks, spec: Spec, plan: Plan) -> None:
-    import ray
-
     from ..cluster import actor_layout, node_cpus
 
     n = len(spec.models.keys)
-    nodes = node_cpus() if ray.is_initialized() else None
+    nodes = node_cpus() if ray_connected() else None
     uses = {"scan": {"scan", "explain"}, "prune": {"prune"}}  # explain runs on the scan's actors
     # the scan decodes in separate tasks (its share measured when it starts); prune's actors decode themselves
     for stage, section, n_models, share in (("scan", spec.scan, n, None), ("prune", spec.evals, 1, 0.0)):

@@ -79,28 +79,32 @@ def check_model_weights(checks: Checks, model: ModelPlan) -> None:
     architecture (:mod:`ccs_ray.weights`, reading shapes only; a remote checkpoint is readable); a folder's tower is
     one we decompose; a pretrained tag exists for the model and its weights are in the local cache or the download
     host answers a bounded probe. Random init (``NAME/none``) has nothing to check and imports nothing."""
-    where = f"models.keys: {model.key!r}"
     parsed = ModelKey.parse(model.key)
     if parsed.checkpoint or parsed.folder is not None:
         _check_local_weights(checks, model.key, parsed)
     elif parsed.weights is not None:
-        import open_clip
+        _check_pretrained(checks, model.key, parsed.name, parsed.weights)
 
-        tags = open_clip.list_pretrained_tags_by_model(parsed.name)
-        if parsed.weights not in tags:
-            close = difflib.get_close_matches(parsed.weights, tags, n=3, cutoff=0.3) or tags[:3]
-            checks.problems.append(f"{where}: no pretrained weights {parsed.weights!r} for {parsed.name}; e.g. "
-                                   f"{', '.join(close) or 'none'} ({len(tags)} tags: "
-                                   f"open_clip.list_pretrained_tags_by_model({parsed.name!r})), or 'none' for "
-                                   f"random init")
-        else:
-            cached, url = _weights_source(parsed.name, parsed.weights)
-            if not cached:
-                offline = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") else None
-                checks.probe(lambda: offline or unreachable(url),
-                             f"{where}: weights are not in the local cache and cannot be downloaded ({{why}}); "
-                             f"offline, use '{parsed.name}/none' (random init) or "
-                             f"'{parsed.name}@/path/to/checkpoint.pt'")
+
+def _check_pretrained(checks: Checks, key: str, name: str, tag: str) -> None:
+    """open_clip's pretrained weights ``name/tag``: the tag exists, and the weights are cached or the download host
+    answers a bounded probe (run concurrently with the other probes)."""
+    import open_clip
+
+    where = f"models.keys: {key!r}"
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if tag not in tags:
+        close = difflib.get_close_matches(tag, tags, n=3, cutoff=0.3) or tags[:3]
+        checks.problems.append(f"{where}: no pretrained weights {tag!r} for {name}; e.g. {', '.join(close) or 'none'} "
+                               f"({len(tags)} tags: open_clip.list_pretrained_tags_by_model({name!r})), or 'none' for "
+                               f"random init")
+        return
+    cached, url = _weights_source(name, tag)
+    if not cached:
+        offline = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") else None
+        checks.probe(lambda: offline or unreachable(url),
+                     f"{where}: weights are not in the local cache and cannot be downloaded ({{why}}); offline, use "
+                     f"'{name}/none' (random init) or '{name}@/path/to/checkpoint.pt'")
 
 
 def _check_local_weights(checks: Checks, key: str, parsed: ModelKey) -> None:

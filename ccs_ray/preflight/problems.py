@@ -23,8 +23,6 @@ class PreflightError(UserError, ValueError):
                          f"{'; ' + later + ' once they are fixed' if later else ''}):\n  " + "\n  ".join(problems))
 
 
-
-
 class Checks:
     """Problems and deferred network probes, collected while the plan is built."""
 

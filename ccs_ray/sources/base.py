@@ -12,7 +12,7 @@ from itertools import islice
 import fsspec
 
 from ..errors import UserError
-from ..files import is_local
+from ..files import fs_uri
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 
@@ -75,11 +75,6 @@ def file_version(info: dict) -> list:
     return [[k, info[k]] for k in _VERSION_KEYS if info.get(k) is not None]
 
 
-def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """A path from ``fs`` as a URI that fsspec opens again (plain path for the local filesystem)."""
-    return path if is_local(fs) else fs.unstrip_protocol(path)
-
-
 def list_files(uri: str, extensions: tuple[str, ...] | None) -> dict[str, dict]:
     """Files under a folder, matching a glob, or one file: ``{uri: info}``, sorted by URI.
 
@@ -94,7 +89,7 @@ def list_files(uri: str, extensions: tuple[str, ...] | None) -> dict[str, dict]:
         found = {path: fs.info(path)}
     else:
         raise SourceError(f"data source not found: {uri!r} (expected a folder, a glob, or a file)")
-    files = {full_uri(fs, p): info for p, info in found.items()
+    files = {fs_uri(fs, p): info for p, info in found.items()
              if info.get("type") != "directory" and (extensions is None or p.lower().endswith(extensions))}
     return dict(sorted(files.items()))
 
@@ -137,7 +132,7 @@ def walk_files(uri: str, extensions: tuple[str, ...]) -> Iterator[tuple[str, dic
                 if name != folder.rstrip("/"):
                     yield from walk(name)
             elif name.lower().endswith(extensions):
-                yield full_uri(fs, name), entry
+                yield fs_uri(fs, name), entry
 
     yield from walk(path.rstrip("/"))
 

@@ -68,7 +68,8 @@ import numpy as np
 from PIL import Image
 
 from ... import sources
-from ...sources.base import IMAGE_EXTENSIONS, chunks, file_version, fingerprint, full_uri, list_files
+from ...files import fs_uri
+from ...sources.base import IMAGE_EXTENSIONS, chunks, file_version, fingerprint, list_files
 from .. import classnames as cn
 from .entries import DatasetError
 
@@ -92,7 +93,7 @@ class _Root:
         self.fs, self.path, self.name, self.layout = fs, path.rstrip("/"), name, layout
 
     def uri(self, rel: str = "") -> str:
-        return full_uri(self.fs, posixpath.join(self.path, rel).rstrip("/"))
+        return fs_uri(self.fs, posixpath.join(self.path, rel).rstrip("/"))
 
     def error(self, what: str) -> DatasetError:
         return DatasetError(f"{self.name}: {what} (expected {self.layout.title}: {self.layout.expects})")
@@ -247,7 +248,7 @@ def _imagenet(root: _Root) -> list[tuple[str, int]]:
                 labels = _imagenet_labels(root, path, wnid_index)
                 missing = sorted(set(labels) - set(files))
                 if missing:
-                    raise root.error(f"{root.uri(missing[0])}, labelled in {full_uri(root.fs, path)}, is missing")
+                    raise root.error(f"{root.uri(missing[0])}, labelled in {fs_uri(root.fs, path)}, is missing")
                 return [(root.uri(f), labels[f]) for f in sorted(labels)]
     raise root.error(f"{root.uri()} has neither WordNet-id class folders nor a label file "
                      f"({', '.join(_IMAGENET_LABEL_FILES)}) in it or in a folder up to 4 levels above it")
@@ -255,7 +256,7 @@ def _imagenet(root: _Root) -> list[tuple[str, int]]:
 
 def _imagenet_labels(root: _Root, path: str, wnid_index: dict[str, int]) -> dict[str, int]:
     """Image file name -> class index, from one of ImageNet's label files (module docstring)."""
-    uri = full_uri(root.fs, path)
+    uri = fs_uri(root.fs, path)
     name = posixpath.basename(path)
     with root.fs.open(path, "rt", encoding="utf-8") as f:
         text = f.read()
@@ -279,7 +280,7 @@ def _imagenet_labels(root: _Root, path: str, wnid_index: dict[str, int]) -> dict
         return out
     meta = posixpath.join(posixpath.dirname(path), "meta.mat")
     if not root.fs.isfile(meta):
-        raise root.error(f"{full_uri(root.fs, posixpath.dirname(path))} has no meta.mat beside {name} (the "
+        raise root.error(f"{fs_uri(root.fs, posixpath.dirname(path))} has no meta.mat beside {name} (the "
                          "devkit's data/ folder holds both)")
     from scipy.io import loadmat
 
@@ -332,7 +333,7 @@ def find_root(layout: str, source: str) -> str | None:
     if lay.folder and posixpath.basename(path) == lay.folder:
         return source
     if lay.folder and fs.isdir(posixpath.join(path, lay.folder)):
-        return full_uri(fs, posixpath.join(path, lay.folder))
+        return fs_uri(fs, posixpath.join(path, lay.folder))
     names = {posixpath.basename(e["name"].rstrip("/")) + ("/" if e["type"] == "directory" else "")
              for e in fs.ls(path, detail=True)}
     if names & set(lay.markers) or (layout == "imagenet" and any(_IMAGENET_FILE.match(n) for n in names)):
